@@ -1,0 +1,131 @@
+"""Wiring and lifecycle of the node: one SQLite file, one HTTP client session, one aiohttp
+server, one orchestrator; subsystems are built here and given what they need."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import signal
+import time
+
+import aiohttp
+from aiohttp import web
+
+from node.config import NodeConfig
+from node.containers.manager import ContainerManager
+from node.jobs.api import JobsApi
+from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
+from node.jobs.store import JobStore
+from node.logs import get_logger
+from node.server.http import ErrorShapes, RateLimiter, make_middlewares
+from node.storage import Database
+
+log = get_logger(__name__)
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.db = Database(config.storage.path)
+        self.store = JobStore(self.db)
+        self.containers = ContainerManager(config.containers, config.docker, config.manage_containers)
+        self.session: aiohttp.ClientSession | None = None
+        self.orchestrator: Orchestrator | None = None
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+        self.started = False
+        self._stopping = asyncio.Event()
+
+    def _endpoints(self) -> dict[str, ContainerEndpoint]:
+        out = {}
+        for c in self.config.containers:
+            out[c.id] = ContainerEndpoint(
+                id=c.id,
+                url=self.containers.states[c.id].url,
+                external=c.external,
+                timeout=c.timeout,
+                concurrency=c.concurrency,
+                bearer=c.bearer.get_secret_value() if c.bearer else None,
+                generates_proofs=c.generates_proofs,
+                allowed_networks=[ipaddress.ip_network(n, strict=False) for n in c.allowed_ips],
+                description=c.description,
+                image=self.containers.states[c.id].image,
+            )
+        return out
+
+    def build_app(self) -> web.Application:
+        assert self.orchestrator is not None
+        shapes = ErrorShapes()
+        limiter = RateLimiter(self.config.server.rate_limit, exempt={("PUT", "/api/status")})
+        app = web.Application(
+            middlewares=make_middlewares(shapes, limiter),
+            client_max_size=self.config.server.max_body_bytes,
+        )
+        jobs_api = JobsApi(
+            self.orchestrator,
+            self.store,
+            self.containers,
+            max_batch=self.config.server.max_batch,
+            status_allowed_ips=self.config.server.status_allowed_ips,
+            chain_info=lambda: {"enabled": self.config.chain.enabled, "address": None},
+        )
+        app.add_routes(jobs_api.routes())
+        return app
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        await self.db.open()
+        await self.store.start()
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+        if self.config.manage_containers:
+            await self.containers.start()
+        await self.containers.wait_ready(self.session, self.config.startup_wait)
+        self.containers.start_monitor()
+        self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store)
+        app = self.build_app()
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
+        self.started = True
+        log.info(
+            "node.started",
+            host=self.config.server.host,
+            port=self.port,
+            containers=len(self.config.containers),
+            db=self.config.storage.path,
+            s=round(time.perf_counter() - started, 2),
+        )
+
+    async def stop(self) -> None:
+        """Graceful: stop taking requests, let in-flight jobs finish (or fail them), flush
+        SQLite, stop managed containers, close everything."""
+        log.info("node.stopping")
+        if self.runner is not None:
+            await self.runner.shutdown()
+        if self.orchestrator is not None:
+            await self.orchestrator.drain(self.config.server.shutdown_grace)
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.store.close()
+        await self.containers.stop()
+        if self.session is not None:
+            await self.session.close()
+        await self.db.close()
+        log.info("node.stopped")
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            await self._stopping.wait()
+        finally:
+            await self.stop()

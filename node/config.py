@@ -1,0 +1,274 @@
+"""The node's configuration: `config.yaml` parsed into strict pydantic models.
+
+Unknown keys are errors (a typo must never silently disable a feature), `${VAR}` and
+`${VAR:-default}` in any string are replaced from the environment, and secrets are
+`SecretStr` so they never show up in logs or reprs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the file and the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateLimitConfig(_Model):
+    """Per client IP, per route. `num_requests: 0` turns limiting off."""
+
+    num_requests: int = Field(0, ge=0)
+    period: float = Field(60.0, gt=0)
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=0, le=65535)
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_batch: int = Field(1000, gt=0, description="Largest accepted /api/jobs/batch list")
+    # Who may call PUT /api/status (containers working out of band). Loopback and the
+    # default Docker bridge ranges, not the whole of 192.168/16 as the Infernet node does.
+    status_allowed_ips: list[str] = ["127.0.0.0/8", "::1/128", "172.16.0.0/12"]
+    shutdown_grace: float = Field(10.0, ge=0, description="Seconds in-flight jobs get on shutdown")
+
+    @field_validator("status_allowed_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+
+class StorageConfig(_Model):
+    path: str = "node.db"
+
+
+class RegistryCredentials(_Model):
+    username: str
+    password: SecretStr
+    registry: str | None = None
+
+
+class DockerConfig(_Model):
+    base_url: str | None = Field(None, description="Engine URL; DOCKER_HOST or the local socket if unset")
+    credentials: RegistryCredentials | None = None
+    name_prefix: str = Field("", description="Prefix of managed container names")
+    stop_on_exit: bool = True
+    monitor_interval: float = Field(1.0, gt=0)
+
+
+class BuildConfig(_Model):
+    context: str
+    dockerfile: str | None = None
+
+
+class ContainerConfig(_Model):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    image: str = ""
+    build: BuildConfig | None = None
+    description: str = ""
+    external: bool = True
+    port: int | None = Field(None, ge=1, le=65535)
+    url: str | None = None
+    bearer: SecretStr | None = None
+    env: dict[str, str] = {}
+    command: str | list[str] | None = None
+    volumes: list[str] = []
+    gpu: bool = False
+    generates_proofs: bool = False
+    allowed_ips: list[str] = []
+    allowed_addresses: list[str] = []
+    allowed_delegate_addresses: list[str] = []
+    timeout: float = Field(180.0, gt=0)
+    concurrency: int = Field(64, ge=1)
+
+    @field_validator("build", mode="before")
+    @classmethod
+    def _build_shorthand(cls, value: Any) -> Any:
+        return {"context": value} if isinstance(value, str) else value
+
+    @field_validator("allowed_ips")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("allowed_addresses", "allowed_delegate_addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(r"0x[0-9a-fA-F]{40}", item):
+                raise ValueError(f"{item!r} is not a 0x-prefixed 20-byte address")
+        return [item.lower() for item in value]
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s):// URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if len(item.split(":")) not in (2, 3):
+                raise ValueError(f"{item!r} is not 'host:container[:mode]'")
+        return value
+
+
+class LogConfig(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["kv", "json"] = "kv"
+    path: str | None = Field(None, description="Also write logs to this file")
+
+
+class WalletConfig(_Model):
+    private_key: SecretStr | None = None
+    max_gas_limit: int = Field(5_000_000, gt=0)
+
+
+class ChainConfig(_Model):
+    """Filled in by the chain subsystem; disabled by default."""
+
+    enabled: bool = False
+    rpc_url: str | None = None
+    coordinator_address: str | None = None
+    trail_head_blocks: int = Field(1, ge=0)
+    start_block: int = Field(0, ge=0)
+    wallet: WalletConfig = WalletConfig()
+
+    @model_validator(mode="after")
+    def _required_when_enabled(self) -> ChainConfig:
+        if self.enabled:
+            missing = [n for n in ("rpc_url", "coordinator_address") if not getattr(self, n)]
+            if self.wallet.private_key is None:
+                missing.append("wallet.private_key")
+            if missing:
+                raise ValueError(f"chain is enabled but {', '.join(missing)} is not set")
+        return self
+
+
+class NodeConfig(_Model):
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    docker: DockerConfig = DockerConfig()
+    manage_containers: bool = True
+    startup_wait: float = Field(60.0, ge=0, description="Seconds to wait for containers to answer")
+    containers: list[ContainerConfig] = []
+    log: LogConfig = LogConfig()
+    chain: ChainConfig = ChainConfig()
+
+    @model_validator(mode="after")
+    def _containers_consistent(self) -> NodeConfig:
+        seen: set[str] = set()
+        for index, container in enumerate(self.containers):
+            where = f"containers.{index}"
+            if container.id in seen:
+                raise ValueError(f"{where}.id: duplicate container id {container.id!r}")
+            seen.add(container.id)
+            if container.url is None:
+                if self.manage_containers and not (container.image or container.build):
+                    raise ValueError(f"{where}.image: a managed container needs image or build (or url)")
+                if not self.manage_containers and container.port is None:
+                    raise ValueError(
+                        f"{where}: with manage_containers false, give url or port of the running service"
+                    )
+        return self
+
+
+def substitute_env(value: Any, env: dict[str, str], path: str = "") -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string of a parsed YAML tree."""
+    if isinstance(value, dict):
+        return {k: substitute_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, env, f"{path}.{i}") for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+
+        return _ENV_REF.sub(repl, value)
+    return value
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {field}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "config", env: dict[str, str] | None = None) -> NodeConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    data = substitute_env(data, dict(os.environ) if env is None else env)
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> NodeConfig:
+    """Read, substitute and validate a config file. Relative paths inside it (storage,
+    build contexts, log file) are resolved against the file's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    config = parse_config(raw, str(path), env)
+    return resolve_paths(config, path.resolve().parent)
+
+
+def resolve_paths(config: NodeConfig, base: Path) -> NodeConfig:
+    def absolute(p: str) -> str:
+        return p if p == ":memory:" or os.path.isabs(p) else str(base / p)
+
+    containers = [
+        c.model_copy(update={"build": c.build.model_copy(update={"context": absolute(c.build.context)})})
+        if c.build
+        else c
+        for c in config.containers
+    ]
+    update: dict[str, Any] = {
+        "storage": config.storage.model_copy(update={"path": absolute(config.storage.path)}),
+        "containers": containers,
+    }
+    if config.log.path:
+        update["log"] = config.log.model_copy(update={"path": absolute(config.log.path)})
+    return config.model_copy(update=update)

@@ -1,0 +1,1 @@
+"""Docker container management (the docker SDK, always off the event loop)."""

@@ -1,0 +1,305 @@
+"""The container manager: images, lifecycle and health of the containers the node runs.
+
+The docker SDK is blocking, so every call runs in a worker thread (`asyncio.to_thread`).
+Containers publish their port 3000 on 127.0.0.1 only (never 0.0.0.0: the node is the only
+way in). A container whose name exists with a different configuration (image, env, command,
+ports, volumes) is replaced, never silently reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+import docker
+import docker.errors
+from docker.types import DeviceRequest
+
+from node.config import ContainerConfig, DockerConfig
+from node.logs import get_logger
+
+log = get_logger(__name__)
+
+CONTAINER_PORT = "3000/tcp"
+LABEL_MANAGED = "node-daemon.managed"
+LABEL_CONFIG = "node-daemon.config-hash"
+
+
+class ContainerSetupError(Exception):
+    pass
+
+
+@dataclass
+class ContainerState:
+    id: str
+    url: str
+    managed: bool
+    name: str | None = None
+    image: str = ""
+    status: str = "unknown"  # starting | running | exited | restarting | external | failed
+    restarts: int = 0
+    last_error: str | None = None
+    started_at: float | None = None
+    docker_id: str | None = field(default=None, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("docker_id")
+        return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_image_tag(config: ContainerConfig) -> str:
+    return config.image or f"node-local/{config.id.lower()}:latest"
+
+
+class ContainerManager:
+    def __init__(
+        self,
+        containers: list[ContainerConfig],
+        docker_config: DockerConfig,
+        manage: bool,
+        client: docker.DockerClient | None = None,
+    ) -> None:
+        self._configs = {c.id: c for c in containers}
+        self._docker_config = docker_config
+        self.manage = manage
+        self._client = client
+        self.states: dict[str, ContainerState] = {}
+        self._ports: dict[str, int] = {}
+        for c in containers:
+            if c.url:
+                self.states[c.id] = ContainerState(c.id, c.url, managed=False, status="external", image=c.image)
+            elif not manage:
+                self.states[c.id] = ContainerState(
+                    c.id, f"http://127.0.0.1:{c.port}", managed=False, status="external", image=c.image
+                )
+            else:
+                port = c.port or free_port()
+                self.states[c.id] = ContainerState(
+                    c.id,
+                    f"http://127.0.0.1:{port}",
+                    managed=True,
+                    name=f"{docker_config.name_prefix}{c.id}",
+                    image=local_image_tag(c),
+                    status="starting",
+                )
+                self._ports[c.id] = port
+        self._monitor: asyncio.Task | None = None
+
+    # -- docker client ------------------------------------------------------------------
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            if self._docker_config.base_url:
+                self._client = docker.DockerClient(base_url=self._docker_config.base_url, timeout=120)
+            else:
+                self._client = docker.from_env(timeout=120)
+        return self._client
+
+    def _managed(self) -> list[ContainerState]:
+        return [s for s in self.states.values() if s.managed]
+
+    async def ping(self) -> bool:
+        """Is the Docker engine reachable? (False when nothing is managed: not needed.)"""
+        try:
+            return bool(await asyncio.to_thread(self.client.ping))
+        except Exception:  # noqa: BLE001 - any failure means unreachable
+            return False
+
+    # -- start-up -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Make sure every managed container's image exists and the container runs."""
+        managed = self._managed()
+        if not managed:
+            return
+        try:
+            await asyncio.to_thread(self.client.ping)
+        except Exception as exc:  # noqa: BLE001
+            raise ContainerSetupError(f"Docker engine not reachable: {exc}") from None
+        started = time.perf_counter()
+        for state in managed:  # images one by one: builds compete for the same 2 cores anyway
+            await asyncio.to_thread(self._ensure_image, self._configs[state.id], state)
+        await asyncio.gather(*(asyncio.to_thread(self._run, self._configs[s.id], s) for s in managed))
+        log.info("containers.started", count=len(managed), s=round(time.perf_counter() - started, 2))
+
+    def _ensure_image(self, config: ContainerConfig, state: ContainerState) -> None:
+        tag = state.image
+        if config.build:
+            log.info("containers.building", container=config.id, image=tag, context=config.build.context)
+            try:
+                self.client.images.build(
+                    path=config.build.context,
+                    dockerfile=config.build.dockerfile,
+                    tag=tag,
+                    rm=True,
+                    forcerm=True,
+                )
+            except (docker.errors.BuildError, docker.errors.APIError, TypeError, OSError) as exc:
+                detail = getattr(exc, "msg", None) or str(exc)
+                raise ContainerSetupError(f"container {config.id}: building {tag} failed: {detail}") from None
+            return
+        try:
+            self.client.images.get(tag)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        creds = self._docker_config.credentials
+        auth = {"username": creds.username, "password": creds.password.get_secret_value()} if creds else None
+        log.info("containers.pulling", container=config.id, image=tag)
+        try:
+            self.client.images.pull(tag, auth_config=auth)
+        except docker.errors.APIError as exc:
+            raise ContainerSetupError(
+                f"container {config.id}: image {tag} is not available locally and pulling it failed: "
+                f"{exc.explanation or exc}"
+            ) from None
+
+    def _config_hash(self, config: ContainerConfig, image_id: str, port: int) -> str:
+        material = {
+            "image": image_id,
+            "env": config.env,
+            "command": config.command,
+            "volumes": config.volumes,
+            "port": port,
+            "gpu": config.gpu,
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _run(self, config: ContainerConfig, state: ContainerState) -> None:
+        port = self._ports[config.id]
+        image = self.client.images.get(state.image)
+        wanted = self._config_hash(config, image.id, port)
+        try:
+            existing = self.client.containers.get(state.name)
+        except docker.errors.NotFound:
+            existing = None
+        if existing is not None:
+            if existing.labels.get(LABEL_CONFIG) == wanted:
+                if existing.status != "running":
+                    existing.start()
+                state.docker_id = existing.id
+                state.status = "running"
+                state.started_at = time.time()
+                log.info("containers.reused", container=config.id, name=state.name)
+                return
+            log.info("containers.replacing", container=config.id, name=state.name, reason="configuration changed")
+            existing.remove(force=True)
+        kwargs: dict[str, Any] = {
+            "name": state.name,
+            "detach": True,
+            "environment": config.env,
+            "ports": {CONTAINER_PORT: ("127.0.0.1", port)},
+            "volumes": config.volumes or None,
+            "labels": {LABEL_MANAGED: "true", LABEL_CONFIG: wanted},
+        }
+        if config.command:
+            kwargs["command"] = config.command
+        if config.gpu:
+            kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+        try:
+            container = self.client.containers.run(image.id, **kwargs)
+        except docker.errors.APIError as exc:
+            state.status = "failed"
+            state.last_error = str(exc.explanation or exc)
+            raise ContainerSetupError(f"container {config.id}: cannot start: {state.last_error}") from None
+        state.docker_id = container.id
+        state.status = "running"
+        state.started_at = time.time()
+        log.info("containers.created", container=config.id, name=state.name, url=state.url)
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> list[str]:
+        """Wait until every container answers HTTP (any status); returns the ids that did not."""
+        deadline = time.monotonic() + timeout
+
+        async def probe(state: ContainerState) -> bool:
+            while True:
+                try:
+                    async with session.get(f"{state.url}/", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        await resp.read()
+                        return True
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    if time.monotonic() >= deadline:
+                        return False
+                    await asyncio.sleep(0.1)
+
+        states = list(self.states.values())
+        answered = await asyncio.gather(*(probe(s) for s in states))
+        silent = [s.id for s, ok in zip(states, answered) if not ok]
+        for cid in silent:
+            log.warning("containers.not_answering", container=cid, waited_s=timeout, url=self.states[cid].url)
+        return silent
+
+    # -- monitoring -----------------------------------------------------------------------
+
+    def start_monitor(self) -> None:
+        if self._managed():
+            self._monitor = asyncio.create_task(self._monitor_loop(), name="container-monitor")
+
+    async def _monitor_loop(self) -> None:
+        interval = self._docker_config.monitor_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self._check_once)
+            except Exception as exc:  # noqa: BLE001 - the engine may be down; keep watching
+                log.warning("containers.monitor_failed", error=str(exc))
+
+    def _check_once(self) -> None:
+        for state in self._managed():
+            try:
+                container = self.client.containers.get(state.docker_id or state.name)
+            except docker.errors.NotFound:
+                log.warning("containers.vanished", container=state.id, name=state.name)
+                state.status = "starting"
+                self._run(self._configs[state.id], state)
+                state.restarts += 1
+                continue
+            if container.status in ("exited", "dead", "created"):
+                exit_code = container.attrs.get("State", {}).get("ExitCode")
+                log.warning("containers.restarting", container=state.id, status=container.status, exit_code=exit_code)
+                state.status = "restarting"
+                container.start()
+                state.restarts += 1
+                state.status = "running"
+                state.started_at = time.time()
+            elif container.status == "running" and state.status != "running":
+                state.status = "running"
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        if self._monitor:
+            self._monitor.cancel()
+            try:
+                await self._monitor
+            except asyncio.CancelledError:
+                pass
+        if not self._docker_config.stop_on_exit:
+            return
+        managed = [s for s in self._managed() if s.docker_id]
+        await asyncio.gather(*(asyncio.to_thread(self._remove, s) for s in managed), return_exceptions=True)
+        if managed:
+            log.info("containers.stopped", count=len(managed))
+
+    def _remove(self, state: ContainerState) -> None:
+        try:
+            container = self.client.containers.get(state.docker_id)
+            container.stop(timeout=5)
+            container.remove(force=True)
+            state.status = "exited"
+        except docker.errors.NotFound:
+            pass

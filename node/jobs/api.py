@@ -1,0 +1,203 @@
+"""The Infernet node's REST surface (seed 003 plus the rest of what the Infernet node serves):
+`GET /health`, `GET /info`, `POST /api/jobs`, `POST /api/jobs/batch`, `POST /api/jobs/stream`,
+`GET /api/jobs`, `PUT /api/status`, and `GET /api/containers` (per-container state).
+
+Errors are `{"error": str[, "params": object]}` with a 4xx status; nothing a client sends
+produces a 500.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from node import __version__
+from node.containers.manager import ContainerManager
+from node.jobs.models import DelegatedSubscriptionRequest, Job, JobRequest, StatusUpdate
+from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.jobs.store import JobStore
+from node.server.http import ApiError, client_ip, json_response, parse_model, read_json
+
+WORKFLOW_HEADER = "X-Workflow-Id"
+
+# A hook the chain subsystem installs to accept delegated subscriptions; returns the body to send.
+DelegatedHandler = Callable[[DelegatedSubscriptionRequest, str | None], Awaitable[dict[str, Any]]]
+
+
+def _bool_param(request: web.Request, name: str) -> bool | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ApiError(400, f"{name}: expected true or false, got {value!r}")
+
+
+class JobsApi:
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        store: JobStore,
+        containers: ContainerManager,
+        *,
+        max_batch: int,
+        status_allowed_ips: list[str],
+        chain_info: Callable[[], dict[str, Any]],
+        onchain_pending: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self._orchestrator = orchestrator
+        self._store = store
+        self._containers = containers
+        self._max_batch = max_batch
+        self._status_networks = [ipaddress.ip_network(n, strict=False) for n in status_allowed_ips]
+        self._chain_info = chain_info
+        self._onchain_pending = onchain_pending
+        self.delegated_handler: DelegatedHandler | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/health", self.health),
+            web.get("/info", self.info),
+            web.get("/api/containers", self.container_states),
+            web.post("/api/jobs", self.create_job),
+            web.post("/api/jobs/batch", self.create_batch),
+            web.post("/api/jobs/stream", self.create_stream),
+            web.get("/api/jobs", self.get_jobs),
+            web.put("/api/status", self.put_status),
+        ]
+
+    # -- info ----------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return json_response({"status": "healthy"})
+
+    async def info(self, request: web.Request) -> web.Response:
+        containers = [
+            {"id": e.id, "description": e.description, "external": e.external, "image": e.image}
+            for e in self._orchestrator.endpoints.values()
+        ]
+        return json_response(
+            {
+                "version": __version__,
+                "containers": containers,
+                "pending": {
+                    "offchain": self._store.count_running() - self._onchain_pending_jobs(),
+                    "onchain": self._onchain_pending(),
+                },
+                "chain": self._chain_info(),
+            }
+        )
+
+    def _onchain_pending_jobs(self) -> int:
+        return self._store.count_running("chain")
+
+    async def container_states(self, request: web.Request) -> web.Response:
+        return json_response([s.public() for s in self._containers.states.values()])
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def _create(self, body: Any, request: web.Request) -> dict[str, Any]:
+        """Create one job from a parsed body; returns the wire answer or raises ApiError."""
+        if isinstance(body, dict) and "subscription" in body:
+            delegated = parse_model(DelegatedSubscriptionRequest, body)
+            if self.delegated_handler is None:
+                raise ApiError(400, "Chain is not enabled on this node; delegated subscriptions are refused")
+            return await self.delegated_handler(delegated, client_ip(request))
+        job_request = parse_model(JobRequest, body)
+        ip = client_ip(request)
+        try:
+            job = await self._orchestrator.submit(
+                job_request.containers,
+                job_request.data,
+                client=ip or "unknown",
+                requires_proof=job_request.requires_proof,
+                workflow_id=request.headers.get(WORKFLOW_HEADER),
+                client_ip=ip,
+            )
+        except JobRejected as exc:
+            raise ApiError(exc.status, exc.message, exc.params) from None
+        return {"id": job.id}
+
+    async def create_job(self, request: web.Request) -> web.Response:
+        return json_response(await self._create(await read_json(request), request))
+
+    async def create_batch(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        if not isinstance(body, list):
+            raise ApiError(400, "Expected a list")
+        if len(body) > self._max_batch:
+            raise ApiError(400, f"Batch too large: {len(body)} requests, at most {self._max_batch}")
+        answers: list[dict[str, Any]] = []
+        for item in body:
+            try:
+                answers.append(await self._create(item, request))
+            except ApiError as exc:
+                answers.append({"error": exc.message, **({"params": exc.params} if exc.params else {})})
+        return json_response(answers)
+
+    async def create_stream(self, request: web.Request) -> web.StreamResponse:
+        body = await read_json(request)
+        if isinstance(body, dict) and "subscription" in body:
+            raise ApiError(405, "Streaming only supported for OffchainJob requests.")
+        job_request = parse_model(JobRequest, body)
+        if len(job_request.containers) != 1:
+            raise ApiError(400, "Streaming runs exactly one container", {"containers": job_request.containers})
+        ip = client_ip(request)
+        try:
+            job, chunks = await self._orchestrator.stream(
+                job_request.containers[0],
+                job_request.data,
+                client=ip or "unknown",
+                client_ip=ip,
+                workflow_id=request.headers.get(WORKFLOW_HEADER),
+            )
+        except JobRejected as exc:
+            raise ApiError(exc.status, exc.message, exc.params) from None
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        await response.prepare(request)
+        await response.write(f"{job.id}\n".encode())
+        async for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def get_jobs(self, request: web.Request) -> web.Response:
+        ip = client_ip(request) or "unknown"
+        ids = request.query.getall("id", [])
+        if ids:
+            intermediate = bool(_bool_param(request, "intermediate"))
+            jobs = await self._store.get_many(ids, client=ip)
+            return json_response([job.to_wire(intermediate) for job in jobs])
+        pending = _bool_param(request, "pending")
+        return json_response(await self._store.list_ids(ip, pending))
+
+    async def put_status(self, request: web.Request) -> web.Response:
+        ip = client_ip(request)
+        try:
+            address = ipaddress.ip_address(ip or "")
+        except ValueError:
+            address = None
+        if address is None or not any(address in net for net in self._status_networks):
+            raise ApiError(403, "Unauthorized")
+        update = parse_model(StatusUpdate, await read_json(request))
+        existing = self._store.cached(update.id)
+        if existing is None:
+            found = await self._store.get_many([update.id])
+            existing = found[0] if found else None
+        job = existing or Job(id=update.id, client=ip or "unknown", containers=update.containers, source="status")
+        job.containers = update.containers
+        if update.status == "running":
+            job.status = "running"
+        else:
+            last = update.containers[-1]
+            result = {"container": last, "output": update.data} if update.status == "success" else {
+                "container": last, "error": update.data if isinstance(update.data, str) else "failed"}
+            job.finish([*job.intermediate, result])
+        self._store.save(job)
+        return json_response(None)

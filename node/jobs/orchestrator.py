@@ -1,0 +1,336 @@
+"""The orchestrator: runs a job's containers in order, output of one the input of the next.
+
+Every way work enters the node (HTTP, chain subscriptions, CRE actions, registry triggers)
+ends here, so admission gates (the governance gateway's budgets, policies and kill switch)
+and per-container concurrency limits apply to all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from node.jobs.models import Job, JobLocation
+from node.jobs.store import JobStore
+from node.logs import get_logger
+
+log = get_logger(__name__)
+
+_SNIPPET = 300
+
+
+@dataclass
+class ContainerEndpoint:
+    """How the orchestrator reaches one configured container."""
+
+    id: str
+    url: str  # base URL; the node POSTs to {url}/service_output
+    external: bool = True
+    timeout: float = 180.0
+    concurrency: int = 64
+    bearer: str | None = None
+    generates_proofs: bool = False
+    allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+    description: str = ""
+    image: str = ""
+
+    def __post_init__(self) -> None:
+        self.semaphore = asyncio.Semaphore(self.concurrency)
+        self.headers = {"Content-Type": "application/json"}
+        if self.bearer:
+            self.headers["Authorization"] = f"Bearer {self.bearer}"
+        self.service_url = f"{self.url}/service_output"
+
+    def allows(self, ip: str | None) -> bool:
+        if not self.allowed_networks:
+            return True
+        if ip is None:
+            return False
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in net for net in self.allowed_networks)
+
+
+class JobRejected(Exception):
+    """A job refused before it starts; `status` is the HTTP code a front door should use."""
+
+    def __init__(self, message: str, params: dict[str, Any] | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.params = params
+        self.status = status
+
+
+class ContainerFailure(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What an admission gate sees of a job about to start."""
+
+    containers: tuple[str, ...]
+    client: str
+    source: str
+    workflow_id: str | None
+
+
+class JobGate(Protocol):
+    """Admission control hook (governance: budgets, policies, pause/kill)."""
+
+    async def admit(self, admission: Admission) -> None:
+        """Raise JobRejected to refuse the job."""
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        endpoints: dict[str, ContainerEndpoint],
+        session: aiohttp.ClientSession,
+        store: JobStore,
+        gates: Sequence[JobGate] = (),
+    ) -> None:
+        self.endpoints = endpoints
+        self._session = session
+        self._store = store
+        self._gates = list(gates)
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._cancel_reasons: dict[str, str] = {}
+
+    def add_gate(self, gate: JobGate) -> None:
+        self._gates.append(gate)
+
+    # -- admission -------------------------------------------------------------------------
+
+    def check(self, containers: Sequence[str], client_ip: str | None = None, requires_proof: bool = False) -> None:
+        """Static checks of a container chain; raises JobRejected with a clear message."""
+        if not containers:
+            raise JobRejected("No containers specified")
+        unknown = [c for c in containers if c not in self.endpoints]
+        if unknown:
+            raise JobRejected("Container not supported", {"containers": unknown})
+        first = self.endpoints[containers[0]]
+        if not first.external:
+            raise JobRejected("Container is not external", {"container": first.id})
+        if requires_proof and not self.endpoints[containers[-1]].generates_proofs:
+            raise JobRejected("Container does not generate proofs", {"container": containers[-1]})
+        for cid in containers:
+            if not self.endpoints[cid].allows(client_ip):
+                raise JobRejected("Container not allowed for address", {"container": cid, "address": client_ip}, 403)
+
+    async def _admit(self, containers: Sequence[str], client: str, source: str, workflow_id: str | None) -> None:
+        if self._gates:
+            admission = Admission(tuple(containers), client, source, workflow_id)
+            for gate in self._gates:
+                await gate.admit(admission)
+
+    def _new_job(self, containers: Sequence[str], client: str, source: str, workflow_id: str | None) -> Job:
+        job = Job(id=str(uuid.uuid4()), client=client, containers=list(containers), source=source, workflow_id=workflow_id)
+        self._store.save(job)
+        return job
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        containers: Sequence[str],
+        data: Any,
+        *,
+        client: str,
+        source: str = "offchain",
+        requires_proof: bool = False,
+        workflow_id: str | None = None,
+        client_ip: str | None = None,
+    ) -> Job:
+        """Check, admit, record and start a job in the background; returns it running."""
+        self.check(containers, client_ip, requires_proof)
+        await self._admit(containers, client, source, workflow_id)
+        job = self._new_job(containers, client, source, workflow_id)
+        task = asyncio.create_task(self._execute(job, data, requires_proof, JobLocation.OFFCHAIN, JobLocation.OFFCHAIN))
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _t, jid=job.id: self._forget(jid))
+        return job
+
+    async def run(
+        self,
+        containers: Sequence[str],
+        data: Any,
+        *,
+        client: str,
+        source: str,
+        source_location: JobLocation = JobLocation.OFFCHAIN,
+        destination: JobLocation = JobLocation.OFFCHAIN,
+        requires_proof: bool = False,
+        workflow_id: str | None = None,
+    ) -> Job:
+        """Run a job to completion in the caller's task (chain processor, CRE actions, cron)."""
+        self.check(containers, None, requires_proof)
+        await self._admit(containers, client, source, workflow_id)
+        job = self._new_job(containers, client, source, workflow_id)
+        self._tasks[job.id] = asyncio.current_task()  # type: ignore[assignment]
+        try:
+            await self._execute(job, data, requires_proof, source_location, destination)
+        finally:
+            self._forget(job.id)
+        return job
+
+    def _forget(self, job_id: str) -> None:
+        self._tasks.pop(job_id, None)
+        self._cancel_reasons.pop(job_id, None)
+
+    async def _execute(
+        self, job: Job, data: Any, requires_proof: bool, source: JobLocation, destination: JobLocation
+    ) -> None:
+        started = time.perf_counter()
+        results: list[dict[str, Any]] = []
+        last = len(job.containers) - 1
+        current = job.containers[0]
+        try:
+            for index, cid in enumerate(job.containers):
+                current = cid
+                body = {
+                    "source": int(source) if index == 0 else int(JobLocation.OFFCHAIN),
+                    "destination": int(destination) if index == last else int(JobLocation.OFFCHAIN),
+                    "data": data,
+                    "requires_proof": requires_proof,
+                }
+                try:
+                    data = await self.call(self.endpoints[cid], body)
+                except ContainerFailure as exc:
+                    results.append({"container": cid, "error": str(exc)})
+                    break
+                results.append({"container": cid, "output": data})
+        except asyncio.CancelledError:
+            reason = self._cancel_reasons.get(job.id)
+            results.append({"container": current, "error": reason or "job cancelled"})
+            job.finish(results)
+            self._store.save(job)
+            log.info("job.cancelled", job_id=job.id, reason=reason or "task cancelled")
+            if reason is None:
+                raise  # our caller is being cancelled (shutdown): let it unwind
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # cancelled through cancel(): the job ends, its caller goes on
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must fail the job, not leave it running
+            log.exception("job.crashed", job_id=job.id)
+            results.append({"container": current, "error": f"internal error: {exc}"})
+        job.finish(results)
+        self._store.save(job)
+        if log.is_debug() or job.status == "failed":
+            level = log.warning if job.status == "failed" else log.debug
+            level(
+                "job.finished",
+                job_id=job.id,
+                status=job.status,
+                source=job.source,
+                containers=",".join(job.containers),
+                ms=round((time.perf_counter() - started) * 1000, 2),
+                **({"error": job.result.get("error")} if job.result and "error" in job.result else {}),
+            )
+
+    async def call(self, endpoint: ContainerEndpoint, body: dict[str, Any]) -> Any:
+        """POST one container's /service_output; any failure becomes ContainerFailure."""
+        payload = json.dumps(body, separators=(",", ":"))
+        async with endpoint.semaphore:
+            try:
+                async with self._session.post(
+                    endpoint.service_url,
+                    data=payload,
+                    headers=endpoint.headers,
+                    timeout=aiohttp.ClientTimeout(total=endpoint.timeout),
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+            except asyncio.TimeoutError:
+                raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
+            except aiohttp.ClientError as exc:
+                raise ContainerFailure(f"container unreachable: {exc}") from None
+        text = raw.decode("utf-8", "replace")
+        if not 200 <= status < 300:
+            raise ContainerFailure(f"container answered HTTP {status}: {text[:_SNIPPET]}")
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ContainerFailure(f"container returned non-JSON output: {text[:_SNIPPET]!r}") from None
+
+    async def stream(
+        self, container: str, data: Any, *, client: str, client_ip: str | None = None, workflow_id: str | None = None
+    ) -> tuple[Job, AsyncIterator[bytes]]:
+        """Start a streaming job on one container; yields its raw output as it arrives and
+        stores the whole output as the job's result when the stream ends."""
+        self.check([container], client_ip)
+        await self._admit([container], client, "stream", workflow_id)
+        job = self._new_job([container], client, "stream", workflow_id)
+        endpoint = self.endpoints[container]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            body = {"source": int(JobLocation.OFFCHAIN), "destination": int(JobLocation.STREAM), "data": data}
+            collected: list[bytes] = []
+            result: dict[str, Any]
+            try:
+                async with endpoint.semaphore:
+                    async with self._session.post(
+                        endpoint.service_url,
+                        data=json.dumps(body),
+                        headers=endpoint.headers,
+                        timeout=aiohttp.ClientTimeout(total=None, sock_read=endpoint.timeout),
+                    ) as response:
+                        if not 200 <= response.status < 300:
+                            text = (await response.read()).decode("utf-8", "replace")
+                            raise ContainerFailure(f"container answered HTTP {response.status}: {text[:_SNIPPET]}")
+                        async for chunk in response.content.iter_any():
+                            collected.append(chunk)
+                            yield chunk
+                text = b"".join(collected).decode("utf-8", "replace")
+                result = {"container": container, "output": {"output": text}}
+            except ContainerFailure as exc:
+                result = {"container": container, "error": str(exc)}
+            except asyncio.TimeoutError:
+                result = {"container": container, "error": f"container timed out after {endpoint.timeout:g}s"}
+            except aiohttp.ClientError as exc:
+                result = {"container": container, "error": f"container unreachable: {exc}"}
+            except (asyncio.CancelledError, GeneratorExit):
+                job.finish([{"container": container, "error": "stream aborted by the client"}])
+                self._store.save(job)
+                raise
+            job.finish([result])
+            self._store.save(job)
+
+        return job, chunks()
+
+    # -- control ---------------------------------------------------------------------------
+
+    def cancel(self, job_id: str, reason: str) -> bool:
+        """Abort a running job (its container call is cancelled); it ends failed with `reason`."""
+        task = self._tasks.get(job_id)
+        if task is None or task.done():
+            return False
+        self._cancel_reasons[job_id] = reason
+        task.cancel()
+        return True
+
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, timeout: float, reason: str = "node shutting down") -> None:
+        """Let in-flight background jobs finish for up to `timeout` s, then cancel the rest."""
+        pending = [t for t in self._tasks.values() if not t.done()]
+        if pending:
+            log.info("jobs.draining", in_flight=len(pending), timeout_s=timeout)
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            for job_id, task in list(self._tasks.items()):
+                if task in still:
+                    self.cancel(job_id, reason)
+            if still:
+                await asyncio.wait(still, timeout=5)

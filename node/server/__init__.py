@@ -1,0 +1,1 @@
+"""The one embedded aiohttp server every API family is mounted on."""

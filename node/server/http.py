@@ -1,0 +1,168 @@
+"""Server plumbing shared by every API family: request ids, JSON errors, rate limits, body
+parsing with pydantic, and the error shape each family uses (chosen by path prefix)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from node.config import RateLimitConfig
+from node.logs import get_logger
+
+log = get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ErrorRenderer = Callable[[int, str, dict[str, Any] | None], dict[str, Any]]
+M = TypeVar("M", bound=BaseModel)
+
+REQUEST_ID = "request_id"
+_DUMPS = json.dumps
+
+
+def infernet_error(status: int, message: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The Infernet node's error body: `{"error": str[, "params": object]}`."""
+    body: dict[str, Any] = {"error": message}
+    if params:
+        body["params"] = params
+    return body
+
+
+class ErrorShapes:
+    """Which JSON error body a path gets. Each API family registers its prefix and renderer;
+    anything else gets the Infernet shape."""
+
+    def __init__(self) -> None:
+        self._prefixes: list[tuple[str, ErrorRenderer]] = []
+
+    def register(self, prefix: str, renderer: ErrorRenderer) -> None:
+        self._prefixes.append((prefix, renderer))
+        self._prefixes.sort(key=lambda item: -len(item[0]))
+
+    def render(self, path: str, status: int, message: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        for prefix, renderer in self._prefixes:
+            if path.startswith(prefix):
+                return renderer(status, message, params)
+        return infernet_error(status, message, params)
+
+
+class ApiError(Exception):
+    """Raise from a handler: rendered as JSON in the error shape of the request's API family."""
+
+    def __init__(self, status: int, message: str, params: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status
+        self.message = message
+        self.params = params
+        self.headers = headers
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=_DUMPS(body, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def validation_message(error: ValidationError) -> tuple[str, list[dict[str, str]]]:
+    """A one-line message naming the first bad field, and every problem as {field, message}."""
+    problems = [
+        {"field": ".".join(str(p) for p in item["loc"]) or "(body)", "message": item["msg"].removeprefix("Value error, ")}
+        for item in error.errors()
+    ]
+    first = problems[0]
+    return f"{first['field']}: {first['message']}", problems
+
+
+def parse_model(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message, problems = validation_message(exc)
+        raise ApiError(400, message, {"errors": problems}) from None
+
+
+async def read_json(request: web.Request) -> Any:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "Request body too large") from None
+    if not raw:
+        raise ApiError(400, "Request body is empty; expected JSON")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "Request body is not valid JSON") from None
+
+
+class RateLimiter:
+    """Fixed-window counter per (client IP, route). `num_requests == 0` disables it."""
+
+    def __init__(self, config: RateLimitConfig, exempt: set[tuple[str, str]] | None = None) -> None:
+        self.limit = config.num_requests
+        self.period = config.period
+        self.exempt = exempt or set()
+        self._windows: dict[tuple[str, str], tuple[float, int]] = {}
+        self._last_prune = time.monotonic()
+
+    def hit(self, ip: str, method: str, route: str) -> float | None:
+        """Count a request; return seconds to wait if it is over the limit, else None."""
+        if self.limit == 0 or (method, route) in self.exempt:
+            return None
+        now = time.monotonic()
+        if now - self._last_prune > self.period:
+            self._windows = {k: v for k, v in self._windows.items() if now - v[0] < self.period}
+            self._last_prune = now
+        key = (ip, route)
+        start, count = self._windows.get(key, (now, 0))
+        if now - start >= self.period:
+            start, count = now, 0
+        if count >= self.limit:
+            return self.period - (now - start)
+        self._windows[key] = (start, count + 1)
+        return None
+
+
+def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter) -> list:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        request[REQUEST_ID] = request_id
+        try:
+            route = request.match_info.route.resource
+            canonical = route.canonical if route is not None else request.path
+            wait = limiter.hit(request.remote or "?", request.method, canonical)
+            if wait is not None:
+                raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
+                               headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+            response = await handler(request)
+        except ApiError as exc:
+            response = json_response(shapes.render(request.path, exc.status_code, exc.message, exc.params),
+                                     exc.status_code, exc.headers)
+        except web.HTTPException as exc:
+            if exc.status_code < 400:
+                raise
+            message = exc.reason if exc.status_code != 404 else f"Not found: {request.method} {request.path}"
+            response = json_response(shapes.render(request.path, exc.status_code, message), exc.status_code)
+        except Exception:  # noqa: BLE001 - never a stack trace or HTML to the client
+            log.exception("http.unhandled", request_id=request_id, method=request.method, path=request.path)
+            response = json_response(
+                shapes.render(request.path, 500, "Internal server error", {"request_id": request_id}), 500
+            )
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
+        return response
+
+    return [errors]
+
+
+def client_ip(request: web.Request) -> str | None:
+    return request.remote

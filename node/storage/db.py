@@ -1,0 +1,142 @@
+"""One aiosqlite connection in WAL mode, and the migration runner.
+
+Each subsystem owns its tables and declares its migrations as `Migration` objects with ids
+like `jobs.0001`. They are applied once, in order, each in its own transaction, and recorded in
+`schema_migrations`, so subsystems evolve their schema independently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from node.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    id: str
+    sql: str
+
+
+class Database:
+    """Thin owner of the connection. Writes go through `transaction()` (serialised by a lock so
+    concurrent coroutines never interleave statements of two transactions)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise RuntimeError("database is not open")
+        return self._conn
+
+    async def open(self) -> None:
+        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
+        self._conn.row_factory = aiosqlite.Row
+        await self._conn.execute("PRAGMA journal_mode=WAL")
+        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        await self._conn.execute("PRAGMA foreign_keys=ON")
+        await self._conn.execute("PRAGMA busy_timeout=5000")
+        await self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def migrate(self, migrations: Iterable[Migration]) -> list[str]:
+        applied = {row[0] for row in await self.fetchall("SELECT id FROM schema_migrations")}
+        done: list[str] = []
+        for migration in migrations:
+            if migration.id in applied:
+                continue
+            async with self.transaction() as conn:
+                await conn.executescript_in_tx(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)", (migration.id, time.time())
+                )
+            done.append(migration.id)
+            log.info("storage.migrated", migration=migration.id)
+        return done
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement in its own transaction; returns the row count."""
+        async with self.transaction() as tx:
+            return await tx.execute(sql, params)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self.conn.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        async with self.conn.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def writable(self) -> bool:
+        """Health probe: can we take the write lock and write?"""
+        try:
+            async with self.transaction() as tx:
+                await tx.execute("CREATE TEMP TABLE IF NOT EXISTS _probe (x)")
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not writable"
+            return False
+
+
+class _Transaction:
+    """`async with db.transaction() as tx:` - BEGIN IMMEDIATE … COMMIT, or ROLLBACK on error."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def __aenter__(self) -> _Transaction:
+        await self._db._write_lock.acquire()
+        try:
+            await self._db.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._db._write_lock.release()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self._db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._db._write_lock.release()
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cursor = await self._db.conn.execute(sql, params)
+        count = cursor.rowcount
+        await cursor.close()
+        return count
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._db.conn.executemany(sql, rows)
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        async with self._db.conn.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def executescript_in_tx(self, script: str) -> None:
+        # executescript() would COMMIT first; run the statements one by one instead.
+        for statement in _split_sql(script):
+            await self._db.conn.execute(statement)
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
