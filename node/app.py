@@ -81,8 +81,10 @@ class Node:
         if self.config.manage_containers:
             await self.containers.start()
         await self.containers.wait_ready(self.session, self.config.startup_wait)
-        self.containers.start_monitor()
         self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store)
+        endpoints = self.orchestrator.endpoints
+        self.containers.on_url_change = lambda cid, url: endpoints[cid].set_url(url)
+        self.containers.start_monitor()
         app = self.build_app()
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()

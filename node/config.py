@@ -75,6 +75,10 @@ class DockerConfig(_Model):
     base_url: str | None = Field(None, description="Engine URL; DOCKER_HOST or the local socket if unset")
     credentials: RegistryCredentials | None = None
     name_prefix: str = Field("", description="Prefix of managed container names")
+    # How the node reaches managed containers: "auto" tries the container's own IP on its
+    # Docker network first (no userland proxy in the way) and falls back to the port published
+    # on 127.0.0.1; "published" always uses the published port.
+    connect_via: Literal["auto", "published"] = "auto"
     stop_on_exit: bool = True
     monitor_interval: float = Field(1.0, gt=0)
 

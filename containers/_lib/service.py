@@ -81,14 +81,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # the listen() backlog; must be set before the socket listens
+
+
 def serve(handle, stream=None):
     _Handler.handle_fn = staticmethod(handle)
     _Handler.stream_fn = staticmethod(stream) if stream else None
     # As PID 1 the process gets no default SIGTERM action: exit at once when the node stops us.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     port = int(os.environ.get("PORT", "3000"))
-    server = ThreadingHTTPServer(("0.0.0.0", port), _Handler)
-    server.daemon_threads = True
-    server.request_queue_size = 1024
+    server = _Server(("0.0.0.0", port), _Handler)
     print(f"listening on :{port}", file=sys.stderr, flush=True)
     server.serve_forever()

@@ -14,6 +14,7 @@ import json
 import socket
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -38,8 +39,10 @@ class ContainerSetupError(Exception):
 @dataclass
 class ContainerState:
     id: str
-    url: str
+    url: str  # the address jobs use now
     managed: bool
+    published_url: str | None = None  # http://127.0.0.1:<port> of a managed container
+    network_url: str | None = None  # http://<container ip>:3000 on its Docker network
     name: str | None = None
     image: str = ""
     status: str = "unknown"  # starting | running | exited | restarting | external | failed
@@ -91,12 +94,15 @@ class ContainerManager:
                     c.id,
                     f"http://127.0.0.1:{port}",
                     managed=True,
+                    published_url=f"http://127.0.0.1:{port}",
                     name=f"{docker_config.name_prefix}{c.id}",
                     image=local_image_tag(c),
                     status="starting",
                 )
                 self._ports[c.id] = port
         self._monitor: asyncio.Task | None = None
+        # Called (from a worker thread) with (container id, url) when a restart moved a container.
+        self.on_url_change: Callable[[str, str], None] | None = None
 
     # -- docker client ------------------------------------------------------------------
 
@@ -191,9 +197,7 @@ class ContainerManager:
             if existing.labels.get(LABEL_CONFIG) == wanted:
                 if existing.status != "running":
                     existing.start()
-                state.docker_id = existing.id
-                state.status = "running"
-                state.started_at = time.time()
+                self._mark_running(state, existing)
                 log.info("containers.reused", container=config.id, name=state.name)
                 return
             log.info("containers.replacing", container=config.id, name=state.name, reason="configuration changed")
@@ -216,25 +220,42 @@ class ContainerManager:
             state.status = "failed"
             state.last_error = str(exc.explanation or exc)
             raise ContainerSetupError(f"container {config.id}: cannot start: {state.last_error}") from None
+        self._mark_running(state, container)
+        log.info("containers.created", container=config.id, name=state.name, url=state.published_url)
+
+    def _mark_running(self, state: ContainerState, container: Any) -> None:
+        container.reload()
         state.docker_id = container.id
         state.status = "running"
         state.started_at = time.time()
-        log.info("containers.created", container=config.id, name=state.name, url=state.url)
+        networks = container.attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
+        ips = [n.get("IPAddress") for n in networks.values() if n.get("IPAddress")]
+        state.network_url = f"http://{ips[0]}:3000" if ips else None
+        if state.url not in (state.published_url, state.network_url):
+            state.url = state.published_url or state.url
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> list[str]:
         """Wait until every container answers HTTP (any status); returns the ids that did not."""
         deadline = time.monotonic() + timeout
 
+        async def answers(url: str) -> bool:
+            try:
+                async with session.get(f"{url}/", timeout=aiohttp.ClientTimeout(total=1)) as resp:
+                    await resp.read()
+                    return True
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                return False
+
         async def probe(state: ContainerState) -> bool:
             while True:
-                try:
-                    async with session.get(f"{state.url}/", timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                        await resp.read()
+                for url in self._candidates(state):
+                    if await answers(url):
+                        if url != state.url:
+                            state.url = url
                         return True
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    if time.monotonic() >= deadline:
-                        return False
-                    await asyncio.sleep(0.1)
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(0.1)
 
         states = list(self.states.values())
         answered = await asyncio.gather(*(probe(s) for s in states))
@@ -242,6 +263,16 @@ class ContainerManager:
         for cid in silent:
             log.warning("containers.not_answering", container=cid, waited_s=timeout, url=self.states[cid].url)
         return silent
+
+    def _candidates(self, state: ContainerState) -> list[str]:
+        if not state.managed:
+            return [state.url]
+        urls = []
+        if self._docker_config.connect_via == "auto" and state.network_url:
+            urls.append(state.network_url)
+        if state.published_url:
+            urls.append(state.published_url)
+        return urls
 
     # -- monitoring -----------------------------------------------------------------------
 
@@ -258,6 +289,10 @@ class ContainerManager:
             except Exception as exc:  # noqa: BLE001 - the engine may be down; keep watching
                 log.warning("containers.monitor_failed", error=str(exc))
 
+    def _notify(self, state: ContainerState) -> None:
+        if self.on_url_change is not None:
+            self.on_url_change(state.id, state.url)
+
     def _check_once(self) -> None:
         for state in self._managed():
             try:
@@ -267,6 +302,7 @@ class ContainerManager:
                 state.status = "starting"
                 self._run(self._configs[state.id], state)
                 state.restarts += 1
+                self._notify(state)
                 continue
             if container.status in ("exited", "dead", "created"):
                 exit_code = container.attrs.get("State", {}).get("ExitCode")
@@ -274,8 +310,8 @@ class ContainerManager:
                 state.status = "restarting"
                 container.start()
                 state.restarts += 1
-                state.status = "running"
-                state.started_at = time.time()
+                self._mark_running(state, container)
+                self._notify(state)
             elif container.status == "running" and state.status != "running":
                 state.status = "running"
 

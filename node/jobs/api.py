@@ -39,6 +39,24 @@ def _bool_param(request: web.Request, name: str) -> bool | None:
     raise ApiError(400, f"{name}: expected true or false, got {value!r}")
 
 
+MAX_WAIT = 30.0
+
+
+def _wait_param(request: web.Request) -> float:
+    """`wait=<seconds>` (our extension, ignored by the Infernet node): hold the answer until the
+    listed jobs are done or the time is up, so a client needs one poll instead of many."""
+    value = request.query.get("wait")
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ApiError(400, f"wait: expected seconds, got {value!r}") from None
+    if not 0 <= seconds <= MAX_WAIT:
+        raise ApiError(400, f"wait: must be between 0 and {MAX_WAIT:g} seconds")
+    return seconds
+
+
 class JobsApi:
     def __init__(
         self,
@@ -172,6 +190,9 @@ class JobsApi:
         ids = request.query.getall("id", [])
         if ids:
             intermediate = bool(_bool_param(request, "intermediate"))
+            wait = _wait_param(request)
+            if wait:
+                await self._store.wait_finished(ids, wait)
             jobs = await self._store.get_many(ids, client=ip)
             return json_response([job.to_wire(intermediate) for job in jobs])
         pending = _bool_param(request, "pending")

@@ -86,7 +86,7 @@ def _job(row) -> Job:
 
 
 class JobStore:
-    def __init__(self, db: Database, flush_interval: float = 0.005, cache_size: int = 50_000) -> None:
+    def __init__(self, db: Database, flush_interval: float = 0.005, cache_size: int = 10_000) -> None:
         self._db = db
         self._flush_interval = flush_interval
         self._cache_size = cache_size
@@ -96,6 +96,7 @@ class JobStore:
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task | None = None
         self._flush_lock = asyncio.Lock()
+        self._waiters: dict[str, list[asyncio.Future]] = {}
 
     async def start(self) -> int:
         """Apply migrations, fail jobs orphaned by a previous process, start the flusher."""
@@ -129,6 +130,9 @@ class JobStore:
             self._running[job.id] = job
         else:
             self._running.pop(job.id, None)
+            for waiter in self._waiters.pop(job.id, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
             self._recent[job.id] = job
             self._recent.move_to_end(job.id)
             while len(self._recent) > self._cache_size:
@@ -193,6 +197,29 @@ class JobStore:
             sql += " AND status != 'running'"
         sql += " ORDER BY created_at LIMIT ?"
         return [row[0] for row in await self._db.fetchall(sql, (client, limit))]
+
+    async def wait_finished(self, ids: list[str], timeout: float) -> None:
+        """Return when none of `ids` is running any more, or after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for job_id in ids:
+            if job_id in self._running:
+                future = loop.create_future()
+                self._waiters.setdefault(job_id, []).append(future)
+                futures.append((job_id, future))
+        if not futures:
+            return
+        try:
+            await asyncio.wait([f for _, f in futures], timeout=timeout)
+        finally:
+            for job_id, future in futures:
+                if not future.done():
+                    future.cancel()
+                    waiters = self._waiters.get(job_id)
+                    if waiters is not None:
+                        waiters.remove(future)
+                        if not waiters:
+                            del self._waiters[job_id]
 
     def running(self) -> list[Job]:
         return list(self._running.values())

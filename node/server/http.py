@@ -137,12 +137,13 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter) -> list:
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         request[REQUEST_ID] = request_id
         try:
-            route = request.match_info.route.resource
-            canonical = route.canonical if route is not None else request.path
-            wait = limiter.hit(request.remote or "?", request.method, canonical)
-            if wait is not None:
-                raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
-                               headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+            if limiter.limit:
+                route = request.match_info.route.resource
+                canonical = route.canonical if route is not None else request.path
+                wait = limiter.hit(request.remote or "?", request.method, canonical)
+                if wait is not None:
+                    raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
+                                   headers={"Retry-After": str(max(1, int(wait + 0.999)))})
             response = await handler(request)
         except ApiError as exc:
             response = json_response(shapes.render(request.path, exc.status_code, exc.message, exc.params),

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Benchmark the job path: node vs. calling the container directly.
+
+Starts a node (its own temp config: one managed echo container from containers/echo) and, for
+each concurrency C, runs N jobs from C concurrent clients: POST /api/jobs, then poll
+GET /api/jobs?id= until the job is done. Prints jobs/s, p50/p99 submit-to-result latency, the
+node's peak RSS, and the same load sent straight to the container's /service_output, with the
+ratio node/direct (the honest measure of the node's overhead).
+
+    .venv/bin/python scripts/bench_jobs.py [--jobs 3000] [--concurrency 1,8,32,128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.helpers import NodeProcess, container_entry  # noqa: E402
+
+
+def rss_mb(pid: int, key: str = "VmHWM") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def run_load(n: int, concurrency: int, one) -> tuple[float, list[float], int]:
+    """Run `one()` n times from `concurrency` workers; returns (seconds, latencies_ms, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        nonlocal errors
+        for _ in counter:
+            start = time.perf_counter()
+            ok = await one()
+            latencies.append((time.perf_counter() - start) * 1000)
+            errors += 0 if ok else 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies, errors
+
+
+async def bench(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    node = NodeProcess(workdir, [container_entry("echo", "echo", concurrency=256, timeout=30)],
+                       {"log": {"level": "WARNING"}})
+    node.prefix = f"bench{uuid.uuid4().hex[:4]}-"
+    node.write_config()
+    print(f"starting node (config {node.config_path}) ...", flush=True)
+    node.start()
+    try:
+        base = f"http://127.0.0.1:{node.port}"
+        connector = aiohttp.TCPConnector(limit=0, force_close=False)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.get(f"{base}/api/containers") as r:
+                container_url = (await r.json())[0]["url"]
+            payload = {"containers": ["echo"], "data": {"prompt": "hello", "n": 1}}
+            body = json.dumps(payload).encode()
+            direct_body = json.dumps({"source": 1, "destination": 1, "data": payload["data"],
+                                      "requires_proof": False}).encode()
+            headers = {"Content-Type": "application/json"}
+
+            polls = 0
+
+            async def node_job() -> bool:
+                """Submit, then poll as a plain Infernet client does (1 ms, growing to 10 ms)."""
+                nonlocal polls
+                async with session.post(f"{base}/api/jobs", data=body, headers=headers) as r:
+                    job_id = (await r.json())["id"]
+                delay = 0.001
+                while True:
+                    await asyncio.sleep(delay)
+                    polls += 1
+                    async with session.get(f"{base}/api/jobs", params={"id": job_id}) as r:
+                        job = (await r.json())[0]
+                    if job["status"] != "running":
+                        return job["status"] == "success"
+                    delay = min(delay * 1.5, 0.01)
+
+            async def node_job_wait() -> bool:
+                """Submit, then one long poll (`wait=`, this node's extension)."""
+                async with session.post(f"{base}/api/jobs", data=body, headers=headers) as r:
+                    job_id = (await r.json())["id"]
+                while True:
+                    async with session.get(f"{base}/api/jobs", params={"id": job_id, "wait": "10"}) as r:
+                        job = (await r.json())[0]
+                    if job["status"] != "running":
+                        return job["status"] == "success"
+
+            async def direct_call() -> bool:
+                async with session.post(f"{container_url}/service_output", data=direct_body, headers=headers) as r:
+                    await r.read()
+                    return r.status == 200
+
+            await run_load(200, 8, node_job)  # warm up connections and caches
+            await run_load(200, 8, direct_call)
+            rows = []
+            for c in args.concurrency:
+                n = max(args.jobs, c * 10)
+                row = [c, n]
+                for mode in (node_job, node_job_wait, direct_call):
+                    polls = 0
+                    elapsed, lat, errors = await run_load(n, c, mode)
+                    row.append((n / elapsed, pct(lat, 50), pct(lat, 99), errors, polls / n))
+                rows.append(row)
+                print(f"  C={c:<4} node(poll) {row[2][0]:7.0f} jobs/s ({row[2][4]:.1f} polls/job)  "
+                      f"node(wait) {row[3][0]:7.0f} jobs/s  direct {row[4][0]:7.0f} req/s", flush=True)
+            peak = rss_mb(node.proc.pid)
+    finally:
+        node.stop()
+        node.remove_containers()
+
+    print()
+    print(f"node peak RSS: {peak:.1f} MB   (N jobs per level >= {args.jobs}; cores: {os.cpu_count()};"
+          " load generator, node and container share them)")
+    print("node(poll): POST /api/jobs then GET /api/jobs?id= every 1-10 ms until done;"
+          " node(wait): one GET with wait=10; direct: POST the container's /service_output")
+    head = f"{'jobs/s':>7} {'p50ms':>6} {'p99ms':>7} {'err':>3}"
+    print(f"{'C':>4} {'N':>6} | node(poll) {head} | node(wait) {head} | direct {head} | poll/direct wait/direct")
+    for c, n, poll, wait, direct in rows:
+        cell = lambda r: f"{r[0]:>7.0f} {r[1]:>6.2f} {r[2]:>7.2f} {r[3]:>3}"  # noqa: E731
+        print(f"{c:>4} {n:>6} |            {cell(poll)} |            {cell(wait)} |        {cell(direct)} |"
+              f" {poll[0] / direct[0]:>11.2f} {wait[0] / direct[0]:>10.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=3000, help="jobs per concurrency level (default 3000)")
+    parser.add_argument("--concurrency", default="1,8,32,128",
+                        type=lambda s: [int(x) for x in s.split(",")], help="comma-separated C values")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.run(bench(args))
+    except ImportError:
+        asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up everything the node and its tests need on a fresh Debian machine, idempotently:
+# the Docker engine (installed and started if absent), a Python venv with the node and its
+# test dependencies, and the locally built base images. Safe to run again: it skips what is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '[setup] %s\n' "$*"; }
+
+apt_install() {
+  say "apt-get install $*"
+  if [ -z "${_APT_UPDATED:-}" ]; then apt-get update -qq; _APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# 1. Docker engine
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+if ! docker info >/dev/null 2>&1; then
+  say "starting dockerd"
+  (dockerd >/tmp/dockerd.log 2>&1 &)
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { tail -20 /tmp/dockerd.log; echo "dockerd did not start" >&2; exit 1; }
+fi
+
+# 2. Python venv (re-installed when pyproject.toml changes)
+[ -x .venv/bin/python ] || { say "creating .venv"; python3 -m venv .venv; }
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  say "pip install -e .[test]"
+  .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/pip install -q -e '.[test]'
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+
+# 3. Base images (built only when missing)
+bash scripts/build_base_images.sh >/dev/null
+say "ready: $(docker --version | cut -d, -f1), $(.venv/bin/python --version)"
