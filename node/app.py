@@ -13,6 +13,11 @@ from aiohttp import web
 
 from node.config import NodeConfig
 from node.containers.manager import ContainerManager
+from node.cre import api as cre_api
+from node.cre.actions import ActionRunner
+from node.cre.gateway import TriggerDispatcher
+from node.cre.settings import CreSettings
+from node.cre.store import CreStore
 from node.jobs.api import JobsApi
 from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
 from node.jobs.store import JobStore
@@ -35,6 +40,9 @@ class Node:
         self.port: int | None = None
         self.started = False
         self._stopping = asyncio.Event()
+        self.cre: cre_api.CreApi | None = None
+        self.cre_runner: ActionRunner | None = None
+        self._background: list[asyncio.Task] = []
 
     def _endpoints(self) -> dict[str, ContainerEndpoint]:
         out = {}
@@ -70,7 +78,34 @@ class Node:
             chain_info=lambda: {"enabled": self.config.chain.enabled, "address": None},
         )
         app.add_routes(jobs_api.routes())
+        if self.cre is not None:
+            shapes.register(cre_api.PREFIX, cre_api.cre_error)
+            app.add_routes(self.cre.routes())
         return app
+
+    async def _start_cre(self) -> None:
+        assert self.orchestrator is not None and self.session is not None
+        settings = CreSettings.from_config(self.config.cre)
+        store = CreStore(self.db)
+        await store.start(settings.skew_seconds)
+        self.cre_runner = ActionRunner(store, self.orchestrator, settings.action_routes)
+        dispatcher = None
+        if settings.gateway_url and settings.trigger_private_key:
+            dispatcher = TriggerDispatcher(self.session, settings.gateway_url, settings.trigger_private_key,
+                                           settings.gateway_timeout)
+        self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher)
+        await self.cre_runner.recover()
+        self._background.append(asyncio.create_task(self._prune_nonces(store, settings.skew_seconds)))
+        log.info("cre.ready", hmac_enforced=settings.enforce_hmac, bearer_configured=bool(settings.api_key),
+                 trigger_dispatch=dispatcher is not None, routed_actions=",".join(settings.action_routes) or "-")
+
+    async def _prune_nonces(self, store: CreStore, window: float) -> None:
+        while True:
+            await asyncio.sleep(min(window, 60))
+            try:
+                await store.prune_nonces(window)
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("cre.nonce_prune_failed")
 
     async def start(self) -> None:
         started = time.perf_counter()
@@ -85,6 +120,8 @@ class Node:
         endpoints = self.orchestrator.endpoints
         self.containers.on_url_change = lambda cid, url: endpoints[cid].set_url(url)
         self.containers.start_monitor()
+        if self.config.cre.enabled:
+            await self._start_cre()
         app = self.build_app()
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
@@ -108,8 +145,12 @@ class Node:
         log.info("node.stopping")
         if self.runner is not None:
             await self.runner.shutdown()
+        for task in self._background:
+            task.cancel()
         if self.orchestrator is not None:
             await self.orchestrator.drain(self.config.server.shutdown_grace)
+        if self.cre_runner is not None:
+            await self.cre_runner.close(1.0)
         if self.runner is not None:
             await self.runner.cleanup()
         await self.store.close()

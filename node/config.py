@@ -176,6 +176,55 @@ class ChainConfig(_Model):
         return self
 
 
+class CreActionRoute(_Model):
+    """An enqueued CRE action of this `actionType` runs as a job on these containers."""
+
+    containers: list[str] = Field(min_length=1)
+
+
+DEFAULT_INGEST_POLICY = {
+    "runtime-indexer-block": ["block"],
+    "runtime-indexer-data-fetch": ["metrics"],
+    "runtime-reference-feeds": ["feeds"],
+}
+
+
+class CreConfig(_Model):
+    """The app <-> CRE runtime bridge (seed 000) and the backend callbacks (seed 001 §3).
+    Unset secrets fall back to the environment variables the seeds name (KEEPR_API_KEY,
+    CRE_RUNTIME_HMAC_SECRET, CRE_GATEWAY_URL, CRE_HTTP_TRIGGER_PRIVATE_KEY, …)."""
+
+    enabled: bool = True
+    api_key: SecretStr | None = None  # KEEPR_API_KEY
+    enforce_hmac: bool | None = None  # CRE_RUNTIME_ENFORCE_HMAC
+    hmac_secret: SecretStr | None = None  # CRE_RUNTIME_HMAC_SECRET
+    allow_unsigned_when_hmac_configured: bool | None = None  # CRE_RUNTIME_ALLOW_UNSIGNED_WHEN_HMAC_CONFIGURED
+    skew_seconds: float = Field(300.0, gt=0)
+    ingest_policy: dict[str, list[str]] = DEFAULT_INGEST_POLICY
+    decision_workflows: list[str] = ["runtime-orchestrator"]
+    max_readback: int = Field(500, ge=1)
+    gateway_url: str | None = None  # CRE_GATEWAY_URL
+    trigger_private_key: SecretStr | None = None  # CRE_HTTP_TRIGGER_PRIVATE_KEY / CRE_TRIGGER_SIGNER_PRIVATE_KEY
+    allowed_trigger_workflow_ids: list[str] | None = None  # CRE_RUNTIME_ALLOWED_TRIGGER_WORKFLOW_IDS
+    gateway_timeout: float = Field(15.0, gt=0)
+    backend_api_key: SecretStr | None = None  # CRE_BACKEND_API_KEY: auth of the callbacks
+    actions: dict[str, CreActionRoute] = {}
+    action_lease_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("allowed_trigger_workflow_ids")
+    @classmethod
+    def _workflow_ids(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        out = []
+        for item in value:
+            item = item.lower().removeprefix("0x")
+            if not re.fullmatch(r"[0-9a-f]{64}", item):
+                raise ValueError(f"{item!r} is not a 64-hex workflow id")
+            out.append(item)
+        return out
+
+
 class NodeConfig(_Model):
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
@@ -185,6 +234,7 @@ class NodeConfig(_Model):
     containers: list[ContainerConfig] = []
     log: LogConfig = LogConfig()
     chain: ChainConfig = ChainConfig()
+    cre: CreConfig = CreConfig()
 
     @model_validator(mode="after")
     def _containers_consistent(self) -> NodeConfig:
@@ -201,6 +251,11 @@ class NodeConfig(_Model):
                     raise ValueError(
                         f"{where}: with manage_containers false, give url or port of the running service"
                     )
+        known = {c.id for c in self.containers}
+        for action_type, route in self.cre.actions.items():
+            unknown = [c for c in route.containers if c not in known]
+            if unknown:
+                raise ValueError(f"cre.actions.{action_type}.containers: unknown container(s) {unknown}")
         return self
 
 

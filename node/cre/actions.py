@@ -1,0 +1,57 @@
+"""Enqueued CRE actions as real work: an `actionType` mapped to a container chain in
+config.yaml runs as a job through the node's orchestrator, and its outcome is recorded on the
+action. Other types wait in the queue for workers (list, claim with a lease, acknowledge)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from node.cre.store import CreStore
+from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class ActionRunner:
+    def __init__(self, store: CreStore, orchestrator: Orchestrator, routes: dict[str, list[str]]) -> None:
+        self._store = store
+        self._orchestrator = orchestrator
+        self.routes = routes
+        self._tasks: set[asyncio.Task] = set()
+
+    def routed(self, action_type: str) -> bool:
+        return action_type in self.routes
+
+    async def recover(self) -> None:
+        """Run actions a previous process left queued or running."""
+        for action in await self._store.actions_to_run(list(self.routes)):
+            self.schedule(action)
+
+    def schedule(self, action: dict[str, Any]) -> None:
+        task = asyncio.create_task(self._run(action), name=f"cre-action-{action['id']}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, action: dict[str, Any]) -> None:
+        action_id = action["id"]
+        containers = self.routes[action["actionType"]]
+        await self._store.set_action_state(action_id, "running")
+        data = {k: action[k] for k in ("id", "actionType", "action", "vaultAddress", "groupId", "dedupeKey")}
+        try:
+            job = await self._orchestrator.run(containers, data, client="cre", source="cre")
+        except JobRejected as exc:
+            await self._store.set_action_state(action_id, "failed", error=exc.message)
+            log.warning("cre.action_rejected", action_id=action_id, error=exc.message)
+            return
+        result = job.result or {}
+        if job.status == "success":
+            await self._store.set_action_state(action_id, "succeeded", job_id=job.id, result=result.get("output"))
+        else:
+            await self._store.set_action_state(action_id, "failed", job_id=job.id, error=result.get("error"))
+        log.info("cre.action_done", action_id=action_id, job_id=job.id, status=job.status)
+
+    async def close(self, timeout: float) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)

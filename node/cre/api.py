@@ -1,0 +1,231 @@
+"""Routes of the CRE bridge. Success: `{"success": true, "data": …}`; failure:
+`{"success": false, "error": "<message>"[, "details": …]}` with a 4xx/5xx status."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from node.cre.actions import ActionRunner
+from node.cre.auth import CallbackAuth, RuntimeAuth
+from node.cre.gateway import GatewayError, TriggerDispatcher
+from node.cre.models import (
+    CALLBACKS,
+    AckRequest,
+    ClaimRequest,
+    DecisionRequest,
+    IngestRequest,
+    TriggerRequest,
+)
+from node.cre.settings import CreSettings
+from node.cre.store import Conflict, CreStore
+from node.logs import get_logger
+from node.server.http import ApiError, json_response, parse_model
+
+log = get_logger(__name__)
+
+PREFIX = "/api/cre"
+
+
+def cre_error(status: int, message: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"success": False, "error": message}
+    if params:
+        body["details"] = params
+    return body
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return json_response({"success": True, "data": data}, status)
+
+
+async def _body(request: web.Request) -> Any | None:
+    raw = await request.read()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "Request body is not valid JSON") from None
+
+
+def _limit(request: web.Request, default: int, maximum: int) -> int:
+    value = request.query.get("limit")
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ApiError(400, f"limit: expected a positive integer, got {value!r}")
+    return min(int(value), maximum)
+
+
+class CreApi:
+    def __init__(self, settings: CreSettings, store: CreStore, runner: ActionRunner,
+                 dispatcher: TriggerDispatcher | None) -> None:
+        self._settings = settings
+        self._store = store
+        self._runner = runner
+        self._dispatcher = dispatcher
+        self._auth = RuntimeAuth(settings, store)
+        self._callback_auth = CallbackAuth(settings.backend_api_key, settings.api_key)
+
+    def routes(self) -> list[web.RouteDef]:
+        runtime = f"{PREFIX}/runtime"
+        routes = [
+            web.post(f"{runtime}/ingest", self.ingest),
+            web.get(f"{runtime}/ingest", self.readback),
+            web.post(f"{runtime}/decisions", self.decide),
+            web.get(f"{runtime}/decisions", self.get_decision),
+            web.post(f"{runtime}/trigger", self.trigger),
+            web.get(f"{runtime}/actions", self.list_actions),
+            web.post(f"{runtime}/actions/claim", self.claim),
+            web.get(f"{runtime}/actions/{{id:\\d+}}", self.get_action),
+            web.post(f"{runtime}/actions/{{id:\\d+}}/ack", self.ack),
+        ]
+        for name in CALLBACKS:
+            routes.append(web.post(f"{PREFIX}/{name}", self._callback_post(name)))
+            routes.append(web.get(f"{PREFIX}/{name}", self._callback_get(name)))
+        return routes
+
+    async def _authed(self, request: web.Request) -> Any | None:
+        body = await _body(request)
+        await self._auth.check(request, body)
+        return body
+
+    # -- ingest ----------------------------------------------------------------------------
+
+    async def ingest(self, request: web.Request) -> web.Response:
+        req = parse_model(IngestRequest, await self._authed(request))
+        allowed = self._settings.ingest_policy.get(req.workflow)
+        if allowed is None or req.kind not in allowed:
+            raise ApiError(403, f"workflow/kind pair not allowed: {req.workflow}:{req.kind}")
+        try:
+            inserted = await self._store.ingest(req.workflow, req.kind, req.idempotencyKey, req.payload, req.source)
+        except Conflict as exc:
+            raise ApiError(409, str(exc)) from None
+        return ok({"stored": True, "inserted": inserted, "idempotencyKey": req.idempotencyKey})
+
+    async def readback(self, request: web.Request) -> web.Response:
+        await self._authed(request)
+        limit = _limit(request, 100, self._settings.max_readback)
+        records = await self._store.records(request.query.get("kind"), request.query.get("workflow"), limit)
+        return ok({"records": records, "count": len(records)})
+
+    # -- decisions -------------------------------------------------------------------------
+
+    async def decide(self, request: web.Request) -> web.Response:
+        req = parse_model(DecisionRequest, await self._authed(request))
+        if req.workflow not in self._settings.decision_workflows:
+            raise ApiError(403, f"workflow not allowed for decisions: {req.workflow}")
+        action = req.enqueueAction.model_dump(exclude_none=True) if req.enqueueAction else None
+        try:
+            stored, new_action = await self._store.decide(req.workflow, req.idempotencyKey, req.decision, action)
+        except Conflict as exc:
+            raise ApiError(409, str(exc)) from None
+        if new_action and stored.action_id is not None and self._runner.routed(action["actionType"]):
+            queued = await self._store.action(stored.action_id)
+            if queued is not None:
+                self._runner.schedule(queued)
+        data: dict[str, Any] = {"stored": True, "inserted": stored.inserted, "idempotencyKey": req.idempotencyKey}
+        if stored.action_id is not None:
+            data["actionId"] = stored.action_id
+        return ok(data)
+
+    async def get_decision(self, request: web.Request) -> web.Response:
+        await self._authed(request)
+        workflow, key = request.query.get("workflow"), request.query.get("idempotencyKey")
+        if not workflow or not key:
+            raise ApiError(400, "workflow and idempotencyKey query parameters are required")
+        found = await self._store.decision(workflow, key)
+        if found is None:
+            raise ApiError(404, "decision not found")
+        return ok(found)
+
+    # -- actions queue ---------------------------------------------------------------------
+
+    async def list_actions(self, request: web.Request) -> web.Response:
+        await self._authed(request)
+        status = request.query.get("status")
+        if status and status not in ("queued", "claimed", "running", "succeeded", "failed"):
+            raise ApiError(400, f"status: unknown status {status!r}")
+        actions = await self._store.actions(status, request.query.get("actionType"), _limit(request, 100, 500))
+        return ok({"actions": actions, "count": len(actions)})
+
+    async def get_action(self, request: web.Request) -> web.Response:
+        await self._authed(request)
+        action = await self._store.action(int(request.match_info["id"]))
+        if action is None:
+            raise ApiError(404, "action not found")
+        return ok(action)
+
+    async def claim(self, request: web.Request) -> web.Response:
+        req = parse_model(ClaimRequest, await self._authed(request))
+        lease = req.leaseSeconds or self._settings.action_lease_seconds
+        claimed = await self._store.claim(req.workerId, req.limit, lease, req.actionTypes,
+                                          list(self._runner.routes))
+        return ok({"actions": claimed, "leaseSeconds": lease})
+
+    async def ack(self, request: web.Request) -> web.Response:
+        req = parse_model(AckRequest, await self._authed(request))
+        action_id = int(request.match_info["id"])
+        outcome = await self._store.ack(action_id, req.workerId, req.status == "succeeded", req.result, req.error)
+        if outcome == "missing":
+            raise ApiError(404, "action not found")
+        if outcome == "not-owner":
+            raise ApiError(409, "action is not claimed by this worker (lease expired or never claimed)")
+        return ok(await self._store.action(action_id))
+
+    # -- trigger -----------------------------------------------------------------------------
+
+    async def trigger(self, request: web.Request) -> web.Response:
+        req = parse_model(TriggerRequest, await self._authed(request))
+        allowed = self._settings.allowed_trigger_workflow_ids
+        if allowed is not None and req.workflowId not in allowed:
+            raise ApiError(403, f"workflowId not in the allowed trigger workflows: {req.workflowId}")
+        if self._dispatcher is None:
+            raise ApiError(503, "CRE trigger dispatch is not configured (CRE_GATEWAY_URL and "
+                                "CRE_HTTP_TRIGGER_PRIVATE_KEY are required)")
+        request_id = req.requestId or str(uuid.uuid4())
+        try:
+            result = await self._dispatcher.execute(req.workflowId, request_id, req.input)
+        except GatewayError as exc:
+            raise ApiError(exc.status, exc.message, {"requestId": request_id,
+                                                     "gatewayUrl": self._dispatcher.gateway_url}) from None
+        rpc_error = isinstance(result.body, dict) and result.body.get("error") is not None
+        data = {
+            "accepted": 200 <= result.status < 300 and not rpc_error,
+            "requestId": request_id,
+            "statusCode": result.status,
+            "gatewayUrl": self._dispatcher.gateway_url,
+            "response": result.body,
+        }
+        if not 200 <= result.status < 300:
+            raise ApiError(502, f"CRE gateway answered HTTP {result.status}", data)
+        return ok(data)
+
+    # -- callbacks ---------------------------------------------------------------------------
+
+    def _callback_post(self, name: str):
+        model = CALLBACKS[name]
+
+        async def handler(request: web.Request) -> web.Response:
+            self._callback_auth.check(request)
+            body = await _body(request)
+            parse_model(model, body)  # validated; stored exactly as received
+            callback_id = await self._store.add_callback(name, body)
+            log.info("cre.callback", action=name, id=callback_id)
+            return ok({"id": callback_id, "received": True}, 201)
+
+        return handler
+
+    def _callback_get(self, name: str):
+        async def handler(request: web.Request) -> web.Response:
+            self._callback_auth.check(request, reading=True)
+            filters = {column: request.query[param] for param, column in
+                       (("questionId", "question_id"), ("agentId", "agent_id"), ("txHash", "tx_hash"))
+                       if param in request.query}
+            items = await self._store.callbacks(name, filters, _limit(request, 100, self._settings.max_readback))
+            return ok({"callbacks": items, "count": len(items)})
+
+        return handler

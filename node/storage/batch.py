@@ -1,0 +1,67 @@
+"""Group commit: many small writes from concurrent requests share one transaction.
+
+`await committer.submit(op)` queues `op` (a function of a sqlite3 connection) and returns its
+result once the transaction holding it has committed. Everything submitted while a flush is
+running goes into the next one, so under load each commit carries many writes and at low load
+a write waits for nothing but its own commit. An exception from one op fails only that op
+(it runs in a savepoint); the others commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from node.storage.db import Database
+
+Op = Callable[[sqlite3.Connection], Any]
+
+
+class GroupCommitter:
+    def __init__(self, db: Database, max_batch: int = 512) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._queue: list[tuple[Op, asyncio.Future]] = []
+        self._flushing = False
+
+    async def submit(self, op: Op) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((op, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+
+                def run(conn: sqlite3.Connection) -> list[tuple[bool, Any]]:
+                    outcomes = []
+                    for op, _ in batch:
+                        conn.execute("SAVEPOINT op")
+                        try:
+                            outcomes.append((True, op(conn)))
+                            conn.execute("RELEASE op")
+                        except Exception as exc:  # noqa: BLE001 - handed to that op's caller
+                            conn.execute("ROLLBACK TO op")
+                            conn.execute("RELEASE op")
+                            outcomes.append((False, exc))
+                    return outcomes
+
+                try:
+                    outcomes = await self._db.run_in_transaction(run)
+                except Exception as exc:  # noqa: BLE001 - the whole commit failed
+                    outcomes = [(False, exc)] * len(batch)
+                for (_, future), (ok, value) in zip(batch, outcomes):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._flushing = False
