@@ -1,5 +1,9 @@
 """Wiring and lifecycle of the node: one SQLite file, one HTTP client session, one aiohttp
-server, one orchestrator; subsystems are built here and given what they need."""
+server, one orchestrator; subsystems are built here and given what they need.
+
+Start-up order: SQLite and every subsystem's migrations, the orchestrator and the HTTP server
+(so /health/startup can answer 503 while booting), then the containers; jobs are accepted once
+the containers answer."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import asyncio
 import ipaddress
 import signal
 import time
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -18,10 +23,18 @@ from node.cre.actions import ActionRunner
 from node.cre.gateway import TriggerDispatcher
 from node.cre.settings import CreSettings
 from node.cre.store import CreStore
+from node.gateway import api as gateway_api
+from node.gateway.auth import GatewayAuth
+from node.gateway.control import ControlHub
+from node.gateway.crypto import SecretBox
+from node.gateway.gate import GovernanceGate
+from node.gateway.settings import gateway_flags
+from node.gateway.store import GatewayStore
 from node.jobs.api import JobsApi
 from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
 from node.jobs.store import JobStore
 from node.logs import get_logger
+from node.server.health import HealthApi
 from node.server.http import ErrorShapes, RateLimiter, make_middlewares
 from node.storage import Database
 
@@ -42,14 +55,18 @@ class Node:
         self._stopping = asyncio.Event()
         self.cre: cre_api.CreApi | None = None
         self.cre_runner: ActionRunner | None = None
+        self.gateway: gateway_api.GatewayApi | None = None
         self._background: list[asyncio.Task] = []
+
+    # -- building ---------------------------------------------------------------------------
 
     def _endpoints(self) -> dict[str, ContainerEndpoint]:
         out = {}
         for c in self.config.containers:
+            state = self.containers.states[c.id]
             out[c.id] = ContainerEndpoint(
                 id=c.id,
-                url=self.containers.states[c.id].url,
+                url=state.url,
                 external=c.external,
                 timeout=c.timeout,
                 concurrency=c.concurrency,
@@ -57,9 +74,40 @@ class Node:
                 generates_proofs=c.generates_proofs,
                 allowed_networks=[ipaddress.ip_network(n, strict=False) for n in c.allowed_ips],
                 description=c.description,
-                image=self.containers.states[c.id].image,
+                image=state.image,
             )
         return out
+
+    async def _start_cre(self) -> None:
+        assert self.orchestrator is not None and self.session is not None
+        settings = CreSettings.from_config(self.config.cre)
+        store = CreStore(self.db)
+        await store.start(settings.skew_seconds)
+        self.cre_runner = ActionRunner(store, self.orchestrator, settings.action_routes)
+        dispatcher = None
+        if settings.gateway_url and settings.trigger_private_key:
+            dispatcher = TriggerDispatcher(self.session, settings.gateway_url, settings.trigger_private_key,
+                                           settings.gateway_timeout)
+        self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher)
+        self._background.append(asyncio.create_task(self._prune_nonces(store, settings.skew_seconds)))
+        log.info("cre.ready", hmac_enforced=settings.enforce_hmac, bearer_configured=bool(settings.api_key),
+                 trigger_dispatch=dispatcher is not None, routed_actions=",".join(settings.action_routes) or "-")
+
+    async def _start_gateway(self) -> None:
+        assert self.orchestrator is not None and self.session is not None
+        config = self.config.gateway
+        store = GatewayStore(self.db, SecretBox.from_file(Path(config.master_key_path)))
+        await store.start()
+        hmac_required, max_age = gateway_flags(config)
+        hub = ControlHub(buffer=config.ws_buffer)
+        self.gateway = gateway_api.GatewayApi(store, GatewayAuth(store, hmac_required, max_age), hub,
+                                              self.orchestrator, self.session, config.reservation_ttl)
+        costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
+        self.orchestrator.add_gate(GovernanceGate(store, dict(config.default_workflows), costs,
+                                                  config.reservation_ttl))
+        self._background.append(asyncio.create_task(self._expire_reservations(store)))
+        log.info("gateway.ready", hmac_required=hmac_required, hmac_max_age=max_age,
+                 default_workflows=len(config.default_workflows))
 
     def build_app(self) -> web.Application:
         assert self.orchestrator is not None
@@ -76,36 +124,23 @@ class Node:
             max_batch=self.config.server.max_batch,
             status_allowed_ips=self.config.server.status_allowed_ips,
             chain_info=lambda: {"enabled": self.config.chain.enabled, "address": None},
+            ready=lambda: self.started,
         )
         app.add_routes(jobs_api.routes())
+        checks = {"sqlite": self.db.writable}
+        if self.config.manage_containers and any(s.managed for s in self.containers.states.values()):
+            checks["docker"] = self.containers.ping
+        app.add_routes(HealthApi(checks, lambda: self.started).routes())
         if self.cre is not None:
             shapes.register(cre_api.PREFIX, cre_api.cre_error)
             app.add_routes(self.cre.routes())
+        if self.gateway is not None:
+            for prefix in (gateway_api.PREFIX, "/ws/", "/health/", "/healthz"):
+                shapes.register(prefix, gateway_api.gateway_error)
+            app.add_routes(self.gateway.routes())
         return app
 
-    async def _start_cre(self) -> None:
-        assert self.orchestrator is not None and self.session is not None
-        settings = CreSettings.from_config(self.config.cre)
-        store = CreStore(self.db)
-        await store.start(settings.skew_seconds)
-        self.cre_runner = ActionRunner(store, self.orchestrator, settings.action_routes)
-        dispatcher = None
-        if settings.gateway_url and settings.trigger_private_key:
-            dispatcher = TriggerDispatcher(self.session, settings.gateway_url, settings.trigger_private_key,
-                                           settings.gateway_timeout)
-        self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher)
-        await self.cre_runner.recover()
-        self._background.append(asyncio.create_task(self._prune_nonces(store, settings.skew_seconds)))
-        log.info("cre.ready", hmac_enforced=settings.enforce_hmac, bearer_configured=bool(settings.api_key),
-                 trigger_dispatch=dispatcher is not None, routed_actions=",".join(settings.action_routes) or "-")
-
-    async def _prune_nonces(self, store: CreStore, window: float) -> None:
-        while True:
-            await asyncio.sleep(min(window, 60))
-            try:
-                await store.prune_nonces(window)
-            except Exception:  # noqa: BLE001 - try again next round
-                log.exception("cre.nonce_prune_failed")
+    # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         started = time.perf_counter()
@@ -113,22 +148,28 @@ class Node:
         await self.store.start()
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
-        if self.config.manage_containers:
-            await self.containers.start()
-        await self.containers.wait_ready(self.session, self.config.startup_wait)
         self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store)
-        endpoints = self.orchestrator.endpoints
-        self.containers.on_url_change = lambda cid, url: endpoints[cid].set_url(url)
-        self.containers.start_monitor()
         if self.config.cre.enabled:
             await self._start_cre()
-        app = self.build_app()
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        if self.config.gateway.enabled:
+            await self._start_gateway()
+        self.runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
+
+        if self.config.manage_containers:
+            await self.containers.start()
+        await self.containers.wait_ready(self.session, self.config.startup_wait)
+        endpoints = self.orchestrator.endpoints
+        for cid, state in self.containers.states.items():
+            endpoints[cid].set_url(state.url)
+        self.containers.on_url_change = lambda cid, url: endpoints[cid].set_url(url)
+        self.containers.start_monitor()
+        if self.cre_runner is not None:
+            await self.cre_runner.recover()
         self.started = True
         log.info(
             "node.started",
@@ -139,10 +180,29 @@ class Node:
             s=round(time.perf_counter() - started, 2),
         )
 
+    async def _prune_nonces(self, store: CreStore, window: float) -> None:
+        while True:
+            await asyncio.sleep(min(window, 60))
+            try:
+                await store.prune_nonces(window)
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("cre.nonce_prune_failed")
+
+    async def _expire_reservations(self, store: GatewayStore) -> None:
+        while True:
+            await asyncio.sleep(5)
+            try:
+                await store.expire_all()
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("gateway.expire_failed")
+
     async def stop(self) -> None:
         """Graceful: stop taking requests, let in-flight jobs finish (or fail them), flush
         SQLite, stop managed containers, close everything."""
         log.info("node.stopping")
+        self.started = False
+        if self.gateway is not None:
+            await self.gateway.close()
         if self.runner is not None:
             await self.runner.shutdown()
         for task in self._background:

@@ -107,6 +107,7 @@ class ContainerConfig(_Model):
     allowed_delegate_addresses: list[str] = []
     timeout: float = Field(180.0, gt=0)
     concurrency: int = Field(64, ge=1)
+    cost_usd: float = Field(0.0, ge=0, description="Charged to a governed job's workflow budget per call")
 
     @field_validator("build", mode="before")
     @classmethod
@@ -225,6 +226,21 @@ class CreConfig(_Model):
         return out
 
 
+class GatewayConfig(_Model):
+    """Governance gateway (seed 002). Unset values fall back to NULLRUN_HMAC_REQUIRED and
+    NULLRUN_HMAC_MAX_AGE_SECS."""
+
+    enabled: bool = True
+    hmac_required: bool | None = None
+    hmac_max_age: float | None = Field(None, gt=0)
+    master_key_path: str = Field("node.key", description="AES key sealing API secret keys (created if missing)")
+    reservation_ttl: float = Field(300.0, gt=0)
+    # Jobs without X-Workflow-Id are bound to the workflow named here for their source
+    # (offchain, stream, chain, cre, registry), so an operator can pause or kill that traffic.
+    default_workflows: dict[str, str] = {}
+    ws_buffer: int = Field(1000, ge=10)
+
+
 class NodeConfig(_Model):
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
@@ -235,6 +251,7 @@ class NodeConfig(_Model):
     log: LogConfig = LogConfig()
     chain: ChainConfig = ChainConfig()
     cre: CreConfig = CreConfig()
+    gateway: GatewayConfig = GatewayConfig()
 
     @model_validator(mode="after")
     def _containers_consistent(self) -> NodeConfig:
@@ -328,6 +345,8 @@ def resolve_paths(config: NodeConfig, base: Path) -> NodeConfig:
         "storage": config.storage.model_copy(update={"path": absolute(config.storage.path)}),
         "containers": containers,
     }
+    update["gateway"] = config.gateway.model_copy(
+        update={"master_key_path": absolute(config.gateway.master_key_path)})
     if config.log.path:
         update["log"] = config.log.model_copy(update={"path": absolute(config.log.path)})
     return config.model_copy(update=update)

@@ -68,6 +68,7 @@ class JobsApi:
         status_allowed_ips: list[str],
         chain_info: Callable[[], dict[str, Any]],
         onchain_pending: Callable[[], int] = lambda: 0,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self._orchestrator = orchestrator
         self._store = store
@@ -76,6 +77,7 @@ class JobsApi:
         self._status_networks = [ipaddress.ip_network(n, strict=False) for n in status_allowed_ips]
         self._chain_info = chain_info
         self._onchain_pending = onchain_pending
+        self._ready = ready
         self.delegated_handler: DelegatedHandler | None = None
 
     def routes(self) -> list[web.RouteDef]:
@@ -93,7 +95,10 @@ class JobsApi:
     # -- info ----------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
-        return json_response({"status": "healthy"})
+        """Infernet's probe: healthy once the node has started (containers up) and until it stops."""
+        if self._ready():
+            return json_response({"status": "healthy"})
+        return json_response({"status": "unhealthy"}, 503)
 
     async def info(self, request: web.Request) -> web.Response:
         containers = [
@@ -105,20 +110,21 @@ class JobsApi:
                 "version": __version__,
                 "containers": containers,
                 "pending": {
-                    "offchain": self._store.count_running() - self._onchain_pending_jobs(),
+                    "offchain": self._store.count_running() - self._store.count_running("chain"),
                     "onchain": self._onchain_pending(),
                 },
                 "chain": self._chain_info(),
             }
         )
 
-    def _onchain_pending_jobs(self) -> int:
-        return self._store.count_running("chain")
-
     async def container_states(self, request: web.Request) -> web.Response:
         return json_response([s.public() for s in self._containers.states.values()])
 
     # -- jobs ----------------------------------------------------------------------------
+
+    def _accepting(self) -> None:
+        if not self._ready():
+            raise ApiError(503, "Node is starting; try again shortly")
 
     async def _create(self, body: Any, request: web.Request) -> dict[str, Any]:
         """Create one job from a parsed body; returns the wire answer or raises ApiError."""
@@ -143,9 +149,11 @@ class JobsApi:
         return {"id": job.id}
 
     async def create_job(self, request: web.Request) -> web.Response:
+        self._accepting()
         return json_response(await self._create(await read_json(request), request))
 
     async def create_batch(self, request: web.Request) -> web.Response:
+        self._accepting()
         body = await read_json(request)
         if not isinstance(body, list):
             raise ApiError(400, "Expected a list")
@@ -160,6 +168,7 @@ class JobsApi:
         return json_response(answers)
 
     async def create_stream(self, request: web.Request) -> web.StreamResponse:
+        self._accepting()
         body = await read_json(request)
         if isinstance(body, dict) and "subscription" in body:
             raise ApiError(405, "Streaming only supported for OffchainJob requests.")

@@ -96,9 +96,10 @@ class ContainerFailure(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass
 class Admission:
-    """What an admission gate sees of a job about to start."""
+    """What an admission gate sees of a job about to start. A gate may fill in `workflow_id`
+    (e.g. the default workflow of the job's source); the job is then bound to it."""
 
     containers: tuple[str, ...]
     client: str
@@ -106,10 +107,16 @@ class Admission:
     workflow_id: str | None
 
 
+class Ticket(Protocol):
+    """Returned by a gate that wants to hear how an admitted job ended (settle a reservation)."""
+
+    async def finished(self, job: Job) -> None: ...
+
+
 class JobGate(Protocol):
     """Admission control hook (governance: budgets, policies, pause/kill)."""
 
-    async def admit(self, admission: Admission) -> None:
+    async def admit(self, admission: Admission) -> Ticket | None:
         """Raise JobRejected to refuse the job."""
 
 
@@ -150,11 +157,25 @@ class Orchestrator:
             if not self.endpoints[cid].allows(client_ip):
                 raise JobRejected("Container not allowed for address", {"container": cid, "address": client_ip}, 403)
 
-    async def _admit(self, containers: Sequence[str], client: str, source: str, workflow_id: str | None) -> None:
-        if self._gates:
-            admission = Admission(tuple(containers), client, source, workflow_id)
-            for gate in self._gates:
-                await gate.admit(admission)
+    async def _admit(
+        self, containers: Sequence[str], client: str, source: str, workflow_id: str | None
+    ) -> tuple[str | None, list[Ticket]]:
+        if not self._gates:
+            return workflow_id, []
+        admission = Admission(tuple(containers), client, source, workflow_id)
+        tickets = []
+        for gate in self._gates:
+            ticket = await gate.admit(admission)
+            if ticket is not None:
+                tickets.append(ticket)
+        return admission.workflow_id, tickets
+
+    async def _settle(self, job: Job, tickets: Sequence[Ticket]) -> None:
+        for ticket in tickets:
+            try:
+                await ticket.finished(job)
+            except Exception:  # noqa: BLE001 - settling must not break the job path
+                log.exception("job.settle_failed", job_id=job.id)
 
     def _new_job(self, containers: Sequence[str], client: str, source: str, workflow_id: str | None) -> Job:
         job = Job(id=self._ids.next(), client=client, containers=list(containers), source=source, workflow_id=workflow_id)
@@ -176,9 +197,10 @@ class Orchestrator:
     ) -> Job:
         """Check, admit, record and start a job in the background; returns it running."""
         self.check(containers, client_ip, requires_proof)
-        await self._admit(containers, client, source, workflow_id)
+        workflow_id, tickets = await self._admit(containers, client, source, workflow_id)
         job = self._new_job(containers, client, source, workflow_id)
-        task = asyncio.create_task(self._execute(job, data, requires_proof, JobLocation.OFFCHAIN, JobLocation.OFFCHAIN))
+        task = asyncio.create_task(
+            self._execute(job, data, requires_proof, JobLocation.OFFCHAIN, JobLocation.OFFCHAIN, tickets))
         self._tasks[job.id] = task
         task.add_done_callback(lambda _t, jid=job.id: self._forget(jid))
         return job
@@ -197,11 +219,11 @@ class Orchestrator:
     ) -> Job:
         """Run a job to completion in the caller's task (chain processor, CRE actions, cron)."""
         self.check(containers, None, requires_proof)
-        await self._admit(containers, client, source, workflow_id)
+        workflow_id, tickets = await self._admit(containers, client, source, workflow_id)
         job = self._new_job(containers, client, source, workflow_id)
         self._tasks[job.id] = asyncio.current_task()  # type: ignore[assignment]
         try:
-            await self._execute(job, data, requires_proof, source_location, destination)
+            await self._execute(job, data, requires_proof, source_location, destination, tickets)
         finally:
             self._forget(job.id)
         return job
@@ -211,7 +233,8 @@ class Orchestrator:
         self._cancel_reasons.pop(job_id, None)
 
     async def _execute(
-        self, job: Job, data: Any, requires_proof: bool, source: JobLocation, destination: JobLocation
+        self, job: Job, data: Any, requires_proof: bool, source: JobLocation, destination: JobLocation,
+        tickets: Sequence[Ticket] = (),
     ) -> None:
         started = time.perf_counter()
         results: list[dict[str, Any]] = []
@@ -237,6 +260,8 @@ class Orchestrator:
             results.append({"container": current, "error": reason or "job cancelled"})
             job.finish(results)
             self._store.save(job)
+            if tickets:
+                await asyncio.shield(self._settle(job, tickets))
             log.info("job.cancelled", job_id=job.id, reason=reason or "task cancelled")
             if reason is None:
                 raise  # our caller is being cancelled (shutdown): let it unwind
@@ -249,6 +274,8 @@ class Orchestrator:
             results.append({"container": current, "error": f"internal error: {exc}"})
         job.finish(results)
         self._store.save(job)
+        if tickets:
+            await self._settle(job, tickets)
         if log.is_debug() or job.status == "failed":
             level = log.warning if job.status == "failed" else log.debug
             level(
@@ -292,7 +319,7 @@ class Orchestrator:
         """Start a streaming job on one container; yields its raw output as it arrives and
         stores the whole output as the job's result when the stream ends."""
         self.check([container], client_ip)
-        await self._admit([container], client, "stream", workflow_id)
+        workflow_id, tickets = await self._admit([container], client, "stream", workflow_id)
         job = self._new_job([container], client, "stream", workflow_id)
         endpoint = self.endpoints[container]
 
@@ -328,6 +355,7 @@ class Orchestrator:
                 raise
             job.finish([result])
             self._store.save(job)
+            await self._settle(job, tickets)
 
         return job, chunks()
 
@@ -341,6 +369,10 @@ class Orchestrator:
         self._cancel_reasons[job_id] = reason
         task.cancel()
         return True
+
+    def cancel_workflow(self, workflow_id: str, reason: str) -> int:
+        """Abort every running job bound to a workflow (the kill switch); returns how many."""
+        return sum(self.cancel(job.id, reason) for job in self._store.running() if job.workflow_id == workflow_id)
 
     def in_flight(self) -> int:
         return len(self._tasks)

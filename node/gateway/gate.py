@@ -1,0 +1,92 @@
+"""The gateway's hold on the node's own work: every job the orchestrator runs (HTTP, chain,
+CRE, registry) passes `GovernanceGate.admit` first.
+
+A job is bound to a workflow by the `X-Workflow-Id` header, or to the default workflow of its
+source (`gateway.default_workflows`). A bound job is refused when the workflow is paused or
+killed, when a policy denies it (subject: workflow, containers, estimated cost = the sum of the
+containers' `cost_usd`), or when its cost does not fit the remaining budget; otherwise the cost
+is reserved and settled when the job ends (charged on success, released on failure). A job bound
+to nothing is not governed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node.gateway import policies
+from node.gateway.store import GatewayStore
+from node.jobs.models import Job
+from node.jobs.orchestrator import Admission, JobRejected
+from node.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass
+class _JobTicket:
+    store: GatewayStore
+    org_id: str
+    workflow_id: str
+    cost: float
+    reservation_id: str | None
+
+    async def finished(self, job: Job) -> None:
+        if self.reservation_id is None:
+            return
+        if job.status == "success":
+            await self.store.track(self.org_id, {"workflow_id": self.workflow_id, "cost_usd": self.cost,
+                                                 "reservation_id": self.reservation_id,
+                                                 "metadata": {"job_id": job.id, "containers": job.containers}}, None)
+        else:
+            await self.store.release(self.reservation_id)
+
+
+class GovernanceGate:
+    def __init__(self, store: GatewayStore, defaults: dict[str, str], container_costs: dict[str, float],
+                 reservation_ttl: float) -> None:
+        self._store = store
+        self._defaults = defaults
+        self._costs = container_costs
+        self._ttl = reservation_ttl
+        self._warned: set[str] = set()
+
+    async def admit(self, admission: Admission) -> _JobTicket | None:
+        explicit = admission.workflow_id is not None
+        workflow_id = admission.workflow_id or self._defaults.get(admission.source)
+        if workflow_id is None:
+            return None
+        workflow = await self._store.workflow(workflow_id)
+        if workflow is None:
+            if explicit:
+                raise JobRejected(f"Unknown workflow {workflow_id!r}", {"workflow_id": workflow_id}, 404)
+            if workflow_id not in self._warned:
+                self._warned.add(workflow_id)
+                log.warning("gateway.default_workflow_missing", source=admission.source, workflow_id=workflow_id)
+            return None
+        admission.workflow_id = workflow_id
+        if workflow["status"] != "active":
+            raise JobRejected(f"Workflow {workflow_id} is {workflow['status']}",
+                              {"workflow_id": workflow_id, "status": workflow["status"]}, 403)
+        org_id = workflow["org_id"]
+        cost = sum(self._costs.get(c, 0.0) for c in admission.containers)
+        subject = policies.Subject(workflow_id, admission.containers, None, None, cost)
+        decision = await policies.evaluate(await self._store.policies(org_id), subject, self._store.allowed_count)
+        container = ",".join(admission.containers)
+        if not decision.allowed:
+            await self._store.record_execution(org_id, "job", False, decision.reason, workflow_id=workflow_id,
+                                               policy_id=decision.policy_id, container=container, cost=cost)
+            raise JobRejected(f"Denied by policy: {decision.reason}",
+                              {"workflow_id": workflow_id, "policy_id": decision.policy_id}, 403)
+        reservation_id = None
+        if cost > 0:
+            reservation = await self._store.reserve(workflow_id, cost, self._ttl, None)
+            if not reservation.granted:
+                await self._store.record_execution(org_id, "job", False, reservation.reason,
+                                                   workflow_id=workflow_id, container=container, cost=cost)
+                raise JobRejected(f"Workflow {workflow_id}: {reservation.reason}",
+                                  {"workflow_id": workflow_id, "remaining_usd": reservation.remaining_usd}, 403)
+            reservation_id = reservation.reservation_id
+        await self._store.record_execution(org_id, "job", True, decision.reason, workflow_id=workflow_id,
+                                           policy_id=decision.policy_id, container=container, cost=cost,
+                                           reservation_id=reservation_id)
+        return _JobTicket(self._store, org_id, workflow_id, cost, reservation_id)

@@ -1,0 +1,89 @@
+"""Tables of the gateway (all prefixed `gw_`). The audit log is append-only: triggers refuse
+UPDATE and DELETE."""
+
+from node.storage import Migration
+
+MIGRATIONS = [
+    Migration(
+        "gateway.0001",
+        """
+        CREATE TABLE gw_users (
+            id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+            password_hash TEXT, oauth_provider TEXT, oauth_subject TEXT, created_at REAL NOT NULL
+        );
+        CREATE TABLE gw_orgs (id TEXT PRIMARY KEY, name TEXT NOT NULL, settings TEXT NOT NULL DEFAULT '{}',
+                              created_at REAL NOT NULL, deleted_at REAL);
+        CREATE TABLE gw_members (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES gw_orgs(id), user_id TEXT NOT NULL REFERENCES gw_users(id),
+            role TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'viewer')), created_at REAL NOT NULL,
+            UNIQUE (org_id, user_id)
+        );
+        CREATE TABLE gw_sessions (token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, expires_at REAL NOT NULL);
+        CREATE TABLE gw_api_keys (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL REFERENCES gw_orgs(id), name TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE, key_prefix TEXT NOT NULL, secret_sealed TEXT NOT NULL,
+            workflow_id TEXT, created_by TEXT, created_at REAL NOT NULL, rotated_at REAL, revoked_at REAL,
+            last_used_at REAL, request_count INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0
+        );
+        CREATE TABLE gw_invites (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, email TEXT NOT NULL, role TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE, status TEXT NOT NULL, sent_count INTEGER NOT NULL DEFAULT 1,
+            invited_by TEXT, created_at REAL NOT NULL, expires_at REAL NOT NULL
+        );
+        CREATE TABLE gw_workflows (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, name TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('active', 'paused', 'killed')),
+            budget_usd REAL, spent_usd REAL NOT NULL DEFAULT 0, reserved_usd REAL NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL
+        );
+        CREATE INDEX gw_workflows_org ON gw_workflows (org_id);
+        CREATE TABLE gw_reservations (
+            id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, amount_usd REAL NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('held', 'settled', 'expired', 'released')),
+            execution_id TEXT, created_at REAL NOT NULL, expires_at REAL NOT NULL
+        );
+        CREATE INDEX gw_reservations_held ON gw_reservations (expires_at) WHERE status = 'held';
+        CREATE TABLE gw_executions (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, workflow_id TEXT, kind TEXT NOT NULL,
+            allowed INTEGER NOT NULL, reason TEXT, policy_id TEXT, model TEXT, tool TEXT, container TEXT,
+            estimated_cost_usd REAL, reservation_id TEXT, api_key_id TEXT, job_id TEXT, created_at REAL NOT NULL
+        );
+        CREATE INDEX gw_executions_org ON gw_executions (org_id, created_at);
+        CREATE INDEX gw_executions_wf ON gw_executions (workflow_id, created_at);
+        CREATE TABLE gw_events (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, workflow_id TEXT NOT NULL, model TEXT, cost_usd REAL NOT NULL,
+            input_tokens INTEGER, output_tokens INTEGER, latency_ms REAL, metadata TEXT, api_key_id TEXT,
+            reservation_id TEXT, created_at REAL NOT NULL
+        );
+        CREATE INDEX gw_events_wf ON gw_events (workflow_id, created_at);
+        CREATE TABLE gw_policies (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, name TEXT NOT NULL, priority INTEGER NOT NULL,
+            enabled INTEGER NOT NULL, action TEXT NOT NULL, reason TEXT, match TEXT NOT NULL,
+            template_id TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL
+        );
+        CREATE INDEX gw_policies_org ON gw_policies (org_id, priority);
+        CREATE TABLE gw_audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, org_id TEXT, actor TEXT NOT NULL, action TEXT NOT NULL,
+            target_type TEXT NOT NULL, target_id TEXT, before TEXT, after TEXT, created_at REAL NOT NULL
+        );
+        CREATE INDEX gw_audit_org ON gw_audit (org_id, id);
+        CREATE TRIGGER gw_audit_no_update BEFORE UPDATE ON gw_audit
+            BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+        CREATE TRIGGER gw_audit_no_delete BEFORE DELETE ON gw_audit
+            BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+        CREATE TABLE gw_alerts (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, workflow_id TEXT, threshold REAL NOT NULL,
+            message TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL, dismissed_at REAL,
+            UNIQUE (workflow_id, threshold)
+        );
+        CREATE TABLE gw_alert_channels (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, type TEXT NOT NULL, url TEXT NOT NULL,
+            enabled INTEGER NOT NULL, created_at REAL NOT NULL
+        );
+        CREATE TABLE gw_notification_settings (
+            org_id TEXT NOT NULL, user_id TEXT NOT NULL, settings TEXT NOT NULL, updated_at REAL NOT NULL,
+            PRIMARY KEY (org_id, user_id)
+        )
+        """,
+    ),
+]
