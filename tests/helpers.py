@@ -124,12 +124,17 @@ class NodeProcess:
                 config[key] = value
         self.config_path.write_text(yaml.safe_dump(config))
 
-    def start(self, timeout: float = 120) -> NodeProcess:
+    def start_background(self) -> NodeProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "node", "run", "--config", str(self.config_path)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        return self
+
+    def start(self, timeout: float = 120) -> NodeProcess:
+        """Start and wait until the node is healthy (its containers answer)."""
+        self.start_background()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
