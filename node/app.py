@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from node import __version__
 from node.config import NodeConfig
 from node.containers.manager import ContainerManager
 from node.cre import api as cre_api
@@ -35,7 +36,8 @@ from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
 from node.jobs.store import JobStore
 from node.logs import get_logger
 from node.server.health import HealthApi
-from node.server.http import ErrorShapes, RateLimiter, make_middlewares
+from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares
+from node.server.openapi import build_spec
 from node.storage import Database
 
 log = get_logger(__name__)
@@ -138,6 +140,13 @@ class Node:
             for prefix in (gateway_api.PREFIX, "/ws/", "/health/", "/healthz"):
                 shapes.register(prefix, gateway_api.gateway_error)
             app.add_routes(self.gateway.routes())
+
+        async def openapi(request: web.Request) -> web.Response:
+            """This document: every route of the node, with the request body schemas."""
+            return json_response(spec)
+
+        app.router.add_get("/openapi.json", openapi)
+        spec = build_spec(app, "node-daemon", __version__)
         return app
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -363,3 +363,16 @@ def test_health_probes(gw):
     ready = http.get("/health/ready")
     assert ready.status == 200 and set(ready.json["checks"]) == {"sqlite", "docker"}
     assert http.get("/health/startup").status == 200
+
+
+def test_openapi_document_covers_every_api(gw):
+    spec = gw.http().get("/openapi.json").json
+    assert spec["openapi"].startswith("3.")
+    paths = spec["paths"]
+    for path in ("/api/jobs", "/api/cre/runtime/ingest", "/api/v1/execute", "/api/v1/orgs/{org_id}/workflows/{workflow_id}/kill"):
+        assert path in paths, path
+    ref = paths["/api/v1/execute"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert "workflow_id" in schema["required"] and "estimated_cost_usd" in schema["properties"]
+    job = spec["components"]["schemas"]["JobRequest"]
+    assert job["properties"]["containers"]["minItems"] == 1

@@ -23,6 +23,7 @@ from node.cre.models import (
 from node.cre.settings import CreSettings
 from node.cre.store import Conflict, CreStore
 from node.logs import get_logger
+from node.server.openapi import accepts
 from node.server.http import ApiError, json_response, parse_model
 
 log = get_logger(__name__)
@@ -95,6 +96,7 @@ class CreApi:
 
     # -- ingest ----------------------------------------------------------------------------
 
+    @accepts(IngestRequest)
     async def ingest(self, request: web.Request) -> web.Response:
         req = parse_model(IngestRequest, await self._authed(request))
         allowed = self._settings.ingest_policy.get(req.workflow)
@@ -114,6 +116,7 @@ class CreApi:
 
     # -- decisions -------------------------------------------------------------------------
 
+    @accepts(DecisionRequest)
     async def decide(self, request: web.Request) -> web.Response:
         req = parse_model(DecisionRequest, await self._authed(request))
         if req.workflow not in self._settings.decision_workflows:
@@ -159,6 +162,7 @@ class CreApi:
             raise ApiError(404, "action not found")
         return ok(action)
 
+    @accepts(ClaimRequest)
     async def claim(self, request: web.Request) -> web.Response:
         req = parse_model(ClaimRequest, await self._authed(request))
         lease = req.leaseSeconds or self._settings.action_lease_seconds
@@ -166,6 +170,7 @@ class CreApi:
                                           list(self._runner.routes))
         return ok({"actions": claimed, "leaseSeconds": lease})
 
+    @accepts(AckRequest)
     async def ack(self, request: web.Request) -> web.Response:
         req = parse_model(AckRequest, await self._authed(request))
         action_id = int(request.match_info["id"])
@@ -178,6 +183,7 @@ class CreApi:
 
     # -- trigger -----------------------------------------------------------------------------
 
+    @accepts(TriggerRequest)
     async def trigger(self, request: web.Request) -> web.Response:
         req = parse_model(TriggerRequest, await self._authed(request))
         allowed = self._settings.allowed_trigger_workflow_ids
@@ -217,7 +223,8 @@ class CreApi:
             log.info("cre.callback", action=name, id=callback_id)
             return ok({"id": callback_id, "received": True}, 201)
 
-        return handler
+        handler.__doc__ = f"CRE callback after the {name} action (stored as received)"
+        return accepts(model)(handler)
 
     def _callback_get(self, name: str):
         async def handler(request: web.Request) -> web.Response:
@@ -228,4 +235,5 @@ class CreApi:
             items = await self._store.callbacks(name, filters, _limit(request, 100, self._settings.max_readback))
             return ok({"callbacks": items, "count": len(items)})
 
+        handler.__doc__ = f"Read back {name} callbacks (filters: questionId, agentId, txHash)"
         return handler

@@ -41,6 +41,7 @@ from node.gateway import crypto
 from node.gateway.store import GatewayStore
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
+from node.server.openapi import accepts
 from node.server.http import ApiError, json_response, parse_model
 
 log = get_logger(__name__)
@@ -197,6 +198,7 @@ class GatewayApi:
 
     # -- accounts ------------------------------------------------------------------------------
 
+    @accepts(RegisterRequest)
     async def register(self, request: web.Request) -> web.Response:
         req = await self._body(request, RegisterRequest)
         try:
@@ -206,6 +208,7 @@ class GatewayApi:
         await self.store.audit(out["org_id"], f"user:{out['user_id']}", "account.registered", "user", out["user_id"])
         return json_response(out, 201)
 
+    @accepts(OAuthRegisterRequest)
     async def oauth_register(self, request: web.Request) -> web.Response:
         req = await self._body(request, OAuthRegisterRequest)
         existing = await self.store.user_by_oauth(req.provider, req.subject)
@@ -223,6 +226,7 @@ class GatewayApi:
                                out["user_id"], after={"oauth": req.provider})
         return json_response({**out, "token": token, "expires_at": expires, "created": True}, 201)
 
+    @accepts(LoginRequest)
     async def login(self, request: web.Request) -> web.Response:
         req = await self._body(request, LoginRequest)
         user = await self.store.user_by_email(req.email)
@@ -232,6 +236,7 @@ class GatewayApi:
         return json_response({"token": token, "expires_at": expires, "user_id": user["id"],
                               "org_id": await self.store.first_org(user["id"])})
 
+    @accepts(VerifyRequest)
     async def verify(self, request: web.Request) -> web.Response:
         raw = await request.read()
         api_key = request.headers.get("X-API-Key") or (parse_model(VerifyRequest, _json(raw)).api_key if raw else None)
@@ -262,6 +267,7 @@ class GatewayApi:
         await self._after_spend(key.org_id, out["workflow"])
         return out
 
+    @accepts(TrackEvent)
     async def track(self, request: web.Request) -> web.Response:
         key, event = await self._sdk(request, TrackEvent)
         self._scope(key, event.workflow_id)
@@ -269,6 +275,7 @@ class GatewayApi:
         await self.store.note_key_use(key.id)
         return json_response({"tracked": True, **out})
 
+    @accepts(TrackBatch)
     async def track_batch(self, request: web.Request) -> web.Response:
         key, batch = await self._sdk(request, TrackBatch)
         for event in batch.events:
@@ -277,6 +284,7 @@ class GatewayApi:
         await self.store.note_key_use(key.id)
         return json_response({"tracked": len(results), "event_ids": [r["event_id"] for r in results]})
 
+    @accepts(GateRequest)
     async def gate(self, request: web.Request) -> web.Response:
         key, req = await self._sdk(request, GateRequest)
         self._scope(key, req.workflow_id)
@@ -292,6 +300,7 @@ class GatewayApi:
         return json_response({"allowed": allowed, "reason": reason, "workflow_id": req.workflow_id,
                               "status": workflow["status"], "remaining_usd": workflow["remaining_usd"]})
 
+    @accepts(ExecuteRequest)
     async def execute(self, request: web.Request) -> web.Response:
         key, req = await self._sdk(request, ExecuteRequest)
         self._scope(key, req.workflow_id)
@@ -326,6 +335,7 @@ class GatewayApi:
                               "reservation_expires_at": reservation.expires_at,
                               "remaining_usd": reservation.remaining_usd})
 
+    @accepts(GateRequest)
     async def check(self, request: web.Request) -> web.Response:
         """Legacy, advisory: no scope check, no reservation."""
         key, req = await self._sdk(request, GateRequest)
@@ -339,6 +349,7 @@ class GatewayApi:
 
     # -- workflows -------------------------------------------------------------------------------
 
+    @accepts(WorkflowCreate)
     async def create_workflow(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id, "admin")
@@ -362,6 +373,7 @@ class GatewayApi:
         await self.auth.org(request, org_id, allow_key=True)
         return json_response(await self._workflow(org_id, request.match_info["workflow_id"]))
 
+    @accepts(WorkflowPatch)
     async def patch_workflow(self, request: web.Request) -> web.Response:
         org_id, workflow_id = request.match_info["org_id"], request.match_info["workflow_id"]
         actor = await self.auth.org(request, org_id, "admin")
@@ -406,6 +418,7 @@ class GatewayApi:
     async def _invalidate(self, org_id: str, policy_id: str | None, change: str) -> None:
         await self.hub.publish(org_id, "PolicyInvalidated", {"policy_id": policy_id, "change": change})
 
+    @accepts(PolicyCreate)
     async def create_policy(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id, "admin")
@@ -426,6 +439,7 @@ class GatewayApi:
             raise ApiError(404, f"policy {policy_id!r} not found")
         return policy
 
+    @accepts(PolicyPatch)
     async def patch_policy(self, request: web.Request) -> web.Response:
         org_id, policy_id = request.match_info["org_id"], request.match_info["policy_id"]
         actor = await self.auth.org(request, org_id, "admin")
@@ -449,6 +463,7 @@ class GatewayApi:
         await self._invalidate(org_id, policy_id, "deleted")
         return json_response({"deleted": True, "id": policy_id})
 
+    @accepts(PolicyToggle)
     async def toggle_policy(self, request: web.Request) -> web.Response:
         actor = await self.auth.session(request)
         req = await self._body(request, PolicyToggle)
@@ -559,6 +574,7 @@ class GatewayApi:
             raise ApiError(404, "org not found")
         return json_response(org)
 
+    @accepts(OrgPatch)
     async def patch_org(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id, "admin")
@@ -582,6 +598,7 @@ class GatewayApi:
         await self.auth.org(request, org_id, "admin")
         return json_response({"api_keys": await self.store.keys(org_id)})
 
+    @accepts(ApiKeyCreate)
     async def create_key(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id, "admin")
@@ -638,6 +655,7 @@ class GatewayApi:
             raise ApiError(404, f"member {member_id!r} not found")
         return member
 
+    @accepts(MemberPatch)
     async def patch_member(self, request: web.Request) -> web.Response:
         org_id, member_id = request.match_info["org_id"], request.match_info["member_id"]
         actor = await self.auth.org(request, org_id, "owner")
@@ -660,6 +678,7 @@ class GatewayApi:
         await self.store.audit(org_id, actor.label, "member.removed", "member", member_id, {"role": member["role"]})
         return json_response({"removed": True, "id": member_id})
 
+    @accepts(InviteCreate)
     async def create_invite(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id, "admin")
@@ -741,6 +760,7 @@ class GatewayApi:
         await self.auth.org(request, org_id, "admin")
         return json_response({"channels": await self.store.channels(org_id)})
 
+    @accepts(AlertChannelCreate)
     async def add_channel(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id, "admin")
@@ -756,6 +776,7 @@ class GatewayApi:
         settings = await self.store.notification_settings(org_id, actor.id)
         return json_response(settings or NotificationSettings().model_dump())
 
+    @accepts(NotificationSettings)
     async def patch_notifications(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id)

@@ -19,6 +19,7 @@ from node.containers.manager import ContainerManager
 from node.jobs.models import DelegatedSubscriptionRequest, Job, JobRequest, StatusUpdate
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.jobs.store import JobStore
+from node.server.openapi import accepts
 from node.server.http import ApiError, client_ip, json_response, parse_model, read_json
 
 WORKFLOW_HEADER = "X-Workflow-Id"
@@ -148,6 +149,7 @@ class JobsApi:
             raise ApiError(exc.status, exc.message, exc.params) from None
         return {"id": job.id}
 
+    @accepts(JobRequest)
     async def create_job(self, request: web.Request) -> web.Response:
         self._accepting()
         return json_response(await self._create(await read_json(request), request))
@@ -167,6 +169,7 @@ class JobsApi:
                 answers.append({"error": exc.message, **({"params": exc.params} if exc.params else {})})
         return json_response(answers)
 
+    @accepts(JobRequest)
     async def create_stream(self, request: web.Request) -> web.StreamResponse:
         self._accepting()
         body = await read_json(request)
@@ -207,6 +210,7 @@ class JobsApi:
         pending = _bool_param(request, "pending")
         return json_response(await self._store.list_ids(ip, pending))
 
+    @accepts(StatusUpdate)
     async def put_status(self, request: web.Request) -> web.Response:
         ip = client_ip(request)
         try:

@@ -1,0 +1,83 @@
+"""One OpenAPI 3 document for every API the node serves, generated from the routes of the
+running app and the same pydantic models that validate the request bodies.
+
+A handler declares its body model with `@accepts(Model)` (which only annotates it); the
+summary is the first line of its docstring or its name."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+_ATTR = "__openapi_body__"
+_PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
+
+
+def accepts(model: type[BaseModel]):
+    def mark(fn):
+        setattr(fn, _ATTR, model)
+        return fn
+
+    return mark
+
+
+def _tag(path: str) -> str:
+    if path.startswith("/api/v1") or path.startswith("/ws/") or path.startswith("/health/") or path == "/healthz":
+        return "gateway"
+    if path.startswith("/api/cre"):
+        return "cre"
+    if path.startswith("/api/auth") or path.startswith("/api/accounts") or path.startswith("/api/tasks") \
+            or path.startswith("/api/projects") or path.startswith("/api/intents") or path.startswith("/api/solvers"):
+        return "registry"
+    return "jobs"
+
+
+def build_spec(app: web.Application, title: str, version: str) -> dict[str, Any]:
+    operations: list[tuple[str, str, Any]] = []
+    models: dict[str, type[BaseModel]] = {}
+    for route in app.router.routes():
+        if route.method in ("HEAD", "OPTIONS"):
+            continue
+        info = route.resource.get_info() if route.resource else {}
+        raw = info.get("path") or info.get("formatter")
+        if not raw:
+            continue
+        path = _PARAM.sub(lambda m: "{" + m.group(1) + "}", raw)
+        handler = route.handler
+        model = getattr(handler, _ATTR, None)
+        if model is not None:
+            models[model.__name__] = model
+        operations.append((route.method.lower(), path, handler))
+
+    _, schemas = models_json_schema([(m, "validation") for m in models.values()],
+                                    ref_template="#/components/schemas/{model}")
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, handler in sorted(operations, key=lambda o: (o[1], o[0])):
+        doc = (getattr(handler, "__doc__", None) or "").strip().splitlines()
+        name = getattr(handler, "__name__", "handler")
+        op: dict[str, Any] = {
+            "operationId": f"{method}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_')}",
+            "summary": doc[0] if doc else name.replace("_", " "),
+            "tags": [_tag(path)],
+            "responses": {"200": {"description": "Success"}, "400": {"description": "Invalid input (names the field)"},
+                          "401": {"description": "Not authenticated"}, "403": {"description": "Not allowed"}},
+        }
+        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for p in _PARAM.findall(path)]
+        if params:
+            op["parameters"] = params
+        model = getattr(handler, _ATTR, None)
+        if model is not None:
+            op["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+        paths.setdefault(path, {})[method] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {"schemas": schemas.get("$defs", {})},
+    }
