@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from node import __version__
+from node.chain.service import ChainService
 from node.config import NodeConfig
 from node.containers.manager import ContainerManager
 from node.cre import api as cre_api
@@ -58,6 +59,7 @@ class Node:
         self.cre: cre_api.CreApi | None = None
         self.cre_runner: ActionRunner | None = None
         self.gateway: gateway_api.GatewayApi | None = None
+        self.chain: ChainService | None = None
         self._background: list[asyncio.Task] = []
 
     # -- building ---------------------------------------------------------------------------
@@ -125,13 +127,18 @@ class Node:
             self.containers,
             max_batch=self.config.server.max_batch,
             status_allowed_ips=self.config.server.status_allowed_ips,
-            chain_info=lambda: {"enabled": self.config.chain.enabled, "address": None},
+            chain_info=lambda: self.chain.info() if self.chain else {"enabled": False, "address": None},
+            onchain_pending=lambda: self.chain.pending() if self.chain else 0,
             ready=lambda: self.started,
         )
+        if self.chain is not None:
+            jobs_api.delegated_handler = self.chain.delegated
         app.add_routes(jobs_api.routes())
         checks = {"sqlite": self.db.writable}
         if self.config.manage_containers and any(s.managed for s in self.containers.states.values()):
             checks["docker"] = self.containers.ping
+        if self.chain is not None:
+            checks["chain_rpc"] = self.chain.ping
         app.add_routes(HealthApi(checks, lambda: self.started).routes())
         if self.cre is not None:
             shapes.register(cre_api.PREFIX, cre_api.cre_error)
@@ -162,6 +169,8 @@ class Node:
             await self._start_cre()
         if self.config.gateway.enabled:
             await self._start_gateway()
+        if self.config.chain.enabled:
+            self.chain = ChainService(self.config.chain, self.config.containers, self.db, self.orchestrator)
         self.runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)
@@ -179,6 +188,8 @@ class Node:
         self.containers.start_monitor()
         if self.cre_runner is not None:
             await self.cre_runner.recover()
+        if self.chain is not None:
+            await self.chain.start()
         self.started = True
         log.info(
             "node.started",
@@ -216,6 +227,8 @@ class Node:
             await self.runner.shutdown()
         for task in self._background:
             task.cancel()
+        if self.chain is not None:
+            await self.chain.stop()
         if self.orchestrator is not None:
             await self.orchestrator.drain(self.config.server.shutdown_grace)
         if self.cre_runner is not None:

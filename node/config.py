@@ -157,19 +157,35 @@ class WalletConfig(_Model):
 
 
 class ChainConfig(_Model):
-    """Filled in by the chain subsystem; disabled by default."""
+    """The chain subsystem; disabled by default."""
 
     enabled: bool = False
     rpc_url: str | None = None
     coordinator_address: str | None = None
-    trail_head_blocks: int = Field(1, ge=0)
-    start_block: int = Field(0, ge=0)
+    reader_address: str | None = None
+    trail_head_blocks: int = Field(1, ge=0, description="Confirmations: work on head - trail")
+    start_block: int = Field(0, ge=0, description="First block of the snapshot sync (without a saved cursor)")
+    snapshot_batch_blocks: int = Field(2000, ge=1)
+    reader_batch: int = Field(500, ge=1, le=5000)
+    poll_interval: float = Field(0.5, gt=0)
+    processor_tick: float = Field(0.5, gt=0)
+    max_attempts: int = Field(3, ge=1, description="Tries per (subscription, interval)")
+    retry_backoff: float = Field(2.0, ge=0, description="Seconds before a retry, times the attempt number")
+    # Container chains this node serves on chain (each configured container alone is always served).
+    pipelines: list[list[str]] = []
     wallet: WalletConfig = WalletConfig()
+
+    @field_validator("coordinator_address", "reader_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+            raise ValueError(f"{value!r} is not a 0x-prefixed 20-byte address")
+        return value
 
     @model_validator(mode="after")
     def _required_when_enabled(self) -> ChainConfig:
         if self.enabled:
-            missing = [n for n in ("rpc_url", "coordinator_address") if not getattr(self, n)]
+            missing = [n for n in ("rpc_url", "coordinator_address", "reader_address") if not getattr(self, n)]
             if self.wallet.private_key is None:
                 missing.append("wallet.private_key")
             if missing:
@@ -269,6 +285,10 @@ class NodeConfig(_Model):
                         f"{where}: with manage_containers false, give url or port of the running service"
                     )
         known = {c.id for c in self.containers}
+        for index, pipeline in enumerate(self.chain.pipelines):
+            unknown = [c for c in pipeline if c not in known]
+            if unknown or not pipeline:
+                raise ValueError(f"chain.pipelines.{index}: unknown or empty container chain {pipeline}")
         for action_type, route in self.cre.actions.items():
             unknown = [c for c in route.containers if c not in known]
             if unknown:

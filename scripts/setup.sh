@@ -35,6 +35,19 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 
-# 3. Base images (built only when missing)
+# 3. The local chain toolkit: anvil and solc-js from npm (contracts/node_modules), and the
+#    contracts recompiled into node/chain/abi when their sources changed.
+command -v npm >/dev/null || apt_install nodejs npm
+if [ ! -x contracts/node_modules/.bin/anvil ] || [ ! -d contracts/node_modules/solc ]; then
+  say "npm install (anvil, solc) in contracts/"
+  (cd contracts && npm install --no-audit --no-fund --loglevel=error >/dev/null 2>&1)
+fi
+sources=$(sha256sum contracts/src/*.sol contracts/compile.js | sha256sum | cut -c1-64)
+if [ "$sources" != "$(cat node/chain/abi/SOURCES_SHA256 2>/dev/null)" ]; then
+  say "compiling contracts"
+  node contracts/compile.js && echo "$sources" > node/chain/abi/SOURCES_SHA256
+fi
+
+# 4. Base images (built only when missing)
 bash scripts/build_base_images.sh >/dev/null
 say "ready: $(docker --version | cut -d, -f1), $(.venv/bin/python --version)"

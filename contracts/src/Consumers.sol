@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.20;
+
+import {Coordinator} from "./Coordinator.sol";
+
+/// Receives compute from the Coordinator only, and answers it the inputs of a subscription.
+abstract contract BaseConsumer {
+    Coordinator internal immutable COORDINATOR;
+
+    error NotCoordinator();
+
+    constructor(address coordinator) {
+        COORDINATOR = Coordinator(coordinator);
+    }
+
+    function _receiveCompute(
+        uint32 subscriptionId,
+        uint32 interval,
+        uint16 redundancy,
+        address node,
+        bytes calldata input,
+        bytes calldata output,
+        bytes calldata proof,
+        bytes32 containerId,
+        uint256 index
+    ) internal virtual;
+
+    function rawReceiveCompute(
+        uint32 subscriptionId,
+        uint32 interval,
+        uint16 redundancy,
+        address node,
+        bytes calldata input,
+        bytes calldata output,
+        bytes calldata proof,
+        bytes32 containerId,
+        uint256 index
+    ) external {
+        if (msg.sender != address(COORDINATOR)) revert NotCoordinator();
+        _receiveCompute(subscriptionId, interval, redundancy, node, input, output, proof, containerId, index);
+    }
+
+    function getContainerInputs(uint32 subscriptionId, uint32 interval, uint32 timestamp, address caller)
+        external view virtual returns (bytes memory);
+}
+
+/// One-shot requests: inputs stored per subscription, delivered once.
+abstract contract CallbackConsumer is BaseConsumer {
+    mapping(uint32 => bytes) internal subscriptionInputs;
+
+    function _requestCompute(string memory containerId, bytes memory inputs, uint16 redundancy)
+        internal returns (uint32 subscriptionId)
+    {
+        subscriptionId = COORDINATOR.createSubscription(containerId, 1, 0, redundancy, false, address(0), 0, address(0), address(0));
+        subscriptionInputs[subscriptionId] = inputs;
+    }
+}
+
+/// Recurring subscriptions: `frequency` deliveries, one per `period` seconds.
+abstract contract SubscriptionConsumer is BaseConsumer {
+    function _createComputeSubscription(
+        string memory containerId,
+        uint32 frequency,
+        uint32 period,
+        uint16 redundancy,
+        bool lazy
+    ) internal returns (uint32) {
+        return COORDINATOR.createSubscription(containerId, frequency, period, redundancy, lazy, address(0), 0, address(0), address(0));
+    }
+
+    function _cancelComputeSubscription(uint32 subscriptionId) internal {
+        COORDINATOR.cancelSubscription(subscriptionId);
+    }
+}
+
+/// The example consumer: one-shot requests, recurring subscriptions, and delegated
+/// subscriptions signed off-chain by `signer`. Every delivery is recorded.
+contract ExampleConsumer is CallbackConsumer, SubscriptionConsumer {
+    struct Delivery {
+        uint32 subscriptionId;
+        uint32 interval;
+        uint16 redundancy;
+        address node;
+        bytes input;
+        bytes output;
+        bytes proof;
+    }
+
+    address public signer;
+    bytes public recurringInput;
+    Delivery[] public deliveries;
+    mapping(uint32 => uint256) public deliveryCount;
+
+    event Received(uint32 indexed subscriptionId, uint32 interval, address node);
+
+    constructor(address coordinator, address signer_) BaseConsumer(coordinator) {
+        signer = signer_;
+    }
+
+    function getSigner() external view returns (address) {
+        return signer;
+    }
+
+    function requestCompute(string calldata containerId, bytes calldata inputs, uint16 redundancy)
+        external returns (uint32)
+    {
+        return _requestCompute(containerId, inputs, redundancy);
+    }
+
+    function subscribe(string calldata containerId, uint32 frequency, uint32 period, uint16 redundancy, bytes calldata input)
+        external returns (uint32)
+    {
+        recurringInput = input;
+        return _createComputeSubscription(containerId, frequency, period, redundancy, false);
+    }
+
+    function cancel(uint32 subscriptionId) external {
+        _cancelComputeSubscription(subscriptionId);
+    }
+
+    function getContainerInputs(uint32 subscriptionId, uint32 interval, uint32, address)
+        external view override returns (bytes memory)
+    {
+        bytes memory stored = subscriptionInputs[subscriptionId];
+        if (stored.length > 0) return stored;
+        return abi.encodePacked(recurringInput, ":", _itoa(interval));
+    }
+
+    function deliveriesLength() external view returns (uint256) {
+        return deliveries.length;
+    }
+
+    function _receiveCompute(
+        uint32 subscriptionId,
+        uint32 interval,
+        uint16 redundancy,
+        address node,
+        bytes calldata input,
+        bytes calldata output,
+        bytes calldata proof,
+        bytes32,
+        uint256
+    ) internal override {
+        deliveries.push(Delivery(subscriptionId, interval, redundancy, node, input, output, proof));
+        deliveryCount[subscriptionId] += 1;
+        emit Received(subscriptionId, interval, node);
+    }
+
+    function _itoa(uint256 value) internal pure returns (bytes memory) {
+        if (value == 0) return "0";
+        uint256 digits;
+        for (uint256 v = value; v != 0; v /= 10) digits++;
+        bytes memory out = new bytes(digits);
+        for (; value != 0; value /= 10) out[--digits] = bytes1(uint8(48 + value % 10));
+        return out;
+    }
+}

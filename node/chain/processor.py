@@ -1,0 +1,195 @@
+"""Runs subscriptions: for each active subscription this node serves, at each interval, fetch
+the inputs, run the container chain through the node's orchestrator, deliver with
+`deliverCompute`.
+
+Each (subscription, interval) is claimed in SQLite before anything runs, so this node delivers
+it at most once, across restarts. Skipped: intervals already fulfilled to `redundancy` or
+answered by this node on chain. A container failure is logged and not delivered; it is retried
+after a backoff, up to `max_attempts` times per interval. Interval arithmetic uses the chain's
+block time, not the local clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from eth_abi import encode as abi_encode
+from eth_utils import keccak
+from web3 import AsyncWeb3
+
+from node.chain.codec import SETTLED_ERRORS, Subscription, serialize_output
+from node.chain.store import ChainStore
+from node.chain.wallet import Wallet
+from node.jobs.models import JobLocation
+from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Tracked:
+    sub: Subscription
+    containers: list[str]
+    busy: set[int] = field(default_factory=set)
+    done: int = 0  # highest interval finished (delivered, skipped or given up) by this node
+
+
+class Processor:
+    def __init__(self, w3: AsyncWeb3, coordinator, store: ChainStore, wallet: Wallet, orchestrator: Orchestrator,
+                 *, consumer_abi: list, max_attempts: int, retry_backoff: float, tick: float,
+                 concurrency: int = 32) -> None:
+        self._w3 = w3
+        self._coordinator = coordinator
+        self._store = store
+        self._wallet = wallet
+        self._orchestrator = orchestrator
+        self._consumer_abi = consumer_abi
+        self._max_attempts = max_attempts
+        self._backoff = retry_backoff
+        self._tick = tick
+        self._subs: dict[int, Tracked] = {}
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task] = set()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.delivered = 0
+
+    # -- tracking --------------------------------------------------------------------------
+
+    def track(self, sub: Subscription, containers: list[str]) -> None:
+        self._subs[sub.id] = Tracked(sub, containers)
+        self._wake.set()
+
+    def untrack(self, sub_id: int) -> None:
+        self._subs.pop(sub_id, None)
+
+    def tracked(self) -> int:
+        return len(self._subs)
+
+    def pending(self) -> int:
+        return sum(len(t.busy) for t in self._subs.values())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - RPC trouble: log, wait, go on
+                log.warning("chain.processor_error", error=str(exc)[:300])
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._tick)
+            except asyncio.TimeoutError:
+                pass
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+
+    async def _once(self) -> None:
+        if not self._subs:
+            return
+        block = await self._w3.eth.get_block("latest")
+        now = int(block["timestamp"])
+        for tracked in list(self._subs.values()):
+            sub = tracked.sub
+            if sub.cancelled:
+                self.untrack(sub.id)
+                continue
+            if now < sub.active_at:
+                continue
+            interval = sub.interval_at(now)
+            if interval > sub.frequency:
+                self.untrack(sub.id)
+                await self._store.set_subscription_status(sub.id, "completed")
+                continue
+            if interval in tracked.busy or interval <= tracked.done:
+                continue
+            tracked.busy.add(interval)
+            task = asyncio.create_task(self._process(tracked, interval, now))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, tracked: Tracked, interval: int, timestamp: int) -> None:
+        sub = tracked.sub
+        try:
+            async with self._slots:
+                attempt = await self._store.claim(sub.id, interval, self._max_attempts)
+                if attempt is None:
+                    return
+                if await self._run(tracked, interval, timestamp, attempt) or attempt >= self._max_attempts:
+                    tracked.done = max(tracked.done, interval)
+                    if interval >= sub.frequency:
+                        self.untrack(sub.id)
+                        await self._store.set_subscription_status(sub.id, "completed")
+        except Exception as exc:  # noqa: BLE001 - never lose the interval silently
+            log.exception("chain.process_crashed", subscription=sub.id, interval=interval)
+            await self._store.mark(sub.id, interval, "failed", error=f"internal error: {exc}", retry_in=self._backoff)
+        finally:
+            tracked.busy.discard(interval)
+
+    async def _settled_on_chain(self, sub: Subscription, interval: int) -> bool:
+        key = keccak(abi_encode(["uint32", "uint32"], [sub.id, interval]))
+        count = await self._coordinator.functions.redundancyCount(key).call()
+        if count >= sub.redundancy:
+            return True
+        node_key = keccak(abi_encode(["uint32", "uint32", "address"], [sub.id, interval, self._wallet.address]))
+        return await self._coordinator.functions.nodeResponded(node_key).call()
+
+    async def _run(self, tracked: Tracked, interval: int, timestamp: int, attempt: int) -> bool:
+        """Work one interval; True when it is finished for this node (delivered or skipped)."""
+        sub = tracked.sub
+        if await self._settled_on_chain(sub, interval):
+            await self._store.mark(sub.id, interval, "skipped", error="already fulfilled on chain")
+            return True
+        consumer = self._w3.eth.contract(address=sub.owner, abi=self._consumer_abi)
+        try:
+            inputs = await consumer.functions.getContainerInputs(sub.id, interval, timestamp,
+                                                                 self._wallet.address).call()
+        except Exception as exc:  # noqa: BLE001 - a consumer without inputs gets none
+            log.debug("chain.no_inputs", subscription=sub.id, error=str(exc)[:200])
+            inputs = b""
+        try:
+            job = await self._orchestrator.run(tracked.containers, bytes(inputs).hex(), client="chain",
+                                               source="chain", source_location=JobLocation.ONCHAIN,
+                                               destination=JobLocation.ONCHAIN)
+        except JobRejected as exc:
+            await self._store.mark(sub.id, interval, "failed", error=exc.message, retry_in=self._backoff * attempt)
+            log.warning("chain.job_refused", subscription=sub.id, interval=interval, error=exc.message)
+            return False
+        if job.status != "success" or job.result is None:
+            error = (job.result or {}).get("error", "no result")
+            await self._store.mark(sub.id, interval, "failed", job_id=job.id, error=error,
+                                   retry_in=self._backoff * attempt)
+            log.warning("chain.container_failed", subscription=sub.id, interval=interval, job_id=job.id,
+                        attempt=attempt, max_attempts=self._max_attempts, error=error)
+            return False
+        tx_input, tx_output, proof = serialize_output(job.result["output"])
+        await self._store.mark(sub.id, interval, "sending", job_id=job.id)
+        fn = self._coordinator.functions.deliverCompute(sub.id, interval, tx_input, tx_output, proof,
+                                                        self._wallet.address)
+        started = time.perf_counter()
+        result = await self._wallet.transact(fn, f"deliverCompute({sub.id},{interval})")
+        if result.ok:
+            self.delivered += 1
+            await self._store.mark(sub.id, interval, "delivered", tx_hash=result.tx_hash)
+            log.info("chain.delivered", subscription=sub.id, interval=interval, job_id=job.id, tx=result.tx_hash,
+                     ms=round((time.perf_counter() - started) * 1000, 1))
+            return True
+        if result.error in SETTLED_ERRORS:
+            await self._store.mark(sub.id, interval, "skipped", tx_hash=result.tx_hash, error=result.error)
+            log.info("chain.delivery_skipped", subscription=sub.id, interval=interval, reason=result.error)
+            return True
+        await self._store.mark(sub.id, interval, "failed", tx_hash=result.tx_hash, error=result.error,
+                               retry_in=self._backoff * attempt)
+        log.error("chain.delivery_failed", subscription=sub.id, interval=interval, tx=result.tx_hash,
+                  reason=result.error)
+        return False

@@ -1,0 +1,210 @@
+"""Wires the chain subsystem: web3 connection, contracts, wallet, listener, processor, and the
+delegated-subscription door of `POST /api/jobs`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils import to_checksum_address
+from web3 import AsyncWeb3
+from web3.providers import AsyncHTTPProvider
+
+from node.chain import codec
+from node.chain.codec import Subscription
+from node.chain.listener import CREATED, Listener
+from node.chain.processor import Processor
+from node.chain.store import ChainStore
+from node.chain.wallet import Wallet
+from node.config import ChainConfig, ContainerConfig
+from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
+from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.logs import get_logger
+from node.server.http import ApiError
+from node.storage import Database
+
+log = get_logger(__name__)
+
+
+class ChainService:
+    def __init__(self, config: ChainConfig, containers: list[ContainerConfig], db: Database,
+                 orchestrator: Orchestrator) -> None:
+        assert config.rpc_url and config.coordinator_address and config.reader_address
+        assert config.wallet.private_key is not None
+        self.config = config
+        self.w3 = AsyncWeb3(AsyncHTTPProvider(config.rpc_url, request_kwargs={"timeout": 10}))
+        self.coordinator = self.w3.eth.contract(address=to_checksum_address(config.coordinator_address),
+                                                abi=codec.abi("Coordinator"))
+        self.reader = self.w3.eth.contract(address=to_checksum_address(config.reader_address), abi=codec.abi("Reader"))
+        self.store = ChainStore(db, config.coordinator_address)
+        self._orchestrator = orchestrator
+        self._private_key = config.wallet.private_key.get_secret_value()
+        self.address = Account.from_key(self._private_key).address
+        self._containers = {c.id: c for c in containers}
+        pipelines = [[c.id] for c in containers] + [list(p) for p in config.pipelines]
+        self._by_hash = {codec.container_id(p): p for p in pipelines}
+        self.wallet: Wallet | None = None
+        self.processor: Processor | None = None
+        self.listener: Listener | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.chain_id: int | None = None
+
+    # -- which subscriptions this node serves -------------------------------------------------
+
+    def serves(self, sub: Subscription, delegated: bool = False) -> tuple[list[str] | None, str]:
+        pipeline = self._by_hash.get(sub.container_id)
+        if pipeline is None:
+            return None, "container chain not served by this node"
+        if not self._containers[pipeline[0]].external:
+            return None, f"container {pipeline[0]} is not external"
+        owner = sub.owner.lower()
+        for cid in pipeline:
+            container = self._containers[cid]
+            allowed = container.allowed_delegate_addresses if delegated else container.allowed_addresses
+            if allowed and owner not in allowed:
+                return None, f"owner {sub.owner} not allowed for container {cid}"
+        return pipeline, "ok"
+
+    async def _on_subscriptions(self, subs: list[Subscription], block: int) -> None:
+        assert self.processor is not None
+        keep: list[tuple[Subscription, list[str], str]] = []
+        for sub in subs:
+            pipeline, reason = self.serves(sub)
+            if pipeline is None:
+                log.debug("chain.subscription_ignored", subscription=sub.id, reason=reason)
+                continue
+            status = "cancelled" if sub.cancelled else "active"
+            keep.append((sub, pipeline, status))
+        if keep:
+            await self.store.save_subscriptions(keep, block)
+            for sub, pipeline, status in keep:
+                if status == "active":
+                    self.processor.track(sub, pipeline)
+
+    async def _on_cancelled(self, ids: list[int]) -> None:
+        assert self.processor is not None
+        for sub_id in ids:
+            self.processor.untrack(sub_id)
+            await self.store.set_subscription_status(sub_id, "cancelled")
+            log.info("chain.subscription_cancelled", subscription=sub_id)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.start()
+        self.chain_id = await self.w3.eth.chain_id
+        self.wallet = Wallet(self.w3, self._private_key, self.config.wallet.max_gas_limit, self.chain_id)
+        balance = await self.wallet.balance()
+        if balance == 0:
+            log.warning("chain.wallet_empty", address=self.address, hint="fund the node's wallet to deliver results")
+        log.info("chain.wallet", address=self.address, balance_wei=balance, chain_id=self.chain_id)
+        self.processor = Processor(self.w3, self.coordinator, self.store, self.wallet, self._orchestrator,
+                                   consumer_abi=codec.abi("ExampleConsumer"), max_attempts=self.config.max_attempts,
+                                   retry_backoff=self.config.retry_backoff, tick=self.config.processor_tick)
+        for row in await self.store.interrupted():
+            # A previous process stopped mid-way: let it be retried; the on-chain check before any
+            # delivery (nodeResponded / redundancyCount) keeps it from being delivered twice.
+            await self.store.mark(row["subscription_id"], row["interval"], "failed", error="interrupted by restart")
+        resumed = await self.store.active_subscriptions()
+        for sub, pipeline in resumed:
+            self.processor.track(sub, pipeline)
+        self.listener = Listener(self.w3, self.coordinator, self.reader, self.store,
+                                 start_block=self.config.start_block, trail=self.config.trail_head_blocks,
+                                 batch_blocks=self.config.snapshot_batch_blocks, reader_batch=self.config.reader_batch,
+                                 poll_interval=self.config.poll_interval, on_subscriptions=self._on_subscriptions,
+                                 on_cancelled=self._on_cancelled)
+        self._tasks = [asyncio.create_task(self.listener.run(), name="chain-listener"),
+                       asyncio.create_task(self.processor.run(), name="chain-processor")]
+        log.info("chain.started", coordinator=self.coordinator.address, resumed_subscriptions=len(resumed))
+
+    async def stop(self) -> None:
+        if self.listener:
+            self.listener.stop()
+        if self.processor:
+            self.processor.stop()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=15)
+            for task in pending:
+                task.cancel()
+
+    async def ping(self) -> bool:
+        return (await self.w3.eth.block_number) >= 0
+
+    def info(self) -> dict[str, Any]:
+        return {"enabled": True, "address": self.address}
+
+    def pending(self) -> int:
+        return self.processor.pending() if self.processor else 0
+
+    # -- delegated subscriptions (POST /api/jobs) ---------------------------------------------------
+
+    async def delegated(self, request: DelegatedSubscriptionRequest, client_ip: str | None) -> dict[str, Any]:
+        """Check an EIP-712 signed subscription, run its first interval, and deliver it with
+        deliverComputeDelegatee (which creates the subscription on chain atomically)."""
+        assert self.wallet is not None and self.chain_id is not None
+        sub_raw, sig = request.subscription, request.signature
+        try:
+            sub = Subscription.from_tuple(0, [
+                sub_raw["owner"], int(sub_raw["active_at"]), int(sub_raw["period"]), int(sub_raw["frequency"]),
+                int(sub_raw["redundancy"]), bytes.fromhex(str(sub_raw["containers"]).removeprefix("0x")),
+                bool(sub_raw["lazy"]), sub_raw.get("verifier") or "0x" + "00" * 20,
+                int(sub_raw.get("payment_amount", 0)), sub_raw.get("payment_token") or "0x" + "00" * 20,
+                sub_raw.get("wallet") or "0x" + "00" * 20])
+            nonce, expiry = int(sig["nonce"]), int(sig["expiry"])
+            v, r, s = int(sig["v"]), int(sig["r"]), int(sig["s"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ApiError(400, f"Invalid delegated subscription: {exc}") from None
+        if len(sub.container_id) != 32:
+            raise ApiError(400, "subscription.containers: expected a 32-byte hash")
+        if expiry <= time.time():
+            raise ApiError(400, "Signature expired", {"expiry": expiry})
+        pipeline, reason = self.serves(sub, delegated=True)
+        if pipeline is None:
+            raise ApiError(403 if "allowed" in reason else 400, reason.capitalize())
+        typed = codec.delegate_typed_data(self.chain_id, self.coordinator.address, nonce, expiry, {
+            "owner": sub.owner, "activeAt": sub.active_at, "period": sub.period, "frequency": sub.frequency,
+            "redundancy": sub.redundancy, "containerId": sub.container_id, "lazy": sub.lazy,
+            "verifier": sub.verifier, "paymentAmount": sub.payment_amount, "paymentToken": sub.payment_token,
+            "wallet": sub.wallet})
+        signer = Account.recover_message(encode_typed_data(full_message=typed), vrs=(v, r, s))
+        consumer = self.w3.eth.contract(address=sub.owner, abi=codec.abi("ExampleConsumer"))
+        try:
+            expected = await consumer.functions.getSigner().call()
+        except Exception:  # noqa: BLE001
+            raise ApiError(400, "subscription.owner has no getSigner()") from None
+        if signer.lower() != expected.lower():
+            raise ApiError(401, "Signature does not match the owner's signer", {"signer": signer})
+        asyncio.create_task(self._deliver_delegated(sub, pipeline, request.data, nonce, expiry, (v, r, s)))
+        return {}
+
+    async def _deliver_delegated(self, sub: Subscription, pipeline: list[str], data: Any, nonce: int, expiry: int,
+                                 vrs: tuple[int, int, int]) -> None:
+        assert self.wallet is not None
+        try:
+            job = await self._orchestrator.run(pipeline, data, client="chain", source="chain",
+                                               destination=JobLocation.ONCHAIN)
+        except JobRejected as exc:
+            log.warning("chain.delegated_refused", owner=sub.owner, nonce=nonce, error=exc.message)
+            return
+        if job.status != "success" or job.result is None:
+            log.warning("chain.delegated_container_failed", owner=sub.owner, nonce=nonce, job_id=job.id,
+                        error=(job.result or {}).get("error"))
+            return
+        tx_input, tx_output, proof = codec.serialize_output(job.result["output"])
+        v, r, s = vrs
+        fn = self.coordinator.functions.deliverComputeDelegatee(
+            nonce, expiry, sub.as_tuple(), v, r.to_bytes(32, "big"), s.to_bytes(32, "big"), 1, tx_input, tx_output,
+            proof, self.address)
+        result = await self.wallet.transact(fn, f"deliverComputeDelegatee({sub.owner},{nonce})")
+        if not result.ok:
+            log.error("chain.delegated_delivery_failed", owner=sub.owner, nonce=nonce, reason=result.error)
+            return
+        for entry in result.receipt["logs"]:
+            if "0x" + bytes(entry["topics"][0]).hex() == CREATED:
+                sub_id = int.from_bytes(bytes(entry["topics"][1]), "big")
+                await self.store.mark(sub_id, 1, "delivered", job_id=job.id, tx_hash=result.tx_hash)
+                log.info("chain.delivered", subscription=sub_id, interval=1, job_id=job.id, tx=result.tx_hash,
+                         delegated=True)

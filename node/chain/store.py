@@ -1,0 +1,151 @@
+"""Chain state in SQLite: the listener's cursor and recent block hashes (reorg detection), the
+subscriptions this node tracks, and one row per (subscription, interval) this node worked on,
+which is what makes delivery at-most-once across restarts."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from node.chain.codec import Subscription
+from node.storage import Database, Migration
+
+MIGRATIONS = [
+    Migration(
+        "chain.0001",
+        """
+        CREATE TABLE chain_cursor (coordinator TEXT PRIMARY KEY, block INTEGER NOT NULL, updated_at REAL NOT NULL);
+        CREATE TABLE chain_blocks (number INTEGER PRIMARY KEY, hash TEXT NOT NULL);
+        CREATE TABLE chain_subscriptions (
+            id INTEGER PRIMARY KEY, data TEXT NOT NULL, containers TEXT NOT NULL, status TEXT NOT NULL,
+            created_block INTEGER, updated_at REAL NOT NULL
+        );
+        CREATE TABLE chain_deliveries (
+            subscription_id INTEGER NOT NULL, interval INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('running', 'sending', 'delivered', 'failed', 'skipped')),
+            attempts INTEGER NOT NULL DEFAULT 0, job_id TEXT, tx_hash TEXT, error TEXT,
+            next_attempt_at REAL NOT NULL DEFAULT 0, updated_at REAL NOT NULL,
+            PRIMARY KEY (subscription_id, interval)
+        )
+        """,
+    ),
+]
+
+
+class ChainStore:
+    def __init__(self, db: Database, coordinator: str) -> None:
+        self._db = db
+        self._coordinator = coordinator.lower()
+
+    async def start(self) -> None:
+        await self._db.migrate(MIGRATIONS)
+
+    # -- cursor ----------------------------------------------------------------------------
+
+    async def cursor(self) -> int | None:
+        row = await self._db.fetchone("SELECT block FROM chain_cursor WHERE coordinator = ?", (self._coordinator,))
+        return row[0] if row else None
+
+    async def advance(self, block: int, hashes: dict[int, str], keep: int = 256) -> None:
+        def op(conn) -> None:
+            conn.execute("INSERT INTO chain_cursor (coordinator, block, updated_at) VALUES (?, ?, ?)"
+                         " ON CONFLICT (coordinator) DO UPDATE SET block = excluded.block, updated_at = excluded.updated_at",
+                         (self._coordinator, block, time.time()))
+            conn.executemany("INSERT OR REPLACE INTO chain_blocks (number, hash) VALUES (?, ?)", hashes.items())
+            conn.execute("DELETE FROM chain_blocks WHERE number < ?", (block - keep,))
+
+        await self._db.run_in_transaction(op)
+
+    async def block_hash(self, number: int) -> str | None:
+        row = await self._db.fetchone("SELECT hash FROM chain_blocks WHERE number = ?", (number,))
+        return row[0] if row else None
+
+    async def rewind(self, block: int) -> None:
+        """Forget blocks after `block` (a reorg replaced them)."""
+        def op(conn) -> None:
+            conn.execute("DELETE FROM chain_blocks WHERE number > ?", (block,))
+            conn.execute("UPDATE chain_cursor SET block = ?, updated_at = ? WHERE coordinator = ?",
+                         (block, time.time(), self._coordinator))
+
+        await self._db.run_in_transaction(op)
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    async def save_subscriptions(self, subs: list[tuple[Subscription, list[str], str]], block: int | None) -> None:
+        def op(conn) -> None:
+            conn.executemany(
+                "INSERT INTO chain_subscriptions (id, data, containers, status, created_block, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data,"
+                " status = excluded.status, updated_at = excluded.updated_at",
+                [(s.id, json.dumps(s.to_json() | {"raw": [*s.as_tuple()[:5], s.container_id.hex(),
+                                                          *s.as_tuple()[6:]]}),
+                  json.dumps(c), status, block, time.time()) for s, c, status in subs])
+
+        await self._db.run_in_transaction(op)
+
+    async def set_subscription_status(self, sub_id: int, status: str) -> None:
+        await self._db.execute("UPDATE chain_subscriptions SET status = ?, updated_at = ? WHERE id = ?",
+                               (status, time.time(), sub_id))
+
+    async def active_subscriptions(self) -> list[tuple[Subscription, list[str]]]:
+        rows = await self._db.fetchall("SELECT id, data, containers FROM chain_subscriptions WHERE status = 'active'")
+        out = []
+        for row in rows:
+            raw = json.loads(row["data"])["raw"]
+            raw[5] = bytes.fromhex(raw[5])
+            out.append((Subscription.from_tuple(row["id"], raw), json.loads(row["containers"])))
+        return out
+
+    async def count_subscriptions(self) -> int:
+        row = await self._db.fetchone("SELECT COUNT(*) FROM chain_subscriptions")
+        return row[0]
+
+    # -- deliveries ---------------------------------------------------------------------------
+
+    async def claim(self, sub_id: int, interval: int, max_attempts: int) -> int | None:
+        """Take (subscription, interval) for processing; returns the attempt number, or None
+        when it is done, running, or waiting for its next retry."""
+        now = time.time()
+
+        def op(conn) -> int | None:
+            row = conn.execute("SELECT status, attempts, next_attempt_at FROM chain_deliveries"
+                               " WHERE subscription_id = ? AND interval = ?", (sub_id, interval)).fetchone()
+            if row is None:
+                conn.execute("INSERT INTO chain_deliveries (subscription_id, interval, status, attempts, updated_at)"
+                             " VALUES (?, ?, 'running', 1, ?)", (sub_id, interval, now))
+                return 1
+            status, attempts, next_at = row
+            if status != "failed" or attempts >= max_attempts or next_at > now:
+                return None
+            conn.execute("UPDATE chain_deliveries SET status = 'running', attempts = attempts + 1, updated_at = ?"
+                         " WHERE subscription_id = ? AND interval = ?", (now, sub_id, interval))
+            return attempts + 1
+
+        return await self._db.run_in_transaction(op)
+
+    async def mark(self, sub_id: int, interval: int, status: str, *, job_id: str | None = None,
+                   tx_hash: str | None = None, error: str | None = None, retry_in: float = 0.0) -> None:
+        await self._db.execute(
+            "INSERT INTO chain_deliveries (subscription_id, interval, status, attempts, job_id, tx_hash, error,"
+            " next_attempt_at, updated_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (subscription_id, interval) DO UPDATE SET status = excluded.status,"
+            " job_id = COALESCE(excluded.job_id, job_id), tx_hash = COALESCE(excluded.tx_hash, tx_hash),"
+            " error = excluded.error, next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at",
+            (sub_id, interval, status, job_id, tx_hash, error, time.time() + retry_in, time.time()))
+
+    async def interrupted(self) -> list[dict[str, Any]]:
+        """Rows a previous process left 'running' or 'sending'."""
+        rows = await self._db.fetchall("SELECT * FROM chain_deliveries WHERE status IN ('running', 'sending')")
+        return [dict(r) for r in rows]
+
+    async def deliveries(self, sub_id: int | None = None) -> list[dict[str, Any]]:
+        sql, params = "SELECT * FROM chain_deliveries", []
+        if sub_id is not None:
+            sql += " WHERE subscription_id = ?"
+            params.append(sub_id)
+        return [dict(r) for r in await self._db.fetchall(sql + " ORDER BY subscription_id, interval", params)]
+
+    async def count_pending(self) -> int:
+        row = await self._db.fetchone("SELECT COUNT(*) FROM chain_deliveries WHERE status IN ('running', 'sending')")
+        return row[0]

@@ -1,0 +1,85 @@
+"""The node's wallet: signs and sends transactions with a locally managed nonce, gas estimated
+and capped, EIP-1559 fees, receipt check and decoded reverts. The private key never leaves this
+object and is never logged."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from web3 import AsyncWeb3
+from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
+
+from node.chain.codec import decode_revert
+from node.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TxResult:
+    ok: bool
+    tx_hash: str | None
+    error: str | None = None
+    receipt: Any = None
+
+
+class Wallet:
+    def __init__(self, w3: AsyncWeb3, private_key: str, max_gas_limit: int, chain_id: int,
+                 receipt_timeout: float = 60.0) -> None:
+        self._w3 = w3
+        self._account = Account.from_key(private_key)
+        self.address = self._account.address
+        self._max_gas = max_gas_limit
+        self._chain_id = chain_id
+        self._receipt_timeout = receipt_timeout
+        self._nonce: int | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"Wallet({self.address})"
+
+    async def balance(self) -> int:
+        return await self._w3.eth.get_balance(self.address)
+
+    async def _fees(self) -> dict[str, int]:
+        block = await self._w3.eth.get_block("latest")
+        base = block.get("baseFeePerGas")
+        if base is None:
+            return {"gasPrice": await self._w3.eth.gas_price}
+        tip = await self._w3.eth.max_priority_fee
+        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+
+    async def transact(self, fn: Any, label: str) -> TxResult:
+        """Simulate, then sign and send `fn` (a bound contract function) and wait for its receipt."""
+        try:
+            await fn.call({"from": self.address})
+            gas = await fn.estimate_gas({"from": self.address})
+        except (ContractCustomError, ContractLogicError) as exc:
+            reason = decode_revert(exc)
+            return TxResult(False, None, reason)
+        gas = min(int(gas * 1.25) + 10_000, self._max_gas)
+        async with self._lock:
+            if self._nonce is None:
+                self._nonce = await self._w3.eth.get_transaction_count(self.address, "pending")
+            tx = await fn.build_transaction({"from": self.address, "nonce": self._nonce, "gas": gas,
+                                             "chainId": self._chain_id, **await self._fees()})
+            signed = self._account.sign_transaction(tx)
+            try:
+                tx_hash = await self._w3.eth.send_raw_transaction(signed.raw_transaction)
+            except Exception as exc:  # noqa: BLE001 - resync the nonce and report
+                self._nonce = None
+                log.warning("chain.send_failed", tx=label, error=str(exc)[:300])
+                return TxResult(False, None, f"send failed: {str(exc)[:300]}")
+            self._nonce += 1
+        hex_hash = "0x" + bytes(tx_hash).hex()
+        try:
+            receipt = await self._w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self._receipt_timeout,
+                                                                      poll_latency=0.1)
+        except TimeExhausted:
+            return TxResult(False, hex_hash, "no receipt in time")
+        if receipt["status"] != 1:
+            return TxResult(False, hex_hash, "reverted", receipt)
+        return TxResult(True, hex_hash, None, receipt)

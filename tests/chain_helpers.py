@@ -1,0 +1,134 @@
+"""A real local chain for tests: anvil from contracts/node_modules, our contracts deployed on it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from web3 import Web3
+
+from tests.helpers import REPO, free_port
+
+ANVIL = REPO / "contracts" / "node_modules" / ".bin" / "anvil"
+ABI_DIR = REPO / "node" / "chain" / "abi"
+MNEMONIC = "test test test test test test test test test test test junk"
+# anvil's default accounts for MNEMONIC
+Account.enable_unaudited_hdwallet_features()
+KEYS = [Account.from_mnemonic(MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}").key.hex() for i in range(6)]
+
+
+def artifact(name: str) -> dict:
+    return json.loads((ABI_DIR / f"{name}.json").read_text())
+
+
+class Anvil:
+    def __init__(self, block_time: float | None = 1, state: Path | None = None) -> None:
+        self.port = free_port()
+        self.block_time = block_time
+        self.state = state
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Anvil:
+        args = [str(ANVIL), "--port", str(self.port), "--mnemonic", MNEMONIC, "--silent"]
+        if self.block_time:
+            args += ["--block-time", str(self.block_time)]
+        if self.state:
+            args += ["--state", str(self.state)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        w3 = Web3(Web3.HTTPProvider(self.url))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                w3.eth.block_number
+                return self
+            except Exception:  # noqa: BLE001
+                time.sleep(0.1)
+        raise AssertionError("anvil did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+@dataclass
+class Deployment:
+    w3: Web3
+    coordinator: object
+    reader: object
+    consumer: object
+    signer_key: str
+
+    def send(self, fn, key: str = KEYS[0]):
+        account = Account.from_key(key)
+        tx = fn.build_transaction({"from": account.address,
+                                   "nonce": self.w3.eth.get_transaction_count(account.address, "pending")})
+        signed = account.sign_transaction(tx)
+        receipt = self.w3.eth.wait_for_transaction_receipt(self.w3.eth.send_raw_transaction(signed.raw_transaction),
+                                                           timeout=30)
+        assert receipt["status"] == 1, receipt
+        return receipt
+
+    def created_id(self, receipt) -> int:
+        topic = Web3.keccak(text="SubscriptionCreated(uint32)")
+        for entry in receipt["logs"]:
+            if entry["topics"][0] == topic:
+                return int.from_bytes(entry["topics"][1], "big")
+        raise AssertionError("no SubscriptionCreated in receipt")
+
+    def deliveries(self, sub_id: int | None = None) -> list[dict]:
+        out = []
+        for i in range(self.consumer.functions.deliveriesLength().call()):
+            d = self.consumer.functions.deliveries(i).call()
+            item = {"subscription": d[0], "interval": d[1], "redundancy": d[2], "node": d[3], "input": d[4],
+                    "output": d[5], "proof": d[6]}
+            if sub_id is None or item["subscription"] == sub_id:
+                out.append(item)
+        return out
+
+    def wait_deliveries(self, sub_id: int, n: int, timeout: float = 30) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.deliveries(sub_id)
+            if len(found) >= n:
+                return found
+            time.sleep(0.25)
+        raise AssertionError(f"subscription {sub_id}: {len(self.deliveries(sub_id))} deliveries, wanted {n}")
+
+
+def decode_output(output: bytes):
+    return json.loads(abi_decode(["string"], output)[0])
+
+
+def deploy(url: str, signer_key: str = KEYS[5]) -> Deployment:
+    w3 = Web3(Web3.HTTPProvider(url))
+    deployer = Account.from_key(KEYS[0])
+
+    def create(name: str, *args):
+        art = artifact(name)
+        contract = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+        tx = contract.constructor(*args).build_transaction(
+            {"from": deployer.address, "nonce": w3.eth.get_transaction_count(deployer.address, "pending")})
+        signed = deployer.sign_transaction(tx)
+        receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction), timeout=30)
+        return w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"])
+
+    coordinator = create("Coordinator")
+    reader = create("Reader", coordinator.address)
+    consumer = create("ExampleConsumer", coordinator.address, Account.from_key(signer_key).address)
+    return Deployment(w3, coordinator, reader, consumer, signer_key)
+
+
+def chain_config(anvil_url: str, dep: Deployment, key: str, **extra) -> dict:
+    return {"enabled": True, "rpc_url": anvil_url, "coordinator_address": dep.coordinator.address,
+            "reader_address": dep.reader.address, "trail_head_blocks": 0, "poll_interval": 0.2,
+            "processor_tick": 0.2, "retry_backoff": 0.5, "wallet": {"private_key": key}, **extra}
