@@ -173,3 +173,31 @@ def test_rpc_outage_is_survived(docker_engine, tmp_path):
         proc.stop()
         proc.remove_containers()
         chain.stop()
+
+
+def test_reorg_deeper_than_confirmations_does_not_deliver_twice(docker_engine, tmp_path):
+    chain = Anvil(block_time=1).start()
+    dep = deploy(chain.url)
+    proc = NodeProcess(tmp_path / "reorg", [container_entry("echo", "echo")],
+                       {"chain": chain_config(chain.url, dep, KEYS[1])})  # 0 confirmations
+    proc.start()
+    try:
+        sub_id = dep.created_id(dep.send(dep.consumer.functions.requestCompute("echo", b"reorg me", 1)))
+        dep.wait_deliveries(sub_id, 1)
+        time.sleep(1.5)  # the listener has seen the blocks after the delivery
+        fulfilled = dep.coordinator.events.SubscriptionFulfilled.get_logs(from_block=0)
+        delivery_block = [e for e in fulfilled if e["args"]["id"] == sub_id][0]["blockNumber"]
+        depth = dep.w3.eth.block_number - delivery_block + 1
+        dep.w3.provider.make_request("anvil_reorg", [depth, []])  # replace the delivery's block and those after
+        deadline = time.monotonic() + 30
+        while "chain.reorg" not in proc.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "chain.reorg" in proc.log()
+        found = dep.wait_deliveries(sub_id, 1, timeout=30)
+        time.sleep(3)
+        assert len(dep.deliveries(sub_id)) == 1
+        assert decode_output(found[0]["output"]) == b"reorg me".hex()
+    finally:
+        proc.stop()
+        proc.remove_containers()
+        chain.stop()

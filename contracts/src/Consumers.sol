@@ -114,6 +114,13 @@ contract ExampleConsumer is CallbackConsumer, SubscriptionConsumer {
         return _createComputeSubscription(containerId, frequency, period, redundancy, false);
     }
 
+    /// Many recurring subscriptions in one transaction (benchmarks and load tests).
+    function subscribeMany(string calldata containerId, uint32 count, uint32 frequency, uint32 period) external {
+        for (uint32 i = 0; i < count; i++) {
+            _createComputeSubscription(containerId, frequency, period, 1, false);
+        }
+    }
+
     function cancel(uint32 subscriptionId) external {
         _cancelComputeSubscription(subscriptionId);
     }

@@ -28,6 +28,7 @@ CANCELLED = "0x" + keccak(text="SubscriptionCancelled(uint32)").hex()
 
 OnSubscriptions = Callable[[list[Subscription], int], Awaitable[None]]
 OnCancelled = Callable[[list[int]], Awaitable[None]]
+OnReorg = Callable[[list[int]], Awaitable[None]]
 
 
 async def with_backoff(label: str, fn: Callable[[], Awaitable], stop: asyncio.Event, first: float = 0.5,
@@ -51,7 +52,7 @@ async def with_backoff(label: str, fn: Callable[[], Awaitable], stop: asyncio.Ev
 class Listener:
     def __init__(self, w3: AsyncWeb3, coordinator, reader, store: ChainStore, *, start_block: int,
                  trail: int, batch_blocks: int, reader_batch: int, poll_interval: float,
-                 on_subscriptions: OnSubscriptions, on_cancelled: OnCancelled) -> None:
+                 on_subscriptions: OnSubscriptions, on_cancelled: OnCancelled, on_reorg: OnReorg) -> None:
         self._w3 = w3
         self._coordinator = coordinator
         self._reader = reader
@@ -63,6 +64,7 @@ class Listener:
         self._poll = poll_interval
         self._on_subscriptions = on_subscriptions
         self._on_cancelled = on_cancelled
+        self._on_reorg = on_reorg
         self.synced = asyncio.Event()
         self.head_seen = 0
         self._stop = asyncio.Event()
@@ -124,8 +126,10 @@ class Listener:
             block = await with_backoff("eth_getBlockByNumber", lambda n=number: self._w3.eth.get_block(n), self._stop)
             if "0x" + bytes(block["hash"]).hex() == known:
                 break
-        log.warning("chain.reorg", from_block=cursor, to_block=number)
-        await self._store.rewind(number)
+        ancestor = await with_backoff("eth_getBlockByNumber", lambda: self._w3.eth.get_block(number), self._stop)
+        reopened = await self._store.rewind(number, float(ancestor["timestamp"]) - 5)
+        log.warning("chain.reorg", from_block=cursor, to_block=number, reopened_subscriptions=len(reopened))
+        await self._on_reorg(reopened)
         return number
 
     async def _scan(self, start: int, end: int) -> int:

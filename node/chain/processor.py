@@ -63,6 +63,13 @@ class Processor:
         self._subs[sub.id] = Tracked(sub, containers)
         self._wake.set()
 
+    def reopen(self, sub_id: int) -> None:
+        """After a reorg: this subscription's finished intervals are checked again."""
+        tracked = self._subs.get(sub_id)
+        if tracked is not None:
+            tracked.done = 0
+        self._wake.set()
+
     def untrack(self, sub_id: int) -> None:
         self._subs.pop(sub_id, None)
 

@@ -91,6 +91,15 @@ class ChainService:
             await self.store.set_subscription_status(sub_id, "cancelled")
             log.info("chain.subscription_cancelled", subscription=sub_id)
 
+    async def _on_reorg(self, reopened: list[int]) -> None:
+        assert self.processor is not None and self.wallet is not None
+        self.wallet.resync()
+        active = {sub.id: (sub, pipeline) for sub, pipeline in await self.store.active_subscriptions()}
+        for sub_id in reopened:
+            if sub_id in active:
+                self.processor.track(*active[sub_id])
+                self.processor.reopen(sub_id)
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -115,7 +124,7 @@ class ChainService:
                                  start_block=self.config.start_block, trail=self.config.trail_head_blocks,
                                  batch_blocks=self.config.snapshot_batch_blocks, reader_batch=self.config.reader_batch,
                                  poll_interval=self.config.poll_interval, on_subscriptions=self._on_subscriptions,
-                                 on_cancelled=self._on_cancelled)
+                                 on_cancelled=self._on_cancelled, on_reorg=self._on_reorg)
         self._tasks = [asyncio.create_task(self.listener.run(), name="chain-listener"),
                        asyncio.create_task(self.processor.run(), name="chain-processor")]
         log.info("chain.started", coordinator=self.coordinator.address, resumed_subscriptions=len(resumed))

@@ -61,14 +61,26 @@ class ChainStore:
         row = await self._db.fetchone("SELECT hash FROM chain_blocks WHERE number = ?", (number,))
         return row[0] if row else None
 
-    async def rewind(self, block: int) -> None:
-        """Forget blocks after `block` (a reorg replaced them)."""
-        def op(conn) -> None:
+    async def rewind(self, block: int, since: float) -> list[int]:
+        """Forget blocks after `block` (a reorg replaced them) and reopen what this node finished
+        since `since` (the common ancestor's time): those deliveries may be gone from the chain.
+        Reopened rows are re-checked against the chain before anything is delivered again.
+        Returns the subscription ids reopened."""
+        def op(conn) -> list[int]:
             conn.execute("DELETE FROM chain_blocks WHERE number > ?", (block,))
             conn.execute("UPDATE chain_cursor SET block = ?, updated_at = ? WHERE coordinator = ?",
                          (block, time.time(), self._coordinator))
+            ids = [r[0] for r in conn.execute(
+                "SELECT DISTINCT subscription_id FROM chain_deliveries WHERE status IN ('delivered', 'skipped')"
+                " AND updated_at >= ?", (since,)).fetchall()]
+            conn.execute("UPDATE chain_deliveries SET status = 'failed', attempts = 0, next_attempt_at = 0,"
+                         " error = 'reopened after a reorg' WHERE status IN ('delivered', 'skipped') AND updated_at >= ?",
+                         (since,))
+            conn.executemany("UPDATE chain_subscriptions SET status = 'active' WHERE id = ? AND status = 'completed'",
+                             [(i,) for i in ids])
+            return ids
 
-        await self._db.run_in_transaction(op)
+        return await self._db.run_in_transaction(op)
 
     # -- subscriptions -----------------------------------------------------------------------
 

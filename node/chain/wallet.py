@@ -10,7 +10,7 @@ from typing import Any
 
 from eth_account import Account
 from web3 import AsyncWeb3
-from web3.exceptions import ContractCustomError, ContractLogicError, TimeExhausted
+from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound
 
 from node.chain.codec import decode_revert
 from node.logs import get_logger
@@ -75,11 +75,35 @@ class Wallet:
                 return TxResult(False, None, f"send failed: {str(exc)[:300]}")
             self._nonce += 1
         hex_hash = "0x" + bytes(tx_hash).hex()
-        try:
-            receipt = await self._w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self._receipt_timeout,
-                                                                      poll_latency=0.1)
-        except TimeExhausted:
-            return TxResult(False, hex_hash, "no receipt in time")
+        receipt = await self._receipt(tx_hash)
+        if receipt is None:
+            self.resync()
+            return TxResult(False, hex_hash, "no receipt (dropped or not mined in time)")
         if receipt["status"] != 1:
             return TxResult(False, hex_hash, "reverted", receipt)
         return TxResult(True, hex_hash, None, receipt)
+
+    def resync(self) -> None:
+        """Forget the local nonce: the next send reads it from the chain again (after a reorg,
+        a dropped transaction, or a send error)."""
+        self._nonce = None
+
+    async def _receipt(self, tx_hash: Any) -> Any | None:
+        """Wait for a receipt; None when the transaction disappears from the node (dropped by a
+        reorg or eviction) or the timeout passes."""
+        deadline = asyncio.get_running_loop().time() + self._receipt_timeout
+        checks = 0
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                return await self._w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                pass
+            checks += 1
+            if checks % 20 == 0:
+                try:
+                    await self._w3.eth.get_transaction(tx_hash)
+                except TransactionNotFound:
+                    log.warning("chain.tx_dropped", tx="0x" + bytes(tx_hash).hex())
+                    return None
+            await asyncio.sleep(0.1)
+        return None
