@@ -33,6 +33,11 @@ from node.gateway.gate import GovernanceGate
 from node.gateway.settings import gateway_flags
 from node.gateway.store import GatewayStore
 from node.jobs.api import JobsApi
+from node.registry import api as registry_api
+from node.registry.api import RegistryApi
+from node.registry.relayer import CronRelayer
+from node.registry.service import RegistryService
+from node.registry.store import RegistryStore
 from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
 from node.jobs.store import JobStore
 from node.logs import get_logger
@@ -60,6 +65,8 @@ class Node:
         self.cre_runner: ActionRunner | None = None
         self.gateway: gateway_api.GatewayApi | None = None
         self.chain: ChainService | None = None
+        self.registry: RegistryApi | None = None
+        self.relayer: CronRelayer | None = None
         self._background: list[asyncio.Task] = []
 
     # -- building ---------------------------------------------------------------------------
@@ -148,6 +155,11 @@ class Node:
                 shapes.register(prefix, gateway_api.gateway_error)
             app.add_routes(self.gateway.routes())
 
+        if self.registry is not None:
+            for prefix in registry_api.PREFIXES:
+                shapes.register(prefix, registry_api.registry_error)
+            app.add_routes(self.registry.routes())
+
         async def openapi(request: web.Request) -> web.Response:
             """This document: every route of the node, with the request body schemas."""
             return json_response(spec)
@@ -171,6 +183,13 @@ class Node:
             await self._start_gateway()
         if self.config.chain.enabled:
             self.chain = ChainService(self.config.chain, self.config.containers, self.db, self.orchestrator)
+        if self.config.registry.enabled:
+            registry_store = RegistryStore(self.db)
+            await registry_store.start()
+            service = RegistryService(registry_store, self.config.registry)
+            self.registry = RegistryApi(service)
+            if service.relayer_key is not None:
+                self.relayer = CronRelayer(service, self.orchestrator)
         self.runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)
@@ -190,6 +209,8 @@ class Node:
             await self.cre_runner.recover()
         if self.chain is not None:
             await self.chain.start()
+        if self.relayer is not None:
+            self._background.append(asyncio.create_task(self.relayer.run(), name="registry-relayer"))
         self.started = True
         log.info(
             "node.started",
@@ -225,6 +246,8 @@ class Node:
             await self.gateway.close()
         if self.runner is not None:
             await self.runner.shutdown()
+        if self.relayer is not None:
+            self.relayer.stop()
         for task in self._background:
             task.cancel()
         if self.chain is not None:

@@ -257,6 +257,39 @@ class GatewayConfig(_Model):
     ws_buffer: int = Field(1000, ge=10)
 
 
+class RegistryTaskRoute(_Model):
+    """A task (by its CID) this node runs as a relayer: the container chain that executes it."""
+
+    containers: list[str] = Field(min_length=1)
+
+
+class RegistryConfig(_Model):
+    """The task registry (seed 004) and the node as one of its relayers."""
+
+    enabled: bool = True
+    chain_id: int = Field(1, ge=1, description="chainId of the registry's EIP-712 domain")
+    oracles: list[str] = Field(default_factory=list, description="Addresses whose oracle signatures count")
+    relayers: list[str] = Field(default_factory=list, description="Addresses allowed to submit executions")
+    relayer_key: SecretStr | None = Field(None, description="The node's relayer key; unset: no cron relaying")
+    oracle_max_age: float = Field(300.0, gt=0)
+    nonce_ttl: float = Field(300.0, gt=0)
+    token_ttl: float = Field(86400.0, gt=0)
+    tasks: dict[str, RegistryTaskRoute] = {}
+    # Missed cron ticks (node down or busy): "latest" fires the most recent missed tick once if
+    # it is at most catch_up_window seconds old; "skip" never fires a missed tick.
+    missed_ticks: Literal["latest", "skip"] = "latest"
+    catch_up_window: float = Field(3600.0, ge=0)
+    auction_seconds: float = Field(0.0, ge=0, description="Sign the best proposal this long after the first; 0: on request")
+
+    @field_validator("oracles", "relayers")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not re.fullmatch(r"0x[0-9a-fA-F]{40}", item):
+                raise ValueError(f"{item!r} is not a 0x-prefixed 20-byte address")
+        return [item.lower() for item in value]
+
+
 class NodeConfig(_Model):
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
@@ -268,6 +301,7 @@ class NodeConfig(_Model):
     chain: ChainConfig = ChainConfig()
     cre: CreConfig = CreConfig()
     gateway: GatewayConfig = GatewayConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     @model_validator(mode="after")
     def _containers_consistent(self) -> NodeConfig:
@@ -289,6 +323,10 @@ class NodeConfig(_Model):
             unknown = [c for c in pipeline if c not in known]
             if unknown or not pipeline:
                 raise ValueError(f"chain.pipelines.{index}: unknown or empty container chain {pipeline}")
+        for cid, route in self.registry.tasks.items():
+            unknown = [c for c in route.containers if c not in known]
+            if unknown:
+                raise ValueError(f"registry.tasks.{cid}.containers: unknown container(s) {unknown}")
         for action_type, route in self.cre.actions.items():
             unknown = [c for c in route.containers if c not in known]
             if unknown:

@@ -18,23 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import math
 from typing import Any
 
-
-def _normalise(value: Any) -> Any:
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {str(k): _normalise(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalise(v) for v in value]
-    return value
-
-
-def stable_json(value: Any) -> str:
-    return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+from node.canonical import stable_json
 
 
 def body_string(body: Any | None) -> str:

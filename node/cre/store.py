@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from node.cre.signing import stable_json
+from node.canonical import stable_json
 from node.storage import Database, Migration
 from node.storage.batch import GroupCommitter
 

@@ -1,0 +1,278 @@
+"""Routes of the task registry (seed 004). Errors: `{"statusCode", "error", "message"}`."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+from node.registry.models import (
+    ConfigCreate,
+    ExecutionSubmit,
+    InputSubmit,
+    LinkTask,
+    MaintainerAdd,
+    ProjectCreate,
+    ProposalSubmit,
+    SignRequest,
+    TaskCreate,
+    VerifyRequest,
+)
+from node.registry.service import RegistryService
+from node.server.http import ApiError, json_response, parse_model, read_json
+from node.server.openapi import accepts
+
+PREFIXES = ("/api/auth", "/api/accounts", "/api/tasks", "/api/projects", "/api/intents")
+OWNER_ONLY = "You must have owner permissions on this project to link a task."
+
+
+def registry_error(status: int, message: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    body: dict[str, Any] = {"statusCode": status, "error": reason, "message": message}
+    if params and "errors" in params:
+        body["details"] = params["errors"]
+    return body
+
+
+class RegistryApi:
+    def __init__(self, service: RegistryService) -> None:
+        self.service = service
+        self.store = service.store
+
+    def routes(self) -> list[web.RouteDef]:
+        t = "/api/tasks/{task_id}"
+        p = "/api/projects/{project_id}"
+        return [
+            web.post("/api/auth/nonce", self.nonce),
+            web.post("/api/auth/verify", self.verify),
+            web.get("/api/accounts/me", self.me),
+            web.post("/api/tasks", self.create_task),
+            web.get("/api/tasks", self.list_tasks),
+            web.get(t, self.get_task),
+            web.post("/api/projects", self.create_project),
+            web.get(p, self.get_project),
+            web.post(f"{p}/tasks", self.link_task),
+            web.delete(f"{p}/tasks/{{task_ref}}", self.unlink_task),
+            web.post(f"{p}/maintainers", self.add_maintainer),
+            web.delete(f"{p}/maintainer/{{address}}", self.remove_maintainer),
+            web.delete(f"{p}/maintainers/{{address}}", self.remove_maintainer),
+            web.get(f"{p}/account", self.project_account),
+            web.post(f"{p}/tasks/{{task_id}}/configs", self.create_config),
+            web.get(f"{p}/tasks/{{task_id}}/configs/{{config_id}}", self.get_config),
+            web.delete(f"{p}/tasks/{{task_id}}/configs/{{config_id}}", self.delete_config),
+            web.post(f"{t}/inputs", self.submit_inputs),
+            web.post(f"{t}/executions", self.submit_execution),
+            web.get(f"{t}/executions", self.list_executions),
+            web.get(f"{t}/executions/{{execution_id}}", self.get_execution),
+            web.get(f"{t}/executions/{{execution_id}}/intents/{{intent_id}}", self.get_execution_intent),
+            web.get("/api/intents/{intent_id}", self.get_intent),
+            web.post("/api/intents/{intent_id}/proposals", self.propose),
+            web.post("/api/intents/{intent_id}/sign", self.sign),
+        ]
+
+    async def _account(self, request: web.Request) -> str:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            raise ApiError(401, "Missing bearer token")
+        address = await self.store.token_address(header[7:])
+        if address is None:
+            raise ApiError(401, "Invalid or expired token")
+        return address
+
+    # -- auth -------------------------------------------------------------------------------------
+
+    async def nonce(self, request: web.Request) -> web.Response:
+        """Issue a single-use sign-in nonce (sign the message returned, then POST /api/auth/verify)."""
+        nonce, expires = await self.store.new_nonce(self.service.config.nonce_ttl)
+        from node.registry.signatures import sign_in_message
+
+        return json_response({"nonce": nonce, "message": sign_in_message(nonce), "expiresAt": int(expires)})
+
+    @accepts(VerifyRequest)
+    async def verify(self, request: web.Request) -> web.Response:
+        body = parse_model(VerifyRequest, await read_json(request))
+        return json_response(await self.service.verify(body.nonce, body.signature))
+
+    async def me(self, request: web.Request) -> web.Response:
+        account = await self.store.account(await self._account(request))
+        return json_response(account)
+
+    # -- tasks ------------------------------------------------------------------------------------
+
+    @accepts(TaskCreate)
+    async def create_task(self, request: web.Request) -> web.Response:
+        creator = await self._account(request)
+        body = parse_model(TaskCreate, await read_json(request))
+        task = await self.store.create_task(creator, body.cid, body.version, body.name, body.description)
+        if task is None:
+            raise ApiError(409, f"A task named '{body.name}' (version {body.version}) already exists for this user.")
+        task.pop("creator")
+        return json_response(task, 201)
+
+    async def list_tasks(self, request: web.Request) -> web.Response:
+        return json_response(await self.store.tasks_by(await self._account(request)))
+
+    async def get_task(self, request: web.Request) -> web.Response:
+        task = await self.store.task(request.match_info["task_id"])
+        if task is None:
+            raise ApiError(404, f"Task {request.match_info['task_id']} not found")
+        task.pop("version")
+        task.pop("description")
+        return json_response(task)
+
+    # -- projects -----------------------------------------------------------------------------------
+
+    @accepts(ProjectCreate)
+    async def create_project(self, request: web.Request) -> web.Response:
+        owner = await self._account(request)
+        body = parse_model(ProjectCreate, await read_json(request))
+        project = await self.store.create_project(owner, body.name)
+        project.pop("owner")
+        return json_response(project, 201)
+
+    async def get_project(self, request: web.Request) -> web.Response:
+        await self._account(request)
+        return json_response(await self.service.project_or_404(request.match_info["project_id"]))
+
+    @accepts(LinkTask)
+    async def link_task(self, request: web.Request) -> web.Response:
+        account = await self._account(request)
+        project_id = request.match_info["project_id"]
+        await self.service.require_owner(project_id, account, OWNER_ONLY)
+        body = parse_model(LinkTask, await read_json(request))
+        if await self.store.task(body.taskId) is None:
+            raise ApiError(404, f"Task {body.taskId} not found")
+        await self.store.link(project_id, body.taskId)
+        return json_response(await self.store.project(project_id))
+
+    async def unlink_task(self, request: web.Request) -> web.Response:
+        account = await self._account(request)
+        project_id, ref = request.match_info["project_id"], request.match_info["task_ref"]
+        project = await self.service.require_owner(project_id, account, OWNER_ONLY)
+        task_ids = [t for t in project["tasks"] if t == ref]
+        if not task_ids:  # the seed names the path parameter task_cid: accept a CID too
+            for linked in project["tasks"]:
+                task = await self.store.task(linked)
+                if task and task["cid"] == ref:
+                    task_ids.append(linked)
+        if not task_ids:
+            raise ApiError(404, f"Task {ref} is not linked to the project")
+        for task_id in task_ids:
+            await self.store.unlink(project_id, task_id)
+        return json_response(await self.store.project(project_id))
+
+    @accepts(MaintainerAdd)
+    async def add_maintainer(self, request: web.Request) -> web.Response:
+        body = parse_model(MaintainerAdd, await read_json(request))
+        return json_response(await self.service.add_maintainer(request.match_info["project_id"], body.maintainer,
+                                                               body.signature), 201)
+
+    async def remove_maintainer(self, request: web.Request) -> web.Response:
+        account = await self._account(request)
+        project_id, address = request.match_info["project_id"], request.match_info["address"]
+        await self.service.require_owner(project_id, account, "You must have owner permissions on this project to "
+                                                              "remove a maintainer.")
+        role = await self.store.remove_maintainer(project_id, address)
+        if role is None:
+            raise ApiError(404, f"Maintainer {address} does not belong to the project")
+        return json_response({"projectId": project_id, "maintainer": role["account"], "signature": role["signature"],
+                              "createdAt": role["createdAt"]})
+
+    async def project_account(self, request: web.Request) -> web.Response:
+        account = await self._account(request)
+        project_id = request.match_info["project_id"]
+        await self.service.project_or_404(project_id)
+        role = await self.store.role(project_id, account)
+        if role is None:
+            raise ApiError(403, "You have no role in this project")
+        role.pop("signature")
+        return json_response(role)
+
+    # -- configs ----------------------------------------------------------------------------------------
+
+    @accepts(ConfigCreate)
+    async def create_config(self, request: web.Request) -> web.Response:
+        body = parse_model(ConfigCreate, await read_json(request))
+        config = await self.service.create_config(request.match_info["project_id"], request.match_info["task_id"], body)
+        return json_response(config, 201)
+
+    async def _config(self, request: web.Request) -> dict[str, Any]:
+        config = await self.store.config(request.match_info["config_id"])
+        if config is None or config["projectId"] != request.match_info["project_id"] \
+                or config["taskId"] != request.match_info["task_id"]:
+            raise ApiError(404, f"Config {request.match_info['config_id']} does not belong to the project")
+        return config
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        await self._account(request)
+        return json_response(await self._config(request))
+
+    async def delete_config(self, request: web.Request) -> web.Response:
+        account = await self._account(request)
+        config = await self._config(request)
+        role = await self.store.role(config["projectId"], account)
+        if role is None:
+            raise ApiError(403, "You must be the project owner or a maintainer to delete a config.")
+        await self.store.deprecate_config(config["configId"])
+        return json_response({k: config[k] for k in ("projectId", "taskId", "configId", "signature", "createdAt",
+                                                     "data")})
+
+    # -- inputs, executions, intents -------------------------------------------------------------------
+
+    @accepts(InputSubmit)
+    async def submit_inputs(self, request: web.Request) -> web.Response:
+        body = parse_model(InputSubmit, await read_json(request))
+        return json_response(await self.service.submit_inputs(request.match_info["task_id"], body), 201)
+
+    @accepts(ExecutionSubmit)
+    async def submit_execution(self, request: web.Request) -> web.Response:
+        body = parse_model(ExecutionSubmit, await read_json(request))
+        result = await self.service.submit_execution(request.match_info["task_id"], body)
+        return json_response(result, 201 if result["created"] else 200)
+
+    async def list_executions(self, request: web.Request) -> web.Response:
+        await self._account(request)
+        page, limit = request.query.get("page", "0"), request.query.get("limit", "20")
+        if not page.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= 200:
+            raise ApiError(400, "page must be >= 0 and limit between 1 and 200")
+        data, total = await self.store.executions(request.match_info["task_id"], int(page), int(limit))
+        return json_response({"data": data, "page": int(page), "total": total})
+
+    async def get_execution(self, request: web.Request) -> web.Response:
+        await self._account(request)
+        execution = await self.store.execution(request.match_info["task_id"], request.match_info["execution_id"])
+        if execution is None:
+            raise ApiError(404, f"Execution {request.match_info['execution_id']} not found")
+        return json_response(execution)
+
+    async def get_execution_intent(self, request: web.Request) -> web.Response:
+        await self._account(request)
+        intent = await self.service.intent_or_404(request.match_info["intent_id"])
+        if intent["executionId"] != request.match_info["execution_id"] or intent["taskId"] != request.match_info["task_id"]:
+            raise ApiError(404, f"Intent {request.match_info['intent_id']} not found in this execution")
+        return json_response(intent)
+
+    async def get_intent(self, request: web.Request) -> web.Response:
+        return json_response(await self.service.intent_or_404(request.match_info["intent_id"]))
+
+    @accepts(ProposalSubmit)
+    async def propose(self, request: web.Request) -> web.Response:
+        body = parse_model(ProposalSubmit, await read_json(request))
+        return json_response(await self.service.propose(request.match_info["intent_id"], body), 201)
+
+    @accepts(SignRequest)
+    async def sign(self, request: web.Request) -> web.Response:
+        """The node (as relayer) signs the winning proposal; by a project owner or maintainer."""
+        account = await self._account(request)
+        intent = await self.service.intent_or_404(request.match_info["intent_id"])
+        execution = await self.store.execution(intent["taskId"], intent["executionId"])
+        config = await self.store.config(execution["configId"]) if execution else None
+        if config is None or await self.store.role(config["projectId"], account) is None:
+            raise ApiError(403, "You must be the project owner or a maintainer to settle its intents.")
+        raw = await request.read()
+        body = parse_model(SignRequest, (await read_json(request)) if raw else {})
+        return json_response(await self.service.sign_best(request.match_info["intent_id"], body.proposalId))

@@ -1,0 +1,193 @@
+"""The registry's rules, shared by its HTTP API and by the node's own relayer."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from eth_account import Account
+
+from node.config import RegistryConfig
+from node.registry import signatures as sig
+from node.registry.inputs import InputError, aggregate
+from node.registry.models import ConfigCreate, ExecutionSubmit, InputSubmit, ProposalSubmit
+from node.registry.store import RegistryStore
+from node.server.http import ApiError
+
+
+def intent_id(task_id: str, input_id: str, intent: dict[str, Any]) -> str:
+    """Content-derived: keccak256 of the canonical JSON of {taskId, inputId, type, data}."""
+    return "0x" + sig.digest({"taskId": task_id, "inputId": input_id, "type": intent["type"],
+                              "data": intent["data"]}).hex()
+
+
+class RegistryService:
+    def __init__(self, store: RegistryStore, config: RegistryConfig) -> None:
+        self.store = store
+        self.config = config
+        self.oracles = set(config.oracles)
+        self.relayer_key = config.relayer_key.get_secret_value() if config.relayer_key else None
+        self.relayer_address = Account.from_key(self.relayer_key).address if self.relayer_key else None
+        self.relayers = set(config.relayers) | ({self.relayer_address.lower()} if self.relayer_address else set())
+
+    # -- auth -----------------------------------------------------------------------------------
+
+    async def verify(self, nonce: str, signature: str) -> dict[str, Any]:
+        state = await self.store.use_nonce(nonce)
+        if state != "ok":
+            raise ApiError(401, {"unknown": "Unknown nonce", "used": "Nonce already used",
+                                 "expired": "Nonce expired"}[state])
+        address = sig.recover_text(sig.sign_in_message(nonce), signature)
+        if address is None:
+            raise ApiError(401, "Invalid signature")
+        token, expires = await self.store.sign_in(address, self.config.token_ttl)
+        return {"token": token, "address": address, "expiresAt": int(expires)}
+
+    # -- projects ---------------------------------------------------------------------------------
+
+    async def project_or_404(self, project_id: str) -> dict[str, Any]:
+        project = await self.store.project(project_id)
+        if project is None:
+            raise ApiError(404, f"Project {project_id} not found")
+        return project
+
+    async def require_owner(self, project_id: str, account: str, message: str) -> dict[str, Any]:
+        project = await self.project_or_404(project_id)
+        if project["owner"].lower() != account.lower():
+            raise ApiError(403, message)
+        return project
+
+    async def add_maintainer(self, project_id: str, maintainer: str, signature: str) -> dict[str, Any]:
+        project = await self.project_or_404(project_id)
+        signer = sig.recover_typed(sig.maintainer_typed_data(self.config.chain_id, project_id, maintainer), signature)
+        if signer is None or signer.lower() != project["owner"].lower():
+            raise ApiError(403, "The maintainer must be authorised by the project owner's signature")
+        if await self.store.role(project_id, maintainer) is not None:
+            raise ApiError(409, f"{maintainer} already has a role in the project")
+        role = await self.store.add_maintainer(project_id, maintainer, signature)
+        return {"projectId": project_id, "maintainer": maintainer, "signature": signature,
+                "createdAt": role["createdAt"]}
+
+    # -- configs ------------------------------------------------------------------------------------
+
+    async def create_config(self, project_id: str, task_id: str, body: ConfigCreate) -> dict[str, Any]:
+        await self.project_or_404(project_id)
+        if await self.store.task(task_id) is None:
+            raise ApiError(404, f"Task {task_id} not found")
+        if not await self.store.linked(project_id, task_id):
+            raise ApiError(400, f"Task {task_id} is not linked to the project")
+        trigger = body.trigger.model_dump(exclude_none=True)
+        typed = sig.config_typed_data(self.config.chain_id, project_id, task_id, body.name, body.oracleConfirmations,
+                                      body.relayerConfirmations, trigger, body.data)
+        signer = sig.recover_typed(typed, body.signature)
+        if signer is None or await self.store.role(project_id, signer) is None:
+            raise ApiError(403, "The config must be signed by the project owner or a maintainer")
+        config = await self.store.create_config(project_id, task_id, {
+            "name": body.name, "oracleConfirmations": body.oracleConfirmations,
+            "relayerConfirmations": body.relayerConfirmations, "trigger": trigger, "data": body.data,
+            "signature": body.signature}, signer)
+        return config
+
+    async def config_usable(self, config: dict[str, Any]) -> bool:
+        """A config counts while it is not deleted and its signer still has a role in the project
+        (removing a maintainer deprecates the configs it signed)."""
+        if config["deprecated"]:
+            return False
+        return await self.store.role(config["projectId"], config["signer"]) is not None
+
+    # -- inputs and executions ----------------------------------------------------------------------------
+
+    async def submit_inputs(self, task_id: str, body: InputSubmit) -> dict[str, Any]:
+        config = await self.store.config(body.configId)
+        if config is None or config["taskId"] != task_id:
+            raise ApiError(404, f"Config {body.configId} does not belong to the task")
+        if not await self.config_usable(config):
+            raise ApiError(401, "Invalid config signature")
+        try:
+            result = aggregate(body.rawInputs, self.oracles, config["requriedOracleConfirmations"],
+                               self.config.oracle_max_age)
+        except InputError as exc:
+            raise ApiError(exc.status, exc.message) from None
+        raw = {q: [item.model_dump() for item in items] for q, items in body.rawInputs.items()}
+        row = await self.store.add_input(task_id, body.configId, body.trigger.model_dump(), raw, result.inputs,
+                                         result.proofs, result.count)
+        if row is None:
+            raise ApiError(409, "Trigger already submitted")
+        return {k: row[k] for k in ("inputId", "taskId", "configId", "trigger", "inputs")}
+
+    async def submit_execution(self, task_id: str, body: ExecutionSubmit) -> dict[str, Any]:
+        input_row = await self.store.input(body.inputId)
+        if input_row is None or input_row["taskId"] != task_id:
+            raise ApiError(404, f"Input {body.inputId} does not belong to the task")
+        config = await self.store.config(input_row["configId"])
+        if config is None or not await self.config_usable(config):
+            raise ApiError(401, "Invalid config signature")
+        intents = [i.model_dump(by_alias=True) for i in body.intents]
+        logs = [line.model_dump() for line in body.logs]
+        payload = {"taskId": task_id, "inputId": body.inputId, "intents": intents, "logs": logs}
+        relayer = sig.recover_payload(payload, body.signature)
+        if relayer is None or relayer.lower() not in self.relayers:
+            raise ApiError(401, "Invalid relayer signature")
+        for intent in intents:
+            intent["intentId"] = intent_id(task_id, body.inputId, intent)
+        execution_id, created = await self.store.add_execution(
+            task_id, input_row, sig.digest({"intents": intents, "logs": logs}).hex(), logs, intents, relayer,
+            body.signature, config["requriedRelayerConfirmations"])
+        return {"executionId": execution_id, "created": created,
+                "intents": [{"intentId": i["intentId"], "type": i["type"]} for i in intents]}
+
+    def sign_execution(self, task_id: str, input_id: str, intents: list[dict], logs: list[dict]) -> str:
+        assert self.relayer_key is not None
+        return sig.sign_payload({"taskId": task_id, "inputId": input_id, "intents": intents, "logs": logs},
+                                self.relayer_key)
+
+    # -- intents ------------------------------------------------------------------------------------------
+
+    async def intent_or_404(self, intent_id_: str) -> dict[str, Any]:
+        intent = await self.store.intent(intent_id_)
+        if intent is None:
+            raise ApiError(404, f"Intent {intent_id_} not found")
+        return intent
+
+    async def propose(self, intent_id_: str, body: ProposalSubmit) -> dict[str, Any]:
+        intent = await self.intent_or_404(intent_id_)
+        if intent["status"] not in ("submitted", "proposed"):
+            raise ApiError(409, f"Intent is {intent['status']}")
+        signer = sig.recover_payload({"intentId": intent_id_, "solver": body.solver, "data": body.data}, body.signature)
+        if signer is None or signer.lower() != body.solver.lower():
+            raise ApiError(401, "Invalid solver signature")
+        if intent["type"] == "swap":
+            amount_out = body.data.get("amountOut")
+            if not isinstance(amount_out, str) or not amount_out.isdigit():
+                raise ApiError(400, "data.amountOut: a decimal string is required for a swap proposal")
+            if int(amount_out) < int(intent["data"]["minAmountOut"]):
+                raise ApiError(400, "data.amountOut: below the intent's minAmountOut")
+        proposal_id = await self.store.add_proposal(intent_id_, body.solver, body.data, body.signature)
+        if proposal_id is None:
+            raise ApiError(409, f"Solver {body.solver} already proposed for this intent")
+        return {"proposalId": proposal_id, "intentId": intent_id_, "status": "proposed"}
+
+    async def sign_best(self, intent_id_: str, proposal_id: str | None = None) -> dict[str, Any]:
+        """The node, as relayer, signs the winning proposal (the one named, or for a swap the
+        highest amountOut, else the first)."""
+        if self.relayer_key is None:
+            raise ApiError(503, "This node has no relayer key (registry.relayer_key)")
+        intent = await self.intent_or_404(intent_id_)
+        if intent["status"] != "proposed":
+            raise ApiError(409, f"Intent is {intent['status']}")
+        proposals = intent["proposals"]
+        if proposal_id is not None:
+            chosen = next((p for p in proposals if p["proposalId"] == proposal_id), None)
+            if chosen is None:
+                raise ApiError(404, f"Proposal {proposal_id} not found")
+        elif intent["type"] == "swap":
+            chosen = max(proposals, key=lambda p: int(p["data"]["amountOut"]))
+        else:
+            chosen = proposals[0]
+        signature = sig.sign_payload({"intentId": intent_id_, "proposalId": chosen["proposalId"],
+                                      "solver": chosen["solver"], "data": chosen["data"]}, self.relayer_key)
+        if not await self.store.sign_proposal(intent_id_, chosen["proposalId"], chosen["solver"], signature):
+            raise ApiError(409, "Intent changed meanwhile")
+        return {"intentId": intent_id_, "proposalId": chosen["proposalId"], "solver": chosen["solver"],
+                "signature": signature, "relayer": self.relayer_address, "status": "signed", "signedAt": int(time.time())}
+

@@ -1,0 +1,97 @@
+"""Every signature the registry checks, in one place (the README documents the same schemes).
+
+- Sign-in: EIP-191 personal message `Sign in to the task registry\\nNonce: <nonce>`.
+- EIP-712, domain {name: "TaskRegistry", version: "1", chainId: registry.chain_id}:
+  - AddMaintainer(string projectId,address maintainer), signed by the project owner;
+  - Config(string projectId,string taskId,string name,uint32 oracleConfirmations,
+    uint32 relayerConfirmations,string trigger,bytes32 dataHash), signed by the submitter, where
+    trigger = canonical JSON of the trigger and dataHash = keccak256(canonical JSON of data).
+- EIP-191 over the 32-byte keccak256 of canonical JSON:
+  - an oracle response: {"query", "params", "data", "timestamp"};
+  - an execution: {"taskId", "inputId", "intents", "logs"} (by a relayer);
+  - a solver proposal: {"intentId", "solver", "data"};
+  - a relayer's signature of the winning proposal: {"intentId", "proposalId", "solver", "data"}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_defunct, encode_typed_data
+from eth_utils import keccak
+
+from node.canonical import stable_json
+
+SIGN_IN = "Sign in to the task registry\nNonce: {nonce}"
+
+
+def sign_in_message(nonce: str) -> str:
+    return SIGN_IN.format(nonce=nonce)
+
+
+def recover_text(text: str, signature: str) -> str | None:
+    try:
+        return Account.recover_message(encode_defunct(text=text), signature=signature)
+    except Exception:  # noqa: BLE001 - malformed signatures recover nobody
+        return None
+
+
+def digest(payload: Any) -> bytes:
+    return keccak(text=stable_json(payload))
+
+
+def sign_payload(payload: Any, private_key: str) -> str:
+    return "0x" + bytes(Account.sign_message(encode_defunct(primitive=digest(payload)), private_key).signature).hex()
+
+
+def recover_payload(payload: Any, signature: str) -> str | None:
+    try:
+        return Account.recover_message(encode_defunct(primitive=digest(payload)), signature=signature)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _domain(chain_id: int) -> dict[str, Any]:
+    return {"name": "TaskRegistry", "version": "1", "chainId": chain_id}
+
+
+_DOMAIN_TYPE = [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"}]
+
+
+def maintainer_typed_data(chain_id: int, project_id: str, maintainer: str) -> dict[str, Any]:
+    return {
+        "types": {"EIP712Domain": _DOMAIN_TYPE,
+                  "AddMaintainer": [{"name": "projectId", "type": "string"}, {"name": "maintainer", "type": "address"}]},
+        "primaryType": "AddMaintainer",
+        "domain": _domain(chain_id),
+        "message": {"projectId": project_id, "maintainer": maintainer},
+    }
+
+
+def config_typed_data(chain_id: int, project_id: str, task_id: str, name: str, oracle_confirmations: int,
+                      relayer_confirmations: int, trigger: Any, data: Any) -> dict[str, Any]:
+    return {
+        "types": {"EIP712Domain": _DOMAIN_TYPE,
+                  "Config": [{"name": "projectId", "type": "string"}, {"name": "taskId", "type": "string"},
+                             {"name": "name", "type": "string"}, {"name": "oracleConfirmations", "type": "uint32"},
+                             {"name": "relayerConfirmations", "type": "uint32"}, {"name": "trigger", "type": "string"},
+                             {"name": "dataHash", "type": "bytes32"}]},
+        "primaryType": "Config",
+        "domain": _domain(chain_id),
+        "message": {"projectId": project_id, "taskId": task_id, "name": name,
+                    "oracleConfirmations": oracle_confirmations, "relayerConfirmations": relayer_confirmations,
+                    "trigger": stable_json(trigger), "dataHash": digest(data)},
+    }
+
+
+def recover_typed(typed: dict[str, Any], signature: str) -> str | None:
+    try:
+        return Account.recover_message(encode_typed_data(full_message=typed), signature=signature)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def sign_typed(typed: dict[str, Any], private_key: str) -> str:
+    return "0x" + bytes(Account.sign_message(encode_typed_data(full_message=typed), private_key).signature).hex()
