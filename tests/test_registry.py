@@ -236,3 +236,35 @@ def test_two_identical_triggers_at_once_one_accepted(reg):
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: reg.http().post(f"/api/tasks/{task_id}/inputs", request), range(2)))
     assert sorted(r.status for r in results) == [201, 409]
+
+
+def test_cron_survives_a_restart_without_double_fire(docker_engine, tmp_path):
+    node = NodeProcess(tmp_path, [container_entry("strategy", "strategy")], {
+        "docker": {"stop_on_exit": False},
+        "registry": {"oracles": [o.address for o in ORACLES], "relayer_key": "0x" + Account.create().key.hex(),
+                     "tasks": {CID: {"containers": ["strategy"]}}}})
+    node.start()
+    try:
+        http = node.http()
+        owner = sign_in(node, OWNER)
+        task_id = http.post("/api/tasks", {"cid": CID, "version": "3.0.0", "name": "Restart"}, headers=owner).json["taskId"]
+        project_id = http.post("/api/projects", {"name": "r"}, headers=owner).json["projectId"]
+        http.post(f"/api/projects/{project_id}/tasks", {"taskId": task_id}, headers=owner)
+        body = {"name": "every2", "requriedOracleConfirmations": 1, "requriedRelayerConfirmations": 1,
+                "trigger": {"cron": "*/2 * * * * *"},
+                "data": {"from": WALLET, "tokenIn": TOKEN_IN, "tokenOut": TOKEN_OUT, "amountIn": "10"}}
+        body["signature"] = config_signature(OWNER, project_id, task_id, body)
+        assert http.post(f"/api/projects/{project_id}/tasks/{task_id}/configs", body).status == 201
+        time.sleep(4.5)
+        node.stop(9)  # SIGKILL: no clean shutdown
+        time.sleep(4.2)  # at least two ticks are missed
+        node.start()
+        time.sleep(3)
+        executions = http.get(f"/api/tasks/{task_id}/executions?limit=200", headers=sign_in(node, OWNER)).json["data"]
+        hashes = [e["trigger"]["transactionHash"] for e in executions]
+        assert len(hashes) == len(set(hashes)) >= 3
+        log = node.log()
+        assert log.count("registry.catch_up") == 1 and "registry.tick_already_fired" not in log
+    finally:
+        node.stop()
+        node.remove_containers()
