@@ -25,6 +25,7 @@ from node.cre.actions import ActionRunner
 from node.cre.gateway import TriggerDispatcher
 from node.cre.settings import CreSettings
 from node.cre.store import CreStore
+from node.cre.workflow.runtime import WorkflowRuntime
 from node.gateway import api as gateway_api
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
@@ -68,8 +69,15 @@ class Node:
         self.registry: RegistryApi | None = None
         self.relayer: CronRelayer | None = None
         self._background: list[asyncio.Task] = []
+        self._box: SecretBox | None = None
 
     # -- building ---------------------------------------------------------------------------
+
+    def secret_box(self) -> SecretBox:
+        """The node's master key (sealing API secrets and agent keys), loaded once."""
+        if self._box is None:
+            self._box = SecretBox.from_file(Path(self.config.gateway.master_key_path))
+        return self._box
 
     def _endpoints(self) -> dict[str, ContainerEndpoint]:
         out = {}
@@ -99,7 +107,12 @@ class Node:
         if settings.gateway_url and settings.trigger_private_key:
             dispatcher = TriggerDispatcher(self.session, settings.gateway_url, settings.trigger_private_key,
                                            settings.gateway_timeout)
-        self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher)
+        runtime = None
+        if self.config.cre.runtime is not None and self.config.cre.runtime.enabled:
+            runtime = WorkflowRuntime(self.config.cre.runtime, self.db, self.secret_box(), self.session,
+                                      settings.backend_api_key)
+            await runtime.start()
+        self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher, runtime)
         self._background.append(asyncio.create_task(self._prune_nonces(store, settings.skew_seconds)))
         log.info("cre.ready", hmac_enforced=settings.enforce_hmac, bearer_configured=bool(settings.api_key),
                  trigger_dispatch=dispatcher is not None, routed_actions=",".join(settings.action_routes) or "-")
@@ -107,7 +120,7 @@ class Node:
     async def _start_gateway(self) -> None:
         assert self.orchestrator is not None and self.session is not None
         config = self.config.gateway
-        store = GatewayStore(self.db, SecretBox.from_file(Path(config.master_key_path)))
+        store = GatewayStore(self.db, self.secret_box())
         await store.start()
         hmac_required, max_age = gateway_flags(config)
         hub = ControlHub(buffer=config.ws_buffer)

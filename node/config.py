@@ -206,6 +206,42 @@ DEFAULT_INGEST_POLICY = {
 }
 
 
+class CreFunding(_Model):
+    """What createAgentKey pre-signs for a new agent: an ETH transfer from the backend signer and
+    the agent's approvals of the PredictionVault (USDC allowance, conditional tokens)."""
+
+    eth_wei: int = Field(10**16, ge=0)
+    usdc_allowance: int = Field(2**256 - 1, ge=0)
+
+
+class CreRuntimeConfig(_Model):
+    """The local CRE-compatible workflow runtime (seed 001 actions executed by this node)."""
+
+    enabled: bool = True
+    api_key: SecretStr | None = Field(None, description="If set, payloads must carry this apiKey")
+    rpc_url: str
+    don_key: SecretStr = Field(description="The DON's signing key (quotes, reports)")
+    transmitter_key: SecretStr | None = Field(None, description="Sends report transactions; default: don_key")
+    backend_signer_key: SecretStr | None = None  # BACKEND_SIGNER_PRIVATE_KEY: funds agents
+    tee_master_key: SecretStr | None = None  # TEE_MASTER_ENCRYPTION_KEY (32 bytes hex)
+    forwarder_address: str
+    sub0_address: str
+    vault_address: str
+    conditional_tokens_address: str
+    usdc_address: str
+    backend_url: str | None = None
+    funding: CreFunding | None = None
+    quote_ttl: int = Field(300, gt=0, description="Seconds a DON quote from lmsrPricing stays valid")
+
+    @field_validator("forwarder_address", "sub0_address", "vault_address", "conditional_tokens_address",
+                     "usdc_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+            raise ValueError(f"{value!r} is not a 0x-prefixed 20-byte address")
+        return value
+
+
 class CreConfig(_Model):
     """The app <-> CRE runtime bridge (seed 000) and the backend callbacks (seed 001 §3).
     Unset secrets fall back to the environment variables the seeds name (KEEPR_API_KEY,
@@ -227,6 +263,7 @@ class CreConfig(_Model):
     backend_api_key: SecretStr | None = None  # CRE_BACKEND_API_KEY: auth of the callbacks
     actions: dict[str, CreActionRoute] = {}
     action_lease_seconds: float = Field(60.0, gt=0)
+    runtime: CreRuntimeConfig | None = None
 
     @field_validator("allowed_trigger_workflow_ids")
     @classmethod

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from node.cre.actions import ActionRunner
 from node.cre.auth import CallbackAuth, RuntimeAuth
@@ -24,7 +25,9 @@ from node.cre.settings import CreSettings
 from node.cre.store import Conflict, CreStore
 from node.logs import get_logger
 from node.server.openapi import accepts
-from node.server.http import ApiError, json_response, parse_model
+from node.cre.workflow.models import parse_action
+from node.cre.workflow.runtime import ActionError, WorkflowRuntime
+from node.server.http import ApiError, json_response, parse_model, validation_message
 
 log = get_logger(__name__)
 
@@ -63,7 +66,8 @@ def _limit(request: web.Request, default: int, maximum: int) -> int:
 
 class CreApi:
     def __init__(self, settings: CreSettings, store: CreStore, runner: ActionRunner,
-                 dispatcher: TriggerDispatcher | None) -> None:
+                 dispatcher: TriggerDispatcher | None, runtime: WorkflowRuntime | None = None) -> None:
+        self._runtime = runtime
         self._settings = settings
         self._store = store
         self._runner = runner
@@ -83,6 +87,7 @@ class CreApi:
             web.post(f"{runtime}/actions/claim", self.claim),
             web.get(f"{runtime}/actions/{{id:\\d+}}", self.get_action),
             web.post(f"{runtime}/actions/{{id:\\d+}}/ack", self.ack),
+            web.post(f"{PREFIX}/workflow", self.workflow),
         ]
         for name in CALLBACKS:
             routes.append(web.post(f"{PREFIX}/{name}", self._callback_post(name)))
@@ -193,8 +198,16 @@ class CreApi:
             raise ApiError(503, "CRE trigger dispatch is not configured (CRE_GATEWAY_URL and "
                                 "CRE_HTTP_TRIGGER_PRIVATE_KEY are required)")
         request_id = req.requestId or str(uuid.uuid4())
+        payload = req.input
+        if isinstance(payload, dict) and "action" in payload:
+            # The same typed models the local runtime executes: a bad action never leaves the node.
+            try:
+                payload = parse_action(payload).model_dump(mode="json", exclude_none=True)
+            except ValidationError as exc:
+                message, problems = validation_message(exc)
+                raise ApiError(400, f"input.{message}", {"errors": problems}) from None
         try:
-            result = await self._dispatcher.execute(req.workflowId, request_id, req.input)
+            result = await self._dispatcher.execute(req.workflowId, request_id, payload)
         except GatewayError as exc:
             raise ApiError(exc.status, exc.message, {"requestId": request_id,
                                                      "gatewayUrl": self._dispatcher.gateway_url}) from None
@@ -209,6 +222,34 @@ class CreApi:
         if not 200 <= result.status < 300:
             raise ApiError(502, f"CRE gateway answered HTTP {result.status}", data)
         return ok(data)
+
+    # -- local workflow runtime -------------------------------------------------------------
+
+    async def workflow(self, request: web.Request) -> web.Response:
+        """The local CRE workflow's HTTP trigger: a seed-001 action payload (`action` selects),
+        bare or inside a JSON-RPC `workflows.execute` envelope; answers the action's response."""
+        if self._runtime is None:
+            raise ApiError(503, "The local workflow runtime is not configured (cre.runtime)")
+        body = await _body(request)
+        rpc_id = None
+        if isinstance(body, dict) and body.get("method") == "workflows.execute":
+            rpc_id = body.get("id")
+            body = (body.get("params") or {}).get("input")
+        try:
+            action = parse_action(body)
+        except ValidationError as exc:
+            message, problems = validation_message(exc)
+            raise ApiError(400, message, {"errors": problems}) from None
+        try:
+            result = await self._runtime.execute(action)
+        except PermissionError as exc:
+            raise ApiError(401, str(exc)) from None
+        except ActionError as exc:
+            raise ApiError(400, f"{action.action}: {exc}") from None
+        log.info("cre.workflow_action", action=action.action)
+        if rpc_id is not None:
+            return json_response({"jsonrpc": "2.0", "id": rpc_id, "result": result})
+        return json_response(result)
 
     # -- callbacks ---------------------------------------------------------------------------
 

@@ -1,0 +1,261 @@
+"""Typed requests of every workflow action of seed 001 (§1). The same models validate what the
+local runtime executes and what the trigger dispatcher sends to a real CRE gateway."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+HEX32 = r"^0x[0-9a-fA-F]{64}$"
+ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+HEX = r"^0x[0-9a-fA-F]*$"
+DECIMAL = r"^(0|[1-9][0-9]{0,77})$"
+ZERO32 = "0x" + "00" * 32
+
+Dec = Annotated[str, Field(pattern=DECIMAL)]
+Hex32 = Annotated[str, Field(pattern=HEX32)]
+Address = Annotated[str, Field(pattern=ADDRESS)]
+Sig = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{130}$")]
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    apiKey: str | None = None
+
+
+class TradeItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    userSignature: Sig
+    quantity: Dec
+    tradeCostUsdc: Dec
+    maxCostUsdc: Dec | None = None
+    nonce: Dec
+    deadline: Dec
+
+    @model_validator(mode="after")
+    def _max_cost(self) -> TradeItem:
+        if self.maxCostUsdc is None:
+            self.maxCostUsdc = self.tradeCostUsdc
+        elif int(self.maxCostUsdc) < int(self.tradeCostUsdc):
+            raise ValueError("maxCostUsdc must be >= tradeCostUsdc")
+        return self
+
+
+class QuoteAction(_Action):
+    action: Literal["quote", "order", "buy", "sell"]
+    questionId: Hex32
+    conditionId: Hex32
+    outcomeIndex: int = Field(ge=0, le=255)
+    buy: bool | None = None
+    quantity: Dec
+    tradeCostUsdc: Dec
+    maxCostUsdc: Dec | None = None
+    nonce: Dec
+    deadline: Dec
+    userSignature: Sig | None = None
+    trades: list[TradeItem] | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> QuoteAction:
+        if self.action == "buy":
+            self.buy = True  # forced by the action
+        elif self.action == "sell":
+            self.buy = False
+        elif self.buy is None:
+            raise ValueError("buy: Field required")
+        if self.maxCostUsdc is None:
+            self.maxCostUsdc = self.tradeCostUsdc
+        elif int(self.maxCostUsdc) < int(self.tradeCostUsdc):
+            raise ValueError("maxCostUsdc must be >= tradeCostUsdc")
+        return self
+
+
+class LmsrPricingAction(_Action):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    action: Literal["lmsrPricing"]
+    marketId: Hex32
+    outcomeIndex: int = Field(ge=0, le=255)
+    quantity: Dec
+    bParameter: str = Field("1", pattern=r"^[0-9]+(\.[0-9]+)?$")
+    b: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?$")
+    buy: bool = True
+
+    @model_validator(mode="after")
+    def _b(self) -> LmsrPricingAction:
+        if self.b is not None:
+            self.bParameter = self.b
+        if float(self.bParameter) <= 0:
+            raise ValueError("bParameter must be > 0")
+        return self
+
+
+class CreateAgentKeyAction(_Action):
+    action: Literal["createAgentKey"]
+    agentId: str = Field(min_length=1, max_length=200)
+    funderNonce: int | None = Field(None, ge=0)
+    entropy: str | None = Field(None, pattern=HEX)
+
+
+class StakeAction(_Action):
+    action: Literal["stake"]
+    questionId: Hex32
+    parentCollectionId: Hex32 = ZERO32
+    partition: list[Dec] = Field(min_length=2)
+    token: Address
+    amount: Dec
+    owner: Address
+
+
+class RedeemAction(_Action):
+    action: Literal["redeem"]
+    parentCollectionId: Hex32
+    conditionId: Hex32
+    indexSets: list[int | Dec] = Field(min_length=1)
+    token: Address
+    owner: Address
+    deadline: Dec
+    nonce: Dec
+    signature: Sig
+
+    @field_validator("indexSets")
+    @classmethod
+    def _ints(cls, value: list) -> list[int]:
+        out = [int(v) for v in value]
+        if any(v <= 0 for v in out):
+            raise ValueError("index sets are positive")
+        return out
+
+
+class ConfidentialTradeAction(_Action):
+    action: Literal["executeConfidentialTrade", "execute-confidential-trade"]
+    agentId: str = Field(min_length=1)
+    marketId: Hex32 | None = None
+    questionId: Hex32 | None = None
+    outcomeIndex: int = Field(ge=0, le=255)
+    buy: bool
+    quantity: Dec
+    tradeCostUsdc: Dec
+    maxCostUsdc: Dec | None = None
+    nonce: Dec
+    deadline: Dec
+
+    @model_validator(mode="after")
+    def _market(self) -> ConfidentialTradeAction:
+        self.marketId = self.marketId or self.questionId
+        if self.marketId is None:
+            raise ValueError("marketId: Field required (or questionId)")
+        if self.maxCostUsdc is None:
+            self.maxCostUsdc = self.tradeCostUsdc
+        elif int(self.maxCostUsdc) < int(self.tradeCostUsdc):
+            raise ValueError("maxCostUsdc must be >= tradeCostUsdc")
+        return self
+
+
+class CreateMarketAction(_Action):
+    action: Literal["createMarket"]
+    question: str = Field(min_length=1, max_length=2000)
+    oracle: Address
+    duration: int = Field(gt=0)
+    outcomeSlotCount: int = Field(ge=2, le=256)
+    oracleType: Literal[1, 2, 3]
+    marketType: Literal[0, 1, 2]
+    creatorAddress: Address
+    amountUsdc: Dec | None = None
+
+
+class GetMarketAction(_Action):
+    action: Literal["getMarket"]
+    questionId: Hex32
+
+
+class SeedAction(_Action):
+    action: Literal["seed"]
+    questionId: Hex32
+    amountUsdc: Dec
+    bParameter: str = Field("1", pattern=r"^[0-9]+(\.[0-9]+)?$")
+
+
+class ResolveMarketAction(_Action):
+    action: Literal["resolveMarket"]
+    questionId: Hex32
+    payouts: list[Dec] = Field(min_length=2)
+    oracle: Address
+
+
+class ApproveErc20Action(_Action):
+    action: Literal["approveErc20"]
+    signer: Literal["agent", "backend"]
+    agentId: str | None = None
+    token: Address | None = None
+    spender: Address
+    amount: Dec
+    nonce: Dec | None = None
+    userInvoke: bool
+
+    @model_validator(mode="after")
+    def _agent(self) -> ApproveErc20Action:
+        if self.signer == "agent" and not self.agentId:
+            raise ValueError("agentId: required when signer is 'agent'")
+        return self
+
+
+class ApproveConditionalTokenAction(_Action):
+    action: Literal["approveConditionalToken"]
+    signer: Literal["agent", "backend"]
+    agentId: str | None = None
+    conditionalTokens: Address | None = None
+    operator: Address
+    approved: bool
+    nonce: Dec | None = None
+    userInvoke: bool = False
+
+    @model_validator(mode="after")
+    def _agent(self) -> ApproveConditionalTokenAction:
+        if self.signer == "agent" and not self.agentId:
+            raise ValueError("agentId: required when signer is 'agent'")
+        return self
+
+
+class RunSettlementAction(_Action):
+    action: Literal["runSettlement"]
+    marketId: str = Field(min_length=1)
+    questionId: Hex32
+
+
+class BackendMarket(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str | None = None
+    question: str = Field(min_length=1)
+    oracle: Address
+    duration: int = Field(gt=0)
+    outcomeSlotCount: int = Field(2, ge=2, le=256)
+    oracleType: Literal[1, 2, 3] = 1
+    marketType: Literal[0, 1, 2] = 0
+    creatorAddress: Address
+
+
+class CreateMarketsFromBackendAction(_Action):
+    action: Literal["createMarketsFromBackend"]
+    markets: list[BackendMarket] | None = None
+
+
+WorkflowAction = Annotated[
+    QuoteAction | LmsrPricingAction | CreateAgentKeyAction | StakeAction | RedeemAction | ConfidentialTradeAction
+    | CreateMarketAction | GetMarketAction | SeedAction | ResolveMarketAction | ApproveErc20Action
+    | ApproveConditionalTokenAction | RunSettlementAction | CreateMarketsFromBackendAction,
+    Field(discriminator="action"),
+]
+ACTION = TypeAdapter(WorkflowAction)
+
+# After each action, the backend path the workflow POSTs its result to (seed 001 §4).
+CALLBACK_PATHS = {
+    "quote": "/api/cre/quote", "order": "/api/cre/quote", "buy": "/api/cre/buy", "sell": "/api/cre/sell",
+    "lmsrPricing": "/api/cre/lmsr-pricing", "stake": "/api/cre/stake", "redeem": "/api/cre/redeem",
+    "executeConfidentialTrade": "/api/cre/execute-confidential-trade",
+    "execute-confidential-trade": "/api/cre/execute-confidential-trade", "createAgentKey": "/api/cre/agent-keys",
+}
+
+
+def parse_action(payload: Any) -> WorkflowAction:
+    return ACTION.validate_python(payload)
