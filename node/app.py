@@ -153,6 +153,7 @@ class Node:
         )
         if self.chain is not None:
             jobs_api.delegated_handler = self.chain.delegated
+            app.router.add_get("/api/chain/deliveries", self.chain.deliveries_view)
         app.add_routes(jobs_api.routes())
         checks = {"sqlite": self.db.writable}
         if self.config.manage_containers and any(s.managed for s in self.containers.states.values()):

@@ -52,6 +52,12 @@ def test_one_shot_request_receives_the_chain_output(node, dep):
     assert delivery["node"] == Account.from_key(KEYS[1]).address and delivery["interval"] == 1
     info = node.http().get("/info").json
     assert info["chain"] == {"enabled": True, "address": Account.from_key(KEYS[1]).address}
+    # the chain job behind the delivery is queryable
+    [row] = node.http().get(f"/api/chain/deliveries?subscription={sub_id}").json["deliveries"]
+    assert row["status"] == "delivered" and row["tx_hash"].startswith("0x")
+    [job] = node.http().get(f"/api/jobs?id={row['job_id']}&intermediate=true").json
+    assert job["status"] == "success" and job["result"]["output"] == b"hello chain".hex().upper()
+    assert job["intermediate_results"][0]["container"] == "upper"
     time.sleep(2)
     assert len(dep.deliveries(sub_id)) == 1  # delivered once
 

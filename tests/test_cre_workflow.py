@@ -324,3 +324,34 @@ def test_bad_actions_name_the_field(env):
                                                         "params": {"input": {"action": "getMarket",
                                                                              "questionId": "0x" + "00" * 32}}})
     assert rpc.status == 400 and "not found" in rpc.json["error"]
+
+
+def test_quote_only_and_conditional_token_approval(env):
+    chain, vault, ct, w3 = env["chain"], env["vault"], env["ct"], env["chain"].w3
+    qid, cid = "0x" + "42" * 32, "0x" + "43" * 32
+    quote = act(env, {"action": "quote", "questionId": qid, "conditionId": cid, "outcomeIndex": 1, "buy": False,
+                      "quantity": "1000000000000000000", "tradeCostUsdc": "5000000", "nonce": "0",
+                      "deadline": "1735689600"})
+    assert set(quote) == {"questionId", "outcomeIndex", "buy", "quantity", "tradeCostUsdc", "nonce", "deadline",
+                          "signature"}
+    don_quote = {"types": {"EIP712Domain": DOMAIN, "DONQuote": [
+        {"name": "marketId", "type": "bytes32"}, {"name": "outcomeIndex", "type": "uint256"},
+        {"name": "buy", "type": "bool"}, {"name": "quantity", "type": "uint256"},
+        {"name": "tradeCostUsdc", "type": "uint256"}, {"name": "user", "type": "address"},
+        {"name": "nonce", "type": "uint256"}, {"name": "deadline", "type": "uint256"}]}, "primaryType": "DONQuote",
+        "domain": {"name": "PredictionVault", "version": "1", "chainId": w3.eth.chain_id,
+                   "verifyingContract": vault.address},
+        "message": {"marketId": bytes.fromhex(qid[2:]), "outcomeIndex": 1, "buy": False, "quantity": 10**18,
+                    "tradeCostUsdc": 5 * USDC, "user": "0x" + "00" * 20, "nonce": 0, "deadline": 1735689600}}
+    assert Account.recover_message(encode_typed_data(full_message=don_quote), signature=quote["signature"]) == DON.address
+    quotes = env["node"].http().get(f"/api/cre/quote?questionId={qid}", headers={"x-api-key": BACKEND_KEY}).json
+    assert quotes["data"]["callbacks"][0]["body"]["signature"] == quote["signature"]
+
+    signed = act(env, {"action": "approveConditionalToken", "signer": "backend", "operator": vault.address,
+                       "approved": True, "userInvoke": False})
+    assert signed["broadcastRequired"] is True and signed["signerAddress"] == BACKEND_SIGNER.address
+    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed["signedTx"]))
+    assert ct.functions.isApprovedForAll(BACKEND_SIGNER.address, vault.address).call() is True
+    missing = env["node"].http().post("/api/cre/workflow", {"action": "approveConditionalToken", "signer": "agent",
+                                                            "operator": vault.address, "approved": True})
+    assert missing.status == 400 and "agentId" in missing.json["error"]

@@ -376,3 +376,18 @@ def test_openapi_document_covers_every_api(gw):
     assert "workflow_id" in schema["required"] and "estimated_cost_usd" in schema["properties"]
     job = spec["components"]["schemas"]["JobRequest"]
     assert job["properties"]["containers"]["minItems"] == 1
+
+
+def test_hmac_required_refuses_unsigned_calls(docker_engine, tmp_path):
+    node = NodeProcess(tmp_path, [], {"gateway": {"hmac_required": True, "hmac_max_age": 60}}).start()
+    try:
+        acct = Account(node)
+        wid = acct.workflow()
+        raw = json.dumps({"workflow_id": wid, "cost_usd": 1}).encode()
+        unsigned = node.http().request("POST", "/api/v1/track", raw=raw, headers={"X-API-Key": acct.api_key})
+        assert unsigned.status == 401 and "Signed request required" in unsigned.json["error"]["message"]
+        assert "gateway.unsigned_rejected" in node.log()
+        assert acct.sdk("/track", {"workflow_id": wid, "cost_usd": 1}).status == 200
+        assert acct.sdk("/track", {"workflow_id": wid, "cost_usd": 1}, ts=int(time.time()) - 61).status == 401
+    finally:
+        node.stop()

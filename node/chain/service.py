@@ -142,6 +142,18 @@ class ChainService:
     async def ping(self) -> bool:
         return (await self.w3.eth.block_number) >= 0
 
+    async def deliveries_view(self, request) -> Any:
+        """GET /api/chain/deliveries[?subscription=<id>]: what this node did per (subscription,
+        interval): status, attempts, job id (readable at /api/jobs?id=), tx hash, error."""
+        from node.server.http import json_response
+
+        raw = request.query.get("subscription")
+        if raw is not None and not raw.isdigit():
+            raise ApiError(400, f"subscription: expected an integer, got {raw!r}")
+        rows = await self.store.deliveries(int(raw) if raw is not None else None)
+        return json_response({"address": self.address, "tracked": self.processor.tracked() if self.processor else 0,
+                              "deliveries": rows})
+
     def info(self) -> dict[str, Any]:
         return {"enabled": True, "address": self.address}
 

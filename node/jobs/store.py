@@ -53,6 +53,10 @@ ON CONFLICT (id) DO UPDATE SET
 """
 
 RESTART_ERROR = "node stopped while the job was running"
+# Jobs the node runs for itself (chain subscriptions, registry cron ticks): their results are not
+# any HTTP client's private data (a chain result is delivered on chain anyway), so any client may
+# read them by id; listings stay per client.
+PUBLIC_SOURCES = frozenset({"chain", "registry"})
 
 
 def _row(job: Job) -> tuple:
@@ -186,7 +190,8 @@ class JobStore:
             marks = ",".join("?" * len(chunk))
             for row in await self._db.fetchall(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk):
                 found[row["id"]] = _job(row)
-        return [found[i] for i in ids if i in found and (client is None or found[i].client == client)]
+        return [found[i] for i in ids if i in found and (client is None or found[i].client == client
+                                                           or found[i].source in PUBLIC_SOURCES)]
 
     async def list_ids(self, client: str, pending: bool | None = None, limit: int = 10_000) -> list[str]:
         await self.flush()
