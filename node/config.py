@@ -35,6 +35,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _addresses(value: list[str]) -> list[str]:
+    """0x-prefixed 20-byte addresses, lower-cased for comparisons."""
+    for item in value:
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", item):
+            raise ValueError(f"{item!r} is not a 0x-prefixed 20-byte address")
+    return [item.lower() for item in value]
+
+
 class RateLimitConfig(_Model):
     """Per client IP, per route. `num_requests: 0` turns limiting off."""
 
@@ -124,10 +132,7 @@ class ContainerConfig(_Model):
     @field_validator("allowed_addresses", "allowed_delegate_addresses")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if not re.fullmatch(r"0x[0-9a-fA-F]{40}", item):
-                raise ValueError(f"{item!r} is not a 0x-prefixed 20-byte address")
-        return [item.lower() for item in value]
+        return _addresses(value)
 
     @field_validator("url")
     @classmethod
@@ -321,10 +326,7 @@ class RegistryConfig(_Model):
     @field_validator("oracles", "relayers")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if not re.fullmatch(r"0x[0-9a-fA-F]{40}", item):
-                raise ValueError(f"{item!r} is not a 0x-prefixed 20-byte address")
-        return [item.lower() for item in value]
+        return _addresses(value)
 
 
 class NodeConfig(_Model):

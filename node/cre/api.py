@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -27,7 +26,7 @@ from node.logs import get_logger
 from node.server.openapi import accepts
 from node.cre.workflow.models import parse_action
 from node.cre.workflow.runtime import ActionError, WorkflowRuntime
-from node.server.http import ApiError, json_response, parse_model, validation_message
+from node.server.http import ApiError, json_response, parse_json, parse_model, query_limit, validation_message
 
 log = get_logger(__name__)
 
@@ -47,21 +46,7 @@ def ok(data: Any, status: int = 200) -> web.Response:
 
 async def _body(request: web.Request) -> Any | None:
     raw = await request.read()
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "Request body is not valid JSON") from None
-
-
-def _limit(request: web.Request, default: int, maximum: int) -> int:
-    value = request.query.get("limit")
-    if value is None:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise ApiError(400, f"limit: expected a positive integer, got {value!r}")
-    return min(int(value), maximum)
+    return parse_json(raw) if raw else None
 
 
 class CreApi:
@@ -115,7 +100,7 @@ class CreApi:
 
     async def readback(self, request: web.Request) -> web.Response:
         await self._authed(request)
-        limit = _limit(request, 100, self._settings.max_readback)
+        limit = query_limit(request, 100, self._settings.max_readback)
         records = await self._store.records(request.query.get("kind"), request.query.get("workflow"), limit)
         return ok({"records": records, "count": len(records)})
 
@@ -157,7 +142,7 @@ class CreApi:
         status = request.query.get("status")
         if status and status not in ("queued", "claimed", "running", "succeeded", "failed"):
             raise ApiError(400, f"status: unknown status {status!r}")
-        actions = await self._store.actions(status, request.query.get("actionType"), _limit(request, 100, 500))
+        actions = await self._store.actions(status, request.query.get("actionType"), query_limit(request, 100, 500))
         return ok({"actions": actions, "count": len(actions)})
 
     async def get_action(self, request: web.Request) -> web.Response:
@@ -273,7 +258,7 @@ class CreApi:
             filters = {column: request.query[param] for param, column in
                        (("questionId", "question_id"), ("agentId", "agent_id"), ("txHash", "tx_hash"))
                        if param in request.query}
-            items = await self._store.callbacks(name, filters, _limit(request, 100, self._settings.max_readback))
+            items = await self._store.callbacks(name, filters, query_limit(request, 100, self._settings.max_readback))
             return ok({"callbacks": items, "count": len(items)})
 
         handler.__doc__ = f"Read back {name} callbacks (filters: questionId, agentId, txHash)"

@@ -6,7 +6,6 @@ Errors: `{"error": {"code": "<code>", "message": "<text>"}[, "details": …]}`.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -42,7 +41,7 @@ from node.gateway.store import GatewayStore
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.server.openapi import accepts
-from node.server.http import ApiError, json_response, parse_model
+from node.server.http import ApiError, json_response, parse_json, parse_model, query_limit
 
 log = get_logger(__name__)
 
@@ -57,24 +56,6 @@ def gateway_error(status: int, message: str, params: dict[str, Any] | None) -> d
     if params:
         body["details"] = params
     return body
-
-
-def _json(raw: bytes) -> Any:
-    if not raw:
-        raise ApiError(400, "Request body is empty; expected JSON")
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "Request body is not valid JSON") from None
-
-
-def _limit(request: web.Request, default: int = 100, maximum: int = 1000) -> int:
-    value = request.query.get("limit")
-    if value is None:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise ApiError(400, f"limit: expected a positive integer, got {value!r}")
-    return min(int(value), maximum)
 
 
 class GatewayApi:
@@ -151,7 +132,7 @@ class GatewayApi:
     # -- helpers -----------------------------------------------------------------------------
 
     async def _body(self, request: web.Request, model):
-        return parse_model(model, _json(await request.read()))
+        return parse_model(model, parse_json(await request.read()))
 
     async def _workflow(self, org_id: str, workflow_id: str) -> dict[str, Any]:
         workflow = await self.store.workflow(workflow_id, org_id)
@@ -239,7 +220,7 @@ class GatewayApi:
     @accepts(VerifyRequest)
     async def verify(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        api_key = request.headers.get("X-API-Key") or (parse_model(VerifyRequest, _json(raw)).api_key if raw else None)
+        api_key = request.headers.get("X-API-Key") or (parse_model(VerifyRequest, parse_json(raw)).api_key if raw else None)
         if not api_key:
             raise ApiError(400, "api_key: Field required")
         key = await self.store.key(api_key)
@@ -253,7 +234,7 @@ class GatewayApi:
     async def _sdk(self, request: web.Request, model):
         raw = await request.read()
         key = await self.auth.sdk(request, raw)
-        return key, parse_model(model, _json(raw))
+        return key, parse_model(model, parse_json(raw))
 
     def _scope(self, key, workflow_id: str) -> None:
         if key.workflow_id is not None and key.workflow_id != workflow_id:
@@ -521,7 +502,7 @@ class GatewayApi:
     async def list_executions(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]
         await self.auth.org(request, org_id)
-        items = await self.store.executions(org_id, request.query.get("workflow_id"), _limit(request))
+        items = await self.store.executions(org_id, request.query.get("workflow_id"), query_limit(request, 100, 1000))
         return json_response({"executions": items})
 
     async def get_execution(self, request: web.Request) -> web.Response:
@@ -538,7 +519,7 @@ class GatewayApi:
         before = request.query.get("before_id")
         if before is not None and not before.isdigit():
             raise ApiError(400, "before_id: expected an integer")
-        entries = await self.store.audit_log(org_id, _limit(request), int(before) if before else None)
+        entries = await self.store.audit_log(org_id, query_limit(request, 100, 1000), int(before) if before else None)
         return json_response({"entries": entries})
 
     async def dashboard(self, request: web.Request) -> web.Response:
@@ -781,7 +762,7 @@ class GatewayApi:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id)
         current = await self.store.notification_settings(org_id, actor.id) or NotificationSettings().model_dump()
-        merged = {**current, **_json(await request.read())}
+        merged = {**current, **parse_json(await request.read())}
         settings = parse_model(NotificationSettings, merged).model_dump()
         await self.store.set_notification_settings(org_id, actor.id, settings)
         await self.store.audit(org_id, actor.label, "notifications.updated", "user", actor.id, current, settings)

@@ -19,6 +19,15 @@ Address = Annotated[str, Field(pattern=ADDRESS)]
 Sig = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{130}$")]
 
 
+def max_cost(trade_cost: str, given: str | None) -> str:
+    """maxCostUsdc defaults to tradeCostUsdc and must be >= it."""
+    if given is None:
+        return trade_cost
+    if int(given) < int(trade_cost):
+        raise ValueError("maxCostUsdc must be >= tradeCostUsdc")
+    return given
+
+
 class _Action(BaseModel):
     model_config = ConfigDict(extra="forbid")
     apiKey: str | None = None
@@ -35,10 +44,7 @@ class TradeItem(BaseModel):
 
     @model_validator(mode="after")
     def _max_cost(self) -> TradeItem:
-        if self.maxCostUsdc is None:
-            self.maxCostUsdc = self.tradeCostUsdc
-        elif int(self.maxCostUsdc) < int(self.tradeCostUsdc):
-            raise ValueError("maxCostUsdc must be >= tradeCostUsdc")
+        self.maxCostUsdc = max_cost(self.tradeCostUsdc, self.maxCostUsdc)
         return self
 
 
@@ -64,10 +70,7 @@ class QuoteAction(_Action):
             self.buy = False
         elif self.buy is None:
             raise ValueError("buy: Field required")
-        if self.maxCostUsdc is None:
-            self.maxCostUsdc = self.tradeCostUsdc
-        elif int(self.maxCostUsdc) < int(self.tradeCostUsdc):
-            raise ValueError("maxCostUsdc must be >= tradeCostUsdc")
+        self.maxCostUsdc = max_cost(self.tradeCostUsdc, self.maxCostUsdc)
         return self
 
 
@@ -145,10 +148,7 @@ class ConfidentialTradeAction(_Action):
         self.marketId = self.marketId or self.questionId
         if self.marketId is None:
             raise ValueError("marketId: Field required (or questionId)")
-        if self.maxCostUsdc is None:
-            self.maxCostUsdc = self.tradeCostUsdc
-        elif int(self.maxCostUsdc) < int(self.tradeCostUsdc):
-            raise ValueError("maxCostUsdc must be >= tradeCostUsdc")
+        self.maxCostUsdc = max_cost(self.tradeCostUsdc, self.maxCostUsdc)
         return self
 
 
