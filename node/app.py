@@ -12,12 +12,12 @@ import ipaddress
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from node import __version__
-from node.chain.service import ChainService
 from node.config import NodeConfig
 from node.containers.manager import ContainerManager
 from node.cre import api as cre_api
@@ -25,7 +25,6 @@ from node.cre.actions import ActionRunner
 from node.cre.gateway import TriggerDispatcher
 from node.cre.settings import CreSettings
 from node.cre.store import CreStore
-from node.cre.workflow.runtime import WorkflowRuntime
 from node.gateway import api as gateway_api
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
@@ -65,7 +64,7 @@ class Node:
         self.cre: cre_api.CreApi | None = None
         self.cre_runner: ActionRunner | None = None
         self.gateway: gateway_api.GatewayApi | None = None
-        self.chain: ChainService | None = None
+        self.chain: Any = None  # ChainService, imported only when the chain is enabled (web3 is heavy)
         self.registry: RegistryApi | None = None
         self.relayer: CronRelayer | None = None
         self._background: list[asyncio.Task] = []
@@ -109,6 +108,8 @@ class Node:
                                            settings.gateway_timeout)
         runtime = None
         if self.config.cre.runtime is not None and self.config.cre.runtime.enabled:
+            from node.cre.workflow.runtime import WorkflowRuntime
+
             runtime = WorkflowRuntime(self.config.cre.runtime, self.db, self.secret_box(), self.session,
                                       settings.backend_api_key)
             await runtime.start()
@@ -196,6 +197,8 @@ class Node:
         if self.config.gateway.enabled:
             await self._start_gateway()
         if self.config.chain.enabled:
+            from node.chain.service import ChainService
+
             self.chain = ChainService(self.config.chain, self.config.containers, self.db, self.orchestrator)
         if self.config.registry.enabled:
             registry_store = RegistryStore(self.db)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -22,11 +22,14 @@ from node.cre.models import (
 )
 from node.cre.settings import CreSettings
 from node.cre.store import Conflict, CreStore
+from node.cre.workflow.errors import ActionError
+from node.cre.workflow.models import parse_action
 from node.logs import get_logger
 from node.server.openapi import accepts
-from node.cre.workflow.models import parse_action
-from node.cre.workflow.runtime import ActionError, WorkflowRuntime
 from node.server.http import ApiError, json_response, parse_json, parse_model, query_limit, validation_message
+
+if TYPE_CHECKING:
+    from node.cre.workflow.runtime import WorkflowRuntime
 
 log = get_logger(__name__)
 

@@ -23,6 +23,7 @@ from node.chain import codec
 from node.chain.wallet import Wallet
 from node.config import CreRuntimeConfig
 from node.cre.workflow import lmsr
+from node.cre.workflow.errors import ActionError
 from node.cre.workflow.models import (
     CALLBACK_PATHS,
     ApproveConditionalTokenAction,
@@ -66,10 +67,6 @@ REDEEM = [{"name": "owner", "type": "address"}, {"name": "conditionId", "type": 
           {"name": "deadline", "type": "uint256"}, {"name": "nonce", "type": "uint256"}]
 DOMAIN = [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
           {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}]
-
-
-class ActionError(Exception):
-    """A clear, user-facing failure of an action (bad signature, expired, reverted, …)."""
 
 
 def typed(name: str, contract: str, chain_id: int, primary: str, fields: list, message: dict) -> dict:
