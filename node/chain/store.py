@@ -109,10 +109,6 @@ class ChainStore:
             out.append((Subscription.from_tuple(row["id"], raw), json.loads(row["containers"])))
         return out
 
-    async def count_subscriptions(self) -> int:
-        row = await self._db.fetchone("SELECT COUNT(*) FROM chain_subscriptions")
-        return row[0]
-
     # -- deliveries ---------------------------------------------------------------------------
 
     async def claim(self, sub_id: int, interval: int, max_attempts: int) -> int | None:
@@ -157,7 +153,3 @@ class ChainStore:
             sql += " WHERE subscription_id = ?"
             params.append(sub_id)
         return [dict(r) for r in await self._db.fetchall(sql + " ORDER BY subscription_id, interval", params)]
-
-    async def count_pending(self) -> int:
-        row = await self._db.fetchone("SELECT COUNT(*) FROM chain_deliveries WHERE status IN ('running', 'sending')")
-        return row[0]

@@ -446,7 +446,7 @@ class GatewayApi:
 
     @accepts(PolicyToggle)
     async def toggle_policy(self, request: web.Request) -> web.Response:
-        actor = await self.auth.session(request)
+        await self.auth.session(request)  # 401 before anything about the policy is revealed
         req = await self._body(request, PolicyToggle)
         policy = await self.store.policy_any_org(req.policy_id)
         if policy is None:
@@ -455,7 +455,7 @@ class GatewayApi:
         enabled = (not policy["enabled"]) if req.enabled is None else req.enabled
         await self.store.update_policy(req.policy_id, {"enabled": enabled})
         after = await self.store.policy_any_org(req.policy_id)
-        await self.store.audit(policy["org_id"], org_actor.label or actor.label, "policy.toggled", "policy",
+        await self.store.audit(policy["org_id"], org_actor.label, "policy.toggled", "policy",
                                req.policy_id, policy, after)
         await self._invalidate(policy["org_id"], req.policy_id, "toggled")
         return json_response(after)

@@ -79,9 +79,6 @@ class Job:
         self.status = "failed" if not results or "error" in results[-1] else "success"
         self.updated_at = time.time()
 
-    def fail(self, container: str, error: str) -> None:
-        self.finish([*self.intermediate, {"container": container, "error": error}])
-
     def to_wire(self, intermediate: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "status": self.status, "result": self.result}
         if intermediate:

@@ -374,9 +374,6 @@ class Orchestrator:
         """Abort every running job bound to a workflow (the kill switch); returns how many."""
         return sum(self.cancel(job.id, reason) for job in self._store.running() if job.workflow_id == workflow_id)
 
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
     async def drain(self, timeout: float, reason: str = "node shutting down") -> None:
         """Let in-flight background jobs finish for up to `timeout` s, then cancel the rest."""
         pending = [t for t in self._tasks.values() if not t.done()]

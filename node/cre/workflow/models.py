@@ -259,3 +259,99 @@ CALLBACK_PATHS = {
 
 def parse_action(payload: Any) -> WorkflowAction:
     return ACTION.validate_python(payload)
+
+
+# -- responses (seed 001 §2) ---------------------------------------------------------------------
+# The runtime's answers are validated against these before they leave the node, so their shape
+# is the seed's; BigInt values are decimal strings.
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class QuoteResponse(_Response):
+    questionId: Hex32
+    outcomeIndex: int
+    buy: bool
+    quantity: Dec
+    tradeCostUsdc: Dec
+    nonce: Dec
+    deadline: Dec
+    signature: str = Field(pattern=HEX)
+
+
+class TxResponse(_Response):
+    txHash: Hex32
+
+
+class BatchResponse(_Response):
+    txHashes: list[Hex32]
+    errors: list[str] | None = None
+
+
+class LmsrPricingResponse(_Response):
+    tradeCostUsdc: Dec
+    donSignature: str = Field(pattern=HEX)
+    deadline: Dec
+    nonce: Dec
+
+
+class AgentKeyResponse(_Response):
+    address: Address
+    encryptedKeyBlob: str
+    signedEthTransfer: str | None = Field(None, pattern=HEX)
+    signedErc20: str | None = Field(None, pattern=HEX)
+    signedCT: str | None = Field(None, pattern=HEX)
+
+
+class StatusResponse(_Response):
+    status: str
+    result: str
+    txHash: Hex32
+
+
+class ApproveResponse(_Response):
+    status: Literal["ok"]
+    result: Literal["approveErc20", "approveConditionalToken"]
+    signedTx: str = Field(pattern=HEX)
+    signerAddress: Address
+    broadcastRequired: bool
+    txHash: Hex32 | None = None
+
+
+class CreateMarketResponse(_Response):
+    questionId: Hex32
+    conditionId: Hex32
+    createMarketTxHash: Hex32
+    seedTxHash: Hex32 | None = None
+
+
+class MarketResponse(_Response):
+    questionId: Hex32
+    conditionId: Hex32
+    outcomeSlotCount: int
+    supplies: list[str]
+
+
+class CreatedMarketsResponse(_Response):
+    status: str
+    created: int
+    errors: list[str] | None = None
+
+
+def response_model(action: Any, response: dict[str, Any]) -> type[BaseModel]:
+    """The seed's response shape for an action's answer."""
+    name = action.action
+    if name in ("quote", "order", "buy", "sell"):
+        if "txHashes" in response:
+            return BatchResponse
+        return TxResponse if "txHash" in response else QuoteResponse
+    return {
+        "lmsrPricing": LmsrPricingResponse, "createAgentKey": AgentKeyResponse, "stake": StatusResponse,
+        "redeem": StatusResponse, "resolveMarket": StatusResponse, "runSettlement": StatusResponse,
+        "seed": StatusResponse, "executeConfidentialTrade": TxResponse, "execute-confidential-trade": TxResponse,
+        "approveErc20": ApproveResponse, "approveConditionalToken": ApproveResponse,
+        "createMarket": CreateMarketResponse, "getMarket": MarketResponse,
+        "createMarketsFromBackend": CreatedMarketsResponse,
+    }[name]

@@ -41,6 +41,7 @@ from node.cre.workflow.models import (
     SeedAction,
     StakeAction,
     TradeItem,
+    response_model,
 )
 from node.gateway.crypto import SecretBox
 from node.logs import get_logger
@@ -204,6 +205,7 @@ class WorkflowRuntime:
             callbacks = [{"agentId": action.agentId, **result}]
         else:
             callbacks = [result]
+        response_model(action, result).model_validate(result)  # the seed's shape, or a bug here
         for body in callbacks:
             await self._callback(action.action, body)
         return result
