@@ -183,38 +183,35 @@ class ResolveMarketAction(_Action):
     oracle: Address
 
 
-class ApproveErc20Action(_Action):
-    action: Literal["approveErc20"]
+class _SignedBy(_Action):
+    """Actions signed by an agent key (by agentId) or the backend signer."""
+
     signer: Literal["agent", "backend"]
     agentId: str | None = None
+
+    @model_validator(mode="after")
+    def _agent(self) -> _SignedBy:
+        if self.signer == "agent" and not self.agentId:
+            raise ValueError("agentId: required when signer is 'agent'")
+        return self
+
+
+class ApproveErc20Action(_SignedBy):
+    action: Literal["approveErc20"]
     token: Address | None = None
     spender: Address
     amount: Dec
     nonce: Dec | None = None
     userInvoke: bool
 
-    @model_validator(mode="after")
-    def _agent(self) -> ApproveErc20Action:
-        if self.signer == "agent" and not self.agentId:
-            raise ValueError("agentId: required when signer is 'agent'")
-        return self
 
-
-class ApproveConditionalTokenAction(_Action):
+class ApproveConditionalTokenAction(_SignedBy):
     action: Literal["approveConditionalToken"]
-    signer: Literal["agent", "backend"]
-    agentId: str | None = None
     conditionalTokens: Address | None = None
     operator: Address
     approved: bool
     nonce: Dec | None = None
     userInvoke: bool = False
-
-    @model_validator(mode="after")
-    def _agent(self) -> ApproveConditionalTokenAction:
-        if self.signer == "agent" and not self.agentId:
-            raise ValueError("agentId: required when signer is 'agent'")
-        return self
 
 
 class RunSettlementAction(_Action):
