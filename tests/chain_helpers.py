@@ -90,7 +90,7 @@ class Deployment:
         for i in range(self.consumer.functions.deliveriesLength().call()):
             d = self.consumer.functions.deliveries(i).call()
             item = {"subscription": d[0], "interval": d[1], "redundancy": d[2], "node": d[3], "input": d[4],
-                    "output": d[5], "proof": d[6]}
+                    "output": d[5], "proof": d[6], "container_id": d[7], "index": d[8]}
             if sub_id is None or item["subscription"] == sub_id:
                 out.append(item)
         return out

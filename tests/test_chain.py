@@ -72,6 +72,15 @@ def test_recurring_subscription_gets_exactly_n_deliveries(node, dep):
     assert [decode_output(d["output"]) for d in found] == [(b"tick:" + str(i).encode()).hex() for i in (1, 2, 3)]
 
 
+def test_lazy_subscription_result_goes_to_the_inbox(node, dep):
+    sub_id = dep.created_id(dep.send(dep.consumer.functions.subscribeLazy("echo", 1, 0, 1, b"lazy")))
+    [delivery] = dep.wait_deliveries(sub_id, 1)
+    assert delivery["output"] == b"" and delivery["container_id"] == container_id(["echo"])
+    item = dep.coordinator.functions.readInbox(delivery["container_id"], delivery["index"]).call()
+    assert item[1] == sub_id and item[2] == 1
+    assert decode_output(item[4]) == (b"lazy:1").hex()
+
+
 def test_container_failure_is_not_delivered_and_is_logged(node, dep):
     receipt = dep.send(dep.consumer.functions.requestCompute("stats", b"no numbers here", 1))
     sub_id = dep.created_id(receipt)

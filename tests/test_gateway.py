@@ -391,3 +391,40 @@ def test_hmac_required_refuses_unsigned_calls(docker_engine, tmp_path):
         assert acct.sdk("/track", {"workflow_id": wid, "cost_usd": 1}, ts=int(time.time()) - 61).status == 401
     finally:
         node.stop()
+
+
+def test_unsettled_reservations_expire_and_free_the_budget(docker_engine, tmp_path):
+    node = NodeProcess(tmp_path, [], {"gateway": {"reservation_ttl": 1}}).start()
+    try:
+        acct = Account(node)
+        wid = acct.workflow(budget=1.0)
+        assert acct.sdk("/execute", {"workflow_id": wid, "estimated_cost_usd": 1.0}).json["allowed"] is True
+        assert acct.sdk("/execute", {"workflow_id": wid, "estimated_cost_usd": 0.5}).json["reason"] == "budget exhausted"
+        time.sleep(1.3)
+        again = acct.sdk("/execute", {"workflow_id": wid, "estimated_cost_usd": 0.5}).json
+        assert again["allowed"] is True and again["remaining_usd"] == pytest.approx(0.5)
+    finally:
+        node.stop()
+
+
+def test_a_client_far_behind_on_acks_is_told_to_resync(gw, acct):
+    async def scenario() -> list[str]:
+        ts = int(time.time())
+        sig = sdk_headers(acct.api_key, acct.secret, b"", ts)["X-Signature"]
+        url = f"ws://127.0.0.1:{gw.port}/ws/control/{acct.org_id}?api_key={acct.api_key}&timestamp={ts}&signature={sig}"
+        kinds = []
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(url) as ws:
+                kinds.append((await ws.receive_json())["type"])
+                wid = acct.workflow()
+                loop = asyncio.get_running_loop()
+                # 510 state changes, never acknowledged (the hub allows 500 behind)
+                for i in range(255):
+                    await loop.run_in_executor(None, acct.admin, "POST", f"/workflows/{wid}/pause")
+                    await loop.run_in_executor(None, acct.admin, "POST", f"/workflows/{wid}/resume")
+                while "ResyncRequired" not in kinds:
+                    kinds.append((await ws.receive_json(timeout=10))["type"])
+        return kinds
+
+    kinds = asyncio.run(scenario())
+    assert kinds[0] == "InitialState" and kinds[-1] == "ResyncRequired" and kinds.count("StateChange") >= 500

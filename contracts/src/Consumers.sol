@@ -84,6 +84,8 @@ contract ExampleConsumer is CallbackConsumer, SubscriptionConsumer {
         bytes input;
         bytes output;
         bytes proof;
+        bytes32 containerId; // lazy deliveries: where the result sits in the Coordinator's inbox
+        uint256 index;
     }
 
     address public signer;
@@ -112,6 +114,13 @@ contract ExampleConsumer is CallbackConsumer, SubscriptionConsumer {
     {
         recurringInput = input;
         return _createComputeSubscription(containerId, frequency, period, redundancy, false);
+    }
+
+    /// A lazy subscription: results stay in the Coordinator's inbox, the consumer gets a pointer.
+    function subscribeLazy(string calldata containerId, uint32 frequency, uint32 period, uint16 redundancy,
+                           bytes calldata input) external returns (uint32) {
+        recurringInput = input;
+        return _createComputeSubscription(containerId, frequency, period, redundancy, true);
     }
 
     /// Many recurring subscriptions in one transaction (benchmarks and load tests).
@@ -145,10 +154,10 @@ contract ExampleConsumer is CallbackConsumer, SubscriptionConsumer {
         bytes calldata input,
         bytes calldata output,
         bytes calldata proof,
-        bytes32,
-        uint256
+        bytes32 containerId,
+        uint256 index
     ) internal override {
-        deliveries.push(Delivery(subscriptionId, interval, redundancy, node, input, output, proof));
+        deliveries.push(Delivery(subscriptionId, interval, redundancy, node, input, output, proof, containerId, index));
         deliveryCount[subscriptionId] += 1;
         emit Received(subscriptionId, interval, node);
     }
