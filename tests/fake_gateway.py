@@ -16,6 +16,8 @@ from aiohttp import web
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from tests.helpers import free_port
+
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -78,9 +80,9 @@ class FakeGateway:
             app.router.add_post("/", self.handle)
             self._runner = web.AppRunner(app)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            self.port = free_port()  # outside the ephemeral range: see tests.helpers.free_port
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]
 
         asyncio.run_coroutine_threadsafe(boot(), self._loop).result(10)
         return self

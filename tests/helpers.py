@@ -18,13 +18,16 @@ from typing import Any
 
 import yaml
 
+from node.containers.manager import free_port as pick_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port below the kernel's ephemeral range: polling a port that nothing listens on yet
+    can otherwise "self-connect" (the client's own ephemeral port equals the target) and read back
+    its own request."""
+    return pick_port()
 
 
 @dataclass
@@ -142,7 +145,7 @@ class NodeProcess:
             try:
                 if self.http().get("/health", timeout=1).status == 200:
                     return self
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 pass
             time.sleep(0.2)
         raise AssertionError(f"node did not answer within {timeout}s:\n{self.log()}")

@@ -3,6 +3,7 @@ its containers through the engine socket."""
 
 from __future__ import annotations
 
+import http.client as http_client
 import subprocess
 import time
 import uuid
@@ -45,7 +46,7 @@ def test_node_image_builds_and_serves_jobs(docker_engine, tmp_path):
             try:
                 if http.get("/health", timeout=1).status == 200:
                     break
-            except OSError:
+            except (OSError, http_client.HTTPException):
                 pass
             assert time.monotonic() < deadline, subprocess.run(["docker", "logs", name], capture_output=True,
                                                                text=True).stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import socket
 import time
 from dataclasses import asdict, dataclass, field
@@ -57,10 +58,18 @@ class ContainerState:
         return out
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(low: int = 20000, high: int = 32000) -> int:
+    """A free port on 127.0.0.1 below the kernel's ephemeral range (32768-60999 by default), so a
+    probe of a port nobody listens on yet can never self-connect through an ephemeral port."""
+    for _ in range(200):
+        port = random.randrange(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ContainerSetupError(f"no free port in {low}-{high}")
 
 
 def local_image_tag(config: ContainerConfig) -> str:
