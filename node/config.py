@@ -27,6 +27,11 @@ from pydantic import (
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
+def env_flag(value: str | None) -> bool:
+    """An environment variable read as a boolean: 1/true/yes/on (any case) is true."""
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 class ConfigError(Exception):
     """A config that cannot be used; the message names the file and the field."""
 

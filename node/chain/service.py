@@ -23,7 +23,7 @@ from node.config import ChainConfig, ContainerConfig
 from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.logs import get_logger
-from node.server.http import ApiError
+from node.server.http import ApiError, json_response
 from node.storage import Database
 
 log = get_logger(__name__)
@@ -145,8 +145,6 @@ class ChainService:
     async def deliveries_view(self, request) -> Any:
         """GET /api/chain/deliveries[?subscription=<id>]: what this node did per (subscription,
         interval): status, attempts, job id (readable at /api/jobs?id=), tx hash, error."""
-        from node.server.http import json_response
-
         raw = request.query.get("subscription")
         if raw is not None and not raw.isdigit():
             raise ApiError(400, f"subscription: expected an integer, got {raw!r}")

@@ -5,11 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from node.config import CreConfig
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+from node.config import CreConfig, env_flag
 
 
 @dataclass(frozen=True)
@@ -40,7 +36,7 @@ class CreSettings:
             return next((env[n] for n in names if env.get(n)), None)
 
         def flag(value: bool | None, name: str) -> bool:
-            return value if value is not None else _truthy(env.get(name))
+            return value if value is not None else env_flag(env.get(name))
 
         allowed = config.allowed_trigger_workflow_ids
         if allowed is None and env.get("CRE_RUNTIME_ALLOWED_TRIGGER_WORKFLOW_IDS"):

@@ -11,6 +11,7 @@ from typing import Any
 from node.canonical import stable_json
 from node.storage import Database, Migration
 from node.storage.batch import GroupCommitter
+from node.timefmt import iso_utc as _iso
 
 MIGRATIONS = [
     Migration(
@@ -324,10 +325,6 @@ class CreStore:
             f"SELECT * FROM cre_callbacks WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*params, limit))
         return [{"id": r["id"], "action": r["action"], "body": json.loads(r["body"]),
                  "receivedAt": _iso(r["received_at"])} for r in rows]
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
 def _action(row) -> dict[str, Any]:

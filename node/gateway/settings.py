@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 
-from node.config import GatewayConfig
+from node.config import GatewayConfig, env_flag
 
 
 def gateway_flags(config: GatewayConfig, env: dict[str, str] | None = None) -> tuple[bool, float]:
     env = dict(os.environ) if env is None else env
     required = config.hmac_required
     if required is None:
-        required = env.get("NULLRUN_HMAC_REQUIRED", "").strip().lower() in ("1", "true", "yes", "on")
+        required = env_flag(env.get("NULLRUN_HMAC_REQUIRED"))
     max_age = config.hmac_max_age
     if max_age is None:
         try:

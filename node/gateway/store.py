@@ -13,6 +13,7 @@ from typing import Any
 from node.gateway import crypto
 from node.gateway.schema import MIGRATIONS
 from node.storage import Database
+from node.timefmt import iso_utc as _iso
 
 SESSION_TTL = 24 * 3600
 INVITE_TTL = 7 * 24 * 3600
@@ -20,12 +21,6 @@ INVITE_TTL = 7 * 24 * 3600
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
 @dataclass(frozen=True)

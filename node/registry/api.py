@@ -20,6 +20,7 @@ from node.registry.models import (
     VerifyRequest,
 )
 from node.registry.service import RegistryService
+from node.registry.signatures import sign_in_message
 from node.server.http import ApiError, json_response, parse_model, read_json
 from node.server.openapi import accepts
 
@@ -88,8 +89,6 @@ class RegistryApi:
     async def nonce(self, request: web.Request) -> web.Response:
         """Issue a single-use sign-in nonce (sign the message returned, then POST /api/auth/verify)."""
         nonce, expires = await self.store.new_nonce(self.service.config.nonce_ttl)
-        from node.registry.signatures import sign_in_message
-
         return json_response({"nonce": nonce, "message": sign_in_message(nonce), "expiresAt": int(expires)})
 
     @accepts(VerifyRequest)

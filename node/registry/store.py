@@ -11,6 +11,7 @@ from typing import Any
 
 from node.gateway.crypto import token_hash
 from node.storage import Database, Migration
+from node.timefmt import iso_utc
 
 MIGRATIONS = [
     Migration(
@@ -73,7 +74,7 @@ def new_id(prefix: str) -> str:
 
 
 def iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+    return iso_utc(ts, millis=False)
 
 
 def new_key(prefix: str) -> str:

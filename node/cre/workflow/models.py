@@ -33,9 +33,10 @@ class _Action(BaseModel):
     apiKey: str | None = None
 
 
-class TradeItem(BaseModel):
+class _TradeTerms(BaseModel):
+    """What a user signs in UserTrade besides the market: amounts, nonce, deadline."""
+
     model_config = ConfigDict(extra="forbid")
-    userSignature: Sig
     quantity: Dec
     tradeCostUsdc: Dec
     maxCostUsdc: Dec | None = None
@@ -43,22 +44,21 @@ class TradeItem(BaseModel):
     deadline: Dec
 
     @model_validator(mode="after")
-    def _max_cost(self) -> TradeItem:
+    def _max_cost(self) -> _TradeTerms:
         self.maxCostUsdc = max_cost(self.tradeCostUsdc, self.maxCostUsdc)
         return self
 
 
-class QuoteAction(_Action):
+class TradeItem(_TradeTerms):
+    userSignature: Sig
+
+
+class QuoteAction(_Action, _TradeTerms):
     action: Literal["quote", "order", "buy", "sell"]
     questionId: Hex32
     conditionId: Hex32
     outcomeIndex: int = Field(ge=0, le=255)
     buy: bool | None = None
-    quantity: Dec
-    tradeCostUsdc: Dec
-    maxCostUsdc: Dec | None = None
-    nonce: Dec
-    deadline: Dec
     userSignature: Sig | None = None
     trades: list[TradeItem] | None = None
 
@@ -70,7 +70,6 @@ class QuoteAction(_Action):
             self.buy = False
         elif self.buy is None:
             raise ValueError("buy: Field required")
-        self.maxCostUsdc = max_cost(self.tradeCostUsdc, self.maxCostUsdc)
         return self
 
 
@@ -130,25 +129,19 @@ class RedeemAction(_Action):
         return out
 
 
-class ConfidentialTradeAction(_Action):
+class ConfidentialTradeAction(_Action, _TradeTerms):
     action: Literal["executeConfidentialTrade", "execute-confidential-trade"]
     agentId: str = Field(min_length=1)
     marketId: Hex32 | None = None
     questionId: Hex32 | None = None
     outcomeIndex: int = Field(ge=0, le=255)
     buy: bool
-    quantity: Dec
-    tradeCostUsdc: Dec
-    maxCostUsdc: Dec | None = None
-    nonce: Dec
-    deadline: Dec
 
     @model_validator(mode="after")
     def _market(self) -> ConfidentialTradeAction:
         self.marketId = self.marketId or self.questionId
         if self.marketId is None:
             raise ValueError("marketId: Field required (or questionId)")
-        self.maxCostUsdc = max_cost(self.tradeCostUsdc, self.maxCostUsdc)
         return self
 
 

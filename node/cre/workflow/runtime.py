@@ -28,6 +28,7 @@ from node.cre.workflow.models import (
     CALLBACK_PATHS,
     ApproveConditionalTokenAction,
     ApproveErc20Action,
+    BackendMarket,
     ConfidentialTradeAction,
     CreateAgentKeyAction,
     CreateMarketAction,
@@ -445,8 +446,6 @@ class WorkflowRuntime:
         return {"status": "ok", "result": "runSettlement", "txHash": tx_hash, "questionId": a.questionId}
 
     async def _do_createMarketsFromBackend(self, a: CreateMarketsFromBackendAction) -> dict[str, Any]:  # noqa: N802
-        from node.cre.workflow.models import BackendMarket
-
         given = a.markets is not None
         markets = a.markets if given else [BackendMarket.model_validate(m) for m in
                                            (await self._backend("GET", "/api/cre/agent-markets") or {}).get("markets", [])]
