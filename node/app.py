@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import signal
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from node.registry.service import RegistryService
 from node.registry.store import RegistryStore
 from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
 from node.jobs.store import JobStore
+from node.lifecycle import Supervisor
 from node.logs import get_logger
 from node.server.health import HealthApi
 from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares
@@ -67,7 +69,9 @@ class Node:
         self.chain: Any = None  # ChainService, imported only when the chain is enabled (web3 is heavy)
         self.registry: RegistryApi | None = None
         self.relayer: CronRelayer | None = None
-        self._background: list[asyncio.Task] = []
+        self.exit_code = 0
+        self.supervisor = Supervisor(on_fatal=self._fatal)
+        self._stack = AsyncExitStack()
         self._box: SecretBox | None = None
 
     # -- building ---------------------------------------------------------------------------
@@ -114,7 +118,8 @@ class Node:
                                       settings.backend_api_key)
             await runtime.start()
         self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher, runtime)
-        self._background.append(asyncio.create_task(self._prune_nonces(store, settings.skew_seconds)))
+        self.supervisor.periodic("cre-nonce-prune", min(settings.skew_seconds, 60),
+                                 lambda: store.prune_nonces(settings.skew_seconds))
         log.info("cre.ready", hmac_enforced=settings.enforce_hmac, bearer_configured=bool(settings.api_key),
                  trigger_dispatch=dispatcher is not None, routed_actions=",".join(settings.action_routes) or "-")
 
@@ -130,7 +135,7 @@ class Node:
         costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
         self.orchestrator.add_gate(GovernanceGate(store, dict(config.default_workflows), costs,
                                                   config.reservation_ttl))
-        self._background.append(asyncio.create_task(self._expire_reservations(store)))
+        self.supervisor.periodic("gateway-reservation-expiry", 5, store.expire_all)
         log.info("gateway.ready", hmac_required=hmac_required, hmac_max_age=max_age,
                  default_workflows=len(config.default_workflows))
 
@@ -184,13 +189,23 @@ class Node:
         return app
 
     # -- lifecycle ---------------------------------------------------------------------------
+    #
+    # Each step starts one service and pushes its stop onto `self._stack`, so a failed start-up
+    # stops exactly what had started, and a shutdown runs the stops in reverse start order. The
+    # last step ("serving jobs") is therefore the first undone: stop taking requests, let
+    # in-flight jobs finish, and only then stop subsystems and containers.
 
     async def start(self) -> None:
         started = time.perf_counter()
+        stack = self._stack
         await self.db.open()
+        stack.push_async_callback(self.db.close)
         await self.store.start()
+        stack.push_async_callback(self.store.close)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+        stack.push_async_callback(self.session.close)
+        stack.push_async_callback(self.supervisor.close)
         self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store)
         if self.config.cre.enabled:
             await self._start_cre()
@@ -199,7 +214,8 @@ class Node:
         if self.config.chain.enabled:
             from node.chain.service import ChainService
 
-            self.chain = ChainService(self.config.chain, self.config.containers, self.db, self.orchestrator)
+            self.chain = ChainService(self.config.chain, self.config.containers, self.db, self.orchestrator,
+                                      self.supervisor)
         if self.config.registry.enabled:
             registry_store = RegistryStore(self.db)
             await registry_store.start()
@@ -207,27 +223,19 @@ class Node:
             self.registry = RegistryApi(service)
             if service.relayer_key is not None:
                 self.relayer = CronRelayer(service, self.orchestrator)
-        self.runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)
-        await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
-
-        if self.config.manage_containers:
-            await self.containers.start()
-        await self.containers.wait_ready(self.session, self.config.startup_wait)
-        endpoints = self.orchestrator.endpoints
-        for cid, state in self.containers.states.items():
-            endpoints[cid].set_url(state.url)
-        self.containers.on_url_change = lambda cid, url: endpoints[cid].set_url(url)
-        self.containers.start_monitor()
+        await self._start_server()
+        await self._start_containers()
+        stack.push_async_callback(self._drain)
         if self.cre_runner is not None:
             await self.cre_runner.recover()
         if self.chain is not None:
             await self.chain.start()
+            stack.push_async_callback(self.chain.stop)
         if self.relayer is not None:
-            self._background.append(asyncio.create_task(self.relayer.run(), name="registry-relayer"))
+            relayer = self.relayer
+            handle = self.supervisor.spawn("registry-relayer", relayer.run)
+            stack.push_async_callback(handle.stop, relayer.stop, 10.0)
+        stack.push_async_callback(self._stop_intake)
         self.started = True
         log.info(
             "node.started",
@@ -238,54 +246,62 @@ class Node:
             s=round(time.perf_counter() - started, 2),
         )
 
-    async def _prune_nonces(self, store: CreStore, window: float) -> None:
-        while True:
-            await asyncio.sleep(min(window, 60))
-            try:
-                await store.prune_nonces(window)
-            except Exception:  # noqa: BLE001 - try again next round
-                log.exception("cre.nonce_prune_failed")
+    async def _start_server(self) -> None:
+        self.runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await self.runner.setup()
+        self._stack.push_async_callback(self.runner.cleanup)
+        site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
 
-    async def _expire_reservations(self, store: GatewayStore) -> None:
-        while True:
-            await asyncio.sleep(5)
-            try:
-                await store.expire_all()
-            except Exception:  # noqa: BLE001 - try again next round
-                log.exception("gateway.expire_failed")
+    async def _start_containers(self) -> None:
+        assert self.session is not None and self.orchestrator is not None
+        self._stack.push_async_callback(self.containers.stop)
+        if self.config.manage_containers:
+            await self.containers.start()
+        await self.containers.wait_ready(self.session, self.config.startup_wait)
+        endpoints = self.orchestrator.endpoints
+        for cid, state in self.containers.states.items():
+            endpoints[cid].set_url(state.url)
+        self.containers.on_url_change = lambda cid, url: endpoints[cid].set_url(url)
+        self.containers.start_monitor()
 
-    async def stop(self) -> None:
-        """Graceful: stop taking requests, let in-flight jobs finish (or fail them), flush
-        SQLite, stop managed containers, close everything."""
-        log.info("node.stopping")
+    async def _stop_intake(self) -> None:
+        """Undone first: refuse new requests and stop pushing to WebSocket clients (the chain
+        listener and the relayer, started after this was pushed, stop next)."""
         self.started = False
         if self.gateway is not None:
             await self.gateway.close()
         if self.runner is not None:
             await self.runner.shutdown()
-        if self.relayer is not None:
-            self.relayer.stop()
-        for task in self._background:
-            task.cancel()
-        if self.chain is not None:
-            await self.chain.stop()
+
+    async def _drain(self) -> None:
+        """Once nothing submits work any more: let in-flight jobs finish for
+        `server.shutdown_grace` seconds (then fail them), and the CRE action runner with them."""
         if self.orchestrator is not None:
             await self.orchestrator.drain(self.config.server.shutdown_grace)
         if self.cre_runner is not None:
             await self.cre_runner.close(1.0)
-        if self.runner is not None:
-            await self.runner.cleanup()
-        await self.store.close()
-        await self.containers.stop()
-        if self.session is not None:
-            await self.session.close()
-        await self.db.close()
-        log.info("node.stopped")
+
+    def _fatal(self, task: str) -> None:
+        """A critical background task died: stop the node and exit non-zero, so a process manager
+        restarts it rather than leaving a process that looks alive and does nothing."""
+        self.exit_code = 1
+        self.request_stop()
+
+    async def stop(self) -> None:
+        """Graceful: undo every start step that ran, newest first."""
+        log.info("node.stopping")
+        self.started = False
+        await self._stack.aclose()
+        log.info("node.stopped", exit_code=self.exit_code)
 
     def request_stop(self) -> None:
         self._stopping.set()
 
-    async def serve_forever(self) -> None:
+    async def serve_forever(self) -> int:
+        """Run until SIGINT/SIGTERM or a fatal background failure; the process exit code."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
@@ -294,3 +310,4 @@ class Node:
             await self._stopping.wait()
         finally:
             await self.stop()
+        return self.exit_code

@@ -54,11 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
         runner = asyncio.run
     try:
-        runner(Node(config).serve_forever())
+        return runner(Node(config).serve_forever())
     except ContainerSetupError as exc:
         get_logger("node").error("node.failed", error=str(exc))
         return 1
-    return 0
 
 
 if __name__ == "__main__":

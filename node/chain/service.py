@@ -22,6 +22,7 @@ from node.chain.wallet import Wallet
 from node.config import ChainConfig, ContainerConfig
 from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
 from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
 from node.server.http import ApiError, json_response
 from node.storage import Database
@@ -31,7 +32,7 @@ log = get_logger(__name__)
 
 class ChainService:
     def __init__(self, config: ChainConfig, containers: list[ContainerConfig], db: Database,
-                 orchestrator: Orchestrator) -> None:
+                 orchestrator: Orchestrator, supervisor: Supervisor) -> None:
         assert config.rpc_url and config.coordinator_address and config.reader_address
         assert config.wallet.private_key is not None
         self.config = config
@@ -49,7 +50,8 @@ class ChainService:
         self.wallet: Wallet | None = None
         self.processor: Processor | None = None
         self.listener: Listener | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._supervisor = supervisor
+        self._tasks: list[Supervised] = []
         self.chain_id: int | None = None
 
     # -- which subscriptions this node serves -------------------------------------------------
@@ -125,19 +127,15 @@ class ChainService:
                                  batch_blocks=self.config.snapshot_batch_blocks, reader_batch=self.config.reader_batch,
                                  poll_interval=self.config.poll_interval, on_subscriptions=self._on_subscriptions,
                                  on_cancelled=self._on_cancelled, on_reorg=self._on_reorg)
-        self._tasks = [asyncio.create_task(self.listener.run(), name="chain-listener"),
-                       asyncio.create_task(self.processor.run(), name="chain-processor")]
+        self._tasks = [self._supervisor.spawn("chain-listener", self.listener.run),
+                       self._supervisor.spawn("chain-processor", self.processor.run)]
         log.info("chain.started", coordinator=self.coordinator.address, resumed_subscriptions=len(resumed))
 
     async def stop(self) -> None:
-        if self.listener:
-            self.listener.stop()
-        if self.processor:
-            self.processor.stop()
+        """Stop the listener and the processor, giving in-flight deliveries up to 15 s."""
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=15)
-            for task in pending:
-                task.cancel()
+            listener, processor = self._tasks
+            await asyncio.gather(listener.stop(self.listener.stop, 15), processor.stop(self.processor.stop, 15))
 
     async def ping(self) -> bool:
         return (await self.w3.eth.block_number) >= 0
