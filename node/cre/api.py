@@ -22,7 +22,7 @@ from node.cre.models import (
 )
 from node.cre.settings import CreSettings
 from node.cre.store import Conflict, CreStore
-from node.cre.jsjson import NotJsSafe
+from node.cre.jsjson import NotJsSafe, stringify
 from node.cre.workflow.errors import ActionConflict, ActionError
 from node.cre.workflow.models import KNOWN_ACTIONS, parse_action
 from node.logs import get_logger
@@ -189,6 +189,10 @@ class CreApi:
         payload = req.input
         if not isinstance(payload, (dict, list)):  # the gateway's rule (http_trigger_handler.go)
             raise ApiError(400, "input: must be a JSON object or array ({} if none)")
+        try:  # the gateway hashes JCS (JS numbers): refuse what would not survive it
+            stringify(payload, "input")
+        except NotJsSafe as exc:
+            raise ApiError(400, str(exc), {"field": exc.path}) from None
         if isinstance(payload, dict) and payload.get("action") in KNOWN_ACTIONS:
             # Checked with the models the local runtime executes, for an early, clear 400; the
             # input is then sent exactly as the app wrote it (no defaults, nothing dropped).
@@ -203,8 +207,9 @@ class CreApi:
         request_id = req.requestId or str(uuid.uuid4())
         try:
             result = await self._dispatcher.execute(req.workflowId, request_id, payload)
-        except NotJsSafe as exc:
-            raise ApiError(400, f"input.{exc}" if exc.path else str(exc), {"field": exc.path}) from None
+        except NotJsSafe as exc:  # e.g. a lone surrogate in requestId
+            raise ApiError(400, f"requestId: {exc.problem}" if exc.path == "id" else str(exc),
+                           {"field": exc.path}) from None
         except GatewayError as exc:
             raise ApiError(exc.status, exc.message, {"requestId": request_id,
                                                      "gatewayUrl": self._dispatcher.gateway_url}) from None
