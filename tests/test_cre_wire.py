@@ -257,3 +257,24 @@ async def test_a_replay_is_refused_for_as_long_as_its_timestamp_is_accepted(brid
     bridge.clock.now += 4.5  # now past timestamp + skew: the timestamp itself is refused
     status, answer = await bridge.post("/api/cre/runtime/ingest", body, headers)
     assert status == 401 and "window" in answer["error"]
+
+
+# -- the local runtime is never open by accident (security item 4) ---------------------------------
+
+RUNTIME = {"rpc_url": "http://127.0.0.1:8545", "don_key": "0x" + "01" * 32, "forwarder_address": A,
+           "sub0_address": A, "vault_address": A, "conditional_tokens_address": A, "usdc_address": A}
+
+
+def test_a_runtime_without_a_key_is_refused_at_config_load():
+    from pydantic import ValidationError
+
+    from node.config import CreConfig
+
+    with pytest.raises(ValidationError, match="cre.runtime needs api_key"):
+        CreConfig.model_validate({"runtime": RUNTIME})
+    with pytest.raises(ValidationError, match="cre.runtime needs api_key"):
+        CreConfig.model_validate({"runtime": {**RUNTIME, "api_key": ""}})
+    assert CreConfig.model_validate({"runtime": {**RUNTIME, "api_key": "k"}}).runtime.api_key
+    # only an explicit choice runs it open (and the runtime logs a warning when it starts)
+    assert CreConfig.model_validate({"runtime": {**RUNTIME, "allow_unauthenticated": True}}).runtime
+    assert CreConfig.model_validate({"runtime": {**RUNTIME, "enabled": False}}).runtime
