@@ -60,11 +60,11 @@ class RuntimeAuth:
         if len(nonce) > MAX_NONCE:
             raise ApiError(401, f"x-cre-nonce longer than {MAX_NONCE} characters")
         try:
-            signing.body_string(body)
+            text = signing.body_string(body)
         except signing.NotJsSafe as exc:  # no JS signer can have signed it: say why, not "bad signature"
             raise ApiError(400, str(exc), {"field": exc.path}) from None
         key = settings.hmac_secret or settings.api_key
-        if not signing.verify(key, timestamp, nonce, body, signature):
+        if not signing.verify_text(key, timestamp, nonce, text, signature):
             raise ApiError(401, "Invalid request signature")
         # A timestamp is accepted until timestamp + skew, so its nonce is kept until then.
         if not await self._store.use_nonce(nonce, int(timestamp) / 1000 + settings.skew_seconds):

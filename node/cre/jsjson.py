@@ -19,13 +19,12 @@ them; send big values as decimal strings, as the seeds do), NaN/Infinity, lone s
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from typing import Any
 
 MAX_SAFE = 2**53
-
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
 
 class NotJsSafe(ValueError):
     def __init__(self, path: str, problem: str) -> None:
@@ -34,20 +33,15 @@ class NotJsSafe(ValueError):
         self.problem = problem
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_encode_string = json.encoder.encode_basestring  # C: escapes exactly what JSON.stringify escapes
+
+
 def _string(text: str, path: str) -> str:
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif code < 0x20:
-            out.append(f"\\u{code:04x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            raise NotJsSafe(path, "contains a lone UTF-16 surrogate (not valid Unicode text)")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    """JSON.stringify's string: `"` `\\` \\b \\f \\n \\r \\t, other controls as \\u00xx, the rest as is."""
+    if _SURROGATE.search(text):
+        raise NotJsSafe(path, "contains a lone UTF-16 surrogate (not valid Unicode text)")
+    return _encode_string(text)
 
 
 def number(value: float) -> str:
@@ -106,7 +100,10 @@ def _write(value: Any, path: str, out: list[str]) -> None:
         out.append("]")
     elif isinstance(value, dict):
         out.append("{")
-        for index, key in enumerate(sorted(value, key=lambda k: _utf16_key(str(k)))):
+        keys = sorted(value, key=str)
+        if any(ch > "\uffff" for key in keys for ch in str(key)):  # code points and UTF-16 disagree
+            keys.sort(key=lambda k: _utf16_key(str(k)))
+        for index, key in enumerate(keys):
             if index:
                 out.append(",")
             name = str(key)

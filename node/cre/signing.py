@@ -24,17 +24,26 @@ from typing import Any
 
 from node.cre.jsjson import NotJsSafe, stringify
 
-__all__ = ["NotJsSafe", "body_string", "sign", "verify"]
+__all__ = ["NotJsSafe", "body_string", "sign", "sign_text", "verify", "verify_text"]
 
 
 def body_string(body: Any | None) -> str:
     return "" if body is None else stringify(body)
 
 
-def sign(key: str, timestamp: str, nonce: str, body: Any | None) -> str:
-    message = f"{timestamp}.{nonce}.{body_string(body)}".encode()
+def sign_text(key: str, timestamp: str, nonce: str, text: str) -> str:
+    """The signature over an already computed stableJsonBody."""
+    message = f"{timestamp}.{nonce}.{text}".encode()
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
+def sign(key: str, timestamp: str, nonce: str, body: Any | None) -> str:
+    return sign_text(key, timestamp, nonce, body_string(body))
+
+
+def verify_text(key: str, timestamp: str, nonce: str, text: str, signature: str) -> bool:
+    return hmac.compare_digest(sign_text(key, timestamp, nonce, text).encode(), signature.lower().encode())
+
+
 def verify(key: str, timestamp: str, nonce: str, body: Any | None, signature: str) -> bool:
-    return hmac.compare_digest(sign(key, timestamp, nonce, body).encode(), signature.lower().encode())
+    return verify_text(key, timestamp, nonce, body_string(body), signature)
