@@ -278,3 +278,15 @@ def test_a_runtime_without_a_key_is_refused_at_config_load():
     # only an explicit choice runs it open (and the runtime logs a warning when it starts)
     assert CreConfig.model_validate({"runtime": {**RUNTIME, "allow_unauthenticated": True}}).runtime
     assert CreConfig.model_validate({"runtime": {**RUNTIME, "enabled": False}}).runtime
+
+
+def test_the_request_digest_matches_chainlinks_published_test_vector():
+    """chainlink-common pkg/jsonrpc2/types_test.go pins Request.Digest() of this request."""
+    from node.cre.gateway import canonical
+    from tests.fake_gateway import request_digest
+
+    request = {"jsonrpc": "2.0", "id": "1", "method": "service.method",
+               "params": {"id": "1", "namespace": "test", "owner": "test"}}
+    vector = "0d390d82191fcc4fe7b321124f55e3880bf3f754c725d10bcc0668cebf6a6ded"
+    assert hashlib.sha256(canonical(request)).hexdigest() == vector
+    assert request_digest(request) == vector

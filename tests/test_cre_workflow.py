@@ -382,9 +382,11 @@ def test_the_workflow_refuses_callers_without_the_key(env):
                               ({**agent, "apiKey": "wrong"}, {}), ({"input": agent}, {})):
             resp = http.post(path, body, headers=headers)
             assert resp.status == 401 and resp.json["success"] is False, (path, resp.body)
-    # the seed's way: apiKey in the payload
-    market = act(env, {"action": "getMarket", "questionId": "0x" + "00" * 32, "apiKey": RUNTIME_KEY}, 400)
-    assert "not found" in market["error"]
+    # the seed's way: apiKey in the payload (also next to a bearer token that is not ours, e.g. a JWT)
+    for headers in ({}, {"Authorization": "Bearer eyJhbGciOiJFVEgifQ.e30.c2ln"}):
+        market = http.post("/api/cre/workflow", {"action": "getMarket", "questionId": "0x" + "00" * 32,
+                                                 "apiKey": RUNTIME_KEY}, headers=headers)
+        assert market.status == 400 and "not found" in market.json["error"], market.body
 
 
 def test_what_the_cre_simulator_takes_works_unchanged(env):

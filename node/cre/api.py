@@ -243,10 +243,9 @@ class CreApi:
         elif isinstance(body, dict) and "action" not in body and isinstance(body.get("input"), dict):
             body = body["input"]  # the simulator's {"input": {...}}
         header = request.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else (body.get("apiKey") if isinstance(body, dict)
-                                                                 else None)
+        bearer = header[7:] if header.startswith("Bearer ") else None  # may also be a gateway-style JWT
         try:
-            self._runtime.authorize(given)
+            self._runtime.authorize(bearer, body.get("apiKey") if isinstance(body, dict) else None)
         except PermissionError as exc:
             raise ApiError(401, str(exc)) from None
         try:

@@ -206,11 +206,13 @@ class WorkflowRuntime:
 
     # -- dispatch -----------------------------------------------------------------------------------
 
-    def authorize(self, given: Any) -> None:
-        """The caller's key (payload apiKey or bearer token), compared in constant time."""
+    def authorize(self, *given: Any) -> None:
+        """Passes if any of the caller's keys (bearer token, payload apiKey) is ours; each is
+        compared in constant time."""
         if self._api_key is None:  # allow_unauthenticated, warned at start
             return
-        if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self._api_key):
+        matches = [hmac.compare_digest(g.encode(), self._api_key) for g in given if isinstance(g, str)]
+        if not any(matches):
             raise PermissionError("missing or invalid apiKey")
 
     async def execute(self, action: Any) -> dict[str, Any]:
