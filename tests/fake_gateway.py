@@ -42,7 +42,8 @@ def _es_number(value: float) -> str:
     for precision in range(1, 18):  # fewest digits that read back as the value; closest, then even
         scale = Decimal(1).scaleb(exact.adjusted() - precision + 1)
         below = (exact / scale).to_integral_value(ROUND_FLOOR) * scale
-        found = sorted((c for c in (below, below + scale) if float(c) == value), key=lambda c: (abs(c - exact), (c / scale) % 2))
+        found = sorted((c for c in (below, below + scale) if float(c) == value),
+                       key=lambda c: (abs(c - exact), (c / scale) % 2))
         if found:
             break
     sign_, digit_tuple, exponent = found[0].normalize().as_tuple()

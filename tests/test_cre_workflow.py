@@ -247,7 +247,8 @@ def test_market_lifecycle(env):
               "token": usdc.address, "owner": USER.address, "deadline": str(deadline), "nonce": "0",
               "signature": "0x" + OTHER.sign_message(encode_typed_data(full_message=redeem_typed)).signature.hex()}
     assert "owner's Redeem signature" in act(env, redeem, 400)["error"]
-    redeem["signature"] = compact("0x" + USER.sign_message(encode_typed_data(full_message=redeem_typed)).signature.hex())
+    owner_sig = USER.sign_message(encode_typed_data(full_message=redeem_typed)).signature
+    redeem["signature"] = compact("0x" + owner_sig.hex())  # 64-byte EIP-2098 form
     before_redeem = usdc.functions.balanceOf(USER.address).call()
     assert act(env, redeem)["result"] == "redeem"
     assert usdc.functions.balanceOf(USER.address).call() == before_redeem + (qty - half) // 10**12
