@@ -169,6 +169,7 @@ class Node:
         app.add_routes(HealthApi(checks, lambda: self.started).routes())
         if self.cre is not None:
             shapes.register(cre_api.PREFIX, cre_api.cre_error)
+            shapes.register("/trigger", cre_api.cre_error)  # the simulator-style workflow trigger
             app.add_routes(self.cre.routes())
         if self.gateway is not None:
             for prefix in (gateway_api.PREFIX, "/ws/", "/health/", "/healthz"):

@@ -228,7 +228,10 @@ class CreRuntimeConfig(_Model):
     """The local CRE-compatible workflow runtime (seed 001 actions executed by this node)."""
 
     enabled: bool = True
-    api_key: SecretStr | None = Field(None, description="If set, payloads must carry this apiKey")
+    api_key: SecretStr | None = Field(None, description="Callers of /api/cre/workflow must send this key, as the "
+                                                        "payload's apiKey or as Authorization: Bearer")
+    allow_unauthenticated: bool = Field(False, description="Run without api_key: anyone who reaches the node can "
+                                                           "have the DON key sign (logged as a warning at start)")
     rpc_url: str
     don_key: SecretStr = Field(description="The DON's signing key (quotes, reports)")
     transmitter_key: SecretStr | None = Field(None, description="Sends report transactions; default: don_key")
@@ -250,6 +253,13 @@ class CreRuntimeConfig(_Model):
         if not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
             raise ValueError(f"{value!r} is not a 0x-prefixed 20-byte address")
         return value
+
+    @model_validator(mode="after")
+    def _keyed(self) -> CreRuntimeConfig:
+        if self.enabled and not (self.api_key and self.api_key.get_secret_value()) and not self.allow_unauthenticated:
+            raise ValueError("cre.runtime needs api_key (anyone could otherwise have the DON, backend and agent "
+                             "keys sign); set allow_unauthenticated: true only to run it open on purpose")
+        return self
 
 
 class CreConfig(_Model):

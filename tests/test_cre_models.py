@@ -57,7 +57,49 @@ def test_conditional_fields_and_unknown_input():
     with pytest.raises(ValidationError):
         parse_action({"action": "createMarket", "question": "q", "oracle": A, "duration": 1, "outcomeSlotCount": 2,
                       "oracleType": 4, "marketType": 0, "creatorAddress": A})
-    with pytest.raises(ValidationError):
-        parse_action({"action": "getMarket", "questionId": Q, "surprise": 1})
+    # a field the seed does not name is ignored, as the JavaScript workflow ignores it
+    assert parse_action({"action": "getMarket", "questionId": Q, "surprise": 1}).questionId == Q
     with pytest.raises(ValidationError):
         parse_action({"action": "launchRocket"})
+
+
+def test_a_batch_written_from_the_seed_shares_only_market_and_side():
+    item = {"userSignature": "0x" + "ab" * 65, "quantity": "1", "tradeCostUsdc": "2", "nonce": "0", "deadline": "9"}
+    batch = parse_action({"action": "buy", "questionId": Q, "conditionId": C, "outcomeIndex": 0, "trades": [item]})
+    assert batch.buy is True and batch.trades[0].maxCostUsdc == "2" and batch.quantity is None
+    with pytest.raises(ValidationError, match="quantity"):  # without trades[] the top level is the trade
+        parse_action({"action": "buy", "questionId": Q, "conditionId": C, "outcomeIndex": 0, "tradeCostUsdc": "1",
+                      "nonce": "0", "deadline": "9"})
+    with pytest.raises(ValidationError, match="tradeCostUsdc"):  # each item carries its terms
+        parse_action({"action": "buy", "questionId": Q, "conditionId": C, "outcomeIndex": 0,
+                      "trades": [{k: v for k, v in item.items() if k != "tradeCostUsdc"}]})
+
+
+def test_entropy_is_hex_with_or_without_0x():
+    for entropy in ("0xdeadbeef", "deadbeef", "DEADBEEF"):
+        assert parse_action({"action": "createAgentKey", "agentId": "a", "entropy": entropy}).entropy == entropy
+    with pytest.raises(ValidationError, match="entropy"):
+        parse_action({"action": "createAgentKey", "agentId": "a", "entropy": "not-hex"})
+
+
+def test_compact_eip2098_signatures_are_accepted_and_expanded():
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    from node.cre.workflow.models import full_signature
+
+    account = Account.create()
+    for text in ("one", "two", "three", "four"):  # both y parities show up over a few messages
+        signed = account.sign_message(encode_defunct(text=text))
+        compact = signed.r.to_bytes(32, "big") + (((signed.v - 27) << 255) | signed.s).to_bytes(32, "big")
+        full = full_signature("0x" + compact.hex())
+        assert full == "0x" + bytes(signed.signature).hex()
+        assert Account.recover_message(encode_defunct(text=text), signature=full) == account.address
+    item = {"userSignature": "0x" + "ab" * 64, "quantity": "1", "tradeCostUsdc": "2", "nonce": "0", "deadline": "9"}
+    assert parse_action({"action": "order", "buy": True, "questionId": Q, "conditionId": C, "outcomeIndex": 0,
+                         **item}).userSignature == item["userSignature"]
+    redeem = {"action": "redeem", "parentCollectionId": Q, "conditionId": C, "indexSets": [1], "token": A,
+              "owner": A, "deadline": "1", "nonce": "0"}
+    assert parse_action({**redeem, "signature": "0x" + "cd" * 64}).signature
+    with pytest.raises(ValidationError, match="signature"):
+        parse_action({**redeem, "signature": "0x" + "cd" * 63})

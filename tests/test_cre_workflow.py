@@ -26,6 +26,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 DON, TRANSMITTER, BACKEND_SIGNER = Account.from_key(KEYS[1]), Account.from_key(KEYS[2]), Account.from_key(KEYS[3])
 USER, OTHER, ORACLE = Account.from_key(KEYS[4]), Account.from_key(KEYS[5]), Account.create()
 BACKEND_KEY = "backend-key"
+RUNTIME_KEY = "runtime-key"
+AUTH = {"Authorization": f"Bearer {RUNTIME_KEY}"}
 SHARE, USDC = 10**18, 10**6
 DOMAIN = [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
           {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}]
@@ -105,7 +107,7 @@ def env(docker_engine, tmp_path_factory):
     backend = Backend().start()
     node = NodeProcess(tmp_path_factory.mktemp("creflow"), [], {"cre": {
         "api_key": "keepr", "backend_api_key": BACKEND_KEY,
-        "runtime": {"rpc_url": anvil.url, "don_key": DON.key.hex(), "transmitter_key": TRANSMITTER.key.hex(),
+        "runtime": {"api_key": RUNTIME_KEY, "rpc_url": anvil.url, "don_key": DON.key.hex(), "transmitter_key": TRANSMITTER.key.hex(),
                     "backend_signer_key": BACKEND_SIGNER.key.hex(), "tee_master_key": "ab" * 32,
                     "forwarder_address": forwarder.address, "sub0_address": sub0.address,
                     "vault_address": vault.address, "conditional_tokens_address": ct.address,
@@ -119,8 +121,8 @@ def env(docker_engine, tmp_path_factory):
     anvil.stop()
 
 
-def act(env, payload, status=200):
-    resp = env["node"].http().post("/api/cre/workflow", payload)
+def act(env, payload, status=200, path="/api/cre/workflow"):
+    resp = env["node"].http().post(path, payload, headers=AUTH)
     assert resp.status == status, resp.body
     return resp.json
 
@@ -136,6 +138,13 @@ def user_trade(env, account, market, outcome, buy, quantity, max_cost, nonce, de
         "message": {"marketId": bytes.fromhex(market[2:]), "outcomeIndex": outcome, "buy": buy, "quantity": quantity,
                     "maxCostUsdc": max_cost, "nonce": nonce, "deadline": deadline}}
     return "0x" + account.sign_message(encode_typed_data(full_message=data)).signature.hex()
+
+
+def compact(signature: str) -> str:
+    """The 64-byte EIP-2098 form of a 65-byte signature: r ‖ (yParity << 255 | s)."""
+    raw = bytes.fromhex(signature[2:])
+    y_and_s = (raw[64] - 27) << 255 | int.from_bytes(raw[32:64], "big")
+    return "0x" + (raw[:32] + y_and_s.to_bytes(32, "big")).hex()
 
 
 def lmsr_reference(q: list[float], b: float, outcome: int, delta: float) -> float:
@@ -189,7 +198,7 @@ def test_market_lifecycle(env):
 
     # errors, each clear and with no state change: reused nonce, expired deadline, max cost below cost, wrong signer
     state = vault.functions.getShares(bytes.fromhex(qid[2:])).call()
-    reused = env["node"].http().post("/api/cre/workflow", buy)
+    reused = env["node"].http().post("/api/cre/workflow", buy, headers=AUTH)
     assert reused.status == 400 and "nonce" in reused.json["error"]
     stale = {**buy, "nonce": "1", "deadline": str(int(time.time()) - 5),
              "userSignature": user_trade(env, USER, qid, 0, True, qty, cost, 1, int(time.time()) - 5)}
@@ -209,8 +218,7 @@ def test_market_lifecycle(env):
             "tradeCostUsdc": str(cost2), "maxCostUsdc": str(cost2 + 10), "nonce": "0", "deadline": str(deadline)}
     bad = {**good, "userSignature": "0x" + "11" * 65}
     batch = act(env, {"action": "order", "buy": True, "questionId": qid, "conditionId": cid, "outcomeIndex": 1,
-                      "quantity": str(qty), "tradeCostUsdc": str(cost2), "nonce": "0", "deadline": str(deadline),
-                      "trades": [good, bad]})
+                      "trades": [good, bad]})  # as the seed writes a batch: no top-level trade terms
     assert len(batch["txHashes"]) == 1 and len(batch["errors"]) == 1 and batch["errors"][0].startswith("trade[1]:")
 
     # sell half of the YES position back
@@ -220,7 +228,7 @@ def test_market_lifecycle(env):
     before_sell = usdc.functions.balanceOf(USER.address).call()
     sell = {"action": "sell", "questionId": qid, "conditionId": cid, "outcomeIndex": 0, "quantity": str(half),
             "tradeCostUsdc": str(proceeds), "nonce": "1", "deadline": str(deadline),
-            "userSignature": user_trade(env, USER, qid, 0, False, half, proceeds, 1, deadline)}
+            "userSignature": compact(user_trade(env, USER, qid, 0, False, half, proceeds, 1, deadline))}
     act(env, sell)
     assert usdc.functions.balanceOf(USER.address).call() == before_sell + proceeds
 
@@ -239,7 +247,8 @@ def test_market_lifecycle(env):
               "token": usdc.address, "owner": USER.address, "deadline": str(deadline), "nonce": "0",
               "signature": "0x" + OTHER.sign_message(encode_typed_data(full_message=redeem_typed)).signature.hex()}
     assert "owner's Redeem signature" in act(env, redeem, 400)["error"]
-    redeem["signature"] = "0x" + USER.sign_message(encode_typed_data(full_message=redeem_typed)).signature.hex()
+    owner_sig = USER.sign_message(encode_typed_data(full_message=redeem_typed)).signature
+    redeem["signature"] = compact("0x" + owner_sig.hex())  # 64-byte EIP-2098 form
     before_redeem = usdc.functions.balanceOf(USER.address).call()
     assert act(env, redeem)["result"] == "redeem"
     assert usdc.functions.balanceOf(USER.address).call() == before_redeem + (qty - half) // 10**12
@@ -282,13 +291,16 @@ def test_agent_key_and_confidential_trade(env):
                         "outcomeSlotCount": 2, "oracleType": 1, "marketType": 0, "creatorAddress": USER.address})
     qid = created["questionId"]
     act(env, {"action": "seed", "questionId": qid, "amountUsdc": str(50 * USDC), "bParameter": "20"})
-    agent = act(env, {"action": "createAgentKey", "agentId": "agent-1"})
+    agent = act(env, {"action": "createAgentKey", "agentId": "agent-1", "entropy": "c0ffee"})
     assert agent["encryptedKeyBlob"] and {"signedEthTransfer", "signedErc20", "signedCT"} <= set(agent)
     # the blob is the agent's key under AES-256-GCM with the TEE master key; the key is never logged
     raw = base64.urlsafe_b64decode(agent["encryptedKeyBlob"] + "=" * (-len(agent["encryptedKeyBlob"]) % 4))
     key = AES.new(bytes.fromhex("ab" * 32), AES.MODE_GCM, nonce=raw[:12]).decrypt_and_verify(raw[12:-16], raw[-16:])
     assert Account.from_key(key).address == agent["address"]
     assert key.hex() not in env["node"].log()
+    # the agent's key is never replaced: funds sent to its address would be stranded
+    again = act(env, {"action": "createAgentKey", "agentId": "agent-1", "entropy": "0xc0ffee"}, 409)
+    assert "already has a key" in again["error"]
     for raw in (agent["signedEthTransfer"],):
         w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(raw))
     chain.send(usdc.functions.mint(agent["address"], 100 * USDC))
@@ -316,13 +328,15 @@ def test_agent_key_and_confidential_trade(env):
 
 
 def test_bad_actions_name_the_field(env):
-    resp = env["node"].http().post("/api/cre/workflow", {"action": "lmsrPricing", "outcomeIndex": 0, "quantity": "1"})
+    resp = env["node"].http().post("/api/cre/workflow", {"action": "lmsrPricing", "outcomeIndex": 0, "quantity": "1"},
+                                   headers=AUTH)
     assert resp.status == 400 and "marketId" in resp.json["error"]
-    resp = env["node"].http().post("/api/cre/workflow", {"action": "nope"})
+    resp = env["node"].http().post("/api/cre/workflow", {"action": "nope"}, headers=AUTH)
     assert resp.status == 400
     rpc = env["node"].http().post("/api/cre/workflow", {"jsonrpc": "2.0", "id": "r1", "method": "workflows.execute",
                                                         "params": {"input": {"action": "getMarket",
-                                                                             "questionId": "0x" + "00" * 32}}})
+                                                                             "questionId": "0x" + "00" * 32}}},
+                                   headers=AUTH)
     assert rpc.status == 400 and "not found" in rpc.json["error"]
 
 
@@ -353,5 +367,34 @@ def test_quote_only_and_conditional_token_approval(env):
     w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed["signedTx"]))
     assert ct.functions.isApprovedForAll(BACKEND_SIGNER.address, vault.address).call() is True
     missing = env["node"].http().post("/api/cre/workflow", {"action": "approveConditionalToken", "signer": "agent",
-                                                            "operator": vault.address, "approved": True})
+                                                            "operator": vault.address, "approved": True},
+                                      headers=AUTH)
     assert missing.status == 400 and "agentId" in missing.json["error"]
+
+
+def test_the_workflow_refuses_callers_without_the_key(env):
+    """Security item 4: the DON key must not sign for anyone who reaches the node."""
+    http = env["node"].http()
+    resolve = {"action": "resolveMarket", "questionId": "0x" + "99" * 32, "payouts": ["1", "0"],
+               "oracle": ORACLE.address}
+    agent = {"action": "createAgentKey", "agentId": "intruder"}
+    for path in ("/api/cre/workflow", "/api/cre/workflow/trigger", "/trigger"):
+        for body, headers in ((resolve, {}), (agent, {"Authorization": "Bearer wrong"}),
+                              ({**agent, "apiKey": "wrong"}, {}), ({"input": agent}, {})):
+            resp = http.post(path, body, headers=headers)
+            assert resp.status == 401 and resp.json["success"] is False, (path, resp.body)
+    # the seed's way: apiKey in the payload (also next to a bearer token that is not ours, e.g. a JWT)
+    for headers in ({}, {"Authorization": "Bearer eyJhbGciOiJFVEgifQ.e30.c2ln"}):
+        market = http.post("/api/cre/workflow", {"action": "getMarket", "questionId": "0x" + "00" * 32,
+                                                 "apiKey": RUNTIME_KEY}, headers=headers)
+        assert market.status == 400 and "not found" in market.json["error"], market.body
+
+
+def test_what_the_cre_simulator_takes_works_unchanged(env):
+    """`cre workflow simulate` listens on /trigger for {"input": {...}} (cre-cli simulate.go)."""
+    created = act(env, {"input": {"action": "createMarket", "question": "Simulated?", "oracle": ORACLE.address,
+                                  "duration": 600, "outcomeSlotCount": 2, "oracleType": 1, "marketType": 0,
+                                  "creatorAddress": OTHER.address, "clientRef": "app-7"}}, path="/trigger")
+    got = act(env, {"input": {"action": "getMarket", "questionId": created["questionId"]}},
+              path="/api/cre/workflow/trigger")
+    assert got["question"] == "Simulated?" and got["conditionId"] == created["conditionId"]

@@ -22,8 +22,9 @@ from node.cre.models import (
 )
 from node.cre.settings import CreSettings
 from node.cre.store import Conflict, CreStore
-from node.cre.workflow.errors import ActionError
-from node.cre.workflow.models import parse_action
+from node.cre.jsjson import NotJsSafe, stringify
+from node.cre.workflow.errors import ActionConflict, ActionError
+from node.cre.workflow.models import KNOWN_ACTIONS, parse_action
 from node.logs import get_logger
 from node.server.openapi import accepts
 from node.server.http import ApiError, json_response, parse_json, parse_model, query_limit, validation_message
@@ -76,7 +77,10 @@ class CreApi:
             web.get(f"{runtime}/actions/{{id:\\d+}}", self.get_action),
             web.post(f"{runtime}/actions/{{id:\\d+}}/ack", self.ack),
             web.post(f"{PREFIX}/workflow", self.workflow),
+            web.post(f"{PREFIX}/workflow/trigger", self.workflow),
         ]
+        if self._runtime is not None:  # the path `cre workflow simulate` listens on
+            routes.append(web.post("/trigger", self.workflow))
         for name in CALLBACKS:
             routes.append(web.post(f"{PREFIX}/{name}", self._callback_post(name)))
             routes.append(web.get(f"{PREFIX}/{name}", self._callback_get(name)))
@@ -182,20 +186,30 @@ class CreApi:
         allowed = self._settings.allowed_trigger_workflow_ids
         if allowed is not None and req.workflowId not in allowed:
             raise ApiError(403, f"workflowId not in the allowed trigger workflows: {req.workflowId}")
+        payload = req.input
+        if not isinstance(payload, (dict, list)):  # the gateway's rule (http_trigger_handler.go)
+            raise ApiError(400, "input: must be a JSON object or array ({} if none)")
+        try:  # the gateway hashes JCS (JS numbers): refuse what would not survive it
+            stringify(payload, "input")
+        except NotJsSafe as exc:
+            raise ApiError(400, str(exc), {"field": exc.path}) from None
+        if isinstance(payload, dict) and payload.get("action") in KNOWN_ACTIONS:
+            # Checked with the models the local runtime executes, for an early, clear 400; the
+            # input is then sent exactly as the app wrote it (no defaults, nothing dropped).
+            try:
+                parse_action(payload)
+            except ValidationError as exc:
+                message, problems = validation_message(exc)
+                raise ApiError(400, f"input.{message}", {"errors": problems}) from None
         if self._dispatcher is None:
             raise ApiError(503, "CRE trigger dispatch is not configured (CRE_GATEWAY_URL and "
                                 "CRE_HTTP_TRIGGER_PRIVATE_KEY are required)")
         request_id = req.requestId or str(uuid.uuid4())
-        payload = req.input
-        if isinstance(payload, dict) and "action" in payload:
-            # The same typed models the local runtime executes: a bad action never leaves the node.
-            try:
-                payload = parse_action(payload).model_dump(mode="json", exclude_none=True)
-            except ValidationError as exc:
-                message, problems = validation_message(exc)
-                raise ApiError(400, f"input.{message}", {"errors": problems}) from None
         try:
             result = await self._dispatcher.execute(req.workflowId, request_id, payload)
+        except NotJsSafe as exc:  # e.g. a lone surrogate in requestId
+            raise ApiError(400, f"requestId: {exc.problem}" if exc.path == "id" else str(exc),
+                           {"field": exc.path}) from None
         except GatewayError as exc:
             raise ApiError(exc.status, exc.message, {"requestId": request_id,
                                                      "gatewayUrl": self._dispatcher.gateway_url}) from None
@@ -215,14 +229,25 @@ class CreApi:
 
     async def workflow(self, request: web.Request) -> web.Response:
         """The local CRE workflow's HTTP trigger: a seed-001 action payload (`action` selects),
-        bare or inside a JSON-RPC `workflows.execute` envelope; answers the action's response."""
+        bare, inside a JSON-RPC `workflows.execute` envelope, or as `{"input": {...}}` (what the
+        CRE CLI's `cre workflow simulate` HTTP trigger takes at /trigger); answers the action's
+        response. The key is the payload's `apiKey` or an `Authorization: Bearer` token."""
         if self._runtime is None:
             raise ApiError(503, "The local workflow runtime is not configured (cre.runtime)")
         body = await _body(request)
         rpc_id = None
         if isinstance(body, dict) and body.get("method") == "workflows.execute":
             rpc_id = body.get("id")
-            body = (body.get("params") or {}).get("input")
+            params = body.get("params")
+            body = params.get("input") if isinstance(params, dict) else None
+        elif isinstance(body, dict) and "action" not in body and isinstance(body.get("input"), dict):
+            body = body["input"]  # the simulator's {"input": {...}}
+        header = request.headers.get("Authorization", "")
+        bearer = header[7:] if header.startswith("Bearer ") else None  # may also be a gateway-style JWT
+        try:
+            self._runtime.authorize(bearer, body.get("apiKey") if isinstance(body, dict) else None)
+        except PermissionError as exc:
+            raise ApiError(401, str(exc)) from None
         try:
             action = parse_action(body)
         except ValidationError as exc:
@@ -230,8 +255,8 @@ class CreApi:
             raise ApiError(400, message, {"errors": problems}) from None
         try:
             result = await self._runtime.execute(action)
-        except PermissionError as exc:
-            raise ApiError(401, str(exc)) from None
+        except ActionConflict as exc:
+            raise ApiError(409, f"{action.action}: {exc}") from None
         except ActionError as exc:
             raise ApiError(400, f"{action.action}: {exc}") from None
         log.info("cre.workflow_action", action=action.action)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hmac
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -24,9 +25,10 @@ def _same(a: str, b: str) -> bool:
 class RuntimeAuth:
     """Bearer KEEPR_API_KEY, plus the HMAC headers when strict mode is on (or when sent)."""
 
-    def __init__(self, settings: CreSettings, store: CreStore) -> None:
+    def __init__(self, settings: CreSettings, store: CreStore, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._store = store
+        self._clock = clock
 
     def bearer_ok(self, request: web.Request) -> bool:
         key = self._settings.api_key
@@ -51,16 +53,21 @@ class RuntimeAuth:
         if missing:
             raise ApiError(401, f"Incomplete request signature: missing {', '.join(missing)}")
         assert timestamp is not None and nonce is not None and signature is not None
-        if not timestamp.isdigit():
+        if not (timestamp.isascii() and timestamp.isdigit()):
             raise ApiError(401, "x-cre-timestamp must be Unix epoch milliseconds")
-        if abs(time.time() * 1000 - int(timestamp)) > settings.skew_seconds * 1000:
+        if abs(self._clock() * 1000 - int(timestamp)) > settings.skew_seconds * 1000:
             raise ApiError(401, "Request timestamp outside the allowed window")
         if len(nonce) > MAX_NONCE:
             raise ApiError(401, f"x-cre-nonce longer than {MAX_NONCE} characters")
+        try:
+            text = signing.body_string(body)
+        except signing.NotJsSafe as exc:  # no JS signer can have signed it: say why, not "bad signature"
+            raise ApiError(400, str(exc), {"field": exc.path}) from None
         key = settings.hmac_secret or settings.api_key
-        if not signing.verify(key, timestamp, nonce, body, signature):
+        if not signing.verify_text(key, timestamp, nonce, text, signature):
             raise ApiError(401, "Invalid request signature")
-        if not await self._store.use_nonce(nonce, settings.skew_seconds):
+        # A timestamp is accepted until timestamp + skew, so its nonce is kept until then.
+        if not await self._store.use_nonce(nonce, int(timestamp) / 1000 + settings.skew_seconds):
             raise ApiError(409, "Nonce already used")
 
 

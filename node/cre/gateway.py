@@ -1,21 +1,37 @@
 """Dispatch to the CRE HTTP trigger gateway: a JSON-RPC `workflows.execute` request carrying a
 JWT signed by an authorised EVM key.
 
-Wire format, as Chainlink documents it ("Triggering Deployed Workflows",
-https://docs.chain.link/cre/guides/workflow/using-triggers/http-trigger/triggering-deployed-workflows,
-and the reference signer in smartcontractkit/cre-sdk-typescript, packages/cre-http-trigger/src/create-jwt.ts):
+Wire format, checked against Chainlink's Go code, which is what verifies it:
 
   body   {"id", "jsonrpc": "2.0", "method": "workflows.execute",
-          "params": {"input": {...}, "workflow": {"workflowID": "<64 hex>"}}}
+          "params": {"input": <the app's input>, "workflow": {"workflowID": "<64 hex>"}}}
   header Authorization: Bearer <JWT>
   JWT    header  {"alg": "ETH", "typ": "JWT"}
-         payload {"digest": "0x" + sha256(JSON of the body with sorted keys, no whitespace),
+         payload {"digest": "0x" + hex(sha256(JCS of the request without `auth`)),
                   "iss": <signer address>, "iat": now, "exp": now + 300, "jti": <uuid>}
-         signing input base64url(header) + "." + base64url(payload), signed as an EIP-191
-         personal message; signature = base64url(r ‖ s ‖ v) with v in {0, 1}.
+         signing input base64url(header) + "." + base64url(payload) (unpadded), signed as an
+         EIP-191 personal message; signature = base64url(r ‖ s ‖ v) with v in {0, 1}.
 
-We send exactly the sorted-key bytes we hashed, so the gateway's digest matches whatever JSON
-key order it re-serialises with.
+Sources:
+  * smartcontractkit/chainlink-common pkg/jsonrpc2/types.go, `Request.Digest` (since commit
+    bb888fec/b1fd7ca4, Oct 2025, "Use canonical json for JSON RPC request"): jsonv2.Marshal of
+    {jsonrpc, id, method, params} then `jsontext.Value.Canonicalize()`, i.e. RFC 8785 (JCS):
+    keys sorted by UTF-16 code units at every level, numbers as ECMAScript writes them (so
+    integers beyond 2^53 lose precision), strings minimally escaped. Before that change the
+    digest was Go encoding/json of the struct (field order jsonrpc, id, method, params; raw
+    params kept as sent; `<`, `>`, `&` escaped as \u003c, \u003e, \u0026). JCS does not
+    escape them, so we hash and send `<&>` and non-ASCII text literally.
+  * smartcontractkit/chainlink core/utils/jwt.go `VerifyRequestJWT` (alg "ETH", exp - iat at
+    most 5 minutes, jti and iat required, digest compared to "0x" + Request.Digest()) and
+    core/utils/eth_signatures.go `GetSignersEthAddress` (65-byte r‖s‖v, v 0/1 or 27/28, EIP-191
+    prefix + keccak256); core/services/gateway/handlers/capabilities/v2 http_trigger_handler.go
+    (params.input must be a JSON object or array, the request id non-empty without "/",
+    workflowID lowercase hex) and workflow_metadata_handler.go (signer must be an authorised key
+    of the workflow; each jti once).
+  * the CRE CLI's simulator (smartcontractkit/cre-cli cmd/workflow/simulate/gateway.go) hashes
+    the raw body bytes instead.
+
+We send exactly the JCS bytes we hashed, so both readings agree: JCS of canonical JSON is itself.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ import aiohttp
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from node.cre.jsjson import stringify
 from node.logs import get_logger
 
 log = get_logger(__name__)
@@ -43,7 +60,8 @@ def b64url(raw: bytes) -> str:
 
 
 def canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """RFC 8785 bytes of a request (NotJsSafe names a value JCS cannot carry faithfully)."""
+    return stringify(value).encode()
 
 
 def build_request(workflow_id: str, request_id: str, payload: Any) -> dict[str, Any]:

@@ -55,7 +55,7 @@ class DecisionRequest(_Body):
 
 class TriggerRequest(_Body):
     workflowId: str
-    requestId: str | None = Field(None, min_length=1, max_length=200)
+    requestId: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[^/]+$")  # gateway: no "/"
     input: Any = Field(default_factory=dict)
 
     @field_validator("workflowId")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,15 @@ MIGRATIONS = [
         CREATE INDEX cre_callbacks_action ON cre_callbacks (action, id)
         """,
     ),
+    # A nonce is kept until its request's timestamp + skew (when the timestamp stops being
+    # accepted), not for a fixed time after it was seen. Rows from before have 0: see start().
+    Migration(
+        "cre.0002",
+        """
+        ALTER TABLE cre_runtime_replay_nonces ADD COLUMN expires_at REAL NOT NULL DEFAULT 0;
+        CREATE INDEX cre_nonces_expiry ON cre_runtime_replay_nonces (expires_at)
+        """,
+    ),
 ]
 
 
@@ -95,37 +105,46 @@ class Stored:
 
 
 class CreStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self._db = db
         self._writes = GroupCommitter(db)
-        self._nonces: dict[str, float] = {}
+        self._clock = clock
+        self._nonces: dict[str, float] = {}  # nonce -> until when it is kept (epoch seconds)
 
     async def start(self, window: float) -> None:
         await self._db.migrate(MIGRATIONS)
-        rows = await self._db.fetchall("SELECT nonce, seen_at FROM cre_runtime_replay_nonces WHERE seen_at >= ?",
-                                       (time.time() - window,))
+        # Rows written before cre.0002 carry no expiry: their timestamp was at most `window`
+        # after seen_at, so seen_at + 2 * window is a safe bound.
+        await self._db.execute("UPDATE cre_runtime_replay_nonces SET expires_at = seen_at + ? WHERE expires_at = 0",
+                               (2 * window,))
+        rows = await self._db.fetchall("SELECT nonce, expires_at FROM cre_runtime_replay_nonces WHERE expires_at >= ?",
+                                       (self._clock(),))
         self._nonces = {r[0]: r[1] for r in rows}
 
     # -- replay nonces ----------------------------------------------------------------
 
-    async def use_nonce(self, nonce: str, window: float) -> bool:
-        """Record a nonce; False if it was already used within the window. The check and the
-        claim happen in one step on the event loop (no await between them), so two concurrent
-        requests with one nonce cannot both pass; the row is written with the next commit."""
-        now = time.time()
-        seen = self._nonces.get(nonce)
-        if seen is not None and now - seen < window:
+    async def use_nonce(self, nonce: str, expires_at: float) -> bool:
+        """Record a nonce kept until `expires_at` (its request's timestamp + skew); False if it
+        is already held. The check and the claim happen in one step on the event loop (no await
+        between them), so two concurrent requests with one nonce cannot both pass; the row is
+        written with the next commit."""
+        now = self._clock()
+        held = self._nonces.get(nonce)
+        if held is not None and now <= held:
             return False
-        self._nonces[nonce] = now
+        self._nonces[nonce] = expires_at
         await self._writes.submit(lambda conn: conn.execute(
-            "INSERT INTO cre_runtime_replay_nonces (nonce, seen_at) VALUES (?, ?) "
-            "ON CONFLICT (nonce) DO UPDATE SET seen_at = excluded.seen_at", (nonce, now)))
+            "INSERT INTO cre_runtime_replay_nonces (nonce, seen_at, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (nonce) DO UPDATE SET seen_at = excluded.seen_at, expires_at = excluded.expires_at",
+            (nonce, now, expires_at)))
         return True
 
-    async def prune_nonces(self, window: float) -> int:
-        cutoff = time.time() - window
-        self._nonces = {n: t for n, t in self._nonces.items() if t >= cutoff}
-        return await self._db.execute("DELETE FROM cre_runtime_replay_nonces WHERE seen_at < ?", (cutoff,))
+    async def prune_nonces(self, window: float = 0.0) -> int:
+        """Forget nonces whose request timestamps are no longer accepted (`window` is unused:
+        each nonce carries its own expiry)."""
+        now = self._clock()
+        self._nonces = {n: t for n, t in self._nonces.items() if t >= now}
+        return await self._db.execute("DELETE FROM cre_runtime_replay_nonces WHERE expires_at < ?", (now,))
 
     # -- ingest -----------------------------------------------------------------------
 

@@ -3,3 +3,7 @@
 
 class ActionError(Exception):
     """A clear, user-facing failure of an action (bad signature, expired, reverted, …)."""
+
+
+class ActionConflict(ActionError):
+    """The action would overwrite something that exists (an agent's key): answered 409."""

@@ -1,5 +1,8 @@
-"""Typed requests of every workflow action of seed 001 (§1). The same models validate what the
-local runtime executes and what the trigger dispatcher sends to a real CRE gateway."""
+"""Typed requests of every workflow action of seed 001 (§1). The local runtime executes these
+models (their defaults are the runtime's: maxCostUsdc = tradeCostUsdc, bParameter "1", …); the
+trigger dispatcher only validates a known action with them for an early, clear 400 and then
+forwards the app's `input` exactly as sent. Fields the seed does not name are ignored here and
+passed through by the dispatcher, as the JavaScript workflow would see them."""
 
 from __future__ import annotations
 
@@ -10,13 +13,26 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 HEX32 = r"^0x[0-9a-fA-F]{64}$"
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 HEX = r"^0x[0-9a-fA-F]*$"
+ENTROPY = r"^(0x)?[0-9a-fA-F]*$"  # hex with or without 0x
 DECIMAL = r"^(0|[1-9][0-9]{0,77})$"
 ZERO32 = "0x" + "00" * 32
 
 Dec = Annotated[str, Field(pattern=DECIMAL)]
 Hex32 = Annotated[str, Field(pattern=HEX32)]
 Address = Annotated[str, Field(pattern=ADDRESS)]
-Sig = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{130}$")]
+# 65-byte r‖s‖v, or 64-byte compact r‖yParityAndS (EIP-2098); see `full_signature`.
+Sig = Annotated[str, Field(pattern=r"^0x([0-9a-fA-F]{128}|[0-9a-fA-F]{130})$")]
+
+
+def full_signature(signature: str) -> str:
+    """A 65-byte r‖s‖v signature (v 27/28) from a 65-byte or 64-byte EIP-2098 one; the
+    contracts take 65 bytes."""
+    raw = bytes.fromhex(signature.removeprefix("0x"))
+    if len(raw) != 64:
+        return signature
+    y_and_s = int.from_bytes(raw[32:], "big")
+    s = y_and_s & ((1 << 255) - 1)
+    return "0x" + (raw[:32] + s.to_bytes(32, "big") + bytes([27 + (y_and_s >> 255)])).hex()
 
 
 def max_cost(trade_cost: str, given: str | None) -> str:
@@ -29,14 +45,14 @@ def max_cost(trade_cost: str, given: str | None) -> str:
 
 
 class _Action(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     apiKey: str | None = None
 
 
 class _TradeTerms(BaseModel):
     """What a user signs in UserTrade besides the market: amounts, nonce, deadline."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
     quantity: Dec
     tradeCostUsdc: Dec
     maxCostUsdc: Dec | None = None
@@ -53,17 +69,30 @@ class TradeItem(_TradeTerms):
     userSignature: Sig
 
 
-class QuoteAction(_Action, _TradeTerms):
+class QuoteAction(_Action):
+    """With `trades[]` only questionId, conditionId, outcomeIndex and buy are shared at the top
+    level (seed 001 §1.1); without, the top level is one trade and its terms are required."""
+
     action: Literal["quote", "order", "buy", "sell"]
     questionId: Hex32
     conditionId: Hex32
     outcomeIndex: int = Field(ge=0, le=255)
     buy: bool | None = None
+    quantity: Dec | None = None
+    tradeCostUsdc: Dec | None = None
+    maxCostUsdc: Dec | None = None
+    nonce: Dec | None = None
+    deadline: Dec | None = None
     userSignature: Sig | None = None
     trades: list[TradeItem] | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> QuoteAction:
+        if not self.trades:
+            missing = [n for n in ("quantity", "tradeCostUsdc", "nonce", "deadline") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"{missing[0]}: Field required (unless trades[] is given)")
+            self.maxCostUsdc = max_cost(self.tradeCostUsdc, self.maxCostUsdc)
         if self.action == "buy":
             self.buy = True  # forced by the action
         elif self.action == "sell":
@@ -74,7 +103,7 @@ class QuoteAction(_Action, _TradeTerms):
 
 
 class LmsrPricingAction(_Action):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
     action: Literal["lmsrPricing"]
     marketId: Hex32
     outcomeIndex: int = Field(ge=0, le=255)
@@ -96,7 +125,7 @@ class CreateAgentKeyAction(_Action):
     action: Literal["createAgentKey"]
     agentId: str = Field(min_length=1, max_length=200)
     funderNonce: int | None = Field(None, ge=0)
-    entropy: str | None = Field(None, pattern=HEX)
+    entropy: str | None = Field(None, pattern=ENTROPY)
 
 
 class StakeAction(_Action):
@@ -245,6 +274,11 @@ CALLBACK_PATHS = {
     "executeConfidentialTrade": "/api/cre/execute-confidential-trade",
     "execute-confidential-trade": "/api/cre/execute-confidential-trade", "createAgentKey": "/api/cre/agent-keys",
 }
+
+
+KNOWN_ACTIONS = frozenset(
+    name for model in WorkflowAction.__origin__.__args__  # type: ignore[attr-defined]
+    for name in model.model_fields["action"].annotation.__args__)
 
 
 def parse_action(payload: Any) -> WorkflowAction:

@@ -6,7 +6,9 @@ through the ReportForwarder), then POSTs each result to `backend_url` per the se
 from __future__ import annotations
 
 import base64
+import hmac
 import os
+import sqlite3
 import time
 from typing import Any
 
@@ -23,7 +25,7 @@ from node.chain import codec
 from node.chain.wallet import Wallet
 from node.config import CreRuntimeConfig
 from node.cre.workflow import lmsr
-from node.cre.workflow.errors import ActionError
+from node.cre.workflow.errors import ActionConflict, ActionError
 from node.cre.workflow.models import (
     CALLBACK_PATHS,
     ApproveConditionalTokenAction,
@@ -42,6 +44,7 @@ from node.cre.workflow.models import (
     SeedAction,
     StakeAction,
     TradeItem,
+    full_signature,
     response_model,
 )
 from node.gateway.crypto import SecretBox
@@ -89,6 +92,8 @@ class WorkflowRuntime:
         self._box = box
         self._session = session
         self._backend_key = backend_api_key
+        key = config.api_key.get_secret_value() if config.api_key is not None else ""
+        self._api_key = key.encode() if key else None
         self.w3 = AsyncWeb3(AsyncHTTPProvider(config.rpc_url, request_kwargs={"timeout": 15}))
         self._don = Account.from_key(config.don_key.get_secret_value())
         self._transmitter_key = (config.transmitter_key or config.don_key).get_secret_value()
@@ -104,6 +109,11 @@ class WorkflowRuntime:
         self.wallet: Wallet | None = None
 
     async def start(self) -> None:
+        if self._api_key is None:
+            log.warning("cre.runtime_unauthenticated",
+                        detail="cre.runtime.allow_unauthenticated is true: anyone who reaches /api/cre/workflow can "
+                               "have the DON key sign trades and reports, resolve markets and use backend and "
+                               "agent keys")
         await self._db.migrate(MIGRATIONS)
         self.chain_id = await self.w3.eth.chain_id
         self.wallet = Wallet(self.w3, self._transmitter_key, 8_000_000, self.chain_id)
@@ -149,8 +159,9 @@ class WorkflowRuntime:
         """Execute one trade; (tx hash, the DON-signed quote it executed, for the callback)."""
         quantity, cost, max_cost = int(item.quantity), int(item.tradeCostUsdc), int(item.maxCostUsdc)
         nonce, deadline = int(item.nonce), int(item.deadline)
+        user_sig = full_signature(item.userSignature)
         if user is None:
-            user = self._recover_user(market, outcome, buy, quantity, max_cost, nonce, deadline, item.userSignature)
+            user = self._recover_user(market, outcome, buy, quantity, max_cost, nonce, deadline, user_sig)
         if deadline < time.time():
             raise ActionError("deadline has passed")
         expected = await self.vault.functions.nonces(user, bytes.fromhex(market[2:])).call()
@@ -158,7 +169,7 @@ class WorkflowRuntime:
             raise ActionError(f"nonce {nonce} is not the user's next nonce ({expected})")
         don_sig = self._don_quote(market, outcome, buy, quantity, cost, user, nonce, deadline)
         trade = (bytes.fromhex(market[2:]), outcome, buy, quantity, cost, max_cost, user, nonce, deadline,
-                 bytes.fromhex(item.userSignature[2:]), bytes.fromhex(don_sig[2:]))
+                 bytes.fromhex(user_sig[2:]), bytes.fromhex(don_sig[2:]))
         body = abi_encode(["(bytes32,uint256,bool,uint256,uint256,uint256,address,uint256,uint256,bytes,bytes)"],
                           [trade])
         tx_hash = await self._report(self.vault, 0x05, body, f"executeTrade({market[:10]},{user})")
@@ -195,9 +206,17 @@ class WorkflowRuntime:
 
     # -- dispatch -----------------------------------------------------------------------------------
 
+    def authorize(self, *given: Any) -> None:
+        """Passes if any of the caller's keys (bearer token, payload apiKey) is ours; each is
+        compared in constant time."""
+        if self._api_key is None:  # allow_unauthenticated, warned at start
+            return
+        matches = [hmac.compare_digest(g.encode(), self._api_key) for g in given if isinstance(g, str)]
+        if not any(matches):
+            raise PermissionError("missing or invalid apiKey")
+
     async def execute(self, action: Any) -> dict[str, Any]:
-        if self.config.api_key is not None and action.apiKey != self.config.api_key.get_secret_value():
-            raise PermissionError("invalid apiKey")
+        """Run an action; the caller has been authorised (`authorize`)."""
         handler = getattr(self, "_do_" + action.action.replace("-", "_"))
         result = await handler(action)
         if isinstance(result, tuple):  # (response, callback bodies)
@@ -273,10 +292,13 @@ class WorkflowRuntime:
     async def _do_createAgentKey(self, a: CreateAgentKeyAction) -> dict[str, Any]:  # noqa: N802
         agent = Account.create(extra_entropy=(a.entropy or "") + os.urandom(16).hex())
         key_hex = agent.key.hex()
-        await self._db.execute("INSERT INTO cre_agent_keys (agent_id, address, key_sealed, created_at) VALUES"
-                               " (?, ?, ?, ?) ON CONFLICT (agent_id) DO UPDATE SET address = excluded.address,"
-                               " key_sealed = excluded.key_sealed", (a.agentId, agent.address,
-                                                                     self._box.seal(key_hex), time.time()))
+        # Never replace an agent's key: funds sent to its address would be stranded.
+        try:
+            await self._db.execute("INSERT INTO cre_agent_keys (agent_id, address, key_sealed, created_at)"
+                                   " VALUES (?, ?, ?, ?)",
+                                   (a.agentId, agent.address, self._box.seal(key_hex), time.time()))
+        except sqlite3.IntegrityError:
+            raise ActionConflict(f"agentId {a.agentId!r} already has a key") from None
         blob = ""
         if self.config.tee_master_key is not None:
             master = bytes.fromhex(self.config.tee_master_key.get_secret_value().removeprefix("0x"))
@@ -412,8 +434,9 @@ class WorkflowRuntime:
                    "indexSets": a.indexSets, "token": to_checksum_address(a.token), "deadline": int(a.deadline),
                    "nonce": int(a.nonce)}
         data = typed("Sub0", self.sub0.address, self.chain_id, "Redeem", REDEEM, message)
+        signature = full_signature(a.signature)
         try:
-            signer = Account.recover_message(encode_typed_data(full_message=data), signature=a.signature)
+            signer = Account.recover_message(encode_typed_data(full_message=data), signature=signature)
         except Exception:  # noqa: BLE001
             signer = None
         if signer is None or signer.lower() != a.owner.lower():
@@ -423,7 +446,7 @@ class WorkflowRuntime:
         body = abi_encode(["bytes32", "bytes32", "uint256[]", "address", "address", "uint256", "uint256", "bytes"],
                           [bytes.fromhex(a.parentCollectionId[2:]), bytes.fromhex(a.conditionId[2:]), a.indexSets,
                            to_checksum_address(a.token), to_checksum_address(a.owner), int(a.deadline), int(a.nonce),
-                           bytes.fromhex(a.signature[2:])])
+                           bytes.fromhex(signature[2:])])
         return {"status": "ok", "result": "redeem", "txHash": await self._report(self.sub0, 0x03, body, "redeem")}
 
     async def _resolve(self, question_id: str, payouts: list[int]) -> str:
