@@ -36,6 +36,7 @@ from node.jobs.api import JobsApi
 from node.registry import api as registry_api
 from node.registry.api import RegistryApi
 from node.registry.relayer import CronRelayer
+from node.registry.watcher import EventWatcher
 from node.registry.service import RegistryService
 from node.registry.store import RegistryStore
 from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
@@ -67,6 +68,7 @@ class Node:
         self.chain: Any = None  # ChainService, imported only when the chain is enabled (web3 is heavy)
         self.registry: RegistryApi | None = None
         self.relayer: CronRelayer | None = None
+        self.watchers: list[EventWatcher] = []
         self._background: list[asyncio.Task] = []
         self._box: SecretBox | None = None
 
@@ -203,10 +205,14 @@ class Node:
         if self.config.registry.enabled:
             registry_store = RegistryStore(self.db)
             await registry_store.start()
-            service = RegistryService(registry_store, self.config.registry)
+            service = RegistryService(registry_store, self.config.registry,
+                                      f"{self.config.server.host}:{self.config.server.port}")
+            await service.start()
             self.registry = RegistryApi(service)
             if service.relayer_key is not None:
                 self.relayer = CronRelayer(service, self.orchestrator)
+                self.watchers = [EventWatcher(service, self.orchestrator, chain_id, chain)
+                                 for chain_id, chain in self.config.registry.chains.items()]
         self.runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)
@@ -228,6 +234,8 @@ class Node:
             await self.chain.start()
         if self.relayer is not None:
             self._background.append(asyncio.create_task(self.relayer.run(), name="registry-relayer"))
+        for watcher in self.watchers:
+            self._background.append(asyncio.create_task(watcher.run(), name=f"registry-watch-{watcher.chain_id}"))
         self.started = True
         log.info(
             "node.started",
@@ -265,6 +273,8 @@ class Node:
             await self.runner.shutdown()
         if self.relayer is not None:
             self.relayer.stop()
+        for watcher in self.watchers:
+            watcher.stop()
         for task in self._background:
             task.cancel()
         if self.chain is not None:
