@@ -105,13 +105,14 @@ def test_a_chain_event_fires_each_config_watching_it_once(docker_engine, tmp_pat
         owner = sign_in(node, OWNER)
         first, _ = event_config(node, owner, token, "1.0.0")
         second, _ = event_config(node, owner, token, "1.0.1")  # the same event feeds another task
-        approvals, _ = event_config(node, owner, token, "1.0.2",
-                                    topic="0x" + Web3.keccak(text="Approval(address,address,uint256)").hex().removeprefix("0x"))
+        approval = "0x" + Web3.keccak(text="Approval(address,address,uint256)").hex().removeprefix("0x")
+        approvals, _ = event_config(node, owner, token, "1.0.2", topic=approval)
         receipt = token.mint()
         [log_entry] = receipt["logs"]
         for task_id in (first, second):
             [execution] = wait_executions(node, owner, task_id, 1)
-            assert execution["trigger"] == {"chainId": ANVIL_CHAIN, "transactionHash": "0x" + receipt["transactionHash"].hex().removeprefix("0x"),
+            tx_hash = "0x" + receipt["transactionHash"].hex().removeprefix("0x")
+            assert execution["trigger"] == {"chainId": ANVIL_CHAIN, "transactionHash": tx_hash,
                                             "logIndex": log_entry["logIndex"]}
             assert execution["intents"] == 1 and execution["status"] == "confirmed"
             detail = node.http().get(f"/api/tasks/{task_id}/executions/{execution['executionId']}", headers=owner).json
