@@ -354,6 +354,12 @@ class RegistryConfig(_Model):
             return {k: {"rpc_url": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
 
+    @model_validator(mode="after")
+    def _chains_need_a_relayer(self) -> RegistryConfig:
+        if self.chains and self.relayer_key is None:
+            raise ValueError("chains: the node relays events with its relayer_key, which is not set")
+        return self
+
     @field_validator("oracles", "relayers")
     @classmethod
     def _addresses(cls, value: list[str]) -> list[str]:

@@ -178,3 +178,26 @@ def test_a_reorg_that_removes_the_event_leaves_no_valid_execution(docker_engine,
     finally:
         node.stop()
         node.remove_containers()
+
+
+def test_the_watcher_rides_out_an_rpc_outage(docker_engine, tmp_path):
+    chain = Anvil(block_time=1, state=tmp_path / "anvil-state.json").start()
+    token = Token(chain.url)
+    node = relayer_node(tmp_path / "node", chain, confirmations=1).start()
+    try:
+        owner = sign_in(node, OWNER)
+        task_id, _ = event_config(node, owner, token, "4.0.0")
+        token.mint()
+        wait_executions(node, owner, task_id, 1)
+        chain.stop()  # anvil dumps its state on exit
+        wait_log(node, "chain.rpc_retry")
+        chain.start()  # same port, same state
+        token.mint()
+        assert len(wait_executions(node, owner, task_id, 2)) == 2
+        time.sleep(2)
+        assert len(executions(node, owner, task_id)) == 2
+        assert node.proc.poll() is None
+    finally:
+        node.stop()
+        node.remove_containers()
+        chain.stop()

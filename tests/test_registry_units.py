@@ -115,11 +115,15 @@ def test_event_triggers_match_address_and_positional_topics():
 
 
 def test_registry_chains_accept_a_url_or_an_object():
-    config = RegistryConfig.model_validate({"chains": {1: "http://a", "5": {"rpc_url": "http://b", "confirmations": 3}}})
+    key = "0x" + "01" * 32
+    config = RegistryConfig.model_validate({"relayer_key": key,
+                                            "chains": {1: "http://a", "5": {"rpc_url": "http://b", "confirmations": 3}}})
     assert config.chains[1].rpc_url == "http://a" and config.chains[1].confirmations == 1
     assert config.chains[5].confirmations == 3
     with pytest.raises(ValueError):
-        RegistryConfig.model_validate({"chains": {1: {"rpc_url": "http://a", "confirmation": 3}}})
+        RegistryConfig.model_validate({"relayer_key": key, "chains": {1: {"rpc_url": "http://a", "confirmation": 3}}})
+    with pytest.raises(ValueError, match="relayer_key"):
+        RegistryConfig.model_validate({"chains": {1: "http://a"}})
 
 
 async def test_an_upgraded_database_keeps_its_inputs_and_refuses_replays_of_old_signatures(tmp_path):
