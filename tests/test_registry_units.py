@@ -145,3 +145,56 @@ async def test_an_upgraded_database_keeps_its_inputs_and_refuses_replays_of_old_
     old = sig.typed_digest(sig.maintainer_typed_data(1, "p1", maintainer))
     assert await store.signature_used(old)  # the removed maintainer's old signature stays refused
     await db.close()
+
+
+async def test_legacy_signatures_can_be_refused(tmp_path):
+    from node.server.http import ApiError
+
+    db = Database(str(tmp_path / "reg.db"))
+    await db.open()
+    store = RegistryStore(db)
+    await store.start()
+    owner, maintainer = Account.create(), Account.create()
+    service = RegistryService(store, RegistryConfig(legacy_signatures=False))
+    project_id = (await store.create_project(owner.address, "p"))["projectId"]
+    legacy = sig.sign_typed(sig.maintainer_typed_data(1, project_id, maintainer.address), owner.key.hex())
+    with pytest.raises(ApiError) as refused:
+        await service.add_maintainer(project_id, maintainer.address, legacy)
+    assert refused.value.status_code == 400 and refused.value.message.startswith("nonce, deadline")
+    deadline = int(time.time()) + 60
+    fresh = sig.sign_typed(sig.maintainer_typed_data(1, project_id, maintainer.address, 1, deadline), owner.key.hex())
+    added = await service.add_maintainer(project_id, maintainer.address, fresh, 1, deadline)
+    assert added["maintainer"] == maintainer.address
+    await db.close()
+
+
+async def test_the_event_watcher_restarts_its_follower_after_a_crash(tmp_path, monkeypatch):
+    import asyncio
+
+    from node.chain.follow import LogFollower
+    from node.config import RegistryChain
+    from node.registry.watcher import EventWatcher
+
+    db = Database(str(tmp_path / "reg.db"))
+    await db.open()
+    store = RegistryStore(db)
+    await store.start()
+    service = RegistryService(store, RegistryConfig(relayer_key="0x" + "01" * 32))
+    runs = []
+
+    async def flaky_run(self):
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            raise RuntimeError("boom")
+        await self._stop.wait()
+
+    monkeypatch.setattr(LogFollower, "run", flaky_run)
+    watcher = EventWatcher(service, None, 1, RegistryChain(rpc_url="http://127.0.0.1:9"))
+    task = asyncio.create_task(watcher.run())
+    deadline = time.monotonic() + 5
+    while len(runs) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert len(runs) == 2 and runs[1] - runs[0] >= 0.9  # restarted after its pause
+    watcher.stop()
+    await asyncio.wait_for(task, 5)
+    await db.close()
