@@ -219,6 +219,8 @@ class Node:
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
+        if self.registry is not None:  # sign-in messages name the port actually bound (server.port 0)
+            self.registry.service.set_node_address(f"{self.config.server.host}:{self.port}")
 
         if self.config.manage_containers:
             await self.containers.start()

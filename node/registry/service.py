@@ -29,14 +29,18 @@ class RegistryService:
     def __init__(self, store: RegistryStore, config: RegistryConfig, node_address: str = "127.0.0.1:4000") -> None:
         self.store = store
         self.config = config
-        self.auth_domain = config.auth_domain or node_address
-        self.auth_uri = config.auth_uri or f"http://{self.auth_domain}"
+        self.set_node_address(node_address)
         self.oracles = set(config.oracles)
         self.relayer_key = config.relayer_key.get_secret_value() if config.relayer_key else None
         self.relayer_address = Account.from_key(self.relayer_key).address if self.relayer_key else None
         self.relayers = set(config.relayers) | ({self.relayer_address.lower()} if self.relayer_address else set())
 
     # -- auth -----------------------------------------------------------------------------------
+
+    def set_node_address(self, host_port: str) -> None:
+        """The domain and URI sign-in messages must name, unless configured."""
+        self.auth_domain = self.config.auth_domain or host_port
+        self.auth_uri = self.config.auth_uri or f"http://{self.auth_domain}"
 
     async def start(self) -> None:
         """Burn the digests of maintainers and configs stored before signatures were single use."""
