@@ -37,6 +37,7 @@ from node.jobs.api import JobsApi
 from node.registry import api as registry_api
 from node.registry.api import RegistryApi
 from node.registry.relayer import CronRelayer
+from node.registry.watcher import EventWatcher
 from node.registry.service import RegistryService
 from node.registry.store import RegistryStore
 from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
@@ -69,6 +70,7 @@ class Node:
         self.chain: Any = None  # ChainService, imported only when the chain is enabled (web3 is heavy)
         self.registry: RegistryApi | None = None
         self.relayer: CronRelayer | None = None
+        self.watchers: list[EventWatcher] = []
         self.exit_code = 0
         self.supervisor = Supervisor(on_fatal=self._fatal)
         self._stack = AsyncExitStack()
@@ -220,10 +222,14 @@ class Node:
         if self.config.registry.enabled:
             registry_store = RegistryStore(self.db)
             await registry_store.start()
-            service = RegistryService(registry_store, self.config.registry)
+            service = RegistryService(registry_store, self.config.registry,
+                                      f"{self.config.server.host}:{self.config.server.port}")
+            await service.start()
             self.registry = RegistryApi(service)
             if service.relayer_key is not None:
                 self.relayer = CronRelayer(service, self.orchestrator)
+                self.watchers = [EventWatcher(service, self.orchestrator, chain_id, chain)
+                                 for chain_id, chain in self.config.registry.chains.items()]
         await self._start_server()
         await self._start_containers()
         stack.push_async_callback(self._drain)
@@ -236,6 +242,9 @@ class Node:
             relayer = self.relayer
             handle = self.supervisor.spawn("registry-relayer", relayer.run)
             stack.push_async_callback(handle.stop, relayer.stop, 10.0)
+        for watcher in self.watchers:
+            handle = self.supervisor.spawn(f"registry-watch-{watcher.chain_id}", watcher.run)
+            stack.push_async_callback(handle.stop, watcher.stop, 10.0)
         stack.push_async_callback(self._stop_intake)
         self.started = True
         log.info(
@@ -255,6 +264,8 @@ class Node:
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
+        if self.registry is not None:  # sign-in messages name the port actually bound (server.port 0)
+            self.registry.service.set_node_address(f"{self.config.server.host}:{self.port}")
 
     async def _start_containers(self) -> None:
         assert self.session is not None and self.orchestrator is not None

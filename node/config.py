@@ -320,6 +320,16 @@ class RegistryTaskRoute(_Model):
     containers: list[str] = Field(min_length=1)
 
 
+class RegistryChain(_Model):
+    """A chain whose events the node watches for the registry's event-triggered configs."""
+
+    rpc_url: str
+    confirmations: int = Field(1, ge=0, description="Blocks an event waits behind the head before it fires")
+    start_block: int | None = Field(None, ge=0, description="First block when no cursor is saved; unset: the head")
+    poll_interval: float = Field(1.0, gt=0)
+    batch_blocks: int = Field(1000, ge=1)
+
+
 class RegistryConfig(_Model):
     """The task registry (seed 004) and the node as one of its relayers."""
 
@@ -337,6 +347,28 @@ class RegistryConfig(_Model):
     missed_ticks: Literal["latest", "skip"] = "latest"
     catch_up_window: float = Field(3600.0, ge=0)
     auction_seconds: float = Field(0.0, ge=0, description="Sign the best proposal this long after the first; 0: on request")
+    # Chains watched for event triggers: {chainId: rpc_url} or {chainId: {rpc_url, confirmations, ...}}.
+    chains: dict[int, RegistryChain] = {}
+    # Sign-in (EIP-4361): the domain and URI the message must name; unset: the node's host:port.
+    auth_domain: str | None = None
+    auth_uri: str | None = None
+    auth_clock_skew: float = Field(60.0, ge=0, description="Seconds an Issued At may lie in the future")
+    # Maintainer and config signatures without nonce/deadline (the seed's format) are accepted once
+    # each; false refuses them.
+    legacy_signatures: bool = True
+
+    @field_validator("chains", mode="before")
+    @classmethod
+    def _chain_urls(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"rpc_url": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _chains_need_a_relayer(self) -> RegistryConfig:
+        if self.chains and self.relayer_key is None:
+            raise ValueError("chains: the node relays events with its relayer_key, which is not set")
+        return self
 
     @field_validator("oracles", "relayers")
     @classmethod

@@ -70,3 +70,132 @@ def test_aggregation_median_and_agreement():
         aggregate(stale, oracles, required=1, max_age=60)
     with pytest.raises(InputError, match="confirmations not reached"):
         aggregate(raw, oracles, required=3, max_age=60)
+
+
+# -- sign-in messages, event matching, upgrades -------------------------------------------------------
+
+from node.config import RegistryConfig  # noqa: E402
+from node.registry import signatures as sig  # noqa: E402
+from node.registry import siwe  # noqa: E402
+from node.registry.models import EventTrigger  # noqa: E402
+from node.registry.service import RegistryService  # noqa: E402
+from node.registry.store import MIGRATIONS, RegistryStore  # noqa: E402
+from node.storage import Database  # noqa: E402
+
+
+def test_eip4361_messages_round_trip_and_bind_domain_uri_chain_nonce_and_time():
+    account = Account.create()
+    now = 1_800_000_000
+    text = siwe.compose("node.example:4000", account.address.lower(), "https://node.example:4000", 1, "abcdef0123",
+                        now, now + 300)
+    parsed = siwe.SiweMessage.parse(text)
+    assert parsed.address == account.address and parsed.expiration_time == now + 300
+    assert parsed.text() == text
+    signature = "0x" + account.sign_message(encode_defunct(text=text)).signature.hex()
+    good = dict(domain="node.example:4000", uri="https://node.example:4000", chain_id=1, nonce="abcdef0123",
+                now=now + 1, skew=60)
+    assert siwe.verify(text, signature, **good) == account.address
+    for change in ({"domain": "other:4000"}, {"uri": "https://other"}, {"chain_id": 5}, {"nonce": "zzzzzzzz0"},
+                   {"now": now + 301}, {"now": now - 3600}):
+        with pytest.raises(siwe.SiweError):
+            siwe.verify(text, signature, **(good | change))
+    with pytest.raises(siwe.SiweError):  # the address must be checksummed, as EIP-4361 says
+        siwe.SiweMessage.parse(text.replace(account.address, account.address.lower()))
+
+
+def test_event_triggers_match_address_and_positional_topics():
+    topic0, topic1 = "0x" + "aa" * 32, "0x" + "bb" * 32
+    log = {"address": "0x" + "11" * 20, "topics": [topic0, topic1]}
+    assert EventTrigger(chainId=1, address="0x" + "11" * 20).matches(log)
+    assert EventTrigger(chainId=1, address="0x" + "11" * 20, topic=topic0).matches(log)
+    assert EventTrigger(chainId=1, address="0x" + "11" * 20, topics=[None, topic1]).matches(log)
+    assert not EventTrigger(chainId=1, address="0x" + "11" * 20, topics=[None, topic0]).matches(log)
+    assert not EventTrigger(chainId=1, address="0x" + "22" * 20, topic=topic0).matches(log)
+    assert not EventTrigger(chainId=1, address="0x" + "11" * 20, topics=[topic0, topic1, topic1]).matches(log)
+
+
+def test_registry_chains_accept_a_url_or_an_object():
+    key = "0x" + "01" * 32
+    config = RegistryConfig.model_validate({"relayer_key": key,
+                                            "chains": {1: "http://a", "5": {"rpc_url": "http://b", "confirmations": 3}}})
+    assert config.chains[1].rpc_url == "http://a" and config.chains[1].confirmations == 1
+    assert config.chains[5].confirmations == 3
+    with pytest.raises(ValueError):
+        RegistryConfig.model_validate({"relayer_key": key, "chains": {1: {"rpc_url": "http://a", "confirmation": 3}}})
+    with pytest.raises(ValueError, match="relayer_key"):
+        RegistryConfig.model_validate({"chains": {1: "http://a"}})
+
+
+async def test_an_upgraded_database_keeps_its_inputs_and_refuses_replays_of_old_signatures(tmp_path):
+    db = Database(str(tmp_path / "old.db"))
+    await db.open()
+    await db.migrate(MIGRATIONS[:1])  # the schema before per-config triggers and single-use signatures
+    maintainer = Account.create().address
+    await db.execute("INSERT INTO reg_roles (id, project_id, account, role, project_key, signature, deprecated_at,"
+                     " created_at) VALUES ('r1', 'p1', ?, 'maintainer', 'K', '0x', 1, 1)", (maintainer,))
+    await db.execute("INSERT INTO reg_inputs (id, task_id, config_id, chain_id, tx_hash, log_index, raw, inputs,"
+                     " proofs, count, created_at) VALUES ('i1', 't1', 'c1', 1, '0xab', 0, '{}', '{}', '{}', 1, 1)")
+    store = RegistryStore(db)
+    await store.start()
+    await RegistryService(store, RegistryConfig()).start()
+    assert (await store.input("i1"))["trigger"] == {"chainId": 1, "transactionHash": "0xab", "logIndex": 0}
+    trigger = {"chainId": 1, "transactionHash": "0xab", "logIndex": 0}
+    assert await store.add_input("t1", "c1", trigger, {}, {}, {}, 1) is None  # still once per config
+    assert await store.add_input("t2", "c2", trigger, {}, {}, {}, 1) is not None  # another config may use it
+    old = sig.typed_digest(sig.maintainer_typed_data(1, "p1", maintainer))
+    assert await store.signature_used(old)  # the removed maintainer's old signature stays refused
+    await db.close()
+
+
+async def test_legacy_signatures_can_be_refused(tmp_path):
+    from node.server.http import ApiError
+
+    db = Database(str(tmp_path / "reg.db"))
+    await db.open()
+    store = RegistryStore(db)
+    await store.start()
+    owner, maintainer = Account.create(), Account.create()
+    service = RegistryService(store, RegistryConfig(legacy_signatures=False))
+    project_id = (await store.create_project(owner.address, "p"))["projectId"]
+    legacy = sig.sign_typed(sig.maintainer_typed_data(1, project_id, maintainer.address), owner.key.hex())
+    with pytest.raises(ApiError) as refused:
+        await service.add_maintainer(project_id, maintainer.address, legacy)
+    assert refused.value.status_code == 400 and refused.value.message.startswith("nonce, deadline")
+    deadline = int(time.time()) + 60
+    fresh = sig.sign_typed(sig.maintainer_typed_data(1, project_id, maintainer.address, 1, deadline), owner.key.hex())
+    added = await service.add_maintainer(project_id, maintainer.address, fresh, 1, deadline)
+    assert added["maintainer"] == maintainer.address
+    await db.close()
+
+
+async def test_the_event_watcher_restarts_its_follower_after_a_crash(tmp_path, monkeypatch):
+    import asyncio
+
+    from node.chain.follow import LogFollower
+    from node.config import RegistryChain
+    from node.lifecycle import Supervisor
+    from node.registry.watcher import EventWatcher
+
+    db = Database(str(tmp_path / "reg.db"))
+    await db.open()
+    store = RegistryStore(db)
+    await store.start()
+    service = RegistryService(store, RegistryConfig(relayer_key="0x" + "01" * 32))
+    runs = []
+
+    async def flaky_run(self):
+        runs.append(time.monotonic())
+        if len(runs) == 1:
+            raise RuntimeError("boom")
+        await self._stop.wait()
+
+    monkeypatch.setattr(LogFollower, "run", flaky_run)
+    watcher = EventWatcher(service, None, 1, RegistryChain(rpc_url="http://127.0.0.1:9"))
+    supervisor = Supervisor(on_fatal=lambda name: None, backoff_initial=1.0)
+    handle = supervisor.spawn("registry-watch-1", watcher.run)
+    deadline = time.monotonic() + 5
+    while len(runs) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert len(runs) == 2 and runs[1] - runs[0] >= 0.9  # restarted after the supervisor's backoff
+    await asyncio.wait_for(handle.stop(watcher.stop, 5), 10)
+    await db.close()

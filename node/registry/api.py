@@ -13,6 +13,7 @@ from node.registry.models import (
     InputSubmit,
     LinkTask,
     MaintainerAdd,
+    NonceRequest,
     ProjectCreate,
     ProposalSubmit,
     SignRequest,
@@ -20,7 +21,6 @@ from node.registry.models import (
     VerifyRequest,
 )
 from node.registry.service import RegistryService
-from node.registry.signatures import sign_in_message
 from node.server.http import ApiError, json_response, parse_model, read_json
 from node.server.openapi import accepts
 
@@ -33,6 +33,8 @@ def registry_error(status: int, message: str, params: dict[str, Any] | None) -> 
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = "Error"
+    if params and isinstance(params.get("error"), str):
+        reason = params["error"]
     body: dict[str, Any] = {"statusCode": status, "error": reason, "message": message}
     if params and "errors" in params:
         body["details"] = params["errors"]
@@ -86,15 +88,17 @@ class RegistryApi:
 
     # -- auth -------------------------------------------------------------------------------------
 
+    @accepts(NonceRequest)
     async def nonce(self, request: web.Request) -> web.Response:
-        """Issue a single-use sign-in nonce (sign the message returned, then POST /api/auth/verify)."""
-        nonce, expires = await self.store.new_nonce(self.service.config.nonce_ttl)
-        return json_response({"nonce": nonce, "message": sign_in_message(nonce), "expiresAt": int(expires)})
+        """Issue a single-use sign-in nonce; with `address`, also the EIP-4361 message to sign."""
+        raw = await request.read()
+        body = parse_model(NonceRequest, (await read_json(request)) if raw.strip() else {})
+        return json_response(await self.service.issue_nonce(body.address))
 
     @accepts(VerifyRequest)
     async def verify(self, request: web.Request) -> web.Response:
         body = parse_model(VerifyRequest, await read_json(request))
-        return json_response(await self.service.verify(body.nonce, body.signature))
+        return json_response(await self.service.verify(body.nonce, body.signature, body.message))
 
     async def me(self, request: web.Request) -> web.Response:
         account = await self.store.account(await self._account(request))
@@ -166,9 +170,14 @@ class RegistryApi:
 
     @accepts(MaintainerAdd)
     async def add_maintainer(self, request: web.Request) -> web.Response:
+        """Needs the owner's session and the owner's signature (single use)."""
+        account = await self._account(request)
+        project_id = request.match_info["project_id"]
+        await self.service.require_owner(project_id, account, "You must have owner permissions on this project to "
+                                                              "add a maintainer.")
         body = parse_model(MaintainerAdd, await read_json(request))
-        return json_response(await self.service.add_maintainer(request.match_info["project_id"], body.maintainer,
-                                                               body.signature), 201)
+        return json_response(await self.service.add_maintainer(project_id, body.maintainer, body.signature,
+                                                               body.nonce, body.deadline), 201)
 
     async def remove_maintainer(self, request: web.Request) -> web.Response:
         account = await self._account(request)

@@ -21,10 +21,12 @@ from node.registry.signatures import recover_payload
 
 
 class InputError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, error: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        # The seed's "error" word when it is not the status's phrase (409 "Unauthorized").
+        self.shape = {"error": error} if error else None
 
 
 @dataclass(frozen=True)
@@ -82,13 +84,15 @@ def aggregate(raw: dict[str, list[OracleQuery]], oracles: set[str], required: in
                 signer = recover_payload(payload, response.signature)
                 if signer is None or signer.lower() not in oracles:
                     raise InputError(401, f"Invalid oracle signature for {query}")
-                if response.timestamp < now - max_age or response.timestamp > now + future_skew:
+                if response.timestamp > now + future_skew:
+                    raise InputError(409, f"Oracle response for {query} is timestamped in the future")
+                if response.timestamp < now - max_age:
                     raise InputError(409, f"Outdated oracle response for {query}")
                 by_oracle.setdefault(signer.lower(), response.data)
                 proofs[signer] = response.signature
                 count += 1
             if len(by_oracle) < required:
-                raise InputError(409, "Config required oracle confirmations not reached")
+                raise InputError(409, "Config required oracle confirmations not reached", "Unauthorized")
             key = ",".join(str(p) for p in item.params)
             out[key] = aggregate_values(list(by_oracle.values()), required, query)
     return Aggregated(inputs, proofs, count)

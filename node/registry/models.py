@@ -37,9 +37,30 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class NonceRequest(_Body):
+    # Optional: with it the node composes the EIP-4361 message to sign (returned as `message`).
+    address: str | None = Field(None, pattern=ADDRESS)
+
+
 class VerifyRequest(_Body):
     nonce: str = Field(min_length=8, max_length=128)
     signature: str = Field(pattern=SIGNATURE)
+    # The EIP-4361 message that was signed; optional when the nonce was requested with an address.
+    message: str | None = Field(None, max_length=4000)
+
+
+class _Replayable(_Body):
+    """Optional replay protection of a signed registry change: both or neither. Either way a
+    signature is accepted once; with them it can expire and be re-issued (a new nonce)."""
+
+    nonce: int | None = Field(None, ge=0, lt=2**256)
+    deadline: int | None = Field(None, ge=0, lt=2**256, description="Unix seconds")
+
+    @model_validator(mode="after")
+    def _both(self):
+        if (self.nonce is None) != (self.deadline is None):
+            raise ValueError("give both nonce and deadline, or neither")
+        return self
 
 
 class TaskCreate(_Body):
@@ -71,15 +92,40 @@ class LinkTask(_Body):
     taskId: str = Field(min_length=1)
 
 
-class MaintainerAdd(_Body):
+class MaintainerAdd(_Replayable):
     maintainer: str = Field(pattern=ADDRESS)
     signature: str = Field(pattern=SIGNATURE)
+
+
+TOPIC = r"^0x[0-9a-fA-F]{64}$"
 
 
 class EventTrigger(_Body):
     chainId: int = Field(ge=1)
     address: str = Field(pattern=ADDRESS)
-    topic: str | None = Field(None, pattern=r"^0x[0-9a-fA-F]{64}$")
+    topic: str | None = Field(None, pattern=TOPIC, description="topic0 (the event signature hash)")
+    # Positional topic filters as eth_getLogs takes them; null matches anything.
+    topics: list[str | None] | None = Field(None, max_length=4)
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, value: list[str | None] | None) -> list[str | None] | None:
+        for topic in value or []:
+            if topic is not None and not re.fullmatch(TOPIC, topic):
+                raise ValueError(f"{topic!r} is not a 32-byte hex topic")
+        return value
+
+    def matches(self, log: dict[str, Any]) -> bool:
+        if log["address"].lower() != self.address.lower():
+            return False
+        wanted = list(self.topics or [])
+        if self.topic is not None:
+            wanted = [self.topic, *wanted[1:]] if wanted else [self.topic]
+        topics = [t.lower() for t in log["topics"]]
+        for index, topic in enumerate(wanted):
+            if topic is not None and (index >= len(topics) or topics[index] != topic.lower()):
+                return False
+        return True
 
 
 class Trigger(_Body):
@@ -103,7 +149,7 @@ class Trigger(_Body):
         return self
 
 
-class ConfigCreate(_Body):
+class ConfigCreate(_Replayable):
     name: str = Field(min_length=1, max_length=200)
     # The seed spells these "requried…"; both spellings are accepted.
     oracleConfirmations: int = Field(1, ge=1, le=100, validation_alias=AliasChoices(

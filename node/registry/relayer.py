@@ -105,36 +105,10 @@ class CronRelayer:
         if row is None:
             log.info("registry.tick_already_fired", config_id=config_id, tick=tick)
             return
-        started = time.perf_counter()
         data = {"taskId": task_id, "configId": config_id, "tick": tick, "trigger": trigger,
                 "config": config["data"], "inputs": inputs}
-        try:
-            job = await self._orchestrator.run(containers, data, client="registry", source="registry")
-        except JobRejected as exc:
-            log.warning("registry.job_refused", config_id=config_id, tick=tick, error=exc.message)
-            return
-        if job.status != "success" or not isinstance((job.result or {}).get("output"), dict):
-            log.warning("registry.task_failed", config_id=config_id, tick=tick, job_id=job.id,
-                        error=(job.result or {}).get("error", "output is not an object"))
-            return
-        output = job.result["output"]
-        intents = output.get("intents") or []
-        logs = output.get("logs") or [{"timestamp": tick, "level": "info", "message": "Task finished"}]
-        try:
-            body = ExecutionSubmit.model_validate({"inputId": row["inputId"], "signature": "0x" + "00" * 65,
-                                                   "intents": intents, "logs": logs})
-            canonical_intents = [i.model_dump(by_alias=True) for i in body.intents]
-            canonical_logs = [line.model_dump() for line in body.logs]
-            body = body.model_copy(update={"signature": self._service.sign_execution(
-                task_id, row["inputId"], canonical_intents, canonical_logs)})
-            result = await self._service.submit_execution(task_id, body)
-        except (ValueError, ApiError) as exc:
-            log.warning("registry.execution_invalid", config_id=config_id, tick=tick, job_id=job.id,
-                        error=str(getattr(exc, "message", exc))[:300])
-            return
-        log.info("registry.executed", config_id=config_id, tick=tick, job_id=job.id,
-                 execution_id=result["executionId"], intents=len(result["intents"]),
-                 lag_ms=round((time.time() - tick) * 1000), ms=round((time.perf_counter() - started) * 1000, 1))
+        await run_and_record(self._service, self._orchestrator, containers, row, data,
+                             {"config_id": config_id, "tick": tick}, default_ts=tick)
 
     async def _settle_auctions(self) -> None:
         window = self._service.config.auction_seconds
@@ -144,3 +118,42 @@ class CronRelayer:
                 log.info("registry.intent_signed", intent_id=intent_id, solver=signed["solver"])
             except ApiError as exc:
                 log.warning("registry.sign_failed", intent_id=intent_id, error=exc.message)
+
+
+async def run_and_record(service: RegistryService, orchestrator: Orchestrator, containers: list[str],
+                         row: dict[str, Any], data: dict[str, Any], fields: dict[str, Any],
+                         default_ts: int | None = None) -> str | None:
+    """Run a task's containers on `data` for an input the node recorded (`row`) and record what
+    they answer as an execution signed with the node's relayer key. Returns the execution id, or
+    None (each failure is one log line with `fields`)."""
+    task_id = row["taskId"]
+    started = time.perf_counter()
+    try:
+        job = await orchestrator.run(containers, data, client="registry", source="registry")
+    except JobRejected as exc:
+        log.warning("registry.job_refused", **fields, error=exc.message)
+        return None
+    if job.status != "success" or not isinstance((job.result or {}).get("output"), dict):
+        log.warning("registry.task_failed", **fields, job_id=job.id,
+                    error=(job.result or {}).get("error", "output is not an object"))
+        return None
+    output = job.result["output"]
+    intents = output.get("intents") or []
+    ts = int(time.time()) if default_ts is None else default_ts
+    logs = output.get("logs") or [{"timestamp": ts, "level": "info", "message": "Task finished"}]
+    try:
+        body = ExecutionSubmit.model_validate({"inputId": row["inputId"], "signature": "0x" + "00" * 65,
+                                               "intents": intents, "logs": logs})
+        canonical_intents = [i.model_dump(by_alias=True) for i in body.intents]
+        canonical_logs = [line.model_dump() for line in body.logs]
+        body = body.model_copy(update={"signature": service.sign_execution(
+            task_id, row["inputId"], canonical_intents, canonical_logs)})
+        result = await service.submit_execution(task_id, body)
+    except (ValueError, ApiError) as exc:
+        log.warning("registry.execution_invalid", **fields, job_id=job.id,
+                    error=str(getattr(exc, "message", exc))[:300])
+        return None
+    extra = {"lag_ms": round((time.time() - default_ts) * 1000)} if default_ts is not None else {}
+    log.info("registry.executed", **fields, job_id=job.id, execution_id=result["executionId"],
+             intents=len(result["intents"]), **extra, ms=round((time.perf_counter() - started) * 1000, 1))
+    return result["executionId"]

@@ -9,6 +9,7 @@ from eth_account import Account
 
 from node.config import RegistryConfig
 from node.registry import signatures as sig
+from node.registry import siwe
 from node.registry.inputs import InputError, aggregate
 from node.registry.models import ConfigCreate, ExecutionSubmit, InputSubmit, ProposalSubmit
 from node.registry.store import RegistryStore
@@ -21,10 +22,14 @@ def intent_id(task_id: str, input_id: str, intent: dict[str, Any]) -> str:
                               "data": intent["data"]}).hex()
 
 
+UNAUTHORIZED = {"error": "Unauthorized"}  # the seed's 409 for unmet confirmations says "Unauthorized"
+
+
 class RegistryService:
-    def __init__(self, store: RegistryStore, config: RegistryConfig) -> None:
+    def __init__(self, store: RegistryStore, config: RegistryConfig, node_address: str = "127.0.0.1:4000") -> None:
         self.store = store
         self.config = config
+        self.set_node_address(node_address)
         self.oracles = set(config.oracles)
         self.relayer_key = config.relayer_key.get_secret_value() if config.relayer_key else None
         self.relayer_address = Account.from_key(self.relayer_key).address if self.relayer_key else None
@@ -32,14 +37,61 @@ class RegistryService:
 
     # -- auth -----------------------------------------------------------------------------------
 
-    async def verify(self, nonce: str, signature: str) -> dict[str, Any]:
+    def set_node_address(self, host_port: str) -> None:
+        """The domain and URI sign-in messages must name, unless configured."""
+        self.auth_domain = self.config.auth_domain or host_port
+        self.auth_uri = self.config.auth_uri or f"http://{self.auth_domain}"
+
+    async def start(self) -> None:
+        """Burn the digests of maintainers and configs stored before signatures were single use."""
+        chain_id = self.config.chain_id
+
+        def digests(roles: list[dict], configs: list[dict]) -> list[tuple[str, str, str]]:
+            out = [(sig.typed_digest(sig.maintainer_typed_data(chain_id, r["project_id"], r["account"])), "maintainer",
+                    r["project_id"]) for r in roles]
+            out += [(sig.typed_digest(sig.config_typed_data(
+                chain_id, c["projectId"], c["taskId"], c["name"], c["requriedOracleConfirmations"],
+                c["requriedRelayerConfirmations"], c["trigger"], c["data"])), "config", c["projectId"]) for c in configs]
+            return out
+
+        await self.store.backfill_used_signatures(digests)
+
+    async def issue_nonce(self, address: str | None) -> dict[str, Any]:
+        nonce, expires = await self.store.new_nonce(self.config.nonce_ttl)
+        body: dict[str, Any] = {"nonce": nonce, "expiresAt": int(expires), "domain": self.auth_domain,
+                                "uri": self.auth_uri, "chainId": self.config.chain_id}
+        if address is not None:
+            body["message"] = siwe.compose(self.auth_domain, address, self.auth_uri, self.config.chain_id, nonce,
+                                           time.time(), expires)
+            await self.store.bind_nonce(nonce, address.lower(), body["message"])
+        return body
+
+    async def verify(self, nonce: str, signature: str, message: str | None) -> dict[str, Any]:
+        """Check the EIP-4361 message and its signature first, then spend the nonce: a failed
+        signature does not burn it (the nonce is single use only once it signed someone in)."""
+        info = await self.store.nonce_info(nonce)
+        if info is None:
+            raise ApiError(401, "Unknown nonce")
+        if info["used_at"] is not None:
+            raise ApiError(401, "Nonce already used")
+        now = time.time()
+        if info["expires_at"] < now:
+            raise ApiError(401, "Nonce expired")
+        text = message if message is not None else info["message"]
+        if text is None:
+            raise ApiError(400, "message: required (the EIP-4361 message you signed, or request the nonce with "
+                                "your address to get one)")
+        try:
+            address = siwe.verify(text, signature, domain=self.auth_domain, uri=self.auth_uri,
+                                  chain_id=self.config.chain_id, nonce=nonce, now=now, skew=self.config.auth_clock_skew)
+        except siwe.SiweError as exc:
+            raise ApiError(401, str(exc)) from None
+        if info["address"] is not None and info["address"] != address.lower():
+            raise ApiError(401, "message: the nonce was issued to another address")
         state = await self.store.use_nonce(nonce)
         if state != "ok":
             raise ApiError(401, {"unknown": "Unknown nonce", "used": "Nonce already used",
                                  "expired": "Nonce expired"}[state])
-        address = sig.recover_text(sig.sign_in_message(nonce), signature)
-        if address is None:
-            raise ApiError(401, "Invalid signature")
         token, expires = await self.store.sign_in(address, self.config.token_ttl)
         return {"token": token, "address": address, "expiresAt": int(expires)}
 
@@ -57,14 +109,26 @@ class RegistryService:
             raise ApiError(403, message)
         return project
 
-    async def add_maintainer(self, project_id: str, maintainer: str, signature: str) -> dict[str, Any]:
+    def _check_replayable(self, nonce: int | None, deadline: int | None) -> None:
+        if nonce is None and not self.config.legacy_signatures:
+            raise ApiError(400, "nonce, deadline: required (signatures without them are refused on this node)")
+        if deadline is not None and deadline < time.time():
+            raise ApiError(401, "Signature expired (deadline passed)")
+
+    async def add_maintainer(self, project_id: str, maintainer: str, signature: str, nonce: int | None = None,
+                             deadline: int | None = None) -> dict[str, Any]:
         project = await self.project_or_404(project_id)
-        signer = sig.recover_typed(sig.maintainer_typed_data(self.config.chain_id, project_id, maintainer), signature)
+        self._check_replayable(nonce, deadline)
+        typed = sig.maintainer_typed_data(self.config.chain_id, project_id, maintainer, nonce, deadline)
+        signer = sig.recover_typed(typed, signature)
         if signer is None or signer.lower() != project["owner"].lower():
             raise ApiError(403, "The maintainer must be authorised by the project owner's signature")
-        if await self.store.role(project_id, maintainer) is not None:
+        role = await self.store.add_maintainer(project_id, maintainer, signature, sig.typed_digest(typed))
+        if role == "exists":
             raise ApiError(409, f"{maintainer} already has a role in the project")
-        role = await self.store.add_maintainer(project_id, maintainer, signature)
+        if role == "used":
+            raise ApiError(401, "Signature already used: each signed change is accepted once (sign again with a "
+                                "new nonce)")
         return {"projectId": project_id, "maintainer": maintainer, "signature": signature,
                 "createdAt": role["createdAt"]}
 
@@ -76,16 +140,20 @@ class RegistryService:
             raise ApiError(404, f"Task {task_id} not found")
         if not await self.store.linked(project_id, task_id):
             raise ApiError(400, f"Task {task_id} is not linked to the project")
+        self._check_replayable(body.nonce, body.deadline)
         trigger = body.trigger.model_dump(exclude_none=True)
         typed = sig.config_typed_data(self.config.chain_id, project_id, task_id, body.name, body.oracleConfirmations,
-                                      body.relayerConfirmations, trigger, body.data)
+                                      body.relayerConfirmations, trigger, body.data, body.nonce, body.deadline)
         signer = sig.recover_typed(typed, body.signature)
         if signer is None or await self.store.role(project_id, signer) is None:
             raise ApiError(403, "The config must be signed by the project owner or a maintainer")
         config = await self.store.create_config(project_id, task_id, {
             "name": body.name, "oracleConfirmations": body.oracleConfirmations,
             "relayerConfirmations": body.relayerConfirmations, "trigger": trigger, "data": body.data,
-            "signature": body.signature}, signer)
+            "signature": body.signature}, signer, sig.typed_digest(typed))
+        if config is None:
+            raise ApiError(401, "Invalid config signature: already used (a deleted config does not come back; "
+                                "sign again with a new nonce)")
         return config
 
     async def config_usable(self, config: dict[str, Any]) -> bool:
@@ -107,7 +175,7 @@ class RegistryService:
             result = aggregate(body.rawInputs, self.oracles, config["requriedOracleConfirmations"],
                                self.config.oracle_max_age)
         except InputError as exc:
-            raise ApiError(exc.status, exc.message) from None
+            raise ApiError(exc.status, exc.message, exc.shape) from None
         raw = {q: [item.model_dump() for item in items] for q, items in body.rawInputs.items()}
         row = await self.store.add_input(task_id, body.configId, body.trigger.model_dump(), raw, result.inputs,
                                          result.proofs, result.count)
@@ -119,6 +187,8 @@ class RegistryService:
         input_row = await self.store.input(body.inputId)
         if input_row is None or input_row["taskId"] != task_id:
             raise ApiError(404, f"Input {body.inputId} does not belong to the task")
+        if input_row["reverted"]:
+            raise ApiError(409, "Trigger reverted: a chain reorganisation removed its event")
         config = await self.store.config(input_row["configId"])
         if config is None or not await self.config_usable(config):
             raise ApiError(401, "Invalid config signature")
@@ -130,9 +200,12 @@ class RegistryService:
             raise ApiError(401, "Invalid relayer signature")
         for intent in intents:
             intent["intentId"] = intent_id(task_id, body.inputId, intent)
-        execution_id, created = await self.store.add_execution(
+        recorded = await self.store.add_execution(
             task_id, input_row, sig.digest({"intents": intents, "logs": logs}).hex(), logs, intents, relayer,
             body.signature, config["requriedRelayerConfirmations"])
+        if recorded is None:
+            raise ApiError(409, "Trigger reverted: a chain reorganisation removed its event")
+        execution_id, created = recorded
         return {"executionId": execution_id, "created": created,
                 "intents": [{"intentId": i["intentId"], "type": i["type"]} for i in intents]}
 
@@ -151,6 +224,8 @@ class RegistryService:
 
     async def propose(self, intent_id_: str, body: ProposalSubmit) -> dict[str, Any]:
         intent = await self.intent_or_404(intent_id_)
+        if intent["status"] == "pending":
+            raise ApiError(409, "Config required relayer confirmations not reached", UNAUTHORIZED)
         if intent["status"] not in ("submitted", "proposed"):
             raise ApiError(409, f"Intent is {intent['status']}")
         signer = sig.recover_payload({"intentId": intent_id_, "solver": body.solver, "data": body.data}, body.signature)
@@ -173,6 +248,8 @@ class RegistryService:
         if self.relayer_key is None:
             raise ApiError(503, "This node has no relayer key (registry.relayer_key)")
         intent = await self.intent_or_404(intent_id_)
+        if intent["status"] == "pending":
+            raise ApiError(409, "Config required relayer confirmations not reached", UNAUTHORIZED)
         if intent["status"] != "proposed":
             raise ApiError(409, f"Intent is {intent['status']}")
         proposals = intent["proposals"]

@@ -66,6 +66,37 @@ MIGRATIONS = [
         CREATE TABLE reg_cron_state (config_id TEXT PRIMARY KEY, last_tick INTEGER NOT NULL)
         """,
     ),
+    # A trigger is unique per config (one chain event may feed several tasks), not globally; the
+    # watcher records the block of the events it fires on, so a reorg can revert their inputs
+    # (a reverted trigger may fire again if the event comes back in another block).
+    Migration(
+        "registry.0002",
+        """
+        CREATE TABLE reg_inputs_v2 (
+            id TEXT PRIMARY KEY, task_id TEXT NOT NULL, config_id TEXT NOT NULL, chain_id INTEGER NOT NULL,
+            tx_hash TEXT NOT NULL, log_index INTEGER NOT NULL, raw TEXT NOT NULL, inputs TEXT NOT NULL,
+            proofs TEXT NOT NULL, count INTEGER NOT NULL, created_at REAL NOT NULL,
+            block_number INTEGER, block_hash TEXT, reverted_at REAL
+        );
+        INSERT INTO reg_inputs_v2 (id, task_id, config_id, chain_id, tx_hash, log_index, raw, inputs, proofs, count,
+                                   created_at)
+            SELECT id, task_id, config_id, chain_id, tx_hash, log_index, raw, inputs, proofs, count, created_at
+            FROM reg_inputs;
+        DROP TABLE reg_inputs;
+        ALTER TABLE reg_inputs_v2 RENAME TO reg_inputs;
+        CREATE UNIQUE INDEX reg_inputs_trigger ON reg_inputs (config_id, chain_id, tx_hash, log_index)
+            WHERE reverted_at IS NULL;
+        CREATE INDEX reg_inputs_config ON reg_inputs (config_id, created_at);
+        CREATE INDEX reg_inputs_block ON reg_inputs (chain_id, block_number) WHERE block_number IS NOT NULL;
+        CREATE TABLE reg_watch_cursor (chain_id INTEGER PRIMARY KEY, block INTEGER NOT NULL, updated_at REAL NOT NULL);
+        CREATE TABLE reg_watch_blocks (chain_id INTEGER NOT NULL, number INTEGER NOT NULL, hash TEXT NOT NULL,
+                                       PRIMARY KEY (chain_id, number));
+        CREATE TABLE reg_used_signatures (digest TEXT PRIMARY KEY, kind TEXT NOT NULL, project_id TEXT NOT NULL,
+                                          used_at REAL NOT NULL);
+        ALTER TABLE reg_nonces ADD COLUMN message TEXT;
+        ALTER TABLE reg_nonces ADD COLUMN address TEXT
+        """,
+    ),
 ]
 
 
@@ -92,9 +123,18 @@ class RegistryStore:
     # -- auth ----------------------------------------------------------------------------------
 
     async def new_nonce(self, ttl: float) -> tuple[str, float]:
-        nonce, expires = secrets.token_urlsafe(24), time.time() + ttl
+        """An alphanumeric nonce (EIP-4361 wants at least 8 alphanumeric characters)."""
+        nonce, expires = secrets.token_hex(16), time.time() + ttl
         await self.db.execute("INSERT INTO reg_nonces (nonce, expires_at) VALUES (?, ?)", (nonce, expires))
         return nonce, expires
+
+    async def bind_nonce(self, nonce: str, address: str, message: str) -> None:
+        """Remember the sign-in message the node composed for this nonce and address."""
+        await self.db.execute("UPDATE reg_nonces SET address = ?, message = ? WHERE nonce = ?", (address, message, nonce))
+
+    async def nonce_info(self, nonce: str) -> dict[str, Any] | None:
+        row = await self.db.fetchone("SELECT * FROM reg_nonces WHERE nonce = ?", (nonce,))
+        return dict(row) if row else None
 
     async def use_nonce(self, nonce: str) -> str:
         """'ok', 'unknown', 'used' or 'expired'; marks it used (single use, atomically)."""
@@ -203,31 +243,95 @@ class RegistryStore:
         return {"roleId": row["id"], "projectId": row["project_id"], "account": row["account"], "role": row["role"],
                 "projectKey": row["project_key"], "signature": row["signature"], "createdAt": iso(row["created_at"])}
 
-    async def add_maintainer(self, project_id: str, maintainer: str, signature: str) -> dict[str, Any]:
+    @staticmethod
+    def _use_signature(conn: sqlite3.Connection, digest: str, kind: str, project_id: str) -> bool:
+        """Burn a signed digest: False when it was used before (signatures are single use, and a
+        deprecated one stays refused forever)."""
+        try:
+            conn.execute("INSERT INTO reg_used_signatures (digest, kind, project_id, used_at) VALUES (?, ?, ?, ?)",
+                         (digest, kind, project_id, time.time()))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    async def signature_used(self, digest: str) -> bool:
+        return await self.db.fetchone("SELECT 1 FROM reg_used_signatures WHERE digest = ?", (digest,)) is not None
+
+    async def add_maintainer(self, project_id: str, maintainer: str, signature: str,
+                             digest: str) -> dict[str, Any] | str:
+        """The new role, or 'used' (the signed digest was used before) or 'exists'."""
         role_id = new_id("role")
-        await self.db.execute("INSERT INTO reg_roles (id, project_id, account, role, project_key, signature, created_at)"
-                              " VALUES (?, ?, ?, 'maintainer', ?, ?, ?)",
-                              (role_id, project_id, maintainer, new_key("PROJECT-KEY"), signature, time.time()))
+
+        def op(conn: sqlite3.Connection) -> str | None:
+            if conn.execute("SELECT 1 FROM reg_roles WHERE project_id = ? AND lower(account) = lower(?)"
+                            " AND deprecated_at IS NULL", (project_id, maintainer)).fetchone():
+                return "exists"
+            if not self._use_signature(conn, digest, "maintainer", project_id):
+                return "used"
+            conn.execute("INSERT INTO reg_roles (id, project_id, account, role, project_key, signature, created_at)"
+                         " VALUES (?, ?, ?, 'maintainer', ?, ?, ?)",
+                         (role_id, project_id, maintainer, new_key("PROJECT-KEY"), signature, time.time()))
+            return None
+
+        outcome = await self.db.run_in_transaction(op)
+        if outcome is not None:
+            return outcome
         row = await self.db.fetchone("SELECT * FROM reg_roles WHERE id = ?", (role_id,))
         return self._role(row)
 
     async def remove_maintainer(self, project_id: str, maintainer: str) -> dict[str, Any] | None:
-        row = await self.db.fetchone("SELECT * FROM reg_roles WHERE project_id = ? AND lower(account) = lower(?)"
-                                     " AND role = 'maintainer' AND deprecated_at IS NULL", (project_id, maintainer))
-        if row is None:
-            return None
-        await self.db.execute("UPDATE reg_roles SET deprecated_at = ? WHERE id = ?", (time.time(), row["id"]))
-        return self._role(row)
+        """Deprecate the role and, for good, every config its holder signed in the project (a
+        later re-addition does not revive them)."""
+        now = time.time()
+
+        def op(conn: sqlite3.Connection):
+            row = conn.execute("SELECT * FROM reg_roles WHERE project_id = ? AND lower(account) = lower(?)"
+                               " AND role = 'maintainer' AND deprecated_at IS NULL", (project_id, maintainer)).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE reg_roles SET deprecated_at = ? WHERE id = ?", (now, row["id"]))
+            conn.execute("UPDATE reg_configs SET deprecated_at = ? WHERE project_id = ? AND lower(signer) = lower(?)"
+                         " AND deprecated_at IS NULL", (now, project_id, maintainer))
+            return row
+
+        row = await self.db.run_in_transaction(op)
+        return self._role(row) if row is not None else None
+
+    async def backfill_used_signatures(self, digests) -> None:
+        """Once: burn the digests of roles and configs stored before signatures were single use.
+        `digests(roles, configs)` returns [(digest, kind, project_id)]."""
+        if await self.db.fetchone("SELECT 1 FROM reg_used_signatures WHERE kind = 'backfill'"):
+            return
+        roles = [dict(r) for r in await self.db.fetchall("SELECT * FROM reg_roles WHERE role = 'maintainer'")]
+        configs = [self._config(r) for r in await self.db.fetchall("SELECT * FROM reg_configs")]
+        rows = digests(roles, configs) + [("backfill", "backfill", "")]
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT OR IGNORE INTO reg_used_signatures (digest, kind, project_id, used_at)"
+                             " VALUES (?, ?, ?, ?)", [(*r, time.time()) for r in rows])
+
+        await self.db.run_in_transaction(op)
 
     # -- configs ---------------------------------------------------------------------------------
 
-    async def create_config(self, project_id: str, task_id: str, body: dict[str, Any], signer: str) -> dict:
+    async def create_config(self, project_id: str, task_id: str, body: dict[str, Any], signer: str,
+                            digest: str) -> dict | None:
+        """The new config, or None when its signed digest was used before."""
         config_id = new_id("config")
-        await self.db.execute(
-            "INSERT INTO reg_configs (id, project_id, task_id, name, oracle_confirmations, relayer_confirmations,"
-            " trigger, data, signature, signer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (config_id, project_id, task_id, body["name"], body["oracleConfirmations"], body["relayerConfirmations"],
-             json.dumps(body["trigger"]), json.dumps(body["data"]), body["signature"], signer, time.time()))
+
+        def op(conn: sqlite3.Connection) -> bool:
+            if not self._use_signature(conn, digest, "config", project_id):
+                return False
+            conn.execute(
+                "INSERT INTO reg_configs (id, project_id, task_id, name, oracle_confirmations, relayer_confirmations,"
+                " trigger, data, signature, signer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (config_id, project_id, task_id, body["name"], body["oracleConfirmations"],
+                 body["relayerConfirmations"], json.dumps(body["trigger"]), json.dumps(body["data"]),
+                 body["signature"], signer, time.time()))
+            return True
+
+        if not await self.db.run_in_transaction(op):
+            return None
         return await self.config(config_id)
 
     async def config(self, config_id: str) -> dict[str, Any] | None:
@@ -251,17 +355,27 @@ class RegistryStore:
                                       " WHERE c.deprecated_at IS NULL AND json_extract(c.trigger, '$.cron') IS NOT NULL")
         return [{**self._config(r), "cid": r["cid"], "created_ts": r["created_at"]} for r in rows]
 
+    async def event_configs(self, chain_id: int) -> list[dict[str, Any]]:
+        """Live configs whose trigger is an event on the given chain."""
+        rows = await self.db.fetchall("SELECT c.*, t.cid FROM reg_configs c JOIN reg_tasks t ON t.id = c.task_id"
+                                      " WHERE c.deprecated_at IS NULL AND json_extract(c.trigger, '$.event.chainId') = ?",
+                                      (chain_id,))
+        return [{**self._config(r), "cid": r["cid"], "created_ts": r["created_at"]} for r in rows]
+
     # -- inputs ------------------------------------------------------------------------------------
 
     async def add_input(self, task_id: str, config_id: str, trigger: dict, raw: dict, inputs: dict, proofs: dict,
-                        count: int) -> dict[str, Any] | None:
+                        count: int, block: tuple[int, str] | None = None) -> dict[str, Any] | None:
+        """None when the config already has this trigger (unique per config, not globally)."""
         input_id = new_id("input")
+        number, block_hash = block if block else (None, None)
         try:
             await self.db.execute(
                 "INSERT INTO reg_inputs (id, task_id, config_id, chain_id, tx_hash, log_index, raw, inputs, proofs,"
-                " count, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " count, created_at, block_number, block_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (input_id, task_id, config_id, trigger["chainId"], trigger["transactionHash"].lower(),
-                 trigger["logIndex"], json.dumps(raw), json.dumps(inputs), json.dumps(proofs), count, time.time()))
+                 trigger["logIndex"], json.dumps(raw), json.dumps(inputs), json.dumps(proofs), count, time.time(),
+                 number, block_hash))
         except sqlite3.IntegrityError:
             return None
         return await self.input(input_id)
@@ -273,24 +387,32 @@ class RegistryStore:
         return {"inputId": row["id"], "taskId": row["task_id"], "configId": row["config_id"],
                 "trigger": {"chainId": row["chain_id"], "transactionHash": row["tx_hash"], "logIndex": row["log_index"]},
                 "inputs": json.loads(row["inputs"]), "rawInputs": json.loads(row["raw"]),
-                "proofs": json.loads(row["proofs"]), "count": row["count"], "createdAt": iso(row["created_at"])}
+                "proofs": json.loads(row["proofs"]), "count": row["count"], "createdAt": iso(row["created_at"]),
+                "reverted": row["reverted_at"] is not None}
 
     async def latest_input(self, config_id: str) -> dict[str, Any] | None:
-        row = await self.db.fetchone("SELECT id FROM reg_inputs WHERE config_id = ? AND chain_id != 0"
-                                     " ORDER BY created_at DESC LIMIT 1", (config_id,))
+        """The latest oracle inputs submitted for the config (rows the node fired itself carry none)."""
+        row = await self.db.fetchone("SELECT id FROM reg_inputs WHERE config_id = ? AND count > 0"
+                                     " AND reverted_at IS NULL ORDER BY created_at DESC LIMIT 1", (config_id,))
         return await self.input(row[0]) if row else None
 
     # -- executions and intents ----------------------------------------------------------------------
 
     async def add_execution(self, task_id: str, input_row: dict[str, Any], content_hash: str, logs: list,
                             intents: list[dict[str, Any]], relayer: str, signature: str,
-                            required: int) -> tuple[str, bool]:
+                            required: int) -> tuple[str, bool] | None:
         """Record a relayer's execution, or its confirmation of an identical one. Returns
-        (execution id, created)."""
+        (execution id, created), or None when the input was reverted (its event left the chain).
+        Intents stay 'pending' (closed to proposals) until `required` distinct relayers submitted
+        the same execution; then they are 'submitted'."""
         now = time.time()
 
-        def op(conn: sqlite3.Connection) -> tuple[str, bool]:
-            row = conn.execute("SELECT id, relayers, signatures FROM reg_executions WHERE input_id = ?"
+        def op(conn: sqlite3.Connection) -> tuple[str, bool] | None:
+            reverted = conn.execute("SELECT reverted_at FROM reg_inputs WHERE id = ?",
+                                    (input_row["inputId"],)).fetchone()
+            if reverted is None or reverted[0] is not None:
+                return None
+            row = conn.execute("SELECT id, relayers, signatures, status FROM reg_executions WHERE input_id = ?"
                                " AND content_hash = ?", (input_row["inputId"], content_hash)).fetchone()
             if row is not None:
                 relayers, signatures = json.loads(row[1]), json.loads(row[2])
@@ -300,18 +422,27 @@ class RegistryStore:
                 status = "confirmed" if len(relayers) >= required else "pending"
                 conn.execute("UPDATE reg_executions SET relayers = ?, signatures = ?, status = ? WHERE id = ?",
                              (json.dumps(relayers), json.dumps(signatures), status, row[0]))
+                if status == "confirmed" and row[3] == "pending":
+                    opened = [r[0] for r in conn.execute("SELECT id FROM reg_intents WHERE execution_id = ?"
+                                                         " AND status = 'pending'", (row[0],)).fetchall()]
+                    conn.execute("UPDATE reg_intents SET status = 'submitted' WHERE execution_id = ?"
+                                 " AND status = 'pending'", (row[0],))
+                    conn.executemany("INSERT INTO reg_intent_events (intent_id, timestamp, level, message)"
+                                     " VALUES (?, ?, ?, ?)", [(i, now, "info", f"Confirmed by {len(relayers)} relayers")
+                                                              for i in opened])
                 return row[0], False
             execution_id = new_id("execution")
+            confirmed = required <= 1
             conn.execute(
                 "INSERT INTO reg_executions (id, task_id, input_id, config_id, content_hash, logs, relayers, signatures,"
                 " status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (execution_id, task_id, input_row["inputId"], input_row["configId"], content_hash, json.dumps(logs),
-                 json.dumps([relayer]), json.dumps([signature]), "confirmed" if required <= 1 else "pending", now))
+                 json.dumps([relayer]), json.dumps([signature]), "confirmed" if confirmed else "pending", now))
             for intent in intents:
                 conn.execute("INSERT INTO reg_intents (id, execution_id, task_id, type, data, status, deadline,"
-                             " created_at) VALUES (?, ?, ?, ?, ?, 'submitted', ?, ?) ON CONFLICT (id) DO NOTHING",
+                             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                              (intent["intentId"], execution_id, task_id, intent["type"], json.dumps(intent["data"]),
-                              intent["data"].get("deadline"), now))
+                              "submitted" if confirmed else "pending", intent["data"].get("deadline"), now))
                 conn.execute("INSERT INTO reg_intent_events (intent_id, timestamp, level, message) VALUES (?, ?, ?, ?)",
                              (intent["intentId"], now, "info", "Intent received"))
             return execution_id, True

@@ -1,0 +1,80 @@
+"""Follows arbitrary contract logs on one chain with the Coordinator listener's machinery.
+
+`LogFollower` is the `Listener` (same loop: persisted cursor, `trail` confirmations, block-hash
+reorg detection and rewind to the common ancestor, RPC retries with backoff) with another scan:
+`eth_getLogs` for the addresses `addresses()` names at that moment, handed to `on_logs`. Its
+store is anything with the listener store's four methods (`cursor`, `advance`, `block_hash`,
+`rewind`), so each user keeps its own cursor. Without a saved cursor it starts at the current
+`head - trail` (history before the first start is not replayed) unless `start_block` is given.
+
+The listener's walk back over a reorg stops at the first block whose hash it did not keep, so
+this scan keeps the hash of every block of the last `hash_window` blocks of each range (all of
+them when following the head), not only the range's last block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from eth_utils import to_checksum_address
+from web3 import AsyncWeb3
+
+from node.chain.listener import Listener, with_backoff
+
+
+class CursorStore(Protocol):
+    async def cursor(self) -> int | None: ...
+
+    async def advance(self, block: int, hashes: dict[int, str]) -> None: ...
+
+    async def block_hash(self, number: int) -> str | None: ...
+
+    async def rewind(self, block: int, since: float) -> list: ...
+
+
+OnLogs = Callable[[list[dict[str, Any]]], Awaitable[None]]
+Addresses = Callable[[], Awaitable[list[str]]]
+OnRewind = Callable[[list], Awaitable[None]]
+
+
+def _hex(value: Any) -> str:
+    return "0x" + bytes(value).hex()
+
+
+class LogFollower(Listener):
+    def __init__(self, w3: AsyncWeb3, store: CursorStore, *, addresses: Addresses, on_logs: OnLogs,
+                 on_reorg: OnRewind, trail: int, start_block: int | None = None, batch_blocks: int = 1000,
+                 poll_interval: float = 1.0, hash_window: int = 64) -> None:
+        super().__init__(w3, None, None, store, start_block=start_block or 0, trail=trail,  # type: ignore[arg-type]
+                         batch_blocks=batch_blocks, reader_batch=1, poll_interval=poll_interval,
+                         on_subscriptions=None, on_cancelled=None, on_reorg=on_reorg)  # type: ignore[arg-type]
+        self._explicit_start = start_block
+        self._addresses = addresses
+        self._on_logs = on_logs
+        self._hash_window = hash_window
+
+    async def run(self) -> None:
+        if await self._store.cursor() is None and self._explicit_start is None:
+            head = await with_backoff("eth_blockNumber", lambda: self._w3.eth.block_number, self._stop)
+            self._start_block = max(head - self._trail, 0)
+        await super().run()
+
+    async def _scan(self, start: int, end: int) -> int:
+        addresses = [to_checksum_address(a) for a in await self._addresses()]
+        logs: list[dict[str, Any]] = []
+        if addresses:
+            raw = await with_backoff("eth_getLogs", lambda: self._w3.eth.get_logs(
+                {"fromBlock": start, "toBlock": end, "address": addresses}), self._stop)
+            logs = [{"address": entry["address"], "topics": [_hex(t) for t in entry["topics"]],
+                     "data": _hex(entry["data"]), "blockNumber": int(entry["blockNumber"]),
+                     "blockHash": _hex(entry["blockHash"]), "transactionHash": _hex(entry["transactionHash"]),
+                     "logIndex": int(entry["logIndex"])} for entry in raw if not entry.get("removed")]
+        if logs:
+            await self._on_logs(logs)
+        hashes: dict[int, str] = {}
+        for number in range(max(start, end - self._hash_window + 1), end + 1):
+            block = await with_backoff("eth_getBlockByNumber", lambda n=number: self._w3.eth.get_block(n), self._stop)
+            hashes[number] = _hex(block["hash"])
+        await self._store.advance(end, hashes)
+        return len(logs)

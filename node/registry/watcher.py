@@ -1,0 +1,117 @@
+"""The node as relayer of event-triggered configs: watches each chain of `registry.chains` for the
+events the live configs name, runs the config's task once per `(chainId, txHash, logIndex)` and
+records the execution signed with the node's relayer key.
+
+The following is `node.chain.follow.LogFollower` (the Coordinator listener's loop): a cursor per
+chain in SQLite, `confirmations` blocks behind the head, block-hash reorg detection. Each
+matching event is first recorded as an input of the config (with its block), unique per
+(config, trigger), and only then run, so a restart that scans the block again never fires it
+twice (at most once: a crash between the record and the execution loses that execution, as for
+cron ticks). A reorg that replaces the event's block reverts the input, its execution and its
+intents in one transaction (`WatchCursor.rewind`); if the event reappears in another block it
+fires again. The loop runs under the node's Supervisor: RPC errors are retried inside the
+follower with backoff, anything else ends the run and the supervisor restarts it.
+
+The containers get `{"taskId", "configId", "trigger": {chainId, transactionHash, logIndex},
+"event": {address, topics, data, blockNumber, blockHash, transactionHash, logIndex},
+"config": <config data>, "inputs": <the latest oracle inputs submitted for the config, or {}>}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from web3 import AsyncWeb3
+from web3.providers import AsyncHTTPProvider
+
+from node.chain.follow import LogFollower
+from node.config import RegistryChain
+from node.jobs.orchestrator import Orchestrator
+from node.logs import get_logger
+from node.registry.models import EventTrigger
+from node.registry.relayer import run_and_record
+from node.registry.service import RegistryService
+from node.registry.watch_store import WatchCursor
+
+log = get_logger(__name__)
+
+
+class EventWatcher:
+    """Watches one chain."""
+
+    def __init__(self, service: RegistryService, orchestrator: Orchestrator, chain_id: int,
+                 chain: RegistryChain) -> None:
+        self._service = service
+        self._store = service.store
+        self._orchestrator = orchestrator
+        self.chain_id = chain_id
+        self._chain = chain
+        self._routes = {cid: list(route.containers) for cid, route in service.config.tasks.items()}
+        self._w3 = AsyncWeb3(AsyncHTTPProvider(chain.rpc_url, request_kwargs={"timeout": 10}))
+        self.cursor = WatchCursor(service.store.db, chain_id)
+        self._follower: LogFollower | None = None
+        self._runs: set[asyncio.Task] = set()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.stop()
+
+    async def run(self) -> None:
+        """Follow the chain until stopped. Run under the node's Supervisor: RPC errors are retried
+        inside the follower; anything else ends this run, and the supervisor logs it and starts
+        it again (from the persisted cursor) after its backoff."""
+        self._follower = LogFollower(
+            self._w3, self.cursor, addresses=self._addresses, on_logs=self._on_logs, on_reorg=self._on_reorg,
+            trail=self._chain.confirmations, start_block=self._chain.start_block,
+            batch_blocks=self._chain.batch_blocks, poll_interval=self._chain.poll_interval)
+        log.info("registry.watching", chain_id=self.chain_id, confirmations=self._chain.confirmations)
+        try:
+            if not self._stop.is_set():
+                await self._follower.run()
+        finally:
+            if self._stop.is_set() and self._runs:
+                await asyncio.wait(self._runs, timeout=10)
+
+    async def _configs(self) -> list[tuple[dict[str, Any], EventTrigger, list[str]]]:
+        out = []
+        for config in await self._store.event_configs(self.chain_id):
+            containers = self._routes.get(config["cid"])
+            if containers is None or not await self._service.config_usable(config):
+                continue
+            out.append((config, EventTrigger.model_validate(config["trigger"]["event"]), containers))
+        return out
+
+    async def _addresses(self) -> list[str]:
+        return sorted({trigger.address.lower() for _, trigger, _ in await self._configs()})
+
+    async def _on_logs(self, logs: list[dict[str, Any]]) -> None:
+        configs = await self._configs()
+        for entry in logs:
+            for config, trigger, containers in configs:
+                if trigger.matches(entry):
+                    await self._claim(config, containers, entry)
+
+    async def _claim(self, config: dict[str, Any], containers: list[str], entry: dict[str, Any]) -> None:
+        task_id, config_id = config["taskId"], config["configId"]
+        trigger = {"chainId": self.chain_id, "transactionHash": entry["transactionHash"], "logIndex": entry["logIndex"]}
+        latest = await self._store.latest_input(config_id)
+        inputs = latest["inputs"] if latest else {}
+        row = await self._store.add_input(task_id, config_id, trigger, {}, inputs, latest["proofs"] if latest else {},
+                                          0, block=(entry["blockNumber"], entry["blockHash"]))
+        fields = {"config_id": config_id, "chain_id": self.chain_id, "tx": entry["transactionHash"],
+                  "log_index": entry["logIndex"], "block": entry["blockNumber"]}
+        if row is None:
+            log.info("registry.event_already_fired", **fields)
+            return
+        log.info("registry.event", **fields, input_id=row["inputId"])
+        data = {"taskId": task_id, "configId": config_id, "trigger": trigger, "event": entry, "config": config["data"],
+                "inputs": inputs}
+        run = asyncio.create_task(run_and_record(self._service, self._orchestrator, containers, row, data, fields))
+        self._runs.add(run)
+        run.add_done_callback(self._runs.discard)
+
+    async def _on_reorg(self, reverted: list[str]) -> None:
+        log.warning("registry.event_reverted", chain_id=self.chain_id, inputs=len(reverted), input_ids=reverted[:20])
