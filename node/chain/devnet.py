@@ -184,7 +184,9 @@ class Devnet:
     def print_ready(self, dep: Any, api_key: str) -> None:
         rel = self.state if self.workdir != Path.cwd() else Path("devnet")
         script = Path(sys.executable).parent / "node-daemon"
-        cli = os.path.relpath(script) if script.exists() else f"{sys.executable} -m node"
+        cli = f"{sys.executable} -m node"
+        if script.exists():
+            cli = str(script) if os.path.relpath(script).startswith("..") else os.path.relpath(script)
         user = Account.from_key(anvil_keys()["user"]).address
         market = json.dumps({"action": "createMarket", "apiKey": api_key, "question": "Rain tomorrow?",
                              "oracle": user, "duration": 3600, "outcomeSlotCount": 2, "oracleType": 1,
