@@ -113,6 +113,8 @@ class Devnet:
     def start_anvil(self) -> Web3:
         if not self.anvil_bin.exists():
             raise DeployError(f"anvil not found at {self.anvil_bin}: run bash scripts/setup.sh first")
+        if _port_in_use(self.port):
+            raise DeployError(f"port {self.port} is already in use (a node running?): stop it or pass --port")
         if _port_in_use(self.anvil_port):
             raise DeployError(f"port {self.anvil_port} is already in use (another anvil?): stop it or pass "
                               "--anvil-port")

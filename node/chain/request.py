@@ -175,7 +175,8 @@ class RequestClient:
                 return seen
             now = time.monotonic()
             if now - start > timeout:
-                raise DeployError(f"subscription {sub_id}: {len(seen)} of {wanted} deliveries after {timeout:g}s")
+                raise DeployError(f"subscription {sub_id}: {len(seen)} of {wanted} deliveries after {timeout:g}s "
+                                  "(does a node serve this container chain? its log says why not)")
             if now >= next_note:
                 self.progress(f"waiting for deliveries of subscription {sub_id}: {len(seen)}/{wanted} "
                               f"({now - start:.0f}s)")
