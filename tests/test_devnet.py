@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from eth_utils import keccak
 from web3 import Web3
 
 from node.chain.codec import abi
-from node.chain.deploy import DeployError, load_key
+from node.chain.deploy import Deployer, DeployError, load_key
 from node.config import parse_config
 from tests.chain_helpers import KEYS, Anvil
 from tests.helpers import REPO, Http, free_port
@@ -170,6 +171,24 @@ def test_deploy_twice_reuses_every_contract(anvil, tmp_path):
                                         "CRE_DON_KEY": KEYS[2]})
     assert config.chain.coordinator_address == addresses["Coordinator"]["address"]
     assert config.cre.runtime.vault_address == addresses["PredictionVault"]["address"]
+
+
+def test_deploy_shows_progress_while_a_receipt_is_pending_and_verifies_the_code(tmp_path):
+    chain = Anvil(block_time=2).start()  # a receipt takes up to 2 s: a "real" chain
+    try:
+        w3 = Web3(Web3.HTTPProvider(chain.url))
+        lines: list[str] = []
+        dep = Deployer(w3, w3.eth.chain_id, KEYS[0], out=lines.append, poll=0.1, note_every=0.5).run(
+            ["Reader"], tmp_path / "d.json", chain.url)  # Reader needs the Coordinator: both are deployed
+        assert set(dep.contracts) == {"Coordinator", "Reader"}
+        assert any("Coordinator: waiting for the receipt" in line for line in lines), lines
+        for name in ("Coordinator", "Reader"):
+            code = bytes(w3.eth.get_code(dep.address(name)))
+            assert code and "0x" + keccak(code).hex() == dep.contracts[name]["code_hash"]
+        reader = w3.eth.contract(address=dep.address("Reader"), abi=abi("Reader"))
+        assert len(reader.functions.readSubscriptionBatch(1, 2).call()) == 1  # reads through the Coordinator
+    finally:
+        chain.stop()
 
 
 def test_deploy_on_a_fresh_chain_redeploys_what_is_gone(anvil, tmp_path):

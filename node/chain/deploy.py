@@ -129,11 +129,11 @@ class Deployer:
     """Deploys the contracts of a plan one after another, reusing what an addresses file has."""
 
     def __init__(self, w3: Web3, chain_id: int, key: str, out: Callable[[str], None] = print,
-                 receipt_timeout: float = 300.0, poll: float = 0.5) -> None:
+                 receipt_timeout: float = 300.0, poll: float = 0.5, note_every: float = 5.0) -> None:
         self.w3, self.chain_id = w3, chain_id
         self.account = Account.from_key(key)
         self.out = out
-        self.receipt_timeout, self.poll = receipt_timeout, poll
+        self.receipt_timeout, self.poll, self.note_every = receipt_timeout, poll, note_every
 
     def run(self, names: list[str], path: Path | None, rpc_url: str, don: str | None = None,
             signer: str | None = None) -> Deployment:
@@ -200,7 +200,7 @@ class Deployer:
 
     def _wait(self, name: str, tx_hash: bytes) -> Any:
         start = time.monotonic()
-        next_note = start + 5
+        next_note = start + self.note_every
         while True:
             try:
                 return self.w3.eth.get_transaction_receipt(tx_hash)
@@ -212,7 +212,7 @@ class Deployer:
                                   "(gas price too low? run again to resume)")
             if now >= next_note:
                 self.out(f"{name}: waiting for the receipt ({now - start:.0f}s)")
-                next_note = now + 5
+                next_note = now + self.note_every
             time.sleep(self.poll)
 
 

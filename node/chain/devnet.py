@@ -27,7 +27,7 @@ from eth_account import Account
 from web3 import Web3
 
 from node.chain.codec import abi
-from node.chain.deploy import GROUPS, Deployer, DeployError
+from node.chain.deploy import GROUPS, Deployer, DeployError, Deployment
 
 REPO = Path(__file__).resolve().parents[2]
 ANVIL = REPO / "contracts" / "node_modules" / ".bin" / "anvil"
@@ -61,7 +61,7 @@ def _port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def devnet_config(base: dict[str, Any], keys: dict[str, str], dep: Any, rpc_url: str, port: int,
+def devnet_config(base: dict[str, Any], keys: dict[str, str], dep: Deployment, rpc_url: str, port: int,
                   name_prefix: str, state_dir: str, api_key: str) -> dict[str, Any]:
     """The default config (`base`) with the chain and the CRE workflow runtime on."""
     config = dict(base)
@@ -133,7 +133,7 @@ class Devnet:
                 time.sleep(0.2)
         raise DeployError("anvil did not answer within 30s")
 
-    def deploy(self, w3: Web3, keys: dict[str, str]):
+    def deploy(self, w3: Web3, keys: dict[str, str]) -> Deployment:
         addresses = self.state / "addresses.json"
         addresses.unlink(missing_ok=True)  # a fresh anvil: nothing recorded can still be there
         deployer = Deployer(w3, w3.eth.chain_id, keys["user"], out=lambda line: self.out(f"deploy: {line}"))
@@ -148,7 +148,7 @@ class Devnet:
         self.out("deploy: minted 100000 test USDC to the user and the CRE transmitter")
         return dep
 
-    def write_config(self, keys: dict[str, str], dep: Any, api_key: str) -> None:
+    def write_config(self, keys: dict[str, str], dep: Deployment, api_key: str) -> None:
         base = yaml.safe_load(self.base_config.read_text()) or {}
         config = devnet_config(base, keys, dep, self.rpc_url, self.port, self.name_prefix, "devnet", api_key)
         self.config_path.write_text(HEADER + yaml.safe_dump(config, sort_keys=False))
@@ -183,28 +183,30 @@ class Devnet:
                 next_note = now + 5
             time.sleep(0.3)
 
-    def print_ready(self, dep: Any, api_key: str) -> None:
+    def print_ready(self, api_key: str) -> None:
         rel = self.state if self.workdir != Path.cwd() else Path("devnet")
         script = Path(sys.executable).parent / "node-daemon"
         cli = f"{sys.executable} -m node"
         if script.exists():
             cli = str(script) if os.path.relpath(script).startswith("..") else os.path.relpath(script)
+        request = f"{cli} request --deployment {rel}/addresses.json --key {rel}/user.key"
+        node = f"http://127.0.0.1:{self.port}"
         user = Account.from_key(anvil_keys()["user"]).address
         market = json.dumps({"action": "createMarket", "apiKey": api_key, "question": "Rain tomorrow?",
                              "oracle": user, "duration": 3600, "outcomeSlotCount": 2, "oracleType": 1,
                              "marketType": 0, "creatorAddress": user})
         self.out(f"""
-devnet ready: node http://127.0.0.1:{self.port} (pid {self.node.pid}), anvil {self.rpc_url} (pid {self.anvil.pid})
+devnet ready: node {node} (pid {self.node.pid}), anvil {self.rpc_url} (pid {self.anvil.pid})
   contracts: {rel}/addresses.json    config: {self.config_path}    node log: {rel}/node.log
 
 Try, in another terminal:
-  {cli} request --deployment {rel}/addresses.json --key {rel}/user.key --containers upper,echo --input "hello devnet"
-  {cli} request --deployment {rel}/addresses.json --key {rel}/user.key --containers echo --input tick --frequency 3 --period 2
-  {cli} request --deployment {rel}/addresses.json --key {rel}/user.key --delegated --node http://127.0.0.1:{self.port} --containers upper --input '{{"msg": "hi"}}'
-  curl -s http://127.0.0.1:{self.port}/info
-  curl -s http://127.0.0.1:{self.port}/api/cre/workflow -H 'content-type: application/json' -d '{market}'
+  {request} --containers upper,echo --input "hello devnet"
+  {request} --containers echo --input tick --frequency 3 --period 2
+  {request} --delegated --node {node} --containers upper --input '{{"msg": "hi"}}'
+  curl -s {node}/info
+  curl -s {node}/api/cre/workflow -H 'content-type: application/json' -d '{market}'
 
-Ctrl-C stops the node and anvil.""", )
+Ctrl-C stops the node and anvil.""")
 
     def run(self) -> int:
         self.state.mkdir(parents=True, exist_ok=True)
@@ -218,7 +220,7 @@ Ctrl-C stops the node and anvil.""", )
             self.write_config(keys, dep, api_key)
             self.start_node()
             if not self._stop:
-                self.print_ready(dep, api_key)
+                self.print_ready(api_key)
             while not self._stop:
                 for name, proc in (("node", self.node), ("anvil", self.anvil)):
                     if proc.poll() is not None:
