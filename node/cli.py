@@ -88,6 +88,9 @@ def _chain_command(args: argparse.Namespace) -> int:
     """deploy / request / devnet: one-shot tools; a failure is one clear line, no traceback."""
     from pathlib import Path
 
+    import requests
+    from web3.exceptions import Web3Exception
+
     from node.chain.deploy import DeployError, deploy_main
 
     def out(line: str) -> None:
@@ -108,6 +111,9 @@ def _chain_command(args: argparse.Namespace) -> int:
             return Devnet(Path(args.dir), args.port, args.anvil_port, args.name_prefix, base, out=out).run()
     except DeployError as exc:
         print(f"{args.command}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except (requests.RequestException, Web3Exception) as exc:  # the RPC failed mid-way: no traceback
+        print(f"{args.command}: RPC error: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         return 130

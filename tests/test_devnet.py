@@ -103,6 +103,16 @@ def test_a_subscription_made_with_request_on_the_devnet_is_delivered_and_printed
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_a_recurring_subscription_made_with_request_prints_every_interval(devnet):
+    result = devnet.request("--containers", "echo", "--input", "tick", "--frequency", "3", "--period", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    outputs = re.findall(r"interval (\d+) by node .*\noutput: .*\(hex of text: '(.*)'\)", result.stdout)
+    assert outputs == [("1", "tick:1"), ("2", "tick:2"), ("3", "tick:3")]
+    assert "waiting for deliveries of subscription" in result.stderr  # the progress line while it waits
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_a_delegated_subscription_sent_by_request_is_delivered_once(devnet):
     args = ("--delegated", "--node", f"http://127.0.0.1:{devnet.port}", "--containers", "upper",
             "--input", '{"msg": "delegated"}', "--nonce", "4242")

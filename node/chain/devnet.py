@@ -191,6 +191,7 @@ class Devnet:
             cli = str(script) if os.path.relpath(script).startswith("..") else os.path.relpath(script)
         request = f"{cli} request --deployment {rel}/addresses.json --key {rel}/user.key"
         node = f"http://127.0.0.1:{self.port}"
+        node_arg = "" if self.port == 4000 else f" --node {node}"  # 4000: request's default
         user = Account.from_key(anvil_keys()["user"]).address
         market = json.dumps({"action": "createMarket", "apiKey": api_key, "question": "Rain tomorrow?",
                              "oracle": user, "duration": 3600, "outcomeSlotCount": 2, "oracleType": 1,
@@ -202,7 +203,7 @@ devnet ready: node {node} (pid {self.node.pid}), anvil {self.rpc_url} (pid {self
 Try, in another terminal:
   {request} --containers upper,echo --input "hello devnet"
   {request} --containers echo --input tick --frequency 3 --period 2
-  {request} --delegated --node {node} --containers upper --input '{{"msg": "hi"}}'
+  {request} --delegated{node_arg} --containers upper --input '{{"msg": "hi"}}'
   curl -s {node}/info
   curl -s {node}/api/cre/workflow -H 'content-type: application/json' -d '{market}'
 

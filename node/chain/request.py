@@ -149,23 +149,23 @@ class RequestClient:
         """Wait for `wanted` deliveries of `sub_id`, printing each as it lands."""
         functions = self.consumer.functions
         seen: list[Delivery] = []
-        scanned: set[int] = set()
+        scanned_to: int | None = None  # deliveries are appended: after the first scan, read only new ones
         start = time.monotonic()
         next_note = start + 2
         while True:
+            length = functions.deliveriesLength().call()  # first: our deliveries below it are <= count
             count = functions.deliveryCount(sub_id).call()
             if count > len(seen):
                 new: list[Delivery] = []
-                # newest first: the deliveries not seen yet are at the end of the array
-                for index in range(functions.deliveriesLength().call() - 1, -1, -1):
-                    if len(seen) + len(new) >= count:
-                        break
-                    if index in scanned:
-                        continue
-                    raw = functions.deliveries(index).call()
-                    if raw[0] == sub_id:
-                        scanned.add(index)
-                        new.append(Delivery(raw[0], raw[1], raw[2], raw[3], bytes(raw[5])))
+                if scanned_to is None:  # newest first, until all counted ones are found
+                    for index in range(length - 1, -1, -1):
+                        if len(seen) + len(new) >= count:
+                            break
+                        new += self._delivery(index, sub_id)
+                else:
+                    for index in range(scanned_to, length):
+                        new += self._delivery(index, sub_id)
+                scanned_to = length
                 for d in sorted(new, key=lambda d: (d.interval, d.redundancy)):
                     seen.append(d)
                     self.out(f"delivery {len(seen)}/{wanted}: subscription {sub_id} interval {d.interval} "
@@ -182,6 +182,10 @@ class RequestClient:
                               f"({now - start:.0f}s)")
                 next_note = now + 2
             time.sleep(0.25)
+
+    def _delivery(self, index: int, sub_id: int) -> list[Delivery]:
+        raw = self.consumer.functions.deliveries(index).call()
+        return [Delivery(raw[0], raw[1], raw[2], raw[3], bytes(raw[5]))] if raw[0] == sub_id else []
 
 
 def _post_json(url: str, body: Any, timeout: float = 30.0) -> tuple[int, Any]:
