@@ -90,9 +90,12 @@ def devnet(docker_engine, tmp_path_factory):
 @pytest.mark.docker
 @pytest.mark.slow
 def test_a_subscription_made_with_request_on_the_devnet_is_delivered_and_printed(devnet):
-    config = yaml.safe_load((devnet.workdir / "devnet.yaml").read_text())
-    assert "TEST-ONLY" in (devnet.workdir / "devnet.yaml").read_text()
+    text = (devnet.workdir / "devnet.yaml").read_text()
+    config = yaml.safe_load(text)
     assert config["chain"]["enabled"] and config["cre"]["runtime"]["api_key"]
+    for secret in ("private_key", "don_key", "transmitter_key", "backend_signer_key", "tee_master_key", "api_key"):
+        assert re.search(rf"{secret}: \S+  # TEST-ONLY", text), secret
+    assert cli("check-config", "--config", str(devnet.workdir / "devnet.yaml")).returncode == 0
     result = devnet.request("--containers", "upper,echo", "--input", "hello devnet")
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"subscription \d+ created", result.stdout)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -151,7 +152,10 @@ class Devnet:
     def write_config(self, keys: dict[str, str], dep: Deployment, api_key: str) -> None:
         base = yaml.safe_load(self.base_config.read_text()) or {}
         config = devnet_config(base, keys, dep, self.rpc_url, self.port, self.name_prefix, "devnet", api_key)
-        self.config_path.write_text(HEADER + yaml.safe_dump(config, sort_keys=False))
+        text = yaml.safe_dump(config, sort_keys=False)
+        text = re.sub(r"^(\s+(?:private_key|don_key|transmitter_key|backend_signer_key|tee_master_key|api_key): .*)$",
+                      r"\1  # TEST-ONLY", text, flags=re.MULTILINE)
+        self.config_path.write_text(HEADER + text)
         key_file = self.state / "user.key"
         key_file.write_text(keys["user"] + "\n")
         key_file.chmod(0o600)
