@@ -1,4 +1,5 @@
-"""Command line: `python -m node run --config config.yaml` and `python -m node check-config`."""
+"""Command line: `python -m node run --config config.yaml`, `check-config`, and the chain tools
+`deploy`, `request` and `devnet` (node/chain/deploy.py, request.py, devnet.py)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,106 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", default="config.yaml", help="path to config.yaml (default: %(default)s)")
     check = sub.add_parser("check-config", help="validate a config file and exit (non-zero if invalid)")
     check.add_argument("--config", "-c", default="config.yaml", help="path to config.yaml (default: %(default)s)")
+    _chain_parsers(sub)
     return parser
+
+
+def _chain_parsers(sub: argparse._SubParsersAction) -> None:
+    key_help = "name of an environment variable, or a file, holding the private key (never the key itself)"
+    deploy = sub.add_parser("deploy", help="deploy our contracts to an EVM chain (idempotent)")
+    deploy.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain")
+    deploy.add_argument("--key", required=True, help=key_help + "; the deployer pays the gas")
+    deploy.add_argument("--what", choices=["infernet", "cre", "all"], default="infernet",
+                        help="infernet: Coordinator, Reader, ExampleConsumer; cre: the CRE market contracts "
+                             "(default: %(default)s)")
+    deploy.add_argument("--out", default="deployment.json",
+                        help="addresses file, reused on the next run; the config snippet goes next to it "
+                             "as .yaml (default: %(default)s)")
+    deploy.add_argument("--don", help="DON address for the CRE contracts (default: the deployer)")
+    deploy.add_argument("--consumer-signer", help="ExampleConsumer's delegated-subscription signer "
+                                                  "(default: the deployer)")
+    deploy.add_argument("--receipt-timeout", type=float, default=300.0, help="seconds per receipt")
+
+    request = sub.add_parser("request", help="create a subscription and follow it to its delivery")
+    request.add_argument("--deployment", default="deployment.json", help="addresses file from deploy or devnet")
+    request.add_argument("--rpc", help="JSON-RPC URL (default: the one in the addresses file)")
+    request.add_argument("--key", required=True, help=key_help + "; for --delegated, the consumer's signer")
+    request.add_argument("--containers", required=True, help="container chain, comma-separated (e.g. upper,echo)")
+    request.add_argument("--input", default="", help="input: bytes for the consumer (as text); JSON data "
+                                                     "for --delegated")
+    request.add_argument("--redundancy", type=_positive, default=1, help="nodes that must answer each interval")
+    request.add_argument("--frequency", type=_positive, default=1, help="number of intervals (1: one-shot)")
+    request.add_argument("--period", type=_non_negative, default=0, help="seconds between intervals")
+    request.add_argument("--delegated", action="store_true",
+                         help="sign the subscription (EIP-712) and send it to a node's POST /api/jobs")
+    request.add_argument("--node", default="http://127.0.0.1:4000", help="node URL for --delegated")
+    request.add_argument("--nonce", type=_positive, help="delegated nonce (default: random); the same nonce "
+                                                         "names the same subscription")
+    request.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for deliveries "
+                                                                      "(plus the subscription's period × frequency)")
+
+    devnet = sub.add_parser("devnet", help="anvil + contracts + devnet.yaml + the node, until Ctrl-C")
+    devnet.add_argument("--dir", default=".", help="where devnet.yaml and devnet/ go (default: current folder)")
+    devnet.add_argument("--port", type=int, default=4000, help="node API port (default: %(default)s)")
+    devnet.add_argument("--anvil-port", type=int, default=8545, help="anvil port (default: %(default)s)")
+    devnet.add_argument("--base-config", help="config to start from (default: the project's config.yaml)")
+    devnet.add_argument("--name-prefix", default="devnet-", help="Docker container name prefix")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _chain_command(args: argparse.Namespace) -> int:
+    """deploy / request / devnet: one-shot tools; a failure is one clear line, no traceback."""
+    from pathlib import Path
+
+    import requests
+    from web3.exceptions import Web3Exception
+
+    from node.chain.deploy import DeployError, deploy_main
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        if args.command == "deploy":
+            deploy_main(args.rpc, args.key, args.what, Path(args.out), args.don, args.consumer_signer,
+                        args.receipt_timeout, out)
+        elif args.command == "request":
+            from node.chain.request import request_main
+
+            request_main(args, out)
+        else:
+            from node.chain.devnet import REPO, Devnet
+
+            base = Path(args.base_config) if args.base_config else REPO / "config.yaml"
+            return Devnet(Path(args.dir), args.port, args.anvil_port, args.name_prefix, base, out=out).run()
+    except DeployError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except (requests.RequestException, Web3Exception) as exc:  # the RPC failed mid-way: no traceback
+        print(f"{args.command}: RPC error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("deploy", "request", "devnet"):
+        return _chain_command(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

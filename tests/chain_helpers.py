@@ -12,6 +12,7 @@ from eth_abi import decode as abi_decode
 from eth_account import Account
 from web3 import Web3
 
+from node.chain.deploy import GROUPS, Deployer
 from tests.helpers import REPO, free_port
 
 ANVIL = REPO / "contracts" / "node_modules" / ".bin" / "anvil"
@@ -110,22 +111,15 @@ def decode_output(output: bytes):
 
 
 def deploy(url: str, signer_key: str = KEYS[5]) -> Deployment:
+    """Coordinator, Reader and ExampleConsumer deployed by the product's deployer (`node-daemon deploy`)."""
     w3 = Web3(Web3.HTTPProvider(url))
-    deployer = Account.from_key(KEYS[0])
+    done = Deployer(w3, w3.eth.chain_id, KEYS[0], out=lambda line: None).run(
+        GROUPS["infernet"], None, url, signer=Account.from_key(signer_key).address)
 
-    def create(name: str, *args):
-        art = artifact(name)
-        contract = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
-        tx = contract.constructor(*args).build_transaction(
-            {"from": deployer.address, "nonce": w3.eth.get_transaction_count(deployer.address, "pending")})
-        signed = deployer.sign_transaction(tx)
-        receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction), timeout=30)
-        return w3.eth.contract(address=receipt["contractAddress"], abi=art["abi"])
+    def contract(name: str):
+        return w3.eth.contract(address=done.address(name), abi=artifact(name)["abi"])
 
-    coordinator = create("Coordinator")
-    reader = create("Reader", coordinator.address)
-    consumer = create("ExampleConsumer", coordinator.address, Account.from_key(signer_key).address)
-    return Deployment(w3, coordinator, reader, consumer, signer_key)
+    return Deployment(w3, contract("Coordinator"), contract("Reader"), contract("ExampleConsumer"), signer_key)
 
 
 def chain_config(anvil_url: str, dep: Deployment, key: str, **extra) -> dict:

@@ -1,0 +1,264 @@
+"""`node-daemon deploy`: our contracts on any EVM chain, idempotently.
+
+Before this, only test helpers deployed the Coordinator, Reader, consumer and CRE market
+contracts, so an operator had no path to a real chain. This module is that path, and the tests
+use it too (one copy of the deploy logic). It is a one-shot command line tool, so it uses
+web3's blocking API; the daemon itself never imports it.
+
+The addresses file records, per contract, its address, constructor arguments, a hash of the
+artifact's creation code and a hash of the code on chain. A second run on the same chain reuses
+every contract whose code is still there unchanged and whose arguments and artifact are the
+same, and deploys only the rest (so a run cut short resumes where it stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+from eth_account import Account
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+from web3.exceptions import TransactionNotFound
+
+from node.chain.codec import abi, bytecode
+
+# Constructor arguments: another contract of the plan by name, or "@don" / "@signer".
+PLAN: dict[str, tuple[str, ...]] = {
+    "Coordinator": (),
+    "Reader": ("Coordinator",),
+    "ExampleConsumer": ("Coordinator", "@signer"),
+    "MockUSDC": (),
+    "ConditionalTokens": (),
+    "ReportForwarder": ("@don",),
+    "Sub0": ("ReportForwarder", "ConditionalTokens"),
+    "PredictionVault": ("ReportForwarder", "@don", "ConditionalTokens", "Sub0", "MockUSDC"),
+}
+GROUPS = {
+    "infernet": ["Coordinator", "Reader", "ExampleConsumer"],
+    "cre": ["MockUSDC", "ConditionalTokens", "ReportForwarder", "Sub0", "PredictionVault"],
+}
+GROUPS["all"] = GROUPS["infernet"] + GROUPS["cre"]
+_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+
+
+class DeployError(Exception):
+    """A deployment that cannot go on; the message says what to do."""
+
+
+def load_key(spec: str, env: Mapping[str, str] | None = None) -> str:
+    """A private key from the environment variable named `spec`, or from the file at `spec`.
+    A key given literally is refused: it would show in the process list and shell history."""
+    env = os.environ if env is None else env
+    if spec in env:
+        value, where = env[spec].strip(), f"environment variable {spec}"
+    elif Path(spec).is_file():
+        value, where = Path(spec).read_text().strip(), f"file {spec}"
+    elif _KEY.fullmatch(spec):
+        raise DeployError("give the name of an environment variable or a key file, not the key itself "
+                          "(a key on the command line shows in the process list and shell history)")
+    else:
+        raise DeployError(f"{spec}: no environment variable or file of that name holds a key")
+    if not _KEY.fullmatch(value):
+        raise DeployError(f"{where} does not hold a 32-byte hex private key")
+    return "0x" + value.removeprefix("0x")
+
+
+def connect(rpc_url: str, timeout: float = 10.0) -> tuple[Web3, int]:
+    """A Web3 on `rpc_url` and its chain id; an RPC that is down fails at once, clearly."""
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    try:
+        return w3, w3.eth.chain_id
+    except requests.exceptions.ConnectionError:
+        raise DeployError(f"cannot reach the RPC at {rpc_url}: connection refused or host unreachable "
+                          "(is the node/anvil running, is the URL right?)") from None
+    except requests.exceptions.Timeout:
+        raise DeployError(f"the RPC at {rpc_url} did not answer within {timeout:g}s") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure of the first call: not a usable RPC
+        raise DeployError(f"the RPC at {rpc_url} did not answer eth_chainId: {exc}") from None
+
+
+def _hash(data: bytes) -> str:
+    return "0x" + keccak(data).hex()
+
+
+def _artifact_hash(name: str) -> str:
+    return _hash(bytes.fromhex(bytecode(name).removeprefix("0x")))
+
+
+@dataclass
+class Deployment:
+    """What the addresses file holds."""
+
+    chain_id: int
+    rpc_url: str
+    deployer: str
+    contracts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def address(self, name: str) -> str:
+        return self.contracts[name]["address"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chain_id": self.chain_id, "rpc_url": self.rpc_url, "deployer": self.deployer,
+                "contracts": self.contracts}
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        try:
+            data = json.loads(path.read_text())
+            return cls(int(data["chain_id"]), data["rpc_url"], data["deployer"], dict(data["contracts"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DeployError(f"{path}: not a readable addresses file ({exc})") from None
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        tmp.replace(path)
+
+
+class Deployer:
+    """Deploys the contracts of a plan one after another, reusing what an addresses file has."""
+
+    def __init__(self, w3: Web3, chain_id: int, key: str, out: Callable[[str], None] = print,
+                 receipt_timeout: float = 300.0, poll: float = 0.5, note_every: float = 5.0) -> None:
+        self.w3, self.chain_id = w3, chain_id
+        self.account = Account.from_key(key)
+        self.out = out
+        self.receipt_timeout, self.poll, self.note_every = receipt_timeout, poll, note_every
+
+    def run(self, names: list[str], path: Path | None, rpc_url: str, don: str | None = None,
+            signer: str | None = None) -> Deployment:
+        specials = {"@don": to_checksum_address(don or self.account.address),
+                    "@signer": to_checksum_address(signer or self.account.address)}
+        if path is not None and path.exists():
+            dep = Deployment.load(path)
+            if dep.chain_id != self.chain_id:
+                raise DeployError(f"{path} records chain {dep.chain_id}, but {rpc_url} is chain {self.chain_id}: "
+                                  "give another --out for this chain")
+            dep.rpc_url = rpc_url
+        else:
+            dep = Deployment(self.chain_id, rpc_url, self.account.address)
+        todo = [n for n in PLAN if n in _closure(names)]
+        self.out(f"chain {self.chain_id} at {rpc_url}; deployer {self.account.address}")
+        for name in todo:
+            args = [specials[a] if a.startswith("@") else dep.address(a) for a in PLAN[name]]
+            reason = self._reusable(dep.contracts.get(name), args, name)
+            if reason is None:
+                self.out(f"{name}: reusing {dep.address(name)} (code verified)")
+                continue
+            if name in dep.contracts:
+                self.out(f"{name}: not reusing {dep.address(name)}: {reason}")
+            dep.contracts[name] = self._deploy(name, args)
+            if path is not None:
+                dep.save(path)
+        return dep
+
+    def _reusable(self, entry: dict[str, Any] | None, args: list[str], name: str) -> str | None:
+        """None if the recorded contract can be used as is, else why not."""
+        if entry is None:
+            return "not deployed"
+        if entry.get("args") != args:
+            return "its constructor arguments differ (a contract it depends on was redeployed?)"
+        if entry.get("artifact_hash") != _artifact_hash(name):
+            return "the compiled contract changed since"
+        code = bytes(self.w3.eth.get_code(to_checksum_address(entry["address"])))
+        if not code:
+            return "no code at that address (a fresh chain?)"
+        if _hash(code) != entry.get("code_hash"):
+            return "the code at that address differs"
+        return None
+
+    def _deploy(self, name: str, args: list[str]) -> dict[str, Any]:
+        if self.w3.eth.get_balance(self.account.address) == 0:
+            raise DeployError(f"the deployer {self.account.address} has no funds on chain {self.chain_id}")
+        contract = self.w3.eth.contract(abi=abi(name), bytecode=bytecode(name))
+        tx = contract.constructor(*args).build_transaction({
+            "from": self.account.address, "chainId": self.chain_id,
+            "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending")})
+        tx_hash = self.w3.eth.send_raw_transaction(self.account.sign_transaction(tx).raw_transaction)
+        self.out(f"{name}: sent {tx_hash.to_0x_hex()}")
+        receipt = self._wait(name, tx_hash)
+        if receipt["status"] != 1 or not receipt.get("contractAddress"):
+            raise DeployError(f"{name}: the deployment transaction {tx_hash.to_0x_hex()} reverted")
+        address = receipt["contractAddress"]
+        code = bytes(self.w3.eth.get_code(address))
+        if not code:
+            raise DeployError(f"{name}: no code at {address} after a successful receipt")
+        self.out(f"{name}: deployed at {address} (block {receipt['blockNumber']}, {len(code)} bytes of code, "
+                 f"gas {receipt['gasUsed']})")
+        return {"address": address, "args": args, "tx": tx_hash.to_0x_hex(), "block": receipt["blockNumber"],
+                "artifact_hash": _artifact_hash(name), "code_hash": _hash(code)}
+
+    def _wait(self, name: str, tx_hash: bytes) -> Any:
+        start = time.monotonic()
+        next_note = start + self.note_every
+        while True:
+            try:
+                return self.w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                pass
+            now = time.monotonic()
+            if now - start > self.receipt_timeout:
+                raise DeployError(f"{name}: no receipt for {tx_hash.to_0x_hex()} after {self.receipt_timeout:g}s "
+                                  "(gas price too low? run again to resume)")
+            if now >= next_note:
+                self.out(f"{name}: waiting for the receipt ({now - start:.0f}s)")
+                next_note = now + self.note_every
+            time.sleep(self.poll)
+
+
+def _closure(names: list[str]) -> set[str]:
+    """The named contracts and every contract they need."""
+    out: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name not in out:
+            out.add(name)
+            stack.extend(a for a in PLAN[name] if not a.startswith("@"))
+    return out
+
+
+def config_snippet(dep: Deployment) -> str:
+    """The `chain:` / `cre.runtime:` config for a deployment; secrets stay ${VARIABLES}."""
+    c = dep.contracts
+    data: dict[str, Any] = {}
+    if "Coordinator" in c and "Reader" in c:
+        data["chain"] = {"enabled": True, "rpc_url": dep.rpc_url, "coordinator_address": c["Coordinator"]["address"],
+                         "reader_address": c["Reader"]["address"],
+                         "wallet": {"private_key": "${NODE_PRIVATE_KEY}"}}
+    if all(n in c for n in GROUPS["cre"]):
+        data["cre"] = {"runtime": {
+            "rpc_url": dep.rpc_url, "api_key": "${CRE_RUNTIME_API_KEY}", "don_key": "${CRE_DON_KEY}",
+            "forwarder_address": c["ReportForwarder"]["address"], "sub0_address": c["Sub0"]["address"],
+            "vault_address": c["PredictionVault"]["address"],
+            "conditional_tokens_address": c["ConditionalTokens"]["address"],
+            "usdc_address": c["MockUSDC"]["address"]}}
+    head = f"# Contracts on chain {dep.chain_id}, deployed by node-daemon deploy. Merge into your config.\n"
+    if "ExampleConsumer" in c:
+        head += f"# ExampleConsumer (for node-daemon request): {c['ExampleConsumer']['address']}\n"
+    return head + yaml.safe_dump(data, sort_keys=False)
+
+
+def deploy_main(rpc_url: str, key_spec: str, what: str, out_path: Path, don: str | None = None,
+                signer: str | None = None, receipt_timeout: float = 300.0,
+                out: Callable[[str], None] = print) -> Deployment:
+    """The `deploy` command: deploy, save the addresses and the config snippet next to them."""
+    key = load_key(key_spec)
+    w3, chain_id = connect(rpc_url)
+    dep = Deployer(w3, chain_id, key, out, receipt_timeout).run(GROUPS[what], out_path, rpc_url, don, signer)
+    dep.save(out_path)
+    snippet_path = out_path.with_suffix(".yaml")
+    snippet_path.write_text(config_snippet(dep))
+    out(f"addresses: {out_path}")
+    out(f"config snippet: {snippet_path}")
+    return dep
