@@ -41,6 +41,7 @@ from node.registry.store import RegistryStore
 from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
 from node.jobs.store import JobStore
 from node.logs import get_logger
+from node.observe.wiring import Observability
 from node.server.health import HealthApi
 from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares
 from node.server.openapi import build_spec
@@ -69,6 +70,8 @@ class Node:
         self.relayer: CronRelayer | None = None
         self._background: list[asyncio.Task] = []
         self._box: SecretBox | None = None
+        # Metrics, the operator status endpoint/page and the problem watchdog (one registry per node).
+        self.observe = Observability(self) if config.observe.enabled else None
 
     # -- building ---------------------------------------------------------------------------
 
@@ -179,6 +182,8 @@ class Node:
             """This document: every route of the node, with the request body schemas."""
             return json_response(spec)
 
+        if self.observe is not None:
+            app.add_routes(self.observe.api.routes())
         app.router.add_get("/openapi.json", openapi)
         spec = build_spec(app, "node-daemon", __version__)
         return app
@@ -192,6 +197,8 @@ class Node:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
         self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store)
+        if self.observe is not None:
+            self.orchestrator.observers.append(self.observe.metrics)
         if self.config.cre.enabled:
             await self._start_cre()
         if self.config.gateway.enabled:
@@ -228,6 +235,8 @@ class Node:
             await self.chain.start()
         if self.relayer is not None:
             self._background.append(asyncio.create_task(self.relayer.run(), name="registry-relayer"))
+        if self.observe is not None:
+            self._background.append(asyncio.create_task(self.observe.watchdog.run(), name="observe-watchdog"))
         self.started = True
         log.info(
             "node.started",

@@ -10,6 +10,7 @@ import sys
 from node import __version__
 from node.config import ConfigError, load_config
 from node.logs import get_logger, setup_logging
+from node.observe import cli as observe_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,11 +24,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", default="config.yaml", help="path to config.yaml (default: %(default)s)")
     check = sub.add_parser("check-config", help="validate a config file and exit (non-zero if invalid)")
     check.add_argument("--config", "-c", default="config.yaml", help="path to config.yaml (default: %(default)s)")
+    observe_cli.add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in observe_cli.COMMANDS:
+        return observe_cli.run(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
