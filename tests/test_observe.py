@@ -153,3 +153,50 @@ def test_status_command_says_clearly_when_no_node_answers(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "cannot reach the node at http://127.0.0.1:1" in out.stderr
+
+
+# -- who may ask ---------------------------------------------------------------------------------
+
+def _request(remote: str, token: str | None = None):
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (remote, 4000) if name == "peername" else default
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return make_mocked_request("GET", "/api/node/status", headers=headers, transport=transport)
+
+
+def test_operator_endpoints_refuse_remote_clients_without_the_admin_token():
+    from node.observe.api import OperatorAccess
+    from node.server.http import ApiError
+
+    open_door = OperatorAccess(None)
+    open_door.check(_request("127.0.0.1"))
+    open_door.check(_request("::1"))
+    with pytest.raises(ApiError) as refused:
+        open_door.check(_request("10.1.2.3", token="anything"))
+    assert refused.value.status_code == 403
+
+    guarded = OperatorAccess("s3cret-token")
+    guarded.check(_request("10.1.2.3", token="s3cret-token"))
+    for token in (None, "wrong", "s3cret-token-but-longer"):
+        with pytest.raises(ApiError) as refused:
+            guarded.check(_request("10.1.2.3", token=token))
+        assert refused.value.status_code == 401
+
+
+def test_status_command_uses_the_admin_token_from_the_config(tmp_path, service):
+    node = ThreadNode(tmp_path / "n", {"server": {"admin_token": "tok-123"},
+                                       "containers": [{"id": "echo", "url": service.url}]}).start()
+    try:
+        metrics = node.http().get("/metrics", headers={"Authorization": "Bearer tok-123"})
+        assert metrics.status == 200
+        out = subprocess.run([sys.executable, "-m", "node", "status", "--json", "--url",
+                              f"http://127.0.0.1:{node.port}", "--token", "tok-123"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert '"echo"' in out.stdout
+    finally:
+        node.stop()
