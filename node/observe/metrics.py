@@ -81,18 +81,30 @@ class NodeMetrics:
         self.commit_seconds = Histogram("node_sqlite_commit_duration_seconds", "SQLite COMMIT latency",
                                         buckets=COMMIT_BUCKETS, registry=r)
         self.recent = RecentWindow()
+        self._job_children: dict[tuple, tuple] = {}
+        self._call_children: dict[tuple, tuple] = {}
 
     # -- JobObserver -----------------------------------------------------------------------
 
     def job_finished(self, job: Job, seconds: float) -> None:
-        outcome = "success" if job.status == "success" else "failed"
-        self.jobs.labels(job.source, ",".join(job.containers), outcome).inc()
-        self.job_seconds.labels(job.source, outcome).observe(seconds)
-        self.recent.add(outcome == "failed")
+        failed = job.status != "success"
+        key = (job.source, tuple(job.containers), failed)
+        children = self._job_children.get(key)
+        if children is None:  # labels() validates and locks: look each label set up once
+            outcome = "failed" if failed else "success"
+            children = self._job_children[key] = (self.jobs.labels(job.source, ",".join(job.containers), outcome),
+                                                  self.job_seconds.labels(job.source, outcome))
+        children[0].inc()
+        children[1].observe(seconds)
+        self.recent.add(failed)
 
     def container_called(self, container: str, seconds: float, ok: bool) -> None:
-        self.calls.labels(container, "ok" if ok else "error").inc()
-        self.call_seconds.labels(container).observe(seconds)
+        children = self._call_children.get((container, ok))
+        if children is None:
+            children = self._call_children[(container, ok)] = (
+                self.calls.labels(container, "ok" if ok else "error"), self.call_seconds.labels(container))
+        children[0].inc()
+        children[1].observe(seconds)
 
     # -- storage -----------------------------------------------------------------------------
 
