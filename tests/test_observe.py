@@ -49,6 +49,7 @@ def node(tmp_path_factory, service):
     proc = ThreadNode(tmp_path_factory.mktemp("observe"), {
         "containers": [{"id": "echo", "url": service.url, "cost_usd": 2}, {"id": "upper", "url": service.url}],
         "gateway": {"enabled": True},
+        "cre": {"api_key": "cre-key", "enforce_hmac": False},
     }).start()
     yield proc
     proc.stop()
@@ -116,6 +117,22 @@ def test_gateway_decisions_and_budget_show_in_metrics(node):
     assert moved("allowed") == 2 and moved("denied") == 1
     assert value(after, "node_gateway_budget_usd", workflow=wid) == 5
     assert value(after, "node_gateway_budget_spent_usd", workflow=wid) == 4
+
+
+def test_cre_ingests_move_the_cre_metrics(node):
+    http = node.http()
+    before = scrape(http)
+    run = uuid.uuid4().hex[:6]
+    for key in (f"{run}-1", f"{run}-2", f"{run}-1"):  # the repeated key is idempotent: stored once
+        resp = http.post("/api/cre/runtime/ingest", {"workflow": "runtime-indexer-block", "kind": "block",
+                                                     "idempotencyKey": key, "payload": {"blockNumber": 1},
+                                                     "source": "test"},
+                         headers={"Authorization": "Bearer cre-key"})
+        assert resp.status == 200, resp.body
+    time.sleep(1.1)
+    after = scrape(http)
+    assert (value(after, "node_cre_ingests_total", kind="block")
+            - value(before, "node_cre_ingests_total", kind="block")) == 2
 
 
 def test_status_endpoint_describes_containers_jobs_and_subsystems(node):
