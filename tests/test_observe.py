@@ -3,6 +3,7 @@ work happens, the operator status endpoint, `node-daemon status` / `jobs`, and w
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import REPO, Http
 from tests.observe_helpers import FakeContainer, ThreadNode
+
+WIDE = {**os.environ, "COLUMNS": "200"}  # tables wrap long cells at narrower widths
 
 
 def scrape(http: Http, **kw) -> dict[tuple[str, tuple], float]:
@@ -158,7 +161,7 @@ def test_status_command_prints_the_containers_of_a_running_node(node):
     for word in ("Containers", "echo", "upper", "external", "Jobs", "Subsystems", "gateway"):
         assert word in out.stdout, out.stdout
     jobs = subprocess.run([sys.executable, "-m", "node", "jobs", "--failed", "--limit", "3", "--config",
-                           str(node.config_path)], cwd=REPO, capture_output=True, text=True, timeout=60)
+                           str(node.config_path)], cwd=REPO, capture_output=True, text=True, timeout=60, env=WIDE)
     assert jobs.returncode == 0, jobs.stderr
     assert "failed" in jobs.stdout and "HTTP 500" in jobs.stdout
 
