@@ -18,9 +18,10 @@ from tests.helpers import Http
 
 
 class FakeContainer:
-    """POST /service_output: echoes `data` back, or answers 500 when `data` is {"fail": true}."""
+    """POST /service_output: echoes `data` back, or answers 500 when `data` is {"fail": true}
+    (or always, with `broken`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, broken: bool = False) -> None:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
@@ -39,7 +40,7 @@ class FakeContainer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 data = body.get("data")
-                if isinstance(data, dict) and data.get("fail"):
+                if broken or (isinstance(data, dict) and data.get("fail")):
                     self._send(500, {"error": "asked to fail"})
                 else:
                     self._send(200, data)

@@ -22,13 +22,13 @@ pytestmark = [pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    service = FakeContainer()
+    service, broken = FakeContainer(), FakeContainer(broken=True)
     chain = Anvil(block_time=1).start()
     dep = deploy(chain.url)
     config = chain_config(chain.url, dep, KEYS[1])
     config["wallet"]["min_balance"] = 10**30  # more than anvil's accounts hold: the wallet is "low"
     node = ThreadNode(tmp_path_factory.mktemp("chain-observe"), {
-        "containers": [{"id": "echo", "url": service.url}],
+        "containers": [{"id": "echo", "url": service.url}, {"id": "broken", "url": broken.url}],
         "chain": config,
         "observe": {"interval": 0.5, "cursor_stall_seconds": 2},
     }).start()
@@ -36,6 +36,7 @@ def setup(tmp_path_factory):
     node.stop()
     chain.stop()
     service.close()
+    broken.close()
 
 
 def wait_for(check, timeout: float = 30, what: str = "condition"):
@@ -61,6 +62,18 @@ def test_deliveries_move_the_chain_metrics_and_a_low_wallet_is_a_problem(setup):
     assert value(samples, "node_chain_last_delivery_timestamp_seconds") > time.time() - 120
     assert value(samples, "node_jobs_total", source="chain", containers="echo", outcome="success") >= 1
     assert value(samples, "node_problems", problem="wallet_balance_low") == 1
+
+
+def test_a_subscription_that_keeps_failing_is_a_problem(setup):
+    node, chain, dep = setup
+    http = node.http()
+    sub = dep.created_id(dep.send(dep.consumer.functions.requestCompute("broken", b"doomed", 1)))
+    samples = wait_for(lambda: (s := scrape(http)) and value(s, "node_problems", problem="subscription_failing") == 1
+                       and s, what="the failing-subscription problem")
+    assert value(samples, "node_chain_deliveries", outcome="failed") >= 1
+    assert value(samples, "node_jobs_total", source="chain", containers="broken", outcome="failed") == 3
+    [problem] = [p for p in http.get("/api/node/status").json["problems"] if p["problem"] == "subscription_failing"]
+    assert problem["subject"] == str(sub) and "3 failed delivery attempts" in problem["detail"]
 
 
 def test_a_stopped_chain_rpc_shows_in_metrics_status_and_page(setup, page: Page):

@@ -71,7 +71,6 @@ class Sampler:
         self._min_balance = min_balance
         self._lock = asyncio.Lock()
         self.latest = Snapshot()
-        self.listeners: list[Callable[[Snapshot], None]] = []
 
     async def refresh(self, max_age: float = 1.0) -> Snapshot:
         if time.time() - self.latest.taken_at < max_age:
@@ -87,8 +86,6 @@ class Sampler:
                 except (sqlite3.Error, ValueError) as exc:  # a table not there yet, a closing db
                     log.debug("observe.sample_failed", part=name, error=str(exc))
             self.latest = snap
-            for listener in self.listeners:
-                listener(snap)
             return snap
 
     async def _rpc(self, call: Awaitable[Any]) -> Any:
