@@ -220,3 +220,16 @@ def test_status_command_uses_the_admin_token_from_the_config(tmp_path, service):
         assert '"echo"' in out.stdout
     finally:
         node.stop()
+
+
+def test_clients_cannot_grow_the_container_chain_label_without_bound():
+    from node.jobs.models import Job
+    from node.observe.metrics import NodeMetrics
+
+    metrics = NodeMetrics(max_chains=3)
+    for n in range(1, 8):  # seven distinct chains a client could ask for
+        metrics.job_finished(Job(id=f"j{n}", client="c", containers=["echo"] * n, status="success"), 0.01)
+    chains = set()
+    for family in metrics.registry.collect():
+        chains |= {s.labels["containers"] for s in family.samples if s.name == "node_jobs_total"}
+    assert chains == {"echo", "echo,echo", "echo,echo,echo", "other"}

@@ -75,3 +75,4 @@ def test_a_container_that_keeps_restarting_is_a_problem_and_old_restarts_age_out
     assert ("container_restarting", "echo") in watchdog.active
     watchdog.check(Snapshot(), now=100)  # no restart for a whole window
     assert watchdog.counts()["container_restarting"] == 0
+

@@ -3,7 +3,9 @@ container-call latencies, SQLite commit latency. One `CollectorRegistry` per nod
 node/app.py, never prometheus_client's global one), so two nodes in one process never mix.
 
 Labels stay bounded: sources and container ids come from the code and the config, outcomes are
-fixed words; never job ids, client addresses or error messages.
+fixed words; never job ids, client addresses or error messages. Container *chains* are chosen
+by clients (any sequence of configured ids), so only the first `max_chains` distinct chains get
+their own label; later ones are counted as `other`.
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ class RecentWindow:
 class NodeMetrics:
     """The push-style families, and the orchestrator's `JobObserver`."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_chains: int = 100) -> None:
+        self._max_chains = max_chains
+        self._chains: set[str] = set()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.jobs = Counter("node_jobs", "Jobs finished, by source, container chain and outcome",
@@ -92,8 +96,15 @@ class NodeMetrics:
         children = self._job_children.get(key)
         if children is None:  # labels() validates and locks: look each label set up once
             outcome = "failed" if failed else "success"
-            children = self._job_children[key] = (self.jobs.labels(job.source, ",".join(job.containers), outcome),
-                                                  self.job_seconds.labels(job.source, outcome))
+            chain = ",".join(job.containers)
+            if chain not in self._chains:
+                if len(self._chains) >= self._max_chains:
+                    chain = "other"
+                else:
+                    self._chains.add(chain)
+            children = (self.jobs.labels(job.source, chain, outcome), self.job_seconds.labels(job.source, outcome))
+            if chain != "other":
+                self._job_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
         self.recent.add(failed)
