@@ -218,6 +218,14 @@ def test_status_command_uses_the_admin_token_from_the_config(tmp_path, service):
                              cwd=REPO, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert '"echo"' in out.stdout
+        # The operator's shell need not hold the node's other secrets to ask it how it is.
+        operator = tmp_path / "operator.yaml"
+        operator.write_text(f"server: {{port: {node.port}, admin_token: tok-123}}\n"
+                            "chain: {enabled: true, wallet: {private_key: '${UNSET_NODE_SECRET}'}}\n")
+        out = subprocess.run([sys.executable, "-m", "node", "status", "--json", "--config", str(operator)],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert '"echo"' in out.stdout
     finally:
         node.stop()
 

@@ -20,7 +20,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from node.config import ConfigError, load_config
+import yaml
+from pydantic import ValidationError
+
+from node.config import ConfigError, ServerConfig, substitute_env
 
 COMMANDS = ("status", "jobs")
 
@@ -47,18 +50,31 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
     token = args.token
     if args.url:
         return args.url.rstrip("/"), token
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise CliError(f"{exc}\n(give --url to reach a node without its config)") from None
-    host = config.server.host
+    server = _server_section(args.config)
+    host = server.host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    if token is None and config.server.admin_token is not None:
-        token = config.server.admin_token.get_secret_value()
-    return f"http://{host}:{config.server.port}", token
+    if token is None and server.admin_token is not None:
+        token = server.admin_token.get_secret_value()
+    return f"http://{host}:{server.port}", token
+
+
+def _server_section(path: str) -> ServerConfig:
+    """Only `server:` of the node's config: the operator's shell need not hold the node's other
+    secrets (`${PRIVATE_KEY}` elsewhere in the file) to ask it how it is."""
+    hint = "(give --url to reach a node without its config)"
+    try:
+        with open(path) as handle:
+            raw = yaml.safe_load(handle) or {}
+        section = substitute_env((raw.get("server") if isinstance(raw, dict) else None) or {}, dict(os.environ),
+                                 "server")
+        return ServerConfig.model_validate(section)
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read: {exc.strerror} {hint}") from None
+    except (yaml.YAMLError, ConfigError, ValidationError) as exc:
+        raise CliError(f"{path}: {exc} {hint}") from None
 
 
 def _get(base: str, path: str, token: str | None) -> Any:
