@@ -20,23 +20,33 @@ from tests.test_observe import scrape, value
 pytestmark = [pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def start(tmp_path):
     service, broken = FakeContainer(), FakeContainer(broken=True)
     chain = Anvil(block_time=1).start()
     dep = deploy(chain.url)
     config = chain_config(chain.url, dep, KEYS[1])
     config["wallet"]["min_balance"] = 10**30  # more than anvil's accounts hold: the wallet is "low"
-    node = ThreadNode(tmp_path_factory.mktemp("chain-observe"), {
+    node = ThreadNode(tmp_path, {
         "containers": [{"id": "echo", "url": service.url}, {"id": "broken", "url": broken.url}],
         "chain": config,
         "observe": {"interval": 0.5, "cursor_stall_seconds": 2},
     }).start()
+
+    def stop() -> None:
+        node.stop()
+        chain.stop()
+        service.close()
+        broken.close()
+
+    return node, chain, dep, stop
+
+
+@pytest.fixture
+def chain_node(tmp_path):
+    """Each test its own chain and node: pytest may reorder tests that use the browser."""
+    node, chain, dep, stop = start(tmp_path)
     yield node, chain, dep
-    node.stop()
-    chain.stop()
-    service.close()
-    broken.close()
+    stop()
 
 
 def wait_for(check, timeout: float = 30, what: str = "condition"):
@@ -49,8 +59,8 @@ def wait_for(check, timeout: float = 30, what: str = "condition"):
         time.sleep(0.3)
 
 
-def test_deliveries_move_the_chain_metrics_and_a_low_wallet_is_a_problem(setup):
-    node, chain, dep = setup
+def test_deliveries_move_the_chain_metrics_and_a_low_wallet_and_a_failing_subscription_are_problems(chain_node):
+    node, chain, dep = chain_node
     http = node.http()
     sub = dep.created_id(dep.send(dep.consumer.functions.requestCompute("echo", b"hello", 1)))
     dep.wait_deliveries(sub, 1)
@@ -63,10 +73,7 @@ def test_deliveries_move_the_chain_metrics_and_a_low_wallet_is_a_problem(setup):
     assert value(samples, "node_jobs_total", source="chain", containers="echo", outcome="success") >= 1
     assert value(samples, "node_problems", problem="wallet_balance_low") == 1
 
-
-def test_a_subscription_that_keeps_failing_is_a_problem(setup):
-    node, chain, dep = setup
-    http = node.http()
+    # a subscription whose container always fails: three attempts, then a problem
     sub = dep.created_id(dep.send(dep.consumer.functions.requestCompute("broken", b"doomed", 1)))
     samples = wait_for(lambda: (s := scrape(http)) and value(s, "node_problems", problem="subscription_failing") == 1
                        and s, what="the failing-subscription problem")
@@ -76,8 +83,8 @@ def test_a_subscription_that_keeps_failing_is_a_problem(setup):
     assert problem["subject"] == str(sub) and "3 failed delivery attempts" in problem["detail"]
 
 
-def test_a_stopped_chain_rpc_shows_in_metrics_status_and_page(setup, page: Page):
-    node, chain, dep = setup
+def test_a_stopped_chain_rpc_shows_in_metrics_status_and_page(chain_node, page: Page):
+    node, chain, dep = chain_node
     http = node.http()
     chain.stop()
     samples = wait_for(lambda: (s := scrape(http)) and value(s, "node_problems", problem="chain_cursor_stalled") == 1
