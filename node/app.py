@@ -44,6 +44,7 @@ from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
 from node.jobs.store import JobStore
 from node.lifecycle import Supervisor
 from node.logs import get_logger
+from node.observe.wiring import Observability
 from node.server.health import HealthApi
 from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares
 from node.server.openapi import build_spec
@@ -75,6 +76,8 @@ class Node:
         self.supervisor = Supervisor(on_fatal=self._fatal)
         self._stack = AsyncExitStack()
         self._box: SecretBox | None = None
+        # Metrics, the operator status endpoint/page and the problem watchdog (one registry per node).
+        self.observe = Observability(self) if config.observe.enabled else None
 
     # -- building ---------------------------------------------------------------------------
 
@@ -187,6 +190,8 @@ class Node:
             """This document: every route of the node, with the request body schemas."""
             return json_response(spec)
 
+        if self.observe is not None:
+            app.add_routes(self.observe.api.routes())
         app.router.add_get("/openapi.json", openapi)
         spec = build_spec(app, "node-daemon", __version__)
         return app
@@ -210,6 +215,8 @@ class Node:
         stack.push_async_callback(self.session.close)
         stack.push_async_callback(self.supervisor.close)
         self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store)
+        if self.observe is not None:
+            self.orchestrator.observers.append(self.observe.metrics)
         if self.config.cre.enabled:
             await self._start_cre()
         if self.config.gateway.enabled:
@@ -245,6 +252,8 @@ class Node:
         for watcher in self.watchers:
             handle = self.supervisor.spawn(f"registry-watch-{watcher.chain_id}", watcher.run)
             stack.push_async_callback(handle.stop, watcher.stop, 10.0)
+        if self.observe is not None:
+            self.supervisor.spawn("observe-watchdog", self.observe.watchdog.run)
         stack.push_async_callback(self._stop_intake)
         self.started = True
         log.info(

@@ -11,6 +11,7 @@ import sys
 from node import __version__
 from node.config import ConfigError, load_config
 from node.logs import get_logger, setup_logging
+from node.observe import cli as observe_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit (non-zero if invalid)")
     check.add_argument("--config", "-c", default="config.yaml", help="path to config.yaml (default: %(default)s)")
     _chain_parsers(sub)
+    observe_cli.add_commands(sub)
     return parser
 
 
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("deploy", "request", "devnet"):
         return _chain_command(args)
+    if args.command in observe_cli.COMMANDS:
+        return observe_cli.run(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -65,6 +65,8 @@ class ServerConfig(_Model):
     # default Docker bridge ranges, not the whole of 192.168/16 as the Infernet node does.
     status_allowed_ips: list[str] = ["127.0.0.0/8", "::1/128", "172.16.0.0/12"]
     shutdown_grace: float = Field(10.0, ge=0, description="Seconds in-flight jobs get on shutdown")
+    # Bearer token for the operator endpoints (/api/node/*) from anywhere but loopback.
+    admin_token: SecretStr | None = None
 
     @field_validator("status_allowed_ips")
     @classmethod
@@ -164,6 +166,7 @@ class LogConfig(_Model):
 class WalletConfig(_Model):
     private_key: SecretStr | None = None
     max_gas_limit: int = Field(5_000_000, gt=0)
+    min_balance: int = Field(0, ge=0, description="Warn (log + metric) when the balance in wei falls below this")
 
 
 class ChainConfig(_Model):
@@ -376,6 +379,17 @@ class RegistryConfig(_Model):
         return _addresses(value)
 
 
+class ObserveConfig(_Model):
+    """Metrics (/metrics), the operator status endpoint and page, and the problem watchdog."""
+
+    enabled: bool = True
+    interval: float = Field(5.0, gt=0, description="Seconds between watchdog checks")
+    cursor_stall_seconds: float = Field(60.0, gt=0, description="Chain cursor unchanged this long while behind")
+    subscription_failures: int = Field(3, ge=1, description="Failed attempts of a subscription that raise a problem")
+    container_restarts: int = Field(3, ge=1, description="Restarts within restart_window that raise a problem")
+    restart_window: float = Field(600.0, gt=0)
+
+
 class NodeConfig(_Model):
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
@@ -388,6 +402,7 @@ class NodeConfig(_Model):
     cre: CreConfig = CreConfig()
     gateway: GatewayConfig = GatewayConfig()
     registry: RegistryConfig = RegistryConfig()
+    observe: ObserveConfig = ObserveConfig()
 
     @model_validator(mode="after")
     def _containers_consistent(self) -> NodeConfig:

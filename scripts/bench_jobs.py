@@ -67,7 +67,7 @@ async def run_load(n: int, concurrency: int, one) -> tuple[float, list[float], i
 async def bench(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     node = NodeProcess(workdir, [container_entry("echo", "echo", concurrency=256, timeout=30)],
-                       {"log": {"level": "WARNING"}})
+                       {"log": {"level": "WARNING"}, "observe": {"enabled": not args.no_observe}})
     node.prefix = f"bench{uuid.uuid4().hex[:4]}-"
     node.write_config()
     print(f"starting node (config {node.config_path}) ...", flush=True)
@@ -150,6 +150,7 @@ async def bench(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per concurrency level (default 3000)")
+    parser.add_argument("--no-observe", action="store_true", help="turn metrics off (observe.enabled: false)")
     parser.add_argument("--concurrency", default="1,8,32,128",
                         type=lambda s: [int(x) for x in s.split(",")], help="comma-separated C values")
     args = parser.parse_args()

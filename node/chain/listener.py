@@ -105,7 +105,7 @@ class Listener:
             if not self.synced.is_set():
                 elapsed = time.perf_counter() - snapshot_started
                 log.info("chain.sync_progress", block=end, target=target, blocks=blocks_done, subscriptions=subs_found,
-                         blocks_per_s=round(blocks_done / max(elapsed, 1e-6)),
+                         s=round(elapsed, 2), blocks_per_s=round(blocks_done / max(elapsed, 1e-6)),
                          subs_per_s=round(subs_found / max(elapsed, 1e-6)))
 
     async def _check_reorg(self, cursor: int) -> int | None:

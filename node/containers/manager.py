@@ -156,13 +156,7 @@ class ContainerManager:
         if config.build:
             log.info("containers.building", container=config.id, image=tag, context=config.build.context)
             try:
-                self.client.images.build(
-                    path=config.build.context,
-                    dockerfile=config.build.dockerfile,
-                    tag=tag,
-                    rm=True,
-                    forcerm=True,
-                )
+                self._build(config, tag)
             except (docker.errors.BuildError, docker.errors.APIError, TypeError, OSError) as exc:
                 detail = getattr(exc, "msg", None) or str(exc)
                 raise ContainerSetupError(f"container {config.id}: building {tag} failed: {detail}") from None
@@ -182,6 +176,27 @@ class ContainerManager:
                 f"container {config.id}: image {tag} is not available locally and pulling it failed: "
                 f"{exc.explanation or exc}"
             ) from None
+
+    def _build(self, config: ContainerConfig, tag: str) -> None:
+        """Build from the engine's stream, logging each step with the time so far (a slow build
+        says where it is instead of going quiet)."""
+        assert config.build is not None
+        started, steps = time.perf_counter(), 0
+        stream = self.client.api.build(path=config.build.context, dockerfile=config.build.dockerfile, tag=tag,
+                                       rm=True, forcerm=True, decode=True)
+        for chunk in stream:
+            if "error" in chunk:
+                raise docker.errors.BuildError(chunk["error"].strip(), [])
+            line = str(chunk.get("stream", "")).strip()
+            if line.startswith("Step "):
+                steps += 1
+                elapsed = time.perf_counter() - started
+                log.info("containers.build_step", container=config.id, step=line.split(" :")[0][5:],
+                         instruction=line.partition(" : ")[2][:120], s=round(elapsed, 2),
+                         steps_per_s=round(steps / max(elapsed, 1e-6), 2))
+        self.client.images.get(tag)  # raises ImageNotFound (an APIError) if nothing was tagged
+        log.info("containers.built", container=config.id, image=tag, steps=steps,
+                 s=round(time.perf_counter() - started, 2))
 
     def _config_hash(self, config: ContainerConfig, image_id: str, port: int) -> str:
         material = {

@@ -120,6 +120,14 @@ class JobGate(Protocol):
         """Raise JobRejected to refuse the job."""
 
 
+class JobObserver(Protocol):
+    """Hears how work ended (metrics, status): called synchronously, must be cheap, never raises."""
+
+    def job_finished(self, job: Job, seconds: float) -> None: ...
+
+    def container_called(self, container: str, seconds: float, ok: bool) -> None: ...
+
+
 class Orchestrator:
     def __init__(
         self,
@@ -135,6 +143,7 @@ class Orchestrator:
         self._tasks: dict[str, asyncio.Task] = {}
         self._cancel_reasons: dict[str, str] = {}
         self._ids = JobIds()
+        self.observers: list[JobObserver] = []
 
     def add_gate(self, gate: JobGate) -> None:
         self._gates.append(gate)
@@ -228,6 +237,20 @@ class Orchestrator:
             self._forget(job.id)
         return job
 
+    def _observe_job(self, job: Job, started: float) -> None:
+        for observer in self.observers:
+            try:
+                observer.job_finished(job, time.perf_counter() - started)
+            except Exception:  # noqa: BLE001 - observing must not break the job path
+                log.exception("job.observer_failed", job_id=job.id)
+
+    def _observe_call(self, container: str, started: float, ok: bool) -> None:
+        for observer in self.observers:
+            try:
+                observer.container_called(container, time.perf_counter() - started, ok)
+            except Exception:  # noqa: BLE001
+                log.exception("job.observer_failed", container=container)
+
     def _forget(self, job_id: str) -> None:
         self._tasks.pop(job_id, None)
         self._cancel_reasons.pop(job_id, None)
@@ -260,6 +283,7 @@ class Orchestrator:
             results.append({"container": current, "error": reason or "job cancelled"})
             job.finish(results)
             self._store.save(job)
+            self._observe_job(job, started)
             if tickets:
                 await asyncio.shield(self._settle(job, tickets))
             log.info("job.cancelled", job_id=job.id, reason=reason or "task cancelled")
@@ -274,6 +298,7 @@ class Orchestrator:
             results.append({"container": current, "error": f"internal error: {exc}"})
         job.finish(results)
         self._store.save(job)
+        self._observe_job(job, started)
         if tickets:
             await self._settle(job, tickets)
         if log.is_debug() or job.status == "failed":
@@ -292,6 +317,7 @@ class Orchestrator:
         """POST one container's /service_output; any failure becomes ContainerFailure."""
         payload = json.dumps(body, separators=(",", ":"))
         async with endpoint.semaphore:
+            started = time.perf_counter()
             try:
                 async with self._session.post(
                     endpoint.service_url,
@@ -302,9 +328,12 @@ class Orchestrator:
                     raw = await response.read()
                     status = response.status
             except asyncio.TimeoutError:
+                self._observe_call(endpoint.id, started, False)
                 raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
             except aiohttp.ClientError as exc:
+                self._observe_call(endpoint.id, started, False)
                 raise ContainerFailure(f"container unreachable: {exc}") from None
+        self._observe_call(endpoint.id, started, 200 <= status < 300)
         text = raw.decode("utf-8", "replace")
         if not 200 <= status < 300:
             raise ContainerFailure(f"container answered HTTP {status}: {text[:_SNIPPET]}")
@@ -322,6 +351,7 @@ class Orchestrator:
         workflow_id, tickets = await self._admit([container], client, "stream", workflow_id)
         job = self._new_job([container], client, "stream", workflow_id)
         endpoint = self.endpoints[container]
+        started = time.perf_counter()
 
         async def chunks() -> AsyncIterator[bytes]:
             body = {"source": int(JobLocation.OFFCHAIN), "destination": int(JobLocation.STREAM), "data": data}
@@ -355,6 +385,7 @@ class Orchestrator:
                 raise
             job.finish([result])
             self._store.save(job)
+            self._observe_job(job, started)
             await self._settle(job, tickets)
 
         return job, chunks()

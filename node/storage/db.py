@@ -36,6 +36,12 @@ class Database:
         self.path = path
         self._conn: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        # Called with the seconds each COMMIT took (metrics); must be cheap and never raise.
+        self.commit_observers: list[Callable[[float], None]] = []
+
+    def _observe_commit(self, seconds: float) -> None:
+        for observer in self.commit_observers:
+            observer(seconds)
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -85,7 +91,9 @@ class Database:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            committing = time.perf_counter()
             conn.execute("COMMIT")
+            self._observe_commit(time.perf_counter() - committing)
             return result
 
         async with self._write_lock:
@@ -136,7 +144,10 @@ class _Transaction:
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
+            committing = time.perf_counter()
             await self._db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            if not exc_type:
+                self._db._observe_commit(time.perf_counter() - committing)
         finally:
             self._db._write_lock.release()
 
