@@ -95,7 +95,6 @@ async def hook_server(handler=None):
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler or default)
-    app["received"] = received
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -355,8 +354,9 @@ async def test_twenty_concurrent_bad_logins_do_not_stall_other_requests(tmp_path
         latencies = await probe
         assert all(status == 401 for status, _, _ in results)
         assert len(latencies) > 3, latencies
-        # scrypt on the loop blocks every request for ~30-50 ms per login, about a second for twenty.
-        assert max(latencies) < 0.2 + 3 * max(baseline), ([round(x * 1000) for x in latencies], baseline)
+        # scrypt on the loop blocks every request for ~30-50 ms per login: about a second for
+        # twenty. The bound leaves room for a busy CI machine (2 cores shared).
+        assert max(latencies) < 0.4 + 3 * max(baseline), ([round(x * 1000) for x in latencies], baseline)
 
 
 def _time(fn) -> float:
