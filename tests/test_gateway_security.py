@@ -234,7 +234,8 @@ BLOCKED_URLS = ["http://127.0.0.1:{port}/hook", "http://localhost:{port}/hook", 
                 "http://10.1.2.3/hook", "http://192.168.1.1/hook", "http://172.17.0.1:2375/containers",
                 "http://169.254.169.254/latest/meta-data/", "http://0.0.0.0:{port}/hook",
                 "http://[::ffff:127.0.0.1]:{port}/hook", "http://100.64.0.1/hook", "http://2130706433:{port}/",
-                "http://[fd00:ec2::254]/latest/meta-data/", "ftp://example.com/x", "http://user:pw@127.0.0.1/"]
+                "http://[fd00:ec2::254]/latest/meta-data/", "http://0x7f.1:{port}/", "ftp://example.com/x",
+                "http://user:pw@127.0.0.1/"]
 
 
 async def test_a_webhook_to_loopback_or_private_addresses_is_refused(tmp_path):

@@ -104,9 +104,11 @@ class EgressPolicy:
             return ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             pass
-        if host.replace(".", "").isdigit() or host.lower().startswith("0x") or ".0x" in host.lower():
-            raise EgressDenied(f"{host!r} is not a canonical IP address")
-        return None
+        try:
+            socket.inet_aton(host)  # accepts the legacy forms too
+        except OSError:
+            return None
+        raise EgressDenied(f"{host!r} is not a canonical IP address")
 
     async def resolve(self, host: str, port: int) -> list[str]:
         """Every address of `host`, all of them allowed, else EgressDenied."""
