@@ -491,3 +491,15 @@ async def test_the_last_owner_cannot_be_removed_or_demoted(tmp_path):
         assert (await client.call("DELETE", f"/api/v1/orgs/{org}/members/{me}", None, a["headers"]))[0] == 409
         assert (await client.call("PATCH", f"/api/v1/orgs/{org}/members/{me}", {"role": "admin"}, a["headers"]))[0] == 409
         assert await _owners(client, org, a["headers"]) == [a["user_id"]]
+
+
+# -- sessions end -----------------------------------------------------------------------------------
+
+async def test_an_expired_session_token_is_refused(tmp_path):
+    async with running_node(tmp_path) as (node, client):
+        acct = await client.account()
+        path = f"/api/v1/orgs/{acct['org_id']}/members"
+        assert (await client.call("GET", path, headers=acct["headers"]))[0] == 200
+        await node.db.execute("UPDATE gw_sessions SET expires_at = ?", (time.time() - 1,))
+        status, out, _ = await client.call("GET", path, headers=acct["headers"])
+        assert status == 401 and out["error"]["message"] == "Invalid or expired session token"
