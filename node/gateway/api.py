@@ -12,10 +12,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from node.config import OAuthConfig
 from node.gateway import policies
 from node.gateway.auth import Actor, GatewayAuth
 from node.gateway.control import ControlHub
-from node.config import OAuthConfig
 from node.gateway.models import (
     AlertChannelCreate,
     ApiKeyCreate,
