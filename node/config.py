@@ -497,8 +497,12 @@ def resolve_paths(config: NodeConfig, base: Path) -> NodeConfig:
         "storage": config.storage.model_copy(update={"path": absolute(config.storage.path)}),
         "containers": containers,
     }
+    oauth = config.gateway.oauth
+    providers = {name: p.model_copy(update={"jwks_file": absolute(p.jwks_file)}) if p.jwks_file else p
+                 for name, p in oauth.providers.items()}
     update["gateway"] = config.gateway.model_copy(
-        update={"master_key_path": absolute(config.gateway.master_key_path)})
+        update={"master_key_path": absolute(config.gateway.master_key_path),
+                "oauth": oauth.model_copy(update={"providers": providers})})
     if config.log.path:
         update["log"] = config.log.model_copy(update={"path": absolute(config.log.path)})
     return config.model_copy(update=update)

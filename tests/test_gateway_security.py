@@ -310,6 +310,22 @@ async def test_the_egress_guard_pins_the_checked_address_against_dns_rebinding()
     assert "127.0.0.1" in str(info.value)
 
 
+async def test_the_egress_client_connects_to_the_address_it_checked():
+    """The name below exists nowhere but in the policy's lookup: the request can only arrive if
+    the connection uses the address the policy resolved and checked."""
+    from node.server.egress import EgressPolicy
+
+    async def lookup(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    async with hook_server() as (hook, received):
+        port = hook.rsplit(":", 1)[1]
+        policy = EgressPolicy(["127.0.0.0/8"], lookup=lookup)
+        async with policy.session() as session:
+            status, _ = await policy.post_json(session, f"http://hook.invalid:{port}/x", {"x": 1}, timeout=5)
+    assert status == 200 and len(received) == 1
+
+
 async def test_a_webhook_response_is_read_only_up_to_the_cap():
     from node.server.egress import EgressPolicy
 
