@@ -31,6 +31,9 @@ from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
 from node.gateway.crypto import SecretBox
 from node.gateway.gate import GovernanceGate
+from node.gateway.oauth import OAuthVerifier
+from node.gateway.passwords import PasswordHasher
+from node.gateway.webhooks import WebhookSender
 from node.gateway.settings import gateway_flags
 from node.gateway.store import GatewayStore
 from node.jobs.api import JobsApi
@@ -46,7 +49,8 @@ from node.lifecycle import Supervisor
 from node.logs import get_logger
 from node.observe.wiring import Observability
 from node.server.health import HealthApi
-from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares
+from node.server.egress import EgressPolicy
+from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares, prefix_rate_limit
 from node.server.openapi import build_spec
 from node.storage import Database
 
@@ -135,21 +139,26 @@ class Node:
         await store.start()
         hmac_required, max_age = gateway_flags(config)
         hub = ControlHub(buffer=config.ws_buffer)
-        self.gateway = gateway_api.GatewayApi(store, GatewayAuth(store, hmac_required, max_age), hub,
-                                              self.orchestrator, self.session, config.reservation_ttl)
+        self.gateway = gateway_api.GatewayApi(
+            store, GatewayAuth(store, hmac_required, max_age), hub, self.orchestrator, self.session,
+            config.reservation_ttl, webhooks=WebhookSender(EgressPolicy(config.webhook_allowed_networks)),
+            oauth=OAuthVerifier(config.oauth, self.session), hasher=PasswordHasher())
         costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
         self.orchestrator.add_gate(GovernanceGate(store, dict(config.default_workflows), costs,
                                                   config.reservation_ttl))
         self.supervisor.periodic("gateway-reservation-expiry", 5, store.expire_all)
         log.info("gateway.ready", hmac_required=hmac_required, hmac_max_age=max_age,
+                 oauth_signup=self.gateway.oauth.enabled, webhook_allowed_networks=len(config.webhook_allowed_networks),
                  default_workflows=len(config.default_workflows))
 
     def build_app(self) -> web.Application:
         assert self.orchestrator is not None
         shapes = ErrorShapes()
         limiter = RateLimiter(self.config.server.rate_limit, exempt={("PUT", "/api/status")})
+        auth_limiter = RateLimiter(self.config.server.auth_rate_limit)
         app = web.Application(
-            middlewares=make_middlewares(shapes, limiter),
+            middlewares=[*make_middlewares(shapes, limiter),
+                         prefix_rate_limit(auth_limiter, (f"{gateway_api.PREFIX}/auth/", "/api/auth/"))],
             client_max_size=self.config.server.max_body_bytes,
         )
         jobs_api = JobsApi(

@@ -59,6 +59,9 @@ class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(4000, ge=0, le=65535)
     rate_limit: RateLimitConfig = RateLimitConfig()
+    # Sign-in routes (/api/v1/auth/*, /api/auth/*): per client IP, per route, on by default so
+    # passwords and API keys cannot be guessed at line rate. `num_requests: 0` turns it off.
+    auth_rate_limit: RateLimitConfig = RateLimitConfig(num_requests=30, period=60.0)
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     max_batch: int = Field(1000, gt=0, description="Largest accepted /api/jobs/batch list")
     # Who may call PUT /api/status (containers working out of band). Loopback and the
@@ -302,6 +305,39 @@ class CreConfig(_Model):
         return out
 
 
+class OAuthProvider(_Model):
+    """An OpenID Connect provider whose id_tokens prove an identity at /auth/oauth/register."""
+
+    issuer: str = Field(min_length=1, description="Expected `iss` claim")
+    audiences: list[str] = Field(min_length=1, description="Accepted `aud` values (the OAuth client ids)")
+    jwks_url: str | None = Field(None, pattern=r"^https?://", description="The provider's JWKS (signing keys)")
+    jwks_file: str | None = Field(None, description="Or a JWKS file on this machine")
+    algorithms: list[Literal["RS256", "ES256"]] = Field(["RS256", "ES256"], min_length=1)
+    jwks_cache_seconds: float = Field(3600.0, gt=0)
+    leeway_seconds: float = Field(60.0, ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> OAuthProvider:
+        if (self.jwks_url is None) == (self.jwks_file is None):
+            raise ValueError("set exactly one of jwks_url and jwks_file")
+        return self
+
+
+class OAuthConfig(_Model):
+    """Proof required by POST /api/v1/auth/oauth/register. With neither set the route is off (404)."""
+
+    providers: dict[str, OAuthProvider] = {}
+    # A backend that did the OAuth dance itself (e.g. the dashboard) sends this in X-Backend-Secret.
+    backend_secret: SecretStr | None = None
+
+    @field_validator("backend_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+
 class GatewayConfig(_Model):
     """Governance gateway (seed 002). Unset values fall back to NULLRUN_HMAC_REQUIRED and
     NULLRUN_HMAC_MAX_AGE_SECS."""
@@ -315,6 +351,20 @@ class GatewayConfig(_Model):
     # (offchain, stream, chain, cre, registry), so an operator can pause or kill that traffic.
     default_workflows: dict[str, str] = {}
     ws_buffer: int = Field(1000, ge=10)
+    # Alert webhooks may not reach loopback, private, link-local or metadata addresses unless
+    # the operator lists the network here (e.g. ["10.20.0.0/16"]).
+    webhook_allowed_networks: list[str] = []
+    oauth: OAuthConfig = OAuthConfig()
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network (CIDR)") from None
+        return value
 
 
 class RegistryTaskRoute(_Model):
@@ -504,8 +554,12 @@ def resolve_paths(config: NodeConfig, base: Path) -> NodeConfig:
         "storage": config.storage.model_copy(update={"path": absolute(config.storage.path)}),
         "containers": containers,
     }
+    oauth = config.gateway.oauth
+    providers = {name: p.model_copy(update={"jwks_file": absolute(p.jwks_file)}) if p.jwks_file else p
+                 for name, p in oauth.providers.items()}
     update["gateway"] = config.gateway.model_copy(
-        update={"master_key_path": absolute(config.gateway.master_key_path)})
+        update={"master_key_path": absolute(config.gateway.master_key_path),
+                "oauth": oauth.model_copy(update={"providers": providers})})
     if config.log.path:
         update["log"] = config.log.model_copy(update={"path": absolute(config.log.path)})
     return config.model_copy(update=update)

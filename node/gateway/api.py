@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from node.config import OAuthConfig
 from node.gateway import policies
 from node.gateway.auth import Actor, GatewayAuth
 from node.gateway.control import ControlHub
@@ -36,11 +37,15 @@ from node.gateway.models import (
     WorkflowCreate,
     WorkflowPatch,
 )
-from node.gateway import crypto
+from node.gateway import membership
+from node.gateway.oauth import OAuthVerifier
+from node.gateway.passwords import PasswordHasher
 from node.gateway.store import GatewayStore
+from node.gateway.webhooks import WebhookSender
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.server.openapi import accepts
+from node.server.egress import EgressPolicy
 from node.server.http import ApiError, json_response, parse_json, parse_model, query_limit
 
 log = get_logger(__name__)
@@ -60,8 +65,15 @@ def gateway_error(status: int, message: str, params: dict[str, Any] | None) -> d
 
 class GatewayApi:
     def __init__(self, store: GatewayStore, auth: GatewayAuth, hub: ControlHub, orchestrator: Orchestrator,
-                 session: aiohttp.ClientSession, reservation_ttl: float) -> None:
+                 session: aiohttp.ClientSession, reservation_ttl: float, *,
+                 webhooks: WebhookSender | None = None, oauth: OAuthVerifier | None = None,
+                 hasher: PasswordHasher | None = None) -> None:
         self.store = store
+        # Security-relevant collaborators (see README "Security"): client-supplied URLs go
+        # through the egress policy, OAuth sign-up needs proof, scrypt runs off the loop.
+        self.webhooks = webhooks or WebhookSender(EgressPolicy())
+        self.oauth = oauth or OAuthVerifier(OAuthConfig())
+        self.hasher = hasher or PasswordHasher()
         self.auth = auth
         self.hub = hub
         self._orchestrator = orchestrator
@@ -166,16 +178,8 @@ class GatewayApi:
 
     async def _notify(self, org_id: str, payload: dict[str, Any]) -> None:
         for channel in await self.store.channels(org_id):
-            if not channel["enabled"]:
-                continue
-            try:
-                async with self._session.post(channel["url"], json=payload,
-                                              timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                    await resp.read()
-                    if resp.status >= 300:
-                        log.warning("gateway.webhook_failed", channel=channel["id"], status=resp.status)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                log.warning("gateway.webhook_failed", channel=channel["id"], error=str(exc))
+            if channel["enabled"]:
+                await self.webhooks.send(channel["id"], channel["url"], payload)
 
     # -- accounts ------------------------------------------------------------------------------
 
@@ -183,7 +187,8 @@ class GatewayApi:
     async def register(self, request: web.Request) -> web.Response:
         req = await self._body(request, RegisterRequest)
         try:
-            out = await self.store.register(req.email, req.name, req.org_name, password=req.password)
+            out = await self.store.register(req.email, req.name, req.org_name,
+                                            password_hash=await self.hasher.hash(req.password))
         except ValueError as exc:
             raise ApiError(409, str(exc)) from None
         await self.store.audit(out["org_id"], f"user:{out['user_id']}", "account.registered", "user", out["user_id"])
@@ -192,6 +197,7 @@ class GatewayApi:
     @accepts(OAuthRegisterRequest)
     async def oauth_register(self, request: web.Request) -> web.Response:
         req = await self._body(request, OAuthRegisterRequest)
+        proof = await self.oauth.prove(request, req.provider, req.subject, req.email, req.id_token)
         existing = await self.store.user_by_oauth(req.provider, req.subject)
         if existing is not None:
             token, expires = await self.store.new_session(existing["id"])
@@ -204,14 +210,15 @@ class GatewayApi:
             raise ApiError(409, str(exc)) from None
         token, expires = await self.store.new_session(out["user_id"])
         await self.store.audit(out["org_id"], f"user:{out['user_id']}", "account.registered", "user",
-                               out["user_id"], after={"oauth": req.provider})
+                               out["user_id"], after={"oauth": req.provider, "proof": proof})
         return json_response({**out, "token": token, "expires_at": expires, "created": True}, 201)
 
     @accepts(LoginRequest)
     async def login(self, request: web.Request) -> web.Response:
         req = await self._body(request, LoginRequest)
         user = await self.store.user_by_email(req.email)
-        if user is None or not user["password_hash"] or not crypto.check_password(req.password, user["password_hash"]):
+        # Unknown emails check a dummy hash: same time, same answer as a wrong password.
+        if not await self.hasher.verify(req.password, user["password_hash"] if user is not None else None):
             raise ApiError(401, "Invalid email or password")
         token, expires = await self.store.new_session(user["id"])
         return json_response({"token": token, "expires_at": expires, "user_id": user["id"],
@@ -630,33 +637,21 @@ class GatewayApi:
         await self.auth.org(request, org_id)
         return json_response({"members": await self.store.members(org_id)})
 
-    async def _member(self, org_id: str, member_id: str):
-        member = await self.store.member(org_id, member_id)
-        if member is None:
-            raise ApiError(404, f"member {member_id!r} not found")
-        return member
-
     @accepts(MemberPatch)
     async def patch_member(self, request: web.Request) -> web.Response:
         org_id, member_id = request.match_info["org_id"], request.match_info["member_id"]
         actor = await self.auth.org(request, org_id, "owner")
-        member = await self._member(org_id, member_id)
         req = await self._body(request, MemberPatch)
-        if member["role"] == "owner" and req.role != "owner" and await self.store.count_owners(org_id) <= 1:
-            raise ApiError(409, "an org needs at least one owner")
-        await self.store.set_member_role(member_id, req.role)
+        before = await membership.set_role(self.store.db, org_id, member_id, actor.id, "owner", req.role)
         await self.store.audit(org_id, actor.label, "member.updated", "member", member_id,
-                               {"role": member["role"]}, {"role": req.role})
+                               {"role": before}, {"role": req.role})
         return json_response({"id": member_id, "role": req.role})
 
     async def remove_member(self, request: web.Request) -> web.Response:
         org_id, member_id = request.match_info["org_id"], request.match_info["member_id"]
         actor = await self.auth.org(request, org_id, "admin")
-        member = await self._member(org_id, member_id)
-        if member["role"] == "owner" and await self.store.count_owners(org_id) <= 1:
-            raise ApiError(409, "an org needs at least one owner")
-        await self.store.remove_member(member_id)
-        await self.store.audit(org_id, actor.label, "member.removed", "member", member_id, {"role": member["role"]})
+        before = await membership.remove(self.store.db, org_id, member_id, actor.id, "admin")
+        await self.store.audit(org_id, actor.label, "member.removed", "member", member_id, {"role": before})
         return json_response({"removed": True, "id": member_id})
 
     @accepts(InviteCreate)
@@ -746,6 +741,7 @@ class GatewayApi:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id, "admin")
         req = await self._body(request, AlertChannelCreate)
+        await self.webhooks.check(req.url)
         channel = await self.store.add_channel(org_id, req.type, req.url, req.enabled)
         await self.store.audit(org_id, actor.label, "alert_channel.created", "alert_channel", channel["id"],
                                after=channel)
@@ -789,5 +785,7 @@ class GatewayApi:
 
     async def close(self) -> None:
         await self.hub.close()
+        await self.webhooks.close()
+        self.hasher.close()
         for task in list(self._background):
             task.cancel()

@@ -27,6 +27,8 @@ class OAuthRegisterRequest(_Body):
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
     name: str = Field(min_length=1, max_length=200)
     org_name: str | None = Field(None, max_length=200)
+    # OpenID Connect id_token proving (provider, subject, email); see node/gateway/oauth.py.
+    id_token: str | None = Field(None, min_length=1, max_length=16384)
 
 
 class LoginRequest(_Body):

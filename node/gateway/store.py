@@ -71,10 +71,11 @@ class GatewayStore:
     # -- accounts -----------------------------------------------------------------------
 
     async def register(self, email: str, name: str, org_name: str, password: str | None = None,
-                       oauth: tuple[str, str] | None = None) -> dict[str, str]:
+                       oauth: tuple[str, str] | None = None, password_hash: str | None = None) -> dict[str, str]:
         now = time.time()
         user_id, org_id = new_id("usr"), new_id("org")
-        password_hash = crypto.hash_password(password) if password else None
+        if password and password_hash is None:
+            password_hash = crypto.hash_password(password)
         api_key, secret = crypto.new_token("nr_live_"), crypto.new_token("nr_secret_", 32)
 
         def op(conn: sqlite3.Connection) -> None:

@@ -146,6 +146,26 @@ class RateLimiter:
         return None
 
 
+def prefix_rate_limit(limiter: RateLimiter, prefixes: tuple[str, ...]) -> Callable:
+    """A middleware (placed after `make_middlewares`' error handler) applying `limiter` to the
+    paths under `prefixes` only, per client IP and route: the sign-in routes, where every
+    guess costs a password hash and an unlimited client could guess at line rate."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if limiter.limit and request.path.startswith(prefixes):
+            route = request.match_info.route.resource
+            wait = limiter.hit(request.remote or "?", request.method,
+                               route.canonical if route is not None else request.path)
+            if wait is not None:
+                log.warning("http.rate_limited", path=request.path, client=request.remote)
+                raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
+                               headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+        return await handler(request)
+
+    return limit
+
+
 def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter) -> list:
     # Request ids: a per-process random prefix and a counter (unique, and cheaper than a uuid4,
     # which costs a getrandom() call on every request).
