@@ -35,3 +35,12 @@ def node(docker_engine, tmp_path_factory):
     yield proc
     proc.stop()
     proc.remove_containers()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run after every other test, and the engine-stopping probes after them.
+    Playwright's sync API keeps an event loop running in the main thread for the rest of the
+    session (its `playwright` fixture is session-scoped), and pytest-asyncio cannot run a test
+    in a thread that already has a running loop."""
+    items.sort(key=lambda item: (item.path.name == "test_zz_probes.py",
+                                 "page" in getattr(item, "fixturenames", ())))
