@@ -12,7 +12,8 @@ from eth_utils import keccak
 
 from node.canonical import stable_json
 from node.registry.cron import Cron, CronError
-from node.registry.inputs import InputError, aggregate, output_name
+from node.errors import Conflict, Invalid, Unauthenticated
+from node.registry.inputs import aggregate, output_name
 from node.registry.models import OracleQuery
 
 
@@ -62,13 +63,13 @@ def test_aggregation_median_and_agreement():
     assert out.inputs["prices"]["X"] == pytest.approx(191.565)
     assert out.inputs["tokens"]["W"] == ["t1", "t2"]
     assert out.count == 5
-    with pytest.raises(InputError, match="Invalid oracle signature for getPrice"):
+    with pytest.raises(Unauthenticated, match="Invalid oracle signature for getPrice"):
         aggregate(raw, {a.address.lower()}, required=1, max_age=60)
     stale = {"getPrice": [OracleQuery.model_validate({"params": ["X"], "responses": [
         _response(a, "getPrice", ["X"], 1.0, age=120)]})]}
-    with pytest.raises(InputError, match="Outdated oracle response for getPrice"):
+    with pytest.raises(Conflict, match="Outdated oracle response for getPrice"):
         aggregate(stale, oracles, required=1, max_age=60)
-    with pytest.raises(InputError, match="confirmations not reached"):
+    with pytest.raises(Conflict, match="confirmations not reached"):
         aggregate(raw, oracles, required=3, max_age=60)
 
 
@@ -148,7 +149,6 @@ async def test_an_upgraded_database_keeps_its_inputs_and_refuses_replays_of_old_
 
 
 async def test_legacy_signatures_can_be_refused(tmp_path):
-    from node.server.http import ApiError
 
     db = Database(str(tmp_path / "reg.db"))
     await db.open()
@@ -158,9 +158,9 @@ async def test_legacy_signatures_can_be_refused(tmp_path):
     service = RegistryService(store, RegistryConfig(legacy_signatures=False))
     project_id = (await store.create_project(owner.address, "p"))["projectId"]
     legacy = sig.sign_typed(sig.maintainer_typed_data(1, project_id, maintainer.address), owner.key.hex())
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(Invalid) as refused:
         await service.add_maintainer(project_id, maintainer.address, legacy)
-    assert refused.value.status_code == 400 and refused.value.message.startswith("nonce, deadline")
+    assert refused.value.message.startswith("nonce, deadline")
     deadline = int(time.time()) + 60
     fresh = sig.sign_typed(sig.maintainer_typed_data(1, project_id, maintainer.address, 1, deadline), owner.key.hex())
     added = await service.add_maintainer(project_id, maintainer.address, fresh, 1, deadline)

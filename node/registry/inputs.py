@@ -16,17 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from node.errors import Conflict, Unauthenticated
 from node.registry.models import OracleQuery
 from node.registry.signatures import recover_payload
-
-
-class InputError(Exception):
-    def __init__(self, status: int, message: str, error: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        # The seed's "error" word when it is not the status's phrase (409 "Unauthorized").
-        self.shape = {"error": error} if error else None
 
 
 @dataclass(frozen=True)
@@ -65,7 +57,7 @@ def aggregate_values(values: list[Any], required: int, query: str) -> Any:
         tally[key] = (tally.get(key, (0, value))[0] + 1, value)
     count, value = max(tally.values(), key=lambda item: item[0])
     if count < required:
-        raise InputError(409, f"Oracles disagree on {query}")
+        raise Conflict(f"Oracles disagree on {query}")
     return value
 
 
@@ -83,16 +75,16 @@ def aggregate(raw: dict[str, list[OracleQuery]], oracles: set[str], required: in
                 payload = {"query": query, "params": item.params, "data": response.data, "timestamp": response.timestamp}
                 signer = recover_payload(payload, response.signature)
                 if signer is None or signer.lower() not in oracles:
-                    raise InputError(401, f"Invalid oracle signature for {query}")
+                    raise Unauthenticated(f"Invalid oracle signature for {query}")
                 if response.timestamp > now + future_skew:
-                    raise InputError(409, f"Oracle response for {query} is timestamped in the future")
+                    raise Conflict(f"Oracle response for {query} is timestamped in the future")
                 if response.timestamp < now - max_age:
-                    raise InputError(409, f"Outdated oracle response for {query}")
+                    raise Conflict(f"Outdated oracle response for {query}")
                 by_oracle.setdefault(signer.lower(), response.data)
                 proofs[signer] = response.signature
                 count += 1
             if len(by_oracle) < required:
-                raise InputError(409, "Config required oracle confirmations not reached", "Unauthorized")
+                raise Conflict("Config required oracle confirmations not reached", {"error": "Unauthorized"})
             key = ",".join(str(p) for p in item.params)
             out[key] = aggregate_values(list(by_oracle.values()), required, query)
     return Aggregated(inputs, proofs, count)

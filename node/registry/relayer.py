@@ -28,7 +28,7 @@ from node.logs import get_logger
 from node.registry.cron import Cron
 from node.registry.models import ExecutionSubmit
 from node.registry.service import RegistryService
-from node.server.http import ApiError
+from node.errors import DomainError
 
 log = get_logger(__name__)
 
@@ -116,7 +116,7 @@ class CronRelayer:
             try:
                 signed = await self._service.sign_best(intent_id)
                 log.info("registry.intent_signed", intent_id=intent_id, solver=signed["solver"])
-            except ApiError as exc:
+            except DomainError as exc:
                 log.warning("registry.sign_failed", intent_id=intent_id, error=exc.message)
 
 
@@ -149,7 +149,7 @@ async def run_and_record(service: RegistryService, orchestrator: Orchestrator, c
         body = body.model_copy(update={"signature": service.sign_execution(
             task_id, row["inputId"], canonical_intents, canonical_logs)})
         result = await service.submit_execution(task_id, body)
-    except (ValueError, ApiError) as exc:
+    except (ValueError, DomainError) as exc:
         log.warning("registry.execution_invalid", **fields, job_id=job.id,
                     error=str(getattr(exc, "message", exc))[:300])
         return None

@@ -8,12 +8,12 @@ from typing import Any
 from eth_account import Account
 
 from node.config import RegistryConfig
+from node.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.registry import signatures as sig
 from node.registry import siwe
-from node.registry.inputs import InputError, aggregate
+from node.registry.inputs import aggregate
 from node.registry.models import ConfigCreate, ExecutionSubmit, InputSubmit, ProposalSubmit
 from node.registry.store import RegistryStore
-from node.server.http import ApiError
 
 
 def intent_id(task_id: str, input_id: str, intent: dict[str, Any]) -> str:
@@ -71,26 +71,26 @@ class RegistryService:
         signature does not burn it (the nonce is single use only once it signed someone in)."""
         info = await self.store.nonce_info(nonce)
         if info is None:
-            raise ApiError(401, "Unknown nonce")
+            raise Unauthenticated("Unknown nonce")
         if info["used_at"] is not None:
-            raise ApiError(401, "Nonce already used")
+            raise Unauthenticated("Nonce already used")
         now = time.time()
         if info["expires_at"] < now:
-            raise ApiError(401, "Nonce expired")
+            raise Unauthenticated("Nonce expired")
         text = message if message is not None else info["message"]
         if text is None:
-            raise ApiError(400, "message: required (the EIP-4361 message you signed, or request the nonce with "
+            raise Invalid("message: required (the EIP-4361 message you signed, or request the nonce with "
                                 "your address to get one)")
         try:
             address = siwe.verify(text, signature, domain=self.auth_domain, uri=self.auth_uri,
                                   chain_id=self.config.chain_id, nonce=nonce, now=now, skew=self.config.auth_clock_skew)
         except siwe.SiweError as exc:
-            raise ApiError(401, str(exc)) from None
+            raise Unauthenticated(str(exc)) from None
         if info["address"] is not None and info["address"] != address.lower():
-            raise ApiError(401, "message: the nonce was issued to another address")
+            raise Unauthenticated("message: the nonce was issued to another address")
         state = await self.store.use_nonce(nonce)
         if state != "ok":
-            raise ApiError(401, {"unknown": "Unknown nonce", "used": "Nonce already used",
+            raise Unauthenticated({"unknown": "Unknown nonce", "used": "Nonce already used",
                                  "expired": "Nonce expired"}[state])
         token, expires = await self.store.sign_in(address, self.config.token_ttl)
         return {"token": token, "address": address, "expiresAt": int(expires)}
@@ -100,20 +100,20 @@ class RegistryService:
     async def project_or_404(self, project_id: str) -> dict[str, Any]:
         project = await self.store.project(project_id)
         if project is None:
-            raise ApiError(404, f"Project {project_id} not found")
+            raise NotFound(f"Project {project_id} not found")
         return project
 
     async def require_owner(self, project_id: str, account: str, message: str) -> dict[str, Any]:
         project = await self.project_or_404(project_id)
         if project["owner"].lower() != account.lower():
-            raise ApiError(403, message)
+            raise Forbidden(message)
         return project
 
     def _check_replayable(self, nonce: int | None, deadline: int | None) -> None:
         if nonce is None and not self.config.legacy_signatures:
-            raise ApiError(400, "nonce, deadline: required (signatures without them are refused on this node)")
+            raise Invalid("nonce, deadline: required (signatures without them are refused on this node)")
         if deadline is not None and deadline < time.time():
-            raise ApiError(401, "Signature expired (deadline passed)")
+            raise Unauthenticated("Signature expired (deadline passed)")
 
     async def add_maintainer(self, project_id: str, maintainer: str, signature: str, nonce: int | None = None,
                              deadline: int | None = None) -> dict[str, Any]:
@@ -122,12 +122,12 @@ class RegistryService:
         typed = sig.maintainer_typed_data(self.config.chain_id, project_id, maintainer, nonce, deadline)
         signer = sig.recover_typed(typed, signature)
         if signer is None or signer.lower() != project["owner"].lower():
-            raise ApiError(403, "The maintainer must be authorised by the project owner's signature")
+            raise Forbidden("The maintainer must be authorised by the project owner's signature")
         role = await self.store.add_maintainer(project_id, maintainer, signature, sig.typed_digest(typed))
         if role == "exists":
-            raise ApiError(409, f"{maintainer} already has a role in the project")
+            raise Conflict(f"{maintainer} already has a role in the project")
         if role == "used":
-            raise ApiError(401, "Signature already used: each signed change is accepted once (sign again with a "
+            raise Unauthenticated("Signature already used: each signed change is accepted once (sign again with a "
                                 "new nonce)")
         return {"projectId": project_id, "maintainer": maintainer, "signature": signature,
                 "createdAt": role["createdAt"]}
@@ -137,22 +137,22 @@ class RegistryService:
     async def create_config(self, project_id: str, task_id: str, body: ConfigCreate) -> dict[str, Any]:
         await self.project_or_404(project_id)
         if await self.store.task(task_id) is None:
-            raise ApiError(404, f"Task {task_id} not found")
+            raise NotFound(f"Task {task_id} not found")
         if not await self.store.linked(project_id, task_id):
-            raise ApiError(400, f"Task {task_id} is not linked to the project")
+            raise Invalid(f"Task {task_id} is not linked to the project")
         self._check_replayable(body.nonce, body.deadline)
         trigger = body.trigger.model_dump(exclude_none=True)
         typed = sig.config_typed_data(self.config.chain_id, project_id, task_id, body.name, body.oracleConfirmations,
                                       body.relayerConfirmations, trigger, body.data, body.nonce, body.deadline)
         signer = sig.recover_typed(typed, body.signature)
         if signer is None or await self.store.role(project_id, signer) is None:
-            raise ApiError(403, "The config must be signed by the project owner or a maintainer")
+            raise Forbidden("The config must be signed by the project owner or a maintainer")
         config = await self.store.create_config(project_id, task_id, {
             "name": body.name, "oracleConfirmations": body.oracleConfirmations,
             "relayerConfirmations": body.relayerConfirmations, "trigger": trigger, "data": body.data,
             "signature": body.signature}, signer, sig.typed_digest(typed))
         if config is None:
-            raise ApiError(401, "Invalid config signature: already used (a deleted config does not come back; "
+            raise Unauthenticated("Invalid config signature: already used (a deleted config does not come back; "
                                 "sign again with a new nonce)")
         return config
 
@@ -168,43 +168,40 @@ class RegistryService:
     async def submit_inputs(self, task_id: str, body: InputSubmit) -> dict[str, Any]:
         config = await self.store.config(body.configId)
         if config is None or config["taskId"] != task_id:
-            raise ApiError(404, f"Config {body.configId} does not belong to the task")
+            raise NotFound(f"Config {body.configId} does not belong to the task")
         if not await self.config_usable(config):
-            raise ApiError(401, "Invalid config signature")
-        try:
-            result = aggregate(body.rawInputs, self.oracles, config["requriedOracleConfirmations"],
-                               self.config.oracle_max_age)
-        except InputError as exc:
-            raise ApiError(exc.status, exc.message, exc.shape) from None
+            raise Unauthenticated("Invalid config signature")
+        result = aggregate(body.rawInputs, self.oracles, config["requriedOracleConfirmations"],
+                           self.config.oracle_max_age)
         raw = {q: [item.model_dump() for item in items] for q, items in body.rawInputs.items()}
         row = await self.store.add_input(task_id, body.configId, body.trigger.model_dump(), raw, result.inputs,
                                          result.proofs, result.count)
         if row is None:
-            raise ApiError(409, "Trigger already submitted")
+            raise Conflict("Trigger already submitted")
         return {k: row[k] for k in ("inputId", "taskId", "configId", "trigger", "inputs")}
 
     async def submit_execution(self, task_id: str, body: ExecutionSubmit) -> dict[str, Any]:
         input_row = await self.store.input(body.inputId)
         if input_row is None or input_row["taskId"] != task_id:
-            raise ApiError(404, f"Input {body.inputId} does not belong to the task")
+            raise NotFound(f"Input {body.inputId} does not belong to the task")
         if input_row["reverted"]:
-            raise ApiError(409, "Trigger reverted: a chain reorganisation removed its event")
+            raise Conflict("Trigger reverted: a chain reorganisation removed its event")
         config = await self.store.config(input_row["configId"])
         if config is None or not await self.config_usable(config):
-            raise ApiError(401, "Invalid config signature")
+            raise Unauthenticated("Invalid config signature")
         intents = [i.model_dump(by_alias=True) for i in body.intents]
         logs = [line.model_dump() for line in body.logs]
         payload = {"taskId": task_id, "inputId": body.inputId, "intents": intents, "logs": logs}
         relayer = sig.recover_payload(payload, body.signature)
         if relayer is None or relayer.lower() not in self.relayers:
-            raise ApiError(401, "Invalid relayer signature")
+            raise Unauthenticated("Invalid relayer signature")
         for intent in intents:
             intent["intentId"] = intent_id(task_id, body.inputId, intent)
         recorded = await self.store.add_execution(
             task_id, input_row, sig.digest({"intents": intents, "logs": logs}).hex(), logs, intents, relayer,
             body.signature, config["requriedRelayerConfirmations"])
         if recorded is None:
-            raise ApiError(409, "Trigger reverted: a chain reorganisation removed its event")
+            raise Conflict("Trigger reverted: a chain reorganisation removed its event")
         execution_id, created = recorded
         return {"executionId": execution_id, "created": created,
                 "intents": [{"intentId": i["intentId"], "type": i["type"]} for i in intents]}
@@ -219,44 +216,44 @@ class RegistryService:
     async def intent_or_404(self, intent_id_: str) -> dict[str, Any]:
         intent = await self.store.intent(intent_id_)
         if intent is None:
-            raise ApiError(404, f"Intent {intent_id_} not found")
+            raise NotFound(f"Intent {intent_id_} not found")
         return intent
 
     async def propose(self, intent_id_: str, body: ProposalSubmit) -> dict[str, Any]:
         intent = await self.intent_or_404(intent_id_)
         if intent["status"] == "pending":
-            raise ApiError(409, "Config required relayer confirmations not reached", UNAUTHORIZED)
+            raise Conflict("Config required relayer confirmations not reached", UNAUTHORIZED)
         if intent["status"] not in ("submitted", "proposed"):
-            raise ApiError(409, f"Intent is {intent['status']}")
+            raise Conflict(f"Intent is {intent['status']}")
         signer = sig.recover_payload({"intentId": intent_id_, "solver": body.solver, "data": body.data}, body.signature)
         if signer is None or signer.lower() != body.solver.lower():
-            raise ApiError(401, "Invalid solver signature")
+            raise Unauthenticated("Invalid solver signature")
         if intent["type"] == "swap":
             amount_out = body.data.get("amountOut")
             if not isinstance(amount_out, str) or not amount_out.isdigit():
-                raise ApiError(400, "data.amountOut: a decimal string is required for a swap proposal")
+                raise Invalid("data.amountOut: a decimal string is required for a swap proposal")
             if int(amount_out) < int(intent["data"]["minAmountOut"]):
-                raise ApiError(400, "data.amountOut: below the intent's minAmountOut")
+                raise Invalid("data.amountOut: below the intent's minAmountOut")
         proposal_id = await self.store.add_proposal(intent_id_, body.solver, body.data, body.signature)
         if proposal_id is None:
-            raise ApiError(409, f"Solver {body.solver} already proposed for this intent")
+            raise Conflict(f"Solver {body.solver} already proposed for this intent")
         return {"proposalId": proposal_id, "intentId": intent_id_, "status": "proposed"}
 
     async def sign_best(self, intent_id_: str, proposal_id: str | None = None) -> dict[str, Any]:
         """The node, as relayer, signs the winning proposal (the one named, or for a swap the
         highest amountOut, else the first)."""
         if self.relayer_key is None:
-            raise ApiError(503, "This node has no relayer key (registry.relayer_key)")
+            raise Unavailable("This node has no relayer key (registry.relayer_key)")
         intent = await self.intent_or_404(intent_id_)
         if intent["status"] == "pending":
-            raise ApiError(409, "Config required relayer confirmations not reached", UNAUTHORIZED)
+            raise Conflict("Config required relayer confirmations not reached", UNAUTHORIZED)
         if intent["status"] != "proposed":
-            raise ApiError(409, f"Intent is {intent['status']}")
+            raise Conflict(f"Intent is {intent['status']}")
         proposals = intent["proposals"]
         if proposal_id is not None:
             chosen = next((p for p in proposals if p["proposalId"] == proposal_id), None)
             if chosen is None:
-                raise ApiError(404, f"Proposal {proposal_id} not found")
+                raise NotFound(f"Proposal {proposal_id} not found")
         elif intent["type"] == "swap":
             chosen = max(proposals, key=lambda p: int(p["data"]["amountOut"]))
         else:
@@ -264,7 +261,7 @@ class RegistryService:
         signature = sig.sign_payload({"intentId": intent_id_, "proposalId": chosen["proposalId"],
                                       "solver": chosen["solver"], "data": chosen["data"]}, self.relayer_key)
         if not await self.store.sign_proposal(intent_id_, chosen["proposalId"], chosen["solver"], signature):
-            raise ApiError(409, "Intent changed meanwhile")
+            raise Conflict("Intent changed meanwhile")
         return {"intentId": intent_id_, "proposalId": chosen["proposalId"], "solver": chosen["solver"],
                 "signature": signature, "relayer": self.relayer_address, "status": "signed", "signedAt": int(time.time())}
 

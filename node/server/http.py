@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from node.config import RateLimitConfig
+from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.logs import get_logger
 
 log = get_logger(__name__)
@@ -50,6 +51,12 @@ class ErrorShapes:
             if path.startswith(prefix):
                 return renderer(status, message, params)
         return infernet_error(status, message, params)
+
+
+# Where the domain's refusals (node/errors.py) become HTTP: the one place that knows both.
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    Invalid: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, Unavailable: 503,
+}
 
 
 class ApiError(Exception):
@@ -187,6 +194,9 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter) -> list:
         except ApiError as exc:
             response = json_response(shapes.render(request.path, exc.status_code, exc.message, exc.params),
                                      exc.status_code, exc.headers)
+        except DomainError as exc:
+            status = DOMAIN_STATUS[type(exc)]
+            response = json_response(shapes.render(request.path, status, exc.message, exc.params), status)
         except web.HTTPException as exc:
             if exc.status_code < 400:
                 raise

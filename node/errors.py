@@ -1,0 +1,46 @@
+"""Domain errors: what went wrong, in the terms of the service that found it.
+
+Services, stores and background loops raise these; they never name an HTTP status. The HTTP edge
+(`node/server/http.py`'s error middleware) maps each kind to its status once and renders it in
+the error shape of the request's API family, exactly as it renders an `ApiError` raised by a
+handler. A background loop (the relayer, a watcher) catches them as what they are: a refusal,
+not a transport failure.
+
+`params` carries extra fields for the family's error shape (for example the registry's seed
+word `{"error": "Unauthorized"}` on a 409).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    def __init__(self, message: str, params: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.params = params
+
+
+class Invalid(DomainError):
+    """The request is well-formed but its content is not acceptable (400)."""
+
+
+class Unauthenticated(DomainError):
+    """A credential or signature is missing, wrong, expired or already used (401)."""
+
+
+class Forbidden(DomainError):
+    """The caller is known but not allowed to do this (403)."""
+
+
+class NotFound(DomainError):
+    """The thing named does not exist, or not for this caller (404)."""
+
+
+class Conflict(DomainError):
+    """The thing's current state does not allow this (409)."""
+
+
+class Unavailable(DomainError):
+    """This node is not set up to do this (503)."""
