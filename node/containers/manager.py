@@ -15,7 +15,7 @@ import random
 import socket
 import time
 from dataclasses import asdict, dataclass, field
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -52,6 +52,10 @@ class ContainerState:
     started_at: float | None = None
     docker_id: str | None = field(default=None, repr=False)
 
+    def urls(self) -> list[str]:
+        """Where calls may go now (a local container has one address)."""
+        return [self.url]
+
     def public(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("docker_id")
@@ -74,6 +78,39 @@ def free_port(low: int = 20000, high: int = 32000) -> int:
 
 def local_image_tag(config: ContainerConfig) -> str:
     return config.image or f"node-local/{config.id.lower()}:latest"
+
+
+def ensure_image(client: docker.DockerClient, config: ContainerConfig, tag: str, docker_config: DockerConfig) -> None:
+    """Build the image (config.build), or make sure it is here, pulling it when it is not."""
+    if config.build:
+        log.info("containers.building", container=config.id, image=tag, context=config.build.context)
+        try:
+            client.images.build(
+                path=config.build.context,
+                dockerfile=config.build.dockerfile,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+            )
+        except (docker.errors.BuildError, docker.errors.APIError, TypeError, OSError) as exc:
+            detail = getattr(exc, "msg", None) or str(exc)
+            raise ContainerSetupError(f"container {config.id}: building {tag} failed: {detail}") from None
+        return
+    try:
+        client.images.get(tag)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    creds = docker_config.credentials
+    auth = {"username": creds.username, "password": creds.password.get_secret_value()} if creds else None
+    log.info("containers.pulling", container=config.id, image=tag)
+    try:
+        client.images.pull(tag, auth_config=auth)
+    except docker.errors.APIError as exc:
+        raise ContainerSetupError(
+            f"container {config.id}: image {tag} is not available locally and pulling it failed: "
+            f"{exc.explanation or exc}"
+        ) from None
 
 
 class ContainerManager:
@@ -110,8 +147,8 @@ class ContainerManager:
                 )
                 self._ports[c.id] = port
         self._monitor: asyncio.Task | None = None
-        # Called (from a worker thread) with (container id, url) when a restart moved a container.
-        self.on_url_change: Callable[[str, str], None] | None = None
+        # Called (from a worker thread) with (container id, urls) when a restart moved a container.
+        self.on_url_change: Callable[[str, list[str]], None] | None = None
 
     # -- docker client ------------------------------------------------------------------
 
@@ -134,6 +171,10 @@ class ContainerManager:
         except Exception:  # noqa: BLE001 - any failure means unreachable
             return False
 
+    def readiness_check(self) -> Callable[[], Awaitable[bool]] | None:
+        """An extra /health/ready check for this kind of manager (none for local containers)."""
+        return None
+
     # -- start-up -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -152,36 +193,7 @@ class ContainerManager:
         log.info("containers.started", count=len(managed), s=round(time.perf_counter() - started, 2))
 
     def _ensure_image(self, config: ContainerConfig, state: ContainerState) -> None:
-        tag = state.image
-        if config.build:
-            log.info("containers.building", container=config.id, image=tag, context=config.build.context)
-            try:
-                self.client.images.build(
-                    path=config.build.context,
-                    dockerfile=config.build.dockerfile,
-                    tag=tag,
-                    rm=True,
-                    forcerm=True,
-                )
-            except (docker.errors.BuildError, docker.errors.APIError, TypeError, OSError) as exc:
-                detail = getattr(exc, "msg", None) or str(exc)
-                raise ContainerSetupError(f"container {config.id}: building {tag} failed: {detail}") from None
-            return
-        try:
-            self.client.images.get(tag)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        creds = self._docker_config.credentials
-        auth = {"username": creds.username, "password": creds.password.get_secret_value()} if creds else None
-        log.info("containers.pulling", container=config.id, image=tag)
-        try:
-            self.client.images.pull(tag, auth_config=auth)
-        except docker.errors.APIError as exc:
-            raise ContainerSetupError(
-                f"container {config.id}: image {tag} is not available locally and pulling it failed: "
-                f"{exc.explanation or exc}"
-            ) from None
+        ensure_image(self.client, config, state.image, self._docker_config)
 
     def _config_hash(self, config: ContainerConfig, image_id: str, port: int) -> str:
         material = {
@@ -300,7 +312,7 @@ class ContainerManager:
 
     def _notify(self, state: ContainerState) -> None:
         if self.on_url_change is not None:
-            self.on_url_change(state.id, state.url)
+            self.on_url_change(state.id, state.urls())
 
     def _check_once(self) -> None:
         for state in self._managed():

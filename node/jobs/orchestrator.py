@@ -8,6 +8,7 @@ and per-container concurrency limits apply to all of them.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import json
 import os
@@ -26,6 +27,16 @@ from node.logs import get_logger
 log = get_logger(__name__)
 
 _SNIPPET = 300
+_CONNECTION_LOST = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
+
+
+def _unanswered(exc: aiohttp.ClientError) -> bool:
+    """Did the call fail because the connection failed or was dropped before any answer?"""
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError)):
+        return True
+    # "Can not write request body": errno None, the ConnectionResetError as its cause.
+    return isinstance(exc, aiohttp.ClientOSError) and (
+        exc.errno in _CONNECTION_LOST or isinstance(exc.__cause__, ConnectionError))
 
 
 @dataclass
@@ -48,10 +59,31 @@ class ContainerEndpoint:
         self.headers = {"Content-Type": "application/json"}
         if self.bearer:
             self.headers["Authorization"] = f"Bearer {self.bearer}"
-        self.service_url = f"{self.url}/service_output"
+        self._turn = 0
+        self.set_urls([self.url])
 
     def set_url(self, url: str) -> None:
-        self.url, self.service_url = url, f"{url}/service_output"
+        self.set_urls([url])
+
+    def set_urls(self, urls: Sequence[str]) -> None:
+        """Where calls go: one address, or the addresses of a service's tasks, taken in turn.
+        An empty list (every task down for a moment) keeps the last known addresses."""
+        if not urls:
+            return
+        self._service_urls = tuple(f"{u}/service_output" for u in urls)
+        self.url, self.service_url = urls[0], self._service_urls[0]
+
+    def next_service_url(self, avoid: str | None = None) -> str:
+        """The next address in turn (not `avoid`, the one that just failed, when there are others)."""
+        urls = self._service_urls
+        if len(urls) == 1:
+            return urls[0]
+        self._turn += 1
+        url = urls[self._turn % len(urls)]
+        if url == avoid:
+            self._turn += 1
+            url = urls[self._turn % len(urls)]
+        return url
 
     def allows(self, ip: str | None) -> bool:
         if not self.allowed_networks:
@@ -291,20 +323,31 @@ class Orchestrator:
     async def call(self, endpoint: ContainerEndpoint, body: dict[str, Any]) -> Any:
         """POST one container's /service_output; any failure becomes ContainerFailure."""
         payload = json.dumps(body, separators=(",", ":"))
-        async with endpoint.semaphore:
-            try:
-                async with self._session.post(
-                    endpoint.service_url,
-                    data=payload,
-                    headers=endpoint.headers,
-                    timeout=aiohttp.ClientTimeout(total=endpoint.timeout),
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
-            except asyncio.TimeoutError:
-                raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
-            except aiohttp.ClientError as exc:
-                raise ContainerFailure(f"container unreachable: {exc}") from None
+        async with endpoint.semaphore:  # the container's limit, however many tasks serve it
+            url = None
+            for attempt in (1, 2):
+                url = endpoint.next_service_url(avoid=url)
+                try:
+                    async with self._session.post(
+                        url,
+                        data=payload,
+                        headers=endpoint.headers,
+                        timeout=aiohttp.ClientTimeout(total=endpoint.timeout),
+                    ) as response:
+                        raw = await response.read()
+                        status = response.status
+                    break
+                except asyncio.TimeoutError:
+                    raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
+                except aiohttp.ClientError as exc:
+                    # Refused, reset or closed before any answer: a task being replaced (or the
+                    # engine's port proxy in front of a dead task) must not fail the job. Once,
+                    # and on another task when there are several.
+                    if attempt == 1 and _unanswered(exc):
+                        log.info("container.call_retried", container=endpoint.id,
+                                 error=str(exc) or type(exc).__name__)
+                        continue
+                    raise ContainerFailure(f"container unreachable: {exc}") from None
         text = raw.decode("utf-8", "replace")
         if not 200 <= status < 300:
             raise ContainerFailure(f"container answered HTTP {status}: {text[:_SNIPPET]}")
@@ -330,7 +373,7 @@ class Orchestrator:
             try:
                 async with endpoint.semaphore:
                     async with self._session.post(
-                        endpoint.service_url,
+                        endpoint.next_service_url(),
                         data=json.dumps(body),
                         headers=endpoint.headers,
                         timeout=aiohttp.ClientTimeout(total=None, sock_read=endpoint.timeout),
