@@ -8,6 +8,13 @@ node's peak RSS, and the same load sent straight to the container's /service_out
 ratio node/direct (the honest measure of the node's overhead).
 
     .venv/bin/python scripts/bench_jobs.py [--jobs 3000] [--concurrency 1,8,32,128]
+
+`--cpu` runs the CPU-bound case instead: the numeric container spinning BURN_MS of CPU per call
+(`--burn-ms`, default 5), once in local mode and once per `--replicas` count in swarm mode
+(`docker.mode: swarm`, tasks reached on their own published ports), each with a fresh node and
+the same load. A swarm is made for the run (and left again) when the engine is in none.
+
+    .venv/bin/python scripts/bench_jobs.py --cpu [--jobs 600] [--burn-ms 5] [--replicas 1,2,3]
 """
 
 from __future__ import annotations
@@ -147,18 +154,89 @@ async def bench(args: argparse.Namespace) -> None:
               f" {poll[0] / direct[0]:>11.2f} {wait[0] / direct[0]:>10.2f}")
 
 
+def swarm_state() -> str:
+    out = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+async def cpu_case(args: argparse.Namespace) -> None:
+    """jobs/s of a CPU-bound container: local mode beside swarm mode with 1..N replicas."""
+    made_swarm = swarm_state() == "inactive"
+    if made_swarm:
+        subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], check=True, capture_output=True)
+    entry = {
+        "id": "burn",
+        "image": "node-bench/numeric:latest",  # our own tag: nobody else's build replaces it mid-run
+        "build": {"context": str(REPO / "containers"), "dockerfile": "numeric/Dockerfile"},
+        "env": {"BURN_MS": str(args.burn_ms)},
+        "concurrency": 64,
+        "timeout": 60,
+    }
+    setups = [("local", {}, {})] + [
+        (f"swarm x{r}", {"mode": "swarm", "swarm": {"connect_via": "tasks"}}, {"replicas": r}) for r in args.replicas
+    ]
+    rows = []
+    try:
+        for label, docker_extra, entry_extra in setups:
+            workdir = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
+            node = NodeProcess(workdir, [{**entry, **entry_extra}],
+                               {"log": {"level": "WARNING"}, "docker": docker_extra, "startup_wait": 120})
+            node.prefix = f"benchcpu{uuid.uuid4().hex[:4]}-"
+            node.write_config()
+            node.start(timeout=180)
+            try:
+                base = f"http://127.0.0.1:{node.port}"
+                body = json.dumps({"containers": ["burn"], "data": [1, 2, 3]}).encode()
+                headers = {"Content-Type": "application/json"}
+                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+                    async def job() -> bool:
+                        async with session.post(f"{base}/api/jobs", data=body, headers=headers) as r:
+                            job_id = (await r.json())["id"]
+                        while True:
+                            async with session.get(f"{base}/api/jobs", params={"id": job_id, "wait": "30"}) as r:
+                                found = (await r.json())[0]
+                            if found["status"] != "running":
+                                return found["status"] == "success"
+
+                    await run_load(max(20, args.jobs // 10), args.cpu_concurrency, job)  # warm up
+                    elapsed, lat, errors = await run_load(args.jobs, args.cpu_concurrency, job)
+                rows.append((label, args.jobs / elapsed, pct(lat, 50), pct(lat, 99), errors))
+                print(f"  {label:<10} {rows[-1][1]:7.1f} jobs/s", flush=True)
+            finally:
+                node.stop()
+                node.remove_containers()
+    finally:
+        if made_swarm:
+            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
+    print()
+    print(f"CPU-bound: numeric with BURN_MS={args.burn_ms} per call, {args.jobs} jobs from "
+          f"{args.cpu_concurrency} clients (POST + GET wait=30); cores: {os.cpu_count()}")
+    print(f"{'setup':<10} {'jobs/s':>7} {'p50ms':>7} {'p99ms':>7} {'err':>3}  vs local")
+    for label, rate, p50, p99, errors in rows:
+        print(f"{label:<10} {rate:>7.1f} {p50:>7.1f} {p99:>7.1f} {errors:>3}  {rate / rows[0][1]:>7.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per concurrency level (default 3000)")
     parser.add_argument("--concurrency", default="1,8,32,128",
                         type=lambda s: [int(x) for x in s.split(",")], help="comma-separated C values")
+    parser.add_argument("--cpu", action="store_true", help="the CPU-bound case: local vs swarm replicas")
+    parser.add_argument("--burn-ms", type=float, default=5.0, help="CPU ms per call in --cpu (default 5)")
+    parser.add_argument("--replicas", default="1,2,3", type=lambda s: [int(x) for x in s.split(",")],
+                        help="swarm replica counts in --cpu (default 1,2,3)")
+    parser.add_argument("--cpu-concurrency", type=int, default=16, help="clients in --cpu (default 16)")
     args = parser.parse_args()
+    if args.cpu:
+        args.jobs = args.jobs if "--jobs" in sys.argv else 600
+    case = cpu_case if args.cpu else bench
     try:
         import uvloop
 
-        uvloop.run(bench(args))
+        uvloop.run(case(args))
     except ImportError:
-        asyncio.run(bench(args))
+        asyncio.run(case(args))
 
 
 if __name__ == "__main__":

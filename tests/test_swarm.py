@@ -7,6 +7,7 @@ the end; a swarm it found stays as it was. Services, networks and images are thi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import threading
@@ -14,11 +15,148 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from tests.helpers import REPO, NodeProcess
+from node.config import ConfigError, parse_config
+from node.jobs.orchestrator import ContainerEndpoint, ContainerFailure, Orchestrator
+from tests.helpers import REPO, NodeProcess, free_port
 
 IMAGE = "node-swarm-test/echo:latest"
+
+
+# -- the call path (in process, no Docker) --------------------------------------------------
+
+
+class Task:
+    """A stand-in for one task of a service: answers /service_output, counts and times calls."""
+
+    def __init__(self, delay: float = 0.0, status: int = 200, gauge: dict[str, int] | None = None) -> None:
+        self.delay, self.status = delay, status
+        self.calls = 0
+        self.gauge = gauge if gauge is not None else {"in_flight": 0, "peak": 0}  # may be shared
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        self.gauge["in_flight"] += 1
+        self.gauge["peak"] = max(self.gauge["peak"], self.gauge["in_flight"])
+        try:
+            await asyncio.sleep(self.delay)
+            return web.json_response({"port": self.port}, status=self.status)
+        finally:
+            self.gauge["in_flight"] -= 1
+
+    async def __aenter__(self) -> Task:
+        app = web.Application()
+        app.router.add_post("/service_output", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.runner.cleanup()
+
+
+class Hangup:
+    """A port whose peer accepts and closes at once, as Docker's port proxy does for a dead task."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> Hangup:
+        async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            writer.transport.abort()
+
+        self.server = await asyncio.start_server(drop, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.server.close()
+
+
+async def call(endpoint: ContainerEndpoint, times: int = 1) -> list[Any]:
+    async with aiohttp.ClientSession() as session:
+        orchestrator = Orchestrator({endpoint.id: endpoint}, session, store=None)  # type: ignore[arg-type]
+        return await asyncio.gather(*(orchestrator.call(endpoint, {"data": i}) for i in range(times)))
+
+
+async def test_a_call_refused_at_connect_is_retried_once_on_another_task():
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
+    async with Task() as alive:
+        endpoint = ContainerEndpoint("svc", dead)
+        endpoint.set_urls([dead, alive.url])
+        answers = await call(endpoint, 10)
+    assert answers == [{"port": alive.port}] * 10
+    assert alive.calls == 10
+
+
+async def test_calls_spread_over_the_tasks_in_turn():
+    async with Task() as a, Task() as b, Task() as c:
+        endpoint = ContainerEndpoint("svc", a.url)
+        endpoint.set_urls([a.url, b.url, c.url])
+        for _ in range(9):
+            await call(endpoint)
+    assert (a.calls, b.calls, c.calls) == (3, 3, 3)
+
+
+async def test_a_connection_dropped_before_any_answer_is_retried_only_once():
+    async with Hangup() as proxy:
+        endpoint = ContainerEndpoint("svc", proxy.url)
+        with pytest.raises(ContainerFailure, match="unreachable"):
+            await call(endpoint)
+    assert proxy.accepted == 2
+
+
+async def test_a_call_the_container_answered_is_never_retried():
+    async with Task(status=500) as failing:
+        endpoint = ContainerEndpoint("svc", failing.url)
+        with pytest.raises(ContainerFailure, match="HTTP 500"):
+            await call(endpoint)
+    assert failing.calls == 1
+
+
+async def test_a_call_that_timed_out_is_never_retried():
+    async with Task(delay=2) as slow:
+        endpoint = ContainerEndpoint("svc", slow.url, timeout=0.3)
+        with pytest.raises(ContainerFailure, match="timed out"):
+            await call(endpoint)
+        await asyncio.sleep(0)
+    assert slow.calls == 1
+
+
+async def test_the_concurrency_limit_holds_for_the_service_not_per_task():
+    both: dict[str, int] = {"in_flight": 0, "peak": 0}
+    async with Task(delay=0.2, gauge=both) as a, Task(delay=0.2, gauge=both) as b:
+        endpoint = ContainerEndpoint("svc", a.url, concurrency=2)
+        endpoint.set_urls([a.url, b.url])
+        await call(endpoint, 8)
+    assert (a.calls, b.calls) == (4, 4)
+    assert both["peak"] == 2  # two in flight over the two tasks together, never two each
+
+
+def test_swarm_only_fields_are_refused_in_local_mode_and_accepted_in_swarm_mode():
+    entry = {"id": "gpu", "image": "x", "replicas": 3, "placement": ["node.labels.gpu == true"],
+             "resources": {"cpu_limit": 1.5, "memory_limit": 1 << 30, "generic": {"NVIDIA-GPU": 1}}}
+    with pytest.raises(ConfigError, match=r"containers\.0\.replicas: only used with docker\.mode: swarm"):
+        parse_config({"containers": [entry]})
+    config = parse_config({"docker": {"mode": "swarm"}, "containers": [entry]})
+    assert config.containers[0].replicas == 3 and config.docker.swarm.connect_via == "tasks"
+    with pytest.raises(ConfigError, match="needs manage_containers"):
+        parse_config({"docker": {"mode": "swarm"}, "manage_containers": False, "containers": [{**entry, "port": 1}]})
+    with pytest.raises(ConfigError, match="resources.generic"):
+        parse_config({"docker": {"mode": "swarm"}, "containers": [{"id": "g", "image": "x", "gpu": True}]})
+    with pytest.raises(ConfigError, match="connect_via"):
+        parse_config({"docker": {"mode": "swarm", "swarm": {"connect_via": "dns"}}})
+
+
+# -- a real single-node swarm ------------------------------------------------------------
 
 
 def docker(*args: str, check: bool = True) -> str:
@@ -107,6 +245,8 @@ def three(swarm, tmp_path_factory):
         remove_services(node.prefix)
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_a_container_with_three_replicas_is_a_service_with_three_tasks_that_all_answer_jobs(three):
     service = f"{three.prefix}echo"
     assert len(running_tasks(service)) == 3
@@ -124,6 +264,8 @@ def test_a_container_with_three_replicas_is_a_service_with_three_tasks_that_all_
     assert len(hostnames) == 3, hostnames  # calls go round the three tasks
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_removing_a_task_container_under_load_fails_no_job_while_swarm_replaces_it(three):
     service = f"{three.prefix}echo"
     results: list[dict[str, Any]] = []
@@ -164,6 +306,8 @@ def test_removing_a_task_container_under_load_fails_no_job_while_swarm_replaces_
     assert victim[:12] not in after
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_changing_replicas_in_the_config_scales_the_running_service_in_place(swarm, tmp_path):
     node = swarm_node(tmp_path, [echo_service(replicas=1)], stop_on_exit=False)
     service = f"{node.prefix}echo"
@@ -189,6 +333,8 @@ def test_changing_replicas_in_the_config_scales_the_running_service_in_place(swa
         remove_services(node.prefix)
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_a_placement_no_machine_meets_is_reported_as_unschedulable_not_waited_for(swarm, tmp_path):
     gpu = echo_service("gpu", placement=["node.labels.gpu == true"])
     node = swarm_node(tmp_path, [echo_service("echo"), gpu])
