@@ -335,6 +335,45 @@ def test_changing_replicas_in_the_config_scales_the_running_service_in_place(swa
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_an_unchanged_service_is_adopted_and_a_changed_one_rolls_through_an_update_in_place(swarm, tmp_path):
+    node = swarm_node(tmp_path, [echo_service(replicas=2)], stop_on_exit=False)
+    service = f"{node.prefix}echo"
+    try:
+        node.start(timeout=150)
+        first_id = docker("service", "inspect", service, "--format", "{{.ID}}")
+        first_tasks = {t["ID"] for t in running_tasks(service)}
+        node.stop()
+
+        node.start(timeout=150)  # same config: adopted as it is
+        assert "containers.service_adopted" in node.log()
+        assert {t["ID"] for t in running_tasks(service)} == first_tasks
+        node.stop()
+
+        node.containers = [echo_service(replicas=2, env={"ECHO_HOSTNAME": "1", "EXTRA": "on"})]
+        node.write_config()
+        node.start(timeout=150)
+        assert "containers.service_updating" in node.log()
+        assert docker("service", "inspect", service, "--format", "{{.ID}}") == first_id  # updated, not recreated
+        env = json.loads(docker("service", "inspect", service, "--format",
+                                "{{json .Spec.TaskTemplate.ContainerSpec.Env}}"))
+        assert "EXTRA=on" in env
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # one task at a time, the new one first
+            tasks = {t["ID"] for t in running_tasks(service)}
+            if len(tasks) == 2 and not tasks & first_tasks:
+                break
+            assert all(run_job(node, 1)["status"] == "success" for _ in range(3))  # served throughout
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"update did not replace the tasks: {running_tasks(service)}")
+        assert run_job(node, 7)["result"]["output"]["data"] == 7
+    finally:
+        node.stop()
+        remove_services(node.prefix)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_a_placement_no_machine_meets_is_reported_as_unschedulable_not_waited_for(swarm, tmp_path):
     gpu = echo_service("gpu", placement=["node.labels.gpu == true"])
     node = swarm_node(tmp_path, [echo_service("echo"), gpu])
@@ -351,7 +390,7 @@ def test_a_placement_no_machine_meets_is_reported_as_unschedulable_not_waited_fo
         assert ready.status == 503 and "gpu: 0/1 running" in ready.json["checks"]["services"]["error"]
         assert run_job(node, 1)["status"] == "success"  # the placeable service still serves
         failed = run_job(node, 1, container="gpu")
-        assert failed["status"] == "failed" and "unreachable" in failed["result"]["error"]
+        assert failed["status"] == "failed" and "no running task" in failed["result"]["error"], failed
     finally:
         node.stop()
         remove_services(node.prefix)

@@ -334,7 +334,8 @@ class SwarmManager(ContainerManager):
         silent = [s.id for s, ok in zip(services, answered) if not ok]
         for cid in silent:
             state = self.states[cid]
-            log.warning("containers.not_ready", container=cid, status=state.status, waited_s=timeout,
+            log.warning("containers.not_ready", container=cid, status=state.status,
+                        waited_s=round(timeout - max(0.0, deadline - time.monotonic()), 1),
                         running=state.replicas_running, desired=state.replicas_desired)
         if others:
             states, self.states = self.states, others

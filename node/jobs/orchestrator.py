@@ -322,6 +322,8 @@ class Orchestrator:
 
     async def call(self, endpoint: ContainerEndpoint, body: dict[str, Any]) -> Any:
         """POST one container's /service_output; any failure becomes ContainerFailure."""
+        if not endpoint.url:
+            raise ContainerFailure("container unreachable: no running task (see /api/containers)")
         payload = json.dumps(body, separators=(",", ":"))
         async with endpoint.semaphore:  # the container's limit, however many tasks serve it
             url = None
