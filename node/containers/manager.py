@@ -76,6 +76,16 @@ def free_port(low: int = 20000, high: int = 32000) -> int:
     raise ContainerSetupError(f"no free port in {low}-{high}")
 
 
+async def answers(session: aiohttp.ClientSession, url: str) -> bool:
+    """Does anything answer HTTP (any status) at `url` within a second?"""
+    try:
+        async with session.get(f"{url}/", timeout=aiohttp.ClientTimeout(total=1)) as resp:
+            await resp.read()
+            return True
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return False
+
+
 def local_image_tag(config: ContainerConfig) -> str:
     return config.image or f"node-local/{config.id.lower()}:latest"
 
@@ -257,20 +267,17 @@ class ContainerManager:
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> list[str]:
         """Wait until every container answers HTTP (any status); returns the ids that did not."""
-        deadline = time.monotonic() + timeout
+        return await self._wait_answering(session, list(self.states.values()), time.monotonic() + timeout)
 
-        async def answers(url: str) -> bool:
-            try:
-                async with session.get(f"{url}/", timeout=aiohttp.ClientTimeout(total=1)) as resp:
-                    await resp.read()
-                    return True
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                return False
+    async def _wait_answering(
+        self, session: aiohttp.ClientSession, states: list[ContainerState], deadline: float
+    ) -> list[str]:
+        started = time.monotonic()
 
         async def probe(state: ContainerState) -> bool:
             while True:
                 for url in self._candidates(state):
-                    if await answers(url):
+                    if await answers(session, url):
                         if url != state.url:
                             state.url = url
                         return True
@@ -278,11 +285,11 @@ class ContainerManager:
                     return False
                 await asyncio.sleep(0.1)
 
-        states = list(self.states.values())
         answered = await asyncio.gather(*(probe(s) for s in states))
         silent = [s.id for s, ok in zip(states, answered) if not ok]
         for cid in silent:
-            log.warning("containers.not_answering", container=cid, waited_s=timeout, url=self.states[cid].url)
+            log.warning("containers.not_answering", container=cid, waited_s=round(time.monotonic() - started, 1),
+                        url=self.states[cid].url)
         return silent
 
     def _candidates(self, state: ContainerState) -> list[str]:

@@ -37,6 +37,7 @@ from node.containers.manager import (
     ContainerManager,
     ContainerSetupError,
     ContainerState,
+    answers,
 )
 from node.logs import get_logger
 
@@ -275,7 +276,8 @@ class SwarmManager(ContainerManager):
             return False
         spec = service.attrs.get("Spec", {})
         desired = ((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas", 0)
-        tasks = service.tasks(filters={"desired-state": "running"})
+        history = service.tasks()  # the live tasks and the few last ended ones
+        tasks = [t for t in history if t.get("DesiredState") == "running"]
         running = [t for t in tasks if t.get("Status", {}).get("State") == "running"]
         stuck = [t["Status"].get("Err") or "" for t in tasks
                  if t.get("Status", {}).get("State") == "pending" and UNPLACEABLE in (t["Status"].get("Err") or "")]
@@ -287,12 +289,19 @@ class SwarmManager(ContainerManager):
             state.status, state.last_error = "running", None
         else:
             state.status = "starting" if not running else "degraded"
+            # Why the last task ended, e.g. "No such image" on a machine without a local build.
+            ended = sorted((t for t in history if t.get("Status", {}).get("State") in ("failed", "rejected")
+                            and t["Status"].get("Err")), key=lambda t: t["Status"].get("Timestamp", ""))
+            state.last_error = f"last task {ended[-1]['Status']['State']}: {ended[-1]['Status']['Err']}" if ended else None
         problem = state.last_error or ""
         if problem != self._problems.get(state.id, ""):
             self._problems[state.id] = problem
-            if problem:
+            if state.status == "unschedulable":
                 log.error("containers.unschedulable", container=state.id, service=state.name, error=problem,
                           placement=",".join(self._configs[state.id].placement) or "-")
+            elif problem:
+                log.warning("containers.task_failed", container=state.id, service=state.name, error=problem,
+                            running=len(running), desired=desired)
         if self._swarm.connect_via != "tasks":
             return False
         urls = sorted(u for u in (self._task_url(t) for t in running) if u)
@@ -308,28 +317,19 @@ class SwarmManager(ContainerManager):
         that cannot be placed is reported at once (not waited for). Returns the ids not ready."""
         deadline = time.monotonic() + timeout
 
-        async def answers(url: str) -> bool:
-            try:
-                async with session.get(f"{url}/", timeout=aiohttp.ClientTimeout(total=1)) as resp:
-                    await resp.read()
-                    return True
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                return False
-
         async def ready(state: ServiceState) -> bool:
             while True:
                 await asyncio.to_thread(self._refresh, state)
                 if state.status == "unschedulable":
                     return False
                 if state.status == "running":
-                    if all([await answers(u) for u in state.urls()]):
+                    if all([await answers(session, u) for u in state.urls()]):
                         return True
                 if time.monotonic() >= deadline:
                     return False
                 await asyncio.sleep(0.2)
 
         services = [s for s in self.states.values() if isinstance(s, ServiceState)]
-        others = {cid: s for cid, s in self.states.items() if not isinstance(s, ServiceState)}
         answered = await asyncio.gather(*(ready(s) for s in services))
         silent = [s.id for s, ok in zip(services, answered) if not ok]
         for cid in silent:
@@ -337,13 +337,8 @@ class SwarmManager(ContainerManager):
             log.warning("containers.not_ready", container=cid, status=state.status,
                         waited_s=round(timeout - max(0.0, deadline - time.monotonic()), 1),
                         running=state.replicas_running, desired=state.replicas_desired)
-        if others:
-            states, self.states = self.states, others
-            try:
-                silent += await super().wait_ready(session, max(0.0, deadline - time.monotonic()))
-            finally:
-                self.states = states
-        return silent
+        others = [s for s in self.states.values() if not isinstance(s, ServiceState)]  # url: elsewhere
+        return silent + await self._wait_answering(session, others, deadline)
 
     def readiness_check(self):  # type: ignore[override]
         async def services() -> bool:
