@@ -394,3 +394,26 @@ def test_a_placement_no_machine_meets_is_reported_as_unschedulable_not_waited_fo
     finally:
         node.stop()
         remove_services(node.prefix)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_mesh_service_publishes_one_ingress_port_and_keeps_it_across_restarts(swarm, tmp_path):
+    # The routing mesh needs the kernel's IPVS, which this machine lacks: the spec is checked here,
+    # calls through the mesh are not.
+    node = NodeProcess(tmp_path, [echo_service(replicas=2)], extra={"startup_wait": 3, "docker": {
+        "mode": "swarm", "swarm": {"connect_via": "mesh"}, "stop_on_exit": False}})
+    service = f"{node.prefix}echo"
+    try:
+        node.start(timeout=150)
+        url = container_state(node, "echo")["url"]
+        ports = json.loads(docker("service", "inspect", service, "--format", "{{json .Spec.EndpointSpec.Ports}}"))
+        assert [(p["TargetPort"], p["PublishMode"]) for p in ports] == [(3000, "ingress")]
+        assert url == f"http://127.0.0.1:{ports[0]['PublishedPort']}"
+        node.stop()
+        node.start(timeout=150)  # a new free port is drawn for the config, the service's own is kept
+        assert container_state(node, "echo")["url"] == url
+        assert "containers.service_adopted" in node.log() and "containers.service_updating" not in node.log()
+    finally:
+        node.stop()
+        remove_services(node.prefix)

@@ -292,7 +292,8 @@ class SwarmManager(ContainerManager):
             # Why the last task ended, e.g. "No such image" on a machine without a local build.
             ended = sorted((t for t in history if t.get("Status", {}).get("State") in ("failed", "rejected")
                             and t["Status"].get("Err")), key=lambda t: t["Status"].get("Timestamp", ""))
-            state.last_error = f"last task {ended[-1]['Status']['State']}: {ended[-1]['Status']['Err']}" if ended else None
+            last = ended[-1]["Status"] if ended else None
+            state.last_error = f"last task {last['State']}: {last['Err']}" if last else None
         problem = state.last_error or ""
         if problem != self._problems.get(state.id, ""):
             self._problems[state.id] = problem
