@@ -93,6 +93,7 @@ class Node:
                 allowed_networks=[ipaddress.ip_network(n, strict=False) for n in c.allowed_ips],
                 description=c.description,
                 image=state.image,
+                retry_dropped=getattr(state, "mode", "local") == "swarm",
             )
         return out
 

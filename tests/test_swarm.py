@@ -106,12 +106,20 @@ async def test_calls_spread_over_the_tasks_in_turn():
     assert (a.calls, b.calls, c.calls) == (3, 3, 3)
 
 
-async def test_a_connection_dropped_before_any_answer_is_retried_only_once():
+async def test_a_swarm_call_dropped_before_any_answer_is_retried_only_once():
     async with Hangup() as proxy:
-        endpoint = ContainerEndpoint("svc", proxy.url)
+        endpoint = ContainerEndpoint("svc", proxy.url, retry_dropped=True)
         with pytest.raises(ContainerFailure, match="unreachable"):
             await call(endpoint)
     assert proxy.accepted == 2
+
+
+async def test_a_local_call_dropped_after_connecting_is_not_retried():
+    async with Hangup() as container:  # it may have received the request: at most once
+        endpoint = ContainerEndpoint("svc", container.url)
+        with pytest.raises(ContainerFailure, match="unreachable"):
+            await call(endpoint)
+    assert container.accepted == 1
 
 
 async def test_a_call_the_container_answered_is_never_retried():

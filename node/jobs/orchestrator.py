@@ -30,9 +30,14 @@ _SNIPPET = 300
 _CONNECTION_LOST = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
 
 
-def _unanswered(exc: aiohttp.ClientError) -> bool:
-    """Did the call fail because the connection failed or was dropped before any answer?"""
-    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError)):
+def _unanswered(exc: aiohttp.ClientError, dropped_too: bool) -> bool:
+    """Did the call fail at connect (not a byte sent), or, with `dropped_too`, on a connection
+    refused, reset or closed before any answer?"""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return True
+    if not dropped_too:
+        return False
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, ConnectionError)):
         return True
     # "Can not write request body": errno None, the ConnectionResetError as its cause.
     return isinstance(exc, aiohttp.ClientOSError) and (
@@ -53,6 +58,9 @@ class ContainerEndpoint:
     allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
     description: str = ""
     image: str = ""
+    # Retry a call whose connection was dropped before any answer, not only one refused at
+    # connect: for Swarm tasks behind Docker's port proxy, where a dead task looks like that.
+    retry_dropped: bool = False
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.concurrency)
@@ -342,10 +350,9 @@ class Orchestrator:
                 except asyncio.TimeoutError:
                     raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
                 except aiohttp.ClientError as exc:
-                    # Refused, reset or closed before any answer: a task being replaced (or the
-                    # engine's port proxy in front of a dead task) must not fail the job. Once,
-                    # and on another task when there are several.
-                    if attempt == 1 and _unanswered(exc):
+                    # Refused at connect (or, for Swarm tasks, dropped before any answer): a task
+                    # being replaced must not fail the job. Once, on another task if there are several.
+                    if attempt == 1 and _unanswered(exc, endpoint.retry_dropped):
                         log.info("container.call_retried", container=endpoint.id,
                                  error=str(exc) or type(exc).__name__)
                         continue
