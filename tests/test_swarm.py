@@ -244,7 +244,11 @@ def run_job(node: NodeProcess, data: Any, container: str = "echo") -> dict[str, 
 @pytest.fixture(scope="module")
 def three(swarm, tmp_path_factory):
     """A node whose echo container is a service of three replicas."""
-    node = swarm_node(tmp_path_factory.mktemp("swarm3"), [echo_service(replicas=3)])
+    shared = tmp_path_factory.mktemp("shared")
+    node = swarm_node(tmp_path_factory.mktemp("swarm3"), [echo_service(
+        replicas=3, command=["python3", "-u", "/app/app.py"], volumes=[f"{shared}:/mnt/shared:ro"],
+        resources={"cpu_limit": 1.0, "memory_limit": 256 << 20, "memory_reservation": 16 << 20})])
+    node.shared = shared  # type: ignore[attr-defined]
     try:
         node.start(timeout=150)
         yield node
@@ -258,6 +262,13 @@ def three(swarm, tmp_path_factory):
 def test_a_container_with_three_replicas_is_a_service_with_three_tasks_that_all_answer_jobs(three):
     service = f"{three.prefix}echo"
     assert len(running_tasks(service)) == 3
+    spec = json.loads(docker("service", "inspect", service, "--format", "{{json .Spec.TaskTemplate}}"))
+    assert spec["ContainerSpec"]["Args"] == ["python3", "-u", "/app/app.py"]
+    assert "ECHO_HOSTNAME=1" in spec["ContainerSpec"]["Env"]
+    [mount] = spec["ContainerSpec"]["Mounts"]
+    assert (mount["Source"], mount["Target"], mount.get("ReadOnly")) == (str(three.shared), "/mnt/shared", True)
+    assert spec["Resources"]["Limits"] == {"NanoCPUs": 1_000_000_000, "MemoryBytes": 256 << 20}
+    assert spec["Resources"]["Reservations"] == {"MemoryBytes": 16 << 20}
     state = container_state(three, "echo")
     assert (state["mode"], state["status"]) == ("swarm", "running")
     assert (state["replicas_running"], state["replicas_desired"]) == (3, 3)
