@@ -162,6 +162,8 @@ def swarm_state() -> str:
 async def cpu_case(args: argparse.Namespace) -> None:
     """jobs/s of a CPU-bound container: local mode beside swarm mode with 1..N replicas."""
     made_swarm = swarm_state() == "inactive"
+    had_gwbridge = bool(subprocess.run(["docker", "network", "ls", "-q", "--filter", "name=^docker_gwbridge$"],
+                                       capture_output=True, text=True).stdout.strip())
     if made_swarm:
         subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], check=True, capture_output=True)
     entry = {
@@ -215,8 +217,10 @@ async def cpu_case(args: argparse.Namespace) -> None:
         for _, node in nodes:
             node.stop()
             node.remove_containers()
-        if made_swarm:
+        if made_swarm:  # as found: no swarm, and no bridge the swarm made for its tasks
             subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
+            if not had_gwbridge:
+                subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True)
     rows = []
     for label, runs in rates.items():
         if runs:
