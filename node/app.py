@@ -20,7 +20,7 @@ from aiohttp import web
 
 from node import __version__
 from node.config import NodeConfig
-from node.containers.manager import ContainerManager
+from node.containers import container_manager
 from node.cre import api as cre_api
 from node.cre.actions import ActionRunner
 from node.cre.gateway import TriggerDispatcher
@@ -62,7 +62,7 @@ class Node:
         self.config = config
         self.db = Database(config.storage.path)
         self.store = JobStore(self.db)
-        self.containers = ContainerManager(config.containers, config.docker, config.manage_containers)
+        self.containers = container_manager(config.containers, config.docker, config.manage_containers)
         self.session: aiohttp.ClientSession | None = None
         self.orchestrator: Orchestrator | None = None
         self.runner: web.AppRunner | None = None
@@ -106,6 +106,7 @@ class Node:
                 allowed_networks=[ipaddress.ip_network(n, strict=False) for n in c.allowed_ips],
                 description=c.description,
                 image=state.image,
+                retry_dropped=getattr(state, "mode", "local") == "swarm",
             )
         return out
 
@@ -178,6 +179,8 @@ class Node:
         checks = {"sqlite": self.db.writable}
         if self.config.manage_containers and any(s.managed for s in self.containers.states.values()):
             checks["docker"] = self.containers.ping
+            if (services := self.containers.readiness_check()) is not None:
+                checks["services"] = services
         if self.chain is not None:
             checks["chain_rpc"] = self.chain.ping
         app.add_routes(HealthApi(checks, lambda: self.started).routes())
@@ -293,8 +296,8 @@ class Node:
         await self.containers.wait_ready(self.session, self.config.startup_wait)
         endpoints = self.orchestrator.endpoints
         for cid, state in self.containers.states.items():
-            endpoints[cid].set_url(state.url)
-        self.containers.on_url_change = lambda cid, url: endpoints[cid].set_url(url)
+            endpoints[cid].set_urls(state.urls())
+        self.containers.on_url_change = lambda cid, urls: endpoints[cid].set_urls(urls)
         self.containers.start_monitor()
 
     async def _stop_intake(self) -> None:

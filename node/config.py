@@ -89,6 +89,23 @@ class RegistryCredentials(_Model):
     registry: str | None = None
 
 
+class SwarmConfig(_Model):
+    """How the node runs and reaches its containers in `docker.mode: swarm`."""
+
+    # The attachable overlay network the services join (created if missing, reused if there);
+    # default "<name_prefix>net" ("node-daemon-net" without a prefix).
+    network: str | None = None
+    # tasks: each task publishes port 3000 on its machine (host mode) and the node spreads calls
+    #        over the running tasks itself (works without IPVS; the node sees every task).
+    # mesh:  one port published through the routing mesh on every machine; calls go to
+    #        http://<mesh_host>:<port> and Swarm spreads them.
+    # vip:   the node runs on the overlay network; calls go to http://<service name>:3000.
+    connect_via: Literal["tasks", "mesh", "vip"] = "tasks"
+    mesh_host: str = "127.0.0.1"
+    # Give up waiting for a new or updated service to converge after this many seconds.
+    converge_timeout: float = Field(120.0, gt=0)
+
+
 class DockerConfig(_Model):
     base_url: str | None = Field(None, description="Engine URL; DOCKER_HOST or the local socket if unset")
     credentials: RegistryCredentials | None = None
@@ -99,11 +116,29 @@ class DockerConfig(_Model):
     connect_via: Literal["auto", "published"] = "auto"
     stop_on_exit: bool = True
     monitor_interval: float = Field(1.0, gt=0)
+    # local: one container per configured container on this engine. swarm: one Swarm service
+    # per configured container, its tasks spread over the swarm's machines.
+    mode: Literal["local", "swarm"] = "local"
+    swarm: SwarmConfig = SwarmConfig()
 
 
 class BuildConfig(_Model):
     context: str
     dockerfile: str | None = None
+
+
+class ResourcesConfig(_Model):
+    """Swarm task resources: limits cap a task, reservations steer placement."""
+
+    cpu_limit: float | None = Field(None, gt=0, description="CPUs (1.5 = one and a half cores)")
+    memory_limit: int | None = Field(None, gt=0, description="Bytes")
+    cpu_reservation: float | None = Field(None, gt=0)
+    memory_reservation: int | None = Field(None, gt=0)
+    # Generic resources a machine advertises (dockerd --node-generic-resource), e.g. {"NVIDIA-GPU": 1}.
+    generic: dict[str, int] = {}
+
+    def is_set(self) -> bool:
+        return self != ResourcesConfig()
 
 
 class ContainerConfig(_Model):
@@ -126,6 +161,10 @@ class ContainerConfig(_Model):
     timeout: float = Field(180.0, gt=0)
     concurrency: int = Field(64, ge=1)
     cost_usd: float = Field(0.0, ge=0, description="Charged to a governed job's workflow budget per call")
+    # docker.mode swarm only: tasks of the service, where they may run, what each may use.
+    replicas: int = Field(1, ge=0)
+    placement: list[str] = []
+    resources: ResourcesConfig = ResourcesConfig()
 
     @field_validator("build", mode="before")
     @classmethod
@@ -454,6 +493,21 @@ class NodeConfig(_Model):
     registry: RegistryConfig = RegistryConfig()
     observe: ObserveConfig = ObserveConfig()
 
+    def _swarm_fields_consistent(self) -> None:
+        swarm = self.docker.mode == "swarm"
+        if swarm and not self.manage_containers:
+            raise ValueError("docker.mode: swarm needs manage_containers true (the node runs the services)")
+        for index, c in enumerate(self.containers):
+            where = f"containers.{index}"
+            if not swarm:
+                for name, used in (("replicas", c.replicas != 1), ("placement", bool(c.placement)),
+                                   ("resources", c.resources.is_set())):
+                    if used:
+                        raise ValueError(f"{where}.{name}: only used with docker.mode: swarm")
+            elif c.gpu and c.url is None:
+                raise ValueError(f"{where}.gpu: in swarm mode ask for GPUs with resources.generic "
+                                 "(e.g. {NVIDIA-GPU: 1}) and a placement constraint")
+
     @model_validator(mode="after")
     def _containers_consistent(self) -> NodeConfig:
         seen: set[str] = set()
@@ -469,6 +523,7 @@ class NodeConfig(_Model):
                     raise ValueError(
                         f"{where}: with manage_containers false, give url or port of the running service"
                     )
+        self._swarm_fields_consistent()
         known = {c.id for c in self.containers}
         for index, pipeline in enumerate(self.chain.pipelines):
             unknown = [c for c in pipeline if c not in known]

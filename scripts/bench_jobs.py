@@ -8,6 +8,13 @@ node's peak RSS, and the same load sent straight to the container's /service_out
 ratio node/direct (the honest measure of the node's overhead).
 
     .venv/bin/python scripts/bench_jobs.py [--jobs 3000] [--concurrency 1,8,32,128]
+
+`--cpu` runs the CPU-bound case instead: the numeric container spinning BURN_MS of CPU per call
+(`--burn-ms`, default 5), once in local mode and once per `--replicas` count in swarm mode
+(`docker.mode: swarm`, tasks reached on their own published ports), each with a fresh node and
+the same load. A swarm is made for the run (and left again) when the engine is in none.
+
+    .venv/bin/python scripts/bench_jobs.py --cpu [--jobs 600] [--burn-ms 5] [--replicas 1,2,3]
 """
 
 from __future__ import annotations
@@ -147,19 +154,109 @@ async def bench(args: argparse.Namespace) -> None:
               f" {poll[0] / direct[0]:>11.2f} {wait[0] / direct[0]:>10.2f}")
 
 
+def swarm_state() -> str:
+    out = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+async def cpu_case(args: argparse.Namespace) -> None:
+    """jobs/s of a CPU-bound container: local mode beside swarm mode with 1..N replicas."""
+    made_swarm = swarm_state() == "inactive"
+    had_gwbridge = bool(subprocess.run(["docker", "network", "ls", "-q", "--filter", "name=^docker_gwbridge$"],
+                                       capture_output=True, text=True).stdout.strip())
+    if made_swarm:
+        subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"], check=True, capture_output=True)
+    entry = {
+        "id": "burn",
+        "image": "node-bench/numeric:latest",  # our own tag: nobody else's build replaces it mid-run
+        "build": {"context": str(REPO / "containers"), "dockerfile": "numeric/Dockerfile"},
+        "env": {"BURN_MS": str(args.burn_ms)},
+        "concurrency": 64,
+        "timeout": 60,
+    }
+    setups = [("local", {}, {})] + [
+        (f"swarm x{r}", {"mode": "swarm", "swarm": {"connect_via": "tasks"}}, {"replicas": r}) for r in args.replicas
+    ]
+    nodes: list[tuple[str, NodeProcess]] = []
+    rates: dict[str, list[tuple[float, float, float, int]]] = {label: [] for label, _, _ in setups}
+    try:
+        for label, docker_extra, entry_extra in setups:  # all up at once; idle ones cost no CPU
+            workdir = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
+            node = NodeProcess(workdir, [{**entry, **entry_extra}],
+                               {"log": {"level": "WARNING"}, "docker": docker_extra, "startup_wait": 120})
+            node.prefix = f"benchcpu{uuid.uuid4().hex[:4]}-"
+            node.write_config()
+            nodes.append((label, node))
+            node.start(timeout=180)
+        body = json.dumps({"containers": ["burn"], "data": [1, 2, 3]}).encode()
+        headers = {"Content-Type": "application/json"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+            def job_at(base: str):
+                async def job() -> bool:
+                    async with session.post(f"{base}/api/jobs", data=body, headers=headers) as r:
+                        job_id = (await r.json())["id"]
+                    while True:
+                        async with session.get(f"{base}/api/jobs", params={"id": job_id, "wait": "30"}) as r:
+                            found = (await r.json())[0]
+                        if found["status"] != "running":
+                            return found["status"] == "success"
+                return job
+
+            for label, node in nodes:  # warm up
+                await run_load(max(20, args.jobs // 10), args.cpu_concurrency, job_at(f"http://127.0.0.1:{node.port}"))
+            # Rounds interleave the setups, so load from elsewhere on the machine hits them alike.
+            for round_no in range(args.rounds):
+                for label, node in nodes:
+                    job = job_at(f"http://127.0.0.1:{node.port}")
+                    elapsed, lat, errors = await run_load(args.jobs, args.cpu_concurrency, job)
+                    rates[label].append((args.jobs / elapsed, pct(lat, 50), pct(lat, 99), errors))
+                print(f"  round {round_no + 1}: " + "  ".join(f"{label} {rates[label][-1][0]:.1f}"
+                                                          for label, _ in nodes), flush=True)
+    finally:
+        for _, node in nodes:
+            node.stop()
+            node.remove_containers()
+        if made_swarm:  # as found: no swarm, and no bridge the swarm made for its tasks
+            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True)
+            if not had_gwbridge:
+                subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True)
+    rows = []
+    for label, runs in rates.items():
+        if runs:
+            best = sorted(runs)[len(runs) // 2]  # the median round by rate
+            rows.append((label, best[0], best[1], best[2], sum(r[3] for r in runs)))
+    print()
+    print(f"CPU-bound: numeric with BURN_MS={args.burn_ms} per call, {args.jobs} jobs from "
+          f"{args.cpu_concurrency} clients (POST + GET wait=30) per round, median of {args.rounds} "
+          f"interleaved rounds; cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'setup':<10} {'jobs/s':>7} {'p50ms':>7} {'p99ms':>7} {'err':>3}  vs local")
+    for label, rate, p50, p99, errors in rows:
+        print(f"{label:<10} {rate:>7.1f} {p50:>7.1f} {p99:>7.1f} {errors:>3}  {rate / rows[0][1]:>7.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per concurrency level (default 3000)")
     parser.add_argument("--no-observe", action="store_true", help="turn metrics off (observe.enabled: false)")
     parser.add_argument("--concurrency", default="1,8,32,128",
                         type=lambda s: [int(x) for x in s.split(",")], help="comma-separated C values")
+    parser.add_argument("--cpu", action="store_true", help="the CPU-bound case: local vs swarm replicas")
+    parser.add_argument("--burn-ms", type=float, default=5.0, help="CPU ms per call in --cpu (default 5)")
+    parser.add_argument("--replicas", default="1,2,3", type=lambda s: [int(x) for x in s.split(",")],
+                        help="swarm replica counts in --cpu (default 1,2,3)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds in --cpu (default 3)")
+    parser.add_argument("--cpu-concurrency", type=int, default=16, help="clients in --cpu (default 16)")
     args = parser.parse_args()
+    if args.cpu:
+        args.jobs = args.jobs if "--jobs" in sys.argv else 400
+    case = cpu_case if args.cpu else bench
     try:
         import uvloop
 
-        uvloop.run(bench(args))
+        uvloop.run(case(args))
     except ImportError:
-        asyncio.run(bench(args))
+        asyncio.run(case(args))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import random
 import socket
 import time
 from dataclasses import asdict, dataclass, field
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -52,6 +52,10 @@ class ContainerState:
     started_at: float | None = None
     docker_id: str | None = field(default=None, repr=False)
 
+    def urls(self) -> list[str]:
+        """Where calls may go now (a local container has one address)."""
+        return [self.url]
+
     def public(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("docker_id")
@@ -72,8 +76,66 @@ def free_port(low: int = 20000, high: int = 32000) -> int:
     raise ContainerSetupError(f"no free port in {low}-{high}")
 
 
+async def answers(session: aiohttp.ClientSession, url: str) -> bool:
+    """Does anything answer HTTP (any status) at `url` within a second?"""
+    try:
+        async with session.get(f"{url}/", timeout=aiohttp.ClientTimeout(total=1)) as resp:
+            await resp.read()
+            return True
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return False
+
+
 def local_image_tag(config: ContainerConfig) -> str:
     return config.image or f"node-local/{config.id.lower()}:latest"
+
+
+def build_with_progress(client: docker.DockerClient, config: ContainerConfig, tag: str) -> None:
+    """Build from the engine's stream, logging each step with the time so far (a slow build
+    says where it is instead of going quiet)."""
+    assert config.build is not None
+    started, steps = time.perf_counter(), 0
+    stream = client.api.build(path=config.build.context, dockerfile=config.build.dockerfile, tag=tag,
+                              rm=True, forcerm=True, decode=True)
+    for chunk in stream:
+        if "error" in chunk:
+            raise docker.errors.BuildError(chunk["error"].strip(), [])
+        line = str(chunk.get("stream", "")).strip()
+        if line.startswith("Step "):
+            steps += 1
+            elapsed = time.perf_counter() - started
+            log.info("containers.build_step", container=config.id, step=line.split(" :")[0][5:],
+                     instruction=line.partition(" : ")[2][:120], s=round(elapsed, 2),
+                     steps_per_s=round(steps / max(elapsed, 1e-6), 2))
+    client.images.get(tag)  # raises ImageNotFound (an APIError) if nothing was tagged
+    log.info("containers.built", container=config.id, image=tag, steps=steps, s=round(time.perf_counter() - started, 2))
+
+
+def ensure_image(client: docker.DockerClient, config: ContainerConfig, tag: str, docker_config: DockerConfig) -> None:
+    """Build the image (config.build), or make sure it is here, pulling it when it is not."""
+    if config.build:
+        log.info("containers.building", container=config.id, image=tag, context=config.build.context)
+        try:
+            build_with_progress(client, config, tag)
+        except (docker.errors.BuildError, docker.errors.APIError, TypeError, OSError) as exc:
+            detail = getattr(exc, "msg", None) or str(exc)
+            raise ContainerSetupError(f"container {config.id}: building {tag} failed: {detail}") from None
+        return
+    try:
+        client.images.get(tag)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    creds = docker_config.credentials
+    auth = {"username": creds.username, "password": creds.password.get_secret_value()} if creds else None
+    log.info("containers.pulling", container=config.id, image=tag)
+    try:
+        client.images.pull(tag, auth_config=auth)
+    except docker.errors.APIError as exc:
+        raise ContainerSetupError(
+            f"container {config.id}: image {tag} is not available locally and pulling it failed: "
+            f"{exc.explanation or exc}"
+        ) from None
 
 
 class ContainerManager:
@@ -110,8 +172,8 @@ class ContainerManager:
                 )
                 self._ports[c.id] = port
         self._monitor: asyncio.Task | None = None
-        # Called (from a worker thread) with (container id, url) when a restart moved a container.
-        self.on_url_change: Callable[[str, str], None] | None = None
+        # Called (from a worker thread) with (container id, urls) when a restart moved a container.
+        self.on_url_change: Callable[[str, list[str]], None] | None = None
 
     # -- docker client ------------------------------------------------------------------
 
@@ -134,6 +196,10 @@ class ContainerManager:
         except Exception:  # noqa: BLE001 - any failure means unreachable
             return False
 
+    def readiness_check(self) -> Callable[[], Awaitable[bool]] | None:
+        """An extra /health/ready check for this kind of manager (none for local containers)."""
+        return None
+
     # -- start-up -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -152,51 +218,8 @@ class ContainerManager:
         log.info("containers.started", count=len(managed), s=round(time.perf_counter() - started, 2))
 
     def _ensure_image(self, config: ContainerConfig, state: ContainerState) -> None:
-        tag = state.image
-        if config.build:
-            log.info("containers.building", container=config.id, image=tag, context=config.build.context)
-            try:
-                self._build(config, tag)
-            except (docker.errors.BuildError, docker.errors.APIError, TypeError, OSError) as exc:
-                detail = getattr(exc, "msg", None) or str(exc)
-                raise ContainerSetupError(f"container {config.id}: building {tag} failed: {detail}") from None
-            return
-        try:
-            self.client.images.get(tag)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        creds = self._docker_config.credentials
-        auth = {"username": creds.username, "password": creds.password.get_secret_value()} if creds else None
-        log.info("containers.pulling", container=config.id, image=tag)
-        try:
-            self.client.images.pull(tag, auth_config=auth)
-        except docker.errors.APIError as exc:
-            raise ContainerSetupError(
-                f"container {config.id}: image {tag} is not available locally and pulling it failed: "
-                f"{exc.explanation or exc}"
-            ) from None
+        ensure_image(self.client, config, state.image, self._docker_config)
 
-    def _build(self, config: ContainerConfig, tag: str) -> None:
-        """Build from the engine's stream, logging each step with the time so far (a slow build
-        says where it is instead of going quiet)."""
-        assert config.build is not None
-        started, steps = time.perf_counter(), 0
-        stream = self.client.api.build(path=config.build.context, dockerfile=config.build.dockerfile, tag=tag,
-                                       rm=True, forcerm=True, decode=True)
-        for chunk in stream:
-            if "error" in chunk:
-                raise docker.errors.BuildError(chunk["error"].strip(), [])
-            line = str(chunk.get("stream", "")).strip()
-            if line.startswith("Step "):
-                steps += 1
-                elapsed = time.perf_counter() - started
-                log.info("containers.build_step", container=config.id, step=line.split(" :")[0][5:],
-                         instruction=line.partition(" : ")[2][:120], s=round(elapsed, 2),
-                         steps_per_s=round(steps / max(elapsed, 1e-6), 2))
-        self.client.images.get(tag)  # raises ImageNotFound (an APIError) if nothing was tagged
-        log.info("containers.built", container=config.id, image=tag, steps=steps,
-                 s=round(time.perf_counter() - started, 2))
 
     def _config_hash(self, config: ContainerConfig, image_id: str, port: int) -> str:
         material = {
@@ -260,20 +283,17 @@ class ContainerManager:
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> list[str]:
         """Wait until every container answers HTTP (any status); returns the ids that did not."""
-        deadline = time.monotonic() + timeout
+        return await self._wait_answering(session, list(self.states.values()), time.monotonic() + timeout)
 
-        async def answers(url: str) -> bool:
-            try:
-                async with session.get(f"{url}/", timeout=aiohttp.ClientTimeout(total=1)) as resp:
-                    await resp.read()
-                    return True
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                return False
+    async def _wait_answering(
+        self, session: aiohttp.ClientSession, states: list[ContainerState], deadline: float
+    ) -> list[str]:
+        started = time.monotonic()
 
         async def probe(state: ContainerState) -> bool:
             while True:
                 for url in self._candidates(state):
-                    if await answers(url):
+                    if await answers(session, url):
                         if url != state.url:
                             state.url = url
                         return True
@@ -281,11 +301,11 @@ class ContainerManager:
                     return False
                 await asyncio.sleep(0.1)
 
-        states = list(self.states.values())
         answered = await asyncio.gather(*(probe(s) for s in states))
         silent = [s.id for s, ok in zip(states, answered) if not ok]
         for cid in silent:
-            log.warning("containers.not_answering", container=cid, waited_s=timeout, url=self.states[cid].url)
+            log.warning("containers.not_answering", container=cid, waited_s=round(time.monotonic() - started, 1),
+                        url=self.states[cid].url)
         return silent
 
     def _candidates(self, state: ContainerState) -> list[str]:
@@ -315,7 +335,7 @@ class ContainerManager:
 
     def _notify(self, state: ContainerState) -> None:
         if self.on_url_change is not None:
-            self.on_url_change(state.id, state.url)
+            self.on_url_change(state.id, state.urls())
 
     def _check_once(self) -> None:
         for state in self._managed():

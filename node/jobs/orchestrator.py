@@ -8,6 +8,7 @@ and per-container concurrency limits apply to all of them.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import json
 import os
@@ -26,6 +27,21 @@ from node.logs import get_logger
 log = get_logger(__name__)
 
 _SNIPPET = 300
+_CONNECTION_LOST = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
+
+
+def _unanswered(exc: aiohttp.ClientError, dropped_too: bool) -> bool:
+    """Did the call fail at connect (not a byte sent), or, with `dropped_too`, on a connection
+    refused, reset or closed before any answer?"""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return True
+    if not dropped_too:
+        return False
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, ConnectionError)):
+        return True
+    # "Can not write request body": errno None, the ConnectionResetError as its cause.
+    return isinstance(exc, aiohttp.ClientOSError) and (
+        exc.errno in _CONNECTION_LOST or isinstance(exc.__cause__, ConnectionError))
 
 
 @dataclass
@@ -42,16 +58,40 @@ class ContainerEndpoint:
     allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
     description: str = ""
     image: str = ""
+    # Retry a call whose connection was dropped before any answer, not only one refused at
+    # connect: for Swarm tasks behind Docker's port proxy, where a dead task looks like that.
+    retry_dropped: bool = False
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.concurrency)
         self.headers = {"Content-Type": "application/json"}
         if self.bearer:
             self.headers["Authorization"] = f"Bearer {self.bearer}"
-        self.service_url = f"{self.url}/service_output"
+        self._turn = 0
+        self.set_urls([self.url])
 
     def set_url(self, url: str) -> None:
-        self.url, self.service_url = url, f"{url}/service_output"
+        self.set_urls([url])
+
+    def set_urls(self, urls: Sequence[str]) -> None:
+        """Where calls go: one address, or the addresses of a service's tasks, taken in turn.
+        An empty list (every task down for a moment) keeps the last known addresses."""
+        if not urls:
+            return
+        self._service_urls = tuple(f"{u}/service_output" for u in urls)
+        self.url, self.service_url = urls[0], self._service_urls[0]
+
+    def next_service_url(self, avoid: str | None = None) -> str:
+        """The next address in turn (not `avoid`, the one that just failed, when there are others)."""
+        urls = self._service_urls
+        if len(urls) == 1:
+            return urls[0]
+        self._turn += 1
+        url = urls[self._turn % len(urls)]
+        if url == avoid:
+            self._turn += 1
+            url = urls[self._turn % len(urls)]
+        return url
 
     def allows(self, ip: str | None) -> bool:
         if not self.allowed_networks:
@@ -315,24 +355,36 @@ class Orchestrator:
 
     async def call(self, endpoint: ContainerEndpoint, body: dict[str, Any]) -> Any:
         """POST one container's /service_output; any failure becomes ContainerFailure."""
+        if not endpoint.url:
+            raise ContainerFailure("container unreachable: no running task (see /api/containers)")
         payload = json.dumps(body, separators=(",", ":"))
-        async with endpoint.semaphore:
+        async with endpoint.semaphore:  # the container's limit, however many tasks serve it
+            url = None
             started = time.perf_counter()
-            try:
-                async with self._session.post(
-                    endpoint.service_url,
-                    data=payload,
-                    headers=endpoint.headers,
-                    timeout=aiohttp.ClientTimeout(total=endpoint.timeout),
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
-            except asyncio.TimeoutError:
-                self._observe_call(endpoint.id, started, False)
-                raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
-            except aiohttp.ClientError as exc:
-                self._observe_call(endpoint.id, started, False)
-                raise ContainerFailure(f"container unreachable: {exc}") from None
+            for attempt in (1, 2):
+                url = endpoint.next_service_url(avoid=url)
+                try:
+                    async with self._session.post(
+                        url,
+                        data=payload,
+                        headers=endpoint.headers,
+                        timeout=aiohttp.ClientTimeout(total=endpoint.timeout),
+                    ) as response:
+                        raw = await response.read()
+                        status = response.status
+                    break
+                except asyncio.TimeoutError:
+                    self._observe_call(endpoint.id, started, False)
+                    raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
+                except aiohttp.ClientError as exc:
+                    # Refused at connect (or, for Swarm tasks, dropped before any answer): a task
+                    # being replaced must not fail the job. Once, on another task if there are several.
+                    if attempt == 1 and _unanswered(exc, endpoint.retry_dropped):
+                        log.info("container.call_retried", container=endpoint.id,
+                                 error=str(exc) or type(exc).__name__)
+                        continue
+                    self._observe_call(endpoint.id, started, False)
+                    raise ContainerFailure(f"container unreachable: {exc}") from None
         self._observe_call(endpoint.id, started, 200 <= status < 300)
         text = raw.decode("utf-8", "replace")
         if not 200 <= status < 300:
@@ -360,7 +412,7 @@ class Orchestrator:
             try:
                 async with endpoint.semaphore:
                     async with self._session.post(
-                        endpoint.service_url,
+                        endpoint.next_service_url(),
                         data=json.dumps(body),
                         headers=endpoint.headers,
                         timeout=aiohttp.ClientTimeout(total=None, sock_read=endpoint.timeout),
