@@ -124,9 +124,12 @@ class Node:
         store = GatewayStore(self.db, self.secret_box())
         await store.start()
         hmac_required, max_age = gateway_flags(config)
-        hub = ControlHub(buffer=config.ws_buffer)
-        self.gateway = gateway_api.GatewayApi(store, GatewayAuth(store, hmac_required, max_age), hub,
-                                              self.orchestrator, self.session, config.reservation_ttl)
+        hub = ControlHub(buffer=config.ws_buffer, queue_size=config.ws_queue,
+                         load_seqs=store.control_seqs, save_seq=store.save_control_seq)
+        await hub.start()
+        prices = {m: (p.input_usd_per_1k, p.output_usd_per_1k) for m, p in config.model_prices.items()}
+        self.gateway = gateway_api.GatewayApi(store, GatewayAuth(store, hmac_required, max_age, config.rotation_grace),
+                                              hub, self.orchestrator, self.session, config.reservation_ttl, prices)
         costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
         self.orchestrator.add_gate(GovernanceGate(store, dict(config.default_workflows), costs,
                                                   config.reservation_ttl))

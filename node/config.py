@@ -289,6 +289,11 @@ class CreConfig(_Model):
         return out
 
 
+class ModelPrice(_Model):
+    input_usd_per_1k: float = Field(0.0, ge=0)
+    output_usd_per_1k: float = Field(0.0, ge=0)
+
+
 class GatewayConfig(_Model):
     """Governance gateway (seed 002). Unset values fall back to NULLRUN_HMAC_REQUIRED and
     NULLRUN_HMAC_MAX_AGE_SECS."""
@@ -302,6 +307,12 @@ class GatewayConfig(_Model):
     # (offchain, stream, chain, cre, registry), so an operator can pause or kill that traffic.
     default_workflows: dict[str, str] = {}
     ws_buffer: int = Field(1000, ge=10)
+    # Per WebSocket client: messages queued for it; a client that falls this far behind is dropped.
+    ws_queue: int = Field(256, ge=8)
+    # Seconds a rotated key's previous secret still verifies (SDKs re-fetch on key_rotated).
+    rotation_grace: float = Field(0.0, ge=0)
+    # USD per 1000 tokens by model, to price SDK usage events that report tokens but no cost.
+    model_prices: dict[str, ModelPrice] = {}
 
 
 class RegistryTaskRoute(_Model):

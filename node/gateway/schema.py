@@ -86,4 +86,16 @@ MIGRATIONS = [
         )
         """,
     ),
+    # The SDK contract (issue 13): key versions for rotation (the previous secret stays valid for a
+    # short grace so in-flight SDK calls survive a rotation) and the control plane's per-org
+    # sequence numbers, which must never be reused after a restart.
+    Migration(
+        "gateway.sdk.0001",
+        """
+        ALTER TABLE gw_api_keys ADD COLUMN key_version INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE gw_api_keys ADD COLUMN prev_secret_sealed TEXT;
+        CREATE TABLE gw_control_seq (org_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+        CREATE INDEX gw_reservations_execution ON gw_reservations (execution_id);
+        """,
+    ),
 ]

@@ -30,6 +30,9 @@ class ApiKey:
     api_key: str
     secret: str
     workflow_id: str | None
+    version: int = 1
+    previous_secret: str | None = None
+    rotated_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class GatewayStore:
         now = time.time()
         user_id, org_id = new_id("usr"), new_id("org")
         password_hash = crypto.hash_password(password) if password else None
-        api_key, secret = crypto.new_token("nr_live_"), crypto.new_token("nr_secret_", 32)
+        api_key, secret = crypto.new_token(crypto.API_KEY_PREFIX), crypto.new_token("nr_secret_", 32)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO gw_users (id, email, name, password_hash, oauth_provider, oauth_subject,"
@@ -221,7 +224,7 @@ class GatewayStore:
         return key_id
 
     async def create_key(self, org_id: str, name: str, workflow_id: str | None, created_by: str) -> dict[str, Any]:
-        api_key, secret = crypto.new_token("nr_live_"), crypto.new_token("nr_secret_", 32)
+        api_key, secret = crypto.new_token(crypto.API_KEY_PREFIX), crypto.new_token("nr_secret_", 32)
         key_id = await self.db.run_in_transaction(
             lambda conn: self._insert_key(conn, org_id, name, api_key, secret, workflow_id, created_by, time.time()))
         return {"id": key_id, "name": name, "api_key": api_key, "secret_key": secret, "workflow_id": workflow_id}
@@ -236,7 +239,9 @@ class GatewayStore:
             " WHERE k.key_hash = ? AND k.revoked_at IS NULL AND o.deleted_at IS NULL", (digest,))
         if row is None:
             return None
-        found = ApiKey(row["id"], row["org_id"], api_key, self._box.open(row["secret_sealed"]), row["workflow_id"])
+        previous = row["prev_secret_sealed"]
+        found = ApiKey(row["id"], row["org_id"], api_key, self._box.open(row["secret_sealed"]), row["workflow_id"],
+                       row["key_version"], self._box.open(previous) if previous else None, row["rotated_at"])
         self._keys[digest] = found
         return found
 
@@ -261,7 +266,8 @@ class GatewayStore:
 
     async def rotate_key(self, key_id: str) -> str:
         secret = crypto.new_token("nr_secret_", 32)
-        await self.db.execute("UPDATE gw_api_keys SET secret_sealed = ?, rotated_at = ? WHERE id = ?",
+        await self.db.execute("UPDATE gw_api_keys SET prev_secret_sealed = secret_sealed, secret_sealed = ?,"
+                              " rotated_at = ?, key_version = key_version + 1 WHERE id = ?",
                               (self._box.seal(secret), time.time(), key_id))
         self._keys.clear()
         return secret
@@ -579,3 +585,17 @@ class GatewayStore:
         return {"workflows": {r[0]: r[1] for r in wf}, "spend_usd_total": spend[0], "events_total": spend[1],
                 "spend_usd_24h": spend_day[0], "executions_24h": execs[0], "denied_24h": execs[1],
                 "active_alerts": alerts[0]}
+
+    # -- SDK execution ids and control-plane sequence numbers ---------------------------------
+
+    async def reservation_by_execution(self, execution_id: str) -> sqlite3.Row | None:
+        """The reservation `/gate` minted for an SDK execution id (its `reservation_id`)."""
+        return await self.db.fetchone("SELECT r.*, w.org_id FROM gw_reservations r JOIN gw_workflows w"
+                                      " ON w.id = r.workflow_id WHERE r.execution_id = ?", (execution_id,))
+
+    async def control_seqs(self) -> dict[str, int]:
+        return {r["org_id"]: r["seq"] for r in await self.db.fetchall("SELECT org_id, seq FROM gw_control_seq")}
+
+    async def save_control_seq(self, org_id: str, seq: int) -> None:
+        await self.db.execute("INSERT INTO gw_control_seq (org_id, seq) VALUES (?, ?)"
+                              " ON CONFLICT (org_id) DO UPDATE SET seq = MAX(seq, excluded.seq)", (org_id, seq))
