@@ -39,14 +39,14 @@ WORKFLOW_HEADER = "X-Workflow-Id"
 QUIET_EVENTS = {"span_start", "span_end"}  # accepted, not billed rows: they carry no usage
 
 
-def refusal(status: int, category: str, code: str, reason: str, **extra: Any) -> web.Response:
+def refusal(http_status: int, category: str, code: str, reason: str, **extra: Any) -> web.Response:
     details = {"error_code": code, **{k: v for k, v in extra.items() if k in ("workflow_id", "policy_id")}}
     body = {"decision": "block", "decision_source": "gateway", "category": category, "error_code": code,
             "explanation": reason, "explanations": [reason], "message": reason, "allowed": False,
             "reason": reason, "details": details, **extra}
     if category == "denied":
         body["agent_message"] = reason  # the policy's own words: safe to put in a model's context
-    return json_response(body, status)
+    return json_response(body, http_status)
 
 
 def not_found(code: str, message: str, **details: Any) -> ApiError:
@@ -220,7 +220,7 @@ class SdkApi:
         release = hold["id"] if hold is not None and hold["status"] == "held" else None
         if workflow["status"] != "active":
             reason = f"workflow is {workflow['status']}"
-            execution_id = await self._decided(key, False, reason, None, common, release)
+            await self._decided(key, False, reason, None, common, release)
             return self._halt(workflow, on_execute=True)
         subject = policies.Subject(workflow_id, (req.container,) if req.container else (), req.model, tool, cost)
         decision = await policies.evaluate(await self.store.policies(key.org_id), subject, self.store.allowed_count)

@@ -1,0 +1,232 @@
+"""The governance gateway driven by the published nullrun SDK (0.22.2), unchanged, against a
+real node: agents are separate processes (tests/sdk_agent.py) that know only the node's URL
+and an API key the node minted. No container is needed: these are the SDK's own calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import REPO, NodeProcess
+
+PRICES = {"gpt-x": {"input_usd_per_1k": 1.0, "output_usd_per_1k": 2.0}}
+
+
+class Org:
+    """A dashboard user with an org, and helpers to act on it as the dashboard does."""
+
+    def __init__(self, node: NodeProcess) -> None:
+        self.node = node
+        email = f"{uuid.uuid4().hex[:8]}@example.com"
+        reg = node.http().post("/api/v1/auth/register", {"email": email, "password": "correct horse",
+                                                         "name": "Ada", "org_name": "Acme"})
+        assert reg.status == 201, reg.body
+        self.org_id = reg.json["org_id"]
+        self.token = node.http().post("/api/v1/auth/login", {"email": email, "password": "correct horse"}).json["token"]
+
+    def admin(self, method: str, path: str, body: Any = None):
+        return self.node.http().request(method, f"/api/v1/orgs/{self.org_id}{path}", body,
+                                        headers={"Authorization": f"Bearer {self.token}"})
+
+    def workflow(self, budget: float | None = None) -> str:
+        wid = f"wf-{uuid.uuid4().hex[:8]}"
+        assert self.admin("POST", "/workflows", {"id": wid, "name": wid, "budget_usd": budget}).status == 201
+        return wid
+
+    def key(self, workflow_id: str | None) -> dict[str, Any]:
+        created = self.admin("POST", "/api-keys", {"name": "agent", "workflow_id": workflow_id})
+        assert created.status == 201, created.body
+        return created.json
+
+
+class Agent:
+    """`python -m tests.sdk_agent <scenario>` with its output lines readable as they come."""
+
+    def __init__(self, node: NodeProcess, key: dict[str, Any], scenario: str, tmp: Path, **env: str) -> None:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("NULLRUN_")}
+        clean.update({"NR_KEY": key["api_key"], "NR_URL": f"http://127.0.0.1:{node.port}",
+                      "NULLRUN_WAL_PATH": str(tmp / f"wal-{uuid.uuid4().hex[:6]}"), "NULLRUN_ENV": "test",
+                      "PYTHONUNBUFFERED": "1", **env})
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.sdk_agent", scenario], cwd=REPO, env=clean,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[dict] = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.lines.put(json.loads(line))
+        self.lines.put({"event": "exit"})
+
+    def next(self, timeout: float = 30) -> dict:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"agent said nothing for {timeout}s; stderr:\n{''.join(self.stderr)[-3000:]}")
+        assert line.get("event") != "exit", f"agent exited early; stderr:\n{''.join(self.stderr)[-3000:]}"
+        return line
+
+    def run(self, timeout: float = 60) -> list[dict]:
+        """All outcome lines, once the agent is done."""
+        self.proc.wait(timeout)
+        time.sleep(0.1)
+        lines = []
+        while not self.lines.empty():
+            lines.append(self.lines.get())
+        assert self.proc.returncode == 0, f"agent failed; stderr:\n{''.join(self.stderr)[-3000:]}"
+        return [line for line in lines if "fn" in line]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    proc = NodeProcess(tmp_path_factory.mktemp("sdk"), [], {"gateway": {"model_prices": PRICES,
+                                                                       "rotation_grace": 3}})
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def org(node) -> Org:
+    return Org(node)
+
+
+def test_the_sdk_starts_and_protected_sync_and_async_functions_run_and_are_recorded(node, org, tmp_path):
+    wid = org.workflow(budget=5)
+    key = org.key(wid)
+    outcomes = Agent(node, key, "basic", tmp_path).run()
+    assert [(o["fn"], o["ok"], o.get("result")) for o in outcomes] == [("work", True, 42), ("awork", True, 2)]
+    executions = org.admin("GET", f"/executions?workflow_id={wid}").json["executions"]
+    assert sorted((e["tool"], e["allowed"], e["api_key_id"]) for e in executions) == [
+        ("awork", True, key["id"]), ("work", True, key["id"])]
+    audit = org.admin("GET", "/audit-log").json["entries"]
+    allowed = [e for e in audit if e["action"] == "execution.allowed"]
+    assert {e["after"]["tool"] for e in allowed} == {"work", "awork"}
+    assert all(e["actor"] == f"key:{key['id']}" for e in allowed)
+
+
+def test_tracked_token_usage_is_priced_and_adds_up_on_the_dashboard(node, org, tmp_path):
+    wid = org.workflow(budget=100)
+    outcomes = Agent(node, org.key(wid), "spend", tmp_path, NR_CALLS="3", NR_IN="1000", NR_OUT="500").run()
+    assert [o["ok"] for o in outcomes] == [True, True, True]
+    # gpt-x: $1 per 1k input tokens + $2 per 1k output tokens = $2 a call
+    workflow = org.admin("GET", f"/workflows/{wid}").json
+    assert workflow["spent_usd"] == pytest.approx(6.0) and workflow["reserved_usd"] == pytest.approx(0)
+    dashboard = org.admin("GET", "/dashboard").json
+    assert dashboard["spend_usd_total"] == pytest.approx(6.0)
+
+
+def test_a_budget_that_runs_out_raises_the_sdks_budget_error_and_the_body_does_not_run(node, org, tmp_path):
+    wid = org.workflow(budget=3)
+    outcomes = Agent(node, org.key(wid), "spend", tmp_path, NR_CALLS="4", NR_IN="1000", NR_OUT="500").run()
+    # $2 a call against $3: the second call still finds budget left, the third finds none
+    assert [o["ok"] for o in outcomes] == [True, True, False, False]
+    refused = outcomes[2]
+    assert refused["error"] == "NullRunBudgetError" and "budget exhausted" in refused["message"]
+    assert refused["runs"] == 2 and outcomes[3]["runs"] == 2  # the body did not run again
+    assert org.admin("GET", f"/workflows/{wid}").json["spent_usd"] == pytest.approx(4.0)
+
+
+def test_a_policy_deny_raises_the_denied_error_with_the_policys_reason_for_the_agent(node, org, tmp_path):
+    wid = org.workflow()
+    reason = "payments need a human to approve them"
+    assert org.admin("POST", "/policies", {"name": "no payments", "action": "deny", "reason": reason,
+                                           "match": {"tools": ["send_money"]}}).status == 201
+    denied, allowed = Agent(node, org.key(wid), "deny", tmp_path, NR_ON_DENIED="message").run()
+    assert denied["error"] == "NullRunDeniedError" and denied["agent_message"] == reason
+    assert denied["runs"] == 0
+    assert allowed["ok"] is True
+    # without the message mode the same deny is the SDK's typed tool-blocked error
+    denied, _ = Agent(node, org.key(wid), "deny", tmp_path).run()
+    assert denied["error"] == "NullRunToolBlockedError" and reason in denied["message"] and denied["runs"] == 0
+    executions = org.admin("GET", f"/executions?workflow_id={wid}").json["executions"]
+    assert [e["reason"] for e in executions if not e["allowed"]] == [reason, reason]
+
+
+def _kill_while_looping(node, org, tmp_path, **env: str) -> tuple[float, dict, list[dict]]:
+    wid = org.workflow()
+    agent = Agent(node, org.key(wid), "loop", tmp_path, NR_STOP_ON_ERROR="1", NR_INTERVAL="0.05", **env)
+    try:
+        assert agent.next()["event"] == "ready"
+        before = [agent.next() for _ in range(5)]
+        assert all(line["ok"] for line in before)
+        time.sleep(1.2)  # long enough for the poll fallback to have polled in between
+        while not agent.lines.empty():
+            agent.lines.get()
+        killed_at = time.time()
+        assert org.admin("POST", f"/workflows/{wid}/kill").status == 200
+        while True:
+            line = agent.next(timeout=10)
+            if not line["ok"]:
+                return killed_at, line, before
+    finally:
+        agent.stop()
+
+
+def test_a_kill_from_the_dashboard_stops_a_looping_agent_within_a_second_over_the_websocket(node, org, tmp_path):
+    killed_at, refused, _ = _kill_while_looping(node, org, tmp_path)
+    assert refused["t"] - killed_at < 1.0, f"the kill took {refused['t'] - killed_at:.3f}s to stop the agent"
+    # refused by the SDK itself from the pushed state (NR-W002), before any request was made
+    assert refused["error"] == "NullRunBlockedException" and refused["code"] == "NR-W002"
+
+
+def test_a_kill_stops_a_looping_agent_within_a_second_when_the_websocket_is_down(node, org, tmp_path):
+    killed_at, refused, _ = _kill_while_looping(node, org, tmp_path, NULLRUN_TRANSPORT="http")
+    assert refused["t"] - killed_at < 1.0, f"the kill took {refused['t'] - killed_at:.3f}s to stop the agent"
+    assert refused["error"] == "NullRunBlockedException" and refused["code"] in ("NR-W002", "WORKFLOW_KILLED")
+
+
+def test_a_key_rotation_is_picked_up_by_a_running_agent_without_a_restart(node, org, tmp_path):
+    """SDK 0.22.2 hears key_rotated but never re-fetches (its async callback is not awaited), so
+    the node keeps the previous secret valid for `rotation_grace` (3 s here): a running agent
+    goes on working through the rotation, and when the grace ends its next call is refused
+    until it initialises again in the same process, which fetches the new secret and version."""
+    wid = org.workflow()
+    key = org.key(wid)
+    agent = Agent(node, key, "loop", tmp_path, NR_INTERVAL="0.1", NR_SECONDS="20", NR_REINIT_ON_AUTH="1")
+    try:
+        first = agent.next()
+        assert first["event"] == "ready"
+        assert agent.next()["ok"]
+        rotated_at = time.time()
+        assert org.admin("POST", f"/api-keys/{key['id']}/rotate").status == 200
+        lines = []
+        while not (len(lines) > 3 and all(line.get("ok") for line in lines[-3:]) and
+                   any(line.get("event") == "reinit" for line in lines)):
+            lines.append(agent.next(timeout=10))
+    finally:
+        agent.stop()
+    in_grace = [line for line in lines if line["t"] - rotated_at < 2.5]
+    assert in_grace and all(line["ok"] for line in in_grace)
+    refused = [line for line in lines if line.get("ok") is False]
+    assert [line["error"] for line in refused] == ["NullRunAuthError"]
+    assert refused[0]["t"] - rotated_at > 3
+    reinit = next(line for line in lines if line.get("event") == "reinit")
+    assert reinit["secret"] != first["secret"] and lines[-1]["secret"] == reinit["secret"]
+    assert node.http().post("/api/v1/auth/verify", {"api_key": key["api_key"]}).json["key_version"] == 2
+
+
+def test_a_killed_workflow_cannot_be_resumed(node, org):
+    wid = org.workflow()
+    assert org.admin("POST", f"/workflows/{wid}/pause").status == 200
+    assert org.admin("POST", f"/workflows/{wid}/resume").status == 200
+    assert org.admin("POST", f"/workflows/{wid}/kill").status == 200
+    resumed = org.admin("POST", f"/workflows/{wid}/resume")
+    assert resumed.status == 409 and org.admin("GET", f"/workflows/{wid}").json["status"] == "killed"
