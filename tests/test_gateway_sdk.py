@@ -4,6 +4,9 @@ and an API key the node minted. No container is needed: these are the SDK's own 
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import json
 import os
 import queue
@@ -15,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.helpers import REPO, NodeProcess
@@ -230,3 +234,99 @@ def test_a_killed_workflow_cannot_be_resumed(node, org):
     assert org.admin("POST", f"/workflows/{wid}/kill").status == 200
     resumed = org.admin("POST", f"/workflows/{wid}/resume")
     assert resumed.status == 409 and org.admin("GET", f"/workflows/{wid}").json["status"] == "killed"
+
+
+# -- the seed's open items, by hand (the same wire the SDK uses) ------------------------------
+
+def signed(key: dict[str, Any], body: bytes, ts: int | None = None) -> dict[str, str]:
+    """hex(HMAC-SHA256(secret, f"{ts}:{api_key}:{sha256(body)}")), as the SDK signs."""
+    ts = int(time.time()) if ts is None else ts
+    message = f"{ts}:{key['api_key']}:{hashlib.sha256(body).hexdigest()}".encode()
+    return {"X-API-Key": key["api_key"], "X-Signature-Timestamp": str(ts),
+            "X-Signature": hmac.new(key["secret_key"].encode(), message, hashlib.sha256).hexdigest()}
+
+
+def sdk_post(node: NodeProcess, key: dict[str, Any], path: str, body: Any, **headers: str):
+    raw = json.dumps(body).encode()
+    return node.http().request("POST", f"/api/v1{path}", raw=raw, headers={**signed(key, raw), **headers})
+
+
+async def ws_messages(node: NodeProcess, org_id: str, headers: dict[str, str], query: str = "",
+                      until: str = "pong") -> list[dict]:
+    out: list[dict] = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"ws://127.0.0.1:{node.port}/ws/control/{org_id}{query}",
+                                      headers=headers) as ws:
+            await ws.send_json({"type": "ping"})
+            while not out or out[-1]["type"] != until:
+                out.append(await ws.receive_json(timeout=5))
+    return out
+
+
+def test_x_workflow_id_binds_sdk_calls_of_an_unbound_key(node, org):
+    wid = org.workflow(budget=1)
+    key = org.key(None)
+    gate = sdk_post(node, key, "/gate", {"estimated_tokens": 1}, **{"X-Workflow-Id": wid})
+    assert gate.status == 200 and gate.json["workflow_id"] == wid
+    execute = sdk_post(node, key, "/execute", {"execution_id": gate.json["reservation_id"], "tool": "t"})
+    assert execute.status == 200 and execute.json["workflow_id"] == wid
+    track = sdk_post(node, key, "/track", {"cost_usd": 0.25, "reservation_id": gate.json["reservation_id"]},
+                     **{"X-Workflow-Id": wid})
+    assert track.status == 200 and org.admin("GET", f"/workflows/{wid}").json["spent_usd"] == pytest.approx(0.25)
+    bound = org.key(wid)
+    other = org.workflow()
+    refused = sdk_post(node, bound, "/gate", {}, **{"X-Workflow-Id": other})
+    assert refused.status == 403 and "scoped" in refused.json["error"]["message"]
+
+
+def test_an_api_key_on_another_orgs_routes_is_403_not_401(node, org):
+    key = org.key(None)
+    other = Org(node)
+    for path in ("", "/workflows", "/policies", "/status", "/audit-log", "/dashboard", "/api-keys", "/executions"):
+        by_header = node.http().get(f"/api/v1/orgs/{other.org_id}{path}", headers=signed(key, b""))
+        by_bearer = node.http().get(f"/api/v1/orgs/{other.org_id}{path}",
+                                    headers={"Authorization": f"Bearer {key['api_key']}"})
+        assert (path, by_header.status, by_bearer.status) == (path, 403, 403)
+    assert node.http().get(f"/api/v1/orgs/{org.org_id}/workflows", headers=signed(key, b"")).status == 200
+    forged = {**signed(key, b""), "X-API-Key": "nr_live_forged"}
+    assert node.http().get(f"/api/v1/orgs/{other.org_id}/workflows", headers=forged).status == 401
+
+
+def test_the_control_plane_takes_keys_in_headers_never_in_the_query_string(node, org):
+    key = org.key(None)
+    ts = int(time.time())
+    sig = signed(key, b"", ts)["X-Signature"]
+    query = f"?api_key={key['api_key']}&timestamp={ts}&signature={sig}"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        asyncio.run(ws_messages(node, org.org_id, {}, query))
+    assert refused.value.status == 401
+    messages = asyncio.run(ws_messages(node, org.org_id, {"X-API-Key": key["api_key"]}))
+    assert messages[0]["type"] == "initial_state" and messages[-1]["type"] == "pong"
+
+
+def test_control_plane_sequence_numbers_survive_a_restart(tmp_path):
+    proc = NodeProcess(tmp_path / "n", []).start()
+    try:
+        org = Org(proc)
+        key = org.key(None)
+        wid = org.workflow()
+        org.admin("POST", f"/workflows/{wid}/pause")
+        org.admin("POST", f"/workflows/{wid}/resume")
+        replay = asyncio.run(ws_messages(proc, org.org_id, {"X-API-Key": key["api_key"]}, "?last_seq=0"))
+        seqs = [m["seq"] for m in replay if m["type"] == "state_change"]
+        assert seqs == [1, 2, 3]  # created, paused, resumed
+        proc.stop()
+        proc.start()
+        after = asyncio.run(ws_messages(proc, org.org_id, {"X-API-Key": key["api_key"]}, "?last_seq=3"))
+        assert after[0]["type"] == "initial_state" and after[0]["seq"] == 3
+        missed = asyncio.run(ws_messages(proc, org.org_id, {"X-API-Key": key["api_key"]}, "?last_seq=2"))
+        assert [m["type"] for m in missed] == ["initial_state", "resync_required", "pong"]
+        org.admin("POST", f"/workflows/{wid}/kill")
+        killed = asyncio.run(ws_messages(proc, org.org_id, {"X-API-Key": key["api_key"]}, "?last_seq=0"))
+        change = [m for m in killed if m["type"] == "state_change"]
+        assert killed[1]["type"] == "resync_required" and change == []
+        latest = asyncio.run(ws_messages(proc, org.org_id, {"X-API-Key": key["api_key"]}, "?last_seq=3"))
+        [kill] = [m for m in latest if m["type"] == "state_change"]
+        assert kill["seq"] == 4 and kill["state"] == "Killed" and kill["workflow_id"] == wid
+    finally:
+        proc.stop()
