@@ -5,16 +5,19 @@ and an API key the node minted. No container is needed: these are the SDK's own 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -328,5 +331,81 @@ def test_control_plane_sequence_numbers_survive_a_restart(tmp_path):
         latest = asyncio.run(ws_messages(proc, org.org_id, {"X-API-Key": key["api_key"]}, "?last_seq=3"))
         [kill] = [m for m in latest if m["type"] == "state_change"]
         assert kill["seq"] == 4 and kill["state"] == "Killed" and kill["workflow_id"] == wid
+    finally:
+        proc.stop()
+
+
+# -- attacks (security issue items 6, 11) -------------------------------------------------------
+
+def test_a_signed_request_replayed_to_another_endpoint_or_again_does_not_spend_twice(node, org):
+    wid = org.workflow(budget=10)
+    key = org.key(None)
+    raw = json.dumps({"workflow_id": wid, "estimated_cost_usd": 2.0}).encode()
+    headers = signed(key, raw)
+    http = node.http()
+    assert http.request("POST", "/api/v1/gate", raw=raw, headers=headers).status == 200
+    # the attack: the same signed bytes sent to /execute, three times
+    replays = [http.request("POST", "/api/v1/execute", raw=raw, headers=headers) for _ in range(3)]
+    assert [r.status for r in replays] == [401, 401, 401]
+    assert "already used for /api/v1/gate" in replays[0].json["error"]["message"]
+    assert org.admin("GET", f"/workflows/{wid}").json["reserved_usd"] == pytest.approx(0)
+    # an identical signed /execute sent again gets its first answer and reserves once
+    raw = json.dumps({"workflow_id": wid, "estimated_cost_usd": 2.0, "tool": "x"}).encode()
+    headers = signed(key, raw)
+    answers = [http.request("POST", "/api/v1/execute", raw=raw, headers=headers) for _ in range(4)]
+    assert {a.status for a in answers} == {200} and len({a.json["execution_id"] for a in answers}) == 1
+    assert org.admin("GET", f"/workflows/{wid}").json["reserved_usd"] == pytest.approx(2.0)
+    assert len(org.admin("GET", f"/executions?workflow_id={wid}").json["executions"]) == 1
+
+
+def _stuck_client(port: int, org_id: str, api_key: str) -> socket.socket:
+    """A WebSocket client with a tiny receive buffer that asks for a pong 60 000 times and never
+    reads an answer: its backlog on the server grows without bound unless the server drops it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    nonce = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /ws/control/{org_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {nonce}\r\nSec-WebSocket-Version: 13\r\n"
+                 f"X-API-Key: {api_key}\r\n\r\n".encode())
+    assert sock.recv(12) == b"HTTP/1.1 101"
+    payload, mask = b'{"type":"ping"}', os.urandom(4)
+    frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    sock.settimeout(30)
+    sock.sendall(frame * 60_000)
+    return sock
+
+
+def test_a_websocket_client_that_never_reads_is_dropped_and_does_not_delay_the_kill_switch(tmp_path):
+    proc = NodeProcess(tmp_path / "n", [], {"gateway": {"ws_queue": 8}}).start()
+    try:
+        org = Org(proc)
+        key = org.key(None)
+        wid = org.workflow()
+
+        async def scenario() -> tuple[float, dict, list[dict]]:
+            async with aiohttp.ClientSession() as session:
+                url = f"ws://127.0.0.1:{proc.port}/ws/control/{org.org_id}"
+                live = await session.ws_connect(url, headers={"X-API-Key": key["api_key"]})
+                assert (await live.receive_json(timeout=5))["type"] == "initial_state"
+                loop = asyncio.get_running_loop()
+                stuck = await loop.run_in_executor(None, _stuck_client, proc.port, org.org_id, key["api_key"])
+                deadline = time.monotonic() + 30
+                while "control.client_dropped" not in proc.log() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                killed_at = time.monotonic()
+                answer = await loop.run_in_executor(None, org.admin, "POST", f"/workflows/{wid}/kill")
+                assert answer.status == 200 and time.monotonic() - killed_at < 1.0
+                kill = await live.receive_json(timeout=5)
+                latency = time.monotonic() - killed_at
+                await live.close()
+                stuck.close()
+            again = await ws_messages(proc, org.org_id, {"X-API-Key": key["api_key"]}, "?last_seq=0")
+            return latency, kill, again
+
+        latency, kill, again = asyncio.run(scenario())
+        assert kill["type"] == "state_change" and kill["state"] == "Killed" and latency < 1.0
+        assert "control.client_dropped" in proc.log()
+        assert [m["type"] for m in again][:2] == ["initial_state", "state_change"]  # still buffered: replayed
     finally:
         proc.stop()
