@@ -167,9 +167,15 @@ def test_a_policy_deny_raises_the_denied_error_with_the_policys_reason_for_the_a
     assert [e["reason"] for e in executions if not e["allowed"]] == [reason, reason]
 
 
-def _kill_while_looping(node, org, tmp_path, **env: str) -> tuple[float, dict, list[dict]]:
+HALTED = {("NullRunBlockedException", "NR-W002"), ("NullRunBlockedException", "WORKFLOW_KILLED"),
+          ("NullRunWorkflowInactiveError", "NR-W004")}
+
+
+def _kill_while_looping(node, org, tmp_path, **env: str) -> tuple[float, list[dict], list[dict]]:
+    """An agent calls a protected function every 50 ms; the dashboard kills its workflow. Returns
+    the kill time, the agent's first three refusals and the calls before the kill."""
     wid = org.workflow()
-    agent = Agent(node, org.key(wid), "loop", tmp_path, NR_STOP_ON_ERROR="1", NR_INTERVAL="0.05", **env)
+    agent = Agent(node, org.key(wid), "loop", tmp_path, NR_STOP_AFTER_ERRORS="3", NR_INTERVAL="0.05", **env)
     try:
         assert agent.next()["event"] == "ready"
         before = [agent.next() for _ in range(5)]
@@ -179,25 +185,29 @@ def _kill_while_looping(node, org, tmp_path, **env: str) -> tuple[float, dict, l
             agent.lines.get()
         killed_at = time.time()
         assert org.admin("POST", f"/workflows/{wid}/kill").status == 200
-        while True:
+        refused: list[dict] = []
+        while len(refused) < 3:
             line = agent.next(timeout=10)
+            assert line["t"] < killed_at + 0.5 or not line["ok"], "a call ran after the kill"
             if not line["ok"]:
-                return killed_at, line, before
+                refused.append(line)
+        return killed_at, refused, before
     finally:
         agent.stop()
 
 
 def test_a_kill_from_the_dashboard_stops_a_looping_agent_within_a_second_over_the_websocket(node, org, tmp_path):
     killed_at, refused, _ = _kill_while_looping(node, org, tmp_path)
-    assert refused["t"] - killed_at < 1.0, f"the kill took {refused['t'] - killed_at:.3f}s to stop the agent"
-    # refused by the SDK itself from the pushed state (NR-W002), before any request was made
-    assert refused["error"] == "NullRunBlockedException" and refused["code"] == "NR-W002"
+    assert refused[0]["t"] - killed_at < 1.0, f"the kill took {refused[0]['t'] - killed_at:.3f}s to stop the agent"
+    assert all((r["error"], r["code"]) in HALTED for r in refused), refused
+    # the pushed state: the SDK refuses by itself (NR-W002) without asking the node
+    assert refused[-1]["code"] == "NR-W002"
 
 
 def test_a_kill_stops_a_looping_agent_within_a_second_when_the_websocket_is_down(node, org, tmp_path):
     killed_at, refused, _ = _kill_while_looping(node, org, tmp_path, NULLRUN_TRANSPORT="http")
-    assert refused["t"] - killed_at < 1.0, f"the kill took {refused['t'] - killed_at:.3f}s to stop the agent"
-    assert refused["error"] == "NullRunBlockedException" and refused["code"] in ("NR-W002", "WORKFLOW_KILLED")
+    assert refused[0]["t"] - killed_at < 1.0, f"the kill took {refused[0]['t'] - killed_at:.3f}s to stop the agent"
+    assert all((r["error"], r["code"]) in HALTED for r in refused), refused
 
 
 def test_a_key_rotation_is_picked_up_by_a_running_agent_without_a_restart(node, org, tmp_path):

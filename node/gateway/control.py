@@ -163,6 +163,8 @@ class ControlHub:
             if last_seq is not None:
                 self._replay(client, last_seq)
             async for msg in ws:
+                if client.dropped:
+                    break  # stop reading a client we gave up on: its input costs the loop too
                 if msg.type != WSMsgType.TEXT:
                     continue
                 self._on_client_message(client, msg.data)
@@ -172,9 +174,14 @@ class ControlHub:
                 with contextlib.suppress(asyncio.QueueFull):
                     client.queue.put_nowait(_CLOSE)
             if client.writer is not None:
+                if client.dropped:  # let it try to say resync_required, briefly
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(client.writer), self._send_timeout)
                 client.writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await client.writer
+            if client.dropped and request.transport is not None:
+                request.transport.abort()  # no closing handshake with a client that does not read
             log.info("control.disconnected", org_id=org_id, clients=self.clients(org_id))
         return ws
 
