@@ -142,7 +142,8 @@ class Node:
         shapes = ErrorShapes()
         limiter = RateLimiter(self.config.server.rate_limit, exempt={("PUT", "/api/status")})
         app = web.Application(
-            middlewares=make_middlewares(shapes, limiter),
+            middlewares=[*make_middlewares(shapes, limiter),
+                         *([self.gateway.binding.middleware] if self.gateway is not None else [])],
             client_max_size=self.config.server.max_body_bytes,
         )
         jobs_api = JobsApi(

@@ -419,3 +419,26 @@ def test_a_websocket_client_that_never_reads_is_dropped_and_does_not_delay_the_k
         assert [m["type"] for m in again][:2] == ["initial_state", "state_change"]  # still buffered: replayed
     finally:
         proc.stop()
+
+
+def test_binding_a_job_to_another_orgs_workflow_is_refused_and_reveals_nothing(node, org):
+    victim = org.workflow(budget=10)
+    org.admin("POST", f"/workflows/{victim}/pause")
+    attacker = Org(node)
+    attacker_key = attacker.key(None)
+    job = {"containers": ["echo"], "data": {}}
+    raw = json.dumps(job).encode()
+    http = node.http()
+    anonymous = http.request("POST", "/api/jobs", raw=raw, headers={"X-Workflow-Id": victim})
+    foreign = http.request("POST", "/api/jobs", raw=raw, headers={"X-Workflow-Id": victim, **signed(attacker_key, raw)})
+    missing = http.request("POST", "/api/jobs", raw=raw,
+                           headers={"X-Workflow-Id": "no-such-workflow", **signed(attacker_key, raw)})
+    batch = http.request("POST", "/api/jobs/batch", raw=b"[" + raw + b"]", headers={"X-Workflow-Id": victim})
+    assert (anonymous.status, foreign.status, missing.status, batch.status) == (401, 404, 404, 401)
+    # the same answer for a paused workflow of another org as for one that does not exist
+    assert foreign.json["error"].replace(victim, "X") == missing.json["error"].replace("no-such-workflow", "X")
+    assert org.admin("GET", f"/executions?workflow_id={victim}").json["executions"] == []
+    assert org.admin("GET", f"/workflows/{victim}").json["reserved_usd"] == 0
+    # the workflow's own org, signed, gets through to the job API (which knows no such container here)
+    own = http.request("POST", "/api/jobs", raw=raw, headers={"X-Workflow-Id": victim, **signed(org.key(victim), raw)})
+    assert own.status == 400 and own.json["error"] == "Container not supported"

@@ -15,6 +15,7 @@ from aiohttp import web
 from node.gateway import policies
 from node.gateway.auth import Actor, GatewayAuth
 from node.gateway.control import STATES, ControlHub
+from node.gateway.binding import JobBinding
 from node.gateway.sdk import SdkApi
 from node.gateway.models import (
     AlertChannelCreate,
@@ -66,6 +67,7 @@ class GatewayApi:
         self._ttl = reservation_ttl
         self._background: set[asyncio.Task] = set()
         self.sdk = SdkApi(store, auth, hub, reservation_ttl, prices or {}, self._after_spend)
+        self.binding = JobBinding(store, auth, self.sdk.replay)
 
     def routes(self) -> list[web.RouteDef]:
         p, o = PREFIX, f"{PREFIX}/orgs/{{org_id}}"

@@ -63,7 +63,7 @@ class SdkApi:
         self._ttl = reservation_ttl
         self._prices = prices
         self._after_spend = after_spend
-        self._replay = ReplayGuard(auth.max_age)
+        self.replay = ReplayGuard(auth.max_age)
 
     def routes(self) -> list[web.RouteDef]:
         p = PREFIX
@@ -98,7 +98,7 @@ class SdkApi:
 
             if signature is None:
                 return await act()
-            return await self._replay.once(key.id, signature, request.path, act)
+            return await self.replay.once(key.id, signature, request.path, act)
 
         return route
 
