@@ -31,6 +31,7 @@ from node.gateway.sdk_models import SdkCancel, SdkExecute, SdkGate, SdkHeartbeat
 from node.gateway.store import ApiKey, GatewayStore
 from node.logs import get_logger
 from node.server.http import ApiError, json_response, parse_json, parse_model
+from node.server.openapi import accepts
 
 log = get_logger(__name__)
 
@@ -70,19 +71,19 @@ class SdkApi:
         return [
             web.post(f"{p}/auth/verify", self.verify),
             web.get(f"{p}/capabilities", self.capabilities),
-            web.post(f"{p}/gate", self._signed(self.gate)),
-            web.post(f"{p}/check", self._signed(self.check)),
-            web.post(f"{p}/execute", self._signed(self.execute)),
-            web.post(f"{p}/track", self._signed(self.track)),
-            web.post(f"{p}/track/batch", self._signed(self.track_batch)),
-            web.post(f"{p}/cancel", self._signed(self.cancel)),
-            web.post(f"{p}/heartbeat", self._signed(self.heartbeat)),
+            web.post(f"{p}/gate", self._signed(self.gate, SdkGate)),
+            web.post(f"{p}/check", self._signed(self.check, SdkGate)),
+            web.post(f"{p}/execute", self._signed(self.execute, SdkExecute)),
+            web.post(f"{p}/track", self._signed(self.track, SdkTrackEvent)),
+            web.post(f"{p}/track/batch", self._signed(self.track_batch, SdkTrackBatch)),
+            web.post(f"{p}/cancel", self._signed(self.cancel, SdkCancel)),
+            web.post(f"{p}/heartbeat", self._signed(self.heartbeat, SdkHeartbeat)),
             web.get(f"{p}/status/{{workflow_id}}", self.status),
         ]
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _signed(self, handler: Callable[[web.Request, ApiKey, Any], Awaitable[web.Response]]):
+    def _signed(self, handler: Callable[[web.Request, ApiKey, Any], Awaitable[web.Response]], model: type):
         """Authenticate, then run `handler` at most once per signature (see replay.py)."""
 
         async def route(request: web.Request) -> web.Response:
@@ -100,7 +101,7 @@ class SdkApi:
                 return await act()
             return await self.replay.once(key.id, signature, request.path, act)
 
-        return route
+        return accepts(model)(route)
 
     def _workflow_id(self, request: web.Request, key: ApiKey, in_body: str | None) -> str | None:
         header = request.headers.get(WORKFLOW_HEADER) or None
