@@ -442,3 +442,23 @@ def test_binding_a_job_to_another_orgs_workflow_is_refused_and_reveals_nothing(n
     # the workflow's own org, signed, gets through to the job API (which knows no such container here)
     own = http.request("POST", "/api/jobs", raw=raw, headers={"X-Workflow-Id": victim, **signed(org.key(victim), raw)})
     assert own.status == 400 and own.json["error"] == "Container not supported"
+
+
+def test_workflow_ids_are_per_org_so_nobody_can_squat_or_probe_them(node, org):
+    squatter = Org(node)
+    wid = f"prod-{uuid.uuid4().hex[:6]}"
+    # the squatter takes the id first: the victim is neither refused nor told it exists
+    assert squatter.admin("POST", "/workflows", {"id": wid, "name": "mine", "budget_usd": 1}).status == 201
+    assert org.admin("POST", "/workflows", {"id": wid, "name": "ours", "budget_usd": 5}).status == 201
+    assert org.admin("POST", "/workflows", {"id": wid, "name": "again"}).status == 409  # within one org: taken
+    squatter_key, key = squatter.key(wid), org.key(wid)
+    assert sdk_post(node, squatter_key, "/track", {"workflow_id": wid, "cost_usd": 0.75}).status == 200
+    assert sdk_post(node, key, "/track", {"workflow_id": wid, "cost_usd": 2}).status == 200
+    assert org.admin("GET", f"/workflows/{wid}").json["spent_usd"] == pytest.approx(2)
+    assert squatter.admin("GET", f"/workflows/{wid}").json["spent_usd"] == pytest.approx(0.75)
+    # killing one org's workflow leaves the other's untouched
+    assert squatter.admin("POST", f"/workflows/{wid}/kill").status == 200
+    assert org.admin("GET", f"/workflows/{wid}").json["status"] == "active"
+    gate = sdk_post(node, key, "/gate", {"estimated_tokens": 1})
+    assert gate.status == 200 and gate.json["workflow_id"] == wid
+    assert sdk_post(node, squatter_key, "/gate", {}).json["error_code"] == "WORKFLOW_KILLED"

@@ -34,7 +34,7 @@ from node.gateway.models import (
     WorkflowPatch,
 )
 from node.gateway import crypto
-from node.gateway.store import GatewayStore
+from node.gateway.store import GatewayStore, wf_key
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.server.openapi import accepts
@@ -244,7 +244,7 @@ class GatewayApi:
         actor = await self.auth.org(request, org_id, "admin")
         before = await self._workflow(org_id, workflow_id)
         req = await self._body(request, WorkflowPatch)
-        await self.store.patch_workflow(workflow_id, req.name, req.budget_usd, "budget_usd" in req.model_fields_set)
+        await self.store.patch_workflow(wf_key(org_id, workflow_id), req.name, req.budget_usd, "budget_usd" in req.model_fields_set)
         after = await self._workflow(org_id, workflow_id)
         await self.store.audit(org_id, actor.label, "workflow.updated", "workflow", workflow_id, before, after)
         await self.hub.publish(org_id, "StateChange", {"workflow_id": workflow_id, "status": after["status"],
@@ -257,11 +257,11 @@ class GatewayApi:
         before = await self._workflow(org_id, workflow_id)
         if before["status"] not in allowed_from:
             raise ApiError(409, f"workflow is {before['status']}; cannot {request.path.rsplit('/', 1)[-1]}")
-        await self.store.set_status(workflow_id, status)
+        await self.store.set_status(wf_key(org_id, workflow_id), status)
         # Stop running work first: publishing must never stand between a kill and its effect.
         cancelled = 0
         if status == "killed":
-            cancelled = self._orchestrator.cancel_workflow(workflow_id, f"workflow {workflow_id} killed")
+            cancelled = self._orchestrator.cancel_workflow(wf_key(org_id, workflow_id), f"workflow {workflow_id} killed")
         await self.hub.publish(org_id, "StateChange", {"workflow_id": workflow_id, "status": status,
                                                        "previous_status": before["status"]})
         after = await self._workflow(org_id, workflow_id)
@@ -425,7 +425,7 @@ class GatewayApi:
         await self.auth.org(request, org_id, allow_key=True)
         out = []
         for workflow in await self.store.workflows(org_id):
-            rate = await self.store.burn_rate(workflow["id"])
+            rate = await self.store.burn_rate(org_id, workflow["id"])
             remaining = workflow["remaining_usd"]
             tte = None if remaining is None or rate <= 0 else remaining / rate
             out.append({**workflow, "burn_rate_usd_per_hour": rate * 3600, "time_to_exhaustion_seconds": tte})
@@ -505,12 +505,14 @@ class GatewayApi:
         return json_response({"id": key_id, "secret_key": secret})
 
     async def workflow_keys(self, request: web.Request) -> web.Response:
+        """No org in this path: the caller's orgs are looked in (ids are per org)."""
         workflow_id = request.match_info["workflow_id"]
-        workflow = await self.store.workflow(workflow_id)
-        if workflow is None:
-            raise ApiError(404, f"workflow {workflow_id!r} not found")
-        await self.auth.org(request, workflow["org_id"], "admin")
-        return json_response({"api_keys": await self.store.keys(workflow["org_id"], workflow_id)})
+        actor = await self.auth.session(request)
+        for org_id in await self.store.workflow_orgs(workflow_id):
+            if await self.store.role(org_id, actor.id) is not None:
+                await self.auth.org(request, org_id, "admin")
+                return json_response({"api_keys": await self.store.keys(org_id, workflow_id)})
+        raise ApiError(404, f"workflow {workflow_id!r} not found")
 
     async def list_members(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]

@@ -10,6 +10,8 @@ A signed job submission acts once per signature: the same bytes again get the fi
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from aiohttp import web
 
 from node.gateway.auth import GatewayAuth
@@ -21,6 +23,9 @@ from node.server.http import ApiError
 log = get_logger(__name__)
 
 WORKFLOW_HEADER = "X-Workflow-Id"
+# The org whose key authorised this request's X-Workflow-Id (read by the admission gate, which
+# runs inside the same request task).
+BOUND_ORG: ContextVar[str | None] = ContextVar("gateway_bound_org", default=None)
 JOB_PATHS = ("/api/jobs", "/api/jobs/batch", "/api/jobs/stream")
 
 
@@ -46,6 +51,10 @@ class JobBinding:
             raise ApiError(403, f"API key is scoped to workflow {key.workflow_id!r}")
         if await self._store.workflow(workflow_id, key.org_id) is None:
             raise ApiError(404, f"Unknown workflow {workflow_id!r}", {"workflow_id": workflow_id})
-        if request.path == "/api/jobs/stream":
-            return await handler(request)
-        return await self._replay.once(key.id, signature, request.path, lambda: handler(request))
+        token = BOUND_ORG.set(key.org_id)
+        try:
+            if request.path == "/api/jobs/stream":
+                return await handler(request)
+            return await self._replay.once(key.id, signature, request.path, lambda: handler(request))
+        finally:
+            BOUND_ORG.reset(token)

@@ -98,4 +98,16 @@ MIGRATIONS = [
         CREATE INDEX gw_reservations_execution ON gw_reservations (execution_id);
         """,
     ),
+    # Workflow ids per org (security issue, item 12): rows keyed `org_id/workflow_id`, and so
+    # the rows that point at them; tables with their own org_id keep the plain id.
+    Migration(
+        "gateway.sdk.0002",
+        """
+        UPDATE gw_reservations SET workflow_id = (SELECT w.org_id FROM gw_workflows w
+            WHERE w.id = gw_reservations.workflow_id) || '/' || workflow_id WHERE instr(workflow_id, '/') = 0;
+        UPDATE gw_alerts SET workflow_id = org_id || '/' || workflow_id
+            WHERE workflow_id IS NOT NULL AND instr(workflow_id, '/') = 0;
+        UPDATE gw_workflows SET id = org_id || '/' || id WHERE instr(id, '/') = 0;
+        """,
+    ),
 ]

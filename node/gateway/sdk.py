@@ -28,7 +28,7 @@ from node.gateway.auth import GatewayAuth
 from node.gateway.control import STATES, ControlHub
 from node.gateway.replay import ReplayGuard
 from node.gateway.sdk_models import SdkCancel, SdkExecute, SdkGate, SdkHeartbeat, SdkTrackBatch, SdkTrackEvent
-from node.gateway.store import ApiKey, GatewayStore
+from node.gateway.store import ApiKey, GatewayStore, wf_key
 from node.logs import get_logger
 from node.server.http import ApiError, json_response, parse_json, parse_model
 from node.server.openapi import accepts
@@ -182,7 +182,7 @@ class SdkApi:
                            remaining_usd=remaining, remaining_budget_cents=round(remaining * 100))
         # The execution id: a zero hold on the workflow, settled by /track, released by /cancel.
         execution_id = str(uuid.uuid4())
-        held = await self.store.reserve(workflow_id, 0.0, self._ttl, execution_id)
+        held = await self.store.reserve(wf_key(key.org_id, workflow_id), 0.0, self._ttl, execution_id)
         if not held.granted:
             return refusal(402, "budget", "BUDGET_HARD_BLOCKED", held.reason, workflow_id=workflow_id)
         return json_response({"decision": "allow", "decision_source": "gateway", "allowed": True, "reason": "ok",
@@ -224,14 +224,15 @@ class SdkApi:
             await self._decided(key, False, reason, None, common, release)
             return self._halt(workflow, on_execute=True)
         subject = policies.Subject(workflow_id, (req.container,) if req.container else (), req.model, tool, cost)
-        decision = await policies.evaluate(await self.store.policies(key.org_id), subject, self.store.allowed_count)
+        decision = await policies.evaluate(await self.store.policies(key.org_id), subject,
+                                           self.store.rate_counter(key.org_id))
         if not decision.allowed:
             execution_id = await self._decided(key, False, decision.reason, decision.policy_id, common, release)
             return refusal(403, "denied", "TOOL_BLOCKED", decision.reason, workflow_id=workflow_id,
                            policy_id=decision.policy_id, execution_id=execution_id, tool_name=tool)
         reservation = None
         if cost > 0 or hold is None:
-            reservation = await self.store.reserve(workflow_id, cost, self._ttl, None)
+            reservation = await self.store.reserve(wf_key(key.org_id, workflow_id), cost, self._ttl, None)
             if not reservation.granted:
                 execution_id = await self._decided(key, False, reservation.reason, decision.policy_id, common, release)
                 return refusal(402, "budget", "BUDGET_HARD_BLOCKED", reservation.reason, workflow_id=workflow_id,
@@ -290,10 +291,7 @@ class SdkApi:
                   "input_tokens": event.input_tokens if event.input_tokens is not None else event.tokens,
                   "output_tokens": event.output_tokens, "latency_ms": event.latency_ms,
                   "metadata": metadata or None, "reservation_id": reservation_id}
-        try:
-            out = await self.store.track(key.org_id, record, key.id)
-        except PermissionError as exc:
-            raise ApiError(403, str(exc)) from None
+        out = await self.store.track(key.org_id, record, key.id)
         await self._after_spend(key.org_id, out["workflow"])
         return out
 
@@ -338,7 +336,7 @@ class SdkApi:
         key = await self.auth.sdk(request, b"", allow_unsigned=True)
         workflow_id = self._workflow_id(request, key, request.match_info["workflow_id"])
         workflow = await self._workflow(key, workflow_id)
-        rate = await self.store.burn_rate(workflow_id)
+        rate = await self.store.burn_rate(key.org_id, workflow_id)
         return json_response({"workflow_id": workflow_id, "state": STATES[workflow["status"]],
                               "status": workflow["status"], "version": self.hub.current_seq(key.org_id),
                               "reason": None if workflow["status"] == "active" else f"workflow is {workflow['status']}",

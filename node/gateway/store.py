@@ -44,11 +44,21 @@ class Reservation:
     expires_at: float | None = None
 
 
+def wf_key(org_id: str, workflow_id: str) -> str:
+    """Workflow ids are per org: rows are keyed `org_id/workflow_id` ('/' is not allowed in ids),
+    so two tenants can use the same id and neither can tell that the other does."""
+    return f"{org_id}/{workflow_id}"
+
+
+def public_id(key: str | None) -> str | None:
+    return None if key is None else key.split("/", 1)[-1]
+
+
 def workflow_view(row: sqlite3.Row | dict) -> dict[str, Any]:
     budget = row["budget_usd"]
     remaining = None if budget is None else max(0.0, budget - row["spent_usd"] - row["reserved_usd"])
     return {
-        "id": row["id"], "org_id": row["org_id"], "name": row["name"], "status": row["status"],
+        "id": public_id(row["id"]), "org_id": row["org_id"], "name": row["name"], "status": row["status"],
         "budget_usd": budget, "spent_usd": round(row["spent_usd"], 10), "reserved_usd": round(row["reserved_usd"], 10),
         "remaining_usd": None if remaining is None else round(remaining, 10),
         "created_at": _iso(row["created_at"]), "updated_at": _iso(row["updated_at"]),
@@ -285,16 +295,21 @@ class GatewayStore:
         try:
             await self.db.execute("INSERT INTO gw_workflows (id, org_id, name, status, budget_usd, created_at,"
                                   " updated_at) VALUES (?, ?, ?, 'active', ?, ?, ?)",
-                                  (workflow_id, org_id, name, budget, now, now))
+                                  (wf_key(org_id, workflow_id), org_id, name, budget, now, now))
         except sqlite3.IntegrityError:
             raise ValueError(f"workflow {workflow_id!r} already exists") from None
-        return await self.workflow(workflow_id)
+        return await self.workflow(workflow_id, org_id)
 
-    async def workflow(self, workflow_id: str, org_id: str | None = None) -> dict[str, Any] | None:
-        row = await self.db.fetchone("SELECT * FROM gw_workflows WHERE id = ?", (workflow_id,))
-        if row is None or (org_id is not None and row["org_id"] != org_id):
-            return None
-        return workflow_view(row)
+    async def workflow(self, workflow_id: str, org_id: str | None) -> dict[str, Any] | None:
+        """`workflow_id` of `org_id`; with `org_id` None, `workflow_id` is a row key (org/id)."""
+        key = workflow_id if org_id is None else wf_key(org_id, workflow_id)
+        row = await self.db.fetchone("SELECT * FROM gw_workflows WHERE id = ?", (key,))
+        return None if row is None else workflow_view(row)
+
+    async def workflow_orgs(self, workflow_id: str) -> list[str]:
+        """The orgs that have a workflow called `workflow_id` (for the node's own bindings)."""
+        rows = await self.db.fetchall("SELECT org_id FROM gw_workflows WHERE id = org_id || '/' || ?", (workflow_id,))
+        return [r["org_id"] for r in rows]
 
     async def workflows(self, org_id: str) -> list[dict[str, Any]]:
         rows = await self.db.fetchall("SELECT * FROM gw_workflows WHERE org_id = ? ORDER BY created_at", (org_id,))
@@ -357,13 +372,11 @@ class GatewayStore:
         event_id = new_id("evt")
 
         def op(conn: sqlite3.Connection) -> dict[str, Any]:
-            workflow_id = event["workflow_id"]
+            workflow_id = wf_key(org_id, event["workflow_id"])
             row = conn.execute("SELECT org_id FROM gw_workflows WHERE id = ?", (workflow_id,)).fetchone()
             if row is None:
                 conn.execute("INSERT INTO gw_workflows (id, org_id, name, status, created_at, updated_at)"
-                             " VALUES (?, ?, ?, 'active', ?, ?)", (workflow_id, org_id, workflow_id, now, now))
-            elif row[0] != org_id:
-                raise PermissionError("workflow belongs to another org")
+                             " VALUES (?, ?, ?, 'active', ?, ?)", (workflow_id, org_id, event["workflow_id"], now, now))
             reservation_id = event.get("reservation_id")
             if reservation_id:
                 held = conn.execute("SELECT amount_usd FROM gw_reservations WHERE id = ? AND workflow_id = ?"
@@ -377,7 +390,7 @@ class GatewayStore:
             conn.execute("INSERT INTO gw_events (id, org_id, workflow_id, model, cost_usd, input_tokens, output_tokens,"
                          " latency_ms, metadata, api_key_id, reservation_id, created_at)"
                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (event_id, org_id, workflow_id, event.get("model"), event["cost_usd"],
+                         (event_id, org_id, event["workflow_id"], event.get("model"), event["cost_usd"],
                           event.get("input_tokens"), event.get("output_tokens"), event.get("latency_ms"),
                           json.dumps(event.get("metadata")) if event.get("metadata") is not None else None,
                           api_key_id, reservation_id, now))
@@ -410,9 +423,9 @@ class GatewayStore:
 
         await self.db.run_in_transaction(op)
 
-    async def burn_rate(self, workflow_id: str, window: float = 3600) -> float:
-        row = await self.db.fetchone("SELECT COALESCE(SUM(cost_usd), 0) FROM gw_events WHERE workflow_id = ?"
-                                     " AND created_at > ?", (workflow_id, time.time() - window))
+    async def burn_rate(self, org_id: str, workflow_id: str, window: float = 3600) -> float:
+        row = await self.db.fetchone("SELECT COALESCE(SUM(cost_usd), 0) FROM gw_events WHERE org_id = ?"
+                                     " AND workflow_id = ? AND created_at > ?", (org_id, workflow_id, time.time() - window))
         return row[0] / window
 
     # -- executions ------------------------------------------------------------------------
@@ -451,10 +464,14 @@ class GatewayStore:
                 "reservation_id": r["reservation_id"], "api_key_id": r["api_key_id"], "job_id": r["job_id"],
                 "created_at": _iso(r["created_at"])}
 
-    async def allowed_count(self, workflow_id: str, seconds: float) -> int:
-        row = await self.db.fetchone("SELECT COUNT(*) FROM gw_executions WHERE workflow_id = ? AND allowed = 1"
-                                     " AND created_at > ?", (workflow_id, time.time() - seconds))
+    async def allowed_count(self, org_id: str, workflow_id: str, seconds: float) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM gw_executions WHERE org_id = ? AND workflow_id = ?"
+                                     " AND allowed = 1 AND created_at > ?", (org_id, workflow_id, time.time() - seconds))
         return row[0]
+
+    def rate_counter(self, org_id: str):
+        """The policies' rate counter for one org's workflows."""
+        return lambda workflow_id, seconds: self.allowed_count(org_id, workflow_id, seconds)
 
     # -- policies --------------------------------------------------------------------------
 
@@ -527,7 +544,7 @@ class GatewayStore:
         changed = await self.db.execute(
             "INSERT INTO gw_alerts (id, org_id, workflow_id, threshold, message, status, created_at)"
             " VALUES (?, ?, ?, ?, ?, 'active', ?) ON CONFLICT (workflow_id, threshold) DO NOTHING",
-            (alert_id, org_id, workflow_id, threshold, message, time.time()))
+            (alert_id, org_id, wf_key(org_id, workflow_id), threshold, message, time.time()))
         if not changed:
             return None
         return {"id": alert_id, "workflow_id": workflow_id, "threshold": threshold, "message": message}
@@ -535,7 +552,8 @@ class GatewayStore:
     async def alerts(self, org_id: str, include_dismissed: bool = False) -> list[dict[str, Any]]:
         sql = "SELECT * FROM gw_alerts WHERE org_id = ?" + ("" if include_dismissed else " AND status = 'active'")
         rows = await self.db.fetchall(sql + " ORDER BY created_at DESC", (org_id,))
-        return [{"id": r["id"], "workflow_id": r["workflow_id"], "threshold": r["threshold"], "message": r["message"],
+        return [{"id": r["id"], "workflow_id": public_id(r["workflow_id"]), "threshold": r["threshold"],
+                 "message": r["message"],
                  "status": r["status"], "created_at": _iso(r["created_at"])} for r in rows]
 
     async def dismiss_alert(self, org_id: str, alert_id: str) -> bool:
@@ -588,10 +606,11 @@ class GatewayStore:
 
     # -- SDK execution ids and control-plane sequence numbers ---------------------------------
 
-    async def reservation_by_execution(self, execution_id: str) -> sqlite3.Row | None:
+    async def reservation_by_execution(self, execution_id: str) -> dict[str, Any] | None:
         """The reservation `/gate` minted for an SDK execution id (its `reservation_id`)."""
-        return await self.db.fetchone("SELECT r.*, w.org_id FROM gw_reservations r JOIN gw_workflows w"
-                                      " ON w.id = r.workflow_id WHERE r.execution_id = ?", (execution_id,))
+        row = await self.db.fetchone("SELECT r.*, w.org_id FROM gw_reservations r JOIN gw_workflows w"
+                                     " ON w.id = r.workflow_id WHERE r.execution_id = ?", (execution_id,))
+        return None if row is None else {**dict(row), "workflow_id": public_id(row["workflow_id"])}
 
     async def control_seqs(self) -> dict[str, int]:
         return {r["org_id"]: r["seq"] for r in await self.db.fetchall("SELECT org_id, seq FROM gw_control_seq")}
