@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import REPO, NodeProcess
+from tests.helpers import REPO, NodeProcess, container_entry
 
 PRICES = {"gpt-x": {"input_usd_per_1k": 1.0, "output_usd_per_1k": 2.0}}
 
@@ -462,3 +462,30 @@ def test_workflow_ids_are_per_org_so_nobody_can_squat_or_probe_them(node, org):
     gate = sdk_post(node, key, "/gate", {"estimated_tokens": 1})
     assert gate.status == 200 and gate.json["workflow_id"] == wid
     assert sdk_post(node, squatter_key, "/gate", {}).json["error_code"] == "WORKFLOW_KILLED"
+
+
+@pytest.mark.docker
+def test_the_nodes_own_jobs_follow_a_default_workflow_named_with_its_org(docker_engine, tmp_path):
+    proc = NodeProcess(tmp_path / "n", [container_entry("echo", "echo")]).start()
+    try:
+        owner, squatter = Org(proc), Org(proc)
+        wid = "node-traffic"
+        assert squatter.admin("POST", "/workflows", {"id": wid, "name": "squat"}).status == 201
+        assert owner.admin("POST", "/workflows", {"id": wid, "name": "node"}).status == 201
+        proc.stop()
+        proc.extra = {"gateway": {"default_workflows": {"offchain": f"{owner.org_id}/{wid}"}}}
+        proc.write_config()
+        proc.start()
+        http = proc.http()
+        assert http.post("/api/jobs", {"containers": ["echo"], "data": {}}).status == 200
+        squatter.admin("POST", f"/workflows/{wid}/pause")  # the squatter's pause changes nothing here
+        assert http.post("/api/jobs", {"containers": ["echo"], "data": {}}).status == 200
+        owner.admin("POST", f"/workflows/{wid}/pause")
+        refused = http.post("/api/jobs", {"containers": ["echo"], "data": {}})
+        assert refused.status == 403 and refused.json["error"] == f"Workflow {wid} is paused"
+        executions = owner.admin("GET", f"/executions?workflow_id={wid}").json["executions"]
+        assert [e["allowed"] for e in executions] == [True, True]
+        assert squatter.admin("GET", f"/executions?workflow_id={wid}").json["executions"] == []
+    finally:
+        proc.stop()
+        proc.remove_containers()
