@@ -8,11 +8,24 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 
-import nullrun
-from nullrun.breaker.exceptions import NullRunAuthenticationError, NullRunError
+_connect = socket.socket.connect
+
+
+def _loopback_only(sock: socket.socket, address) -> None:
+    """Tests reach 127.0.0.1 only: an SDK call to anywhere else fails loudly here."""
+    if isinstance(address, tuple) and address[0] not in ("127.0.0.1", "::1"):
+        raise OSError(f"the agent tried to reach {address!r}; only the node on 127.0.0.1 is allowed")
+    _connect(sock, address)
+
+
+socket.socket.connect = _loopback_only  # before the SDK is imported
+
+import nullrun  # noqa: E402
+from nullrun.breaker.exceptions import NullRunAuthenticationError, NullRunError  # noqa: E402
 
 
 def out(**fields) -> None:

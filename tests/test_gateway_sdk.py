@@ -489,3 +489,18 @@ def test_the_nodes_own_jobs_follow_a_default_workflow_named_with_its_org(docker_
     finally:
         proc.stop()
         proc.remove_containers()
+
+
+def test_the_sdk_works_when_the_node_requires_signatures(tmp_path):
+    proc = NodeProcess(tmp_path / "n", [], {"gateway": {"hmac_required": True}}).start()
+    try:
+        org = Org(proc)
+        wid = org.workflow(budget=1)
+        outcomes = Agent(proc, org.key(wid), "basic", tmp_path).run()
+        assert [(o["fn"], o["ok"]) for o in outcomes] == [("work", True), ("awork", True)]
+        assert "gateway.unsigned_rejected" not in proc.log()
+        raw = json.dumps({"workflow_id": wid, "cost_usd": 1}).encode()
+        unsigned = proc.http().request("POST", "/api/v1/track", raw=raw, headers={"X-API-Key": org.key(wid)["api_key"]})
+        assert unsigned.status == 401
+    finally:
+        proc.stop()
