@@ -504,3 +504,15 @@ def test_the_sdk_works_when_the_node_requires_signatures(tmp_path):
         assert unsigned.status == 401
     finally:
         proc.stop()
+
+
+def test_an_sdk_batch_with_an_event_outside_the_keys_workflow_refuses_only_that_event(node, org):
+    wid, other = org.workflow(), org.workflow()
+    key = org.key(wid)
+    events = [{"event_id": "e1", "workflow_id": wid, "type": "tool_call", "tokens": 0, "cost_usd": 0.5},
+              {"event_id": "e2", "workflow_id": other, "type": "tool_call", "tokens": 0, "cost_usd": 9}]
+    answer = sdk_post(node, key, "/track/batch", {"events": events})
+    assert answer.status == 200 and answer.json["accepted_event_ids"] == ["e1"]
+    assert [(r["event_id"], r["reason"]) for r in answer.json["rejection_details"]] == [("e2", "workflow_out_of_scope")]
+    assert org.admin("GET", f"/workflows/{wid}").json["spent_usd"] == pytest.approx(0.5)
+    assert org.admin("GET", f"/workflows/{other}").json["spent_usd"] == 0

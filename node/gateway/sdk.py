@@ -304,17 +304,28 @@ class SdkApi:
 
     async def track_batch(self, request: web.Request, key: ApiKey, body: Any) -> web.Response:
         batch = parse_model(SdkTrackBatch, body)
-        for event in batch.events:
-            self._workflow_id(request, key, event.workflow_id)  # scope check before anything is written
+        per_event = all(event.event_id for event in batch.events)  # the SDK's batches name each event
+        rejected: list[dict[str, Any]] = []
+        for event in batch.events:  # scope check before anything is written
+            try:
+                self._workflow_id(request, key, event.workflow_id)
+            except ApiError as exc:
+                if not per_event:
+                    raise
+                rejected.append({"event_id": event.event_id, "reason": "workflow_out_of_scope",
+                                 "message": exc.message})
+        refused = {r["event_id"] for r in rejected}
         recorded, accepted, ids = 0, [], []
         for event in batch.events:
+            if event.event_id in refused:
+                continue
             out = await self._record(request, key, event)
             if out is not None and out["event_id"] is not None:
                 recorded += 1
                 ids.append(out["event_id"])
             accepted.append(event.event_id or (out or {}).get("event_id") or str(uuid.uuid4()))
         return json_response({"tracked": recorded, "event_ids": ids, "accepted_event_ids": accepted,
-                              "rejection_details": []})
+                              "rejection_details": rejected})
 
     async def cancel(self, request: web.Request, key: ApiKey, body: Any) -> web.Response:
         req = parse_model(SdkCancel, body)
