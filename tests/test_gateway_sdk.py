@@ -516,3 +516,13 @@ def test_an_sdk_batch_with_an_event_outside_the_keys_workflow_refuses_only_that_
     assert [(r["event_id"], r["reason"]) for r in answer.json["rejection_details"]] == [("e2", "workflow_out_of_scope")]
     assert org.admin("GET", f"/workflows/{wid}").json["spent_usd"] == pytest.approx(0.5)
     assert org.admin("GET", f"/workflows/{other}").json["spent_usd"] == 0
+
+
+def test_a_key_bound_to_no_workflow_still_runs_under_the_orgs_policies(node, org, tmp_path):
+    assert org.admin("POST", "/policies", {"name": "no payments", "action": "deny", "reason": "not today",
+                                           "match": {"tools": ["send_money"]}}).status == 201
+    denied, allowed = Agent(node, org.key(None), "deny", tmp_path, NR_ON_DENIED="message").run()
+    assert denied["error"] == "NullRunDeniedError" and denied["agent_message"] == "not today" and denied["runs"] == 0
+    assert allowed["ok"] is True
+    tools = {(e["tool"], e["allowed"], e["workflow_id"]) for e in org.admin("GET", "/executions").json["executions"]}
+    assert tools == {("send_money", False, None), ("work", True, None)}

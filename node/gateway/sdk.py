@@ -211,10 +211,10 @@ class SdkApi:
             if hold is not None and hold["org_id"] != key.org_id:
                 hold = None
         workflow_id = self._workflow_id(request, key, req.workflow_id or (hold["workflow_id"] if hold else None))
-        if workflow_id is None:
-            raise ApiError(400, f"workflow_id: Field required (in the body, {WORKFLOW_HEADER}, or a workflow-bound key)")
-        workflow = await self._workflow(key, workflow_id)
         tool = req.tool or (req.tools[0] if req.tools else None)
+        if workflow_id is None:
+            return await self._execute_unbound(key, req, tool)
+        workflow = await self._workflow(key, workflow_id)
         cost = req.estimated_cost_usd or 0.0
         common = {"workflow_id": workflow_id, "model": req.model, "tool": tool, "container": req.container,
                   "cost": cost, "api_key_id": key.id}
@@ -249,6 +249,22 @@ class SdkApi:
         if reservation is not None:
             answer["reservation_expires_at"] = reservation.expires_at
         return json_response(answer)
+
+    async def _execute_unbound(self, key: ApiKey, req: SdkExecute, tool: str | None) -> web.Response:
+        """A key bound to no workflow, and no X-Workflow-Id: no budget or kill switch applies,
+        the org's policies still do (as the SDK warns, such a key is only partly governed)."""
+        subject = policies.Subject(None, (req.container,) if req.container else (), req.model, tool, 0.0)
+        decision = await policies.evaluate(await self.store.policies(key.org_id), subject,
+                                           self.store.rate_counter(key.org_id))
+        common = {"workflow_id": None, "model": req.model, "tool": tool, "container": req.container,
+                  "cost": 0.0, "api_key_id": key.id}
+        execution_id = await self._decided(key, decision.allowed, decision.reason, decision.policy_id, common, None)
+        if not decision.allowed:
+            return refusal(403, "denied", "TOOL_BLOCKED", decision.reason, policy_id=decision.policy_id,
+                           execution_id=execution_id, tool_name=tool)
+        return json_response({"decision": "allow", "decision_source": "gateway", "allowed": True,
+                              "reason": decision.reason, "policy_id": decision.policy_id,
+                              "execution_id": execution_id, "workflow_id": None})
 
     async def _decided(self, key: ApiKey, allowed: bool, reason: str, policy_id: str | None,
                        common: dict[str, Any], release: str | None) -> str:
