@@ -526,3 +526,24 @@ def test_a_key_bound_to_no_workflow_still_runs_under_the_orgs_policies(node, org
     assert allowed["ok"] is True
     tools = {(e["tool"], e["allowed"], e["workflow_id"]) for e in org.admin("GET", "/executions").json["executions"]}
     assert tools == {("send_money", False, None), ("work", True, None)}
+
+
+def test_a_signed_request_replayed_after_a_restart_is_refused(tmp_path):
+    proc = NodeProcess(tmp_path / "n", []).start()
+    try:
+        org = Org(proc)
+        wid = org.workflow(budget=10)
+        key = org.key(wid)
+        raw = json.dumps({"estimated_cost_usd": 3.0, "tool": "x"}).encode()
+        headers = signed(key, raw)
+        assert proc.http().request("POST", "/api/v1/execute", raw=raw, headers=headers).status == 200
+        proc.stop()
+        time.sleep(1)  # a new second: the restart's
+        proc.start()
+        again = proc.http().request("POST", "/api/v1/execute", raw=raw, headers=headers)
+        assert again.status == 401 and "signed before this node started" in again.json["error"]["message"]
+        assert org.admin("GET", f"/workflows/{wid}").json["reserved_usd"] == pytest.approx(3.0)
+        # signed anew (as the SDK signs every attempt), the same call goes through
+        assert sdk_post(proc, key, "/execute", {"estimated_cost_usd": 3.0, "tool": "x"}).status == 200
+    finally:
+        proc.stop()

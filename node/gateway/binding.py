@@ -55,6 +55,7 @@ class JobBinding:
         try:
             if request.path == "/api/jobs/stream":
                 return await handler(request)
-            return await self._replay.once(key.id, signature, request.path, lambda: handler(request))
+            return await self._replay.once(key.id, signature, request.headers["X-Signature-Timestamp"], request.path,
+                                           lambda: handler(request))
         finally:
             BOUND_ORG.reset(token)

@@ -11,6 +11,9 @@ accepted is remembered until it can no longer pass the timestamp check:
   first used on.
 
 Concurrent identical requests wait for the first one's answer instead of acting in parallel.
+The memory of answers does not survive a restart, so a signature made before this process
+started is refused (401, the SDK signs every attempt anew): a request captured before a restart
+cannot be replayed after it. (Storing every answer in SQLite did the same at half the throughput.)
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ class _Seen:
 
 
 class ReplayGuard:
-    def __init__(self, max_age: float, max_entries: int = 100_000) -> None:
+    def __init__(self, max_age: float, max_entries: int = 100_000, not_before: int | None = None) -> None:
         # A timestamp is accepted up to max_age either side of now: a signature is dead 2x later.
         self._ttl = 2 * max_age + 5
         self._max_entries = max_entries
+        self._not_before = int(time.time()) if not_before is None else not_before
         self._seen: OrderedDict[tuple[str, str], _Seen] = OrderedDict()
 
     def _prune(self, now: float) -> None:
@@ -50,8 +54,10 @@ class ReplayGuard:
                 break
             self._seen.pop(key)
 
-    async def once(self, key_id: str, signature: str, path: str,
+    async def once(self, key_id: str, signature: str, timestamp: str, path: str,
                    act: Callable[[], Awaitable[web.Response]]) -> web.Response:
+        if int(timestamp) < self._not_before:
+            raise ApiError(401, "Request was signed before this node started; sign it again")
         now = time.time()
         self._prune(now)
         slot = (key_id, signature.lower())

@@ -99,7 +99,8 @@ class SdkApi:
 
             if signature is None:
                 return await act()
-            return await self.replay.once(key.id, signature, request.path, act)
+            timestamp = request.headers["X-Signature-Timestamp"]
+            return await self.replay.once(key.id, signature, timestamp, request.path, act)
 
         return accepts(model)(route)
 
