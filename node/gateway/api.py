@@ -244,7 +244,8 @@ class GatewayApi:
         actor = await self.auth.org(request, org_id, "admin")
         before = await self._workflow(org_id, workflow_id)
         req = await self._body(request, WorkflowPatch)
-        await self.store.patch_workflow(wf_key(org_id, workflow_id), req.name, req.budget_usd, "budget_usd" in req.model_fields_set)
+        await self.store.patch_workflow(wf_key(org_id, workflow_id), req.name, req.budget_usd,
+                                        "budget_usd" in req.model_fields_set)
         after = await self._workflow(org_id, workflow_id)
         await self.store.audit(org_id, actor.label, "workflow.updated", "workflow", workflow_id, before, after)
         await self.hub.publish(org_id, "StateChange", {"workflow_id": workflow_id, "status": after["status"],
@@ -261,7 +262,8 @@ class GatewayApi:
         # Stop running work first: publishing must never stand between a kill and its effect.
         cancelled = 0
         if status == "killed":
-            cancelled = self._orchestrator.cancel_workflow(wf_key(org_id, workflow_id), f"workflow {workflow_id} killed")
+            cancelled = self._orchestrator.cancel_workflow(wf_key(org_id, workflow_id),
+                                                           f"workflow {workflow_id} killed")
         await self.hub.publish(org_id, "StateChange", {"workflow_id": workflow_id, "status": status,
                                                        "previous_status": before["status"]})
         after = await self._workflow(org_id, workflow_id)

@@ -208,8 +208,8 @@ class ControlHub:
             message = json.loads(raw)
             kind = str(message.get("type", "")).lower()
         except (ValueError, AttributeError):
-            self._enqueue(client, self._unsequenced(client.org_id, "Error",
-                                                    {"code": "bad_request", "message": "messages must be JSON objects"}))
+            error = {"code": "bad_request", "message": "messages must be JSON objects"}
+            self._enqueue(client, self._unsequenced(client.org_id, "Error", error))
             return
         if kind == "ack":
             seq = message.get("seq")

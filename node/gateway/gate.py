@@ -89,7 +89,8 @@ class GovernanceGate:
                               {"workflow_id": workflow_id, "status": workflow["status"]}, 403)
         cost = sum(self._costs.get(c, 0.0) for c in admission.containers)
         subject = policies.Subject(workflow_id, admission.containers, None, None, cost)
-        decision = await policies.evaluate(await self._store.policies(org_id), subject, self._store.rate_counter(org_id))
+        decision = await policies.evaluate(await self._store.policies(org_id), subject,
+                                           self._store.rate_counter(org_id))
         container = ",".join(admission.containers)
         if not decision.allowed:
             await self._store.record_execution(org_id, "job", False, decision.reason, workflow_id=workflow_id,

@@ -241,7 +241,10 @@ class SdkApi:
         reservation_id = reservation.reservation_id if reservation else hold["id"]
         execution_id = await self._decided(key, True, decision.reason, decision.policy_id,
                                            {**common, "reservation_id": reservation_id}, None)
-        remaining = reservation.remaining_usd if reservation else (await self._workflow(key, workflow_id))["remaining_usd"]
+        if reservation is not None:
+            remaining = reservation.remaining_usd
+        else:
+            remaining = (await self._workflow(key, workflow_id))["remaining_usd"]
         answer = {"decision": "allow", "decision_source": "gateway", "allowed": True, "reason": decision.reason,
                   "policy_id": decision.policy_id, "execution_id": execution_id, "workflow_id": workflow_id,
                   "reservation_id": reservation_id, "remaining_usd": remaining}
@@ -315,7 +318,8 @@ class SdkApi:
     async def track(self, request: web.Request, key: ApiKey, body: Any) -> web.Response:
         event = parse_model(SdkTrackEvent, body)
         if self._workflow_id(request, key, event.workflow_id) is None:
-            raise ApiError(400, f"workflow_id: Field required (in the body, {WORKFLOW_HEADER}, or a workflow-bound key)")
+            raise ApiError(400, f"workflow_id: Field required (in the body, {WORKFLOW_HEADER},"
+                                " or a workflow-bound key)")
         out = await self._record(request, key, event)
         return json_response({"tracked": True, "status": "ok", **(out or {})})
 

@@ -425,7 +425,8 @@ class GatewayStore:
 
     async def burn_rate(self, org_id: str, workflow_id: str, window: float = 3600) -> float:
         row = await self.db.fetchone("SELECT COALESCE(SUM(cost_usd), 0) FROM gw_events WHERE org_id = ?"
-                                     " AND workflow_id = ? AND created_at > ?", (org_id, workflow_id, time.time() - window))
+                                     " AND workflow_id = ? AND created_at > ?",
+                                     (org_id, workflow_id, time.time() - window))
         return row[0] / window
 
     # -- executions ------------------------------------------------------------------------
@@ -466,7 +467,8 @@ class GatewayStore:
 
     async def allowed_count(self, org_id: str, workflow_id: str, seconds: float) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM gw_executions WHERE org_id = ? AND workflow_id = ?"
-                                     " AND allowed = 1 AND created_at > ?", (org_id, workflow_id, time.time() - seconds))
+                                     " AND allowed = 1 AND created_at > ?",
+                                     (org_id, workflow_id, time.time() - seconds))
         return row[0]
 
     def rate_counter(self, org_id: str):
