@@ -37,7 +37,7 @@ def outcome(exc: BaseException) -> dict:
             "agent_message": getattr(exc, "agent_message", None), "message": str(exc)[:300]}
 
 
-runs: dict[str, int] = {"work": 0, "awork": 0, "spend": 0, "send_money": 0}
+runs: dict[str, int] = {"work": 0, "awork": 0, "spend": 0, "send_money": 0, "crash": 0}
 
 
 @nullrun.protect
@@ -61,6 +61,12 @@ def spend(input_tokens: int, output_tokens: int) -> str:
 
 
 @nullrun.protect
+def crash(input_tokens: int, output_tokens: int) -> str:
+    runs["crash"] += 1
+    raise ValueError("the tool failed")
+
+
+@nullrun.protect
 def send_money(amount: int) -> str:
     runs["send_money"] += 1
     return f"sent {amount}"
@@ -70,7 +76,7 @@ def call(fn, *args) -> None:
     try:
         result = asyncio.run(fn(*args)) if asyncio.iscoroutinefunction(fn) else fn(*args)
         out(fn=fn.__name__, ok=True, result=result, runs=runs[fn.__name__])
-    except NullRunError as exc:
+    except (NullRunError, ValueError) as exc:
         out(fn=fn.__name__, ok=False, runs=runs[fn.__name__], **outcome(exc))
 
 
@@ -88,6 +94,11 @@ def main(scenario: str) -> None:
     elif scenario == "spend":
         for _ in range(int(os.environ.get("NR_CALLS", "1"))):
             call(spend, int(os.environ["NR_IN"]), int(os.environ["NR_OUT"]))
+    elif scenario == "priced":  # the pre-flight names the model and the output cap
+        nullrun.set_call_context(model="gpt-x", max_output_tokens=1000)
+        call(crash, 0, 0)
+        call(spend, int(os.environ["NR_IN"]), int(os.environ["NR_OUT"]))
+        call(spend, int(os.environ["NR_IN"]), int(os.environ["NR_OUT"]))
     elif scenario == "deny":
         call(send_money, 100)
         call(work, 1)

@@ -150,6 +150,18 @@ def test_a_budget_that_runs_out_raises_the_sdks_budget_error_and_the_body_does_n
     assert org.admin("GET", f"/workflows/{wid}").json["spent_usd"] == pytest.approx(4.0)
 
 
+def test_the_sdks_own_track_and_cancel_settle_what_its_pre_flight_held(node, org, tmp_path):
+    """Each pre-flight holds gpt-x's price of 1 input + 1000 output tokens ($2.001) of a $2.50
+    budget: the crashed call's /cancel must release its hold for the next call to fit, whose
+    /track settles at the actual $1; the third call's hold no longer fits."""
+    wid = org.workflow(budget=2.5)
+    crashed, spent, refused = Agent(node, org.key(wid), "priced", tmp_path, NR_IN="500", NR_OUT="250").run()
+    assert crashed["error"] == "ValueError" and spent["ok"] is True
+    assert refused["error"] == "NullRunBudgetError" and refused["runs"] == 1
+    workflow = org.admin("GET", f"/workflows/{wid}").json
+    assert workflow["reserved_usd"] == pytest.approx(0) and workflow["spent_usd"] == pytest.approx(1.0)
+
+
 def test_a_policy_deny_raises_the_denied_error_with_the_policys_reason_for_the_agent(node, org, tmp_path):
     wid = org.workflow()
     reason = "payments need a human to approve them"
@@ -170,7 +182,7 @@ HALTED = {("NullRunBlockedException", "NR-W002"), ("NullRunBlockedException", "W
           ("NullRunWorkflowInactiveError", "NR-W004")}
 
 
-def _kill_while_looping(node, org, tmp_path, **env: str) -> tuple[float, list[dict], list[dict]]:
+def _kill_while_looping(node, org, tmp_path, action: str = "kill", **env: str) -> tuple[float, list[dict], list[dict]]:
     """An agent calls a protected function every 50 ms; the dashboard kills its workflow. Returns
     the kill time, the agent's first three refusals and the calls before the kill."""
     wid = org.workflow()
@@ -183,7 +195,7 @@ def _kill_while_looping(node, org, tmp_path, **env: str) -> tuple[float, list[di
         while not agent.lines.empty():
             agent.lines.get()
         killed_at = time.time()
-        assert org.admin("POST", f"/workflows/{wid}/kill").status == 200
+        assert org.admin("POST", f"/workflows/{wid}/{action}").status == 200
         refused: list[dict] = []
         while len(refused) < 3:
             line = agent.next(timeout=10)
@@ -193,6 +205,14 @@ def _kill_while_looping(node, org, tmp_path, **env: str) -> tuple[float, list[di
         return killed_at, refused, before
     finally:
         agent.stop()
+
+
+def test_a_pause_stops_a_looping_agent_with_the_sdks_halt_error(node, org, tmp_path):
+    killed_at, refused, _ = _kill_while_looping(node, org, tmp_path, action="pause")
+    assert refused[0]["t"] - killed_at < 1.0
+    assert {(r["error"], r["code"]) for r in refused} <= {("NullRunBlockedException", "NR-W003"),
+                                                          ("NullRunBlockedException", "WORKFLOW_PAUSED")}
+    assert refused[-1]["code"] == "NR-W003"  # from the pushed state
 
 
 def test_a_kill_from_the_dashboard_stops_a_looping_agent_within_a_second_over_the_websocket(node, org, tmp_path):

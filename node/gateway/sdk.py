@@ -172,18 +172,21 @@ class SdkApi:
             await self.store.record_execution(key.org_id, "gate", False, f"workflow is {workflow['status']}",
                                               workflow_id=workflow_id, api_key_id=key.id)
             return self._halt(workflow, on_execute=False)
-        cost = req.estimated_cost_usd
-        if cost is None:
-            cost = self.price(req.model, req.estimated_tokens or 0, req.max_output_tokens or 0)
+        # The SDK's pre-flight names a model and tokens: that priced estimate is held for the call.
+        # A caller's own estimated_cost_usd is only checked here (the seed's binary pre-flight;
+        # /execute reserves it).
+        priced = self.price(req.model, req.estimated_tokens or 0, req.max_output_tokens or 0)
+        cost = req.estimated_cost_usd if req.estimated_cost_usd is not None else priced
+        hold = 0.0 if req.estimated_cost_usd is not None else priced
         remaining = workflow["remaining_usd"]
         if remaining is not None and (remaining <= 1e-12 or cost > remaining + 1e-12):
             await self.store.record_execution(key.org_id, "gate", False, "budget exhausted", workflow_id=workflow_id,
                                               model=req.model, cost=cost, api_key_id=key.id)
             return refusal(402, "budget", "BUDGET_HARD_BLOCKED", "budget exhausted", workflow_id=workflow_id,
                            remaining_usd=remaining, remaining_budget_cents=round(remaining * 100))
-        # The execution id: a zero hold on the workflow, settled by /track, released by /cancel.
+        # The execution id names the hold: settled by /track, released by /cancel, else it expires.
         execution_id = str(uuid.uuid4())
-        held = await self.store.reserve(wf_key(key.org_id, workflow_id), 0.0, self._ttl, execution_id)
+        held = await self.store.reserve(wf_key(key.org_id, workflow_id), hold, self._ttl, execution_id)
         if not held.granted:
             return refusal(402, "budget", "BUDGET_HARD_BLOCKED", held.reason, workflow_id=workflow_id)
         return json_response({"decision": "allow", "decision_source": "gateway", "allowed": True, "reason": "ok",
