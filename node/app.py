@@ -139,10 +139,14 @@ class Node:
         store = GatewayStore(self.db, self.secret_box())
         await store.start()
         hmac_required, max_age = gateway_flags(config)
-        hub = ControlHub(buffer=config.ws_buffer)
+        hub = ControlHub(buffer=config.ws_buffer, queue_size=config.ws_queue,
+                         load_seqs=store.control_seqs, save_seq=store.save_control_seq)
+        await hub.start()
+        prices = {m: (p.input_usd_per_1k, p.output_usd_per_1k) for m, p in config.model_prices.items()}
         self.gateway = gateway_api.GatewayApi(
-            store, GatewayAuth(store, hmac_required, max_age), hub, self.orchestrator, self.session,
-            config.reservation_ttl, webhooks=WebhookSender(EgressPolicy(config.webhook_allowed_networks)),
+            store, GatewayAuth(store, hmac_required, max_age, config.rotation_grace), hub, self.orchestrator,
+            self.session, config.reservation_ttl, prices,
+            webhooks=WebhookSender(EgressPolicy(config.webhook_allowed_networks)),
             oauth=OAuthVerifier(config.oauth, self.session), hasher=PasswordHasher())
         costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
         self.orchestrator.add_gate(GovernanceGate(store, dict(config.default_workflows), costs,
@@ -159,7 +163,8 @@ class Node:
         auth_limiter = RateLimiter(self.config.server.auth_rate_limit)
         app = web.Application(
             middlewares=[*make_middlewares(shapes, limiter),
-                         prefix_rate_limit(auth_limiter, (f"{gateway_api.PREFIX}/auth/", "/api/auth/"))],
+                         prefix_rate_limit(auth_limiter, (f"{gateway_api.PREFIX}/auth/", "/api/auth/")),
+                         *([self.gateway.binding.middleware] if self.gateway is not None else [])],
             client_max_size=self.config.server.max_body_bytes,
         )
         jobs_api = JobsApi(

@@ -377,6 +377,11 @@ class OAuthConfig(_Model):
         return value
 
 
+class ModelPrice(_Model):
+    input_usd_per_1k: float = Field(0.0, ge=0)
+    output_usd_per_1k: float = Field(0.0, ge=0)
+
+
 class GatewayConfig(_Model):
     """Governance gateway (seed 002). Unset values fall back to NULLRUN_HMAC_REQUIRED and
     NULLRUN_HMAC_MAX_AGE_SECS."""
@@ -394,6 +399,12 @@ class GatewayConfig(_Model):
     # the operator lists the network here (e.g. ["10.20.0.0/16"]).
     webhook_allowed_networks: list[str] = []
     oauth: OAuthConfig = OAuthConfig()
+    # Per WebSocket client: messages queued for it; a client that falls this far behind is dropped.
+    ws_queue: int = Field(256, ge=8)
+    # Seconds a rotated key's previous secret still verifies (SDKs re-fetch on key_rotated).
+    rotation_grace: float = Field(0.0, ge=0)
+    # USD per 1000 tokens by model, to price SDK usage events that report tokens but no cost.
+    model_prices: dict[str, ModelPrice] = {}
 
     @field_validator("webhook_allowed_networks")
     @classmethod

@@ -15,12 +15,12 @@ from aiohttp import web
 from node.config import OAuthConfig
 from node.gateway import policies
 from node.gateway.auth import Actor, GatewayAuth
-from node.gateway.control import ControlHub
+from node.gateway.control import STATES, ControlHub
+from node.gateway.binding import JobBinding
+from node.gateway.sdk import SdkApi
 from node.gateway.models import (
     AlertChannelCreate,
     ApiKeyCreate,
-    ExecuteRequest,
-    GateRequest,
     InviteCreate,
     LoginRequest,
     MemberPatch,
@@ -31,16 +31,13 @@ from node.gateway.models import (
     PolicyPatch,
     PolicyToggle,
     RegisterRequest,
-    TrackBatch,
-    TrackEvent,
-    VerifyRequest,
     WorkflowCreate,
     WorkflowPatch,
 )
-from node.gateway import membership
+from node.gateway import crypto, membership
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
-from node.gateway.store import GatewayStore
+from node.gateway.store import GatewayStore, wf_key
 from node.gateway.webhooks import WebhookSender
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
@@ -65,7 +62,8 @@ def gateway_error(status: int, message: str, params: dict[str, Any] | None) -> d
 
 class GatewayApi:
     def __init__(self, store: GatewayStore, auth: GatewayAuth, hub: ControlHub, orchestrator: Orchestrator,
-                 session: aiohttp.ClientSession, reservation_ttl: float, *,
+                 session: aiohttp.ClientSession, reservation_ttl: float,
+                 prices: dict[str, tuple[float, float]] | None = None, *,
                  webhooks: WebhookSender | None = None, oauth: OAuthVerifier | None = None,
                  hasher: PasswordHasher | None = None) -> None:
         self.store = store
@@ -80,6 +78,8 @@ class GatewayApi:
         self._session = session
         self._ttl = reservation_ttl
         self._background: set[asyncio.Task] = set()
+        self.sdk = SdkApi(store, auth, hub, reservation_ttl, prices or {}, self._after_spend)
+        self.binding = JobBinding(store, auth, self.sdk.replay)
 
     def routes(self) -> list[web.RouteDef]:
         p, o = PREFIX, f"{PREFIX}/orgs/{{org_id}}"
@@ -87,13 +87,8 @@ class GatewayApi:
         return [
             web.post(f"{p}/auth/register", self.register),
             web.post(f"{p}/auth/login", self.login),
-            web.post(f"{p}/auth/verify", self.verify),
             web.post(f"{p}/auth/oauth/register", self.oauth_register),
-            web.post(f"{p}/track", self.track),
-            web.post(f"{p}/track/batch", self.track_batch),
-            web.post(f"{p}/gate", self.gate),
-            web.post(f"{p}/execute", self.execute),
-            web.post(f"{p}/check", self.check),
+            *self.sdk.routes(),
             web.post(f"{o}/workflows", self.create_workflow),
             web.get(f"{o}/workflows", self.list_workflows),
             web.get(w, self.get_workflow),
@@ -224,117 +219,6 @@ class GatewayApi:
         return json_response({"token": token, "expires_at": expires, "user_id": user["id"],
                               "org_id": await self.store.first_org(user["id"])})
 
-    @accepts(VerifyRequest)
-    async def verify(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        api_key = request.headers.get("X-API-Key") or (parse_model(VerifyRequest, parse_json(raw)).api_key if raw else None)
-        if not api_key:
-            raise ApiError(400, "api_key: Field required")
-        key = await self.store.key(api_key)
-        if key is None:
-            raise ApiError(401, "Invalid API key")
-        return json_response({"valid": True, "key_id": key.id, "org_id": key.org_id, "workflow_id": key.workflow_id,
-                              "secret_key": key.secret})
-
-    # -- SDK traffic -----------------------------------------------------------------------------
-
-    async def _sdk(self, request: web.Request, model):
-        raw = await request.read()
-        key = await self.auth.sdk(request, raw)
-        return key, parse_model(model, parse_json(raw))
-
-    def _scope(self, key, workflow_id: str) -> None:
-        if key.workflow_id is not None and key.workflow_id != workflow_id:
-            raise ApiError(403, f"API key is scoped to workflow {key.workflow_id!r}")
-
-    async def _track_one(self, key, event: TrackEvent) -> dict[str, Any]:
-        try:
-            out = await self.store.track(key.org_id, event.model_dump(exclude_none=True), key.id)
-        except PermissionError as exc:
-            raise ApiError(403, str(exc)) from None
-        await self._after_spend(key.org_id, out["workflow"])
-        return out
-
-    @accepts(TrackEvent)
-    async def track(self, request: web.Request) -> web.Response:
-        key, event = await self._sdk(request, TrackEvent)
-        self._scope(key, event.workflow_id)
-        out = await self._track_one(key, event)
-        await self.store.note_key_use(key.id)
-        return json_response({"tracked": True, **out})
-
-    @accepts(TrackBatch)
-    async def track_batch(self, request: web.Request) -> web.Response:
-        key, batch = await self._sdk(request, TrackBatch)
-        for event in batch.events:
-            self._scope(key, event.workflow_id)
-        results = [await self._track_one(key, event) for event in batch.events]
-        await self.store.note_key_use(key.id)
-        return json_response({"tracked": len(results), "event_ids": [r["event_id"] for r in results]})
-
-    @accepts(GateRequest)
-    async def gate(self, request: web.Request) -> web.Response:
-        key, req = await self._sdk(request, GateRequest)
-        self._scope(key, req.workflow_id)
-        workflow = await self.store.workflow(req.workflow_id, key.org_id)
-        await self.store.note_key_use(key.id)
-        if workflow is None:
-            return json_response({"allowed": False, "reason": "unknown workflow", "workflow_id": req.workflow_id})
-        allowed, reason = True, "ok"
-        if workflow["status"] != "active":
-            allowed, reason = False, f"workflow is {workflow['status']}"
-        elif workflow["remaining_usd"] is not None and req.estimated_cost_usd > workflow["remaining_usd"] + 1e-12:
-            allowed, reason = False, "budget exhausted"
-        return json_response({"allowed": allowed, "reason": reason, "workflow_id": req.workflow_id,
-                              "status": workflow["status"], "remaining_usd": workflow["remaining_usd"]})
-
-    @accepts(ExecuteRequest)
-    async def execute(self, request: web.Request) -> web.Response:
-        key, req = await self._sdk(request, ExecuteRequest)
-        self._scope(key, req.workflow_id)
-        await self.store.note_key_use(key.id)
-        workflow = await self.store.workflow(req.workflow_id, key.org_id)
-        if workflow is None:
-            raise ApiError(404, f"workflow {req.workflow_id!r} not found")
-        common = {"workflow_id": req.workflow_id, "model": req.model, "tool": req.tool, "container": req.container,
-                  "cost": req.estimated_cost_usd, "api_key_id": key.id}
-        if workflow["status"] != "active":
-            reason = f"workflow is {workflow['status']}"
-            execution_id = await self.store.record_execution(key.org_id, "execute", False, reason, **common)
-            return json_response({"allowed": False, "decision": "deny", "reason": reason, "execution_id": execution_id})
-        subject = policies.Subject(req.workflow_id, (req.container,) if req.container else (), req.model, req.tool,
-                                   req.estimated_cost_usd)
-        decision = await policies.evaluate(await self.store.policies(key.org_id), subject, self.store.allowed_count)
-        if not decision.allowed:
-            execution_id = await self.store.record_execution(key.org_id, "execute", False, decision.reason,
-                                                             policy_id=decision.policy_id, **common)
-            return json_response({"allowed": False, "decision": "deny", "reason": decision.reason,
-                                  "policy_id": decision.policy_id, "execution_id": execution_id})
-        reservation = await self.store.reserve(req.workflow_id, req.estimated_cost_usd, self._ttl, None)
-        execution_id = await self.store.record_execution(
-            key.org_id, "execute", reservation.granted, decision.reason if reservation.granted else reservation.reason,
-            policy_id=decision.policy_id, reservation_id=reservation.reservation_id, **common)
-        if not reservation.granted:
-            return json_response({"allowed": False, "decision": "deny", "reason": reservation.reason,
-                                  "remaining_usd": reservation.remaining_usd, "execution_id": execution_id})
-        return json_response({"allowed": True, "decision": "allow", "reason": decision.reason,
-                              "policy_id": decision.policy_id, "execution_id": execution_id,
-                              "reservation_id": reservation.reservation_id,
-                              "reservation_expires_at": reservation.expires_at,
-                              "remaining_usd": reservation.remaining_usd})
-
-    @accepts(GateRequest)
-    async def check(self, request: web.Request) -> web.Response:
-        """Legacy, advisory: no scope check, no reservation."""
-        key, req = await self._sdk(request, GateRequest)
-        workflow = await self.store.workflow(req.workflow_id, key.org_id)
-        if workflow is None:
-            return json_response({"allowed": True, "advisory": True, "reason": "unknown workflow"})
-        ok = workflow["status"] == "active" and (workflow["remaining_usd"] is None
-                                                 or req.estimated_cost_usd <= workflow["remaining_usd"] + 1e-12)
-        return json_response({"allowed": ok, "advisory": True, "status": workflow["status"],
-                              "remaining_usd": workflow["remaining_usd"]})
-
     # -- workflows -------------------------------------------------------------------------------
 
     @accepts(WorkflowCreate)
@@ -367,7 +251,8 @@ class GatewayApi:
         actor = await self.auth.org(request, org_id, "admin")
         before = await self._workflow(org_id, workflow_id)
         req = await self._body(request, WorkflowPatch)
-        await self.store.patch_workflow(workflow_id, req.name, req.budget_usd, "budget_usd" in req.model_fields_set)
+        await self.store.patch_workflow(wf_key(org_id, workflow_id), req.name, req.budget_usd,
+                                        "budget_usd" in req.model_fields_set)
         after = await self._workflow(org_id, workflow_id)
         await self.store.audit(org_id, actor.label, "workflow.updated", "workflow", workflow_id, before, after)
         await self.hub.publish(org_id, "StateChange", {"workflow_id": workflow_id, "status": after["status"],
@@ -380,12 +265,14 @@ class GatewayApi:
         before = await self._workflow(org_id, workflow_id)
         if before["status"] not in allowed_from:
             raise ApiError(409, f"workflow is {before['status']}; cannot {request.path.rsplit('/', 1)[-1]}")
-        await self.store.set_status(workflow_id, status)
-        await self.hub.publish(org_id, "StateChange", {"workflow_id": workflow_id, "status": status,
-                                                       "previous_status": before["status"]})
+        await self.store.set_status(wf_key(org_id, workflow_id), status)
+        # Stop running work first: publishing must never stand between a kill and its effect.
         cancelled = 0
         if status == "killed":
-            cancelled = self._orchestrator.cancel_workflow(workflow_id, f"workflow {workflow_id} killed")
+            cancelled = self._orchestrator.cancel_workflow(wf_key(org_id, workflow_id),
+                                                           f"workflow {workflow_id} killed")
+        await self.hub.publish(org_id, "StateChange", {"workflow_id": workflow_id, "status": status,
+                                                       "previous_status": before["status"]})
         after = await self._workflow(org_id, workflow_id)
         await self.store.audit(org_id, actor.label, f"workflow.{request.path.rsplit('/', 1)[-1]}", "workflow",
                                workflow_id, before, {**after, "cancelled_jobs": cancelled})
@@ -396,7 +283,8 @@ class GatewayApi:
         return await self._transition(request, "paused", ("active",))
 
     async def resume(self, request: web.Request) -> web.Response:
-        return await self._transition(request, "active", ("paused", "killed"))
+        # Killed is terminal (the SDK treats a kill as final): only a pause can be resumed.
+        return await self._transition(request, "active", ("paused",))
 
     async def kill(self, request: web.Request) -> web.Response:
         return await self._transition(request, "killed", ("active", "paused"))
@@ -546,7 +434,7 @@ class GatewayApi:
         await self.auth.org(request, org_id, allow_key=True)
         out = []
         for workflow in await self.store.workflows(org_id):
-            rate = await self.store.burn_rate(workflow["id"])
+            rate = await self.store.burn_rate(org_id, workflow["id"])
             remaining = workflow["remaining_usd"]
             tte = None if remaining is None or rate <= 0 else remaining / rate
             out.append({**workflow, "burn_rate_usd_per_hour": rate * 3600, "time_to_exhaustion_seconds": tte})
@@ -621,16 +509,19 @@ class GatewayApi:
             raise ApiError(409, "api key is revoked")
         secret = await self.store.rotate_key(key_id)
         await self.store.audit(org_id, actor.label, "api_key.rotated", "api_key", key_id)
-        await self.hub.publish(org_id, "KeyRotated", {"key_id": key_id, "revoked": False})
+        version = (await self._key(org_id, key_id))["key_version"]
+        await self.hub.publish(org_id, "KeyRotated", {"key_id": key_id, "revoked": False, "key_version": version})
         return json_response({"id": key_id, "secret_key": secret})
 
     async def workflow_keys(self, request: web.Request) -> web.Response:
+        """No org in this path: the caller's orgs are looked in (ids are per org)."""
         workflow_id = request.match_info["workflow_id"]
-        workflow = await self.store.workflow(workflow_id)
-        if workflow is None:
-            raise ApiError(404, f"workflow {workflow_id!r} not found")
-        await self.auth.org(request, workflow["org_id"], "admin")
-        return json_response({"api_keys": await self.store.keys(workflow["org_id"], workflow_id)})
+        actor = await self.auth.session(request)
+        for org_id in await self.store.workflow_orgs(workflow_id):
+            if await self.store.role(org_id, actor.id) is not None:
+                await self.auth.org(request, org_id, "admin")
+                return json_response({"api_keys": await self.store.keys(org_id, workflow_id)})
+        raise ApiError(404, f"workflow {workflow_id!r} not found")
 
     async def list_members(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]
@@ -767,21 +658,29 @@ class GatewayApi:
     # -- control plane -------------------------------------------------------------------------------
 
     async def control(self, request: web.Request) -> web.StreamResponse:
-        """HMAC-signed on connect: X-API-Key / X-Signature / X-Signature-Timestamp headers, or the
-        query parameters api_key / signature / timestamp; the signed body is empty."""
+        """Authenticated on connect by headers, as the SDK sends them: X-API-Key (plus
+        X-Signature / X-Signature-Timestamp over an empty body, checked when present; the
+        published SDK does not sign the handshake). Keys are refused in the query string, where
+        proxies and access logs would keep them."""
         org_id = request.match_info["org_id"]
         q = request.query
-        key = await self.auth.sdk(request, b"", api_key=q.get("api_key"), signature=q.get("signature"),
-                                  timestamp=q.get("timestamp"))
+        if any(name in q for name in ("api_key", "signature", "timestamp")):
+            raise ApiError(401, "Credentials are not accepted in the query string; send X-API-Key headers")
+        key = await self.auth.sdk(request, b"", allow_unsigned=True)
         if key.org_id != org_id:
             raise ApiError(403, "API key does not belong to this org")
         last_seq = q.get("last_seq")
         if last_seq is not None and not last_seq.isdigit():
             raise ApiError(400, "last_seq: expected an integer")
-        initial = {"workflows": [{"id": w["id"], "status": w["status"], "budget_usd": w["budget_usd"],
-                                  "remaining_usd": w["remaining_usd"]} for w in await self.store.workflows(org_id)],
+        version = self.hub.current_seq(org_id)
+        workflows = [w for w in await self.store.workflows(org_id)
+                     if key.workflow_id is None or w["id"] == key.workflow_id]
+        initial = {"workflows": [{"id": w["id"], "workflow_id": w["id"], "status": w["status"],
+                                  "state": STATES[w["status"]], "version": version,
+                                  "budget_usd": w["budget_usd"], "remaining_usd": w["remaining_usd"]}
+                                 for w in workflows],
                    "policies": [p["id"] for p in await self.store.policies(org_id)]}
-        return await self.hub.serve(request, org_id, initial, int(last_seq) if last_seq else None)
+        return await self.hub.serve(request, org_id, {**initial, "seq": version}, int(last_seq) if last_seq else None)
 
     async def close(self) -> None:
         await self.hub.close()

@@ -32,24 +32,27 @@ class Actor:
 
 
 class GatewayAuth:
-    def __init__(self, store: GatewayStore, hmac_required: bool, max_age: float) -> None:
+    def __init__(self, store: GatewayStore, hmac_required: bool, max_age: float,
+                 rotation_grace: float = 0.0) -> None:
         self._store = store
         self.hmac_required = hmac_required
         self.max_age = max_age
+        self.rotation_grace = rotation_grace
 
-    async def sdk(self, request: web.Request, body: bytes, *, api_key: str | None = None,
-                  signature: str | None = None, timestamp: str | None = None) -> ApiKey:
-        """Check `X-API-Key` (+ `X-Signature`, `X-Signature-Timestamp`)."""
-        api_key = api_key or request.headers.get("X-API-Key")
-        signature = signature or request.headers.get("X-Signature")
-        timestamp = timestamp or request.headers.get("X-Signature-Timestamp")
+    async def sdk(self, request: web.Request, body: bytes, *, allow_unsigned: bool = False) -> ApiKey:
+        """Check `X-API-Key` (+ `X-Signature`, `X-Signature-Timestamp`). `allow_unsigned`: a
+        read-only route the published SDK calls without a signature (status polls, the control
+        plane's handshake) takes the key alone even when signatures are required."""
+        api_key = request.headers.get("X-API-Key")
+        signature = request.headers.get("X-Signature")
+        timestamp = request.headers.get("X-Signature-Timestamp")
         if not api_key:
             raise ApiError(401, "Missing X-API-Key")
         key = await self._store.key(api_key)
         if key is None:
             raise ApiError(401, "Invalid API key")
         if signature is None and timestamp is None:
-            if self.hmac_required:
+            if self.hmac_required and not allow_unsigned:
                 log.warning("gateway.unsigned_rejected", key_id=key.id, path=request.path)
                 raise ApiError(401, "Signed request required: X-Signature and X-Signature-Timestamp")
             log.warning("gateway.unsigned_request", key_id=key.id, path=request.path)
@@ -60,10 +63,19 @@ class GatewayAuth:
             raise ApiError(401, "X-Signature-Timestamp must be Unix epoch seconds")
         if abs(time.time() - int(timestamp)) > self.max_age:
             raise ApiError(401, "Signature timestamp expired")
-        expected = crypto.sdk_signature(key.secret, timestamp, api_key, body)
-        if not hmac.compare_digest(expected, signature.lower()):
+        if not self._signed_by(key, timestamp, body, signature.lower()):
             raise ApiError(401, "Invalid signature")
         return key
+
+    def _signed_by(self, key: ApiKey, timestamp: str, body: bytes, signature: str) -> bool:
+        """The current secret, or the one it replaced while the rotation grace lasts (so calls an
+        SDK already signed when the key rotated still land; it re-fetches on `key_rotated`)."""
+        if hmac.compare_digest(crypto.sdk_signature(key.secret, timestamp, key.api_key, body), signature):
+            return True
+        in_grace = (key.previous_secret is not None and key.rotated_at is not None
+                    and time.time() - key.rotated_at <= self.rotation_grace)
+        return in_grace and hmac.compare_digest(
+            crypto.sdk_signature(key.previous_secret, timestamp, key.api_key, body), signature)
 
     async def session(self, request: web.Request) -> Actor:
         header = request.headers.get("Authorization", "")
@@ -76,11 +88,21 @@ class GatewayAuth:
 
     async def org(self, request: web.Request, org_id: str, min_role: str = "viewer",
                   allow_key: bool = False, body: bytes = b"") -> Actor:
-        """A member of `org_id` with at least `min_role`, or (where allowed) an API key of it."""
-        if allow_key and "X-API-Key" in request.headers:
-            key = await self.sdk(request, body)
+        """A member of `org_id` with at least `min_role`, or (where allowed) an API key of it.
+        An API key (in X-API-Key, or as the Bearer token the SDK also sends) is never a session:
+        on another org's route, or on a route keys may not use, it is refused with 403."""
+        bearer = request.headers.get("Authorization", "")
+        if "X-API-Key" in request.headers or bearer.startswith(f"Bearer {crypto.API_KEY_PREFIX}"):
+            if "X-API-Key" not in request.headers:
+                key = await self._store.key(bearer[7:])
+                if key is None:
+                    raise ApiError(401, "Invalid API key")
+            else:
+                key = await self.sdk(request, body, allow_unsigned=not allow_key or request.method == "GET")
             if key.org_id != org_id:
                 raise ApiError(403, "API key does not belong to this org")
+            if not allow_key:
+                raise ApiError(403, "API keys cannot use this route; sign in to the dashboard")
             return Actor("key", key.id, org_id, key=key)
         actor = await self.session(request)
         role = await self._store.role(org_id, actor.id)

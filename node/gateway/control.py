@@ -1,20 +1,33 @@
-"""The WebSocket control plane: per-org ordered messages with sequence numbers.
+"""The WebSocket control plane: per-org ordered messages with sequence numbers, in the shape the
+published nullrun SDK parses.
 
-Server -> client: InitialState, StateChange, PolicyInvalidated, KeyRotated, ResyncRequired,
-Error, Pong. Client -> server: Subscribed, Ack {seq}, Ping. Every message is
-`{"type", "seq", "ts", "org_id", "data"}`. The hub keeps the last `buffer` messages of each
-org: a client reconnecting with `?last_seq=N` gets what it missed replayed, or
-ResyncRequired when N is older than the buffer; a client that falls more than `max_unacked`
-messages behind on acks also gets ResyncRequired (it should reload state over HTTP).
+Server -> client `type`s: initial_state, state_change, policy_invalidated, key_rotated,
+resync_required, error, pong (the seed's InitialState, StateChange, ...: the SDK matches the
+snake_case spelling). Every message is `{"type", "seq", "ts", "org_id", "organization_id",
+"data"}` plus the flat fields the SDK reads (state_change: workflow_id, state
+Normal|Paused|Killed, version, message_id, reason, updated_at; key_rotated: key_id,
+new_version; policy_invalidated: policy_id, new_version). Client -> server: subscribed,
+ack {seq | message_id}, ping (either spelling).
+
+Sequence numbers are persisted before a message is sent, so a restart never reuses one: a
+client reconnecting with `?last_seq=N` gets what it missed replayed from the in-memory buffer,
+or resync_required when N is older than the buffer (always the case right after a restart).
+
+Publishing never waits on a client: each client has a bounded send queue drained by its own
+writer task. A client whose queue is full (it stopped reading) is dropped: its queue is replaced
+by one resync_required and the connection is closed, so one stuck client cannot delay a kill
+switch reaching the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -23,114 +36,195 @@ from node.logs import get_logger
 
 log = get_logger(__name__)
 
+STATES = {"active": "Normal", "paused": "Paused", "killed": "Killed"}
+_CLOSE = object()
+
+
+def wire_type(kind: str) -> str:
+    """InitialState -> initial_state (the SDK's spelling of the seed's names)."""
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(kind))
+
+
+def sdk_fields(kind: str, data: dict[str, Any], seq: int, ts: float) -> dict[str, Any]:
+    """The flat fields the SDK reads for `kind`."""
+    if kind == "StateChange":
+        return {"workflow_id": data.get("workflow_id"), "state": STATES.get(data.get("status", ""), "Normal"),
+                "version": seq, "message_id": str(seq), "reason": data.get("reason"), "updated_at": ts}
+    if kind == "KeyRotated":
+        return {"key_id": data.get("key_id"), "new_version": data.get("key_version", seq)}
+    if kind == "PolicyInvalidated":
+        return {"policy_id": data.get("policy_id"), "new_version": seq}
+    if kind == "InitialState":
+        return {"workflows": data.get("workflows", [])}
+    if kind == "Error":
+        return {"code": data.get("code", "bad_request"), "message": data.get("message")}
+    if kind == "ResyncRequired":
+        return {"reason": data.get("reason")}
+    return {}
+
 
 @dataclass(eq=False)
 class _Client:
     ws: web.WebSocketResponse
     org_id: str
+    queue: asyncio.Queue
     acked: int = 0
-    resync_sent: bool = False
     subscribed: bool = False
+    dropped: bool = False
+    writer: asyncio.Task | None = field(default=None, repr=False)
 
 
 class ControlHub:
-    def __init__(self, buffer: int = 1000, max_unacked: int = 500) -> None:
+    def __init__(self, buffer: int = 1000, queue_size: int = 256, send_timeout: float = 5.0,
+                 load_seqs: Callable[[], Awaitable[dict[str, int]]] | None = None,
+                 save_seq: Callable[[str, int], Awaitable[None]] | None = None) -> None:
         self._clients: dict[str, set[_Client]] = {}
         self._seq: dict[str, int] = {}
         self._log: dict[str, deque[dict[str, Any]]] = {}
         self._buffer = buffer
-        self._max_unacked = max_unacked
+        self._queue_size = queue_size
+        self._send_timeout = send_timeout
+        self._load_seqs = load_seqs
+        self._save_seq = save_seq
+
+    async def start(self) -> None:
+        if self._load_seqs is not None:
+            self._seq.update(await self._load_seqs())
 
     def clients(self, org_id: str) -> int:
         return len(self._clients.get(org_id, ()))
 
-    def _message(self, org_id: str, kind: str, data: dict[str, Any], sequenced: bool = True) -> dict[str, Any]:
-        seq = self._seq.get(org_id, 0)
-        if sequenced:
-            seq += 1
-            self._seq[org_id] = seq
-        return {"type": kind, "seq": seq, "ts": time.time(), "org_id": org_id, "data": data}
+    def current_seq(self, org_id: str) -> int:
+        return self._seq.get(org_id, 0)
+
+    def _message(self, org_id: str, kind: str, data: dict[str, Any], seq: int) -> dict[str, Any]:
+        ts = time.time()
+        return {"type": wire_type(kind), "seq": seq, "ts": ts, "org_id": org_id, "organization_id": org_id,
+                "data": data, **sdk_fields(kind, data, seq, ts)}
+
+    def _unsequenced(self, org_id: str, kind: str, data: dict[str, Any]) -> str:
+        return json.dumps(self._message(org_id, kind, data, self._seq.get(org_id, 0)))
 
     async def publish(self, org_id: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
-        message = self._message(org_id, kind, data)
+        """Sequence, persist, buffer and queue a message for every client of the org; returns at
+        once (never waits for a client to read)."""
+        seq = self._seq.get(org_id, 0) + 1
+        self._seq[org_id] = seq
+        if self._save_seq is not None:
+            await self._save_seq(org_id, seq)
+        message = self._message(org_id, kind, data, seq)
         self._log.setdefault(org_id, deque(maxlen=self._buffer)).append(message)
         text = json.dumps(message)
-        clients = list(self._clients.get(org_id, ()))
-        if clients:
-            await asyncio.gather(*(self._deliver(c, message["seq"], text) for c in clients))
+        for client in list(self._clients.get(org_id, ())):
+            self._enqueue(client, text)
         return message
 
-    async def _deliver(self, client: _Client, seq: int, text: str) -> None:
+    def _enqueue(self, client: _Client, text: str) -> None:
+        if client.dropped:
+            return
         try:
-            if seq - client.acked > self._max_unacked and not client.resync_sent:
-                client.resync_sent = True
-                await client.ws.send_str(json.dumps(self._message(client.org_id, "ResyncRequired",
-                                                                  {"reason": "too many unacknowledged messages"},
-                                                                  sequenced=False)))
-                return
-            await client.ws.send_str(text)
-        except (ConnectionError, RuntimeError):
-            pass  # the reader loop notices the close and unregisters
+            client.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self._drop(client)
+
+    def _drop(self, client: _Client) -> None:
+        """A client that stopped reading: its backlog is replaced by resync_required, then closed."""
+        client.dropped = True
+        while not client.queue.empty():
+            client.queue.get_nowait()
+        client.queue.put_nowait(self._unsequenced(client.org_id, "ResyncRequired",
+                                                  {"reason": "client fell behind; reload state"}))
+        client.queue.put_nowait(_CLOSE)
+        log.warning("control.client_dropped", org_id=client.org_id, queue_size=self._queue_size)
+
+    async def _write(self, client: _Client) -> None:
+        try:
+            while True:
+                item = await client.queue.get()
+                if item is _CLOSE:
+                    break
+                await asyncio.wait_for(client.ws.send_str(item), self._send_timeout)
+        except (ConnectionError, RuntimeError, asyncio.TimeoutError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.ws.close(), self._send_timeout)
 
     async def serve(self, request: web.Request, org_id: str, initial: dict[str, Any],
                     last_seq: int | None) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
-        client = _Client(ws, org_id, acked=self._seq.get(org_id, 0))
+        client = _Client(ws, org_id, asyncio.Queue(self._queue_size + 2), acked=self._seq.get(org_id, 0))
         self._clients.setdefault(org_id, set()).add(client)
+        client.writer = asyncio.create_task(self._write(client))
         log.info("control.connected", org_id=org_id, clients=self.clients(org_id))
         try:
-            await ws.send_str(json.dumps(self._message(org_id, "InitialState", initial, sequenced=False)))
+            self._enqueue(client, self._unsequenced(org_id, "InitialState", initial))
             if last_seq is not None:
-                await self._replay(client, last_seq)
+                self._replay(client, last_seq)
             async for msg in ws:
+                if client.dropped:
+                    break  # stop reading a client we gave up on: its input costs the loop too
                 if msg.type != WSMsgType.TEXT:
                     continue
-                await self._on_client_message(client, msg.data)
+                self._on_client_message(client, msg.data)
         finally:
             self._clients.get(org_id, set()).discard(client)
+            if not client.dropped:
+                with contextlib.suppress(asyncio.QueueFull):
+                    client.queue.put_nowait(_CLOSE)
+            if client.writer is not None:
+                if client.dropped:  # let it try to say resync_required, briefly
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(client.writer), self._send_timeout)
+                client.writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await client.writer
+            if client.dropped and request.transport is not None:
+                request.transport.abort()  # no closing handshake with a client that does not read
             log.info("control.disconnected", org_id=org_id, clients=self.clients(org_id))
         return ws
 
-    async def _replay(self, client: _Client, last_seq: int) -> None:
+    def _replay(self, client: _Client, last_seq: int) -> None:
         history = self._log.get(client.org_id, deque())
         current = self._seq.get(client.org_id, 0)
-        if last_seq >= current:
+        if last_seq == current:
             return
         oldest = history[0]["seq"] if history else current + 1
-        if last_seq + 1 < oldest:
-            await client.ws.send_str(json.dumps(self._message(client.org_id, "ResyncRequired",
-                                                              {"reason": "missed messages are no longer buffered",
-                                                               "last_seq": last_seq, "oldest_seq": oldest},
-                                                              sequenced=False)))
+        if last_seq > current or last_seq + 1 < oldest:
+            reason = ("last_seq is ahead of this server's sequence" if last_seq > current
+                      else "missed messages are no longer buffered")
+            self._enqueue(client, self._unsequenced(client.org_id, "ResyncRequired",
+                                                    {"reason": reason, "last_seq": last_seq, "oldest_seq": oldest,
+                                                     "current_seq": current}))
             return
         client.acked = last_seq
         for message in history:
             if message["seq"] > last_seq:
-                await client.ws.send_str(json.dumps(message))
+                self._enqueue(client, json.dumps(message))
 
-    async def _on_client_message(self, client: _Client, raw: str) -> None:
+    def _on_client_message(self, client: _Client, raw: str) -> None:
         try:
             message = json.loads(raw)
-            kind = message.get("type")
+            kind = str(message.get("type", "")).lower()
         except (ValueError, AttributeError):
-            await client.ws.send_str(json.dumps(self._message(client.org_id, "Error",
-                                                              {"message": "messages must be JSON objects"},
-                                                              sequenced=False)))
+            error = {"code": "bad_request", "message": "messages must be JSON objects"}
+            self._enqueue(client, self._unsequenced(client.org_id, "Error", error))
             return
-        if kind == "Ack":
+        if kind == "ack":
             seq = message.get("seq")
+            if seq is None and isinstance(message.get("message_id"), str) and message["message_id"].isdigit():
+                seq = int(message["message_id"])
             if isinstance(seq, int) and seq > client.acked:
                 client.acked = seq
-                client.resync_sent = False
-        elif kind == "Subscribed":
+        elif kind == "subscribed":
             client.subscribed = True
-        elif kind == "Ping":
-            await client.ws.send_str(json.dumps(self._message(client.org_id, "Pong", {}, sequenced=False)))
+        elif kind == "ping":
+            self._enqueue(client, self._unsequenced(client.org_id, "Pong", {}))
         else:
-            await client.ws.send_str(json.dumps(self._message(client.org_id, "Error",
-                                                              {"message": f"unknown message type {kind!r}"},
-                                                              sequenced=False)))
+            self._enqueue(client, self._unsequenced(client.org_id, "Error",
+                                                    {"code": "bad_request",
+                                                     "message": f"unknown message type {message.get('type')!r}"}))
 
     async def close(self) -> None:
         for clients in self._clients.values():

@@ -1,8 +1,11 @@
 """The gateway's hold on the node's own work: every job the orchestrator runs (HTTP, chain,
 CRE, registry) passes `GovernanceGate.admit` first.
 
-A job is bound to a workflow by the `X-Workflow-Id` header, or to the default workflow of its
-source (`gateway.default_workflows`). A bound job is refused when the workflow is paused or
+A job is bound to a workflow by the `X-Workflow-Id` header, accepted only with a signed API key
+of the workflow's org (node/gateway/binding.py checks it and names the org for this request), or
+to the default workflow of its source (`gateway.default_workflows`: `org_id/workflow_id`, or a
+bare id that exactly one org has). Workflow ids are per org; the job records the row key
+`org_id/workflow_id`, so a kill cancels exactly that org's jobs. A bound job is refused when the workflow is paused or
 killed, when a policy denies it (subject: workflow, containers, estimated cost = the sum of the
 containers' `cost_usd`), or when its cost does not fit the remaining budget; otherwise the cost
 is reserved and settled when the job ends (charged on success, released on failure). A job bound
@@ -14,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node.gateway import policies
-from node.gateway.store import GatewayStore
+from node.gateway.binding import BOUND_ORG
+from node.gateway.store import GatewayStore, wf_key
 from node.jobs.models import Job
 from node.jobs.orchestrator import Admission, JobRejected
 from node.logs import get_logger
@@ -50,12 +54,28 @@ class GovernanceGate:
         self._ttl = reservation_ttl
         self._warned: set[str] = set()
 
+    async def _default(self, configured: str) -> tuple[str | None, str]:
+        if "/" in configured:
+            org_id, workflow_id = configured.split("/", 1)
+            return org_id, workflow_id
+        orgs = await self._store.workflow_orgs(configured)
+        if len(orgs) > 1 and configured not in self._warned:
+            log.warning("gateway.default_workflow_ambiguous", workflow_id=configured, orgs=len(orgs))
+        return (orgs[0] if len(orgs) == 1 else None), configured
+
     async def admit(self, admission: Admission) -> _JobTicket | None:
         explicit = admission.workflow_id is not None
-        workflow_id = admission.workflow_id or self._defaults.get(admission.source)
-        if workflow_id is None:
-            return None
-        workflow = await self._store.workflow(workflow_id)
+        if explicit:
+            org_id, workflow_id = BOUND_ORG.get(), admission.workflow_id
+            if org_id is None:
+                raise JobRejected("X-Workflow-Id needs a signed API key of the workflow's org",
+                                  {"workflow_id": workflow_id}, 401)
+        else:
+            configured = self._defaults.get(admission.source)
+            if configured is None:
+                return None
+            org_id, workflow_id = await self._default(configured)
+        workflow = await self._store.workflow(workflow_id, org_id) if org_id is not None else None
         if workflow is None:
             if explicit:
                 raise JobRejected(f"Unknown workflow {workflow_id!r}", {"workflow_id": workflow_id}, 404)
@@ -63,14 +83,14 @@ class GovernanceGate:
                 self._warned.add(workflow_id)
                 log.warning("gateway.default_workflow_missing", source=admission.source, workflow_id=workflow_id)
             return None
-        admission.workflow_id = workflow_id
+        admission.workflow_id = wf_key(org_id, workflow_id)
         if workflow["status"] != "active":
             raise JobRejected(f"Workflow {workflow_id} is {workflow['status']}",
                               {"workflow_id": workflow_id, "status": workflow["status"]}, 403)
-        org_id = workflow["org_id"]
         cost = sum(self._costs.get(c, 0.0) for c in admission.containers)
         subject = policies.Subject(workflow_id, admission.containers, None, None, cost)
-        decision = await policies.evaluate(await self._store.policies(org_id), subject, self._store.allowed_count)
+        decision = await policies.evaluate(await self._store.policies(org_id), subject,
+                                           self._store.rate_counter(org_id))
         container = ",".join(admission.containers)
         if not decision.allowed:
             await self._store.record_execution(org_id, "job", False, decision.reason, workflow_id=workflow_id,
@@ -79,7 +99,7 @@ class GovernanceGate:
                               {"workflow_id": workflow_id, "policy_id": decision.policy_id}, 403)
         reservation_id = None
         if cost > 0:
-            reservation = await self._store.reserve(workflow_id, cost, self._ttl, None)
+            reservation = await self._store.reserve(wf_key(org_id, workflow_id), cost, self._ttl, None)
             if not reservation.granted:
                 await self._store.record_execution(org_id, "job", False, reservation.reason,
                                                    workflow_id=workflow_id, container=container, cost=cost)

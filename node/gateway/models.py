@@ -36,10 +36,6 @@ class LoginRequest(_Body):
     password: str
 
 
-class VerifyRequest(_Body):
-    api_key: str = Field(min_length=1)
-
-
 class WorkflowCreate(_Body):
     id: str | None = Field(None, pattern=WORKFLOW_ID)
     name: str = Field(min_length=1, max_length=200)
@@ -49,35 +45,6 @@ class WorkflowCreate(_Body):
 class WorkflowPatch(_Body):
     name: str | None = Field(None, min_length=1, max_length=200)
     budget_usd: float | None = Field(None, ge=0)
-
-
-class TrackEvent(_Body):
-    workflow_id: str = Field(pattern=WORKFLOW_ID)
-    cost_usd: float = Field(ge=0)
-    model: str | None = Field(None, max_length=200)
-    input_tokens: int | None = Field(None, ge=0)
-    output_tokens: int | None = Field(None, ge=0)
-    latency_ms: float | None = Field(None, ge=0)
-    metadata: dict[str, Any] | None = None
-    reservation_id: str | None = None
-
-
-class TrackBatch(_Body):
-    events: list[TrackEvent] = Field(min_length=1, max_length=100)
-
-
-class GateRequest(_Body):
-    workflow_id: str = Field(pattern=WORKFLOW_ID)
-    estimated_cost_usd: float = Field(0.0, ge=0)
-
-
-class ExecuteRequest(_Body):
-    workflow_id: str = Field(pattern=WORKFLOW_ID)
-    estimated_cost_usd: float = Field(0.0, ge=0)
-    model: str | None = None
-    tool: str | None = None
-    container: str | None = None
-    metadata: dict[str, Any] | None = None
 
 
 class TimeWindow(_Body):

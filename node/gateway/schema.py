@@ -86,4 +86,28 @@ MIGRATIONS = [
         )
         """,
     ),
+    # The SDK contract (issue 13): key versions for rotation (the previous secret stays valid for a
+    # short grace so in-flight SDK calls survive a rotation) and the control plane's per-org
+    # sequence numbers, which must never be reused after a restart.
+    Migration(
+        "gateway.sdk.0001",
+        """
+        ALTER TABLE gw_api_keys ADD COLUMN key_version INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE gw_api_keys ADD COLUMN prev_secret_sealed TEXT;
+        CREATE TABLE gw_control_seq (org_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+        CREATE INDEX gw_reservations_execution ON gw_reservations (execution_id);
+        """,
+    ),
+    # Workflow ids per org (security issue, item 12): rows keyed `org_id/workflow_id`, and so
+    # the rows that point at them; tables with their own org_id keep the plain id.
+    Migration(
+        "gateway.sdk.0002",
+        """
+        UPDATE gw_reservations SET workflow_id = (SELECT w.org_id FROM gw_workflows w
+            WHERE w.id = gw_reservations.workflow_id) || '/' || workflow_id WHERE instr(workflow_id, '/') = 0;
+        UPDATE gw_alerts SET workflow_id = org_id || '/' || workflow_id
+            WHERE workflow_id IS NOT NULL AND instr(workflow_id, '/') = 0;
+        UPDATE gw_workflows SET id = org_id || '/' || id WHERE instr(id, '/') = 0;
+        """,
+    ),
 ]

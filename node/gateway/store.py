@@ -30,6 +30,9 @@ class ApiKey:
     api_key: str
     secret: str
     workflow_id: str | None
+    version: int = 1
+    previous_secret: str | None = None
+    rotated_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,21 @@ class Reservation:
     expires_at: float | None = None
 
 
+def wf_key(org_id: str, workflow_id: str) -> str:
+    """Workflow ids are per org: rows are keyed `org_id/workflow_id` ('/' is not allowed in ids),
+    so two tenants can use the same id and neither can tell that the other does."""
+    return f"{org_id}/{workflow_id}"
+
+
+def public_id(key: str | None) -> str | None:
+    return None if key is None else key.split("/", 1)[-1]
+
+
 def workflow_view(row: sqlite3.Row | dict) -> dict[str, Any]:
     budget = row["budget_usd"]
     remaining = None if budget is None else max(0.0, budget - row["spent_usd"] - row["reserved_usd"])
     return {
-        "id": row["id"], "org_id": row["org_id"], "name": row["name"], "status": row["status"],
+        "id": public_id(row["id"]), "org_id": row["org_id"], "name": row["name"], "status": row["status"],
         "budget_usd": budget, "spent_usd": round(row["spent_usd"], 10), "reserved_usd": round(row["reserved_usd"], 10),
         "remaining_usd": None if remaining is None else round(remaining, 10),
         "created_at": _iso(row["created_at"]), "updated_at": _iso(row["updated_at"]),
@@ -76,7 +89,7 @@ class GatewayStore:
         user_id, org_id = new_id("usr"), new_id("org")
         if password and password_hash is None:
             password_hash = crypto.hash_password(password)
-        api_key, secret = crypto.new_token("nr_live_"), crypto.new_token("nr_secret_", 32)
+        api_key, secret = crypto.new_token(crypto.API_KEY_PREFIX), crypto.new_token("nr_secret_", 32)
 
         def op(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO gw_users (id, email, name, password_hash, oauth_provider, oauth_subject,"
@@ -222,7 +235,7 @@ class GatewayStore:
         return key_id
 
     async def create_key(self, org_id: str, name: str, workflow_id: str | None, created_by: str) -> dict[str, Any]:
-        api_key, secret = crypto.new_token("nr_live_"), crypto.new_token("nr_secret_", 32)
+        api_key, secret = crypto.new_token(crypto.API_KEY_PREFIX), crypto.new_token("nr_secret_", 32)
         key_id = await self.db.run_in_transaction(
             lambda conn: self._insert_key(conn, org_id, name, api_key, secret, workflow_id, created_by, time.time()))
         return {"id": key_id, "name": name, "api_key": api_key, "secret_key": secret, "workflow_id": workflow_id}
@@ -237,7 +250,9 @@ class GatewayStore:
             " WHERE k.key_hash = ? AND k.revoked_at IS NULL AND o.deleted_at IS NULL", (digest,))
         if row is None:
             return None
-        found = ApiKey(row["id"], row["org_id"], api_key, self._box.open(row["secret_sealed"]), row["workflow_id"])
+        previous = row["prev_secret_sealed"]
+        found = ApiKey(row["id"], row["org_id"], api_key, self._box.open(row["secret_sealed"]), row["workflow_id"],
+                       row["key_version"], self._box.open(previous) if previous else None, row["rotated_at"])
         self._keys[digest] = found
         return found
 
@@ -262,7 +277,8 @@ class GatewayStore:
 
     async def rotate_key(self, key_id: str) -> str:
         secret = crypto.new_token("nr_secret_", 32)
-        await self.db.execute("UPDATE gw_api_keys SET secret_sealed = ?, rotated_at = ? WHERE id = ?",
+        await self.db.execute("UPDATE gw_api_keys SET prev_secret_sealed = secret_sealed, secret_sealed = ?,"
+                              " rotated_at = ?, key_version = key_version + 1 WHERE id = ?",
                               (self._box.seal(secret), time.time(), key_id))
         self._keys.clear()
         return secret
@@ -280,16 +296,21 @@ class GatewayStore:
         try:
             await self.db.execute("INSERT INTO gw_workflows (id, org_id, name, status, budget_usd, created_at,"
                                   " updated_at) VALUES (?, ?, ?, 'active', ?, ?, ?)",
-                                  (workflow_id, org_id, name, budget, now, now))
+                                  (wf_key(org_id, workflow_id), org_id, name, budget, now, now))
         except sqlite3.IntegrityError:
             raise ValueError(f"workflow {workflow_id!r} already exists") from None
-        return await self.workflow(workflow_id)
+        return await self.workflow(workflow_id, org_id)
 
-    async def workflow(self, workflow_id: str, org_id: str | None = None) -> dict[str, Any] | None:
-        row = await self.db.fetchone("SELECT * FROM gw_workflows WHERE id = ?", (workflow_id,))
-        if row is None or (org_id is not None and row["org_id"] != org_id):
-            return None
-        return workflow_view(row)
+    async def workflow(self, workflow_id: str, org_id: str | None) -> dict[str, Any] | None:
+        """`workflow_id` of `org_id`; with `org_id` None, `workflow_id` is a row key (org/id)."""
+        key = workflow_id if org_id is None else wf_key(org_id, workflow_id)
+        row = await self.db.fetchone("SELECT * FROM gw_workflows WHERE id = ?", (key,))
+        return None if row is None else workflow_view(row)
+
+    async def workflow_orgs(self, workflow_id: str) -> list[str]:
+        """The orgs that have a workflow called `workflow_id` (for the node's own bindings)."""
+        rows = await self.db.fetchall("SELECT org_id FROM gw_workflows WHERE id = org_id || '/' || ?", (workflow_id,))
+        return [r["org_id"] for r in rows]
 
     async def workflows(self, org_id: str) -> list[dict[str, Any]]:
         rows = await self.db.fetchall("SELECT * FROM gw_workflows WHERE org_id = ? ORDER BY created_at", (org_id,))
@@ -352,13 +373,11 @@ class GatewayStore:
         event_id = new_id("evt")
 
         def op(conn: sqlite3.Connection) -> dict[str, Any]:
-            workflow_id = event["workflow_id"]
+            workflow_id = wf_key(org_id, event["workflow_id"])
             row = conn.execute("SELECT org_id FROM gw_workflows WHERE id = ?", (workflow_id,)).fetchone()
             if row is None:
                 conn.execute("INSERT INTO gw_workflows (id, org_id, name, status, created_at, updated_at)"
-                             " VALUES (?, ?, ?, 'active', ?, ?)", (workflow_id, org_id, workflow_id, now, now))
-            elif row[0] != org_id:
-                raise PermissionError("workflow belongs to another org")
+                             " VALUES (?, ?, ?, 'active', ?, ?)", (workflow_id, org_id, event["workflow_id"], now, now))
             reservation_id = event.get("reservation_id")
             if reservation_id:
                 held = conn.execute("SELECT amount_usd FROM gw_reservations WHERE id = ? AND workflow_id = ?"
@@ -372,7 +391,7 @@ class GatewayStore:
             conn.execute("INSERT INTO gw_events (id, org_id, workflow_id, model, cost_usd, input_tokens, output_tokens,"
                          " latency_ms, metadata, api_key_id, reservation_id, created_at)"
                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (event_id, org_id, workflow_id, event.get("model"), event["cost_usd"],
+                         (event_id, org_id, event["workflow_id"], event.get("model"), event["cost_usd"],
                           event.get("input_tokens"), event.get("output_tokens"), event.get("latency_ms"),
                           json.dumps(event.get("metadata")) if event.get("metadata") is not None else None,
                           api_key_id, reservation_id, now))
@@ -405,9 +424,10 @@ class GatewayStore:
 
         await self.db.run_in_transaction(op)
 
-    async def burn_rate(self, workflow_id: str, window: float = 3600) -> float:
-        row = await self.db.fetchone("SELECT COALESCE(SUM(cost_usd), 0) FROM gw_events WHERE workflow_id = ?"
-                                     " AND created_at > ?", (workflow_id, time.time() - window))
+    async def burn_rate(self, org_id: str, workflow_id: str, window: float = 3600) -> float:
+        row = await self.db.fetchone("SELECT COALESCE(SUM(cost_usd), 0) FROM gw_events WHERE org_id = ?"
+                                     " AND workflow_id = ? AND created_at > ?",
+                                     (org_id, workflow_id, time.time() - window))
         return row[0] / window
 
     # -- executions ------------------------------------------------------------------------
@@ -446,10 +466,15 @@ class GatewayStore:
                 "reservation_id": r["reservation_id"], "api_key_id": r["api_key_id"], "job_id": r["job_id"],
                 "created_at": _iso(r["created_at"])}
 
-    async def allowed_count(self, workflow_id: str, seconds: float) -> int:
-        row = await self.db.fetchone("SELECT COUNT(*) FROM gw_executions WHERE workflow_id = ? AND allowed = 1"
-                                     " AND created_at > ?", (workflow_id, time.time() - seconds))
+    async def allowed_count(self, org_id: str, workflow_id: str, seconds: float) -> int:
+        row = await self.db.fetchone("SELECT COUNT(*) FROM gw_executions WHERE org_id = ? AND workflow_id = ?"
+                                     " AND allowed = 1 AND created_at > ?",
+                                     (org_id, workflow_id, time.time() - seconds))
         return row[0]
+
+    def rate_counter(self, org_id: str):
+        """The policies' rate counter for one org's workflows."""
+        return lambda workflow_id, seconds: self.allowed_count(org_id, workflow_id, seconds)
 
     # -- policies --------------------------------------------------------------------------
 
@@ -522,7 +547,7 @@ class GatewayStore:
         changed = await self.db.execute(
             "INSERT INTO gw_alerts (id, org_id, workflow_id, threshold, message, status, created_at)"
             " VALUES (?, ?, ?, ?, ?, 'active', ?) ON CONFLICT (workflow_id, threshold) DO NOTHING",
-            (alert_id, org_id, workflow_id, threshold, message, time.time()))
+            (alert_id, org_id, wf_key(org_id, workflow_id), threshold, message, time.time()))
         if not changed:
             return None
         return {"id": alert_id, "workflow_id": workflow_id, "threshold": threshold, "message": message}
@@ -530,7 +555,8 @@ class GatewayStore:
     async def alerts(self, org_id: str, include_dismissed: bool = False) -> list[dict[str, Any]]:
         sql = "SELECT * FROM gw_alerts WHERE org_id = ?" + ("" if include_dismissed else " AND status = 'active'")
         rows = await self.db.fetchall(sql + " ORDER BY created_at DESC", (org_id,))
-        return [{"id": r["id"], "workflow_id": r["workflow_id"], "threshold": r["threshold"], "message": r["message"],
+        return [{"id": r["id"], "workflow_id": public_id(r["workflow_id"]), "threshold": r["threshold"],
+                 "message": r["message"],
                  "status": r["status"], "created_at": _iso(r["created_at"])} for r in rows]
 
     async def dismiss_alert(self, org_id: str, alert_id: str) -> bool:
@@ -580,3 +606,18 @@ class GatewayStore:
         return {"workflows": {r[0]: r[1] for r in wf}, "spend_usd_total": spend[0], "events_total": spend[1],
                 "spend_usd_24h": spend_day[0], "executions_24h": execs[0], "denied_24h": execs[1],
                 "active_alerts": alerts[0]}
+
+    # -- SDK execution ids and control-plane sequence numbers ---------------------------------
+
+    async def reservation_by_execution(self, execution_id: str) -> dict[str, Any] | None:
+        """The reservation `/gate` minted for an SDK execution id (its `reservation_id`)."""
+        row = await self.db.fetchone("SELECT r.*, w.org_id FROM gw_reservations r JOIN gw_workflows w"
+                                     " ON w.id = r.workflow_id WHERE r.execution_id = ?", (execution_id,))
+        return None if row is None else {**dict(row), "workflow_id": public_id(row["workflow_id"])}
+
+    async def control_seqs(self) -> dict[str, int]:
+        return {r["org_id"]: r["seq"] for r in await self.db.fetchall("SELECT org_id, seq FROM gw_control_seq")}
+
+    async def save_control_seq(self, org_id: str, seq: int) -> None:
+        await self.db.execute("INSERT INTO gw_control_seq (org_id, seq) VALUES (?, ?)"
+                              " ON CONFLICT (org_id) DO UPDATE SET seq = MAX(seq, excluded.seq)", (org_id, seq))
