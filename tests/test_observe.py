@@ -3,6 +3,9 @@ work happens, the operator status endpoint, `node-daemon status` / `jobs`, and w
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import subprocess
 import sys
@@ -105,11 +108,23 @@ def test_gateway_decisions_and_budget_show_in_metrics(node):
                      headers={"Authorization": f"Bearer {token}"})
     assert made.status in (200, 201), made.body
     before = scrape(http)
-    for _ in range(2):
-        resp = http.post("/api/jobs", {"containers": ["echo"], "data": {}}, headers={"X-Workflow-Id": wid})
+
+    def job(n: int):
+        """A job bound to the workflow: signed with the org's API key (seed 002's HMAC); bodies
+        differ, as a signed request acts only once."""
+        raw = json.dumps({"containers": ["echo"], "data": {"n": n}}).encode()
+        ts = str(int(time.time()))
+        message = f"{ts}:{reg.json['api_key']}:{hashlib.sha256(raw).hexdigest()}".encode()
+        signature = hmac.new(reg.json["secret_key"].encode(), message, hashlib.sha256).hexdigest()
+        return http.request("POST", "/api/jobs", raw=raw, headers={
+            "X-Workflow-Id": wid, "X-API-Key": reg.json["api_key"], "X-Signature-Timestamp": ts,
+            "X-Signature": signature})
+
+    for n in range(2):
+        resp = job(n)
         assert resp.status == 200, resp.body
         http.wait_job(resp.json["id"])
-    refused = http.post("/api/jobs", {"containers": ["echo"], "data": {}}, headers={"X-Workflow-Id": wid})
+    refused = job(2)
     assert refused.status == 403  # a third job (2 USD) does not fit the remaining 1 USD
     time.sleep(1.1)  # the sampler reads the tables at most once a second
     after = scrape(http)
@@ -118,8 +133,9 @@ def test_gateway_decisions_and_budget_show_in_metrics(node):
                 - total(before, "node_gateway_decisions_total", outcome=outcome))
 
     assert moved("allowed") == 2 and moved("denied") == 1
-    assert value(after, "node_gateway_budget_usd", workflow=wid) == 5
-    assert value(after, "node_gateway_budget_spent_usd", workflow=wid) == 4
+    label = f"{reg.json['org_id']}/{wid}"  # workflow ids are per org
+    assert value(after, "node_gateway_budget_usd", workflow=label) == 5
+    assert value(after, "node_gateway_budget_spent_usd", workflow=label) == 4
 
 
 def test_cre_ingests_move_the_cre_metrics(node):
