@@ -44,7 +44,9 @@ from node.logs import get_logger
 from node.server.health import HealthApi
 from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares
 from node.server.openapi import build_spec
+from node.server.timeouts import TimedAppRunner
 from node.storage import Database
+from node.storage.prune import expiry_rules, prune_expired
 
 log = get_logger(__name__)
 
@@ -52,7 +54,7 @@ log = get_logger(__name__)
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.db = Database(config.storage.path)
+        self.db = Database(config.storage.path, config.storage.synchronous)
         self.store = JobStore(self.db)
         self.containers = ContainerManager(config.containers, config.docker, config.manage_containers)
         self.session: aiohttp.ClientSession | None = None
@@ -93,6 +95,7 @@ class Node:
                 allowed_networks=[ipaddress.ip_network(n, strict=False) for n in c.allowed_ips],
                 description=c.description,
                 image=state.image,
+                idempotent=c.idempotent,
             )
         return out
 
@@ -139,7 +142,7 @@ class Node:
         shapes = ErrorShapes()
         limiter = RateLimiter(self.config.server.rate_limit, exempt={("PUT", "/api/status")})
         app = web.Application(
-            middlewares=make_middlewares(shapes, limiter),
+            middlewares=make_middlewares(shapes, limiter, self.config.server.max_json_depth),
             client_max_size=self.config.server.max_body_bytes,
         )
         jobs_api = JobsApi(
@@ -188,10 +191,12 @@ class Node:
     async def start(self) -> None:
         started = time.perf_counter()
         await self.db.open()
-        await self.store.start()
+        reruns = await self.store.start(frozenset(c.id for c in self.config.containers if c.idempotent))
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
-        self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store)
+        server = self.config.server
+        self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store,
+                                         max_inflight=server.max_inflight_jobs, max_json_depth=server.max_json_depth)
         if self.config.cre.enabled:
             await self._start_cre()
         if self.config.gateway.enabled:
@@ -207,7 +212,9 @@ class Node:
             self.registry = RegistryApi(service)
             if service.relayer_key is not None:
                 self.relayer = CronRelayer(service, self.orchestrator)
-        self.runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        self.runner = TimedAppRunner(self.build_app(), header_timeout=server.header_timeout,
+                                     keepalive_timeout=server.keepalive_timeout, access_log=None,
+                                     handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)
         await site.start()
@@ -222,6 +229,8 @@ class Node:
             endpoints[cid].set_url(state.url)
         self.containers.on_url_change = lambda cid, url: endpoints[cid].set_url(url)
         self.containers.start_monitor()
+        self.orchestrator.resume(reruns)
+        self._background.append(asyncio.create_task(self._prune(), name="storage-pruner"))
         if self.cre_runner is not None:
             await self.cre_runner.recover()
         if self.chain is not None:
@@ -237,6 +246,20 @@ class Node:
             db=self.config.storage.path,
             s=round(time.perf_counter() - started, 2),
         )
+
+    async def _prune(self) -> None:
+        """Tables that only grow: finished jobs past storage.job_retention, and the expired
+        sessions, tokens and nonces of every subsystem."""
+        rules = expiry_rules()
+        while True:
+            try:
+                pruned = {"jobs": await self.store.prune(self.config.storage.job_retention)}
+                pruned.update(await prune_expired(self.db, rules))
+                if any(pruned.values()):
+                    log.info("storage.pruned", **{k: v for k, v in pruned.items() if v})
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("storage.prune_failed")
+            await asyncio.sleep(self.config.storage.prune_interval)
 
     async def _prune_nonces(self, store: CreStore, window: float) -> None:
         while True:

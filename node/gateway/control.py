@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from node.logs import get_logger
+from node.server import safejson
 
 log = get_logger(__name__)
 
@@ -111,7 +112,7 @@ class ControlHub:
 
     async def _on_client_message(self, client: _Client, raw: str) -> None:
         try:
-            message = json.loads(raw)
+            message = safejson.loads(raw)
             kind = message.get("type")
         except (ValueError, AttributeError):
             await client.ws.send_str(json.dumps(self._message(client.org_id, "Error",

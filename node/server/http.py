@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from node.config import RateLimitConfig
 from node.logs import get_logger
+from node.server import safejson
 
 log = get_logger(__name__)
 
@@ -91,11 +92,13 @@ def parse_model(model: type[M], data: Any) -> M:
         raise ApiError(400, message, {"errors": problems}) from None
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_json(raw: bytes, max_depth: int | None = None) -> Any:
     if not raw:
         raise ApiError(400, "Request body is empty; expected JSON")
     try:
-        return json.loads(raw)
+        return safejson.loads(raw, max_depth)
+    except safejson.JsonTooDeep as exc:
+        raise ApiError(400, f"Request body: {exc}", {"max_json_depth": exc.limit}) from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "Request body is not valid JSON") from None
 
@@ -146,7 +149,8 @@ class RateLimiter:
         return None
 
 
-def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter) -> list:
+def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
+                     max_json_depth: int = safejson.DEFAULT_MAX_DEPTH) -> list:
     # Request ids: a per-process random prefix and a counter (unique, and cheaper than a uuid4,
     # which costs a getrandom() call on every request).
     prefix, counter = uuid.uuid4().hex[:8], itertools.count(1)
@@ -155,6 +159,7 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter) -> list:
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = request.headers.get("X-Request-Id") or f"{prefix}-{next(counter):x}"
         request[REQUEST_ID] = request_id
+        safejson.max_depth_var.set(max_json_depth)
         try:
             if limiter.limit:
                 route = request.match_info.route.resource

@@ -8,6 +8,7 @@ like `jobs.0001`. They are applied once, in order, each in its own transaction, 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -32,8 +33,9 @@ class Database:
     """Thin owner of the connection. Writes go through `transaction()` (serialised by a lock so
     concurrent coroutines never interleave statements of two transactions)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, synchronous: str = "normal") -> None:
         self.path = path
+        self.synchronous = synchronous.upper()
         self._conn: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
 
@@ -44,10 +46,13 @@ class Database:
         return self._conn
 
     async def open(self) -> None:
+        _private_files(self.path)
         self._conn = await aiosqlite.connect(self.path, isolation_level=None)
         self._conn.row_factory = aiosqlite.Row
         await self._conn.execute("PRAGMA journal_mode=WAL")
-        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        # WAL + NORMAL: a committed transaction survives a crash of the process (the WAL is
+        # written before COMMIT returns); FULL also fsyncs it, so it survives power loss.
+        await self._conn.execute(f"PRAGMA synchronous={'FULL' if self.synchronous == 'FULL' else 'NORMAL'}")
         await self._conn.execute("PRAGMA foreign_keys=ON")
         await self._conn.execute("PRAGMA busy_timeout=5000")
         await self._conn.execute(
@@ -117,6 +122,21 @@ class Database:
             return True
         except Exception:  # noqa: BLE001 - any failure means "not writable"
             return False
+
+
+def _private_files(path: str) -> None:
+    """Create the database file (and fix its WAL and shared-memory files) as mode 0600: it
+    holds sessions, sealed keys and every client's jobs. SQLite creates -wal and -shm with the
+    permissions of the database file."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            os.chmod(name, 0o600)
+        except FileNotFoundError:
+            pass
 
 
 class _Transaction:
