@@ -41,7 +41,7 @@ from node.gateway.store import GatewayStore
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.server.openapi import accepts
-from node.server.http import ApiError, json_response, parse_json, parse_model, query_limit
+from node.server.http import ApiError, int_param, json_response, parse_json, parse_model, query_limit
 
 log = get_logger(__name__)
 
@@ -517,9 +517,8 @@ class GatewayApi:
         org_id = request.match_info["org_id"]
         await self.auth.org(request, org_id)
         before = request.query.get("before_id")
-        if before is not None and not before.isdigit():
-            raise ApiError(400, "before_id: expected an integer")
-        entries = await self.store.audit_log(org_id, query_limit(request, 100, 1000), int(before) if before else None)
+        before_id = int_param(before, "before_id") if before else None
+        entries = await self.store.audit_log(org_id, query_limit(request, 100, 1000), before_id)
         return json_response({"entries": entries})
 
     async def dashboard(self, request: web.Request) -> web.Response:
@@ -762,7 +761,10 @@ class GatewayApi:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id)
         current = await self.store.notification_settings(org_id, actor.id) or NotificationSettings().model_dump()
-        merged = {**current, **parse_json(await request.read())}
+        changes = parse_json(await request.read())
+        if not isinstance(changes, dict):
+            raise ApiError(400, "body: expected a JSON object of settings to change")
+        merged = {**current, **changes}
         settings = parse_model(NotificationSettings, merged).model_dump()
         await self.store.set_notification_settings(org_id, actor.id, settings)
         await self.store.audit(org_id, actor.label, "notifications.updated", "user", actor.id, current, settings)
@@ -780,8 +782,8 @@ class GatewayApi:
         if key.org_id != org_id:
             raise ApiError(403, "API key does not belong to this org")
         last_seq = q.get("last_seq")
-        if last_seq is not None and not last_seq.isdigit():
-            raise ApiError(400, "last_seq: expected an integer")
+        if last_seq is not None:
+            int_param(last_seq, "last_seq")
         initial = {"workflows": [{"id": w["id"], "status": w["status"], "budget_usd": w["budget_usd"],
                                   "remaining_usd": w["remaining_usd"]} for w in await self.store.workflows(org_id)],
                    "policies": [p["id"] for p in await self.store.policies(org_id)]}

@@ -53,8 +53,8 @@ class TrackEvent(_Body):
     workflow_id: str = Field(pattern=WORKFLOW_ID)
     cost_usd: float = Field(ge=0)
     model: str | None = Field(None, max_length=200)
-    input_tokens: int | None = Field(None, ge=0)
-    output_tokens: int | None = Field(None, ge=0)
+    input_tokens: int | None = Field(None, ge=0, le=2**63 - 1)
+    output_tokens: int | None = Field(None, ge=0, le=2**63 - 1)
     latency_ms: float | None = Field(None, ge=0)
     metadata: dict[str, Any] | None = None
     reservation_id: str | None = None

@@ -111,13 +111,24 @@ async def read_json(request: web.Request) -> Any:
     return parse_json(raw)
 
 
+SQLITE_MAX_INT = 2**63 - 1
+
+
+def int_param(value: str, name: str) -> int:
+    """A non-negative integer from a path or query string, within what SQLite can store:
+    anything else (signs, non-ASCII digits, 20-digit numbers) is a 400 naming `name`."""
+    if not (value.isascii() and value.isdigit()) or int(value) > SQLITE_MAX_INT:
+        raise ApiError(400, f"{name}: expected an integer from 0 to {SQLITE_MAX_INT}, got {value[:40]!r}")
+    return int(value)
+
+
 def query_limit(request: web.Request, default: int, maximum: int) -> int:
     """`?limit=` as a positive integer, capped at `maximum`."""
     value = request.query.get("limit")
     if value is None:
         return default
-    if not value.isdigit() or int(value) < 1:
-        raise ApiError(400, f"limit: expected a positive integer, got {value!r}")
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise ApiError(400, f"limit: expected a positive integer, got {value[:40]!r}")
     return min(int(value), maximum)
 
 
