@@ -66,8 +66,10 @@ async def run_load(n: int, concurrency: int, one) -> tuple[float, list[float], i
 
 async def bench(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    node = NodeProcess(workdir, [container_entry("echo", "echo", concurrency=256, timeout=30)],
-                       {"log": {"level": "WARNING"}})
+    extra: dict = {"log": {"level": "WARNING"}}
+    if args.synchronous:
+        extra["storage"] = {"synchronous": args.synchronous}
+    node = NodeProcess(workdir, [container_entry("echo", "echo", concurrency=256, timeout=30)], extra)
     node.prefix = f"bench{uuid.uuid4().hex[:4]}-"
     node.write_config()
     print(f"starting node (config {node.config_path}) ...", flush=True)
@@ -152,6 +154,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per concurrency level (default 3000)")
     parser.add_argument("--concurrency", default="1,8,32,128",
                         type=lambda s: [int(x) for x in s.split(",")], help="comma-separated C values")
+    parser.add_argument("--synchronous", choices=["normal", "full"], default=None,
+                        help="the node's storage.synchronous (default: the node's default, normal)")
     args = parser.parse_args()
     try:
         import uvloop

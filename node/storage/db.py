@@ -30,14 +30,24 @@ class Migration:
 
 
 class Database:
-    """Thin owner of the connection. Writes go through `transaction()` (serialised by a lock so
-    concurrent coroutines never interleave statements of two transactions)."""
+    """Thin owner of the connection. Writes go through `run_in_transaction()` (one unit of work
+    in the SQLite thread; `GroupCommitter` batches many) or `transaction()` (statement by
+    statement), serialised by a lock so concurrent coroutines never interleave statements of two
+    transactions.
+
+    Readers see committed data only: a `run_in_transaction` unit runs whole in the SQLite
+    thread (no read can come between its statements), and while a `transaction()` is open, reads
+    from other tasks wait for its end (they share the connection, so they would otherwise see
+    its uncommitted rows, which a crash would take back)."""
 
     def __init__(self, path: str, synchronous: str = "normal") -> None:
         self.path = path
         self.synchronous = synchronous.upper()
         self._conn: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._tx_task: asyncio.Task | None = None  # the task inside an open transaction()
+        self._tx_done = asyncio.Event()
+        self._tx_done.set()
 
     @property
     def conn(self) -> aiosqlite.Connection:
@@ -102,15 +112,23 @@ class Database:
         return _Transaction(self)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """One write statement in its own transaction; returns the row count."""
-        async with self.transaction() as tx:
-            return await tx.execute(sql, params)
+        """One write statement in its own transaction (committed on return); the row count."""
+        return await self.run_in_transaction(lambda conn: conn.execute(sql, params).rowcount)
+
+    async def _committed_view(self) -> None:
+        """Wait while another task's transaction() is open (its rows are not committed)."""
+        while self._tx_task is not None and self._tx_task is not asyncio.current_task():
+            await self._tx_done.wait()
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        if self._tx_task is not None:
+            await self._committed_view()
         async with self.conn.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
+        if self._tx_task is not None:
+            await self._committed_view()
         async with self.conn.execute(sql, params) as cursor:
             return await cursor.fetchone()
 
@@ -152,12 +170,16 @@ class _Transaction:
         except BaseException:
             self._db._write_lock.release()
             raise
+        self._db._tx_task = asyncio.current_task()
+        self._db._tx_done.clear()
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             await self._db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
+            self._db._tx_task = None
+            self._db._tx_done.set()
             self._db._write_lock.release()
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
