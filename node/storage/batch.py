@@ -64,7 +64,7 @@ class GroupCommitter:
                     return outcomes
 
                 try:
-                    outcomes = await self._db.run_in_transaction(run)
+                    outcomes = await self._db.run_batch(run)
                 except Exception as exc:  # noqa: BLE001 - the whole commit failed
                     outcomes = [(False, exc)] * len(batch)
                 for (_, future), (ok, value) in zip(batch, outcomes):
