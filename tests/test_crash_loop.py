@@ -1,11 +1,13 @@
 """Crash loop: what the node acknowledged survives a SIGKILL at any moment.
 
 Start a real node, drive mixed load from threads (echo jobs over HTTP, HMAC-signed CRE ingests
-and decisions, governance gateway track and execute), SIGKILL it at a random moment, check the
-SQLite file while it is down, restart, check again through the API. Every cycle asserts:
+and decisions, governance gateway execute and track, registry project writes), SIGKILL it at a
+random moment, check the SQLite file while it is down, restart, check again through the API.
+Every cycle asserts:
 
-- every job id, CRE record and decision, gateway event and execution the node answered is in the
-  database; every job result a client read is unchanged (before and after the restart);
+- every job id, CRE record and decision, gateway execution and event, and registry project the
+  node answered is in the database, and the registry token issued before the first crash still
+  works; every job result a client read is unchanged (before and after the restart);
 - a CRE nonce accepted before the crash is refused after it (no request accepted twice);
 - `PRAGMA integrity_check` is ok.
 
@@ -28,6 +30,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
 
 from node.cre.client import signed_headers
 from tests.helpers import REPO, Http, NodeProcess, free_port
@@ -50,6 +54,7 @@ class Ledger:
         self.decisions: set[str] = set()
         self.events: set[str] = set()  # gateway event ids
         self.executions: set[str] = set()  # gateway execution ids (allowed, with a reservation)
+        self.projects: set[str] = set()  # registry project ids (created: 201)
         self.signed: list[tuple[bytes, dict[str, str], str]] = []  # accepted CRE requests (to replay)
 
 
@@ -113,6 +118,28 @@ def _gateway_worker(http: Http, ledger: Ledger, stop: threading.Event, api_key: 
             time.sleep(0.05)
 
 
+def _registry_worker(http: Http, ledger: Ledger, stop: threading.Event, token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    while not stop.is_set():
+        try:
+            resp = http.post("/api/projects", {"name": uuid.uuid4().hex[:12]}, headers=headers, timeout=5)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        if resp.status in (200, 201):
+            with ledger.lock:
+                ledger.projects.add(resp.json["projectId"])
+
+
+def _registry_token(http: Http) -> str:
+    account = Account.create()
+    nonce = http.post("/api/auth/nonce", {}).json
+    signature = "0x" + account.sign_message(encode_defunct(text=nonce["message"])).signature.hex()
+    resp = http.post("/api/auth/verify", {"nonce": nonce["nonce"], "signature": signature})
+    assert resp.status == 200, resp.body
+    return resp.json["token"]
+
+
 def _check_database(db: Path, ledger: Ledger) -> None:
     """The node is dead: everything it acknowledged must be in the file."""
     conn = sqlite3.connect(db)
@@ -131,11 +158,12 @@ def _check_database(db: Path, ledger: Ledger) -> None:
         assert not present("SELECT idempotency_key FROM cre_runtime_decisions", ledger.decisions)
         assert not present("SELECT id FROM gw_events", ledger.events)
         assert not present("SELECT id FROM gw_executions", ledger.executions)
+        assert not present("SELECT id FROM reg_projects", ledger.projects)
     finally:
         conn.close()
 
 
-def _check_after_restart(http: Http, ledger: Ledger) -> None:
+def _check_after_restart(http: Http, ledger: Ledger, token: str) -> None:
     sample = random.sample(sorted(ledger.jobs), min(200, len(ledger.jobs)))
     jobs = {}
     for start in range(0, len(sample), 50):
@@ -146,6 +174,7 @@ def _check_after_restart(http: Http, ledger: Ledger) -> None:
         assert job["status"] != "running" or job_id not in ledger.read
         if job_id in ledger.read:
             assert job["result"] == ledger.read[job_id]
+    assert http.get("/api/accounts/me", headers={"Authorization": f"Bearer {token}"}).status == 200
     for raw, headers, path in ledger.signed[-20:]:  # replays of requests accepted before the crash
         resp = http.request("POST", path, raw=raw, headers=headers)
         assert resp.status == 409, (path, resp.status, resp.body)
@@ -176,6 +205,7 @@ def test_nothing_acknowledged_is_lost_across_sigkills(tmp_path, echo_service):
                         {"id": workflow, "name": workflow, "budget_usd": 1e9},
                         headers={"Authorization": f"Bearer {token}"})
     assert resp.status in (200, 201), resp.body
+    registry_token = _registry_token(http)  # signed in once: the token must outlive every crash
     ledger = Ledger()
     rng = random.Random(os.environ.get("CRASH_SEED"))
     for cycle in range(CYCLES):
@@ -183,6 +213,7 @@ def test_nothing_acknowledged_is_lost_across_sigkills(tmp_path, echo_service):
         threads = [threading.Thread(target=_jobs_worker, args=(http, ledger, stop)) for _ in range(6)]
         threads += [threading.Thread(target=_cre_worker, args=(http, ledger, stop)) for _ in range(2)]
         threads += [threading.Thread(target=_gateway_worker, args=(http, ledger, stop, reg.json["api_key"], workflow))]
+        threads += [threading.Thread(target=_registry_worker, args=(http, ledger, stop, registry_token))]
         for thread in threads:
             thread.start()
         time.sleep(rng.uniform(0.4, 1.5))
@@ -193,7 +224,7 @@ def test_nothing_acknowledged_is_lost_across_sigkills(tmp_path, echo_service):
             thread.join()
         _check_database(tmp_path / "node.db", ledger)
         node.start(timeout=60)
-        _check_after_restart(http, ledger)
-    assert len(ledger.jobs) > 50 * CYCLES and ledger.read and ledger.ingests and ledger.events, (
-        len(ledger.jobs), len(ledger.read), len(ledger.ingests), len(ledger.events))
+        _check_after_restart(http, ledger, registry_token)
+    assert len(ledger.jobs) > 50 * CYCLES and ledger.read and ledger.ingests and ledger.events and ledger.projects, (
+        len(ledger.jobs), len(ledger.read), len(ledger.ingests), len(ledger.events), len(ledger.projects))
     node.stop()
