@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import aiohttp
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -101,3 +102,17 @@ def test_the_inputs_that_gave_500s_are_400s_naming_the_field(fuzz_node):
     resp = http.post("/api/v1/track", {"workflow_id": "wf-1", "cost_usd": 0, "input_tokens": 10**30},
                      headers={"X-API-Key": gw["api_key"]})
     assert resp.status == 400 and "input_tokens" in resp.body.decode()
+
+
+async def test_a_deeply_nested_websocket_message_is_refused_and_the_connection_lives_on(fuzz_node):
+    gw = fuzz_node.gateway
+    url = f"ws://127.0.0.1:{fuzz_node.port}/ws/control/{gw['org_id']}?api_key={gw['api_key']}"
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url) as ws:
+            assert (await ws.receive_json(timeout=10))["type"] == "InitialState"
+            await ws.send_str("[" * 100_000)
+            error = await ws.receive_json(timeout=10)
+            assert error["type"] == "Error"
+            await ws.send_json({"type": "Ping"})
+            assert (await ws.receive_json(timeout=10))["type"] == "Pong"
+    assert fuzz_node.proc.poll() is None
