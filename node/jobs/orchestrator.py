@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ import aiohttp
 
 from node.jobs.models import Job, JobLocation
 from node.jobs.store import JobStore, Rerun
+from node.jobs.stream import JobStream
 from node.logs import get_logger
 from node.server import safejson
 
@@ -387,7 +388,8 @@ class Orchestrator:
         except BaseException:
             self._release_slot()
             raise
-        return job, JobStream(self, job, self.endpoints[container], data, tickets)
+        return job, JobStream(job, self.endpoints[container], data, self._session,
+                              lambda: self._finish(job, tickets), self._release_slot)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -415,70 +417,3 @@ class Orchestrator:
                     self.cancel(job_id, reason)
             if still:
                 await asyncio.wait(still, timeout=5)
-
-
-class JobStream:
-    """One streaming job: `async for chunk in stream` relays the container's output, and
-    `close()` ends the job exactly once, however the iteration stopped."""
-
-    def __init__(self, orchestrator: Orchestrator, job: Job, endpoint: ContainerEndpoint, data: Any,
-                 tickets: Sequence[Ticket]) -> None:
-        self._orchestrator = orchestrator
-        self.job = job
-        self._endpoint = endpoint
-        self._data = data
-        self._tickets = tickets
-        self._ended = False
-        self._chunks: AsyncIterator[bytes] | None = None
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._chunks is None:
-            self._chunks = self._relay()
-        return self._chunks
-
-    async def close(self) -> None:
-        if self._chunks is not None:
-            await self._chunks.aclose()  # type: ignore[attr-defined]
-        await self._end({"container": self._endpoint.id, "error": "stream aborted: the client went away"})
-
-    async def _end(self, result: dict[str, Any]) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        self.job.finish([result])
-        try:
-            await asyncio.shield(self._orchestrator._finish(self.job, self._tickets))
-        finally:
-            self._orchestrator._release_slot()
-
-    async def _relay(self) -> AsyncIterator[bytes]:
-        endpoint = self._endpoint
-        container = endpoint.id
-        body = {"source": int(JobLocation.OFFCHAIN), "destination": int(JobLocation.STREAM), "data": self._data}
-        collected: list[bytes] = []
-        result: dict[str, Any] | None = None
-        try:
-            async with endpoint.semaphore:
-                async with self._orchestrator._session.post(
-                    endpoint.service_url,
-                    data=json.dumps(body),
-                    headers=endpoint.headers,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_read=endpoint.timeout),
-                ) as response:
-                    if not 200 <= response.status < 300:
-                        text = (await response.read()).decode("utf-8", "replace")
-                        raise ContainerFailure(f"container answered HTTP {response.status}: {text[:_SNIPPET]}")
-                    async for chunk in response.content.iter_any():
-                        collected.append(chunk)
-                        yield chunk
-            text = b"".join(collected).decode("utf-8", "replace")
-            result = {"container": container, "output": {"output": text}}
-        except ContainerFailure as exc:
-            result = {"container": container, "error": str(exc)}
-        except asyncio.TimeoutError:
-            result = {"container": container, "error": f"container timed out after {endpoint.timeout:g}s"}
-        except aiohttp.ClientError as exc:
-            result = {"container": container, "error": f"container unreachable: {exc}"}
-        finally:
-            # result is None when the iteration was abandoned (GeneratorExit) or cancelled.
-            await self._end(result or {"container": container, "error": "stream aborted: the client went away"})
