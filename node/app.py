@@ -52,7 +52,9 @@ from node.server.health import HealthApi
 from node.server.egress import EgressPolicy
 from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares, prefix_rate_limit
 from node.server.openapi import build_spec
+from node.server.timeouts import TimedAppRunner
 from node.storage import Database
+from node.storage.prune import expiry_rules, prune_expired
 
 log = get_logger(__name__)
 
@@ -60,7 +62,7 @@ log = get_logger(__name__)
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.db = Database(config.storage.path)
+        self.db = Database(config.storage.path, config.storage.synchronous)
         self.store = JobStore(self.db)
         self.containers = container_manager(config.containers, config.docker, config.manage_containers)
         self.session: aiohttp.ClientSession | None = None
@@ -107,6 +109,7 @@ class Node:
                 description=c.description,
                 image=state.image,
                 retry_dropped=getattr(state, "mode", "local") == "swarm",
+                idempotent=c.idempotent,
             )
         return out
 
@@ -162,7 +165,7 @@ class Node:
         limiter = RateLimiter(self.config.server.rate_limit, exempt={("PUT", "/api/status")})
         auth_limiter = RateLimiter(self.config.server.auth_rate_limit)
         app = web.Application(
-            middlewares=[*make_middlewares(shapes, limiter),
+            middlewares=[*make_middlewares(shapes, limiter, self.config.server.max_json_depth),
                          prefix_rate_limit(auth_limiter, (f"{gateway_api.PREFIX}/auth/", "/api/auth/")),
                          *([self.gateway.binding.middleware] if self.gateway is not None else [])],
             client_max_size=self.config.server.max_body_bytes,
@@ -225,13 +228,15 @@ class Node:
         stack = self._stack
         await self.db.open()
         stack.push_async_callback(self.db.close)
-        await self.store.start()
+        reruns = await self.store.start(frozenset(c.id for c in self.config.containers if c.idempotent))
         stack.push_async_callback(self.store.close)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
         stack.push_async_callback(self.session.close)
         stack.push_async_callback(self.supervisor.close)
-        self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store)
+        server = self.config.server
+        self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store,
+                                         max_inflight=server.max_inflight_jobs, max_json_depth=server.max_json_depth)
         if self.observe is not None:
             self.orchestrator.observers.append(self.observe.metrics)
         if self.config.cre.enabled:
@@ -257,6 +262,8 @@ class Node:
         await self._start_server()
         await self._start_containers()
         stack.push_async_callback(self._drain)
+        self.orchestrator.resume(reruns)
+        self.supervisor.periodic("storage-pruner", self.config.storage.prune_interval, self._prune)
         if self.cre_runner is not None:
             await self.cre_runner.recover()
         if self.chain is not None:
@@ -283,7 +290,10 @@ class Node:
         )
 
     async def _start_server(self) -> None:
-        self.runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        server = self.config.server
+        self.runner = TimedAppRunner(self.build_app(), header_timeout=server.header_timeout,
+                                     keepalive_timeout=server.keepalive_timeout, access_log=None,
+                                     handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         self._stack.push_async_callback(self.runner.cleanup)
         site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)
@@ -292,6 +302,14 @@ class Node:
         self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
         if self.registry is not None:  # sign-in messages name the port actually bound (server.port 0)
             self.registry.service.set_node_address(f"{self.config.server.host}:{self.port}")
+
+    async def _prune(self) -> None:
+        """Tables that only grow: finished jobs past storage.job_retention, and the expired
+        sessions, tokens and nonces of every subsystem."""
+        pruned = {"jobs": await self.store.prune(self.config.storage.job_retention)}
+        pruned.update(await prune_expired(self.db, expiry_rules()))
+        if any(pruned.values()):
+            log.info("storage.pruned", **{k: v for k, v in pruned.items() if v})
 
     async def _start_containers(self) -> None:
         assert self.session is not None and self.orchestrator is not None

@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.log.level, config.log.format, config.log.path)
     from node.app import Node
     from node.containers.manager import ContainerSetupError
+    from node.server.safejson import pin_recursion_limit
+
+    pin_recursion_limit()  # a dependency sets it to 100,000: deep input must not reach the C stack
 
     # Latency: everything imported so far lives forever, so keep it out of the collector's scans,
     # and collect the young generation less often (a full scan of the job cache costs tens of ms).

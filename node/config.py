@@ -70,6 +70,11 @@ class ServerConfig(_Model):
     shutdown_grace: float = Field(10.0, ge=0, description="Seconds in-flight jobs get on shutdown")
     # Bearer token for the operator endpoints (/api/node/*) from anywhere but loopback.
     admin_token: SecretStr | None = None
+    max_inflight_jobs: int = Field(10_000, ge=0, description="Jobs from HTTP clients running at once; "
+                                   "over it 429 with Retry-After (0: no cap)")
+    header_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a request's headers")
+    keepalive_timeout: float = Field(75.0, gt=0, description="Seconds an idle keep-alive connection stays open")
+    max_json_depth: int = Field(64, ge=2, le=1000, description="Deepest JSON nesting accepted from outside")
 
     @field_validator("status_allowed_ips")
     @classmethod
@@ -81,6 +86,11 @@ class ServerConfig(_Model):
 
 class StorageConfig(_Model):
     path: str = "node.db"
+    # NORMAL (WAL): every committed transaction survives a process crash; the last ones may be
+    # lost on power loss. FULL: an fsync per commit, so they survive power loss too.
+    synchronous: Literal["normal", "full"] = "normal"
+    job_retention: float = Field(7 * 86400.0, ge=0, description="Seconds finished jobs are kept (0: forever)")
+    prune_interval: float = Field(60.0, gt=0, description="Seconds between prunes of expired rows")
 
 
 class RegistryCredentials(_Model):
@@ -165,6 +175,7 @@ class ContainerConfig(_Model):
     replicas: int = Field(1, ge=0)
     placement: list[str] = []
     resources: ResourcesConfig = ResourcesConfig()
+    idempotent: bool = Field(False, description="Jobs a crash interrupted are run again (at-least-once)")
 
     @field_validator("build", mode="before")
     @classmethod

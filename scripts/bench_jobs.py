@@ -73,8 +73,10 @@ async def run_load(n: int, concurrency: int, one) -> tuple[float, list[float], i
 
 async def bench(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    node = NodeProcess(workdir, [container_entry("echo", "echo", concurrency=256, timeout=30)],
-                       {"log": {"level": "WARNING"}, "observe": {"enabled": not args.no_observe}})
+    extra: dict = {"log": {"level": "WARNING"}, "observe": {"enabled": not args.no_observe}}
+    if args.synchronous:
+        extra["storage"] = {"synchronous": args.synchronous}
+    node = NodeProcess(workdir, [container_entry("echo", "echo", concurrency=256, timeout=30)], extra)
     node.prefix = f"bench{uuid.uuid4().hex[:4]}-"
     node.write_config()
     print(f"starting node (config {node.config_path}) ...", flush=True)
@@ -247,6 +249,8 @@ def main() -> None:
                         help="swarm replica counts in --cpu (default 1,2,3)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds in --cpu (default 3)")
     parser.add_argument("--cpu-concurrency", type=int, default=16, help="clients in --cpu (default 16)")
+    parser.add_argument("--synchronous", choices=["normal", "full"], default=None,
+                        help="the node's storage.synchronous (default: the node's default, normal)")
     args = parser.parse_args()
     if args.cpu:
         args.jobs = args.jobs if "--jobs" in sys.argv else 400

@@ -207,3 +207,26 @@ def test_many_concurrent_jobs_all_complete(node):
     jobs = http.get("/api/jobs?" + "&".join(f"id={i}" for i in ids)).json
     assert len(jobs) == 200 and all(j["status"] == "success" for j in jobs)
     assert sorted(j["result"]["output"]["i"] for j in jobs) == list(range(200))
+
+
+def test_a_finished_job_cannot_be_rewritten_through_put_status(node):
+    """The attack: any address in status_allowed_ips (by default 127/8 and every container on
+    the host, 172.16/12) rewrote a finished job's output from 100 to 999999."""
+    http = node.http()
+    job_id = http.submit(["echo"], {"value": 100})
+    assert http.wait_job(job_id)["result"] == {"container": "echo", "output": {"value": 100}}
+    for source in ("127.0.0.3", "127.0.0.1"):
+        resp = node.http(source).put("/api/status", {"id": job_id, "status": "success", "containers": ["echo"],
+                                                     "data": {"value": 999999}})
+        assert resp.status == 409 and "finished" in resp.json["error"]
+    assert http.get(f"/api/jobs?id={job_id}").json[0]["result"] == {"container": "echo", "output": {"value": 100}}
+
+
+def test_only_the_jobs_containers_may_report_on_a_running_job(node):
+    http = node.http()
+    job_id = http.submit(["faulty"], {"mode": "sleep", "seconds": 1})
+    other = node.http("127.0.0.3")  # allowed to call /api/status, but not one of this job's containers
+    resp = other.put("/api/status", {"id": job_id, "status": "success", "containers": ["faulty"], "data": 999999})
+    assert resp.status == 403 and "containers" in resp.json["error"]
+    job = http.wait_job(job_id)
+    assert job["status"] == "success" and job["result"]["output"]["ok"] is True

@@ -27,7 +27,7 @@ from node.cre.workflow.errors import ActionConflict, ActionError
 from node.cre.workflow.models import KNOWN_ACTIONS, parse_action
 from node.logs import get_logger
 from node.server.openapi import accepts
-from node.server.http import ApiError, json_response, parse_json, parse_model, query_limit, validation_message
+from node.server.http import ApiError, int_param, json_response, parse_json, parse_model, query_limit, validation_message
 
 if TYPE_CHECKING:
     from node.cre.workflow.runtime import WorkflowRuntime
@@ -154,7 +154,7 @@ class CreApi:
 
     async def get_action(self, request: web.Request) -> web.Response:
         await self._authed(request)
-        action = await self._store.action(int(request.match_info["id"]))
+        action = await self._store.action(int_param(request.match_info["id"], "id"))
         if action is None:
             raise ApiError(404, "action not found")
         return ok(action)
@@ -170,7 +170,7 @@ class CreApi:
     @accepts(AckRequest)
     async def ack(self, request: web.Request) -> web.Response:
         req = parse_model(AckRequest, await self._authed(request))
-        action_id = int(request.match_info["id"])
+        action_id = int_param(request.match_info["id"], "id")
         outcome = await self._store.ack(action_id, req.workerId, req.status == "succeeded", req.result, req.error)
         if outcome == "missing":
             raise ApiError(404, "action not found")

@@ -51,6 +51,7 @@ from eth_account.messages import encode_defunct
 
 from node.cre.jsjson import stringify
 from node.logs import get_logger
+from node.server import safejson
 
 log = get_logger(__name__)
 
@@ -126,7 +127,7 @@ class TriggerDispatcher:
         except aiohttp.ClientError as exc:
             raise GatewayError(502, f"CRE gateway unreachable: {exc}") from None
         try:
-            parsed = json.loads(raw) if raw else None
+            parsed = safejson.loads(raw) if raw else None
         except ValueError:
             parsed = raw.decode("utf-8", "replace")[:500]
         log.info("cre.trigger_sent", request_id=request_id, workflow_id=workflow_id, status=status)

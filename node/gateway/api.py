@@ -43,7 +43,7 @@ from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.server.openapi import accepts
 from node.server.egress import EgressPolicy
-from node.server.http import ApiError, json_response, parse_json, parse_model, query_limit
+from node.server.http import ApiError, int_param, json_response, parse_json, parse_model, query_limit
 
 log = get_logger(__name__)
 
@@ -412,9 +412,8 @@ class GatewayApi:
         org_id = request.match_info["org_id"]
         await self.auth.org(request, org_id)
         before = request.query.get("before_id")
-        if before is not None and not before.isdigit():
-            raise ApiError(400, "before_id: expected an integer")
-        entries = await self.store.audit_log(org_id, query_limit(request, 100, 1000), int(before) if before else None)
+        before_id = int_param(before, "before_id") if before else None
+        entries = await self.store.audit_log(org_id, query_limit(request, 100, 1000), before_id)
         return json_response({"entries": entries})
 
     async def dashboard(self, request: web.Request) -> web.Response:
@@ -649,7 +648,10 @@ class GatewayApi:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id)
         current = await self.store.notification_settings(org_id, actor.id) or NotificationSettings().model_dump()
-        merged = {**current, **parse_json(await request.read())}
+        changes = parse_json(await request.read())
+        if not isinstance(changes, dict):
+            raise ApiError(400, "body: expected a JSON object of settings to change")
+        merged = {**current, **changes}
         settings = parse_model(NotificationSettings, merged).model_dump()
         await self.store.set_notification_settings(org_id, actor.id, settings)
         await self.store.audit(org_id, actor.label, "notifications.updated", "user", actor.id, current, settings)
@@ -670,8 +672,7 @@ class GatewayApi:
         if key.org_id != org_id:
             raise ApiError(403, "API key does not belong to this org")
         last_seq = q.get("last_seq")
-        if last_seq is not None and not last_seq.isdigit():
-            raise ApiError(400, "last_seq: expected an integer")
+        last = int_param(last_seq, "last_seq") if last_seq is not None else None
         version = self.hub.current_seq(org_id)
         workflows = [w for w in await self.store.workflows(org_id)
                      if key.workflow_id is None or w["id"] == key.workflow_id]
@@ -680,7 +681,7 @@ class GatewayApi:
                                   "budget_usd": w["budget_usd"], "remaining_usd": w["remaining_usd"]}
                                  for w in workflows],
                    "policies": [p["id"] for p in await self.store.policies(org_id)]}
-        return await self.hub.serve(request, org_id, {**initial, "seq": version}, int(last_seq) if last_seq else None)
+        return await self.hub.serve(request, org_id, {**initial, "seq": version}, last)
 
     async def close(self) -> None:
         await self.hub.close()

@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from node.logs import get_logger
+from node.server import safejson
 
 log = get_logger(__name__)
 
@@ -205,7 +206,7 @@ class ControlHub:
 
     def _on_client_message(self, client: _Client, raw: str) -> None:
         try:
-            message = json.loads(raw)
+            message = safejson.loads(raw)
             kind = str(message.get("type", "")).lower()
         except (ValueError, AttributeError):
             error = {"code": "bad_request", "message": "messages must be JSON objects"}

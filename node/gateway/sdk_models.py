@@ -24,8 +24,8 @@ class SdkGate(_SdkBody):
     workflow_id: str | None = Field(None, pattern=WORKFLOW_ID)
     estimated_cost_usd: float | None = Field(None, ge=0)
     model: str | None = Field(None, max_length=200)
-    estimated_tokens: int | None = Field(None, ge=0)
-    max_output_tokens: int | None = Field(None, ge=0)
+    estimated_tokens: int | None = Field(None, ge=0, le=2**63 - 1)
+    max_output_tokens: int | None = Field(None, ge=0, le=2**63 - 1)
     tool: str | None = Field(None, max_length=200)
     tools: list[str] | None = Field(None, max_length=100)
 
@@ -51,9 +51,9 @@ class SdkTrackEvent(_SdkBody):
     type: str | None = Field(None, max_length=100)
     cost_usd: float | None = Field(None, ge=0)
     model: str | None = Field(None, max_length=200)
-    tokens: int | None = Field(None, ge=0)
-    input_tokens: int | None = Field(None, ge=0)
-    output_tokens: int | None = Field(None, ge=0)
+    tokens: int | None = Field(None, ge=0, le=2**63 - 1)
+    input_tokens: int | None = Field(None, ge=0, le=2**63 - 1)
+    output_tokens: int | None = Field(None, ge=0, le=2**63 - 1)
     latency_ms: float | None = Field(None, ge=0)
     tool_name: str | None = Field(None, max_length=200)
     metadata: dict[str, Any] | None = None

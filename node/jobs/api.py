@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -146,7 +147,7 @@ class JobsApi:
                 client_ip=ip,
             )
         except JobRejected as exc:
-            raise ApiError(exc.status, exc.message, exc.params) from None
+            raise _api_error(exc) from None
         return {"id": job.id}
 
     @accepts(JobRequest)
@@ -188,13 +189,16 @@ class JobsApi:
                 workflow_id=request.headers.get(WORKFLOW_HEADER),
             )
         except JobRejected as exc:
-            raise ApiError(exc.status, exc.message, exc.params) from None
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        await response.prepare(request)
-        await response.write(f"{job.id}\n".encode())
-        async for chunk in chunks:
-            await response.write(chunk)
-        await response.write_eof()
+            raise _api_error(exc) from None
+        try:
+            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            await response.prepare(request)
+            await response.write(f"{job.id}\n".encode())
+            async for chunk in chunks:
+                await response.write(chunk)
+            await response.write_eof()
+        finally:
+            await chunks.close()  # a client that went away fails the job and frees its reservation
         return response
 
     async def get_jobs(self, request: web.Request) -> web.Response:
@@ -224,8 +228,14 @@ class JobsApi:
         if existing is None:
             found = await self._store.get_many([update.id])
             existing = found[0] if found else None
+        if existing is not None:
+            # A finished job is a fact a client may already have read: never rewritten. A
+            # running one is reported on only by its own containers (or the host itself).
+            if not existing.pending:
+                raise ApiError(409, "Job already finished; its result cannot be changed", {"id": update.id})
+            if str(address) not in self._reporters(existing.containers):
+                raise ApiError(403, "Only the job's containers may report its status", {"id": update.id})
         job = existing or Job(id=update.id, client=ip or "unknown", containers=update.containers, source="status")
-        job.containers = update.containers
         if update.status == "running":
             job.status = "running"
         else:
@@ -233,5 +243,21 @@ class JobsApi:
             result = {"container": last, "output": update.data} if update.status == "success" else {
                 "container": last, "error": update.data if isinstance(update.data, str) else "failed"}
             job.finish([*job.intermediate, result])
-        self._store.save(job)
+        await self._store.save(job)
         return json_response(None)
+
+    def _reporters(self, containers: list[str]) -> set[str]:
+        """Addresses allowed to report on a job of these containers: each container's own
+        address (from the URL the node calls it on) and the host's loopback."""
+        allowed = {"127.0.0.1", "::1"}
+        for cid in containers:
+            endpoint = self._orchestrator.endpoints.get(cid)
+            host = urlsplit(endpoint.url).hostname if endpoint is not None else None
+            if host:
+                allowed.add("127.0.0.1" if host == "localhost" else host)
+        return allowed
+
+
+def _api_error(exc: JobRejected) -> ApiError:
+    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
+    return ApiError(exc.status, exc.message, exc.params, headers)

@@ -67,6 +67,9 @@ class Job:
     workflow_id: str | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    # Runs of a job of idempotent containers that a crash interrupted ({started_at,
+    # interrupted_at, error}) and the run that followed; empty for a job run once.
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def pending(self) -> bool:
@@ -86,4 +89,6 @@ class Job:
             # `intermediate`. Send both so either kind of client finds them.
             out["intermediate_results"] = self.intermediate
             out["intermediate"] = self.intermediate
+        if self.runs:
+            out["runs"] = self.runs
         return out

@@ -14,15 +14,17 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
 
 from node.jobs.models import Job, JobLocation
-from node.jobs.store import JobStore
+from node.jobs.store import JobStore, Rerun
+from node.jobs.stream import JobStream
 from node.logs import get_logger
+from node.server import safejson
 
 log = get_logger(__name__)
 
@@ -61,6 +63,7 @@ class ContainerEndpoint:
     # Retry a call whose connection was dropped before any answer, not only one refused at
     # connect: for Swarm tasks behind Docker's port proxy, where a dead task looks like that.
     retry_dropped: bool = False
+    idempotent: bool = False  # safe to run again after a crash interrupted it
 
     def __post_init__(self) -> None:
         self.semaphore = asyncio.Semaphore(self.concurrency)
@@ -125,11 +128,13 @@ class JobIds:
 class JobRejected(Exception):
     """A job refused before it starts; `status` is the HTTP code a front door should use."""
 
-    def __init__(self, message: str, params: dict[str, Any] | None = None, status: int = 400) -> None:
+    def __init__(self, message: str, params: dict[str, Any] | None = None, status: int = 400,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.params = params
         self.status = status
+        self.retry_after = retry_after
 
 
 class ContainerFailure(Exception):
@@ -175,6 +180,9 @@ class Orchestrator:
         session: aiohttp.ClientSession,
         store: JobStore,
         gates: Sequence[JobGate] = (),
+        *,
+        max_inflight: int = 0,
+        max_json_depth: int = safejson.DEFAULT_MAX_DEPTH,
     ) -> None:
         self.endpoints = endpoints
         self._session = session
@@ -184,6 +192,9 @@ class Orchestrator:
         self._cancel_reasons: dict[str, str] = {}
         self._ids = JobIds()
         self.observers: list[JobObserver] = []
+        self._max_inflight = max_inflight  # 0: no cap
+        self._inflight = 0  # front-door jobs (HTTP submit and stream) admitted and not yet finished
+        self._max_json_depth = max_json_depth
 
     def add_gate(self, gate: JobGate) -> None:
         self._gates.append(gate)
@@ -226,10 +237,28 @@ class Orchestrator:
             except Exception:  # noqa: BLE001 - settling must not break the job path
                 log.exception("job.settle_failed", job_id=job.id)
 
-    def _new_job(self, containers: Sequence[str], client: str, source: str, workflow_id: str | None) -> Job:
+    async def _new_job(self, containers: Sequence[str], client: str, source: str, workflow_id: str | None,
+                       data: Any = None) -> Job:
+        """Record a new running job; returns once its row has committed. The input is kept
+        with the job when every container is idempotent (a crash means: run it again)."""
         job = Job(id=self._ids.next(), client=client, containers=list(containers), source=source, workflow_id=workflow_id)
-        self._store.save(job)
+        keep = source == "offchain" and all(self.endpoints[c].idempotent for c in containers)
+        await self._store.save(job, data=json.dumps(data) if keep else None)
         return job
+
+    def _take_slot(self) -> None:
+        """Count a front-door job against server.max_inflight_jobs, or refuse it (429)."""
+        if self._max_inflight and self._inflight >= self._max_inflight:
+            raise JobRejected("Too many jobs in flight; try again shortly",
+                              {"max_inflight_jobs": self._max_inflight}, 429, retry_after=1.0)
+        self._inflight += 1
+
+    def _release_slot(self) -> None:
+        self._inflight -= 1
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
 
     # -- running ---------------------------------------------------------------------------
 
@@ -244,15 +273,36 @@ class Orchestrator:
         workflow_id: str | None = None,
         client_ip: str | None = None,
     ) -> Job:
-        """Check, admit, record and start a job in the background; returns it running."""
+        """Check, admit, record (committed) and start a job in the background; returns it
+        running."""
         self.check(containers, client_ip, requires_proof)
-        workflow_id, tickets = await self._admit(containers, client, source, workflow_id)
-        job = self._new_job(containers, client, source, workflow_id)
+        self._take_slot()
+        try:
+            workflow_id, tickets = await self._admit(containers, client, source, workflow_id)
+            job = await self._new_job(containers, client, source, workflow_id, data)
+        except BaseException:
+            self._release_slot()
+            raise
+        self._start_task(job, data, requires_proof, tickets)
+        return job
+
+    def _start_task(self, job: Job, data: Any, requires_proof: bool, tickets: Sequence[Ticket]) -> None:
         task = asyncio.create_task(
             self._execute(job, data, requires_proof, JobLocation.OFFCHAIN, JobLocation.OFFCHAIN, tickets))
         self._tasks[job.id] = task
-        task.add_done_callback(lambda _t, jid=job.id: self._forget(jid))
-        return job
+
+        def done(_task: asyncio.Task, job_id: str = job.id) -> None:
+            self._forget(job_id)
+            self._release_slot()
+
+        task.add_done_callback(done)
+
+    def resume(self, reruns: Sequence[Rerun]) -> None:
+        """Run again the interrupted jobs of idempotent containers (at-least-once)."""
+        for rerun in reruns:
+            self._inflight += 1
+            log.info("job.rerun", job_id=rerun.job.id, run=len(rerun.job.runs))
+            self._start_task(rerun.job, rerun.data, False, ())
 
     async def run(
         self,
@@ -269,7 +319,7 @@ class Orchestrator:
         """Run a job to completion in the caller's task (chain processor, CRE actions, cron)."""
         self.check(containers, None, requires_proof)
         workflow_id, tickets = await self._admit(containers, client, source, workflow_id)
-        job = self._new_job(containers, client, source, workflow_id)
+        job = await self._new_job(containers, client, source, workflow_id)
         self._tasks[job.id] = asyncio.current_task()  # type: ignore[assignment]
         try:
             await self._execute(job, data, requires_proof, source_location, destination, tickets)
@@ -322,10 +372,7 @@ class Orchestrator:
             reason = self._cancel_reasons.get(job.id)
             results.append({"container": current, "error": reason or "job cancelled"})
             job.finish(results)
-            self._store.save(job)
-            self._observe_job(job, started)
-            if tickets:
-                await asyncio.shield(self._settle(job, tickets))
+            await asyncio.shield(self._finish(job, tickets, started))
             log.info("job.cancelled", job_id=job.id, reason=reason or "task cancelled")
             if reason is None:
                 raise  # our caller is being cancelled (shutdown): let it unwind
@@ -337,10 +384,7 @@ class Orchestrator:
             log.exception("job.crashed", job_id=job.id)
             results.append({"container": current, "error": f"internal error: {exc}"})
         job.finish(results)
-        self._store.save(job)
-        self._observe_job(job, started)
-        if tickets:
-            await self._settle(job, tickets)
+        await self._finish(job, tickets, started)
         if log.is_debug() or job.status == "failed":
             level = log.warning if job.status == "failed" else log.debug
             level(
@@ -352,6 +396,20 @@ class Orchestrator:
                 ms=round((time.perf_counter() - started) * 1000, 2),
                 **({"error": job.result.get("error")} if job.result and "error" in job.result else {}),
             )
+
+    async def _finish(self, job: Job, tickets: Sequence[Ticket], started: float) -> None:
+        """Commit a finished job (readers see it only then), count it in the metrics, then
+        settle its gate tickets."""
+        for attempt in range(3):
+            try:
+                await self._store.save(job)
+                break
+            except Exception:  # noqa: BLE001 - retried; a job must not stay running because of one failed commit
+                log.exception("job.save_failed", job_id=job.id, attempt=attempt + 1)
+                await asyncio.sleep(0.5 * (attempt + 1))
+        self._observe_job(job, started)
+        if tickets:
+            await self._settle(job, tickets)
 
     async def call(self, endpoint: ContainerEndpoint, body: dict[str, Any]) -> Any:
         """POST one container's /service_output; any failure becomes ContainerFailure."""
@@ -386,61 +444,34 @@ class Orchestrator:
                     self._observe_call(endpoint.id, started, False)
                     raise ContainerFailure(f"container unreachable: {exc}") from None
         self._observe_call(endpoint.id, started, 200 <= status < 300)
-        text = raw.decode("utf-8", "replace")
         if not 200 <= status < 300:
+            text = raw[:_SNIPPET * 4].decode("utf-8", "replace")
             raise ContainerFailure(f"container answered HTTP {status}: {text[:_SNIPPET]}")
         try:
-            return json.loads(text)
+            return safejson.loads(raw, self._max_json_depth)
+        except safejson.JsonTooDeep as exc:
+            raise ContainerFailure(f"container output refused: {exc}") from None
         except ValueError:
+            text = raw[:_SNIPPET * 4].decode("utf-8", "replace")
             raise ContainerFailure(f"container returned non-JSON output: {text[:_SNIPPET]!r}") from None
 
     async def stream(
         self, container: str, data: Any, *, client: str, client_ip: str | None = None, workflow_id: str | None = None
-    ) -> tuple[Job, AsyncIterator[bytes]]:
-        """Start a streaming job on one container; yields its raw output as it arrives and
-        stores the whole output as the job's result when the stream ends."""
+    ) -> tuple[Job, JobStream]:
+        """Start a streaming job on one container. Iterate the returned `JobStream` for the
+        raw output as it arrives, and always `close()` it: a stream that did not run to its end
+        (the client went away) fails its job and settles its gate tickets."""
         self.check([container], client_ip)
-        workflow_id, tickets = await self._admit([container], client, "stream", workflow_id)
-        job = self._new_job([container], client, "stream", workflow_id)
-        endpoint = self.endpoints[container]
+        self._take_slot()
         started = time.perf_counter()
-
-        async def chunks() -> AsyncIterator[bytes]:
-            body = {"source": int(JobLocation.OFFCHAIN), "destination": int(JobLocation.STREAM), "data": data}
-            collected: list[bytes] = []
-            result: dict[str, Any]
-            try:
-                async with endpoint.semaphore:
-                    async with self._session.post(
-                        endpoint.next_service_url(),
-                        data=json.dumps(body),
-                        headers=endpoint.headers,
-                        timeout=aiohttp.ClientTimeout(total=None, sock_read=endpoint.timeout),
-                    ) as response:
-                        if not 200 <= response.status < 300:
-                            text = (await response.read()).decode("utf-8", "replace")
-                            raise ContainerFailure(f"container answered HTTP {response.status}: {text[:_SNIPPET]}")
-                        async for chunk in response.content.iter_any():
-                            collected.append(chunk)
-                            yield chunk
-                text = b"".join(collected).decode("utf-8", "replace")
-                result = {"container": container, "output": {"output": text}}
-            except ContainerFailure as exc:
-                result = {"container": container, "error": str(exc)}
-            except asyncio.TimeoutError:
-                result = {"container": container, "error": f"container timed out after {endpoint.timeout:g}s"}
-            except aiohttp.ClientError as exc:
-                result = {"container": container, "error": f"container unreachable: {exc}"}
-            except (asyncio.CancelledError, GeneratorExit):
-                job.finish([{"container": container, "error": "stream aborted by the client"}])
-                self._store.save(job)
-                raise
-            job.finish([result])
-            self._store.save(job)
-            self._observe_job(job, started)
-            await self._settle(job, tickets)
-
-        return job, chunks()
+        try:
+            workflow_id, tickets = await self._admit([container], client, "stream", workflow_id)
+            job = await self._new_job([container], client, "stream", workflow_id)
+        except BaseException:
+            self._release_slot()
+            raise
+        return job, JobStream(job, self.endpoints[container], data, self._session,
+                              lambda: self._finish(job, tickets, started), self._release_slot)
 
     # -- control ---------------------------------------------------------------------------
 

@@ -1,22 +1,31 @@
-"""Job persistence: SQLite (table `jobs`) behind an in-memory cache with write-behind batching.
+"""Job persistence: SQLite (table `jobs`), written by group commit, with an in-memory view of
+what has been committed.
 
-Every state change is applied to memory at once (reads are served from there) and queued;
-a flusher writes queued jobs in one transaction every few milliseconds. That keeps a SQLite
-commit off each request's path while results still reach disk within `flush_interval`.
-`flush()` forces the write (shutdown, listings). On start, jobs a previous process left
-`running` are marked failed: a job is never left running forever.
+Every state change of a job is a row written through the node's `GroupCommitter`: the call
+returns once the transaction holding it has committed, and only then does the new state become
+visible to readers (the in-memory view, waiters, `GET /api/jobs`). So a job id is handed out
+only after its row is durable, and a result a client has read is the result it will read after
+a crash. Concurrent jobs share commits, which keeps the cost per job small.
+
+On start, jobs a previous process left `running` are marked failed, except jobs whose
+containers all declare `idempotent: true` and whose input was kept: those are handed back to be
+run again (at-least-once), each run recorded in the row's `runs`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
 
 from node.jobs.models import Job
 from node.logs import get_logger
 from node.storage import Database, Migration
+from node.storage.batch import GroupCommitter
 
 log = get_logger(__name__)
 
@@ -41,15 +50,24 @@ MIGRATIONS = [
         CREATE INDEX jobs_workflow ON jobs (workflow_id) WHERE workflow_id IS NOT NULL
         """,
     ),
+    Migration(
+        "jobs.0002",
+        """
+        ALTER TABLE jobs ADD COLUMN input TEXT;
+        ALTER TABLE jobs ADD COLUMN runs TEXT NOT NULL DEFAULT '[]';
+        CREATE INDEX jobs_finished_age ON jobs (updated_at) WHERE status != 'running'
+        """,
+    ),
 ]
 
 _UPSERT = """
 INSERT INTO jobs (id, client, source, containers, status, result, intermediate, workflow_id,
-                  created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  created_at, updated_at, input, runs)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     status = excluded.status, result = excluded.result, intermediate = excluded.intermediate,
-    containers = excluded.containers, updated_at = excluded.updated_at
+    containers = excluded.containers, updated_at = excluded.updated_at, runs = excluded.runs,
+    input = CASE WHEN excluded.status = 'running' THEN excluded.input ELSE NULL END
 """
 
 RESTART_ERROR = "node stopped while the job was running"
@@ -59,7 +77,15 @@ RESTART_ERROR = "node stopped while the job was running"
 PUBLIC_SOURCES = frozenset({"chain", "registry"})
 
 
-def _row(job: Job) -> tuple:
+@dataclass(frozen=True)
+class Rerun:
+    """An interrupted job of idempotent containers, to be run again from its input."""
+
+    job: Job
+    data: Any
+
+
+def _row(job: Job, data: str | None) -> tuple:
     return (
         job.id,
         job.client,
@@ -71,6 +97,8 @@ def _row(job: Job) -> tuple:
         job.workflow_id,
         job.created_at,
         job.updated_at,
+        data if job.pending else None,  # the input is kept only while a rerun may need it
+        json.dumps(job.runs),
     )
 
 
@@ -86,88 +114,89 @@ def _job(row) -> Job:
         workflow_id=row["workflow_id"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        runs=json.loads(row["runs"]),
     )
 
 
+def _snapshot(job: Job) -> Job:
+    """A copy readers may hold while the orchestrator keeps changing the original."""
+    return replace(job, containers=list(job.containers), intermediate=list(job.intermediate),
+                   runs=list(job.runs))
+
+
 class JobStore:
-    def __init__(self, db: Database, flush_interval: float = 0.005, cache_size: int = 10_000) -> None:
+    def __init__(self, db: Database, committer: GroupCommitter | None = None, cache_size: int = 10_000) -> None:
         self._db = db
-        self._flush_interval = flush_interval
+        self._writes = committer or GroupCommitter(db)
         self._cache_size = cache_size
         self._running: dict[str, Job] = {}
         self._recent: OrderedDict[str, Job] = OrderedDict()
-        self._dirty: dict[str, Job] = {}
-        self._wake = asyncio.Event()
-        self._flusher: asyncio.Task | None = None
-        self._flush_lock = asyncio.Lock()
         self._waiters: dict[str, list[asyncio.Future]] = {}
 
-    async def start(self) -> int:
-        """Apply migrations, fail jobs orphaned by a previous process, start the flusher."""
+    async def start(self, rerunnable: frozenset[str] = frozenset()) -> list[Rerun]:
+        """Apply migrations and settle jobs orphaned by a previous process: fail them, or, when
+        every container of the job is in `rerunnable` and its input was kept, return them to be
+        run again."""
         await self._db.migrate(MIGRATIONS)
         orphans = await self._db.fetchall("SELECT * FROM jobs WHERE status = 'running'")
+        reruns: list[Rerun] = []
+        failed = 0
+        now = time.time()
         for row in orphans:
             job = _job(row)
-            job.finish([*job.intermediate, {"container": job.containers[-1], "error": RESTART_ERROR}])
-            self._dirty[job.id] = job
-        if orphans:
-            await self.flush()
-            log.warning("jobs.recovered", failed=len(orphans), reason=RESTART_ERROR)
-        self._flusher = asyncio.create_task(self._flush_loop(), name="jobs-flusher")
-        return len(orphans)
+            runs = job.runs or [{"started_at": job.created_at}]
+            runs[-1] = {**runs[-1], "interrupted_at": now, "error": RESTART_ERROR}
+            job.runs = runs
+            if row["input"] is not None and job.containers and set(job.containers) <= rerunnable:
+                job.runs.append({"started_at": now})
+                job.intermediate, job.updated_at = [], now
+                await self.save(job, data=row["input"])
+                reruns.append(Rerun(job, json.loads(row["input"])))
+            else:
+                job.finish([*job.intermediate, {"container": job.containers[-1], "error": RESTART_ERROR}])
+                await self.save(job)
+                failed += 1
+        if failed:
+            log.warning("jobs.recovered", failed=failed, reason=RESTART_ERROR)
+        if reruns:
+            log.warning("jobs.rerun", count=len(reruns), reason="idempotent containers")
+        return reruns
 
     async def close(self) -> None:
-        if self._flusher:
-            self._flusher.cancel()
-            try:
-                await self._flusher
-            except asyncio.CancelledError:
-                pass
-            self._flusher = None
-        await self.flush()
+        """Nothing is buffered: every save has committed by the time it returned."""
 
     # -- writes --------------------------------------------------------------------------
 
-    def save(self, job: Job) -> None:
-        """Record a job's current state (memory now, disk within flush_interval)."""
+    async def save(self, job: Job, data: str | None = None) -> None:
+        """Commit a job's current state, then make it visible. `data` (JSON of the job's
+        input) is kept with a running job whose containers may run it again after a crash."""
+        row = _row(job, data)
+        await self._writes.submit(lambda conn: conn.execute(_UPSERT, row))
+        self._publish(_snapshot(job))
+
+    def _publish(self, job: Job) -> None:
         if job.pending:
             self._running[job.id] = job
-        else:
-            self._running.pop(job.id, None)
-            for waiter in self._waiters.pop(job.id, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._recent[job.id] = job
-            self._recent.move_to_end(job.id)
-            while len(self._recent) > self._cache_size:
-                self._recent.popitem(last=False)
-        self._dirty[job.id] = job
-        self._wake.set()
+            return
+        self._running.pop(job.id, None)
+        self._recent[job.id] = job
+        self._recent.move_to_end(job.id)
+        while len(self._recent) > self._cache_size:
+            self._recent.popitem(last=False)
+        for waiter in self._waiters.pop(job.id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
-    async def flush(self) -> None:
-        async with self._flush_lock:
-            if not self._dirty:
-                return
-            batch, self._dirty = self._dirty, {}
-            try:
-                async with self._db.transaction() as tx:
-                    await tx.executemany(_UPSERT, [_row(job) for job in batch.values()])
-            except Exception:
-                # Put them back (newer states queued meanwhile win) and let the caller see it.
-                self._dirty = {**batch, **self._dirty}
-                raise
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await asyncio.sleep(self._flush_interval)
-            try:
-                await self.flush()
-            except Exception:  # noqa: BLE001 - keep flushing; the batch was re-queued
-                log.exception("jobs.flush_failed", queued=len(self._dirty))
-                await asyncio.sleep(1.0)
-                self._wake.set()
+    async def prune(self, retention: float) -> int:
+        """Delete finished jobs last changed more than `retention` seconds ago (0: keep all)."""
+        if retention <= 0:
+            return 0
+        cutoff = time.time() - retention
+        deleted = await self._db.execute(
+            "DELETE FROM jobs WHERE status != 'running' AND updated_at < ?", (cutoff,))
+        for job_id in [j for j, job in self._recent.items() if job.updated_at < cutoff]:
+            del self._recent[job_id]
+        return deleted
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -189,12 +218,13 @@ class JobStore:
             chunk = missing[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for row in await self._db.fetchall(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk):
-                found[row["id"]] = _job(row)
+                # A row read from the database is committed; a newer committed state may
+                # already be in memory (published while we read), and wins.
+                found[row["id"]] = self.cached(row["id"]) or _job(row)
         return [found[i] for i in ids if i in found and (client is None or found[i].client == client
                                                            or found[i].source in PUBLIC_SOURCES)]
 
     async def list_ids(self, client: str, pending: bool | None = None, limit: int = 10_000) -> list[str]:
-        await self.flush()
         sql = "SELECT id FROM jobs WHERE client = ?"
         if pending is True:
             sql += " AND status = 'running'"

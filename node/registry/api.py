@@ -245,7 +245,8 @@ class RegistryApi:
     async def list_executions(self, request: web.Request) -> web.Response:
         await self._account(request)
         page, limit = request.query.get("page", "0"), request.query.get("limit", "20")
-        if not page.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= 200:
+        if not (page.isascii() and page.isdigit() and limit.isascii() and limit.isdigit()) \
+                or int(page) > 10**9 or not 1 <= int(limit) <= 200:
             raise ApiError(400, "page must be >= 0 and limit between 1 and 200")
         data, total = await self.store.executions(request.match_info["task_id"], int(page), int(limit))
         return json_response({"data": data, "page": int(page), "total": total})

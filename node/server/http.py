@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from node.config import RateLimitConfig
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.logs import get_logger
+from node.server import safejson
 
 log = get_logger(__name__)
 
@@ -98,11 +99,13 @@ def parse_model(model: type[M], data: Any) -> M:
         raise ApiError(400, message, {"errors": problems}) from None
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_json(raw: bytes, max_depth: int | None = None) -> Any:
     if not raw:
         raise ApiError(400, "Request body is empty; expected JSON")
     try:
-        return json.loads(raw)
+        return safejson.loads(raw, max_depth)
+    except safejson.JsonTooDeep as exc:
+        raise ApiError(400, f"Request body: {exc}", {"max_json_depth": exc.limit}) from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "Request body is not valid JSON") from None
 
@@ -115,13 +118,24 @@ async def read_json(request: web.Request) -> Any:
     return parse_json(raw)
 
 
+SQLITE_MAX_INT = 2**63 - 1
+
+
+def int_param(value: str, name: str) -> int:
+    """A non-negative integer from a path or query string, within what SQLite can store:
+    anything else (signs, non-ASCII digits, 20-digit numbers) is a 400 naming `name`."""
+    if not (value.isascii() and value.isdigit()) or int(value) > SQLITE_MAX_INT:
+        raise ApiError(400, f"{name}: expected an integer from 0 to {SQLITE_MAX_INT}, got {value[:40]!r}")
+    return int(value)
+
+
 def query_limit(request: web.Request, default: int, maximum: int) -> int:
     """`?limit=` as a positive integer, capped at `maximum`."""
     value = request.query.get("limit")
     if value is None:
         return default
-    if not value.isdigit() or int(value) < 1:
-        raise ApiError(400, f"limit: expected a positive integer, got {value!r}")
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise ApiError(400, f"limit: expected a positive integer, got {value[:40]!r}")
     return min(int(value), maximum)
 
 
@@ -173,7 +187,8 @@ def prefix_rate_limit(limiter: RateLimiter, prefixes: tuple[str, ...]) -> Callab
     return limit
 
 
-def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter) -> list:
+def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
+                     max_json_depth: int = safejson.DEFAULT_MAX_DEPTH) -> list:
     # Request ids: a per-process random prefix and a counter (unique, and cheaper than a uuid4,
     # which costs a getrandom() call on every request).
     prefix, counter = uuid.uuid4().hex[:8], itertools.count(1)
@@ -182,6 +197,7 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter) -> list:
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = request.headers.get("X-Request-Id") or f"{prefix}-{next(counter):x}"
         request[REQUEST_ID] = request_id
+        safejson.max_depth_var.set(max_json_depth)
         try:
             if limiter.limit:
                 route = request.match_info.route.resource

@@ -49,6 +49,7 @@ from node.cre.workflow.models import (
 )
 from node.gateway.crypto import SecretBox
 from node.logs import get_logger
+from node.server import safejson
 from node.storage import Database, Migration
 
 log = get_logger(__name__)
@@ -192,7 +193,7 @@ class WorkflowRuntime:
         try:
             async with self._session.request(method, url, json=body, headers=headers,
                                              timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                data = await resp.json(content_type=None)
+                data = await resp.json(content_type=None, loads=safejson.loads)
                 if resp.status >= 300:
                     log.warning("cre.backend_failed", method=method, path=path, status=resp.status)
                     if method == "GET":
