@@ -133,7 +133,7 @@ def _registry_worker(http: Http, ledger: Ledger, stop: threading.Event, token: s
 
 def _registry_token(http: Http) -> str:
     account = Account.create()
-    nonce = http.post("/api/auth/nonce", {}).json
+    nonce = http.post("/api/auth/nonce", {"address": account.address}).json  # an EIP-4361 message
     signature = "0x" + account.sign_message(encode_defunct(text=nonce["message"])).signature.hex()
     resp = http.post("/api/auth/verify", {"nonce": nonce["nonce"], "signature": signature})
     assert resp.status == 200, resp.body
@@ -225,6 +225,8 @@ def test_nothing_acknowledged_is_lost_across_sigkills(tmp_path, echo_service):
         _check_database(tmp_path / "node.db", ledger)
         node.start(timeout=60)
         _check_after_restart(http, ledger, registry_token)
-    assert len(ledger.jobs) > 50 * CYCLES and ledger.read and ledger.ingests and ledger.events and ledger.projects, (
-        len(ledger.jobs), len(ledger.read), len(ledger.ingests), len(ledger.events), len(ledger.projects))
+    assert (len(ledger.jobs) > 50 * CYCLES and ledger.read and ledger.ingests and ledger.events
+            and ledger.executions and ledger.projects), (
+        len(ledger.jobs), len(ledger.read), len(ledger.ingests), len(ledger.events), len(ledger.executions),
+        len(ledger.projects))
     node.stop()

@@ -106,13 +106,13 @@ def test_the_inputs_that_gave_500s_are_400s_naming_the_field(fuzz_node):
 
 async def test_a_deeply_nested_websocket_message_is_refused_and_the_connection_lives_on(fuzz_node):
     gw = fuzz_node.gateway
-    url = f"ws://127.0.0.1:{fuzz_node.port}/ws/control/{gw['org_id']}?api_key={gw['api_key']}"
+    url = f"ws://127.0.0.1:{fuzz_node.port}/ws/control/{gw['org_id']}"
     async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(url) as ws:
-            assert (await ws.receive_json(timeout=10))["type"] == "InitialState"
+        async with session.ws_connect(url, headers={"X-API-Key": gw["api_key"]}) as ws:
+            assert (await ws.receive_json(timeout=10))["type"] == "initial_state"
             await ws.send_str("[" * 100_000)
             error = await ws.receive_json(timeout=10)
-            assert error["type"] == "Error"
-            await ws.send_json({"type": "Ping"})
-            assert (await ws.receive_json(timeout=10))["type"] == "Pong"
+            assert error["type"] == "error"
+            await ws.send_json({"type": "ping"})
+            assert (await ws.receive_json(timeout=10))["type"] == "pong"
     assert fuzz_node.proc.poll() is None
