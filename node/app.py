@@ -13,7 +13,7 @@ import signal
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -40,7 +40,6 @@ from node.jobs.api import JobsApi
 from node.registry import api as registry_api
 from node.registry.api import RegistryApi
 from node.registry.relayer import CronRelayer
-from node.registry.watcher import EventWatcher
 from node.registry.service import RegistryService
 from node.registry.store import RegistryStore
 from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
@@ -55,6 +54,9 @@ from node.server.openapi import build_spec
 from node.server.timeouts import TimedAppRunner
 from node.storage import Database
 from node.storage.prune import expiry_rules, prune_expired
+
+if TYPE_CHECKING:
+    from node.registry.watcher import EventWatcher  # web3: imported only when chains are watched
 
 log = get_logger(__name__)
 
@@ -257,8 +259,11 @@ class Node:
             self.registry = RegistryApi(service)
             if service.relayer_key is not None:
                 self.relayer = CronRelayer(service, self.orchestrator)
-                self.watchers = [EventWatcher(service, self.orchestrator, chain_id, chain)
-                                 for chain_id, chain in self.config.registry.chains.items()]
+                if self.config.registry.chains:
+                    from node.registry.watcher import EventWatcher
+
+                    self.watchers = [EventWatcher(service, self.orchestrator, chain_id, chain)
+                                     for chain_id, chain in self.config.registry.chains.items()]
         await self._start_server()
         await self._start_containers()
         stack.push_async_callback(self._drain)
