@@ -3,6 +3,8 @@ clients) and a real node process started from a config file."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -171,3 +173,22 @@ class NodeProcess:
                              capture_output=True, text=True).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+
+
+def workload_process(name: str) -> tuple[subprocess.Popen, str]:
+    """One of the shipped workloads (containers/<name>/app.py) as a plain process on a free
+    port, for tests that need a real container service without Docker: (process, its URL)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / f"containers/{name}/app.py")],
+                            env={**os.environ, "PORT": str(port), "PYTHONPATH": str(REPO / "containers/_lib")},
+                            stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def sdk_signed(api_key: str, secret: str, body: bytes, ts: int | None = None) -> dict[str, str]:
+    """Seed 002's request signature, written independently of the node: X-API-Key,
+    X-Signature-Timestamp and hex(HMAC-SHA256(secret, f"{ts}:{api_key}:{sha256_hex(body)}"))."""
+    ts = int(time.time()) if ts is None else ts
+    message = f"{ts}:{api_key}:{hashlib.sha256(body).hexdigest()}".encode()
+    return {"X-API-Key": api_key, "X-Signature-Timestamp": str(ts),
+            "X-Signature": hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()}

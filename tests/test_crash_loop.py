@@ -22,8 +22,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -34,7 +32,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from node.cre.client import signed_headers
-from tests.helpers import REPO, Http, NodeProcess, free_port
+from tests.helpers import Http, NodeProcess, workload_process
 
 pytestmark = [pytest.mark.crash_loop]
 
@@ -182,11 +180,8 @@ def _check_after_restart(http: Http, ledger: Ledger, token: str) -> None:
 
 @pytest.fixture
 def echo_service():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(REPO / "containers/echo/app.py")],
-                            env={**os.environ, "PORT": str(port), "PYTHONPATH": str(REPO / "containers/_lib")},
-                            stderr=subprocess.DEVNULL)
-    yield f"http://127.0.0.1:{port}"
+    proc, url = workload_process("echo")
+    yield url
     proc.kill()
     proc.wait()
 

@@ -5,8 +5,6 @@ policies, key rotation, audit and alerts."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import threading
 import time
@@ -17,17 +15,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.helpers import NodeProcess, container_entry
+from tests.helpers import NodeProcess, container_entry, sdk_signed
 
 pytestmark = [pytest.mark.docker]
 
 
 def sdk_headers(api_key: str, secret: str, body: bytes, ts: int | None = None) -> dict[str, str]:
-    """Independent signer: hex(HMAC-SHA256(secret, f"{ts}:{api_key}:{sha256(body)}"))."""
-    ts = int(time.time()) if ts is None else ts
-    message = f"{ts}:{api_key}:{hashlib.sha256(body).hexdigest()}".encode()
-    return {"X-API-Key": api_key, "X-Signature-Timestamp": str(ts),
-            "X-Signature": hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()}
+    return sdk_signed(api_key, secret, body, ts)
 
 
 class Account:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import os
 import queue
@@ -23,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import REPO, NodeProcess, container_entry
+from tests.helpers import NodeProcess, REPO, container_entry, sdk_signed
 
 PRICES = {"gpt-x": {"input_usd_per_1k": 1.0, "output_usd_per_1k": 2.0}}
 
@@ -274,11 +272,7 @@ def test_a_killed_workflow_cannot_be_resumed(node, org):
 # -- the seed's open items, by hand (the same wire the SDK uses) ------------------------------
 
 def signed(key: dict[str, Any], body: bytes, ts: int | None = None) -> dict[str, str]:
-    """hex(HMAC-SHA256(secret, f"{ts}:{api_key}:{sha256(body)}")), as the SDK signs."""
-    ts = int(time.time()) if ts is None else ts
-    message = f"{ts}:{key['api_key']}:{hashlib.sha256(body).hexdigest()}".encode()
-    return {"X-API-Key": key["api_key"], "X-Signature-Timestamp": str(ts),
-            "X-Signature": hmac.new(key["secret_key"].encode(), message, hashlib.sha256).hexdigest()}
+    return sdk_signed(key["api_key"], key["secret_key"], body, ts)
 
 
 def sdk_post(node: NodeProcess, key: dict[str, Any], path: str, body: Any, **headers: str):

@@ -5,10 +5,7 @@ jobs and expired sessions, tokens and nonces are pruned."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import aiohttp
@@ -19,16 +16,13 @@ from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
 from node.jobs.store import JobStore
 from node.storage import Database
 from node.storage.prune import expiry_rules, prune_expired
-from tests.helpers import REPO, NodeProcess, free_port
+from tests.helpers import NodeProcess, workload_process
 
 
 @pytest.fixture
 def faulty_service():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(REPO / "containers/faulty/app.py")],
-                            env={**os.environ, "PORT": str(port), "PYTHONPATH": str(REPO / "containers/_lib")},
-                            stderr=subprocess.DEVNULL)
-    yield f"http://127.0.0.1:{port}"
+    proc, url = workload_process("faulty")
+    yield url
     proc.kill()
     proc.wait()
 

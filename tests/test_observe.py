@@ -3,8 +3,6 @@ work happens, the operator status endpoint, `node-daemon status` / `jobs`, and w
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import subprocess
@@ -15,7 +13,7 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import REPO, Http
+from tests.helpers import Http, REPO, sdk_signed
 from tests.observe_helpers import FakeContainer, ThreadNode
 
 WIDE = {**os.environ, "COLUMNS": "200"}  # tables wrap long cells at narrower widths
@@ -113,12 +111,8 @@ def test_gateway_decisions_and_budget_show_in_metrics(node):
         """A job bound to the workflow: signed with the org's API key (seed 002's HMAC); bodies
         differ, as a signed request acts only once."""
         raw = json.dumps({"containers": ["echo"], "data": {"n": n}}).encode()
-        ts = str(int(time.time()))
-        message = f"{ts}:{reg.json['api_key']}:{hashlib.sha256(raw).hexdigest()}".encode()
-        signature = hmac.new(reg.json["secret_key"].encode(), message, hashlib.sha256).hexdigest()
         return http.request("POST", "/api/jobs", raw=raw, headers={
-            "X-Workflow-Id": wid, "X-API-Key": reg.json["api_key"], "X-Signature-Timestamp": ts,
-            "X-Signature": signature})
+            "X-Workflow-Id": wid, **sdk_signed(reg.json["api_key"], reg.json["secret_key"], raw)})
 
     for n in range(2):
         resp = job(n)

@@ -34,7 +34,7 @@ from node.gateway.models import (
     WorkflowCreate,
     WorkflowPatch,
 )
-from node.gateway import crypto, membership
+from node.gateway import membership
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
 from node.gateway.store import GatewayStore, wf_key

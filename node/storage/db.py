@@ -111,16 +111,7 @@ class Database:
         hop for a whole unit of work, instead of one per statement."""
 
         def unit(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            committing = time.perf_counter()
-            conn.execute("COMMIT")
-            self._observe_commit(time.perf_counter() - committing)
-            return result
+            return _unit(conn, fn, self._observe_commit)
 
         async with self._write_lock:
             # aiosqlite's documented surface has no "run this function in your thread"; its
