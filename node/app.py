@@ -36,6 +36,7 @@ from node.gateway.passwords import PasswordHasher
 from node.gateway.webhooks import WebhookSender
 from node.gateway.settings import gateway_flags
 from node.gateway.store import GatewayStore
+from node.jobs.api import FAMILY as jobs_family
 from node.jobs.api import JobsApi
 from node.registry import api as registry_api
 from node.registry.api import RegistryApi
@@ -46,6 +47,7 @@ from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
 from node.jobs.store import JobStore
 from node.lifecycle import Supervisor
 from node.logs import get_logger
+from node.observe import api as observe_api
 from node.observe.wiring import Observability
 from node.server.health import HealthApi
 from node.server.egress import EgressPolicy
@@ -163,7 +165,10 @@ class Node:
 
     def build_app(self) -> web.Application:
         assert self.orchestrator is not None
-        shapes = ErrorShapes()
+        families = [jobs_family, *(api.FAMILY for api, on in (
+            (cre_api, self.cre is not None), (gateway_api, self.gateway is not None),
+            (registry_api, self.registry is not None), (observe_api, self.observe is not None)) if on)]
+        shapes = ErrorShapes(families)
         limiter = RateLimiter(self.config.server.rate_limit, exempt={("PUT", "/api/status")})
         auth_limiter = RateLimiter(self.config.server.auth_rate_limit)
         app = web.Application(
@@ -195,17 +200,10 @@ class Node:
             checks["chain_rpc"] = self.chain.ping
         app.add_routes(HealthApi(checks, lambda: self.started).routes())
         if self.cre is not None:
-            shapes.register(cre_api.PREFIX, cre_api.cre_error)
-            shapes.register("/trigger", cre_api.cre_error)  # the simulator-style workflow trigger
             app.add_routes(self.cre.routes())
         if self.gateway is not None:
-            for prefix in (gateway_api.PREFIX, "/ws/", "/health/", "/healthz"):
-                shapes.register(prefix, gateway_api.gateway_error)
             app.add_routes(self.gateway.routes())
-
         if self.registry is not None:
-            for prefix in registry_api.PREFIXES:
-                shapes.register(prefix, registry_api.registry_error)
             app.add_routes(self.registry.routes())
 
         async def openapi(request: web.Request) -> web.Response:
@@ -215,7 +213,7 @@ class Node:
         if self.observe is not None:
             app.add_routes(self.observe.api.routes())
         app.router.add_get("/openapi.json", openapi)
-        spec = build_spec(app, "node-daemon", __version__)
+        spec = build_spec(app, "node-daemon", __version__, families)
         return app
 
     # -- lifecycle ---------------------------------------------------------------------------

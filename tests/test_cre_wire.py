@@ -24,7 +24,7 @@ from eth_account import Account
 
 from node.config import RateLimitConfig
 from node.cre.actions import ActionRunner
-from node.cre.api import PREFIX, CreApi, cre_error
+from node.cre.api import FAMILY, CreApi
 from node.cre.gateway import TriggerDispatcher
 from node.cre.settings import CreSettings
 from node.cre.store import CreStore
@@ -86,8 +86,7 @@ async def bridge(tmp_path, gateway) -> AsyncIterator[Bridge]:
     api = CreApi(conf, store, ActionRunner(store, None, {}),  # type: ignore[arg-type]
                  TriggerDispatcher(session, gateway.url, TRIGGER_KEY.key.hex(), 5))
     api._auth._clock = clock  # the same fake clock for the timestamp window
-    shapes = ErrorShapes()
-    shapes.register(PREFIX, cre_error)
+    shapes = ErrorShapes([FAMILY])
     app = web.Application(middlewares=make_middlewares(shapes, RateLimiter(RateLimitConfig(num_requests=0))))
     app.add_routes(api.routes())
     client = TestClient(TestServer(app, host="127.0.0.1"))

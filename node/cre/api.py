@@ -27,7 +27,8 @@ from node.cre.workflow.errors import ActionConflict, ActionError
 from node.cre.workflow.models import KNOWN_ACTIONS, parse_action
 from node.logs import get_logger
 from node.server.openapi import accepts
-from node.server.http import ApiError, int_param, json_response, parse_json, parse_model, query_limit, validation_message
+from node.server.http import (ApiError, ApiFamily, int_param, json_response, parse_json, parse_model, query_limit,
+                              validation_message)
 
 if TYPE_CHECKING:
     from node.cre.workflow.runtime import WorkflowRuntime
@@ -42,6 +43,10 @@ def cre_error(status: int, message: str, params: dict[str, Any] | None) -> dict[
     if params:
         body["details"] = params
     return body
+
+
+# `/trigger` is the CRE simulator's HTTP trigger path, served by the local workflow runtime.
+FAMILY = ApiFamily("cre", (PREFIX, "/trigger"), cre_error)
 
 
 def ok(data: Any, status: int = 200) -> web.Response:

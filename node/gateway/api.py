@@ -43,7 +43,7 @@ from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.server.openapi import accepts
 from node.server.egress import EgressPolicy
-from node.server.http import ApiError, int_param, json_response, parse_json, parse_model, query_limit
+from node.server.http import ApiError, ApiFamily, int_param, json_response, parse_json, parse_model, query_limit
 
 log = get_logger(__name__)
 
@@ -58,6 +58,11 @@ def gateway_error(status: int, message: str, params: dict[str, Any] | None) -> d
     if params:
         body["details"] = params
     return body
+
+
+# The SDK and dashboard API, its WebSocket control plane and its health probes (`/health` alone
+# is the Infernet node's).
+FAMILY = ApiFamily("gateway", (PREFIX, "/ws/", "/health/", "/healthz"), gateway_error)
 
 
 class GatewayApi:

@@ -21,12 +21,16 @@ from node.jobs.models import DelegatedSubscriptionRequest, Job, JobRequest, Stat
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.jobs.store import JobStore
 from node.server.openapi import accepts
-from node.server.http import ApiError, client_ip, json_response, parse_model, read_json
+from node.server.http import ApiError, ApiFamily, client_ip, json_response, parse_model, read_json
 
 WORKFLOW_HEADER = "X-Workflow-Id"
 
 # A hook the chain subsystem installs to accept delegated subscriptions; returns the body to send.
 DelegatedHandler = Callable[[DelegatedSubscriptionRequest, str | None], Awaitable[dict[str, Any]]]
+
+
+# The Infernet node's API (its error shape is the default for paths no family owns).
+FAMILY = ApiFamily("jobs", ("/api/jobs", "/api/status", "/api/containers", "/api/chain/", "/info", "/health"))
 
 
 def _bool_param(request: web.Request, name: str) -> bool | None:

@@ -24,10 +24,13 @@ from node.observe.metrics import NodeMetrics
 from node.observe.queries import recent_jobs
 from node.observe.sampler import Sampler
 from node.observe.watchdog import Watchdog
-from node.server.http import ApiError, json_response, query_limit
+from node.server.http import ApiError, ApiFamily, json_response, query_limit
 from node.storage import Database
 
 PAGE = resources.files("node.observe").joinpath("static/index.html")
+
+
+FAMILY = ApiFamily("operator", ("/metrics", "/api/node/"))
 
 
 def is_loopback(ip: str | None) -> bool:

@@ -21,7 +21,7 @@ from node.registry.models import (
     VerifyRequest,
 )
 from node.registry.service import RegistryService
-from node.server.http import ApiError, json_response, parse_model, read_json
+from node.server.http import ApiError, ApiFamily, json_response, parse_model, read_json
 from node.server.openapi import accepts
 
 PREFIXES = ("/api/auth", "/api/accounts", "/api/tasks", "/api/projects", "/api/intents")
@@ -39,6 +39,9 @@ def registry_error(status: int, message: str, params: dict[str, Any] | None) -> 
     if params and "errors" in params:
         body["details"] = params["errors"]
     return body
+
+
+FAMILY = ApiFamily("registry", PREFIXES, registry_error)
 
 
 class RegistryApi:

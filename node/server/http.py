@@ -3,11 +3,13 @@ parsing with pydantic, and the error shape each family uses (chosen by path pref
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import itertools
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -36,22 +38,41 @@ def infernet_error(status: int, message: str, params: dict[str, Any] | None) -> 
     return body
 
 
+@dataclass(frozen=True)
+class ApiFamily:
+    """One API family's URL space, declared once by the family and read by both the app builder
+    (which error shape a path gets) and the OpenAPI builder (which tag it has)."""
+
+    tag: str
+    prefixes: tuple[str, ...]
+    error: ErrorRenderer | None = None  # None: the Infernet shape
+
+    def match(self, path: str) -> int:
+        """Length of the longest prefix of `path` this family owns (0: none)."""
+        return max((len(p) for p in self.prefixes if path.startswith(p)), default=0)
+
+
+def owner(families: Sequence[ApiFamily], path: str) -> ApiFamily | None:
+    """The family owning `path`: the one with the longest matching prefix."""
+    best, length = None, 0
+    for family in families:
+        n = family.match(path)
+        if n > length:
+            best, length = family, n
+    return best
+
+
 class ErrorShapes:
-    """Which JSON error body a path gets. Each API family registers its prefix and renderer;
-    anything else gets the Infernet shape."""
+    """Which JSON error body a path gets: its family's; anything no family owns gets the
+    Infernet shape."""
 
-    def __init__(self) -> None:
-        self._prefixes: list[tuple[str, ErrorRenderer]] = []
-
-    def register(self, prefix: str, renderer: ErrorRenderer) -> None:
-        self._prefixes.append((prefix, renderer))
-        self._prefixes.sort(key=lambda item: -len(item[0]))
+    def __init__(self, families: Sequence[ApiFamily] = ()) -> None:
+        self._families = list(families)
 
     def render(self, path: str, status: int, message: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        for prefix, renderer in self._prefixes:
-            if path.startswith(prefix):
-                return renderer(status, message, params)
-        return infernet_error(status, message, params)
+        family = owner(self._families, path)
+        renderer = family.error if family is not None and family.error is not None else infernet_error
+        return renderer(status, message, params)
 
 
 # Where the domain's refusals (node/errors.py) become HTTP: the one place that knows both.

@@ -7,11 +7,14 @@ summary is the first line of its docstring or its name."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+
+from node.server.http import ApiFamily, owner
 
 _ATTR = "__openapi_body__"
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
@@ -25,18 +28,8 @@ def accepts(model: type[BaseModel]):
     return mark
 
 
-def _tag(path: str) -> str:
-    if path.startswith("/api/v1") or path.startswith("/ws/") or path.startswith("/health/") or path == "/healthz":
-        return "gateway"
-    if path.startswith("/api/cre"):
-        return "cre"
-    if path.startswith("/api/auth") or path.startswith("/api/accounts") or path.startswith("/api/tasks") \
-            or path.startswith("/api/projects") or path.startswith("/api/intents") or path.startswith("/api/solvers"):
-        return "registry"
-    return "jobs"
-
-
-def build_spec(app: web.Application, title: str, version: str) -> dict[str, Any]:
+def build_spec(app: web.Application, title: str, version: str, families: Sequence[ApiFamily] = ()) -> dict[str, Any]:
+    """The OpenAPI document of every route of `app`, tagged by the API family owning its path."""
     operations: list[tuple[str, str, Any]] = []
     models: dict[str, type[BaseModel]] = {}
     for route in app.router.routes():
@@ -62,7 +55,7 @@ def build_spec(app: web.Application, title: str, version: str) -> dict[str, Any]
         op: dict[str, Any] = {
             "operationId": f"{method}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_')}",
             "summary": doc[0] if doc else name.replace("_", " "),
-            "tags": [_tag(path)],
+            "tags": [family.tag if (family := owner(families, path)) else "node"],
             "responses": {"200": {"description": "Success"}, "400": {"description": "Invalid input (names the field)"},
                           "401": {"description": "Not authenticated"}, "403": {"description": "Not allowed"}},
         }
