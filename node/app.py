@@ -324,7 +324,10 @@ class Node:
         for cid, state in self.containers.states.items():
             endpoints[cid].set_urls(state.urls())
         self.containers.on_url_change = lambda cid, urls: endpoints[cid].set_urls(urls)
-        self.containers.start_monitor()
+        if self.containers.monitored():
+            monitor = self.supervisor.periodic("container-monitor", self.containers.monitor_interval,
+                                               self.containers.check)
+            self._stack.push_async_callback(monitor.stop)  # before the containers are removed
 
     async def _stop_intake(self) -> None:
         """Undone first: refuse new requests and stop pushing to WebSocket clients (the chain

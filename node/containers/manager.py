@@ -171,7 +171,6 @@ class ContainerManager:
                     status="starting",
                 )
                 self._ports[c.id] = port
-        self._monitor: asyncio.Task | None = None
         # Called (from a worker thread) with (container id, urls) when a restart moved a container.
         self.on_url_change: Callable[[str, list[str]], None] | None = None
 
@@ -320,18 +319,21 @@ class ContainerManager:
 
     # -- monitoring -----------------------------------------------------------------------
 
-    def start_monitor(self) -> None:
-        if self._managed():
-            self._monitor = asyncio.create_task(self._monitor_loop(), name="container-monitor")
+    def monitored(self) -> bool:
+        """Whether there is anything for `check` to watch (containers this node manages)."""
+        return bool(self._managed())
 
-    async def _monitor_loop(self) -> None:
-        interval = self._docker_config.monitor_interval
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await asyncio.to_thread(self._check_once)
-            except Exception as exc:  # noqa: BLE001 - the engine may be down; keep watching
-                log.warning("containers.monitor_failed", error=str(exc))
+    @property
+    def monitor_interval(self) -> float:
+        return self._docker_config.monitor_interval
+
+    async def check(self) -> None:
+        """One round of watching, run every `monitor_interval` by the node's supervisor: restart
+        what died, notice what moved."""
+        try:
+            await asyncio.to_thread(self._check_once)
+        except Exception as exc:  # noqa: BLE001 - the engine may be down; the next round looks again
+            log.warning("containers.monitor_failed", error=str(exc))
 
     def _notify(self, state: ContainerState) -> None:
         if self.on_url_change is not None:
@@ -362,12 +364,6 @@ class ContainerManager:
     # -- shutdown -------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        if self._monitor:
-            self._monitor.cancel()
-            try:
-                await self._monitor
-            except asyncio.CancelledError:
-                pass
         if not self._docker_config.stop_on_exit:
             return
         managed = [s for s in self._managed() if s.docker_id]
