@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr, Validatio
 
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 HEX32_PATTERN = r"^0x[0-9a-fA-F]{64}$"
+HEX_BYTES_PATTERN = r"^0x([0-9a-fA-F]{2})*$"  # whole bytes, possibly none
 _ADDRESS = re.compile(ADDRESS_PATTERN)
 _HTTP_URL = re.compile(r"^https?://[^/\s]+")
 
