@@ -24,8 +24,8 @@ from node.containers import container_manager
 from node.cre import api as cre_api
 from node.cre.actions import ActionRunner
 from node.cre.gateway import TriggerDispatcher
-from node.cre.settings import CreSettings
 from node.cre.store import CreStore
+from node.fields import reveal
 from node.gateway import api as gateway_api
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
@@ -34,7 +34,6 @@ from node.gateway.gate import GovernanceGate
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
 from node.gateway.webhooks import WebhookSender
-from node.gateway.settings import gateway_flags
 from node.gateway.store import GatewayStore
 from node.jobs.api import FAMILY as jobs_family
 from node.jobs.api import JobsApi
@@ -119,33 +118,34 @@ class Node:
 
     async def _start_cre(self) -> None:
         assert self.orchestrator is not None and self.session is not None
-        settings = CreSettings.from_config(self.config.cre)
+        settings = self.config.cre
         store = CreStore(self.db)
         await store.start(settings.skew_seconds)
-        self.cre_runner = ActionRunner(store, self.orchestrator, settings.action_routes)
+        self.cre_runner = ActionRunner(store, self.orchestrator, settings.action_routes())
         dispatcher = None
-        if settings.gateway_url and settings.trigger_private_key:
-            dispatcher = TriggerDispatcher(self.session, settings.gateway_url, settings.trigger_private_key,
+        trigger_key = reveal(settings.trigger_private_key)
+        if settings.gateway_url and trigger_key:
+            dispatcher = TriggerDispatcher(self.session, settings.gateway_url, trigger_key,
                                            settings.gateway_timeout)
         runtime = None
         if self.config.cre.runtime is not None and self.config.cre.runtime.enabled:
             from node.cre.workflow.runtime import WorkflowRuntime
 
             runtime = WorkflowRuntime(self.config.cre.runtime, self.db, self.secret_box(), self.session,
-                                      settings.backend_api_key)
+                                      reveal(settings.backend_api_key))
             await runtime.start()
         self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher, runtime)
         self.supervisor.periodic("cre-nonce-prune", min(settings.skew_seconds, 60),
                                  lambda: store.prune_nonces(settings.skew_seconds))
-        log.info("cre.ready", hmac_enforced=settings.enforce_hmac, bearer_configured=bool(settings.api_key),
-                 trigger_dispatch=dispatcher is not None, routed_actions=",".join(settings.action_routes) or "-")
+        log.info("cre.ready", hmac_enforced=settings.enforce_hmac, bearer_configured=bool(reveal(settings.api_key)),
+                 trigger_dispatch=dispatcher is not None, routed_actions=",".join(settings.actions) or "-")
 
     async def _start_gateway(self) -> None:
         assert self.orchestrator is not None and self.session is not None
         config = self.config.gateway
         store = GatewayStore(self.db, self.secret_box())
         await store.start()
-        hmac_required, max_age = gateway_flags(config)
+        hmac_required, max_age = config.hmac_required, config.hmac_max_age
         hub = ControlHub(buffer=config.ws_buffer, queue_size=config.ws_queue,
                          load_seqs=store.control_seqs, save_seq=store.save_control_seq)
         await hub.start()

@@ -54,7 +54,8 @@ async def run(args) -> None:
     import aiohttp
 
     from node.app import Node
-    from node.config import ServerConfig, parse_config
+    from node.config import parse_config
+    from node.server.config import ServerConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-login-"))
     server: dict = {"port": 0}

@@ -14,7 +14,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -22,12 +21,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from eth_account import Account
 
-from node.config import RateLimitConfig
 from node.cre.actions import ActionRunner
 from node.cre.api import FAMILY, CreApi
+from node.cre.config import CreConfig
 from node.cre.gateway import TriggerDispatcher
-from node.cre.settings import CreSettings
 from node.cre.store import CreStore
+from node.server.config import RateLimitConfig
 from node.server.http import ErrorShapes, RateLimiter, make_middlewares
 from node.storage import Database
 from tests.fake_gateway import FakeGateway
@@ -47,13 +46,11 @@ class Clock:
         return self.now
 
 
-def settings(**changes) -> CreSettings:
-    base = CreSettings(api_key=API_KEY, enforce_hmac=False, hmac_secret=None, allow_unsigned=False, skew_seconds=5,
-                       ingest_policy={"runtime-indexer-block": frozenset({"block"})},
-                       decision_workflows=frozenset({"runtime-orchestrator"}), max_readback=100, gateway_url=None,
-                       trigger_private_key=None, allowed_trigger_workflow_ids=None, gateway_timeout=5,
-                       backend_api_key=None)
-    return replace(base, **changes)
+def settings(**changes) -> CreConfig:
+    """The bridge's config as the node parses it, against an empty environment."""
+    base = {"api_key": API_KEY, "skew_seconds": 5, "ingest_policy": {"runtime-indexer-block": ["block"]},
+            "max_readback": 100, "gateway_timeout": 5}
+    return CreConfig.model_validate({**base, **changes}, context={"env": {}})
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +264,6 @@ RUNTIME = {"rpc_url": "http://127.0.0.1:8545", "don_key": "0x" + "01" * 32, "for
 def test_a_runtime_without_a_key_is_refused_at_config_load():
     from pydantic import ValidationError
 
-    from node.config import CreConfig
 
     with pytest.raises(ValidationError, match="cre.runtime needs api_key"):
         CreConfig.model_validate({"runtime": RUNTIME})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from node.config import ObserveConfig
+from node.observe.config import ObserveConfig
 from node.observe.sampler import ChainSample, Sampler, Snapshot
 from node.observe.watchdog import Watchdog
 

@@ -75,7 +75,7 @@ def test_aggregation_median_and_agreement():
 
 # -- sign-in messages, event matching, upgrades -------------------------------------------------------
 
-from node.config import RegistryConfig  # noqa: E402
+from node.registry.config import RegistryConfig  # noqa: E402
 from node.registry import signatures as sig  # noqa: E402
 from node.registry import siwe  # noqa: E402
 from node.registry.models import EventTrigger  # noqa: E402
@@ -172,7 +172,7 @@ async def test_the_event_watcher_restarts_its_follower_after_a_crash(tmp_path, m
     import asyncio
 
     from node.chain.follow import LogFollower
-    from node.config import RegistryChain
+    from node.registry.config import RegistryChain
     from node.lifecycle import Supervisor
     from node.registry.watcher import EventWatcher
 

@@ -19,7 +19,8 @@ from node.chain.listener import CREATED, Listener
 from node.chain.processor import Processor
 from node.chain.store import ChainStore
 from node.chain.wallet import Wallet
-from node.config import ChainConfig, ContainerConfig
+from node.chain.config import ChainConfig
+from node.containers.config import ContainerConfig
 from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.lifecycle import Supervised, Supervisor

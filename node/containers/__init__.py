@@ -1,9 +1,16 @@
-"""Docker container management (the docker SDK, always off the event loop)."""
+"""Docker container management (the docker SDK, always off the event loop).
+
+The managers are imported when one is made, so loading the config (node.containers.config)
+does not load the docker SDK."""
 
 from __future__ import annotations
 
-from node.config import ContainerConfig, DockerConfig
-from node.containers.manager import ContainerManager
+from typing import TYPE_CHECKING
+
+from node.containers.config import ContainerConfig, DockerConfig
+
+if TYPE_CHECKING:
+    from node.containers.manager import ContainerManager
 
 
 def container_manager(containers: list[ContainerConfig], docker: DockerConfig, manage: bool) -> ContainerManager:
@@ -12,4 +19,6 @@ def container_manager(containers: list[ContainerConfig], docker: DockerConfig, m
         from node.containers.swarm import SwarmManager
 
         return SwarmManager(containers, docker)
+    from node.containers.manager import ContainerManager
+
     return ContainerManager(containers, docker, manage)

@@ -23,7 +23,7 @@ import docker
 import docker.errors
 from docker.types import DeviceRequest
 
-from node.config import ContainerConfig, DockerConfig
+from node.containers.config import ContainerConfig, DockerConfig
 from node.logs import get_logger
 
 log = get_logger(__name__)

@@ -29,7 +29,7 @@ import docker
 import docker.errors
 from docker.types import EndpointSpec, Resources, RestartPolicy, ServiceMode, UpdateConfig
 
-from node.config import ContainerConfig, DockerConfig
+from node.containers.config import ContainerConfig, DockerConfig
 from node.containers.manager import (
     CONTAINER_PORT,
     LABEL_CONFIG,

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from node.cre.actions import ActionRunner
 from node.cre.auth import CallbackAuth, RuntimeAuth
+from node.cre.config import CreConfig
 from node.cre.gateway import GatewayError, TriggerDispatcher
 from node.cre.models import (
     CALLBACKS,
@@ -20,11 +21,11 @@ from node.cre.models import (
     IngestRequest,
     TriggerRequest,
 )
-from node.cre.settings import CreSettings
 from node.cre.store import Conflict, CreStore
 from node.cre.jsjson import NotJsSafe, stringify
 from node.cre.workflow.errors import ActionConflict, ActionError
 from node.cre.workflow.models import KNOWN_ACTIONS, parse_action
+from node.fields import reveal
 from node.logs import get_logger
 from node.server.openapi import accepts
 from node.server.http import (ApiError, ApiFamily, int_param, json_response, parse_json, parse_model, query_limit,
@@ -59,15 +60,15 @@ async def _body(request: web.Request) -> Any | None:
 
 
 class CreApi:
-    def __init__(self, settings: CreSettings, store: CreStore, runner: ActionRunner,
+    def __init__(self, config: CreConfig, store: CreStore, runner: ActionRunner,
                  dispatcher: TriggerDispatcher | None, runtime: WorkflowRuntime | None = None) -> None:
         self._runtime = runtime
-        self._settings = settings
+        self._config = config
         self._store = store
         self._runner = runner
         self._dispatcher = dispatcher
-        self._auth = RuntimeAuth(settings, store)
-        self._callback_auth = CallbackAuth(settings.backend_api_key, settings.api_key)
+        self._auth = RuntimeAuth(config, store)
+        self._callback_auth = CallbackAuth(reveal(config.backend_api_key), reveal(config.api_key))
 
     def routes(self) -> list[web.RouteDef]:
         runtime = f"{PREFIX}/runtime"
@@ -101,7 +102,7 @@ class CreApi:
     @accepts(IngestRequest)
     async def ingest(self, request: web.Request) -> web.Response:
         req = parse_model(IngestRequest, await self._authed(request))
-        allowed = self._settings.ingest_policy.get(req.workflow)
+        allowed = self._config.ingest_policy.get(req.workflow)
         if allowed is None or req.kind not in allowed:
             raise ApiError(403, f"workflow/kind pair not allowed: {req.workflow}:{req.kind}")
         try:
@@ -112,7 +113,7 @@ class CreApi:
 
     async def readback(self, request: web.Request) -> web.Response:
         await self._authed(request)
-        limit = query_limit(request, 100, self._settings.max_readback)
+        limit = query_limit(request, 100, self._config.max_readback)
         records = await self._store.records(request.query.get("kind"), request.query.get("workflow"), limit)
         return ok({"records": records, "count": len(records)})
 
@@ -121,7 +122,7 @@ class CreApi:
     @accepts(DecisionRequest)
     async def decide(self, request: web.Request) -> web.Response:
         req = parse_model(DecisionRequest, await self._authed(request))
-        if req.workflow not in self._settings.decision_workflows:
+        if req.workflow not in self._config.decision_workflows:
             raise ApiError(403, f"workflow not allowed for decisions: {req.workflow}")
         action = req.enqueueAction.model_dump(exclude_none=True) if req.enqueueAction else None
         try:
@@ -167,7 +168,7 @@ class CreApi:
     @accepts(ClaimRequest)
     async def claim(self, request: web.Request) -> web.Response:
         req = parse_model(ClaimRequest, await self._authed(request))
-        lease = req.leaseSeconds or self._settings.action_lease_seconds
+        lease = req.leaseSeconds or self._config.action_lease_seconds
         claimed = await self._store.claim(req.workerId, req.limit, lease, req.actionTypes,
                                           list(self._runner.routes))
         return ok({"actions": claimed, "leaseSeconds": lease})
@@ -188,7 +189,7 @@ class CreApi:
     @accepts(TriggerRequest)
     async def trigger(self, request: web.Request) -> web.Response:
         req = parse_model(TriggerRequest, await self._authed(request))
-        allowed = self._settings.allowed_trigger_workflow_ids
+        allowed = self._config.allowed_trigger_workflow_ids
         if allowed is not None and req.workflowId not in allowed:
             raise ApiError(403, f"workflowId not in the allowed trigger workflows: {req.workflowId}")
         payload = req.input
@@ -291,7 +292,7 @@ class CreApi:
             filters = {column: request.query[param] for param, column in
                        (("questionId", "question_id"), ("agentId", "agent_id"), ("txHash", "tx_hash"))
                        if param in request.query}
-            items = await self._store.callbacks(name, filters, query_limit(request, 100, self._settings.max_readback))
+            items = await self._store.callbacks(name, filters, query_limit(request, 100, self._config.max_readback))
             return ok({"callbacks": items, "count": len(items)})
 
         handler.__doc__ = f"Read back {name} callbacks (filters: questionId, agentId, txHash)"

@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from node.cre import signing
-from node.cre.settings import CreSettings
+from node.cre.config import CreConfig
 from node.cre.store import CreStore
+from node.fields import reveal
 from node.server.http import ApiError
 
 MAX_NONCE = 200
@@ -25,19 +26,21 @@ def _same(a: str, b: str) -> bool:
 class RuntimeAuth:
     """Bearer KEEPR_API_KEY, plus the HMAC headers when strict mode is on (or when sent)."""
 
-    def __init__(self, settings: CreSettings, store: CreStore, clock: Callable[[], float] = time.time) -> None:
-        self._settings = settings
+    def __init__(self, config: CreConfig, store: CreStore, clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._api_key = reveal(config.api_key)
+        self._hmac_secret = reveal(config.hmac_secret)
         self._store = store
         self._clock = clock
 
     def bearer_ok(self, request: web.Request) -> bool:
-        key = self._settings.api_key
+        key = self._api_key
         header = request.headers.get("Authorization", "")
         return bool(key) and header.startswith("Bearer ") and _same(header[7:], key)
 
     async def check(self, request: web.Request, body: Any | None) -> None:
-        settings = self._settings
-        if not settings.api_key:
+        config = self._config
+        if not self._api_key:
             raise ApiError(503, "CRE runtime bridge is not configured (KEEPR_API_KEY is not set)")
         if not self.bearer_ok(request):
             raise ApiError(401, "Missing or invalid bearer token")
@@ -45,7 +48,7 @@ class RuntimeAuth:
         nonce = request.headers.get("x-cre-nonce")
         signature = request.headers.get("x-cre-signature")
         if timestamp is None and nonce is None and signature is None:
-            if settings.enforce_hmac and not settings.allow_unsigned:
+            if config.enforce_hmac and not config.allow_unsigned_when_hmac_configured:
                 raise ApiError(401, "Signed request required: x-cre-timestamp, x-cre-nonce, x-cre-signature")
             return
         missing = [n for n, v in (("x-cre-timestamp", timestamp), ("x-cre-nonce", nonce),
@@ -55,7 +58,7 @@ class RuntimeAuth:
         assert timestamp is not None and nonce is not None and signature is not None
         if not (timestamp.isascii() and timestamp.isdigit()):
             raise ApiError(401, "x-cre-timestamp must be Unix epoch milliseconds")
-        if abs(self._clock() * 1000 - int(timestamp)) > settings.skew_seconds * 1000:
+        if abs(self._clock() * 1000 - int(timestamp)) > config.skew_seconds * 1000:
             raise ApiError(401, "Request timestamp outside the allowed window")
         if len(nonce) > MAX_NONCE:
             raise ApiError(401, f"x-cre-nonce longer than {MAX_NONCE} characters")
@@ -63,11 +66,11 @@ class RuntimeAuth:
             text = signing.body_string(body)
         except signing.NotJsSafe as exc:  # no JS signer can have signed it: say why, not "bad signature"
             raise ApiError(400, str(exc), {"field": exc.path}) from None
-        key = settings.hmac_secret or settings.api_key
+        key = self._hmac_secret or self._api_key
         if not signing.verify_text(key, timestamp, nonce, text, signature):
             raise ApiError(401, "Invalid request signature")
         # A timestamp is accepted until timestamp + skew, so its nonce is kept until then.
-        if not await self._store.use_nonce(nonce, int(timestamp) / 1000 + settings.skew_seconds):
+        if not await self._store.use_nonce(nonce, int(timestamp) / 1000 + config.skew_seconds):
             raise ApiError(409, "Nonce already used")
 
 

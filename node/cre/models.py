@@ -6,9 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-HEX32 = r"^0x[0-9a-fA-F]{64}$"
-ADDRESS = r"^0x[0-9a-fA-F]{40}$"
-HEX = r"^0x([0-9a-fA-F]{2})*$"
+from node.fields import ADDRESS_PATTERN as ADDRESS
+from node.fields import HEX32_PATTERN as HEX32
+from node.fields import HEX_BYTES_PATTERN as HEX
+
 DECIMAL = r"^(0|[1-9][0-9]{0,77})$"  # a uint256 as a decimal string
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from node.config import OAuthConfig
+from node.gateway.config import OAuthConfig
 from node.gateway import policies
 from node.gateway.auth import Actor, GatewayAuth
 from node.gateway.control import STATES, ControlHub

@@ -27,7 +27,7 @@ import aiohttp
 import jwt
 from aiohttp import web
 
-from node.config import OAuthConfig, OAuthProvider
+from node.gateway.config import OAuthConfig, OAuthProvider
 from node.logs import get_logger
 from node.server.http import ApiError
 

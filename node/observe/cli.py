@@ -23,7 +23,8 @@ from rich.text import Text
 import yaml
 from pydantic import ValidationError
 
-from node.config import ConfigError, ServerConfig, substitute_env
+from node.config import ConfigError, substitute_env
+from node.server.config import ServerConfig
 
 COMMANDS = ("status", "jobs")
 

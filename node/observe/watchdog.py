@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node.config import ObserveConfig
+from node.observe.config import ObserveConfig
 from node.logs import get_logger
 from node.observe.sampler import Sampler, Snapshot
 

@@ -8,10 +8,11 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from node.fields import ADDRESS_PATTERN as ADDRESS
+from node.fields import HEX32_PATTERN
+from node.fields import HEX_BYTES_PATTERN as HEX
 from node.registry.cron import Cron, CronError
 
-ADDRESS = r"^0x[0-9a-fA-F]{40}$"
-HEX = r"^0x([0-9a-fA-F]{2})*$"
 SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 DECIMAL = r"^(0|[1-9][0-9]{0,77})$"
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?"
@@ -97,7 +98,7 @@ class MaintainerAdd(_Replayable):
     signature: str = Field(pattern=SIGNATURE)
 
 
-TOPIC = r"^0x[0-9a-fA-F]{64}$"
+TOPIC = HEX32_PATTERN
 
 
 class EventTrigger(_Body):
@@ -174,7 +175,7 @@ class OracleQuery(_Body):
 
 class TriggerRef(_Body):
     chainId: int = Field(ge=0)
-    transactionHash: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+    transactionHash: str = Field(pattern=HEX32_PATTERN)
     logIndex: int = Field(ge=0)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from eth_account import Account
 
-from node.config import RegistryConfig
+from node.registry.config import RegistryConfig
 from node.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.registry import signatures as sig
 from node.registry import siwe

@@ -26,7 +26,7 @@ from web3 import AsyncWeb3
 from web3.providers import AsyncHTTPProvider
 
 from node.chain.follow import LogFollower
-from node.config import RegistryChain
+from node.registry.config import RegistryChain
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.registry.models import EventTrigger

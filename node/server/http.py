@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from node.config import RateLimitConfig
+from node.server.config import RateLimitConfig
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.logs import get_logger
 from node.server import safejson

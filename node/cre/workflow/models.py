@@ -10,8 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-HEX32 = r"^0x[0-9a-fA-F]{64}$"
-ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+from node.fields import ADDRESS_PATTERN as ADDRESS
+from node.fields import HEX32_PATTERN as HEX32
+
 HEX = r"^0x[0-9a-fA-F]*$"
 ENTROPY = r"^(0x)?[0-9a-fA-F]*$"  # hex with or without 0x
 DECIMAL = r"^(0|[1-9][0-9]{0,77})$"

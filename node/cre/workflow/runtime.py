@@ -23,7 +23,7 @@ from web3.providers import AsyncHTTPProvider
 
 from node.chain import codec
 from node.chain.wallet import Wallet
-from node.config import CreRuntimeConfig
+from node.cre.config import CreRuntimeConfig
 from node.cre.workflow import lmsr
 from node.cre.workflow.errors import ActionConflict, ActionError
 from node.cre.workflow.models import (

@@ -1,0 +1,107 @@
+"""The `docker:` and `containers:` sections: the engine, and the containers jobs run on."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from node.fields import ConfigModel, HttpUrl, LowerAddress, Network
+
+
+class RegistryCredentials(ConfigModel):
+    username: str
+    password: SecretStr
+    registry: str | None = None
+
+
+class SwarmConfig(ConfigModel):
+    """How the node runs and reaches its containers in `docker.mode: swarm`."""
+
+    # The attachable overlay network the services join (created if missing, reused if there);
+    # default "<name_prefix>net" ("node-daemon-net" without a prefix).
+    network: str | None = None
+    # tasks: each task publishes port 3000 on its machine (host mode) and the node spreads calls
+    #        over the running tasks itself (works without IPVS; the node sees every task).
+    # mesh:  one port published through the routing mesh on every machine; calls go to
+    #        http://<mesh_host>:<port> and Swarm spreads them.
+    # vip:   the node runs on the overlay network; calls go to http://<service name>:3000.
+    connect_via: Literal["tasks", "mesh", "vip"] = "tasks"
+    mesh_host: str = "127.0.0.1"
+    # Give up waiting for a new or updated service to converge after this many seconds.
+    converge_timeout: float = Field(120.0, gt=0)
+
+
+class DockerConfig(ConfigModel):
+    base_url: str | None = Field(None, description="Engine URL; DOCKER_HOST or the local socket if unset")
+    credentials: RegistryCredentials | None = None
+    name_prefix: str = Field("", description="Prefix of managed container names")
+    # How the node reaches managed containers: "auto" tries the container's own IP on its
+    # Docker network first (no userland proxy in the way) and falls back to the port published
+    # on 127.0.0.1; "published" always uses the published port.
+    connect_via: Literal["auto", "published"] = "auto"
+    stop_on_exit: bool = True
+    monitor_interval: float = Field(1.0, gt=0)
+    # local: one container per configured container on this engine. swarm: one Swarm service
+    # per configured container, its tasks spread over the swarm's machines.
+    mode: Literal["local", "swarm"] = "local"
+    swarm: SwarmConfig = SwarmConfig()
+
+
+class BuildConfig(ConfigModel):
+    context: str
+    dockerfile: str | None = None
+
+
+class ResourcesConfig(ConfigModel):
+    """Swarm task resources: limits cap a task, reservations steer placement."""
+
+    cpu_limit: float | None = Field(None, gt=0, description="CPUs (1.5 = one and a half cores)")
+    memory_limit: int | None = Field(None, gt=0, description="Bytes")
+    cpu_reservation: float | None = Field(None, gt=0)
+    memory_reservation: int | None = Field(None, gt=0)
+    # Generic resources a machine advertises (dockerd --node-generic-resource), e.g. {"NVIDIA-GPU": 1}.
+    generic: dict[str, int] = {}
+
+    def is_set(self) -> bool:
+        return self != ResourcesConfig()
+
+
+class ContainerConfig(ConfigModel):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    image: str = ""
+    build: BuildConfig | None = None
+    description: str = ""
+    external: bool = True
+    port: int | None = Field(None, ge=1, le=65535)
+    url: HttpUrl | None = None
+    bearer: SecretStr | None = None
+    env: dict[str, str] = {}
+    command: str | list[str] | None = None
+    volumes: list[str] = []
+    gpu: bool = False
+    generates_proofs: bool = False
+    allowed_ips: list[Network] = []
+    allowed_addresses: list[LowerAddress] = []
+    allowed_delegate_addresses: list[LowerAddress] = []
+    timeout: float = Field(180.0, gt=0)
+    concurrency: int = Field(64, ge=1)
+    cost_usd: float = Field(0.0, ge=0, description="Charged to a governed job's workflow budget per call")
+    # docker.mode swarm only: tasks of the service, where they may run, what each may use.
+    replicas: int = Field(1, ge=0)
+    placement: list[str] = []
+    resources: ResourcesConfig = ResourcesConfig()
+    idempotent: bool = Field(False, description="Jobs a crash interrupted are run again (at-least-once)")
+
+    @field_validator("build", mode="before")
+    @classmethod
+    def _build_shorthand(cls, value: Any) -> Any:
+        return {"context": value} if isinstance(value, str) else value
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if len(item.split(":")) not in (2, 3):
+                raise ValueError(f"{item!r} is not 'host:container[:mode]'")
+        return value

@@ -1,0 +1,66 @@
+"""The `registry:` section: the task registry (seed 004) and the node as one of its relayers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from node.fields import ConfigModel, LowerAddress
+
+
+class RegistryTaskRoute(ConfigModel):
+    """A task (by its CID) this node runs as a relayer: the container chain that executes it."""
+
+    containers: list[str] = Field(min_length=1)
+
+
+class RegistryChain(ConfigModel):
+    """A chain whose events the node watches for the registry's event-triggered configs."""
+
+    rpc_url: str
+    confirmations: int = Field(1, ge=0, description="Blocks an event waits behind the head before it fires")
+    start_block: int | None = Field(None, ge=0, description="First block when no cursor is saved; unset: the head")
+    poll_interval: float = Field(1.0, gt=0)
+    batch_blocks: int = Field(1000, ge=1)
+
+
+class RegistryConfig(ConfigModel):
+    """The task registry (seed 004) and the node as one of its relayers."""
+
+    enabled: bool = True
+    chain_id: int = Field(1, ge=1, description="chainId of the registry's EIP-712 domain")
+    oracles: list[LowerAddress] = Field(default_factory=list, description="Addresses whose oracle signatures count")
+    relayers: list[LowerAddress] = Field(default_factory=list, description="Addresses allowed to submit executions")
+    relayer_key: SecretStr | None = Field(None, description="The node's relayer key; unset: no cron relaying")
+    oracle_max_age: float = Field(300.0, gt=0)
+    nonce_ttl: float = Field(300.0, gt=0)
+    token_ttl: float = Field(86400.0, gt=0)
+    tasks: dict[str, RegistryTaskRoute] = {}
+    # Missed cron ticks (node down or busy): "latest" fires the most recent missed tick once if
+    # it is at most catch_up_window seconds old; "skip" never fires a missed tick.
+    missed_ticks: Literal["latest", "skip"] = "latest"
+    catch_up_window: float = Field(3600.0, ge=0)
+    auction_seconds: float = Field(0.0, ge=0, description="Sign the best proposal this long after the first; 0: on request")
+    # Chains watched for event triggers: {chainId: rpc_url} or {chainId: {rpc_url, confirmations, ...}}.
+    chains: dict[int, RegistryChain] = {}
+    # Sign-in (EIP-4361): the domain and URI the message must name; unset: the node's host:port.
+    auth_domain: str | None = None
+    auth_uri: str | None = None
+    auth_clock_skew: float = Field(60.0, ge=0, description="Seconds an Issued At may lie in the future")
+    # Maintainer and config signatures without nonce/deadline (the seed's format) are accepted once
+    # each; false refuses them.
+    legacy_signatures: bool = True
+
+    @field_validator("chains", mode="before")
+    @classmethod
+    def _chain_urls(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"rpc_url": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _chains_need_a_relayer(self) -> RegistryConfig:
+        if self.chains and self.relayer_key is None:
+            raise ValueError("chains: the node relays events with its relayer_key, which is not set")
+        return self

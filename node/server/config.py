@@ -1,0 +1,47 @@
+"""The `server:` and `log:` sections: the HTTP listener, its limits, who may reach the operator
+routes, and where the process logs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from node.fields import ConfigModel, Network
+
+
+class RateLimitConfig(ConfigModel):
+    """Per client IP, per route. `num_requests: 0` turns limiting off."""
+
+    num_requests: int = Field(0, ge=0)
+    period: float = Field(60.0, gt=0)
+
+
+class ServerConfig(ConfigModel):
+    host: str = "127.0.0.1"
+    port: int = Field(4000, ge=0, le=65535)
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    # Sign-in routes (/api/v1/auth/*, /api/auth/*): per client IP, per route, on by default so
+    # passwords and API keys cannot be guessed at line rate. `num_requests: 0` turns it off.
+    auth_rate_limit: RateLimitConfig = RateLimitConfig(num_requests=30, period=60.0)
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    max_batch: int = Field(1000, gt=0, description="Largest accepted /api/jobs/batch list")
+    # Who may call PUT /api/status (containers working out of band). Loopback and the
+    # default Docker bridge ranges, not the whole of 192.168/16 as the Infernet node does.
+    status_allowed_ips: list[Network] = ["127.0.0.0/8", "::1/128", "172.16.0.0/12"]
+    shutdown_grace: float = Field(10.0, ge=0, description="Seconds in-flight jobs get on shutdown")
+    # Bearer token for the operator endpoints (/api/node/*) from anywhere but loopback.
+    admin_token: SecretStr | None = None
+    max_inflight_jobs: int = Field(10_000, ge=0, description="Jobs from HTTP clients running at once; "
+                                   "over it 429 with Retry-After (0: no cap)")
+    header_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a request's headers")
+    keepalive_timeout: float = Field(75.0, gt=0, description="Seconds an idle keep-alive connection stays open")
+    max_json_depth: int = Field(64, ge=2, le=1000, description="Deepest JSON nesting accepted from outside")
+
+
+class LogConfig(ConfigModel):
+    """The `log:` section (node/logs.py writes the lines)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["kv", "json"] = "kv"
+    path: str | None = Field(None, description="Also write logs to this file")
