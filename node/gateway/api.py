@@ -621,8 +621,7 @@ class GatewayApi:
     async def dismiss_alert(self, request: web.Request) -> web.Response:
         org_id, alert_id = request.match_info["org_id"], request.match_info["alert_id"]
         actor = await self.auth.org(request, org_id, "member")
-        if not await self.store.dismiss_alert(org_id, alert_id):
-            raise ApiError(404, "alert not found")
+        await self.store.dismiss_alert(org_id, alert_id)
         await self.store.audit(org_id, actor.label, "alert.dismissed", "alert", alert_id)
         return json_response({"dismissed": True, "id": alert_id})
 
