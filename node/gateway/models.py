@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from node.server.http import parse_json, parse_model
+
 Role = Literal["owner", "admin", "member", "viewer"]
+M = TypeVar("M", bound=BaseModel)
 WORKFLOW_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 
 
@@ -140,3 +144,8 @@ class NotificationSettings(_Body):
         if any(not 0 < t <= 1 for t in value):
             raise ValueError("thresholds are fractions of the budget in (0, 1]")
         return sorted(set(value))
+
+
+async def read_model(request: web.Request, model: type[M]) -> M:
+    """The request's JSON body as `model` (400 naming the field otherwise)."""
+    return parse_model(model, parse_json(await request.read()))

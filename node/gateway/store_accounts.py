@@ -139,11 +139,15 @@ class AccountStore:
             raise NotFound("invite not found")
         return invite
 
-    async def pending_invite(self, token: str) -> dict[str, Any]:
-        """The invite of `token`, if it can still be accepted or declined."""
+    async def require_invite_by_token(self, token: str) -> dict[str, Any]:
         invite = await self.invite_by_token(token)
         if invite is None:
             raise NotFound("invite not found")
+        return invite
+
+    async def pending_invite(self, token: str) -> dict[str, Any]:
+        """The invite of `token`, if it can still be accepted or declined."""
+        invite = await self.require_invite_by_token(token)
         if invite["status"] != "pending":
             raise Conflict(f"invite is {invite['status']}")
         return invite
