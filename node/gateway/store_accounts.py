@@ -106,19 +106,6 @@ class AccountStore:
         return [{"id": r["id"], "user_id": r["user_id"], "email": r["email"], "name": r["name"], "role": r["role"],
                  "created_at": _iso(r["created_at"])} for r in rows]
 
-    async def member(self, org_id: str, member_id: str) -> sqlite3.Row | None:
-        return await self.db.fetchone("SELECT * FROM gw_members WHERE org_id = ? AND id = ?", (org_id, member_id))
-
-    async def set_member_role(self, member_id: str, role: str) -> None:
-        await self.db.execute("UPDATE gw_members SET role = ? WHERE id = ?", (role, member_id))
-
-    async def remove_member(self, member_id: str) -> None:
-        await self.db.execute("DELETE FROM gw_members WHERE id = ?", (member_id,))
-
-    async def count_owners(self, org_id: str) -> int:
-        row = await self.db.fetchone("SELECT COUNT(*) FROM gw_members WHERE org_id = ? AND role = 'owner'", (org_id,))
-        return row[0]
-
     async def create_invite(self, org_id: str, email: str, role: str, invited_by: str) -> tuple[dict, str]:
         token = crypto.new_token("inv_", 24)
         invite_id, now = new_id("inv"), time.time()
