@@ -16,6 +16,8 @@ from node.timefmt import iso_utc as _iso
 
 class AccountStore:
     db: Database
+    _box: crypto.SecretBox  # seals API key secrets at rest
+    _keys: dict[str, ApiKey]  # key hash -> key, cleared on any revoke/rotate/org delete
 
     # -- accounts -----------------------------------------------------------------------
 
