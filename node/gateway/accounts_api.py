@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import Field
 
 from node.errors import Unauthenticated
-from node.gateway.models import LoginRequest, OAuthRegisterRequest, RegisterRequest, read_model
+from node.gateway.models import Body, EMAIL, read_model
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response
 from node.server.openapi import accepts
+
+
+class RegisterRequest(Body):
+    email: str = Field(pattern=EMAIL, max_length=320)
+    password: str = Field(min_length=8, max_length=256)
+    name: str = Field(min_length=1, max_length=200)
+    org_name: str = Field(min_length=1, max_length=200)
+
+
+class OAuthRegisterRequest(Body):
+    provider: str = Field(min_length=1, max_length=50)
+    subject: str = Field(min_length=1, max_length=200)
+    email: str = Field(pattern=EMAIL, max_length=320)
+    name: str = Field(min_length=1, max_length=200)
+    org_name: str | None = Field(None, max_length=200)
+    # OpenID Connect id_token proving (provider, subject, email); see node/gateway/oauth.py.
+    id_token: str | None = Field(None, min_length=1, max_length=16384)
+
+
+class LoginRequest(Body):
+    email: str
+    password: str
 
 
 class AccountsApi:

@@ -5,12 +5,13 @@ spend and posts it to the org's enabled channels in the background."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
+from pydantic import Field, field_validator
 
 from node.gateway.auth import GatewayAuth
-from node.gateway.models import AlertChannelCreate, NotificationSettings, read_model
+from node.gateway.models import Body, read_model
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.gateway.webhooks import WebhookSender
@@ -19,6 +20,25 @@ from node.server.http import ApiError, json_response, parse_json, parse_model
 from node.server.openapi import accepts
 
 log = get_logger(__name__)
+
+
+class AlertChannelCreate(Body):
+    type: Literal["webhook"] = "webhook"
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    enabled: bool = True
+
+
+class NotificationSettings(Body):
+    budget_alerts: bool = True
+    thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    channels: list[str] | None = None
+
+    @field_validator("thresholds")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < t <= 1 for t in value):
+            raise ValueError("thresholds are fractions of the budget in (0, 1]")
+        return sorted(set(value))
 
 
 class BudgetAlerts:

@@ -3,17 +3,46 @@ membership.py) and its invites (the token is returned once, to the inviter)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
+from pydantic import Field, field_validator
 
 from node.errors import Conflict, NotFound
 from node.gateway import membership
 from node.gateway.auth import Actor, GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import ApiKeyCreate, InviteCreate, MemberPatch, OrgPatch, read_model
+from node.gateway.models import Body, EMAIL, Role, WORKFLOW_ID, read_model
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response
 from node.server.openapi import accepts
+
+
+class ApiKeyCreate(Body):
+    name: str = Field(min_length=1, max_length=200)
+    workflow_id: str | None = Field(None, pattern=WORKFLOW_ID)
+
+
+class MemberPatch(Body):
+    role: Role
+
+
+class InviteCreate(Body):
+    email: str = Field(pattern=EMAIL, max_length=320)
+    role: Role = "member"
+
+    @field_validator("role")
+    @classmethod
+    def _not_owner(cls, value: str) -> str:
+        if value == "owner":
+            raise ValueError("an invite cannot grant the owner role")
+        return value
+
+
+class OrgPatch(Body):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    settings: dict[str, Any] | None = None
 
 
 class OrgsApi:

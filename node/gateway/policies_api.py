@@ -3,19 +3,70 @@ PolicyInvalidated on the control plane, so SDK clients drop cached decisions."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
+from pydantic import Field
 
 from node.errors import NotFound
 from node.gateway import policies
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import PolicyCreate, PolicyPatch, PolicyToggle, read_model
+from node.gateway.models import Body, read_model
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response
 from node.server.openapi import accepts
+
+
+class TimeWindow(Body):
+    """Matches when the current time (UTC) is within [start, end) on one of `days`."""
+
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$")
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
+
+
+class RateMatch(Body):
+    """Matches when the workflow already had `max` allowed executions in the last `per_seconds`."""
+
+    max: int = Field(ge=0)
+    per_seconds: float = Field(gt=0, le=86400)
+
+
+class PolicyMatch(Body):
+    """All given conditions must hold (AND); an empty match matches everything."""
+
+    workflows: list[str] | None = None
+    containers: list[str] | None = None
+    models: list[str] | None = None
+    tools: list[str] | None = None
+    cost_gt: float | None = Field(None, ge=0)
+    time_window: TimeWindow | None = None
+    rate: RateMatch | None = None
+
+
+class PolicyCreate(Body):
+    name: str = Field(min_length=1, max_length=200)
+    priority: int = Field(100, ge=0, le=1_000_000)
+    enabled: bool = True
+    action: Literal["allow", "deny"]
+    reason: str | None = Field(None, max_length=500)
+    match: PolicyMatch = PolicyMatch()
+
+
+class PolicyPatch(Body):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    priority: int | None = Field(None, ge=0, le=1_000_000)
+    enabled: bool | None = None
+    action: Literal["allow", "deny"] | None = None
+    reason: str | None = Field(None, max_length=500)
+    match: PolicyMatch | None = None
+
+
+class PolicyToggle(Body):
+    policy_id: str
+    enabled: bool | None = None
 
 
 class PoliciesApi:

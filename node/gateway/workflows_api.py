@@ -4,11 +4,12 @@ machine (a kill cancels the workflow's running jobs before anything is published
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import Field
 
 from node.errors import Conflict
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import WorkflowCreate, WorkflowPatch, read_model
+from node.gateway.models import Body, WORKFLOW_ID, read_model
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore, wf_key
 from node.jobs.orchestrator import Orchestrator
@@ -17,6 +18,17 @@ from node.server.http import json_response
 from node.server.openapi import accepts
 
 log = get_logger(__name__)
+
+
+class WorkflowCreate(Body):
+    id: str | None = Field(None, pattern=WORKFLOW_ID)
+    name: str = Field(min_length=1, max_length=200)
+    budget_usd: float | None = Field(None, ge=0)
+
+
+class WorkflowPatch(Body):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    budget_usd: float | None = Field(None, ge=0)
 
 
 class WorkflowsApi:
