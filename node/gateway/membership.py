@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from node.errors import Conflict, Forbidden, NotFound
 from node.gateway.auth import ROLES
-from node.server.http import ApiError
 from node.storage import Database
 
 
@@ -22,21 +22,21 @@ def _check(conn: sqlite3.Connection, org_id: str, member_id: str, actor_id: str,
     """The member's current role, if `actor_id` may set it to `new_role` (None: remove)."""
     actor = conn.execute("SELECT role FROM gw_members WHERE org_id = ? AND user_id = ?", (org_id, actor_id)).fetchone()
     if actor is None:
-        raise ApiError(403, "Not a member of this org")
+        raise Forbidden("Not a member of this org")
     if ROLES[actor[0]] < ROLES[min_role]:
-        raise ApiError(403, f"Requires the {min_role} role")
+        raise Forbidden(f"Requires the {min_role} role")
     row = conn.execute("SELECT role FROM gw_members WHERE org_id = ? AND id = ?", (org_id, member_id)).fetchone()
     if row is None:
-        raise ApiError(404, f"member {member_id!r} not found")
+        raise NotFound(f"member {member_id!r} not found")
     role = row[0]
     touches_owner = role == "owner" or new_role == "owner"
     if touches_owner and actor[0] != "owner":
-        raise ApiError(403, "Only an owner can change or remove an owner")
+        raise Forbidden("Only an owner can change or remove an owner")
     if role == "owner" and new_role != "owner":
         owners = conn.execute("SELECT COUNT(*) FROM gw_members WHERE org_id = ? AND role = 'owner'",
                               (org_id,)).fetchone()[0]
         if owners <= 1:
-            raise ApiError(409, "an org needs at least one owner")
+            raise Conflict("an org needs at least one owner")
     return role
 
 

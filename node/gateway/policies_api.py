@@ -1,0 +1,184 @@
+"""An org's policies and the built-in policy templates. Every change is audited and published as
+PolicyInvalidated on the control plane, so SDK clients drop cached decisions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import Field
+
+from node.errors import NotFound
+from node.gateway import policies
+from node.gateway.auth import GatewayAuth
+from node.gateway.control import ControlHub
+from node.gateway.models import Body, read_model
+from node.gateway.paths import PREFIX
+from node.gateway.store import GatewayStore
+from node.server.http import json_response
+from node.server.openapi import accepts
+
+
+class TimeWindow(Body):
+    """Matches when the current time (UTC) is within [start, end) on one of `days`."""
+
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(pattern=r"^([01]\d|2[0-4]):[0-5]\d$")
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
+
+
+class RateMatch(Body):
+    """Matches when the workflow already had `max` allowed executions in the last `per_seconds`."""
+
+    max: int = Field(ge=0)
+    per_seconds: float = Field(gt=0, le=86400)
+
+
+class PolicyMatch(Body):
+    """All given conditions must hold (AND); an empty match matches everything."""
+
+    workflows: list[str] | None = None
+    containers: list[str] | None = None
+    models: list[str] | None = None
+    tools: list[str] | None = None
+    cost_gt: float | None = Field(None, ge=0)
+    time_window: TimeWindow | None = None
+    rate: RateMatch | None = None
+
+
+class PolicyCreate(Body):
+    name: str = Field(min_length=1, max_length=200)
+    priority: int = Field(100, ge=0, le=1_000_000)
+    enabled: bool = True
+    action: Literal["allow", "deny"]
+    reason: str | None = Field(None, max_length=500)
+    match: PolicyMatch = PolicyMatch()
+
+
+class PolicyPatch(Body):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    priority: int | None = Field(None, ge=0, le=1_000_000)
+    enabled: bool | None = None
+    action: Literal["allow", "deny"] | None = None
+    reason: str | None = Field(None, max_length=500)
+    match: PolicyMatch | None = None
+
+
+class PolicyToggle(Body):
+    policy_id: str
+    enabled: bool | None = None
+
+
+class PoliciesApi:
+    def __init__(self, store: GatewayStore, auth: GatewayAuth, hub: ControlHub) -> None:
+        self.store = store
+        self.auth = auth
+        self.hub = hub
+
+    def routes(self) -> list[web.RouteDef]:
+        p, o = PREFIX, f"{PREFIX}/orgs/{{org_id}}"
+        return [
+            web.post(f"{o}/policies", self.create_policy),
+            web.get(f"{o}/policies", self.list_policies),
+            web.get(f"{o}/policies/templates", self.list_templates),
+            web.post(f"{o}/policies/templates/{{template_id}}/enable", self.enable_template),
+            web.delete(f"{o}/policies/templates/{{template_id}}", self.disable_template),
+            web.patch(f"{o}/policies/{{policy_id}}", self.patch_policy),
+            web.delete(f"{o}/policies/{{policy_id}}", self.delete_policy),
+            web.post(f"{p}/policies/toggle", self.toggle_policy),
+        ]
+
+    async def _invalidate(self, org_id: str, policy_id: str | None, change: str) -> None:
+        await self.hub.publish(org_id, "PolicyInvalidated", {"policy_id": policy_id, "change": change})
+
+    @accepts(PolicyCreate)
+    async def create_policy(self, request: web.Request) -> web.Response:
+        org_id = request.match_info["org_id"]
+        actor = await self.auth.org(request, org_id, "admin")
+        req = await read_model(request, PolicyCreate)
+        policy = await self.store.create_policy(org_id, req.model_dump(exclude_none=True))
+        await self.store.audit(org_id, actor.label, "policy.created", "policy", policy["id"], after=policy)
+        await self._invalidate(org_id, policy["id"], "created")
+        return json_response(policy, 201)
+
+    async def list_policies(self, request: web.Request) -> web.Response:
+        org_id = request.match_info["org_id"]
+        await self.auth.org(request, org_id, allow_key=True)
+        return json_response({"policies": await self.store.policies(org_id)})
+
+    @accepts(PolicyPatch)
+    async def patch_policy(self, request: web.Request) -> web.Response:
+        org_id, policy_id = request.match_info["org_id"], request.match_info["policy_id"]
+        actor = await self.auth.org(request, org_id, "admin")
+        before = await self.store.require_policy(org_id, policy_id)
+        req = await read_model(request, PolicyPatch)
+        changes = {k: v for k, v in req.model_dump(exclude_unset=True).items()}
+        if "match" in changes and changes["match"] is not None:
+            changes["match"] = req.match.model_dump(exclude_none=True)
+        await self.store.update_policy(policy_id, changes)
+        after = await self.store.require_policy(org_id, policy_id)
+        await self.store.audit(org_id, actor.label, "policy.updated", "policy", policy_id, before, after)
+        await self._invalidate(org_id, policy_id, "updated")
+        return json_response(after)
+
+    async def delete_policy(self, request: web.Request) -> web.Response:
+        org_id, policy_id = request.match_info["org_id"], request.match_info["policy_id"]
+        actor = await self.auth.org(request, org_id, "admin")
+        before = await self.store.require_policy(org_id, policy_id)
+        await self.store.delete_policy(policy_id)
+        await self.store.audit(org_id, actor.label, "policy.deleted", "policy", policy_id, before, None)
+        await self._invalidate(org_id, policy_id, "deleted")
+        return json_response({"deleted": True, "id": policy_id})
+
+    @accepts(PolicyToggle)
+    async def toggle_policy(self, request: web.Request) -> web.Response:
+        await self.auth.session(request)  # 401 before anything about the policy is revealed
+        req = await read_model(request, PolicyToggle)
+        policy = await self.store.policy_any_org(req.policy_id)
+        if policy is None:
+            raise NotFound(f"policy {req.policy_id!r} not found")
+        org_actor = await self.auth.org(request, policy["org_id"], "admin")
+        enabled = (not policy["enabled"]) if req.enabled is None else req.enabled
+        await self.store.update_policy(req.policy_id, {"enabled": enabled})
+        after = await self.store.policy_any_org(req.policy_id)
+        await self.store.audit(policy["org_id"], org_actor.label, "policy.toggled", "policy",
+                               req.policy_id, policy, after)
+        await self._invalidate(policy["org_id"], req.policy_id, "toggled")
+        return json_response(after)
+
+    async def list_templates(self, request: web.Request) -> web.Response:
+        org_id = request.match_info["org_id"]
+        await self.auth.org(request, org_id)
+        enabled = {p["template_id"] for p in await self.store.policies(org_id) if p["template_id"]}
+        return json_response({"templates": [{**t, "enabled": t["id"] in enabled} for t in policies.TEMPLATES]})
+
+    def _template(self, template_id: str) -> dict[str, Any]:
+        for template in policies.TEMPLATES:
+            if template["id"] == template_id:
+                return template
+        raise NotFound(f"template {template_id!r} not found")
+
+    async def enable_template(self, request: web.Request) -> web.Response:
+        org_id, template_id = request.match_info["org_id"], request.match_info["template_id"]
+        actor = await self.auth.org(request, org_id, "admin")
+        template = self._template(template_id)
+        existing = await self.store.template_policy(org_id, template_id)
+        if existing is not None:
+            return json_response(existing)
+        body = {k: template[k] for k in ("name", "priority", "action", "reason", "match")}
+        policy = await self.store.create_policy(org_id, body, template_id=template_id)
+        await self.store.audit(org_id, actor.label, "policy.template_enabled", "policy", policy["id"], after=policy)
+        await self._invalidate(org_id, policy["id"], "created")
+        return json_response(policy, 201)
+
+    async def disable_template(self, request: web.Request) -> web.Response:
+        org_id, template_id = request.match_info["org_id"], request.match_info["template_id"]
+        actor = await self.auth.org(request, org_id, "admin")
+        self._template(template_id)
+        existing = await self.store.template_policy(org_id, template_id)
+        if existing is None:
+            raise NotFound(f"template {template_id!r} is not enabled")
+        await self.store.delete_policy(existing["id"])
+        await self.store.audit(org_id, actor.label, "policy.template_disabled", "policy", existing["id"], existing)
+        await self._invalidate(org_id, existing["id"], "deleted")
+        return json_response({"disabled": True, "template_id": template_id})
