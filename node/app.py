@@ -42,7 +42,8 @@ from node.registry.api import RegistryApi
 from node.registry.relayer import CronRelayer
 from node.registry.service import RegistryService
 from node.registry.store import RegistryStore
-from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
+from node.jobs.endpoint import ContainerEndpoint
+from node.jobs.orchestrator import Orchestrator
 from node.jobs.store import JobStore
 from node.lifecycle import Supervisor
 from node.logs import get_logger

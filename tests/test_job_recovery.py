@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 
 from node.jobs.models import Job
-from node.jobs.orchestrator import ContainerEndpoint, Orchestrator
+from node.jobs.endpoint import ContainerEndpoint
+from node.jobs.orchestrator import Orchestrator
 from node.jobs.store import JobStore
 from node.storage import Database
 from node.storage.prune import expiry_rules, prune_expired

@@ -20,7 +20,8 @@ import pytest
 from aiohttp import web
 
 from node.config import ConfigError, parse_config
-from node.jobs.orchestrator import ContainerEndpoint, ContainerFailure, Orchestrator
+from node.jobs.endpoint import ContainerEndpoint, ContainerFailure
+from node.jobs.orchestrator import Orchestrator
 from tests.helpers import REPO, NodeProcess, free_port
 
 IMAGE = "node-swarm-test/echo:latest"

@@ -17,7 +17,7 @@ import aiohttp
 from node.jobs.models import Job, JobLocation
 
 if TYPE_CHECKING:
-    from node.jobs.orchestrator import ContainerEndpoint
+    from node.jobs.endpoint import ContainerEndpoint
 
 _SNIPPET = 300
 ABORTED = "stream aborted: the client went away"
