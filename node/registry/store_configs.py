@@ -1,0 +1,76 @@
+"""Signed task configs (what triggers a task: cron or a chain event) and the cron scheduler's
+last tick per config (part of `RegistryStore`)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+from node.registry.store_schema import iso, new_id
+from node.storage import Database
+
+
+class ConfigStore:
+    db: Database
+
+    # -- configs ---------------------------------------------------------------------------------
+
+    async def create_config(self, project_id: str, task_id: str, body: dict[str, Any], signer: str,
+                            digest: str) -> dict | None:
+        """The new config, or None when its signed digest was used before."""
+        config_id = new_id("config")
+
+        def op(conn: sqlite3.Connection) -> bool:
+            if not self._use_signature(conn, digest, "config", project_id):
+                return False
+            conn.execute(
+                "INSERT INTO reg_configs (id, project_id, task_id, name, oracle_confirmations, relayer_confirmations,"
+                " trigger, data, signature, signer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (config_id, project_id, task_id, body["name"], body["oracleConfirmations"],
+                 body["relayerConfirmations"], json.dumps(body["trigger"]), json.dumps(body["data"]),
+                 body["signature"], signer, time.time()))
+            return True
+
+        if not await self.db.run_in_transaction(op):
+            return None
+        return await self.config(config_id)
+
+    async def config(self, config_id: str) -> dict[str, Any] | None:
+        row = await self.db.fetchone("SELECT * FROM reg_configs WHERE id = ?", (config_id,))
+        return self._config(row) if row else None
+
+    @staticmethod
+    def _config(row) -> dict[str, Any]:
+        return {"projectId": row["project_id"], "taskId": row["task_id"], "configId": row["id"], "name": row["name"],
+                "requriedOracleConfirmations": row["oracle_confirmations"],
+                "requriedRelayerConfirmations": row["relayer_confirmations"],
+                "trigger": json.loads(row["trigger"]), "data": json.loads(row["data"]), "signature": row["signature"],
+                "signer": row["signer"], "deprecated": row["deprecated_at"] is not None,
+                "createdAt": iso(row["created_at"])}
+
+    async def deprecate_config(self, config_id: str) -> None:
+        await self.db.execute("UPDATE reg_configs SET deprecated_at = ? WHERE id = ?", (time.time(), config_id))
+
+    async def cron_configs(self) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall("SELECT c.*, t.cid FROM reg_configs c JOIN reg_tasks t ON t.id = c.task_id"
+                                      " WHERE c.deprecated_at IS NULL AND json_extract(c.trigger, '$.cron') IS NOT NULL")
+        return [{**self._config(r), "cid": r["cid"], "created_ts": r["created_at"]} for r in rows]
+
+    async def event_configs(self, chain_id: int) -> list[dict[str, Any]]:
+        """Live configs whose trigger is an event on the given chain."""
+        rows = await self.db.fetchall("SELECT c.*, t.cid FROM reg_configs c JOIN reg_tasks t ON t.id = c.task_id"
+                                      " WHERE c.deprecated_at IS NULL AND json_extract(c.trigger, '$.event.chainId') = ?",
+                                      (chain_id,))
+        return [{**self._config(r), "cid": r["cid"], "created_ts": r["created_at"]} for r in rows]
+
+    # -- cron state --------------------------------------------------------------------------------
+
+    async def last_tick(self, config_id: str) -> int | None:
+        row = await self.db.fetchone("SELECT last_tick FROM reg_cron_state WHERE config_id = ?", (config_id,))
+        return row[0] if row else None
+
+    async def set_last_tick(self, config_id: str, tick: int) -> None:
+        await self.db.execute("INSERT INTO reg_cron_state (config_id, last_tick) VALUES (?, ?) ON CONFLICT (config_id)"
+                              " DO UPDATE SET last_tick = MAX(last_tick, excluded.last_tick)", (config_id, tick))
