@@ -17,7 +17,7 @@ from tests.observe_browser import browser_type_launch_args  # noqa: F401 - fixtu
 from tests.observe_helpers import FakeContainer, ThreadNode
 from tests.observe.test_observe import scrape, value
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def start(tmp_path):
