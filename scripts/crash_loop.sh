@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cycles="${1:-100}"
 shift || true
-CRASH_CYCLES="$cycles" exec .venv/bin/python -m pytest -q -m crash_loop tests/test_crash_loop.py "$@"
+CRASH_CYCLES="$cycles" exec .venv/bin/python -m pytest -q -m crash_loop tests/daemon/test_crash_loop.py "$@"

@@ -1,5 +1,5 @@
 """An agent program using the published nullrun SDK, run as its own process by
-tests/test_gateway_sdk.py: `python -m tests.sdk_agent <scenario>`. It talks only to the node
+tests/gateway/test_gateway_sdk.py: `python -m tests.sdk_agent <scenario>`. It talks only to the node
 named by NR_URL and prints one JSON line per outcome, for the test to read."""
 
 from __future__ import annotations

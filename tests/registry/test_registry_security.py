@@ -11,13 +11,15 @@ from eth_account.messages import encode_defunct
 from eth_utils import keccak
 
 from tests.helpers import NodeProcess
-from tests.test_registry import (CID, ORACLES, SOLVERS, TOKEN_IN, TOKEN_OUT, WALLET, config_signature, oracle_response,
+from tests.registry.test_registry import (CID, ORACLES, SOLVERS, TOKEN_IN, TOKEN_OUT, WALLET, config_signature, oracle_response,
                                  sign_digest, sign_in, sign_typed, typed)
 
 OWNER, MAINTAINER, STRANGER = Account.create(), Account.create(), Account.create()
 RELAYERS = [Account.create(), Account.create()]
 MAINTAINER_FIELDS = [{"name": "projectId", "type": "string"}, {"name": "maintainer", "type": "address"}]
 REPLAY_FIELDS = [{"name": "nonce", "type": "uint256"}, {"name": "deadline", "type": "uint256"}]
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

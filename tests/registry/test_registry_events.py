@@ -11,7 +11,7 @@ from web3 import Web3
 
 from tests.chain_helpers import KEYS, Anvil, artifact
 from tests.helpers import NodeProcess, container_entry
-from tests.test_registry import CID, OWNER, SOLVERS, TOKEN_IN, TOKEN_OUT, WALLET, config_signature, sign_digest, sign_in
+from tests.registry.test_registry import CID, OWNER, SOLVERS, TOKEN_IN, TOKEN_OUT, WALLET, config_signature, sign_digest, sign_in
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -420,7 +420,7 @@ def test_unsettled_reservations_expire_and_free_the_budget(docker_engine, tmp_pa
 
 def test_a_client_that_never_acks_still_gets_every_message(gw, acct):
     """Acks are informational (the SDK acks only kills and pauses): falling behind on acks is no
-    reason to resync; falling behind on reading is (tests/test_gateway_sdk.py)."""
+    reason to resync; falling behind on reading is (tests/gateway/test_gateway_sdk.py)."""
     async def scenario() -> list[str]:
         url = f"ws://127.0.0.1:{gw.port}/ws/control/{acct.org_id}"
         kinds = []

@@ -15,6 +15,8 @@ from eth_account import Account
 from tests.fake_gateway import FakeGateway
 from tests.helpers import NodeProcess, container_entry
 
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
 API_KEY = "keepr-test-key"
 HMAC_SECRET = "hmac-test-secret"
 BACKEND_KEY = "backend-test-key"

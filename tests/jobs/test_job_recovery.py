@@ -28,6 +28,8 @@ def faulty_service():
     proc.wait()
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_interrupted_jobs_of_idempotent_containers_run_again_and_others_fail(tmp_path, faulty_service):
     node = NodeProcess(tmp_path, [{"id": "again", "url": faulty_service, "idempotent": True},
                                   {"id": "once", "url": faulty_service}],

@@ -23,6 +23,8 @@ import pytest
 
 from tests.helpers import NodeProcess, REPO, container_entry, sdk_signed
 
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
 PRICES = {"gpt-x": {"input_usd_per_1k": 1.0, "output_usd_per_1k": 2.0}}
 
 

@@ -15,9 +15,9 @@ from tests.chain_helpers import KEYS, Anvil, chain_config, deploy
 from tests.helpers import REPO
 from tests.observe_browser import browser_type_launch_args  # noqa: F401 - fixture
 from tests.observe_helpers import FakeContainer, ThreadNode
-from tests.test_observe import scrape, value
+from tests.observe.test_observe import scrape, value
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def start(tmp_path):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.helpers import REPO, NodeProcess, container_entry
-from tests.test_observe import scrape, value
+from tests.observe.test_observe import scrape, value
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

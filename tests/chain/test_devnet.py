@@ -166,6 +166,8 @@ def anvil():
     chain.stop()
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_deploy_twice_reuses_every_contract(anvil, tmp_path):
     out, env = tmp_path / "chain.json", {"DEPLOYER_KEY": KEYS[0]}
     first = cli("deploy", "--rpc", anvil.url, "--key", "DEPLOYER_KEY", "--what", "all", "--out", str(out), env=env)
@@ -186,6 +188,8 @@ def test_deploy_twice_reuses_every_contract(anvil, tmp_path):
     assert config.cre.runtime.vault_address == addresses["PredictionVault"]["address"]
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_deploy_shows_progress_while_a_receipt_is_pending_and_verifies_the_code(tmp_path):
     chain = Anvil(block_time=2).start()  # a receipt takes up to 2 s: a "real" chain
     try:
@@ -204,6 +208,8 @@ def test_deploy_shows_progress_while_a_receipt_is_pending_and_verifies_the_code(
         chain.stop()
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_deploy_on_a_fresh_chain_redeploys_what_is_gone(anvil, tmp_path):
     out, env = tmp_path / "chain.json", {"DEPLOYER_KEY": KEYS[0]}
     assert cli("deploy", "--rpc", anvil.url, "--key", "DEPLOYER_KEY", "--out", str(out), env=env).returncode == 0

@@ -34,7 +34,7 @@ from eth_account.messages import encode_defunct
 from node.cre.client import signed_headers
 from tests.helpers import Http, NodeProcess, workload_process
 
-pytestmark = [pytest.mark.crash_loop]
+pytestmark = [pytest.mark.crash_loop, pytest.mark.docker, pytest.mark.slow]
 
 CYCLES = int(os.environ.get("CRASH_CYCLES", "10"))
 CRE_KEY = "crash-loop-key"
