@@ -1,10 +1,11 @@
 """What the gateway API's request bodies (`/api/v1`) share: strict parsing (unknown fields are
-errors), the id and email patterns, roles, and reading a body into its model. Each resource's
+errors), the id and email patterns, roles, and reading a body (the reading steps `@body` runs
+before parsing, so the caller is checked before the body is judged). Each resource's
 models live with its handlers."""
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
@@ -24,3 +25,24 @@ class Body(BaseModel):
 async def read_model(request: web.Request, model: type[M]) -> M:
     """The request's JSON body as `model` (400 naming the field otherwise)."""
     return parse_model(model, parse_json(await request.read()))
+
+
+async def read_body(_api: Any, request: web.Request) -> Any:
+    """The gateway's reading step for `@body`: the raw body as JSON."""
+    return parse_json(await request.read())
+
+
+async def read_signed_in(api: Any, request: web.Request) -> Any:
+    """A session is required (401) before the body is read."""
+    await api.auth.session(request)
+    return await read_body(api, request)
+
+
+def read_as(role: Role):
+    """A reading step requiring `role` in the path's org (401/403 before any 400 about the body);
+    the acting user or key is kept as request["actor"]."""
+    async def read(api: Any, request: web.Request) -> Any:
+        request["actor"] = await api.auth.org(request, request.match_info["org_id"], role)
+        return await read_body(api, request)
+
+    return read

@@ -9,13 +9,13 @@ from pydantic import Field
 from node.errors import Conflict
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import Body, WORKFLOW_ID, read_model
+from node.gateway.models import Body, WORKFLOW_ID, read_as, read_model
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore, wf_key
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.server.http import json_response
-from node.server.openapi import accepts
+from node.server.openapi import accepts, body
 
 log = get_logger(__name__)
 
@@ -51,11 +51,10 @@ class WorkflowsApi:
             web.post(f"{w}/kill", self.kill),
         ]
 
-    @accepts(WorkflowCreate)
-    async def create_workflow(self, request: web.Request) -> web.Response:
+    @body(WorkflowCreate, read=read_as("admin"))
+    async def create_workflow(self, request: web.Request, req: WorkflowCreate) -> web.Response:
         org_id = request.match_info["org_id"]
-        actor = await self.auth.org(request, org_id, "admin")
-        req = await read_model(request, WorkflowCreate)
+        actor = request["actor"]
         workflow = await self.store.create_workflow(org_id, req.id, req.name, req.budget_usd)
         await self.store.audit(org_id, actor.label, "workflow.created", "workflow", workflow["id"], after=workflow)
         await self.hub.publish(org_id, "StateChange", {"workflow_id": workflow["id"], "status": "active",

@@ -22,7 +22,7 @@ from node.registry.models import (
 )
 from node.registry.service import RegistryService
 from node.server.http import ApiError, ApiFamily, json_response, parse_model, read_json
-from node.server.openapi import accepts
+from node.server.openapi import accepts, body
 
 PREFIXES = ("/api/auth", "/api/accounts", "/api/tasks", "/api/projects", "/api/intents")
 OWNER_ONLY = "You must have owner permissions on this project to link a task."
@@ -91,16 +91,21 @@ class RegistryApi:
 
     # -- auth -------------------------------------------------------------------------------------
 
-    @accepts(NonceRequest)
-    async def nonce(self, request: web.Request) -> web.Response:
+    async def _json_or_empty(self, request: web.Request) -> Any:
+        return (await read_json(request)) if (await request.read()).strip() else {}
+
+    async def _authed_json(self, request: web.Request) -> Any:
+        """The bearer is checked before the body is read; its account is kept as request["account"]."""
+        request["account"] = await self._account(request)
+        return await read_json(request)
+
+    @body(NonceRequest, read=_json_or_empty)
+    async def nonce(self, request: web.Request, body: NonceRequest) -> web.Response:
         """Issue a single-use sign-in nonce; with `address`, also the EIP-4361 message to sign."""
-        raw = await request.read()
-        body = parse_model(NonceRequest, (await read_json(request)) if raw.strip() else {})
         return json_response(await self.service.issue_nonce(body.address))
 
-    @accepts(VerifyRequest)
-    async def verify(self, request: web.Request) -> web.Response:
-        body = parse_model(VerifyRequest, await read_json(request))
+    @body(VerifyRequest)
+    async def verify(self, request: web.Request, body: VerifyRequest) -> web.Response:
         return json_response(await self.service.verify(body.nonce, body.signature, body.message))
 
     async def me(self, request: web.Request) -> web.Response:
@@ -109,11 +114,9 @@ class RegistryApi:
 
     # -- tasks ------------------------------------------------------------------------------------
 
-    @accepts(TaskCreate)
-    async def create_task(self, request: web.Request) -> web.Response:
-        creator = await self._account(request)
-        body = parse_model(TaskCreate, await read_json(request))
-        task = await self.store.create_task(creator, body.cid, body.version, body.name, body.description)
+    @body(TaskCreate, read=_authed_json)
+    async def create_task(self, request: web.Request, body: TaskCreate) -> web.Response:
+        task = await self.store.create_task(request["account"], body.cid, body.version, body.name, body.description)
         if task is None:
             raise ApiError(409, f"A task named '{body.name}' (version {body.version}) already exists for this user.")
         task.pop("creator")
@@ -132,11 +135,9 @@ class RegistryApi:
 
     # -- projects -----------------------------------------------------------------------------------
 
-    @accepts(ProjectCreate)
-    async def create_project(self, request: web.Request) -> web.Response:
-        owner = await self._account(request)
-        body = parse_model(ProjectCreate, await read_json(request))
-        project = await self.store.create_project(owner, body.name)
+    @body(ProjectCreate, read=_authed_json)
+    async def create_project(self, request: web.Request, body: ProjectCreate) -> web.Response:
+        project = await self.store.create_project(request["account"], body.name)
         project.pop("owner")
         return json_response(project, 201)
 
@@ -205,9 +206,8 @@ class RegistryApi:
 
     # -- configs ----------------------------------------------------------------------------------------
 
-    @accepts(ConfigCreate)
-    async def create_config(self, request: web.Request) -> web.Response:
-        body = parse_model(ConfigCreate, await read_json(request))
+    @body(ConfigCreate)
+    async def create_config(self, request: web.Request, body: ConfigCreate) -> web.Response:
         config = await self.service.create_config(request.match_info["project_id"], request.match_info["task_id"], body)
         return json_response(config, 201)
 
@@ -234,14 +234,12 @@ class RegistryApi:
 
     # -- inputs, executions, intents -------------------------------------------------------------------
 
-    @accepts(InputSubmit)
-    async def submit_inputs(self, request: web.Request) -> web.Response:
-        body = parse_model(InputSubmit, await read_json(request))
+    @body(InputSubmit)
+    async def submit_inputs(self, request: web.Request, body: InputSubmit) -> web.Response:
         return json_response(await self.service.submit_inputs(request.match_info["task_id"], body), 201)
 
-    @accepts(ExecutionSubmit)
-    async def submit_execution(self, request: web.Request) -> web.Response:
-        body = parse_model(ExecutionSubmit, await read_json(request))
+    @body(ExecutionSubmit)
+    async def submit_execution(self, request: web.Request, body: ExecutionSubmit) -> web.Response:
         result = await self.service.submit_execution(request.match_info["task_id"], body)
         return json_response(result, 201 if result["created"] else 200)
 
@@ -271,9 +269,8 @@ class RegistryApi:
     async def get_intent(self, request: web.Request) -> web.Response:
         return json_response(await self.service.intent_or_404(request.match_info["intent_id"]))
 
-    @accepts(ProposalSubmit)
-    async def propose(self, request: web.Request) -> web.Response:
-        body = parse_model(ProposalSubmit, await read_json(request))
+    @body(ProposalSubmit)
+    async def propose(self, request: web.Request, body: ProposalSubmit) -> web.Response:
         return json_response(await self.service.propose(request.match_info["intent_id"], body), 201)
 
     @accepts(SignRequest)
