@@ -99,10 +99,11 @@ async def test_the_read_step_refuses_an_unauthenticated_caller_before_the_body_i
 
 
 async def test_an_authenticated_caller_with_a_bad_body_gets_the_400(client):
-    response = await client.post("/api/tasks/authed", json={"name": "ada"}, headers={"Authorization": "Bearer ok"})
+    bearer = {"Authorization": "Bearer ok"}
+    response = await client.post("/api/tasks/authed", json={"name": "ada"}, headers=bearer)
     assert response.status == 400
     assert [d["field"] for d in (await response.json())["details"]] == ["times"]
-    ok = await client.post("/api/tasks/authed", json={"name": "ada", "times": 1}, headers={"Authorization": "Bearer ok"})
+    ok = await client.post("/api/tasks/authed", json={"name": "ada", "times": 1}, headers=bearer)
     assert ok.status == 200 and await ok.json() == {"name": "ada"}
 
 

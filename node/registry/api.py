@@ -21,8 +21,8 @@ from node.registry.models import (
     VerifyRequest,
 )
 from node.registry.service import RegistryService
-from node.server.http import ApiError, ApiFamily, json_response, parse_model, read_json
-from node.server.openapi import accepts, body
+from node.server.http import ApiError, ApiFamily, json_response, read_json
+from node.server.openapi import body
 
 PREFIXES = ("/api/auth", "/api/accounts", "/api/tasks", "/api/projects", "/api/intents")
 OWNER_ONLY = "You must have owner permissions on this project to link a task."
@@ -99,6 +99,27 @@ class RegistryApi:
         request["account"] = await self._account(request)
         return await read_json(request)
 
+    @staticmethod
+    def _owner_json(refusal: str):
+        """A reading step: only the project's owner (403 `refusal`) gets the body judged."""
+        async def read(self: RegistryApi, request: web.Request) -> Any:
+            account = await self._account(request)
+            await self.service.require_owner(request.match_info["project_id"], account, refusal)
+            return await read_json(request)
+
+        return read
+
+    async def _settler_json(self, request: web.Request) -> Any:
+        """Only a project owner or maintainer of the intent's task may settle it (401/404/403 before
+        the body, which may be empty, is judged)."""
+        account = await self._account(request)
+        intent = await self.service.intent_or_404(request.match_info["intent_id"])
+        execution = await self.store.execution(intent["taskId"], intent["executionId"])
+        config = await self.store.config(execution["configId"]) if execution else None
+        if config is None or await self.store.role(config["projectId"], account) is None:
+            raise ApiError(403, "You must be the project owner or a maintainer to settle its intents.")
+        return (await read_json(request)) if await request.read() else {}
+
     @body(NonceRequest, read=_json_or_empty)
     async def nonce(self, request: web.Request, body: NonceRequest) -> web.Response:
         """Issue a single-use sign-in nonce; with `address`, also the EIP-4361 message to sign."""
@@ -145,12 +166,9 @@ class RegistryApi:
         await self._account(request)
         return json_response(await self.service.project_or_404(request.match_info["project_id"]))
 
-    @accepts(LinkTask)
-    async def link_task(self, request: web.Request) -> web.Response:
-        account = await self._account(request)
+    @body(LinkTask, read=_owner_json(OWNER_ONLY))
+    async def link_task(self, request: web.Request, body: LinkTask) -> web.Response:
         project_id = request.match_info["project_id"]
-        await self.service.require_owner(project_id, account, OWNER_ONLY)
-        body = parse_model(LinkTask, await read_json(request))
         if await self.store.task(body.taskId) is None:
             raise ApiError(404, f"Task {body.taskId} not found")
         await self.store.link(project_id, body.taskId)
@@ -172,14 +190,10 @@ class RegistryApi:
             await self.store.unlink(project_id, task_id)
         return json_response(await self.store.project(project_id))
 
-    @accepts(MaintainerAdd)
-    async def add_maintainer(self, request: web.Request) -> web.Response:
+    @body(MaintainerAdd, read=_owner_json("You must have owner permissions on this project to add a maintainer."))
+    async def add_maintainer(self, request: web.Request, body: MaintainerAdd) -> web.Response:
         """Needs the owner's session and the owner's signature (single use)."""
-        account = await self._account(request)
         project_id = request.match_info["project_id"]
-        await self.service.require_owner(project_id, account, "You must have owner permissions on this project to "
-                                                              "add a maintainer.")
-        body = parse_model(MaintainerAdd, await read_json(request))
         return json_response(await self.service.add_maintainer(project_id, body.maintainer, body.signature,
                                                                body.nonce, body.deadline), 201)
 
@@ -273,15 +287,7 @@ class RegistryApi:
     async def propose(self, request: web.Request, body: ProposalSubmit) -> web.Response:
         return json_response(await self.service.propose(request.match_info["intent_id"], body), 201)
 
-    @accepts(SignRequest)
-    async def sign(self, request: web.Request) -> web.Response:
+    @body(SignRequest, read=_settler_json)
+    async def sign(self, request: web.Request, body: SignRequest) -> web.Response:
         """The node (as relayer) signs the winning proposal; by a project owner or maintainer."""
-        account = await self._account(request)
-        intent = await self.service.intent_or_404(request.match_info["intent_id"])
-        execution = await self.store.execution(intent["taskId"], intent["executionId"])
-        config = await self.store.config(execution["configId"]) if execution else None
-        if config is None or await self.store.role(config["projectId"], account) is None:
-            raise ApiError(403, "You must be the project owner or a maintainer to settle its intents.")
-        raw = await request.read()
-        body = parse_model(SignRequest, (await read_json(request)) if raw else {})
         return json_response(await self.service.sign_best(request.match_info["intent_id"], body.proposalId))
