@@ -12,11 +12,11 @@ from node.errors import Conflict, NotFound
 from node.gateway import membership
 from node.gateway.auth import Actor, GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import Body, EMAIL, Role, WORKFLOW_ID, read_as, read_model
+from node.gateway.models import Body, EMAIL, Role, WORKFLOW_ID, read_as
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response
-from node.server.openapi import accepts, body
+from node.server.openapi import body
 
 
 class ApiKeyCreate(Body):
@@ -78,12 +78,10 @@ class OrgsApi:
         await self.auth.org(request, org_id)
         return json_response(await self.store.require_org(org_id))
 
-    @accepts(OrgPatch)
-    async def patch_org(self, request: web.Request) -> web.Response:
-        org_id = request.match_info["org_id"]
-        actor = await self.auth.org(request, org_id, "admin")
+    @body(OrgPatch, read=read_as("admin"))
+    async def patch_org(self, request: web.Request, req: OrgPatch) -> web.Response:
+        org_id, actor = request.match_info["org_id"], request["actor"]
         before = await self.store.org(org_id)
-        req = await read_model(request, OrgPatch)
         await self.store.patch_org(org_id, req.name, req.settings)
         after = await self.store.org(org_id)
         await self.store.audit(org_id, actor.label, "org.updated", "org", org_id, before, after)

@@ -12,11 +12,11 @@ from node.errors import NotFound
 from node.gateway import policies
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import Body, read_as, read_model, read_signed_in
+from node.gateway.models import Body, read_as, read_signed_in
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response
-from node.server.openapi import accepts, body
+from node.server.openapi import body
 
 
 class TimeWindow(Body):
@@ -105,12 +105,13 @@ class PoliciesApi:
         await self.auth.org(request, org_id, allow_key=True)
         return json_response({"policies": await self.store.policies(org_id)})
 
-    @accepts(PolicyPatch)
-    async def patch_policy(self, request: web.Request) -> web.Response:
+    async def _policy(self, request: web.Request) -> dict[str, Any]:
+        return await self.store.require_policy(request.match_info["org_id"], request.match_info["policy_id"])
+
+    @body(PolicyPatch, read=read_as("admin", before=_policy))
+    async def patch_policy(self, request: web.Request, req: PolicyPatch) -> web.Response:
         org_id, policy_id = request.match_info["org_id"], request.match_info["policy_id"]
-        actor = await self.auth.org(request, org_id, "admin")
-        before = await self.store.require_policy(org_id, policy_id)
-        req = await read_model(request, PolicyPatch)
+        actor, before = request["actor"], request["before"]
         changes = {k: v for k, v in req.model_dump(exclude_unset=True).items()}
         if "match" in changes and changes["match"] is not None:
             changes["match"] = req.match.model_dump(exclude_none=True)

@@ -3,7 +3,7 @@ running app and the same pydantic models that validate the request bodies.
 
 A handler declares its body model once, with `@body(Model)`: that both marks it for the document
 and parses the body, so the model named in the document is the one that validates. `@accepts(Model)`
-only marks (for the few handlers that keep the raw body or choose the model from it); the
+only marks (for the few handlers that keep the raw body, merge it, or choose the model by it); the
 summary is the first line of its docstring or its name."""
 
 from __future__ import annotations
