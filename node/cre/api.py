@@ -27,7 +27,7 @@ from node.cre.workflow.errors import ActionConflict, ActionError
 from node.cre.workflow.models import KNOWN_ACTIONS, parse_action
 from node.fields import reveal
 from node.logs import get_logger
-from node.server.openapi import accepts
+from node.server.openapi import accepts, body
 from node.server.http import (ApiError, ApiFamily, int_param, json_response, parse_json, parse_model, query_limit,
                               validation_message)
 
@@ -99,9 +99,8 @@ class CreApi:
 
     # -- ingest ----------------------------------------------------------------------------
 
-    @accepts(IngestRequest)
-    async def ingest(self, request: web.Request) -> web.Response:
-        req = parse_model(IngestRequest, await self._authed(request))
+    @body(IngestRequest, read=_authed)
+    async def ingest(self, request: web.Request, req: IngestRequest) -> web.Response:
         allowed = self._config.ingest_policy.get(req.workflow)
         if allowed is None or req.kind not in allowed:
             raise ApiError(403, f"workflow/kind pair not allowed: {req.workflow}:{req.kind}")
@@ -119,9 +118,8 @@ class CreApi:
 
     # -- decisions -------------------------------------------------------------------------
 
-    @accepts(DecisionRequest)
-    async def decide(self, request: web.Request) -> web.Response:
-        req = parse_model(DecisionRequest, await self._authed(request))
+    @body(DecisionRequest, read=_authed)
+    async def decide(self, request: web.Request, req: DecisionRequest) -> web.Response:
         if req.workflow not in self._config.decision_workflows:
             raise ApiError(403, f"workflow not allowed for decisions: {req.workflow}")
         action = req.enqueueAction.model_dump(exclude_none=True) if req.enqueueAction else None
@@ -165,17 +163,15 @@ class CreApi:
             raise ApiError(404, "action not found")
         return ok(action)
 
-    @accepts(ClaimRequest)
-    async def claim(self, request: web.Request) -> web.Response:
-        req = parse_model(ClaimRequest, await self._authed(request))
+    @body(ClaimRequest, read=_authed)
+    async def claim(self, request: web.Request, req: ClaimRequest) -> web.Response:
         lease = req.leaseSeconds or self._config.action_lease_seconds
         claimed = await self._store.claim(req.workerId, req.limit, lease, req.actionTypes,
                                           list(self._runner.routes))
         return ok({"actions": claimed, "leaseSeconds": lease})
 
-    @accepts(AckRequest)
-    async def ack(self, request: web.Request) -> web.Response:
-        req = parse_model(AckRequest, await self._authed(request))
+    @body(AckRequest, read=_authed)
+    async def ack(self, request: web.Request, req: AckRequest) -> web.Response:
         action_id = int_param(request.match_info["id"], "id")
         outcome = await self._store.ack(action_id, req.workerId, req.status == "succeeded", req.result, req.error)
         if outcome == "missing":
@@ -186,9 +182,8 @@ class CreApi:
 
     # -- trigger -----------------------------------------------------------------------------
 
-    @accepts(TriggerRequest)
-    async def trigger(self, request: web.Request) -> web.Response:
-        req = parse_model(TriggerRequest, await self._authed(request))
+    @body(TriggerRequest, read=_authed)
+    async def trigger(self, request: web.Request, req: TriggerRequest) -> web.Response:
         allowed = self._config.allowed_trigger_workflow_ids
         if allowed is not None and req.workflowId not in allowed:
             raise ApiError(403, f"workflowId not in the allowed trigger workflows: {req.workflowId}")

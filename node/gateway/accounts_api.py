@@ -6,13 +6,13 @@ from aiohttp import web
 from pydantic import Field
 
 from node.errors import Unauthenticated
-from node.gateway.models import Body, EMAIL, read_model
+from node.gateway.models import Body, EMAIL, read_body
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response
-from node.server.openapi import accepts
+from node.server.openapi import body
 
 
 class RegisterRequest(Body):
@@ -51,17 +51,15 @@ class AccountsApi:
             web.post(f"{p}/auth/oauth/register", self.oauth_register),
         ]
 
-    @accepts(RegisterRequest)
-    async def register(self, request: web.Request) -> web.Response:
-        req = await read_model(request, RegisterRequest)
+    @body(RegisterRequest, read=read_body)
+    async def register(self, request: web.Request, req: RegisterRequest) -> web.Response:
         out = await self.store.register(req.email, req.name, req.org_name,
                                         password_hash=await self.hasher.hash(req.password))
         await self.store.audit(out["org_id"], f"user:{out['user_id']}", "account.registered", "user", out["user_id"])
         return json_response(out, 201)
 
-    @accepts(OAuthRegisterRequest)
-    async def oauth_register(self, request: web.Request) -> web.Response:
-        req = await read_model(request, OAuthRegisterRequest)
+    @body(OAuthRegisterRequest, read=read_body)
+    async def oauth_register(self, request: web.Request, req: OAuthRegisterRequest) -> web.Response:
         proof = await self.oauth.prove(request, req.provider, req.subject, req.email, req.id_token)
         existing = await self.store.user_by_oauth(req.provider, req.subject)
         if existing is not None:
@@ -75,9 +73,8 @@ class AccountsApi:
                                out["user_id"], after={"oauth": req.provider, "proof": proof})
         return json_response({**out, "token": token, "expires_at": expires, "created": True}, 201)
 
-    @accepts(LoginRequest)
-    async def login(self, request: web.Request) -> web.Response:
-        req = await read_model(request, LoginRequest)
+    @body(LoginRequest, read=read_body)
+    async def login(self, request: web.Request, req: LoginRequest) -> web.Response:
         user = await self.store.user_by_email(req.email)
         # Unknown emails check a dummy hash: same time, same answer as a wrong password.
         if not await self.hasher.verify(req.password, user["password_hash"] if user is not None else None):

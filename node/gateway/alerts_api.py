@@ -11,13 +11,13 @@ from aiohttp import web
 from pydantic import Field, field_validator
 
 from node.gateway.auth import GatewayAuth
-from node.gateway.models import Body, read_model
+from node.gateway.models import Body, read_as
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.gateway.webhooks import WebhookSender
 from node.logs import get_logger
 from node.server.http import ApiError, json_response, parse_json, parse_model
-from node.server.openapi import accepts
+from node.server.openapi import accepts, body
 
 log = get_logger(__name__)
 
@@ -115,11 +115,10 @@ class AlertsApi:
         await self.auth.org(request, org_id, "admin")
         return json_response({"channels": await self.store.channels(org_id)})
 
-    @accepts(AlertChannelCreate)
-    async def add_channel(self, request: web.Request) -> web.Response:
+    @body(AlertChannelCreate, read=read_as("admin"))
+    async def add_channel(self, request: web.Request, req: AlertChannelCreate) -> web.Response:
         org_id = request.match_info["org_id"]
-        actor = await self.auth.org(request, org_id, "admin")
-        req = await read_model(request, AlertChannelCreate)
+        actor = request["actor"]
         await self.webhooks.check(req.url)
         channel = await self.store.add_channel(org_id, req.type, req.url, req.enabled)
         await self.store.audit(org_id, actor.label, "alert_channel.created", "alert_channel", channel["id"],

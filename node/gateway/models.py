@@ -1,18 +1,19 @@
 """What the gateway API's request bodies (`/api/v1`) share: strict parsing (unknown fields are
-errors), the id and email patterns, roles, and reading a body into its model. Each resource's
+errors), the id and email patterns, roles, and reading a body (the reading steps `@body` runs
+before parsing, so the caller is checked before the body is judged). Each resource's
 models live with its handlers."""
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from node.server.http import parse_json, parse_model
+from node.server.http import parse_json
 
 Role = Literal["owner", "admin", "member", "viewer"]
-M = TypeVar("M", bound=BaseModel)
 WORKFLOW_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
@@ -21,6 +22,25 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-async def read_model(request: web.Request, model: type[M]) -> M:
-    """The request's JSON body as `model` (400 naming the field otherwise)."""
-    return parse_model(model, parse_json(await request.read()))
+async def read_body(_api: Any, request: web.Request) -> Any:
+    """The gateway's reading step for `@body`: the raw body as JSON."""
+    return parse_json(await request.read())
+
+
+async def read_signed_in(api: Any, request: web.Request) -> Any:
+    """A session is required (401) before the body is read."""
+    await api.auth.session(request)
+    return await read_body(api, request)
+
+
+def read_as(role: Role, before: Callable[[Any, web.Request], Awaitable[Any]] | None = None):
+    """A reading step requiring `role` in the path's org (401/403 before any 400 about the body);
+    the acting user or key is kept as request["actor"]. With `before`, the resource the path
+    names is then looked up (404 before the body is judged) and kept as request["before"]."""
+    async def read(api: Any, request: web.Request) -> Any:
+        request["actor"] = await api.auth.org(request, request.match_info["org_id"], role)
+        if before is not None:
+            request["before"] = await before(api, request)
+        return await read_body(api, request)
+
+    return read

@@ -12,11 +12,11 @@ from node.errors import Conflict, NotFound
 from node.gateway import membership
 from node.gateway.auth import Actor, GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import Body, EMAIL, Role, WORKFLOW_ID, read_model
+from node.gateway.models import Body, EMAIL, Role, WORKFLOW_ID, read_as
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response
-from node.server.openapi import accepts
+from node.server.openapi import body
 
 
 class ApiKeyCreate(Body):
@@ -78,12 +78,10 @@ class OrgsApi:
         await self.auth.org(request, org_id)
         return json_response(await self.store.require_org(org_id))
 
-    @accepts(OrgPatch)
-    async def patch_org(self, request: web.Request) -> web.Response:
-        org_id = request.match_info["org_id"]
-        actor = await self.auth.org(request, org_id, "admin")
+    @body(OrgPatch, read=read_as("admin"))
+    async def patch_org(self, request: web.Request, req: OrgPatch) -> web.Response:
+        org_id, actor = request.match_info["org_id"], request["actor"]
         before = await self.store.org(org_id)
-        req = await read_model(request, OrgPatch)
         await self.store.patch_org(org_id, req.name, req.settings)
         after = await self.store.org(org_id)
         await self.store.audit(org_id, actor.label, "org.updated", "org", org_id, before, after)
@@ -102,11 +100,10 @@ class OrgsApi:
         await self.auth.org(request, org_id, "admin")
         return json_response({"api_keys": await self.store.keys(org_id)})
 
-    @accepts(ApiKeyCreate)
-    async def create_key(self, request: web.Request) -> web.Response:
+    @body(ApiKeyCreate, read=read_as("admin"))
+    async def create_key(self, request: web.Request, req: ApiKeyCreate) -> web.Response:
         org_id = request.match_info["org_id"]
-        actor = await self.auth.org(request, org_id, "admin")
-        req = await read_model(request, ApiKeyCreate)
+        actor = request["actor"]
         if req.workflow_id is not None:
             await self.store.require_workflow(org_id, req.workflow_id)
         created = await self.store.create_key(org_id, req.name, req.workflow_id, actor.id)
@@ -150,11 +147,10 @@ class OrgsApi:
         await self.auth.org(request, org_id)
         return json_response({"members": await self.store.members(org_id)})
 
-    @accepts(MemberPatch)
-    async def patch_member(self, request: web.Request) -> web.Response:
+    @body(MemberPatch, read=read_as("owner"))
+    async def patch_member(self, request: web.Request, req: MemberPatch) -> web.Response:
         org_id, member_id = request.match_info["org_id"], request.match_info["member_id"]
-        actor = await self.auth.org(request, org_id, "owner")
-        req = await read_model(request, MemberPatch)
+        actor = request["actor"]
         before = await membership.set_role(self.store.db, org_id, member_id, actor.id, "owner", req.role)
         await self.store.audit(org_id, actor.label, "member.updated", "member", member_id,
                                {"role": before}, {"role": req.role})
@@ -167,11 +163,10 @@ class OrgsApi:
         await self.store.audit(org_id, actor.label, "member.removed", "member", member_id, {"role": before})
         return json_response({"removed": True, "id": member_id})
 
-    @accepts(InviteCreate)
-    async def create_invite(self, request: web.Request) -> web.Response:
+    @body(InviteCreate, read=read_as("admin"))
+    async def create_invite(self, request: web.Request, req: InviteCreate) -> web.Response:
         org_id = request.match_info["org_id"]
-        actor = await self.auth.org(request, org_id, "admin")
-        req = await read_model(request, InviteCreate)
+        actor = request["actor"]
         invite, token = await self.store.create_invite(org_id, req.email, req.role, actor.id)
         await self.store.audit(org_id, actor.label, "invite.created", "invite", invite["id"], after=invite)
         # No mail server here: the token is returned once, for the inviter to pass on.

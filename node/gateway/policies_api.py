@@ -12,11 +12,11 @@ from node.errors import NotFound
 from node.gateway import policies
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import Body, read_model
+from node.gateway.models import Body, read_as, read_signed_in
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response
-from node.server.openapi import accepts
+from node.server.openapi import body
 
 
 class TimeWindow(Body):
@@ -91,11 +91,10 @@ class PoliciesApi:
     async def _invalidate(self, org_id: str, policy_id: str | None, change: str) -> None:
         await self.hub.publish(org_id, "PolicyInvalidated", {"policy_id": policy_id, "change": change})
 
-    @accepts(PolicyCreate)
-    async def create_policy(self, request: web.Request) -> web.Response:
+    @body(PolicyCreate, read=read_as("admin"))
+    async def create_policy(self, request: web.Request, req: PolicyCreate) -> web.Response:
         org_id = request.match_info["org_id"]
-        actor = await self.auth.org(request, org_id, "admin")
-        req = await read_model(request, PolicyCreate)
+        actor = request["actor"]
         policy = await self.store.create_policy(org_id, req.model_dump(exclude_none=True))
         await self.store.audit(org_id, actor.label, "policy.created", "policy", policy["id"], after=policy)
         await self._invalidate(org_id, policy["id"], "created")
@@ -106,12 +105,13 @@ class PoliciesApi:
         await self.auth.org(request, org_id, allow_key=True)
         return json_response({"policies": await self.store.policies(org_id)})
 
-    @accepts(PolicyPatch)
-    async def patch_policy(self, request: web.Request) -> web.Response:
+    async def _policy(self, request: web.Request) -> dict[str, Any]:
+        return await self.store.require_policy(request.match_info["org_id"], request.match_info["policy_id"])
+
+    @body(PolicyPatch, read=read_as("admin", before=_policy))
+    async def patch_policy(self, request: web.Request, req: PolicyPatch) -> web.Response:
         org_id, policy_id = request.match_info["org_id"], request.match_info["policy_id"]
-        actor = await self.auth.org(request, org_id, "admin")
-        before = await self.store.require_policy(org_id, policy_id)
-        req = await read_model(request, PolicyPatch)
+        actor, before = request["actor"], request["before"]
         changes = {k: v for k, v in req.model_dump(exclude_unset=True).items()}
         if "match" in changes and changes["match"] is not None:
             changes["match"] = req.match.model_dump(exclude_none=True)
@@ -130,10 +130,8 @@ class PoliciesApi:
         await self._invalidate(org_id, policy_id, "deleted")
         return json_response({"deleted": True, "id": policy_id})
 
-    @accepts(PolicyToggle)
-    async def toggle_policy(self, request: web.Request) -> web.Response:
-        await self.auth.session(request)  # 401 before anything about the policy is revealed
-        req = await read_model(request, PolicyToggle)
+    @body(PolicyToggle, read=read_signed_in)  # 401 before anything about the policy is revealed
+    async def toggle_policy(self, request: web.Request, req: PolicyToggle) -> web.Response:
         policy = await self.store.policy_any_org(req.policy_id)
         if policy is None:
             raise NotFound(f"policy {req.policy_id!r} not found")

@@ -84,7 +84,8 @@ class SdkApi:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _signed(self, handler: Callable[[web.Request, ApiKey, Any], Awaitable[web.Response]], model: type):
-        """Authenticate, then run `handler` at most once per signature (see replay.py)."""
+        """Authenticate, then run `handler` with the body parsed as `model`, at most once per
+        signature (see replay.py): the signature is checked before the body is judged."""
 
         async def route(request: web.Request) -> web.Response:
             raw = await request.read()
@@ -93,7 +94,7 @@ class SdkApi:
             signature = request.headers.get("X-Signature")
 
             async def act() -> web.Response:
-                response = await handler(request, key, body)
+                response = await handler(request, key, parse_model(model, body))
                 await self.store.note_key_use(key.id)
                 return response
 
@@ -161,8 +162,7 @@ class SdkApi:
 
     # -- decisions ------------------------------------------------------------------------------
 
-    async def gate(self, request: web.Request, key: ApiKey, body: Any) -> web.Response:
-        req = parse_model(SdkGate, body)
+    async def gate(self, request: web.Request, key: ApiKey, req: SdkGate) -> web.Response:
         workflow_id = self._workflow_id(request, key, req.workflow_id)
         if workflow_id is None:
             return json_response({"decision": "allow", "decision_source": "gateway", "allowed": True,
@@ -194,9 +194,8 @@ class SdkApi:
                               "execution_id": execution_id, "reservation_id": execution_id,
                               "remaining_budget_cents": None if remaining is None else round(remaining * 100)})
 
-    async def check(self, request: web.Request, key: ApiKey, body: Any) -> web.Response:
+    async def check(self, request: web.Request, key: ApiKey, req: SdkGate) -> web.Response:
         """Legacy, advisory: no scope check, no reservation."""
-        req = parse_model(SdkGate, body)
         workflow_id = req.workflow_id or request.headers.get(WORKFLOW_HEADER) or key.workflow_id
         workflow = await self.store.workflow(workflow_id, key.org_id) if workflow_id else None
         if workflow is None:
@@ -207,8 +206,7 @@ class SdkApi:
         return json_response({"allowed": ok, "advisory": True, "status": workflow["status"],
                               "remaining_usd": workflow["remaining_usd"]})
 
-    async def execute(self, request: web.Request, key: ApiKey, body: Any) -> web.Response:
-        req = parse_model(SdkExecute, body)
+    async def execute(self, request: web.Request, key: ApiKey, req: SdkExecute) -> web.Response:
         hold = None
         if req.execution_id is not None:
             hold = await self.store.reservation_by_execution(req.execution_id)
@@ -318,16 +316,14 @@ class SdkApi:
         await self._after_spend(key.org_id, out["workflow"])
         return out
 
-    async def track(self, request: web.Request, key: ApiKey, body: Any) -> web.Response:
-        event = parse_model(SdkTrackEvent, body)
+    async def track(self, request: web.Request, key: ApiKey, event: SdkTrackEvent) -> web.Response:
         if self._workflow_id(request, key, event.workflow_id) is None:
             raise ApiError(400, f"workflow_id: Field required (in the body, {WORKFLOW_HEADER},"
                                 " or a workflow-bound key)")
         out = await self._record(request, key, event)
         return json_response({"tracked": True, "status": "ok", **(out or {})})
 
-    async def track_batch(self, request: web.Request, key: ApiKey, body: Any) -> web.Response:
-        batch = parse_model(SdkTrackBatch, body)
+    async def track_batch(self, request: web.Request, key: ApiKey, batch: SdkTrackBatch) -> web.Response:
         per_event = all(event.event_id for event in batch.events)  # the SDK's batches name each event
         rejected: list[dict[str, Any]] = []
         for event in batch.events:  # scope check before anything is written
@@ -351,8 +347,7 @@ class SdkApi:
         return json_response({"tracked": recorded, "event_ids": ids, "accepted_event_ids": accepted,
                               "rejection_details": rejected})
 
-    async def cancel(self, request: web.Request, key: ApiKey, body: Any) -> web.Response:
-        req = parse_model(SdkCancel, body)
+    async def cancel(self, request: web.Request, key: ApiKey, req: SdkCancel) -> web.Response:
         hold = await self.store.reservation_by_execution(req.execution_id)
         if hold is None or hold["org_id"] != key.org_id:
             raise not_found("EXECUTION_NOT_FOUND", f"execution {req.execution_id!r} not found",
@@ -362,8 +357,7 @@ class SdkApi:
             await self.store.release(hold["id"])
         return json_response({"status": "cancelled", "execution_id": req.execution_id, "released": released})
 
-    async def heartbeat(self, request: web.Request, key: ApiKey, body: Any) -> web.Response:
-        req = parse_model(SdkHeartbeat, body)
+    async def heartbeat(self, request: web.Request, key: ApiKey, req: SdkHeartbeat) -> web.Response:
         return json_response({"status": "ok", "chain_id": req.chain_id, "last_active": time.time()})
 
     async def status(self, request: web.Request) -> web.Response:

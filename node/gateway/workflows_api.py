@@ -3,19 +3,21 @@ machine (a kill cancels the workflow's running jobs before anything is published
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from pydantic import Field
 
 from node.errors import Conflict
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import Body, WORKFLOW_ID, read_model
+from node.gateway.models import Body, WORKFLOW_ID, read_as
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore, wf_key
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.server.http import json_response
-from node.server.openapi import accepts
+from node.server.openapi import body
 
 log = get_logger(__name__)
 
@@ -51,11 +53,10 @@ class WorkflowsApi:
             web.post(f"{w}/kill", self.kill),
         ]
 
-    @accepts(WorkflowCreate)
-    async def create_workflow(self, request: web.Request) -> web.Response:
+    @body(WorkflowCreate, read=read_as("admin"))
+    async def create_workflow(self, request: web.Request, req: WorkflowCreate) -> web.Response:
         org_id = request.match_info["org_id"]
-        actor = await self.auth.org(request, org_id, "admin")
-        req = await read_model(request, WorkflowCreate)
+        actor = request["actor"]
         workflow = await self.store.create_workflow(org_id, req.id, req.name, req.budget_usd)
         await self.store.audit(org_id, actor.label, "workflow.created", "workflow", workflow["id"], after=workflow)
         await self.hub.publish(org_id, "StateChange", {"workflow_id": workflow["id"], "status": "active",
@@ -72,12 +73,13 @@ class WorkflowsApi:
         await self.auth.org(request, org_id, allow_key=True)
         return json_response(await self.store.require_workflow(org_id, request.match_info["workflow_id"]))
 
-    @accepts(WorkflowPatch)
-    async def patch_workflow(self, request: web.Request) -> web.Response:
+    async def _workflow(self, request: web.Request) -> dict[str, Any]:
+        return await self.store.require_workflow(request.match_info["org_id"], request.match_info["workflow_id"])
+
+    @body(WorkflowPatch, read=read_as("admin", before=_workflow))
+    async def patch_workflow(self, request: web.Request, req: WorkflowPatch) -> web.Response:
         org_id, workflow_id = request.match_info["org_id"], request.match_info["workflow_id"]
-        actor = await self.auth.org(request, org_id, "admin")
-        before = await self.store.require_workflow(org_id, workflow_id)
-        req = await read_model(request, WorkflowPatch)
+        actor, before = request["actor"], request["before"]
         await self.store.patch_workflow(wf_key(org_id, workflow_id), req.name, req.budget_usd,
                                         "budget_usd" in req.model_fields_set)
         after = await self.store.require_workflow(org_id, workflow_id)

@@ -20,7 +20,7 @@ from node.containers.manager import ContainerManager
 from node.jobs.models import DelegatedSubscriptionRequest, Job, JobRequest, StatusUpdate
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.jobs.store import JobStore
-from node.server.openapi import accepts
+from node.server.openapi import accepts, body
 from node.server.http import ApiError, ApiFamily, client_ip, json_response, parse_model, read_json
 
 WORKFLOW_HEADER = "X-Workflow-Id"
@@ -218,16 +218,21 @@ class JobsApi:
         pending = _bool_param(request, "pending")
         return json_response(await self._store.list_ids(ip, pending))
 
-    @accepts(StatusUpdate)
-    async def put_status(self, request: web.Request) -> web.Response:
-        ip = client_ip(request)
+    async def _reporter_json(self, request: web.Request) -> Any:
+        """Only the status networks may report (403 before the body is judged); the reporter's
+        address is kept as request["reporter"]."""
         try:
-            address = ipaddress.ip_address(ip or "")
+            address = ipaddress.ip_address(client_ip(request) or "")
         except ValueError:
             address = None
         if address is None or not any(address in net for net in self._status_networks):
             raise ApiError(403, "Unauthorized")
-        update = parse_model(StatusUpdate, await read_json(request))
+        request["reporter"] = address
+        return await read_json(request)
+
+    @body(StatusUpdate, read=_reporter_json)
+    async def put_status(self, request: web.Request, update: StatusUpdate) -> web.Response:
+        ip, address = client_ip(request), request["reporter"]
         existing = self._store.cached(update.id)
         if existing is None:
             found = await self._store.get_many([update.id])

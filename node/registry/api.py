@@ -21,8 +21,8 @@ from node.registry.models import (
     VerifyRequest,
 )
 from node.registry.service import RegistryService
-from node.server.http import ApiError, ApiFamily, json_response, parse_model, read_json
-from node.server.openapi import accepts
+from node.server.http import ApiError, ApiFamily, json_response, read_json
+from node.server.openapi import body
 
 PREFIXES = ("/api/auth", "/api/accounts", "/api/tasks", "/api/projects", "/api/intents")
 OWNER_ONLY = "You must have owner permissions on this project to link a task."
@@ -91,16 +91,42 @@ class RegistryApi:
 
     # -- auth -------------------------------------------------------------------------------------
 
-    @accepts(NonceRequest)
-    async def nonce(self, request: web.Request) -> web.Response:
+    async def _json_or_empty(self, request: web.Request) -> Any:
+        return (await read_json(request)) if (await request.read()).strip() else {}
+
+    async def _authed_json(self, request: web.Request) -> Any:
+        """The bearer is checked before the body is read; its account is kept as request["account"]."""
+        request["account"] = await self._account(request)
+        return await read_json(request)
+
+    @staticmethod
+    def _owner_json(refusal: str):
+        """A reading step: only the project's owner (403 `refusal`) gets the body judged."""
+        async def read(self: RegistryApi, request: web.Request) -> Any:
+            account = await self._account(request)
+            await self.service.require_owner(request.match_info["project_id"], account, refusal)
+            return await read_json(request)
+
+        return read
+
+    async def _settler_json(self, request: web.Request) -> Any:
+        """Only a project owner or maintainer of the intent's task may settle it (401/404/403 before
+        the body, which may be empty, is judged)."""
+        account = await self._account(request)
+        intent = await self.service.intent_or_404(request.match_info["intent_id"])
+        execution = await self.store.execution(intent["taskId"], intent["executionId"])
+        config = await self.store.config(execution["configId"]) if execution else None
+        if config is None or await self.store.role(config["projectId"], account) is None:
+            raise ApiError(403, "You must be the project owner or a maintainer to settle its intents.")
+        return (await read_json(request)) if await request.read() else {}
+
+    @body(NonceRequest, read=_json_or_empty)
+    async def nonce(self, request: web.Request, body: NonceRequest) -> web.Response:
         """Issue a single-use sign-in nonce; with `address`, also the EIP-4361 message to sign."""
-        raw = await request.read()
-        body = parse_model(NonceRequest, (await read_json(request)) if raw.strip() else {})
         return json_response(await self.service.issue_nonce(body.address))
 
-    @accepts(VerifyRequest)
-    async def verify(self, request: web.Request) -> web.Response:
-        body = parse_model(VerifyRequest, await read_json(request))
+    @body(VerifyRequest)
+    async def verify(self, request: web.Request, body: VerifyRequest) -> web.Response:
         return json_response(await self.service.verify(body.nonce, body.signature, body.message))
 
     async def me(self, request: web.Request) -> web.Response:
@@ -109,11 +135,9 @@ class RegistryApi:
 
     # -- tasks ------------------------------------------------------------------------------------
 
-    @accepts(TaskCreate)
-    async def create_task(self, request: web.Request) -> web.Response:
-        creator = await self._account(request)
-        body = parse_model(TaskCreate, await read_json(request))
-        task = await self.store.create_task(creator, body.cid, body.version, body.name, body.description)
+    @body(TaskCreate, read=_authed_json)
+    async def create_task(self, request: web.Request, body: TaskCreate) -> web.Response:
+        task = await self.store.create_task(request["account"], body.cid, body.version, body.name, body.description)
         if task is None:
             raise ApiError(409, f"A task named '{body.name}' (version {body.version}) already exists for this user.")
         task.pop("creator")
@@ -132,11 +156,9 @@ class RegistryApi:
 
     # -- projects -----------------------------------------------------------------------------------
 
-    @accepts(ProjectCreate)
-    async def create_project(self, request: web.Request) -> web.Response:
-        owner = await self._account(request)
-        body = parse_model(ProjectCreate, await read_json(request))
-        project = await self.store.create_project(owner, body.name)
+    @body(ProjectCreate, read=_authed_json)
+    async def create_project(self, request: web.Request, body: ProjectCreate) -> web.Response:
+        project = await self.store.create_project(request["account"], body.name)
         project.pop("owner")
         return json_response(project, 201)
 
@@ -144,12 +166,9 @@ class RegistryApi:
         await self._account(request)
         return json_response(await self.service.project_or_404(request.match_info["project_id"]))
 
-    @accepts(LinkTask)
-    async def link_task(self, request: web.Request) -> web.Response:
-        account = await self._account(request)
+    @body(LinkTask, read=_owner_json(OWNER_ONLY))
+    async def link_task(self, request: web.Request, body: LinkTask) -> web.Response:
         project_id = request.match_info["project_id"]
-        await self.service.require_owner(project_id, account, OWNER_ONLY)
-        body = parse_model(LinkTask, await read_json(request))
         if await self.store.task(body.taskId) is None:
             raise ApiError(404, f"Task {body.taskId} not found")
         await self.store.link(project_id, body.taskId)
@@ -171,14 +190,10 @@ class RegistryApi:
             await self.store.unlink(project_id, task_id)
         return json_response(await self.store.project(project_id))
 
-    @accepts(MaintainerAdd)
-    async def add_maintainer(self, request: web.Request) -> web.Response:
+    @body(MaintainerAdd, read=_owner_json("You must have owner permissions on this project to add a maintainer."))
+    async def add_maintainer(self, request: web.Request, body: MaintainerAdd) -> web.Response:
         """Needs the owner's session and the owner's signature (single use)."""
-        account = await self._account(request)
         project_id = request.match_info["project_id"]
-        await self.service.require_owner(project_id, account, "You must have owner permissions on this project to "
-                                                              "add a maintainer.")
-        body = parse_model(MaintainerAdd, await read_json(request))
         return json_response(await self.service.add_maintainer(project_id, body.maintainer, body.signature,
                                                                body.nonce, body.deadline), 201)
 
@@ -205,9 +220,8 @@ class RegistryApi:
 
     # -- configs ----------------------------------------------------------------------------------------
 
-    @accepts(ConfigCreate)
-    async def create_config(self, request: web.Request) -> web.Response:
-        body = parse_model(ConfigCreate, await read_json(request))
+    @body(ConfigCreate)
+    async def create_config(self, request: web.Request, body: ConfigCreate) -> web.Response:
         config = await self.service.create_config(request.match_info["project_id"], request.match_info["task_id"], body)
         return json_response(config, 201)
 
@@ -234,14 +248,12 @@ class RegistryApi:
 
     # -- inputs, executions, intents -------------------------------------------------------------------
 
-    @accepts(InputSubmit)
-    async def submit_inputs(self, request: web.Request) -> web.Response:
-        body = parse_model(InputSubmit, await read_json(request))
+    @body(InputSubmit)
+    async def submit_inputs(self, request: web.Request, body: InputSubmit) -> web.Response:
         return json_response(await self.service.submit_inputs(request.match_info["task_id"], body), 201)
 
-    @accepts(ExecutionSubmit)
-    async def submit_execution(self, request: web.Request) -> web.Response:
-        body = parse_model(ExecutionSubmit, await read_json(request))
+    @body(ExecutionSubmit)
+    async def submit_execution(self, request: web.Request, body: ExecutionSubmit) -> web.Response:
         result = await self.service.submit_execution(request.match_info["task_id"], body)
         return json_response(result, 201 if result["created"] else 200)
 
@@ -271,20 +283,11 @@ class RegistryApi:
     async def get_intent(self, request: web.Request) -> web.Response:
         return json_response(await self.service.intent_or_404(request.match_info["intent_id"]))
 
-    @accepts(ProposalSubmit)
-    async def propose(self, request: web.Request) -> web.Response:
-        body = parse_model(ProposalSubmit, await read_json(request))
+    @body(ProposalSubmit)
+    async def propose(self, request: web.Request, body: ProposalSubmit) -> web.Response:
         return json_response(await self.service.propose(request.match_info["intent_id"], body), 201)
 
-    @accepts(SignRequest)
-    async def sign(self, request: web.Request) -> web.Response:
+    @body(SignRequest, read=_settler_json)
+    async def sign(self, request: web.Request, body: SignRequest) -> web.Response:
         """The node (as relayer) signs the winning proposal; by a project owner or maintainer."""
-        account = await self._account(request)
-        intent = await self.service.intent_or_404(request.match_info["intent_id"])
-        execution = await self.store.execution(intent["taskId"], intent["executionId"])
-        config = await self.store.config(execution["configId"]) if execution else None
-        if config is None or await self.store.role(config["projectId"], account) is None:
-            raise ApiError(403, "You must be the project owner or a maintainer to settle its intents.")
-        raw = await request.read()
-        body = parse_model(SignRequest, (await read_json(request)) if raw else {})
         return json_response(await self.service.sign_best(request.match_info["intent_id"], body.proposalId))

@@ -1,20 +1,23 @@
 """One OpenAPI 3 document for every API the node serves, generated from the routes of the
 running app and the same pydantic models that validate the request bodies.
 
-A handler declares its body model with `@accepts(Model)` (which only annotates it); the
+A handler declares its body model once, with `@body(Model)`: that both marks it for the document
+and parses the body, so the model named in the document is the one that validates. `@accepts(Model)`
+only marks (for the few handlers that keep the raw body, merge it, or choose the model by it); the
 summary is the first line of its docstring or its name."""
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from node.server.http import ApiFamily, owner
+from node.server.http import ApiFamily, owner, parse_model, read_json
 
 _ATTR = "__openapi_body__"
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
@@ -26,6 +29,30 @@ def accepts(model: type[BaseModel]):
         return fn
 
     return mark
+
+
+Reader = Callable[[Any, web.Request], Awaitable[Any]]
+
+
+async def _read_json(_self: Any, request: web.Request) -> Any:
+    return await read_json(request)
+
+
+def body(model: type[BaseModel], read: Reader = _read_json):
+    """Declare `model` as a handler method's JSON body and parse it: the handler is called as
+    `handler(self, request, body)` with the validated model (a 400 naming the field otherwise).
+
+    `read(self, request)` is the family's step that reads the raw body and returns its JSON, and
+    may check the caller first (CRE's bearer+HMAC over the raw bytes, a registry bearer): it runs
+    before parsing, so an unauthenticated caller with a bad body still gets the family's 401."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        async def handler(self: Any, request: web.Request) -> web.StreamResponse:
+            return await fn(self, request, parse_model(model, await read(self, request)))
+
+        return accepts(model)(handler)
+
+    return wrap
 
 
 def build_spec(app: web.Application, title: str, version: str, families: Sequence[ApiFamily] = ()) -> dict[str, Any]:
