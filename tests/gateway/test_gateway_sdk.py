@@ -187,11 +187,11 @@ def _kill_while_looping(node, org, tmp_path, action: str = "kill", refusals: int
     """An agent calls a protected function every 200 ms; the dashboard kills its workflow. Returns
     the kill time, the agent's first refusals and the calls before the kill.
 
-    Not every 50 ms: SDK 0.22.2 retries, with backoff, a halt error raised while its /execute
-    call is in flight (its retry loop catches any exception it does not list), so a kill pushed
-    in the few milliseconds between the SDK's local state check and the end of /execute stalls
-    the agent for seconds (seen in about one run in ten at 50 ms). At 200 ms the window is a
-    few per cent of the loop; the SDK's own flaw, not the node's answer."""
+    Not every 50 ms: SDK 0.22.2's retry loop (`_retry_with_backoff`, which retries any exception
+    it does not list) retried, with backoff, a NullRunWorkflowKilledError raised inside one of
+    its HTTP calls when the kill landed while a protected call was under way, stalling the agent
+    for seconds (about one run in ten at 50 ms). At 200 ms the agent spends far less of its loop
+    inside such calls; the SDK's own flaw, not the node's answer."""
     wid = org.workflow()
     agent = Agent(node, org.key(wid), "loop", tmp_path, NR_STOP_AFTER_ERRORS=str(refusals), NR_INTERVAL="0.2", **env)
     try:
