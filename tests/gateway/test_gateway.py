@@ -15,55 +15,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.gateway.accounts import Account
 from tests.helpers import NodeProcess, container_entry, sdk_signed
 
 pytestmark = [pytest.mark.docker]
-
-
-def sdk_headers(api_key: str, secret: str, body: bytes, ts: int | None = None) -> dict[str, str]:
-    return sdk_signed(api_key, secret, body, ts)
-
-
-class Account:
-    def __init__(self, node: NodeProcess) -> None:
-        self.node = node
-        email = f"{uuid.uuid4().hex[:8]}@example.com"
-        reg = node.http().post("/api/v1/auth/register", {"email": email, "password": "correct horse",
-                                                         "name": "Ada", "org_name": "Acme"})
-        assert reg.status == 201, reg.body
-        self.user_id, self.org_id = reg.json["user_id"], reg.json["org_id"]
-        self.api_key, self.secret = reg.json["api_key"], reg.json["secret_key"]
-        login = node.http().post("/api/v1/auth/login", {"email": email, "password": "correct horse"})
-        assert login.status == 200
-        self.token = login.json["token"]
-
-    @property
-    def session(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def admin(self, method: str, path: str, body=None):
-        return self.node.http().request(method, f"/api/v1/orgs/{self.org_id}{path}", body, headers=self.session)
-
-    def sdk(self, path: str, body, secret: str | None = None, ts: int | None = None, key: str | None = None):
-        # Each call is a new request, as the SDK's own are (it sends an operation id): the same
-        # signed bytes twice within the signature's max age are a replay and get the first answer.
-        if isinstance(body, dict):
-            body = {"operation_id": uuid.uuid4().hex, **body}
-        raw = json.dumps(body).encode()
-        headers = sdk_headers(key or self.api_key, secret or self.secret, raw, ts)
-        return self.node.http().request("POST", f"/api/v1{path}", raw=raw, headers=headers)
-
-    def job(self, workflow_id: str, containers: list[str], data, path: str = "/api/jobs"):
-        """A job bound to one of this org's workflows: signed with its API key."""
-        raw = json.dumps({"containers": containers, "data": data}).encode()
-        headers = {"X-Workflow-Id": workflow_id, **sdk_headers(self.api_key, self.secret, raw)}
-        return self.node.http().request("POST", path, raw=raw, headers=headers)
-
-    def workflow(self, budget: float | None = None, wid: str | None = None) -> str:
-        wid = wid or f"wf-{uuid.uuid4().hex[:8]}"
-        resp = self.admin("POST", "/workflows", {"id": wid, "name": wid, "budget_usd": budget})
-        assert resp.status == 201, resp.body
-        return wid
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +72,9 @@ def test_signed_and_unsigned_sdk_calls(gw, acct):
 def test_org_in_url_must_match_the_key(gw, acct):
     other = Account(gw)
     raw = b""
-    mine = gw.http().get(f"/api/v1/orgs/{acct.org_id}/policies", headers=sdk_headers(acct.api_key, acct.secret, raw))
+    mine = gw.http().get(f"/api/v1/orgs/{acct.org_id}/policies", headers=sdk_signed(acct.api_key, acct.secret, raw))
     assert mine.status == 200
-    theirs = gw.http().get(f"/api/v1/orgs/{other.org_id}/policies", headers=sdk_headers(acct.api_key, acct.secret, raw))
+    theirs = gw.http().get(f"/api/v1/orgs/{other.org_id}/policies", headers=sdk_signed(acct.api_key, acct.secret, raw))
     assert theirs.status == 403
 
 
@@ -242,7 +197,7 @@ def test_kill_reaches_two_clients_fast_and_cancels_a_running_job(gw, acct):
     job_id = acct.job(wid, ["faulty"], {"mode": "sleep", "seconds": 20}).json["id"]
     time.sleep(0.3)
     url = f"ws://127.0.0.1:{gw.port}/ws/control/{acct.org_id}"
-    headers = sdk_headers(acct.api_key, acct.secret, b"")
+    headers = sdk_signed(acct.api_key, acct.secret, b"")
     inboxes: list[list] = [[], []]
     done = threading.Event()
 
@@ -280,7 +235,7 @@ def test_control_plane_replays_or_asks_for_resync(gw, acct):
     acct.admin("POST", f"/workflows/{wid}/resume")
 
     async def connect(last_seq: int | None, signed: bool = True) -> list[dict]:
-        headers = sdk_headers(acct.api_key, acct.secret if signed else "x", b"")
+        headers = sdk_signed(acct.api_key, acct.secret if signed else "x", b"")
         url = f"ws://127.0.0.1:{gw.port}/ws/control/{acct.org_id}"
         if last_seq is not None:
             url += f"?last_seq={last_seq}"
@@ -425,7 +380,7 @@ def test_a_client_that_never_acks_still_gets_every_message(gw, acct):
         url = f"ws://127.0.0.1:{gw.port}/ws/control/{acct.org_id}"
         kinds = []
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(url, headers=sdk_headers(acct.api_key, acct.secret, b"")) as ws:
+            async with session.ws_connect(url, headers=sdk_signed(acct.api_key, acct.secret, b"")) as ws:
                 kinds.append((await ws.receive_json())["type"])
                 wid = acct.workflow()
                 loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.gateway.accounts import Account
 from tests.helpers import NodeProcess, REPO, container_entry, sdk_signed
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -28,26 +29,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 PRICES = {"gpt-x": {"input_usd_per_1k": 1.0, "output_usd_per_1k": 2.0}}
 
 
-class Org:
-    """A dashboard user with an org, and helpers to act on it as the dashboard does."""
-
-    def __init__(self, node: NodeProcess) -> None:
-        self.node = node
-        email = f"{uuid.uuid4().hex[:8]}@example.com"
-        reg = node.http().post("/api/v1/auth/register", {"email": email, "password": "correct horse",
-                                                         "name": "Ada", "org_name": "Acme"})
-        assert reg.status == 201, reg.body
-        self.org_id = reg.json["org_id"]
-        self.token = node.http().post("/api/v1/auth/login", {"email": email, "password": "correct horse"}).json["token"]
-
-    def admin(self, method: str, path: str, body: Any = None):
-        return self.node.http().request(method, f"/api/v1/orgs/{self.org_id}{path}", body,
-                                        headers={"Authorization": f"Bearer {self.token}"})
-
-    def workflow(self, budget: float | None = None) -> str:
-        wid = f"wf-{uuid.uuid4().hex[:8]}"
-        assert self.admin("POST", "/workflows", {"id": wid, "name": wid, "budget_usd": budget}).status == 201
-        return wid
+class Org(Account):
+    """A dashboard user with an org (as in the gateway tests), plus API keys for agents."""
 
     def key(self, workflow_id: str | None) -> dict[str, Any]:
         created = self.admin("POST", "/api-keys", {"name": "agent", "workflow_id": workflow_id})
