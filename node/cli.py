@@ -1,5 +1,5 @@
 """Command line: `python -m node run --config config.yaml`, `check-config`, and the chain tools
-`deploy`, `request` and `devnet` (node/chain/deploy.py, request.py, devnet.py)."""
+`deploy`, `request`, `wallet` and `devnet` (node/chain/deploy.py, request.py, paywallet.py, devnet.py)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,16 @@ def _chain_parsers(sub: argparse._SubParsersAction) -> None:
     request.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for deliveries "
                                                                       "(plus the subscription's period × frequency)")
 
+    wallet = sub.add_parser("wallet", help="the node's payment Wallet: create, approve collateral, show")
+    wallet.add_argument("action", choices=["create", "approve", "show"],
+                        help="create: a Wallet through the WalletFactory; approve: let the node's account lock "
+                             "collateral (verified subscriptions); show: balance and allowance")
+    wallet.add_argument("--config", "-c", default="config.yaml", help="the node's config (default: %(default)s)")
+    wallet.add_argument("--owner", help="create: the Wallet's owner (default: the node's account)")
+    wallet.add_argument("--token", default="0x" + "00" * 20, help="approve/show: token address (default: ETH)")
+    wallet.add_argument("--amount", type=_non_negative, help="approve: how much the node's account may lock")
+    wallet.add_argument("--spender", help="approve: who may spend (default: the node's account)")
+
     devnet = sub.add_parser("devnet", help="anvil + contracts + devnet.yaml + the node, until Ctrl-C")
     devnet.add_argument("--dir", default=".", help="where devnet.yaml and devnet/ go (default: current folder)")
     devnet.add_argument("--port", type=int, default=4000, help="node API port (default: %(default)s)")
@@ -106,6 +116,10 @@ def _chain_command(args: argparse.Namespace) -> int:
             from node.chain.request import request_main
 
             request_main(args, out)
+        elif args.command == "wallet":
+            from node.chain.paywallet import wallet_main
+
+            wallet_main(args, out)
         else:
             from node.chain.devnet import REPO, Devnet
 
@@ -124,7 +138,7 @@ def _chain_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("deploy", "request", "devnet"):
+    if args.command in ("deploy", "request", "devnet", "wallet"):
         return _chain_command(args)
     if args.command in observe_cli.COMMANDS:
         return observe_cli.run(args)
@@ -141,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.log.level, config.log.format, config.log.path)
     from node.app import Node
     from node.containers.manager import ContainerSetupError
+    from node.errors import StartupError
     from node.server.safejson import pin_recursion_limit
 
     pin_recursion_limit()  # a dependency sets it to 100,000: deep input must not reach the C stack
@@ -158,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.run
     try:
         return runner(Node(config).serve_forever())
-    except ContainerSetupError as exc:
+    except (ContainerSetupError, StartupError) as exc:
         get_logger("node").error("node.failed", error=str(exc))
         return 1
 

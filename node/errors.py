@@ -44,3 +44,8 @@ class Conflict(DomainError):
 
 class Unavailable(DomainError):
     """This node is not set up to do this (503)."""
+
+
+class StartupError(Exception):
+    """The node cannot start as configured; the message says what to change. The command line
+    prints it as one log line and exits 1 (not a domain error: no request is involved)."""

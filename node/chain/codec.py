@@ -19,7 +19,10 @@ ERRORS = {
     keccak(text=f"{name}()")[:4].hex(): name
     for name in ("InvalidWallet", "IntervalMismatch", "IntervalCompleted", "NodeRespondedAlready",
                  "SubscriptionNotFound", "NotSubscriptionOwner", "SubscriptionCompleted", "SubscriptionNotActive",
-                 "SignerMismatch", "SignatureExpired", "UnsupportedPayment", "NotCoordinator")
+                 "SignerMismatch", "SignatureExpired", "UnsupportedPayment", "NotCoordinator",
+                 # payments (Coordinator and Wallet)
+                 "InsufficientFunds", "InsufficientAllowance", "UnsupportedVerifierToken", "UnauthorizedVerifier",
+                 "ProofRequestNotFound")
 }
 # Reverts that mean "nothing left for this node to do for that interval".
 SETTLED_ERRORS = {"IntervalCompleted", "NodeRespondedAlready", "SubscriptionCompleted"}
@@ -82,18 +85,23 @@ class Subscription:
 
 
 def _hex_bytes(value: Any) -> bytes:
+    if value is None:  # as the Infernet node reads it: a missing part is empty
+        return b""
     text = str(value)
     return bytes.fromhex(text[2:] if text.startswith("0x") else text)
 
 
-def serialize_output(output: Any) -> tuple[bytes, bytes, bytes]:
+def serialize_output(output: Any, encoding: str = "json") -> tuple[bytes, bytes, bytes]:
     """(input, output, proof) for deliverCompute from a container's JSON output.
 
     The Infernet convention: an object with the five hex keys raw_input, processed_input,
     raw_output, processed_output, proof (with or without 0x) becomes
     input = abi.encode(bytes, bytes)(raw_input, processed_input), output likewise, proof raw.
-    Anything else: input empty, output = abi.encode(string)(the output as compact JSON) (the
-    Infernet node sends Python's repr here), proof empty."""
+    Anything else: input and proof empty, output = abi.encode(string)(text) where text is
+    - `json` (the default): the output as compact JSON with sorted keys, which any consumer can
+      parse (`{"a":1,"ok":true}`);
+    - `infernet`: what the Infernet node sends, Python's str() of the parsed output
+      (`{'a': 1, 'ok': True}`), for consumers written against it."""
     keys = ("raw_input", "processed_input", "raw_output", "processed_output", "proof")
     if isinstance(output, dict) and all(k in output for k in keys):
         try:
@@ -104,7 +112,7 @@ def serialize_output(output: Any) -> tuple[bytes, bytes, bytes]:
             return (abi_encode(["bytes", "bytes"], [parts["raw_input"], parts["processed_input"]]),
                     abi_encode(["bytes", "bytes"], [parts["raw_output"], parts["processed_output"]]),
                     parts["proof"])
-    text = json.dumps(output, separators=(",", ":"), sort_keys=True)
+    text = str(output) if encoding == "infernet" else json.dumps(output, separators=(",", ":"), sort_keys=True)
     return b"", abi_encode(["string"], [text]), b""
 
 

@@ -1,7 +1,15 @@
-"""The `chain:` section: the RPC, the coordinator and reader contracts, and the node's wallet.
-(No web3 here: the config loads without the chain stack.)"""
+"""The `chain:` section: the RPC, where the Infernet contracts are, the node's signing key and
+its payment wallet, and how container output is encoded for consumers.
+(No web3 here: the config loads without the chain stack.)
+
+The contracts are found as the Infernet node finds them: from `registry_address` (the SDK's
+Registry names the Coordinator, Inbox, Reader, Fee and WalletFactory). `coordinator_address`
+and `reader_address` are still accepted for deployments without a Registry (no payments then).
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -12,6 +20,9 @@ class WalletConfig(ConfigModel):
     private_key: SecretStr | None = None
     max_gas_limit: int = Field(5_000_000, gt=0)
     min_balance: int = Field(0, ge=0, description="Warn (log + metric) when the balance in wei falls below this")
+    payment_address: Address | None = Field(
+        None, description="The node's payment Wallet (made by the WalletFactory: `node-daemon wallet create`); "
+                          "paid subscriptions pay into it. Unset: only free subscriptions are served")
 
 
 class ChainConfig(ConfigModel):
@@ -19,6 +30,7 @@ class ChainConfig(ConfigModel):
 
     enabled: bool = False
     rpc_url: str | None = None
+    registry_address: Address | None = None
     coordinator_address: Address | None = None
     reader_address: Address | None = None
     trail_head_blocks: int = Field(1, ge=0, description="Confirmations: work on head - trail")
@@ -31,14 +43,25 @@ class ChainConfig(ConfigModel):
     retry_backoff: float = Field(2.0, ge=0, description="Seconds before a retry, times the attempt number")
     # Container chains this node serves on chain (each configured container alone is always served).
     pipelines: list[list[str]] = []
+    # How a container's output reaches the consumer (README "Output encoding"): `json` sends
+    # abi.encode(string compact JSON); `infernet` sends the Infernet node's form, Python's str().
+    output_encoding: Literal["json", "infernet"] = "json"
     wallet: WalletConfig = WalletConfig()
 
     @model_validator(mode="after")
     def _required_when_enabled(self) -> ChainConfig:
-        if self.enabled:
-            missing = [n for n in ("rpc_url", "coordinator_address", "reader_address") if not getattr(self, n)]
-            if self.wallet.private_key is None:
-                missing.append("wallet.private_key")
-            if missing:
-                raise ValueError(f"chain is enabled but {', '.join(missing)} is not set")
+        if not self.enabled:
+            return self
+        missing = [] if self.rpc_url else ["rpc_url"]
+        if not self.registry_address:
+            missing += [n for n in ("coordinator_address", "reader_address") if not getattr(self, n)]
+        if self.wallet.private_key is None:
+            missing.append("wallet.private_key")
+        if missing:
+            hint = " (or registry_address)" if not self.registry_address and any("_address" in m for m in missing) \
+                else ""
+            raise ValueError(f"chain is enabled but {', '.join(missing)} is not set{hint}")
+        if self.wallet.payment_address and not self.registry_address:
+            raise ValueError("chain.wallet.payment_address needs chain.registry_address: the WalletFactory that "
+                             "vouches for wallets is found through the Registry")
         return self

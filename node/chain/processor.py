@@ -7,12 +7,18 @@ it at most once, across restarts. Skipped: intervals already fulfilled to `redun
 answered by this node on chain. A container failure is logged and not delivered; it is retried
 after a backoff, up to `max_attempts` times per interval. Interval arithmetic uses the chain's
 block time, not the local clock.
+
+A paid subscription's interval is checked before its container runs (node/chain/payments.py: can
+its consumer pay now?) and simulated before it is sent; one that cannot pay is skipped for that
+interval (logged, counted), never sent to revert. Later intervals are checked again, since a
+consumer may fund its wallet in between (the Infernet node stops tracking it instead).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from eth_abi import encode as abi_encode
@@ -20,6 +26,7 @@ from eth_utils import keccak
 from web3 import AsyncWeb3
 
 from node.chain.codec import SETTLED_ERRORS, Subscription, serialize_output
+from node.chain.payments import PAYMENT_ERRORS, PaymentChecker, Skip, requires_proof
 from node.chain.store import ChainStore
 from node.chain.wallet import Wallet
 from node.jobs.models import JobLocation
@@ -40,7 +47,8 @@ class Tracked:
 class Processor:
     def __init__(self, w3: AsyncWeb3, coordinator, store: ChainStore, wallet: Wallet, orchestrator: Orchestrator,
                  *, consumer_abi: list, max_attempts: int, retry_backoff: float, tick: float,
-                 concurrency: int = 32) -> None:
+                 payments: PaymentChecker | None = None, node_wallet: str | None = None,
+                 output_encoding: str = "json", skips: Counter | None = None, concurrency: int = 32) -> None:
         self._w3 = w3
         self._coordinator = coordinator
         self._store = store
@@ -50,6 +58,10 @@ class Processor:
         self._max_attempts = max_attempts
         self._backoff = retry_backoff
         self._tick = tick
+        self._payments = payments
+        self._node_wallet = node_wallet or wallet.address  # the Wallet payments go to (deliverCompute's nodeWallet)
+        self._encoding = output_encoding
+        self.skips = skips if skips is not None else Counter()
         self._subs: dict[int, Tracked] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task] = set()
@@ -157,6 +169,12 @@ class Processor:
         if await self._settled_on_chain(sub, interval):
             await self._store.mark(sub.id, interval, "skipped", error="already fulfilled on chain")
             return True
+        if sub.payment_amount > 0:
+            if self._payments is None:
+                return await self._skip(sub, interval, Skip("no_payment_wallet", "paid subscription, no payment wallet"))
+            skip = await self._payments.can_pay(sub)
+            if skip is not None:
+                return await self._skip(sub, interval, skip)
         consumer = self._w3.eth.contract(address=sub.owner, abi=self._consumer_abi)
         try:
             inputs = await consumer.functions.getContainerInputs(sub.id, interval, timestamp,
@@ -167,7 +185,7 @@ class Processor:
         try:
             job = await self._orchestrator.run(tracked.containers, bytes(inputs).hex(), client="chain",
                                                source="chain", source_location=JobLocation.ONCHAIN,
-                                               destination=JobLocation.ONCHAIN)
+                                               destination=JobLocation.ONCHAIN, requires_proof=requires_proof(sub))
         except JobRejected as exc:
             await self._store.mark(sub.id, interval, "failed", error=exc.message, retry_in=self._backoff * attempt)
             log.warning("chain.job_refused", subscription=sub.id, interval=interval, error=exc.message)
@@ -179,10 +197,10 @@ class Processor:
             log.warning("chain.container_failed", subscription=sub.id, interval=interval, job_id=job.id,
                         attempt=attempt, max_attempts=self._max_attempts, error=error)
             return False
-        tx_input, tx_output, proof = serialize_output(job.result["output"])
+        tx_input, tx_output, proof = serialize_output(job.result["output"], self._encoding)
         await self._store.mark(sub.id, interval, "sending", job_id=job.id)
         fn = self._coordinator.functions.deliverCompute(sub.id, interval, tx_input, tx_output, proof,
-                                                        self._wallet.address)
+                                                        self._node_wallet)
         started = time.perf_counter()
         result = await self._wallet.transact(fn, f"deliverCompute({sub.id},{interval})")
         if result.ok:
@@ -191,6 +209,11 @@ class Processor:
             log.info("chain.delivered", subscription=sub.id, interval=interval, job_id=job.id, tx=result.tx_hash,
                      ms=round((time.perf_counter() - started) * 1000, 1))
             return True
+        if result.tx_hash is None and result.error in PAYMENT_ERRORS:  # refused by the simulation: nothing sent
+            return await self._skip(sub, interval, Skip("consumer_cannot_pay" if result.error != "InvalidWallet"
+                                                        else "invalid_wallet",
+                                                        f"deliverCompute would revert with {result.error}"),
+                                    job_id=job.id)
         if result.error in SETTLED_ERRORS:
             await self._store.mark(sub.id, interval, "skipped", tx_hash=result.tx_hash, error=result.error)
             log.info("chain.delivery_skipped", subscription=sub.id, interval=interval, reason=result.error)
@@ -200,3 +223,10 @@ class Processor:
         log.error("chain.delivery_failed", subscription=sub.id, interval=interval, tx=result.tx_hash,
                   reason=result.error)
         return False
+
+    async def _skip(self, sub: Subscription, interval: int, skip: Skip, job_id: str | None = None) -> bool:
+        """This interval is not served (payment): recorded, logged, counted; finished for this node."""
+        self.skips[skip.kind] += 1
+        await self._store.mark(sub.id, interval, "skipped", job_id=job_id, error=skip.reason)
+        log.info("chain.delivery_skipped", subscription=sub.id, interval=interval, kind=skip.kind, reason=skip.reason)
+        return True

@@ -1,10 +1,17 @@
 """Wires the chain subsystem: web3 connection, contracts, wallet, listener, processor, and the
-delegated-subscription door of `POST /api/jobs`."""
+delegated-subscription door of `POST /api/jobs`.
+
+The contracts come from `registry_address` as the Infernet node finds them (the Registry names
+the Coordinator, Inbox, Reader and WalletFactory), or from `coordinator_address`/`reader_address`
+directly (no payments then). A configured payment wallet is checked against the WalletFactory at
+start: a node that would deliver paid work into a wallet the Coordinator refuses does not start.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 from eth_account import Account
@@ -16,12 +23,14 @@ from web3.providers import AsyncHTTPProvider
 from node.chain import codec
 from node.chain.codec import Subscription
 from node.chain.listener import CREATED, Listener
+from node.chain.payments import REGISTRY_ABI, PaymentChecker, PaymentPolicy, requires_proof
 from node.chain.processor import Processor
 from node.chain.store import ChainStore
 from node.chain.wallet import Wallet
 from node.chain.config import ChainConfig
 from node.containers.config import ContainerConfig
 from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
+from node.errors import StartupError
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
@@ -34,20 +43,26 @@ log = get_logger(__name__)
 class ChainService:
     def __init__(self, config: ChainConfig, containers: list[ContainerConfig], db: Database,
                  orchestrator: Orchestrator, supervisor: Supervisor) -> None:
-        assert config.rpc_url and config.coordinator_address and config.reader_address
+        assert config.rpc_url and (config.registry_address or (config.coordinator_address and config.reader_address))
         assert config.wallet.private_key is not None
         self.config = config
         self.w3 = AsyncWeb3(AsyncHTTPProvider(config.rpc_url, request_kwargs={"timeout": 10}))
-        self.coordinator = self.w3.eth.contract(address=to_checksum_address(config.coordinator_address),
-                                                abi=codec.abi("Coordinator"))
-        self.reader = self.w3.eth.contract(address=to_checksum_address(config.reader_address), abi=codec.abi("Reader"))
+        self.coordinator: Any = None  # contracts: resolved at start (from the Registry when configured)
+        self.reader: Any = None
+        self.addresses: dict[str, str] = {}
         self.store = ChainStore(db, config.coordinator_address)
         self._orchestrator = orchestrator
         self._private_key = config.wallet.private_key.get_secret_value()
         self.address = Account.from_key(self._private_key).address
+        self.payment_address = to_checksum_address(config.wallet.payment_address) \
+            if config.wallet.payment_address else None
         self._containers = {c.id: c for c in containers}
         pipelines = [[c.id] for c in containers] + [list(p) for p in config.pipelines]
         self._by_hash = {codec.container_id(p): p for p in pipelines}
+        self.policy = PaymentPolicy({c.id: c.accepted_payments for c in containers},
+                                    {c.id: c.generates_proofs for c in containers}, self.payment_address)
+        self.payments: PaymentChecker | None = None
+        self.skips: Counter = Counter()  # subscriptions and intervals not served, by kind (metric node_chain_skipped)
         self.wallet: Wallet | None = None
         self.processor: Processor | None = None
         self.listener: Listener | None = None
@@ -69,6 +84,9 @@ class ChainService:
             allowed = container.allowed_delegate_addresses if delegated else container.allowed_addresses
             if allowed and owner not in allowed:
                 return None, f"owner {sub.owner} not allowed for container {cid}"
+        skip = self.policy.check(sub, pipeline)
+        if skip is not None:
+            return None, skip.reason
         return pipeline, "ok"
 
     async def _on_subscriptions(self, subs: list[Subscription], block: int) -> None:
@@ -77,7 +95,7 @@ class ChainService:
         for sub in subs:
             pipeline, reason = self.serves(sub)
             if pipeline is None:
-                log.debug("chain.subscription_ignored", subscription=sub.id, reason=reason)
+                self._ignored(sub, reason)
                 continue
             status = "cancelled" if sub.cancelled else "active"
             keep.append((sub, pipeline, status))
@@ -86,6 +104,18 @@ class ChainService:
             for sub, pipeline, status in keep:
                 if status == "active":
                     self.processor.track(sub, pipeline)
+
+    def _ignored(self, sub: Subscription, reason: str) -> None:
+        """Not ours to serve: quietly when we do not run its containers; loudly (info + metric)
+        when we do and its payment terms are why."""
+        pipeline = self._by_hash.get(sub.container_id)
+        skip = self.policy.check(sub, pipeline) if pipeline is not None and not sub.cancelled else None
+        if skip is None:
+            log.debug("chain.subscription_ignored", subscription=sub.id, reason=reason)
+            return
+        self.skips[skip.kind] += 1
+        log.info("chain.subscription_skipped", subscription=sub.id, kind=skip.kind, reason=skip.reason,
+                 payment_token=sub.payment_token, payment_amount=sub.payment_amount)
 
     async def _on_cancelled(self, ids: list[int]) -> None:
         assert self.processor is not None
@@ -105,8 +135,46 @@ class ChainService:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
+    async def _resolve_contracts(self) -> None:
+        """Coordinator, Reader (and Inbox, WalletFactory) from the Registry, or as configured."""
+        c = self.config
+        found: dict[str, str] = {}
+        if c.registry_address:
+            registry = self.w3.eth.contract(address=to_checksum_address(c.registry_address), abi=REGISTRY_ABI)
+            if not await self.w3.eth.get_code(registry.address):
+                raise StartupError(f"chain.registry_address {registry.address}: no contract there on this chain")
+            for name in ("COORDINATOR", "INBOX", "READER", "FEE", "WALLET_FACTORY"):
+                found[name.lower()] = to_checksum_address(await getattr(registry.functions, name)().call())
+            found["registry"] = registry.address
+            for key, given in (("coordinator", c.coordinator_address), ("reader", c.reader_address)):
+                if given and to_checksum_address(given) != found[key]:
+                    raise StartupError(f"chain.{key}_address {given} is not the {key} of the Registry "
+                                       f"{registry.address} ({found[key]}): set one or the other")
+        else:
+            found = {"coordinator": to_checksum_address(c.coordinator_address),
+                     "reader": to_checksum_address(c.reader_address)}
+        self.addresses = found
+        self.coordinator = self.w3.eth.contract(address=found["coordinator"], abi=codec.abi("Coordinator"))
+        self.reader = self.w3.eth.contract(address=found["reader"], abi=codec.abi("Reader"))
+
+    async def _check_payment_wallet(self) -> None:
+        if self.payment_address is None:
+            if any(c.accepted_payments for c in self._containers.values()):
+                log.warning("chain.no_payment_wallet", hint="containers name accepted_payments but "
+                            "chain.wallet.payment_address is unset: paid subscriptions are skipped")
+            return
+        self.payments = PaymentChecker(self.w3, self.addresses["wallet_factory"], self.address, self.payment_address)
+        if not await self.payments.is_valid_wallet(self.payment_address):
+            raise StartupError(
+                f"chain.wallet.payment_address {self.payment_address} is not a Wallet made by the WalletFactory "
+                f"{self.addresses['wallet_factory']}, so the Coordinator would refuse every paid delivery "
+                "(make one with: node-daemon wallet create --config <this file>)")
+        log.info("chain.payment_wallet", address=self.payment_address, wallet_factory=self.addresses["wallet_factory"])
+
     async def start(self) -> None:
-        await self.store.start()
+        await self._resolve_contracts()
+        await self.store.start(self.coordinator.address)
+        await self._check_payment_wallet()
         self.chain_id = await self.w3.eth.chain_id
         self.wallet = Wallet(self.w3, self._private_key, self.config.wallet.max_gas_limit, self.chain_id)
         balance = await self.wallet.balance()
@@ -115,7 +183,9 @@ class ChainService:
         log.info("chain.wallet", address=self.address, balance_wei=balance, chain_id=self.chain_id)
         self.processor = Processor(self.w3, self.coordinator, self.store, self.wallet, self._orchestrator,
                                    consumer_abi=codec.abi("ExampleConsumer"), max_attempts=self.config.max_attempts,
-                                   retry_backoff=self.config.retry_backoff, tick=self.config.processor_tick)
+                                   retry_backoff=self.config.retry_backoff, tick=self.config.processor_tick,
+                                   payments=self.payments, node_wallet=self.payment_address or self.address,
+                                   output_encoding=self.config.output_encoding, skips=self.skips)
         for row in await self.store.interrupted():
             # A previous process stopped mid-way: let it be retried; the on-chain check before any
             # delivery (nodeResponded / redundancyCount) keeps it from being delivered twice.
@@ -130,7 +200,8 @@ class ChainService:
                                  on_cancelled=self._on_cancelled, on_reorg=self._on_reorg)
         self._tasks = [self._supervisor.spawn("chain-listener", self.listener.run),
                        self._supervisor.spawn("chain-processor", self.processor.run)]
-        log.info("chain.started", coordinator=self.coordinator.address, resumed_subscriptions=len(resumed))
+        log.info("chain.started", coordinator=self.coordinator.address, registry=self.addresses.get("registry"),
+                 resumed_subscriptions=len(resumed))
 
     async def stop(self) -> None:
         """Stop the listener and the processor, giving in-flight deliveries up to 15 s."""
@@ -152,7 +223,7 @@ class ChainService:
                               "deliveries": rows})
 
     def info(self) -> dict[str, Any]:
-        return {"enabled": True, "address": self.address}
+        return {"enabled": True, "address": self.address, "payment_address": self.payment_address}
 
     def pending(self) -> int:
         return self.processor.pending() if self.processor else 0
@@ -195,6 +266,11 @@ class ChainService:
             raise ApiError(400, "subscription.owner has no getSigner()") from None
         if signer.lower() != expected.lower():
             raise ApiError(401, "Signature does not match the owner's signer", {"signer": signer})
+        if sub.payment_amount > 0:
+            skip = await self.payments.can_pay(sub) if self.payments is not None else None
+            if skip is not None:
+                self.skips[skip.kind] += 1
+                raise ApiError(402, skip.reason.capitalize(), {"kind": skip.kind})
         asyncio.create_task(self._deliver_delegated(sub, pipeline, request.data, nonce, expiry, (v, r, s)))
         return {}
 
@@ -203,7 +279,7 @@ class ChainService:
         assert self.wallet is not None
         try:
             job = await self._orchestrator.run(pipeline, data, client="chain", source="chain",
-                                               destination=JobLocation.ONCHAIN)
+                                               destination=JobLocation.ONCHAIN, requires_proof=requires_proof(sub))
         except JobRejected as exc:
             log.warning("chain.delegated_refused", owner=sub.owner, nonce=nonce, error=exc.message)
             return
@@ -211,11 +287,11 @@ class ChainService:
             log.warning("chain.delegated_container_failed", owner=sub.owner, nonce=nonce, job_id=job.id,
                         error=(job.result or {}).get("error"))
             return
-        tx_input, tx_output, proof = codec.serialize_output(job.result["output"])
+        tx_input, tx_output, proof = codec.serialize_output(job.result["output"], self.config.output_encoding)
         v, r, s = vrs
         fn = self.coordinator.functions.deliverComputeDelegatee(
             nonce, expiry, sub.as_tuple(), v, r.to_bytes(32, "big"), s.to_bytes(32, "big"), 1, tx_input, tx_output,
-            proof, self.address)
+            proof, self.payment_address or self.address)
         result = await self.wallet.transact(fn, f"deliverComputeDelegatee({sub.owner},{nonce})")
         if not result.ok:
             log.error("chain.delegated_delivery_failed", owner=sub.owner, nonce=nonce, reason=result.error)

@@ -34,11 +34,13 @@ MIGRATIONS = [
 
 
 class ChainStore:
-    def __init__(self, db: Database, coordinator: str) -> None:
+    def __init__(self, db: Database, coordinator: str | None = None) -> None:
         self._db = db
-        self._coordinator = coordinator.lower()
+        self._coordinator = (coordinator or "").lower()  # the cursor's key; known at start with a Registry
 
-    async def start(self) -> None:
+    async def start(self, coordinator: str | None = None) -> None:
+        if coordinator is not None:
+            self._coordinator = coordinator.lower()
         await self._db.migrate(MIGRATIONS)
 
     # -- cursor ----------------------------------------------------------------------------

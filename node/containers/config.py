@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, NonNegativeInt, SecretStr, field_validator
 
 from node.fields import ConfigModel, HttpUrl, LowerAddress, Network
 
@@ -81,6 +81,9 @@ class ContainerConfig(ConfigModel):
     volumes: list[str] = []
     gpu: bool = False
     generates_proofs: bool = False
+    # What this container charges a paid on-chain subscription: {token address: minimum amount in
+    # the token's smallest unit}; the zero address is ETH. Empty: it asks nothing (serves free and paid).
+    accepted_payments: dict[LowerAddress, NonNegativeInt] = {}
     allowed_ips: list[Network] = []
     allowed_addresses: list[LowerAddress] = []
     allowed_delegate_addresses: list[LowerAddress] = []

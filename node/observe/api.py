@@ -138,5 +138,9 @@ class ObserveApi:
                 "balance_wei": str(chain.balance_wei) if chain.balance_wei is not None else None,
                 "min_balance_wei": str(chain.min_balance_wei), "tracked_subscriptions": chain.tracked,
                 "deliveries": chain.deliveries, "last_delivery": chain.last_delivery,
+                "payment_address": chain.payment_address,
+                "payment_balance_wei": str(chain.payment_balance_wei) if chain.payment_balance_wei is not None
+                else None,
+                "skipped": chain.skipped,
             }
         return out

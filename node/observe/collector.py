@@ -111,6 +111,12 @@ class NodeCollector(Collector):
         yield from gauge("node_chain_wallet_balance_wei", "The node wallet's balance", chain.balance_wei)
         yield from gauge("node_chain_wallet_min_balance_wei", "chain.wallet.min_balance", chain.min_balance_wei)
         yield from gauge("node_chain_subscriptions_tracked", "Subscriptions the processor works on", chain.tracked)
+        yield from gauge("node_chain_payment_wallet_balance_wei", "The payment Wallet's ETH balance",
+                         chain.payment_balance_wei)
+        yield _family(CounterMetricFamily, "node_chain_skipped",
+                      "Subscriptions (terms) and intervals (consumer cannot pay) not served, by kind", "kind",
+                      dict.fromkeys(("below_minimum", "token_not_accepted", "no_payment_wallet", "needs_proof",
+                                     "consumer_cannot_pay", "invalid_wallet", "no_collateral"), 0) | chain.skipped)
         if chain.last_delivery is not None:
             yield from gauge("node_chain_last_delivery_timestamp_seconds", "When the last delivery landed",
                              chain.last_delivery["updated_at"])

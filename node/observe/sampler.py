@@ -38,6 +38,9 @@ class ChainSample:
     deliveries: dict[str, int] = field(default_factory=dict)  # outcome -> rows
     last_delivery: dict[str, Any] | None = None
     failing: list[tuple[int, int]] = field(default_factory=list)  # (subscription, failed attempts)
+    payment_address: str | None = None
+    payment_balance_wei: int | None = None  # the payment Wallet's ETH (token balances: on the chain)
+    skipped: dict[str, int] = field(default_factory=dict)  # kind -> subscriptions/intervals not served
 
     @property
     def lag(self) -> int | None:
@@ -98,13 +101,16 @@ class Sampler:
         listener = chain.listener
         sample = ChainSample(address=chain.address, trail=chain.config.trail_head_blocks,
                              min_balance_wei=self._min_balance,
-                             tracked=chain.processor.tracked() if chain.processor else 0)
+                             tracked=chain.processor.tracked() if chain.processor else 0,
+                             payment_address=chain.payment_address, skipped=dict(chain.skips))
         snap.chain = sample
         try:
             sample.head = await self._rpc(chain.w3.eth.block_number)
             sample.rpc_up = True
             if chain.wallet is not None:
                 sample.balance_wei = await self._rpc(chain.wallet.balance())
+            if chain.payment_address is not None:
+                sample.payment_balance_wei = await self._rpc(chain.w3.eth.get_balance(chain.payment_address))
         except Exception as exc:  # noqa: BLE001 - the RPC being down is what we report
             sample.rpc_error = str(exc)[:200] or type(exc).__name__
             sample.head = listener.head_seen if listener is not None and listener.head_seen else None
