@@ -19,6 +19,8 @@ class ChainConfig(ConfigModel):
 
     enabled: bool = False
     rpc_url: str | None = None
+    # The SDK's Registry: the coordinator and reader are read from it at start unless given.
+    registry_address: Address | None = None
     coordinator_address: Address | None = None
     reader_address: Address | None = None
     trail_head_blocks: int = Field(1, ge=0, description="Confirmations: work on head - trail")
@@ -36,7 +38,8 @@ class ChainConfig(ConfigModel):
     @model_validator(mode="after")
     def _required_when_enabled(self) -> ChainConfig:
         if self.enabled:
-            missing = [n for n in ("rpc_url", "coordinator_address", "reader_address") if not getattr(self, n)]
+            needed = ("rpc_url",) if self.registry_address else ("rpc_url", "coordinator_address", "reader_address")
+            missing = [n for n in needed if not getattr(self, n)]
             if self.wallet.private_key is None:
                 missing.append("wallet.private_key")
             if missing:

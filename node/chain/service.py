@@ -34,14 +34,14 @@ log = get_logger(__name__)
 class ChainService:
     def __init__(self, config: ChainConfig, containers: list[ContainerConfig], db: Database,
                  orchestrator: Orchestrator, supervisor: Supervisor) -> None:
-        assert config.rpc_url and config.coordinator_address and config.reader_address
+        assert config.rpc_url and (config.registry_address or (config.coordinator_address and config.reader_address))
         assert config.wallet.private_key is not None
         self.config = config
         self.w3 = AsyncWeb3(AsyncHTTPProvider(config.rpc_url, request_kwargs={"timeout": 10}))
-        self.coordinator = self.w3.eth.contract(address=to_checksum_address(config.coordinator_address),
-                                                abi=codec.abi("Coordinator"))
-        self.reader = self.w3.eth.contract(address=to_checksum_address(config.reader_address), abi=codec.abi("Reader"))
-        self.store = ChainStore(db, config.coordinator_address)
+        # With only a registry, the coordinator and reader are resolved from it in start().
+        self.coordinator = self._contract(config.coordinator_address, "Coordinator")
+        self.reader = self._contract(config.reader_address, "Reader")
+        self.store = ChainStore(db, config.coordinator_address or config.registry_address)
         self._orchestrator = orchestrator
         self._private_key = config.wallet.private_key.get_secret_value()
         self.address = Account.from_key(self._private_key).address
@@ -105,7 +105,17 @@ class ChainService:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
+    def _contract(self, address: str | None, name: str) -> Any:
+        return None if address is None else self.w3.eth.contract(address=to_checksum_address(address),
+                                                                 abi=codec.abi(name))
+
     async def start(self) -> None:
+        if self.coordinator is None or self.reader is None:
+            registry = self._contract(self.config.registry_address, "Registry")
+            if self.coordinator is None:
+                self.coordinator = self._contract(await registry.functions.COORDINATOR().call(), "Coordinator")
+            if self.reader is None:
+                self.reader = self._contract(await registry.functions.READER().call(), "Reader")
         await self.store.start()
         self.chain_id = await self.w3.eth.chain_id
         self.wallet = Wallet(self.w3, self._private_key, self.config.wallet.max_gas_limit, self.chain_id)
