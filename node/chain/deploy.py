@@ -125,9 +125,15 @@ class Artifacts:
             file = self.directory / f"{candidate}.json"
             if file.is_file():
                 try:
-                    return json.loads(file.read_text())
-                except (OSError, ValueError) as exc:
-                    raise DeployError(f"{file}: not a readable artifact ({exc})") from None
+                    data = json.loads(file.read_text())
+                    code = data["bytecode"]
+                    code = code["object"] if isinstance(code, dict) else code
+                    bytes.fromhex(code.removeprefix("0x"))
+                    if not isinstance(data["abi"], list) or not code.removeprefix("0x"):
+                        raise ValueError("no abi list or empty bytecode")
+                    return {"abi": data["abi"], "bytecode": "0x" + code.removeprefix("0x")}
+                except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise DeployError(f"{file}: not a readable artifact with abi and bytecode ({exc!r})") from None
         return None
 
     def abi(self, name: str) -> list[dict[str, Any]]:
@@ -136,11 +142,7 @@ class Artifacts:
 
     def bytecode(self, name: str) -> str:
         ext = self._external(name)
-        if ext is None:
-            return bytecode(name)
-        code = ext["bytecode"]
-        code = code["object"] if isinstance(code, dict) else code
-        return "0x" + code.removeprefix("0x")
+        return bytecode(name) if ext is None else ext["bytecode"]
 
     def hash(self, name: str) -> str:
         return _hash(bytes.fromhex(self.bytecode(name).removeprefix("0x")))
@@ -206,6 +208,8 @@ class Deployer:
         else:
             dep = Deployment(self.chain_id, rpc_url, self.account.address)
         todo = [n for n in PLAN if n in _closure(names)]
+        for name in todo:  # every artifact readable before the first transaction
+            self.artifacts.hash(name)
         self.out(f"chain {self.chain_id} at {rpc_url}; deployer {self.account.address}")
         for name in todo:
             if name in CORE:
@@ -231,14 +235,12 @@ class Deployer:
             return [specials[a] if a.startswith("@") else addresses[a] for a in PLAN[name]]
 
         recorded = {n: dep.contracts[n]["address"] for n in CORE if n in dep.contracts}
-        reasons = {}
-        for name in CORE:
-            if name not in recorded:
-                reasons[name] = "not deployed"
-                continue
-            reason = self._reusable(dep.contracts[name], args_for(name, recorded), name)
-            if reason is not None:
-                reasons[name] = reason
+        reasons = {n: "not deployed" for n in CORE if n not in recorded}
+        if not reasons:  # only a complete set can be checked (the Registry's arguments are all five)
+            for name in CORE:
+                reason = self._reusable(dep.contracts[name], args_for(name, recorded), name)
+                if reason is not None:
+                    reasons[name] = reason
         if not reasons:
             for name in CORE:
                 self.out(f"{name}: reusing {recorded[name]} (code verified)")
