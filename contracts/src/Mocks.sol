@@ -49,14 +49,16 @@ contract MockToken {
     }
 }
 
-/// A verifier that answers at once, with the validity set beforehand (default valid): test and
-/// devnet only. It is its own wallet and remembers the last proof it was asked about.
+/// A verifier that answers at once, with the validity set beforehand (default valid), or, when
+/// deferred, only when told to (`answer`): test and devnet only. It is its own wallet and
+/// remembers the last proof it was asked about.
 contract MockVerifier is IVerifier {
     Coordinator public immutable COORDINATOR;
     mapping(address => uint256) public fee;
     mapping(address => bool) public isSupportedToken;
     bool public nextValidity = true;
     bytes public lastProof;
+    bool public deferred;
 
     error NotCoordinator();
 
@@ -82,11 +84,19 @@ contract MockVerifier is IVerifier {
         nextValidity = valid;
     }
 
+    function setDeferred(bool value) external {
+        deferred = value;
+    }
+
+    function answer(uint32 subscriptionId, uint32 interval, address node, bool valid) external {
+        COORDINATOR.finalizeProofVerification(subscriptionId, interval, node, valid);
+    }
+
     function requestProofVerification(uint32 subscriptionId, uint32 interval, address node, bytes calldata proof)
         external
     {
         if (msg.sender != address(COORDINATOR)) revert NotCoordinator();
         lastProof = proof;
-        COORDINATOR.finalizeProofVerification(subscriptionId, interval, node, nextValidity);
+        if (!deferred) COORDINATOR.finalizeProofVerification(subscriptionId, interval, node, nextValidity);
     }
 }

@@ -176,7 +176,7 @@ def test_a_verifier_that_does_not_take_the_token_is_refused(dep):
                         "UnsupportedVerifierToken")
 
 
-def test_only_the_verifier_settles_a_proof_before_it_expires(dep):
+def test_settling_a_proof_that_was_never_requested_reverts(dep):
     assert reverts_with(dep.coordinator.functions.finalizeProofVerification(1, 1, NODE, True), NODE,
                         "ProofRequestNotFound")
 
@@ -211,3 +211,30 @@ def test_the_registry_points_at_the_deployed_set(dep):
             r.WALLET_FACTORY().call()) == (dep.coordinator.address, dep.inbox.address, dep.reader.address,
                                            dep.fee.address, dep.wallet_factory.address)
     assert dep.reader.functions.COORDINATOR().call() == dep.coordinator.address
+
+
+def test_a_pending_proof_keeps_both_sides_locked_and_after_a_week_anyone_settles_it_for_the_node(dep):
+    token, amount, verifier_fee = dep.token.address, 1_000_000, 100_000
+    dep.send(dep.verifier.functions.updateSupportedToken(token, True))
+    dep.send(dep.verifier.functions.updateFee(token, verifier_fee))
+    dep.send(dep.verifier.functions.setDeferred(True))
+    try:
+        sub_id, consumer_wallet = paid_subscription(dep, token, amount, verifier=dep.verifier.address)
+        wallet = node_wallet(dep, token, collateral=amount)
+        dep.send(deliver(dep, sub_id, wallet), NODE_KEY)
+        rest = amount - protocol_fee(amount) - verifier_fee
+        assert dep.wallet(wallet).functions.lockedBalanceOf(token).call() == amount
+        assert dep.wallet(consumer_wallet).functions.lockedBalanceOf(token).call() == rest
+        # the collateral cannot be taken out while the proof is pending
+        assert reverts_with(dep.wallet(wallet).functions.withdraw(token, 1), NODE, "InsufficientFunds")
+        settle = dep.coordinator.functions.finalizeProofVerification(sub_id, 1, NODE, False)
+        assert reverts_with(settle, NODE, "UnauthorizedVerifier")  # only the verifier, within the week
+        dep.w3.provider.make_request("evm_increaseTime", [7 * 24 * 3600 + 1])
+        dep.w3.provider.make_request("evm_mine", [])
+        receipt = dep.send(settle, KEYS[4])  # anyone; the node is paid whatever `valid` says
+        assert dep.balance(wallet, token) == amount + rest
+        (event,) = dep.coordinator.events.ProofVerified().process_receipt(receipt, errors=DISCARD)
+        assert event["args"]["active"] is False and event["args"]["verifier"] == Account.from_key(KEYS[4]).address
+        assert reverts_with(settle, NODE, "ProofRequestNotFound")  # settled once
+    finally:
+        dep.send(dep.verifier.functions.setDeferred(False))
