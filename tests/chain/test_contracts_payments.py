@@ -238,3 +238,19 @@ def test_a_pending_proof_keeps_both_sides_locked_and_after_a_week_anyone_settles
         assert reverts_with(settle, NODE, "ProofRequestNotFound")  # settled once
     finally:
         dep.send(dep.verifier.functions.setDeferred(False))
+
+
+def test_a_paid_one_shot_request_is_paid_on_delivery_and_answered_its_inputs(dep):
+    token, amount = dep.token.address, 2_000_000
+    wallet = dep.create_wallet(CONSUMER_OWNER)
+    dep.fund_wallet(wallet, token, amount)
+    dep.approve(wallet, CONSUMER_OWNER, dep.consumer.address, token, amount)
+    sub_id = dep.created_id(dep.send(dep.consumer.functions.requestPaidCompute(
+        "echo", b"paid input", 1, token, amount, wallet, ZERO)))
+    sub = dep.coordinator.functions.getSubscription(sub_id).call()
+    assert (sub[3], sub[8], sub[9], sub[10]) == (1, amount, token, wallet)  # frequency, amount, token, wallet
+    assert dep.consumer.functions.getContainerInputs(sub_id, 1, 0, NODE).call() == b"paid input"
+    receiving = node_wallet(dep, token)
+    dep.send(deliver(dep, sub_id, receiving), NODE_KEY)
+    assert dep.balance(receiving, token) == amount - protocol_fee(amount)
+    assert reverts_with(deliver(dep, sub_id, receiving), NODE, "IntervalCompleted")  # paid once
