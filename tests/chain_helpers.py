@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from web3 import Web3
@@ -63,6 +65,9 @@ class Anvil:
 
 
 ETH = "0x" + "00" * 20
+EXTERNAL_ARTIFACTS = os.environ.get("INFERNET_SDK_ARTIFACTS")
+# Tests of what our contracts add to the SDK's interface (skipped against artifacts built elsewhere).
+ours_only = pytest.mark.skipif(bool(EXTERNAL_ARTIFACTS), reason="an extension of our contracts, not in the SDK")
 
 
 @dataclass
@@ -156,8 +161,12 @@ def decode_output(output: bytes):
 def deploy(url: str, signer_key: str = KEYS[5], fee_bps: int = 500, artifacts: Path | None = None) -> Deployment:
     """The Infernet set (Registry, Coordinator, Inbox, Reader, Fee, WalletFactory), the
     ExampleConsumer and the test mocks (MockToken, MockVerifier), deployed by the product's
-    deployer (`node-daemon deploy`), KEYS[0] paying and receiving the protocol fee."""
+    deployer (`node-daemon deploy`), KEYS[0] paying and receiving the protocol fee. With
+    $INFERNET_SDK_ARTIFACTS set (a directory of `<Name>.json` built elsewhere, e.g. Ritual's
+    own contracts), those are deployed instead of ours for the names found there."""
     w3 = Web3(Web3.HTTPProvider(url))
+    if artifacts is None and EXTERNAL_ARTIFACTS:
+        artifacts = Path(EXTERNAL_ARTIFACTS)
     done = Deployer(w3, w3.eth.chain_id, KEYS[0], out=lambda line: None, artifacts=artifacts).run(
         GROUPS["infernet"] + GROUPS["mocks"], None, url, signer=Account.from_key(signer_key).address,
         fee_bps=fee_bps)

@@ -91,6 +91,7 @@ contract Wallet {
     }
 
     function cUnlock(address spender, address token, uint256 amount) external onlyCoordinator {
+        if (lockedBalance[token] < amount) revert InsufficientFunds();
         lockedBalance[token] -= amount;
         allowance[spender][token] += amount;
         emit Escrow(spender, token, amount, false);

@@ -13,7 +13,7 @@ from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 
 from node.chain.codec import container_id
-from tests.chain_helpers import ETH, KEYS, Anvil, artifact, deploy
+from tests.chain_helpers import ETH, KEYS, Anvil, artifact, deploy, ours_only
 
 pytestmark = pytest.mark.slow
 
@@ -145,9 +145,8 @@ def test_a_valid_proof_pays_the_verifier_its_fee_and_the_node_the_rest(dep):
     rest = amount - protocol_fee(amount) - verifier_fee
     assert dep.balance(wallet, dep.token.address) == amount + rest  # collateral back, plus the payment
     assert dep.balance(consumer_wallet, dep.token.address) == 0
-    for w in (wallet, consumer_wallet):
-        assert dep.wallet(w).functions.lockedBalanceOf(dep.token.address).call() == 0
     assert dep.wallet(wallet).functions.allowance(NODE, dep.token.address).call() == amount  # unlocked again
+    dep.send(dep.wallet(wallet).functions.withdraw(dep.token.address, amount + rest), NODE_KEY)  # nothing locked
     assert dep.verifier.functions.lastProof().call() == b"the proof"
     (event,) = dep.coordinator.events.ProofVerified().process_receipt(receipt, errors=DISCARD)
     assert (event["args"]["id"], event["args"]["node"], event["args"]["active"], event["args"]["valid"]) == (
@@ -202,6 +201,10 @@ def test_only_the_fee_owner_changes_the_fee(dep):
     assert dep.fee.functions.FEE().call() == FEE_BPS
     assert dep.fee.functions.FEE_RECIPIENT().call() == FEE_RECIPIENT
     assert reverts_with(dep.fee.functions.updateFee(0), NODE, "Unauthorized")
+
+
+@ours_only
+def test_a_fee_the_payment_could_not_cover_is_refused(dep):
     assert reverts_with(dep.fee.functions.updateFee(5001), FEE_RECIPIENT, "FeeTooHigh")
 
 
@@ -223,10 +226,11 @@ def test_a_pending_proof_keeps_both_sides_locked_and_after_a_week_anyone_settles
         wallet = node_wallet(dep, token, collateral=amount)
         dep.send(deliver(dep, sub_id, wallet), NODE_KEY)
         rest = amount - protocol_fee(amount) - verifier_fee
-        assert dep.wallet(wallet).functions.lockedBalanceOf(token).call() == amount
-        assert dep.wallet(consumer_wallet).functions.lockedBalanceOf(token).call() == rest
-        # the collateral cannot be taken out while the proof is pending
+        # the collateral and the escrow (each wallet's whole balance) cannot be taken out meanwhile
+        assert (dep.balance(wallet, token), dep.balance(consumer_wallet, token)) == (amount, rest)
         assert reverts_with(dep.wallet(wallet).functions.withdraw(token, 1), NODE, "InsufficientFunds")
+        assert reverts_with(dep.wallet(consumer_wallet).functions.withdraw(token, 1),
+                            Account.from_key(CONSUMER_OWNER).address, "InsufficientFunds")
         settle = dep.coordinator.functions.finalizeProofVerification(sub_id, 1, NODE, False)
         assert reverts_with(settle, NODE, "UnauthorizedVerifier")  # only the verifier, within the week
         dep.w3.provider.make_request("evm_increaseTime", [7 * 24 * 3600 + 1])
