@@ -213,7 +213,10 @@ def test_the_registry_points_at_the_deployed_set(dep):
     assert (r.COORDINATOR().call(), r.INBOX().call(), r.READER().call(), r.FEE().call(),
             r.WALLET_FACTORY().call()) == (dep.coordinator.address, dep.inbox.address, dep.reader.address,
                                            dep.fee.address, dep.wallet_factory.address)
-    assert dep.reader.functions.COORDINATOR().call() == dep.coordinator.address
+    # the Reader reads through the Registry's Coordinator
+    sub_id = dep.created_id(dep.send(dep.consumer.functions.requestCompute("echo", b"r", 1)))
+    assert dep.reader.functions.readSubscriptionBatch(sub_id, sub_id + 1).call() == [
+        dep.coordinator.functions.getSubscription(sub_id).call()]
 
 
 def test_a_pending_proof_keeps_both_sides_locked_and_after_a_week_anyone_settles_it_for_the_node(dep):
