@@ -35,8 +35,9 @@ def _chain_parsers(sub: argparse._SubParsersAction) -> None:
     deploy = sub.add_parser("deploy", help="deploy our contracts to an EVM chain (idempotent)")
     deploy.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain")
     deploy.add_argument("--key", required=True, help=key_help + "; the deployer pays the gas")
-    deploy.add_argument("--what", choices=["infernet", "cre", "all"], default="infernet",
-                        help="infernet: Coordinator, Reader, ExampleConsumer; cre: the CRE market contracts "
+    deploy.add_argument("--what", choices=["infernet", "mocks", "cre", "all"], default="infernet",
+                        help="infernet: Registry, Coordinator, Inbox, Reader, Fee, WalletFactory, ExampleConsumer; "
+                             "mocks: MockToken, MockVerifier (test chains only); cre: the CRE market contracts "
                              "(default: %(default)s)")
     deploy.add_argument("--out", default="deployment.json",
                         help="addresses file, reused on the next run; the config snippet goes next to it "
@@ -45,6 +46,11 @@ def _chain_parsers(sub: argparse._SubParsersAction) -> None:
     deploy.add_argument("--consumer-signer", help="ExampleConsumer's delegated-subscription signer "
                                                   "(default: the deployer)")
     deploy.add_argument("--receipt-timeout", type=float, default=300.0, help="seconds per receipt")
+    deploy.add_argument("--fee-bps", type=int, default=500,
+                        help="protocol fee in basis points, charged on both sides of each payment; the fee "
+                             "recipient is the deployer (default: %(default)s)")
+    deploy.add_argument("--artifacts", help="directory of <Name>.json artifacts (abi, bytecode) to deploy instead "
+                                            "of ours, for the names found there")
 
     request = sub.add_parser("request", help="create a subscription and follow it to its delivery")
     request.add_argument("--deployment", default="deployment.json", help="addresses file from deploy or devnet")
@@ -111,7 +117,8 @@ def _chain_command(args: argparse.Namespace) -> int:
     try:
         if args.command == "deploy":
             deploy_main(args.rpc, args.key, args.what, Path(args.out), args.don, args.consumer_signer,
-                        args.receipt_timeout, out)
+                        args.receipt_timeout, out, args.fee_bps,
+                        Path(args.artifacts) if args.artifacts else None)
         elif args.command == "request":
             from node.chain.request import request_main
 

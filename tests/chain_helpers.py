@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from web3 import Web3
+from web3.logs import DISCARD
 
 from node.chain.deploy import GROUPS, Deployer
 from tests.helpers import REPO, free_port
@@ -61,6 +64,12 @@ class Anvil:
             self.proc.wait(20)
 
 
+ETH = "0x" + "00" * 20
+EXTERNAL_ARTIFACTS = os.environ.get("INFERNET_SDK_ARTIFACTS")
+# Tests of what our contracts add to the SDK's interface (skipped against artifacts built elsewhere).
+ours_only = pytest.mark.skipif(bool(EXTERNAL_ARTIFACTS), reason="an extension of our contracts, not in the SDK")
+
+
 @dataclass
 class Deployment:
     w3: Web3
@@ -68,6 +77,45 @@ class Deployment:
     reader: object
     consumer: object
     signer_key: str
+    registry: object = None
+    inbox: object = None
+    fee: object = None
+    wallet_factory: object = None
+    token: object = None
+    verifier: object = None
+
+    def wallet(self, address: str):
+        return self.w3.eth.contract(address=address, abi=artifact("Wallet")["abi"])
+
+    def create_wallet(self, owner_key: str) -> str:
+        """A Wallet made by the WalletFactory (the only kind the Coordinator pays from or to)."""
+        owner = Account.from_key(owner_key).address
+        receipt = self.send(self.wallet_factory.functions.createWallet(owner), owner_key)
+        (event,) = self.wallet_factory.events.WalletCreated().process_receipt(receipt, errors=DISCARD)
+        return event["args"]["wallet"]
+
+    def fund_wallet(self, wallet: str, token: str, amount: int, key: str = KEYS[0]) -> None:
+        """ETH (token = ETH) sent to the wallet, or MockToken minted to it."""
+        if token == ETH:
+            account = Account.from_key(key)
+            tx = {"from": account.address, "to": wallet, "value": amount, "gas": 100_000, "chainId": self.w3.eth.chain_id,
+                  "gasPrice": self.w3.eth.gas_price,
+                  "nonce": self.w3.eth.get_transaction_count(account.address, "pending")}
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                self.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction), timeout=30)
+            assert receipt["status"] == 1, receipt
+        else:
+            self.send(self.w3.eth.contract(address=token, abi=artifact("MockToken")["abi"]).functions.mint(
+                wallet, amount), key)
+
+    def approve(self, wallet: str, owner_key: str, spender: str, token: str, amount: int) -> None:
+        self.send(self.wallet(wallet).functions.approve(spender, token, amount), owner_key)
+
+    def balance(self, address: str, token: str) -> int:
+        if token == ETH:
+            return self.w3.eth.get_balance(address)
+        return self.token.functions.balanceOf(address).call() if token == self.token.address else \
+            self.w3.eth.contract(address=token, abi=artifact("MockToken")["abi"]).functions.balanceOf(address).call()
 
     def send(self, fn, key: str = KEYS[0]):
         account = Account.from_key(key)
@@ -110,19 +158,29 @@ def decode_output(output: bytes):
     return json.loads(abi_decode(["string"], output)[0])
 
 
-def deploy(url: str, signer_key: str = KEYS[5]) -> Deployment:
-    """Coordinator, Reader and ExampleConsumer deployed by the product's deployer (`node-daemon deploy`)."""
+def deploy(url: str, signer_key: str = KEYS[5], fee_bps: int = 500, artifacts: Path | None = None) -> Deployment:
+    """The Infernet set (Registry, Coordinator, Inbox, Reader, Fee, WalletFactory), the
+    ExampleConsumer and the test mocks (MockToken, MockVerifier), deployed by the product's
+    deployer (`node-daemon deploy`), KEYS[0] paying and receiving the protocol fee. With
+    $INFERNET_SDK_ARTIFACTS set (a directory of `<Name>.json` built elsewhere, e.g. Ritual's
+    own contracts), those are deployed instead of ours for the names found there."""
     w3 = Web3(Web3.HTTPProvider(url))
-    done = Deployer(w3, w3.eth.chain_id, KEYS[0], out=lambda line: None).run(
-        GROUPS["infernet"], None, url, signer=Account.from_key(signer_key).address)
+    if artifacts is None and EXTERNAL_ARTIFACTS:
+        artifacts = Path(EXTERNAL_ARTIFACTS)
+    done = Deployer(w3, w3.eth.chain_id, KEYS[0], out=lambda line: None, artifacts=artifacts).run(
+        GROUPS["infernet"] + GROUPS["mocks"], None, url, signer=Account.from_key(signer_key).address,
+        fee_bps=fee_bps)
 
     def contract(name: str):
         return w3.eth.contract(address=done.address(name), abi=artifact(name)["abi"])
 
-    return Deployment(w3, contract("Coordinator"), contract("Reader"), contract("ExampleConsumer"), signer_key)
+    return Deployment(w3, contract("Coordinator"), contract("Reader"), contract("ExampleConsumer"), signer_key,
+                      registry=contract("Registry"), inbox=contract("Inbox"), fee=contract("Fee"),
+                      wallet_factory=contract("WalletFactory"), token=contract("MockToken"),
+                      verifier=contract("MockVerifier"))
 
 
 def chain_config(anvil_url: str, dep: Deployment, key: str, **extra) -> dict:
-    return {"enabled": True, "rpc_url": anvil_url, "coordinator_address": dep.coordinator.address,
-            "reader_address": dep.reader.address, "trail_head_blocks": 0, "poll_interval": 0.2,
+    return {"enabled": True, "rpc_url": anvil_url, "registry_address": dep.registry.address,
+            "trail_head_blocks": 0, "poll_interval": 0.2,
             "processor_tick": 0.2, "retry_backoff": 0.5, "wallet": {"private_key": key}, **extra}

@@ -2,15 +2,17 @@
 pragma solidity ^0.8.20;
 
 import {Coordinator} from "./Coordinator.sol";
+import {Registry} from "./Registry.sol";
 
 /// Receives compute from the Coordinator only, and answers it the inputs of a subscription.
+/// Takes the Registry (as the SDK's consumers do) and finds the Coordinator there.
 abstract contract BaseConsumer {
     Coordinator internal immutable COORDINATOR;
 
     error NotCoordinator();
 
-    constructor(address coordinator) {
-        COORDINATOR = Coordinator(coordinator);
+    constructor(address registry) {
+        COORDINATOR = Coordinator(Registry(registry).COORDINATOR());
     }
 
     function _receiveCompute(
@@ -51,7 +53,23 @@ abstract contract CallbackConsumer is BaseConsumer {
     function _requestCompute(string memory containerId, bytes memory inputs, uint16 redundancy)
         internal returns (uint32 subscriptionId)
     {
-        subscriptionId = COORDINATOR.createSubscription(containerId, 1, 0, redundancy, false, address(0), 0, address(0), address(0));
+        subscriptionId = _requestCompute(containerId, inputs, redundancy, address(0), 0, address(0), address(0));
+    }
+
+    /// A one-shot request paid from `wallet` (which must allow this consumer to spend), optionally
+    /// with its proof checked by `verifier`.
+    function _requestCompute(
+        string memory containerId,
+        bytes memory inputs,
+        uint16 redundancy,
+        address paymentToken,
+        uint256 paymentAmount,
+        address wallet,
+        address verifier
+    ) internal returns (uint32 subscriptionId) {
+        subscriptionId = COORDINATOR.createSubscription(
+            containerId, 1, 0, redundancy, false, paymentToken, paymentAmount, wallet, verifier
+        );
         subscriptionInputs[subscriptionId] = inputs;
     }
 }
@@ -66,6 +84,22 @@ abstract contract SubscriptionConsumer is BaseConsumer {
         bool lazy
     ) internal returns (uint32) {
         return COORDINATOR.createSubscription(containerId, frequency, period, redundancy, lazy, address(0), 0, address(0), address(0));
+    }
+
+    function _createComputeSubscription(
+        string memory containerId,
+        uint32 frequency,
+        uint32 period,
+        uint16 redundancy,
+        bool lazy,
+        address paymentToken,
+        uint256 paymentAmount,
+        address wallet,
+        address verifier
+    ) internal returns (uint32) {
+        return COORDINATOR.createSubscription(
+            containerId, frequency, period, redundancy, lazy, paymentToken, paymentAmount, wallet, verifier
+        );
     }
 
     function _cancelComputeSubscription(uint32 subscriptionId) internal {
@@ -84,7 +118,7 @@ contract ExampleConsumer is CallbackConsumer, SubscriptionConsumer {
         bytes input;
         bytes output;
         bytes proof;
-        bytes32 containerId; // lazy deliveries: where the result sits in the Coordinator's inbox
+        bytes32 containerId; // lazy deliveries: where the result sits in the Inbox (with node and index)
         uint256 index;
     }
 
@@ -95,7 +129,7 @@ contract ExampleConsumer is CallbackConsumer, SubscriptionConsumer {
 
     event Received(uint32 indexed subscriptionId, uint32 interval, address node);
 
-    constructor(address coordinator, address signer_) BaseConsumer(coordinator) {
+    constructor(address registry, address signer_) BaseConsumer(registry) {
         signer = signer_;
     }
 
@@ -116,7 +150,38 @@ contract ExampleConsumer is CallbackConsumer, SubscriptionConsumer {
         return _createComputeSubscription(containerId, frequency, period, redundancy, false);
     }
 
-    /// A lazy subscription: results stay in the Coordinator's inbox, the consumer gets a pointer.
+    /// A paid one-shot request (see _requestCompute).
+    function requestPaidCompute(
+        string calldata containerId,
+        bytes calldata inputs,
+        uint16 redundancy,
+        address paymentToken,
+        uint256 paymentAmount,
+        address wallet,
+        address verifier
+    ) external returns (uint32) {
+        return _requestCompute(containerId, inputs, redundancy, paymentToken, paymentAmount, wallet, verifier);
+    }
+
+    /// A paid recurring subscription: each delivery is paid `paymentAmount` of `paymentToken` from
+    /// `wallet`, which must allow this consumer to spend it.
+    function createPaidSubscription(
+        string calldata containerId,
+        uint32 frequency,
+        uint32 period,
+        uint16 redundancy,
+        bool lazy,
+        address paymentToken,
+        uint256 paymentAmount,
+        address wallet,
+        address verifier
+    ) external returns (uint32) {
+        return _createComputeSubscription(
+            containerId, frequency, period, redundancy, lazy, paymentToken, paymentAmount, wallet, verifier
+        );
+    }
+
+    /// A lazy subscription: results stay in the Inbox, the consumer gets a pointer.
     function subscribeLazy(string calldata containerId, uint32 frequency, uint32 period, uint16 redundancy,
                            bytes calldata input) external returns (uint32) {
         recurringInput = input;

@@ -1,6 +1,11 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.20;
 
+import {Registry} from "./Registry.sol";
+import {Inbox} from "./Inbox.sol";
+import {Fee} from "./Fee.sol";
+import {Wallet, WalletFactory} from "./Wallet.sol";
+
 /// A subscription, laid out as the Infernet SDK's Coordinator lays it out.
 struct Subscription {
     address owner;
@@ -30,23 +35,34 @@ interface IComputeConsumer {
     ) external;
 }
 
+/// A proof verifier a subscription names: paid `fee(token)` per proof, it answers by calling
+/// the Coordinator's finalizeProofVerification (the SDK's IVerifier).
+interface IVerifier {
+    function getWallet() external view returns (address);
+    function isSupportedToken(address token) external view returns (bool);
+    function fee(address token) external view returns (uint256);
+    function requestProofVerification(uint32 subscriptionId, uint32 interval, address node, bytes calldata proof)
+        external;
+}
+
 interface IDelegator {
     function getSigner() external view returns (address);
 }
 
 /// Coordinator with the external interface of the Infernet SDK's (EIP712)Coordinator: create and
 /// cancel subscriptions, deliver compute per interval up to `redundancy` nodes, and delegated
-/// (EIP-712 signed) subscriptions created atomically with their first delivery. Payments and
-/// proof verification are not implemented: `paymentAmount` must be 0 and `verifier` unset.
+/// (EIP-712 signed) subscriptions created atomically with their first delivery, payment of
+/// each delivery from the consumer's Wallet to the node's (less the protocol fee), and
+/// optional proof verification with the node's collateral in escrow until the verifier answers.
+/// Lazy subscriptions' results go to the Inbox.
 contract Coordinator {
-    struct InboxItem {
-        uint32 timestamp;
-        uint32 subscriptionId;
-        uint32 interval;
-        bytes input;
-        bytes output;
-        bytes proof;
+    struct ProofRequest {
+        uint32 expiry;
+        Wallet nodeWallet;
+        uint256 consumerEscrowed;
     }
+
+    uint32 private constant PROOF_WINDOW = 1 weeks;
 
     bytes32 private constant DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
@@ -63,23 +79,47 @@ contract Coordinator {
     mapping(bytes32 => bool) public nodeResponded;
     mapping(bytes32 => uint32) public delegateCreatedIds;
     mapping(address => uint32) public maxSubscriberNonce;
-    mapping(bytes32 => InboxItem[]) internal inbox;
+    mapping(bytes32 => ProofRequest) public proofRequests;
+
+    Fee public immutable FEE;
+    Inbox public immutable INBOX;
+    WalletFactory public immutable WALLET_FACTORY;
+    uint256 private locked = 1;
 
     event SubscriptionCreated(uint32 indexed id);
     event SubscriptionCancelled(uint32 indexed id);
     event SubscriptionFulfilled(uint32 indexed id, address indexed node);
+    event ProofVerified(
+        uint32 indexed id, uint32 indexed interval, address indexed node, bool active, address verifier, bool valid
+    );
 
     error InvalidWallet();
     error IntervalMismatch();
     error IntervalCompleted();
+    error UnauthorizedVerifier();
     error NodeRespondedAlready();
     error SubscriptionNotFound();
+    error ProofRequestNotFound();
     error NotSubscriptionOwner();
     error SubscriptionCompleted();
     error SubscriptionNotActive();
     error SignerMismatch();
     error SignatureExpired();
-    error UnsupportedPayment();
+    error UnsupportedVerifierToken();
+    error Reentrancy();
+
+    modifier nonReentrant() {
+        if (locked != 1) revert Reentrancy();
+        locked = 2;
+        _;
+        locked = 1;
+    }
+
+    constructor(Registry registry) {
+        FEE = Fee(registry.FEE());
+        INBOX = Inbox(registry.INBOX());
+        WALLET_FACTORY = WalletFactory(registry.WALLET_FACTORY());
+    }
 
     // -- subscriptions -------------------------------------------------------------------
 
@@ -110,7 +150,6 @@ contract Coordinator {
     }
 
     function _create(Subscription memory sub) internal returns (uint32 subscriptionId) {
-        if (sub.paymentAmount != 0 || sub.verifier != address(0)) revert UnsupportedPayment();
         subscriptionId = id;
         id = subscriptionId + 1;
         subscriptions[subscriptionId] = sub;
@@ -143,7 +182,7 @@ contract Coordinator {
         bytes calldata output,
         bytes calldata proof,
         address nodeWallet
-    ) public {
+    ) public nonReentrant {
         Subscription memory sub = subscriptions[subscriptionId];
         if (sub.owner == address(0)) revert SubscriptionNotFound();
         if (block.timestamp < sub.activeAt) revert SubscriptionNotActive();
@@ -158,11 +197,14 @@ contract Coordinator {
         redundancyCount[key] = count + 1;
         nodeResponded[nodeKey] = true;
 
+        if (sub.paymentAmount > 0) _pay(sub, subscriptionId, interval, nodeWallet, proof);
+
         if (sub.lazy) {
-            InboxItem[] storage items = inbox[sub.containerId];
-            items.push(InboxItem(uint32(block.timestamp), subscriptionId, interval, input, output, proof));
+            uint256 index = INBOX.writeViaCoordinator(
+                sub.containerId, msg.sender, subscriptionId, interval, input, output, proof
+            );
             IComputeConsumer(sub.owner).rawReceiveCompute(
-                subscriptionId, interval, count + 1, msg.sender, "", "", "", sub.containerId, items.length - 1
+                subscriptionId, interval, count + 1, msg.sender, "", "", "", sub.containerId, index
             );
         } else {
             IComputeConsumer(sub.owner).rawReceiveCompute(
@@ -172,8 +214,61 @@ contract Coordinator {
         emit SubscriptionFulfilled(subscriptionId, msg.sender);
     }
 
-    function readInbox(bytes32 containerId, uint256 index) external view returns (InboxItem memory) {
-        return inbox[containerId][index];
+    // -- payments and proof verification --------------------------------------------------
+
+    /// Pays one delivery: the protocol fee (charged on both sides) to the fee recipient, then
+    /// either the rest to the node's wallet, or, with a verifier, the verifier's fee and an
+    /// escrow of the rest against the node's collateral until the verifier answers.
+    function _pay(Subscription memory sub, uint32 subscriptionId, uint32 interval, address nodeWallet,
+                  bytes calldata proof) internal {
+        if (!WALLET_FACTORY.isValidWallet(nodeWallet) || !WALLET_FACTORY.isValidWallet(sub.wallet)) {
+            revert InvalidWallet();
+        }
+        Wallet consumerWallet = Wallet(payable(sub.wallet));
+        address token = sub.paymentToken;
+        uint256 feeBps = FEE.FEE();
+        address feeRecipient = FEE.FEE_RECIPIENT();
+        uint256 protocolFee = sub.paymentAmount * feeBps * 2 / 10000;
+        consumerWallet.cTransfer(sub.owner, token, feeRecipient, protocolFee);
+        uint256 rest = sub.paymentAmount - protocolFee;
+        if (sub.verifier == address(0)) {
+            consumerWallet.cTransfer(sub.owner, token, nodeWallet, rest);
+            return;
+        }
+        IVerifier verifier = IVerifier(sub.verifier);
+        if (!verifier.isSupportedToken(token)) revert UnsupportedVerifierToken();
+        uint256 verifierFee = verifier.fee(token);
+        rest -= verifierFee;
+        uint256 verifierProtocolFee = verifierFee * feeBps / 10000;
+        consumerWallet.cTransfer(sub.owner, token, feeRecipient, verifierProtocolFee);
+        consumerWallet.cTransfer(sub.owner, token, verifier.getWallet(), verifierFee - verifierProtocolFee);
+        Wallet(payable(nodeWallet)).cLock(msg.sender, token, sub.paymentAmount);
+        consumerWallet.cLock(sub.owner, token, rest);
+        proofRequests[keccak256(abi.encode(subscriptionId, interval, msg.sender))] =
+            ProofRequest(uint32(block.timestamp) + PROOF_WINDOW, Wallet(payable(nodeWallet)), rest);
+        verifier.requestProofVerification(subscriptionId, interval, msg.sender, proof);
+    }
+
+    /// The verifier's answer for (subscription, interval, node): a valid proof pays the node the
+    /// escrow, an invalid one gives the node's collateral to the consumer's wallet. After the
+    /// window anyone may settle it, and the node is paid.
+    function finalizeProofVerification(uint32 subscriptionId, uint32 interval, address node, bool valid) external {
+        bytes32 key = keccak256(abi.encode(subscriptionId, interval, node));
+        ProofRequest memory request = proofRequests[key];
+        if (request.expiry == 0) revert ProofRequestNotFound();
+        delete proofRequests[key];
+        Subscription memory sub = subscriptions[subscriptionId];
+        Wallet consumerWallet = Wallet(payable(sub.wallet));
+        bool active = block.timestamp < request.expiry;
+        if (active && msg.sender != sub.verifier) revert UnauthorizedVerifier();
+        request.nodeWallet.cUnlock(node, sub.paymentToken, sub.paymentAmount);
+        consumerWallet.cUnlock(sub.owner, sub.paymentToken, request.consumerEscrowed);
+        if (!active || valid) {
+            consumerWallet.cTransfer(sub.owner, sub.paymentToken, address(request.nodeWallet), request.consumerEscrowed);
+        } else {
+            request.nodeWallet.cTransfer(node, sub.paymentToken, sub.wallet, sub.paymentAmount);
+        }
+        emit ProofVerified(subscriptionId, interval, node, active, msg.sender, valid);
     }
 
     // -- delegated subscriptions (EIP-712) ---------------------------------------------------
@@ -238,8 +333,8 @@ contract Coordinator {
 contract Reader {
     Coordinator public immutable COORDINATOR;
 
-    constructor(address coordinator) {
-        COORDINATOR = Coordinator(coordinator);
+    constructor(Registry registry) {
+        COORDINATOR = Coordinator(registry.COORDINATOR());
     }
 
     /// Subscriptions with ids in [startId, endId).

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import rlp
 import yaml
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
@@ -31,22 +32,34 @@ from web3.exceptions import TransactionNotFound
 
 from node.chain.codec import abi, bytecode
 
-# Constructor arguments: another contract of the plan by name, or "@don" / "@signer".
+# Constructor arguments: another contract of the plan by name, or "@don" / "@signer" / "@deployer" /
+# "@fee". The Registry's arguments are the addresses of the other five core contracts.
 PLAN: dict[str, tuple[str, ...]] = {
-    "Coordinator": (),
-    "Reader": ("Coordinator",),
-    "ExampleConsumer": ("Coordinator", "@signer"),
+    "Registry": ("Coordinator", "Inbox", "Reader", "Fee", "WalletFactory"),
+    "Coordinator": ("Registry",),
+    "Inbox": ("Registry",),
+    "Reader": ("Registry",),
+    "Fee": ("@deployer", "@fee"),
+    "WalletFactory": ("Registry",),
+    "ExampleConsumer": ("Registry", "@signer"),
+    "MockToken": (),
+    "MockVerifier": ("Registry",),
     "MockUSDC": (),
     "ConditionalTokens": (),
     "ReportForwarder": ("@don",),
     "Sub0": ("ReportForwarder", "ConditionalTokens"),
     "PredictionVault": ("ReportForwarder", "@don", "ConditionalTokens", "Sub0", "MockUSDC"),
 }
+# The Infernet SDK's core set, deployed (and reused) as one unit: the Registry first, holding the
+# addresses the deployer's next five CREATEs will have, then the others in exactly this order.
+CORE = ("Registry", "Coordinator", "Inbox", "Reader", "Fee", "WalletFactory")
+DEFAULT_FEE_BPS = 500
 GROUPS = {
-    "infernet": ["Coordinator", "Reader", "ExampleConsumer"],
+    "infernet": [*CORE, "ExampleConsumer"],
+    "mocks": ["MockToken", "MockVerifier"],
     "cre": ["MockUSDC", "ConditionalTokens", "ReportForwarder", "Sub0", "PredictionVault"],
 }
-GROUPS["all"] = GROUPS["infernet"] + GROUPS["cre"]
+GROUPS["all"] = GROUPS["infernet"] + GROUPS["mocks"] + GROUPS["cre"]
 _KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 
@@ -90,8 +103,49 @@ def _hash(data: bytes) -> str:
     return "0x" + keccak(data).hex()
 
 
-def _artifact_hash(name: str) -> str:
-    return _hash(bytes.fromhex(bytecode(name).removeprefix("0x")))
+def _create_address(sender: str, nonce: int) -> str:
+    """The address of the contract `sender` creates with transaction nonce `nonce`."""
+    return to_checksum_address(keccak(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:])
+
+
+class Artifacts:
+    """Each contract's ABI and creation code: ours (node/chain/abi), or, for the names found
+    there, `<Name>.json` files in another directory (built elsewhere, e.g. by Foundry: a
+    `bytecode` given as a string or as {"object": ...}; the Coordinator may be EIP712Coordinator.json)."""
+
+    ALIASES = {"Coordinator": ("Coordinator", "EIP712Coordinator")}
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory
+
+    def _external(self, name: str) -> dict[str, Any] | None:
+        if self.directory is None:
+            return None
+        for candidate in self.ALIASES.get(name, (name,)):
+            file = self.directory / f"{candidate}.json"
+            if file.is_file():
+                try:
+                    data = json.loads(file.read_text())
+                    code = data["bytecode"]
+                    code = code["object"] if isinstance(code, dict) else code
+                    bytes.fromhex(code.removeprefix("0x"))
+                    if not isinstance(data["abi"], list) or not code.removeprefix("0x"):
+                        raise ValueError("no abi list or empty bytecode")
+                    return {"abi": data["abi"], "bytecode": "0x" + code.removeprefix("0x")}
+                except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise DeployError(f"{file}: not a readable artifact with abi and bytecode ({exc!r})") from None
+        return None
+
+    def abi(self, name: str) -> list[dict[str, Any]]:
+        ext = self._external(name)
+        return abi(name) if ext is None else ext["abi"]
+
+    def bytecode(self, name: str) -> str:
+        ext = self._external(name)
+        return bytecode(name) if ext is None else ext["bytecode"]
+
+    def hash(self, name: str) -> str:
+        return _hash(bytes.fromhex(self.bytecode(name).removeprefix("0x")))
 
 
 @dataclass
@@ -129,16 +183,22 @@ class Deployer:
     """Deploys the contracts of a plan one after another, reusing what an addresses file has."""
 
     def __init__(self, w3: Web3, chain_id: int, key: str, out: Callable[[str], None] = print,
-                 receipt_timeout: float = 300.0, poll: float = 0.5, note_every: float = 5.0) -> None:
+                 receipt_timeout: float = 300.0, poll: float = 0.5, note_every: float = 5.0,
+                 artifacts: Path | None = None) -> None:
         self.w3, self.chain_id = w3, chain_id
         self.account = Account.from_key(key)
         self.out = out
         self.receipt_timeout, self.poll, self.note_every = receipt_timeout, poll, note_every
+        self.artifacts = Artifacts(artifacts)
 
     def run(self, names: list[str], path: Path | None, rpc_url: str, don: str | None = None,
-            signer: str | None = None) -> Deployment:
-        specials = {"@don": to_checksum_address(don or self.account.address),
-                    "@signer": to_checksum_address(signer or self.account.address)}
+            signer: str | None = None, fee_bps: int = DEFAULT_FEE_BPS) -> Deployment:
+        if not 0 <= fee_bps <= 5000:
+            raise DeployError(f"the protocol fee is {fee_bps} basis points: give 0..5000 (it is charged twice)")
+        specials: dict[str, Any] = {
+            "@don": to_checksum_address(don or self.account.address),
+            "@signer": to_checksum_address(signer or self.account.address),
+            "@deployer": self.account.address, "@fee": fee_bps}
         if path is not None and path.exists():
             dep = Deployment.load(path)
             if dep.chain_id != self.chain_id:
@@ -148,8 +208,14 @@ class Deployer:
         else:
             dep = Deployment(self.chain_id, rpc_url, self.account.address)
         todo = [n for n in PLAN if n in _closure(names)]
+        for name in todo:  # every artifact readable before the first transaction
+            self.artifacts.hash(name)
         self.out(f"chain {self.chain_id} at {rpc_url}; deployer {self.account.address}")
         for name in todo:
+            if name in CORE:
+                if name == CORE[0]:
+                    self._core(dep, path, specials)
+                continue
             args = [specials[a] if a.startswith("@") else dep.address(a) for a in PLAN[name]]
             reason = self._reusable(dep.contracts.get(name), args, name)
             if reason is None:
@@ -162,13 +228,46 @@ class Deployer:
                 dep.save(path)
         return dep
 
-    def _reusable(self, entry: dict[str, Any] | None, args: list[str], name: str) -> str | None:
+    def _core(self, dep: Deployment, path: Path | None, specials: dict[str, Any]) -> None:
+        """The six core contracts: all reused if all still match, otherwise all deployed again,
+        the Registry first with the addresses of the next five (from the deployer's nonce)."""
+        def args_for(name: str, addresses: dict[str, str]) -> list[Any]:
+            return [specials[a] if a.startswith("@") else addresses[a] for a in PLAN[name]]
+
+        recorded = {n: dep.contracts[n]["address"] for n in CORE if n in dep.contracts}
+        reasons = {n: "not deployed" for n in CORE if n not in recorded}
+        if not reasons:  # only a complete set can be checked (the Registry's arguments are all five)
+            for name in CORE:
+                reason = self._reusable(dep.contracts[name], args_for(name, recorded), name)
+                if reason is not None:
+                    reasons[name] = reason
+        if not reasons:
+            for name in CORE:
+                self.out(f"{name}: reusing {recorded[name]} (code verified)")
+            return
+        for name, reason in reasons.items():
+            if name in recorded:
+                self.out(f"{name}: not reusing {recorded[name]}: {reason}; deploying the core set again")
+        nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
+        planned = {name: _create_address(self.account.address, nonce + i) for i, name in enumerate(CORE)}
+        for name in CORE:
+            dep.contracts.pop(name, None)
+        for i, name in enumerate(CORE):
+            entry = self._deploy(name, args_for(name, planned), nonce=nonce + i)
+            if entry["address"] != planned[name]:
+                raise DeployError(f"{name}: deployed at {entry['address']}, not at {planned[name]} as the Registry "
+                                  "records (did another transaction of the deployer interleave?): run again")
+            dep.contracts[name] = entry
+            if path is not None:
+                dep.save(path)
+
+    def _reusable(self, entry: dict[str, Any] | None, args: list[Any], name: str) -> str | None:
         """None if the recorded contract can be used as is, else why not."""
         if entry is None:
             return "not deployed"
         if entry.get("args") != args:
             return "its constructor arguments differ (a contract it depends on was redeployed?)"
-        if entry.get("artifact_hash") != _artifact_hash(name):
+        if entry.get("artifact_hash") != self.artifacts.hash(name):
             return "the compiled contract changed since"
         code = bytes(self.w3.eth.get_code(to_checksum_address(entry["address"])))
         if not code:
@@ -177,13 +276,14 @@ class Deployer:
             return "the code at that address differs"
         return None
 
-    def _deploy(self, name: str, args: list[str]) -> dict[str, Any]:
+    def _deploy(self, name: str, args: list[Any], nonce: int | None = None) -> dict[str, Any]:
         if self.w3.eth.get_balance(self.account.address) == 0:
             raise DeployError(f"the deployer {self.account.address} has no funds on chain {self.chain_id}")
-        contract = self.w3.eth.contract(abi=abi(name), bytecode=bytecode(name))
+        contract = self.w3.eth.contract(abi=self.artifacts.abi(name), bytecode=self.artifacts.bytecode(name))
+        if nonce is None:
+            nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
         tx = contract.constructor(*args).build_transaction({
-            "from": self.account.address, "chainId": self.chain_id,
-            "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending")})
+            "from": self.account.address, "chainId": self.chain_id, "nonce": nonce})
         tx_hash = self.w3.eth.send_raw_transaction(self.account.sign_transaction(tx).raw_transaction)
         self.out(f"{name}: sent {tx_hash.to_0x_hex()}")
         receipt = self._wait(name, tx_hash)
@@ -196,7 +296,7 @@ class Deployer:
         self.out(f"{name}: deployed at {address} (block {receipt['blockNumber']}, {len(code)} bytes of code, "
                  f"gas {receipt['gasUsed']})")
         return {"address": address, "args": args, "tx": tx_hash.to_0x_hex(), "block": receipt["blockNumber"],
-                "artifact_hash": _artifact_hash(name), "code_hash": _hash(code)}
+                "artifact_hash": self.artifacts.hash(name), "code_hash": _hash(code)}
 
     def _wait(self, name: str, tx_hash: bytes) -> Any:
         start = time.monotonic()
@@ -225,6 +325,8 @@ def _closure(names: list[str]) -> set[str]:
         if name not in out:
             out.add(name)
             stack.extend(a for a in PLAN[name] if not a.startswith("@"))
+            if name in CORE:
+                stack.extend(CORE)
     return out
 
 
@@ -232,9 +334,8 @@ def config_snippet(dep: Deployment) -> str:
     """The `chain:` / `cre.runtime:` config for a deployment; secrets stay ${VARIABLES}."""
     c = dep.contracts
     data: dict[str, Any] = {}
-    if "Coordinator" in c and "Reader" in c:
-        data["chain"] = {"enabled": True, "rpc_url": dep.rpc_url, "coordinator_address": c["Coordinator"]["address"],
-                         "reader_address": c["Reader"]["address"],
+    if "Registry" in c:
+        data["chain"] = {"enabled": True, "rpc_url": dep.rpc_url, "registry_address": c["Registry"]["address"],
                          "wallet": {"private_key": "${NODE_PRIVATE_KEY}"}}
     if all(n in c for n in GROUPS["cre"]):
         data["cre"] = {"runtime": {
@@ -246,16 +347,20 @@ def config_snippet(dep: Deployment) -> str:
     head = f"# Contracts on chain {dep.chain_id}, deployed by node-daemon deploy. Merge into your config.\n"
     if "ExampleConsumer" in c:
         head += f"# ExampleConsumer (for node-daemon request): {c['ExampleConsumer']['address']}\n"
+    if "WalletFactory" in c:
+        head += f"# WalletFactory (createWallet for the node's payment wallet): {c['WalletFactory']['address']}\n"
     return head + yaml.safe_dump(data, sort_keys=False)
 
 
 def deploy_main(rpc_url: str, key_spec: str, what: str, out_path: Path, don: str | None = None,
                 signer: str | None = None, receipt_timeout: float = 300.0,
-                out: Callable[[str], None] = print) -> Deployment:
+                out: Callable[[str], None] = print, fee_bps: int = DEFAULT_FEE_BPS,
+                artifacts: Path | None = None) -> Deployment:
     """The `deploy` command: deploy, save the addresses and the config snippet next to them."""
     key = load_key(key_spec)
     w3, chain_id = connect(rpc_url)
-    dep = Deployer(w3, chain_id, key, out, receipt_timeout).run(GROUPS[what], out_path, rpc_url, don, signer)
+    dep = Deployer(w3, chain_id, key, out, receipt_timeout, artifacts=artifacts).run(
+        GROUPS[what], out_path, rpc_url, don, signer, fee_bps)
     dep.save(out_path)
     snippet_path = out_path.with_suffix(".yaml")
     snippet_path.write_text(config_snippet(dep))

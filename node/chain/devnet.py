@@ -74,8 +74,8 @@ def devnet_config(base: dict[str, Any], keys: dict[str, str], dep: Deployment, r
         else c for c in base.get("containers", [])]
     ids = {c["id"] for c in config["containers"]}
     config["chain"] = {
-        "enabled": True, "rpc_url": rpc_url, "coordinator_address": dep.address("Coordinator"),
-        "reader_address": dep.address("Reader"), "trail_head_blocks": 0, "poll_interval": 0.25,
+        "enabled": True, "rpc_url": rpc_url, "registry_address": dep.address("Registry"),
+        "trail_head_blocks": 0, "poll_interval": 0.25,
         "processor_tick": 0.25, "retry_backoff": 0.5,
         "pipelines": [["upper", "echo"]] if {"upper", "echo"} <= ids else [],
         "wallet": {"private_key": keys["node"]}}

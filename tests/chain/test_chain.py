@@ -82,7 +82,7 @@ def test_lazy_subscription_result_goes_to_the_inbox(node, dep):
     sub_id = dep.created_id(dep.send(dep.consumer.functions.subscribeLazy("echo", 1, 0, 1, b"lazy")))
     [delivery] = dep.wait_deliveries(sub_id, 1)
     assert delivery["output"] == b"" and delivery["container_id"] == container_id(["echo"])
-    item = dep.coordinator.functions.readInbox(delivery["container_id"], delivery["index"]).call()
+    item = dep.inbox.functions.read(delivery["container_id"], delivery["node"], delivery["index"]).call()
     assert item[1] == sub_id and item[2] == 1
     assert decode_output(item[4]) == (b"lazy:1").hex()
 

@@ -19,7 +19,7 @@ from eth_utils import keccak
 from web3 import Web3
 
 from node.chain.codec import abi
-from node.chain.deploy import Deployer, DeployError, load_key
+from node.chain.deploy import CORE, Deployer, DeployError, load_key
 from node.config import parse_config
 from tests.chain_helpers import KEYS, Anvil
 from tests.helpers import REPO, Http, free_port
@@ -172,19 +172,20 @@ def test_deploy_twice_reuses_every_contract(anvil, tmp_path):
     out, env = tmp_path / "chain.json", {"DEPLOYER_KEY": KEYS[0]}
     first = cli("deploy", "--rpc", anvil.url, "--key", "DEPLOYER_KEY", "--what", "all", "--out", str(out), env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("deployed at") == 8
+    assert first.stdout.count("deployed at") == 14
     addresses = yaml.safe_load(out.read_text())["contracts"]
     block = Web3(Web3.HTTPProvider(anvil.url)).eth.block_number
     second = cli("deploy", "--rpc", anvil.url, "--key", "DEPLOYER_KEY", "--what", "all", "--out", str(out), env=env)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("(code verified)") == 8 and "sent" not in second.stdout
+    assert second.stdout.count("(code verified)") == 14 and "sent" not in second.stdout
     assert yaml.safe_load(out.read_text())["contracts"] == addresses
     assert Web3(Web3.HTTPProvider(anvil.url)).eth.block_number == block  # not one transaction
     # the snippet is a valid config once its secrets are in the environment
     snippet = yaml.safe_load(out.with_suffix(".yaml").read_text())
     config = parse_config(snippet, env={"NODE_PRIVATE_KEY": KEYS[1], "CRE_RUNTIME_API_KEY": "k",
                                         "CRE_DON_KEY": KEYS[2]})
-    assert config.chain.coordinator_address == addresses["Coordinator"]["address"]
+    assert config.chain.registry_address == addresses["Registry"]["address"]
+    assert config.chain.coordinator_address is None  # the node reads it from the Registry
     assert config.cre.runtime.vault_address == addresses["PredictionVault"]["address"]
 
 
@@ -196,10 +197,10 @@ def test_deploy_shows_progress_while_a_receipt_is_pending_and_verifies_the_code(
         w3 = Web3(Web3.HTTPProvider(chain.url))
         lines: list[str] = []
         dep = Deployer(w3, w3.eth.chain_id, KEYS[0], out=lines.append, poll=0.1, note_every=0.5).run(
-            ["Reader"], tmp_path / "d.json", chain.url)  # Reader needs the Coordinator: both are deployed
-        assert set(dep.contracts) == {"Coordinator", "Reader"}
-        assert any("Coordinator: waiting for the receipt" in line for line in lines), lines
-        for name in ("Coordinator", "Reader"):
+            ["Reader"], tmp_path / "d.json", chain.url)  # the Reader is part of the core set: all six deployed
+        assert set(dep.contracts) == set(CORE)
+        assert any("Registry: waiting for the receipt" in line for line in lines), lines
+        for name in CORE:
             code = bytes(w3.eth.get_code(dep.address(name)))
             assert code and "0x" + keccak(code).hex() == dep.contracts[name]["code_hash"]
         reader = w3.eth.contract(address=dep.address("Reader"), abi=abi("Reader"))
@@ -217,7 +218,7 @@ def test_deploy_on_a_fresh_chain_redeploys_what_is_gone(anvil, tmp_path):
     try:
         again = cli("deploy", "--rpc", fresh.url, "--key", "DEPLOYER_KEY", "--out", str(out), env=env)
         assert again.returncode == 0, again.stderr
-        assert again.stdout.count("no code at that address") == 3 and again.stdout.count("deployed at") == 3
+        assert again.stdout.count("no code at that address") == 7 and again.stdout.count("deployed at") == 7
         coordinator = yaml.safe_load(out.read_text())["contracts"]["Coordinator"]["address"]
         assert Web3(Web3.HTTPProvider(fresh.url)).eth.get_code(coordinator)
     finally:
