@@ -22,7 +22,7 @@ ERRORS = {
                  "SignerMismatch", "SignatureExpired", "UnsupportedPayment", "NotCoordinator",
                  # payments (Coordinator and Wallet)
                  "InsufficientFunds", "InsufficientAllowance", "UnsupportedVerifierToken", "UnauthorizedVerifier",
-                 "ProofRequestNotFound")
+                 "ProofRequestNotFound", "TransferFailed", "Reentrancy")
 }
 # Reverts that mean "nothing left for this node to do for that interval".
 SETTLED_ERRORS = {"IntervalCompleted", "NodeRespondedAlready", "SubscriptionCompleted"}
