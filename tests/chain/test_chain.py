@@ -51,7 +51,7 @@ def test_one_shot_request_receives_the_chain_output(node, dep):
     assert decode_output(delivery["output"]) == b"hello chain".hex().upper()
     assert delivery["node"] == Account.from_key(KEYS[1]).address and delivery["interval"] == 1
     info = node.http().get("/info").json
-    assert info["chain"] == {"enabled": True, "address": Account.from_key(KEYS[1]).address}
+    assert info["chain"] == {"enabled": True, "address": Account.from_key(KEYS[1]).address, "payment_address": None}
     # the chain job behind the delivery is queryable
     # (the node records "delivered" once it has seen the receipt, a moment after the consumer got it)
     deadline = time.monotonic() + 15

@@ -147,6 +147,7 @@ def test_a_paid_subscription_is_delivered_and_the_node_is_paid_less_the_protocol
     sub_id = subscribe(dep, "paid-echo", token, amount, wallet)
     assert dep.wait_deliveries(sub_id, 1)
     wait_status(node, sub_id, "delivered")
+    assert node.http().get("/info").json["chain"]["payment_address"] == payment_wallet
     protocol = amount * FEE_BPS * 2 // 10_000
     assert balance(dep, payment_wallet, token) - before == amount - protocol
     if token != ETH:  # (the fee recipient is the deployer, who also pays gas in ETH)
