@@ -54,6 +54,13 @@ def rss_mb(pid: int, key: str = "VmHWM") -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used: per job, a measure other load on the machine
+    disturbs far less than jobs/s."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -190,7 +197,7 @@ async def compare(args: argparse.Namespace) -> None:
     if args.no_observe:
         extra["observe"] = {"enabled": False}
     nodes: list[tuple[str, CheckoutNode]] = []
-    results: dict[str, list[tuple[float, float, float, int, float, float]]] = {label: [] for label, _ in checkouts}
+    results: dict[str, list[tuple[float, float, float, int, float, float, float]]] = {label: [] for label, _ in checkouts}
     body = json.dumps({"containers": ["echo"], "data": {"prompt": "hello", "n": 1}}).encode()
     direct_body = json.dumps({"source": 1, "destination": 1, "data": {"prompt": "hello", "n": 1},
                               "requires_proof": False}).encode()
@@ -239,10 +246,12 @@ async def compare(args: argparse.Namespace) -> None:
             for round_no in range(args.rounds):
                 order = targets if round_no % 2 == 0 else targets[::-1]
                 for label, node, job, call in order:
+                    cpu = cpu_seconds(node.proc.pid)
                     elapsed, lat, errors = await run_load(n, c, job)
+                    cpu = cpu_seconds(node.proc.pid) - cpu
                     d_elapsed, _, _ = await run_load(n, c, call)
                     results[label].append((n / elapsed, pct(lat, 50), pct(lat, 99), errors, n / d_elapsed,
-                                           rss_mb(node.proc.pid)))
+                                           rss_mb(node.proc.pid), cpu / n * 1000))
                 print(f"  round {round_no + 1}: " + "  ".join(
                     f"{label} {results[label][-1][0]:.0f} jobs/s (direct {results[label][-1][4]:.0f})"
                     for label, _ in checkouts), flush=True)
@@ -253,12 +262,13 @@ async def compare(args: argparse.Namespace) -> None:
     print()
     print(f"node(poll) at C={c}, {args.jobs} jobs per round, {args.rounds} alternating rounds; cores: "
           f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'checkout':<10} {'jobs/s':>11} {'p99ms':>11} {'direct/s':>11} {'node/direct':>11} {'peakMB':>7} err")
+    print(f"{'checkout':<10} {'jobs/s':>11} {'p99ms':>11} {'direct/s':>11} {'node/direct':>11} {'cpu ms/job':>11}"
+          f" {'peakMB':>7} err")
     span = lambda xs, f: f"{f.format(min(xs))}-{f.format(max(xs))}"  # noqa: E731
     for label, runs in results.items():
         print(f"{label:<10} {span([r[0] for r in runs], '{:.0f}'):>11} {span([r[2] for r in runs], '{:.1f}'):>11} "
               f"{span([r[4] for r in runs], '{:.0f}'):>11} {span([r[0] / r[4] for r in runs], '{:.2f}'):>11} "
-              f"{max(r[5] for r in runs):>7.1f} {sum(r[3] for r in runs)}")
+              f"{span([r[6] for r in runs], '{:.3f}'):>11} {max(r[5] for r in runs):>7.1f} {sum(r[3] for r in runs)}")
 
 
 def swarm_state() -> str:
