@@ -29,15 +29,17 @@ class GroupCommitter:
         self._db = db
         self._max_batch = max_batch
         self._queue: list[tuple[Op, asyncio.Future, Callable[[Any], None] | None]] = []
-        self._flush_task: asyncio.Task | None = None
+        self._flushing = False
 
     async def submit(self, op: Op, on_commit: Callable[[Any], None] | None = None) -> Any:
         future = asyncio.get_running_loop().create_future()
         self._queue.append((op, future, on_commit))
-        if self._flush_task is None:
-            # The task's first step runs on the loop's next turn, after everything already
-            # scheduled for this one: what they submit meanwhile joins this commit.
-            self._flush_task = asyncio.ensure_future(self._flush())
+        if not self._flushing:
+            # The flush starts two turns of the loop from now (the callback, then the task's
+            # first step): what is submitted meanwhile joins this commit. Measured, this beats
+            # starting it a turn sooner: larger batches, fewer commits, less CPU per job.
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
         return await future
 
     async def _flush(self) -> None:
@@ -85,4 +87,4 @@ class GroupCommitter:
                     else:
                         future.set_exception(value)
         finally:
-            self._flush_task = None
+            self._flushing = False
