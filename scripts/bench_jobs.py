@@ -263,12 +263,15 @@ async def compare(args: argparse.Namespace) -> None:
     print(f"node(poll) at C={c}, {args.jobs} jobs per round, {args.rounds} alternating rounds; cores: "
           f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
     print(f"{'checkout':<10} {'jobs/s':>11} {'p99ms':>11} {'direct/s':>11} {'node/direct':>11} {'cpu ms/job':>11}"
-          f" {'peakMB':>7} err")
+          f" {'peakMB':>7} err | medians: {'jobs/s':>6} {'p99ms':>6} {'cpu ms/job':>10}")
     span = lambda xs, f: f"{f.format(min(xs))}-{f.format(max(xs))}"  # noqa: E731
+    median = lambda xs, f: f.format(statistics.median(xs))  # noqa: E731
     for label, runs in results.items():
         print(f"{label:<10} {span([r[0] for r in runs], '{:.0f}'):>11} {span([r[2] for r in runs], '{:.1f}'):>11} "
               f"{span([r[4] for r in runs], '{:.0f}'):>11} {span([r[0] / r[4] for r in runs], '{:.2f}'):>11} "
-              f"{span([r[6] for r in runs], '{:.3f}'):>11} {max(r[5] for r in runs):>7.1f} {sum(r[3] for r in runs)}")
+              f"{span([r[6] for r in runs], '{:.3f}'):>11} {max(r[5] for r in runs):>7.1f} {sum(r[3] for r in runs):>3} |"
+              f"          {median([r[0] for r in runs], '{:.0f}'):>6} {median([r[2] for r in runs], '{:.1f}'):>6}"
+              f" {median([r[6] for r in runs], '{:.3f}'):>10}")
 
 
 def swarm_state() -> str:
