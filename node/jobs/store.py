@@ -18,7 +18,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,12 +173,19 @@ class JobStore:
 
     # -- writes --------------------------------------------------------------------------
 
-    async def save(self, job: Job, data: str | None = None) -> None:
+    async def save(self, job: Job, data: str | None = None, then: Callable[[], None] | None = None) -> None:
         """Commit a job's current state; it becomes visible right after the COMMIT (before
-        this returns). `data` (JSON of the job's input) is kept with a running job whose
-        containers may run it again after a crash."""
+        this returns), and `then` (cheap, synchronous) runs right after that, even if this
+        call was cancelled meanwhile. `data` (JSON of the job's input) is kept with a running
+        job whose containers may run it again after a crash."""
         row, snapshot = _row(job, data), _snapshot(job)
-        await self._writes.submit(lambda conn: conn.execute(_UPSERT, row), lambda _: self._publish(snapshot))
+
+        def committed(_: Any) -> None:
+            self._publish(snapshot)
+            if then is not None:
+                then()
+
+        await self._writes.submit(lambda conn: conn.execute(_UPSERT, row), committed)
 
     def _publish(self, job: Job) -> None:
         if job.pending:

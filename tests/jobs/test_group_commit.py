@@ -1,13 +1,18 @@
 """Group commit details that keep durable jobs fast without making them less durable: a
-committed state is published by the commit itself, and the WAL is checkpointed in a thread
-(never by a commit on the event loop) yet stays bounded."""
+committed state is published by the commit itself (and a committed job starts running there),
+and the WAL is checkpointed in a thread (never by a commit on the event loop) yet stays
+bounded."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 
+import aiohttp
+
+from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.models import Job
+from node.jobs.orchestrator import Orchestrator
 from node.jobs.store import JobStore
 from node.storage import Database, db as db_module
 
@@ -50,4 +55,24 @@ async def test_the_wal_stays_bounded_while_group_commits_leave_checkpoints_to_a_
     assert os.path.getsize(tmp_path / "jobs.db-wal") < 1_000_000
     found = await db.fetchone("SELECT count(*) FROM jobs WHERE input IS NOT NULL")
     assert found[0] == 480
+    await db.close()
+
+
+async def test_a_job_whose_submit_is_cancelled_after_its_commit_still_runs_to_its_end(tmp_path):
+    db, store = await _store(tmp_path)
+    async with aiohttp.ClientSession() as session:
+        orchestrator = Orchestrator({"echo": ContainerEndpoint("echo", "http://127.0.0.1:9")}, session, store,
+                                    max_inflight=1)
+        submitting = asyncio.ensure_future(orchestrator.submit(["echo"], {}, client="c"))
+        await asyncio.sleep(0)  # its row is queued for the next commit
+        submitting.cancel()  # e.g. the request's handler is cancelled
+        for _ in range(100):
+            rows = await db.fetchall("SELECT status FROM jobs")
+            if rows and rows[0][0] != "running":
+                break
+            await asyncio.sleep(0.05)
+        # Committed, so it was accepted: it ran (the container is unreachable: failed), rather
+        # than staying `running` in the database with no task behind it.
+        assert [row[0] for row in rows] == ["failed"]
+        assert orchestrator.inflight == 0
     await db.close()
