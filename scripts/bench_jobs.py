@@ -15,6 +15,13 @@ ratio node/direct (the honest measure of the node's overhead).
 the same load. A swarm is made for the run (and left again) when the engine is in none.
 
     .venv/bin/python scripts/bench_jobs.py --cpu [--jobs 600] [--burn-ms 5] [--replicas 1,2,3]
+
+`--compare` runs checkouts of the node side by side: one node per checkout (each started from
+its own directory with this interpreter, so one venv serves all), all up at once, and rounds
+that alternate between them at the first --concurrency level, each node's round followed by
+the direct rate of its own container; so load from elsewhere on the machine hits them alike.
+
+    .venv/bin/python scripts/bench_jobs.py --compare old=/path/a,new=. --concurrency 32 [--rounds 3]
 """
 
 from __future__ import annotations
@@ -45,6 +52,13 @@ def rss_mb(pid: int, key: str = "VmHWM") -> float:
         if line.startswith(key):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used: per job, a measure other load on the machine
+    disturbs far less than jobs/s."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -156,6 +170,110 @@ async def bench(args: argparse.Namespace) -> None:
               f" {poll[0] / direct[0]:>11.2f} {wait[0] / direct[0]:>10.2f}")
 
 
+class CheckoutNode(NodeProcess):
+    """A node run from another checkout of this repository (its own directory first on sys.path)."""
+
+    def __init__(self, repo: Path, *args, **kwargs) -> None:
+        self.repo = repo
+        super().__init__(*args, **kwargs)
+
+    def start_background(self) -> NodeProcess:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "node", "run", "--config", str(self.config_path)],
+            cwd=self.repo, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        return self
+
+
+async def compare(args: argparse.Namespace) -> None:
+    """Checkouts side by side: node(poll) jobs/s in alternating rounds, each beside direct."""
+    checkouts = []
+    for item in args.compare.split(","):
+        label, _, path = item.partition("=")
+        checkouts.append((label, Path(path or label).resolve()))
+    c = args.concurrency[0]
+    extra: dict = {"log": {"level": "WARNING"}}  # only keys every checkout knows
+    if args.no_observe:
+        extra["observe"] = {"enabled": False}
+    nodes: list[tuple[str, CheckoutNode]] = []
+    results: dict[str, list[tuple[float, float, float, int, float, float, float]]] = {label: [] for label, _ in checkouts}
+    body = json.dumps({"containers": ["echo"], "data": {"prompt": "hello", "n": 1}}).encode()
+    direct_body = json.dumps({"source": 1, "destination": 1, "data": {"prompt": "hello", "n": 1},
+                              "requires_proof": False}).encode()
+    headers = {"Content-Type": "application/json"}
+    try:
+        for label, repo in checkouts:
+            node = CheckoutNode(repo, Path(tempfile.mkdtemp(prefix=f"bench-{label}-")),
+                                [container_entry("echo", "echo", concurrency=256, timeout=30)], extra)
+            node.prefix = f"bench{uuid.uuid4().hex[:4]}-"
+            node.write_config()
+            nodes.append((label, node))
+            node.start()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            targets = []
+            for label, node in nodes:
+                base = f"http://127.0.0.1:{node.port}"
+                async with session.get(f"{base}/api/containers") as r:
+                    container_url = (await r.json())[0]["url"]
+
+                def poll_job(base: str = base):
+                    async def job() -> bool:
+                        async with session.post(f"{base}/api/jobs", data=body, headers=headers) as r:
+                            job_id = (await r.json())["id"]
+                        delay = 0.001
+                        while True:
+                            await asyncio.sleep(delay)
+                            async with session.get(f"{base}/api/jobs", params={"id": job_id}) as r:
+                                found = (await r.json())[0]
+                            if found["status"] != "running":
+                                return found["status"] == "success"
+                            delay = min(delay * 1.5, 0.01)
+                    return job
+
+                def direct(url: str = container_url):
+                    async def call() -> bool:
+                        async with session.post(f"{url}/service_output", data=direct_body, headers=headers) as r:
+                            await r.read()
+                            return r.status == 200
+                    return call
+
+                targets.append((label, node, poll_job(), direct()))
+            for _, _, job, call in targets:  # warm up
+                await run_load(200, 8, job)
+                await run_load(200, 8, call)
+            n = max(args.jobs, c * 10)
+            for round_no in range(args.rounds):
+                order = targets if round_no % 2 == 0 else targets[::-1]
+                for label, node, job, call in order:
+                    cpu = cpu_seconds(node.proc.pid)
+                    elapsed, lat, errors = await run_load(n, c, job)
+                    cpu = cpu_seconds(node.proc.pid) - cpu
+                    d_elapsed, _, _ = await run_load(n, c, call)
+                    results[label].append((n / elapsed, pct(lat, 50), pct(lat, 99), errors, n / d_elapsed,
+                                           rss_mb(node.proc.pid), cpu / n * 1000))
+                print(f"  round {round_no + 1}: " + "  ".join(
+                    f"{label} {results[label][-1][0]:.0f} jobs/s (direct {results[label][-1][4]:.0f})"
+                    for label, _ in checkouts), flush=True)
+    finally:
+        for _, node in nodes:
+            node.stop()
+            node.remove_containers()
+    print()
+    print(f"node(poll) at C={c}, {args.jobs} jobs per round, {args.rounds} alternating rounds; cores: "
+          f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'checkout':<10} {'jobs/s':>11} {'p99ms':>11} {'direct/s':>11} {'node/direct':>11} {'cpu ms/job':>11}"
+          f" {'peakMB':>7} err | medians: {'jobs/s':>6} {'p99ms':>6} {'cpu ms/job':>10}")
+    span = lambda xs, f: f"{f.format(min(xs))}-{f.format(max(xs))}"  # noqa: E731
+    median = lambda xs, f: f.format(statistics.median(xs))  # noqa: E731
+    for label, runs in results.items():
+        print(f"{label:<10} {span([r[0] for r in runs], '{:.0f}'):>11} {span([r[2] for r in runs], '{:.1f}'):>11} "
+              f"{span([r[4] for r in runs], '{:.0f}'):>11} {span([r[0] / r[4] for r in runs], '{:.2f}'):>11} "
+              f"{span([r[6] for r in runs], '{:.3f}'):>11} {max(r[5] for r in runs):>7.1f} {sum(r[3] for r in runs):>3} |"
+              f"          {median([r[0] for r in runs], '{:.0f}'):>6} {median([r[2] for r in runs], '{:.1f}'):>6}"
+              f" {median([r[6] for r in runs], '{:.3f}'):>10}")
+
+
 def swarm_state() -> str:
     out = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"], capture_output=True, text=True)
     return out.stdout.strip()
@@ -247,14 +365,16 @@ def main() -> None:
     parser.add_argument("--burn-ms", type=float, default=5.0, help="CPU ms per call in --cpu (default 5)")
     parser.add_argument("--replicas", default="1,2,3", type=lambda s: [int(x) for x in s.split(",")],
                         help="swarm replica counts in --cpu (default 1,2,3)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds in --cpu (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds in --cpu and --compare (default 3)")
+    parser.add_argument("--compare", default=None, metavar="LABEL=PATH,...",
+                        help="checkouts of the node to run side by side (alternating rounds)")
     parser.add_argument("--cpu-concurrency", type=int, default=16, help="clients in --cpu (default 16)")
     parser.add_argument("--synchronous", choices=["normal", "full"], default=None,
                         help="the node's storage.synchronous (default: the node's default, normal)")
     args = parser.parse_args()
     if args.cpu:
         args.jobs = args.jobs if "--jobs" in sys.argv else 400
-    case = cpu_case if args.cpu else bench
+    case = cpu_case if args.cpu else compare if args.compare else bench
     try:
         import uvloop
 

@@ -21,15 +21,17 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import jwt
 from aiohttp import web
 
 from node.gateway.config import OAuthConfig, OAuthProvider
 from node.logs import get_logger
 from node.server.http import ApiError
+
+if TYPE_CHECKING:  # PyJWT and cryptography (some 20 MB of RSS) are imported when a token is verified
+    import jwt
 
 log = get_logger(__name__)
 
@@ -73,6 +75,8 @@ class OAuthVerifier:
         config = self._providers.get(provider)
         if config is None:
             raise ApiError(400, f"provider: {provider!r} is not a configured OAuth provider")
+        import jwt
+
         try:
             claims = await self._verify(provider, config, id_token)
         except ApiError:
@@ -90,6 +94,8 @@ class OAuthVerifier:
         return "id_token"
 
     async def _verify(self, name: str, config: OAuthProvider, token: str) -> dict[str, Any]:
+        import jwt
+
         header = jwt.get_unverified_header(token)
         alg = header.get("alg")
         if alg not in config.algorithms:
@@ -126,6 +132,8 @@ class OAuthVerifier:
         return matching(current)
 
     async def _fetch(self, name: str, config: OAuthProvider) -> list[jwt.PyJWK]:
+        import jwt
+
         try:
             if config.jwks_file is not None:
                 raw = await asyncio.to_thread(Path(config.jwks_file).read_bytes)

@@ -12,7 +12,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -154,12 +154,14 @@ class Orchestrator:
                 log.exception("job.settle_failed", job_id=job.id)
 
     async def _new_job(self, containers: Sequence[str], client: str, source: str, workflow_id: str | None,
-                       data: Any = None) -> Job:
+                       data: Any = None, on_commit: Callable[[Job], None] | None = None) -> Job:
         """Record a new running job; returns once its row has committed. The input is kept
-        with the job when every container is idempotent (a crash means: run it again)."""
+        with the job when every container is idempotent (a crash means: run it again).
+        `on_commit(job)` runs as soon as the row has committed (see JobStore.save)."""
         job = Job(id=self._ids.next(), client=client, containers=list(containers), source=source, workflow_id=workflow_id)
         keep = source == "offchain" and all(self.endpoints[c].idempotent for c in containers)
-        await self._store.save(job, data=json.dumps(data) if keep else None)
+        await self._store.save(job, data=json.dumps(data) if keep else None,
+                               then=None if on_commit is None else lambda: on_commit(job))
         return job
 
     def _take_slot(self) -> None:
@@ -193,13 +195,26 @@ class Orchestrator:
         running."""
         self.check(containers, client_ip, requires_proof)
         self._take_slot()
+        started = released = False
+
+        def start(job: Job) -> None:
+            # At the commit, not when this coroutine resumes: the job runs a turn of the loop
+            # sooner, and runs even if the request was cancelled while its row was committing
+            # (a committed job is accepted; it must not stay `running` with no task behind it).
+            nonlocal started
+            started = True
+            if released:  # cancelled before the commit, the request gave its slot back
+                self._inflight += 1
+            self._start_task(job, data, requires_proof, tickets)
+
         try:
             workflow_id, tickets = await self._admit(containers, client, source, workflow_id)
-            job = await self._new_job(containers, client, source, workflow_id, data)
+            job = await self._new_job(containers, client, source, workflow_id, data, on_commit=start)
         except BaseException:
-            self._release_slot()
+            if not started:  # once started, the job's task frees the slot when it ends
+                released = True
+                self._release_slot()
             raise
-        self._start_task(job, data, requires_proof, tickets)
         return job
 
     def _start_task(self, job: Job, data: Any, requires_proof: bool, tickets: Sequence[Ticket]) -> None:

@@ -22,6 +22,15 @@ from node.logs import get_logger
 log = get_logger(__name__)
 T = TypeVar("T")
 
+# Group commits never checkpoint the WAL themselves (a checkpoint copies pages into the database
+# file and fsyncs it: tens of ms, which on the event loop stalls every request). A checkpoint
+# runs in a thread instead, on its own connection, at most this often while commits come in.
+CHECKPOINT_INTERVAL = 1.0
+# The WAL starts over once a commit finds it all checkpointed; should commits keep landing
+# during every passive checkpoint, it grows instead: past this many frames (32 MB) the next
+# checkpoint holds the write lock (commits wait, the loop does not) and truncates it.
+CHECKPOINT_FORCE_FRAMES = 8000
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -51,6 +60,10 @@ class Database:
         self._tx_done.set()
         # Called with the seconds each COMMIT took (metrics); must be cheap and never raise.
         self.commit_observers: list[Callable[[float], None]] = []
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint_task: asyncio.Task | None = None
+        self._checkpoint_at = 0.0  # monotonic time the last checkpoint started
+        self._wal_frames = 0  # the WAL's length in frames, as the last checkpoint saw it
 
     def _observe_commit(self, seconds: float) -> None:
         for observer in self.commit_observers:
@@ -78,11 +91,19 @@ class Database:
         batch = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         batch.row_factory = sqlite3.Row
         for pragma in (f"synchronous={'FULL' if self.synchronous == 'FULL' else 'NORMAL'}", "foreign_keys=ON",
-                       "busy_timeout=1000"):  # never long: it blocks the event loop
+                       "busy_timeout=1000",  # never long: it blocks the event loop
+                       "wal_autocheckpoint=0"):  # checkpoints run in a thread (_checkpoint)
             batch.execute(f"PRAGMA {pragma}")
         self._batch_conn = batch
+        self._checkpoint_conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._checkpoint_conn.execute("PRAGMA busy_timeout=5000")
 
     async def close(self) -> None:
+        if self._checkpoint_task is not None:
+            await asyncio.gather(self._checkpoint_task, return_exceptions=True)
+        if self._checkpoint_conn is not None:
+            self._checkpoint_conn.close()
+            self._checkpoint_conn = None
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
@@ -131,8 +152,33 @@ class Database:
             if self._batch_conn is None:
                 raise RuntimeError("database is not open")
             if self.synchronous == "FULL":
-                return await asyncio.to_thread(_unit, self._batch_conn, fn, self._observe_commit)
-            return _unit(self._batch_conn, fn, self._observe_commit)
+                result = await asyncio.to_thread(_unit, self._batch_conn, fn, self._observe_commit)
+            else:
+                result = _unit(self._batch_conn, fn, self._observe_commit)
+        now = time.monotonic()
+        if self._checkpoint_task is None and now - self._checkpoint_at >= CHECKPOINT_INTERVAL:
+            self._checkpoint_at = now
+            self._checkpoint_task = asyncio.create_task(self._checkpoint())
+        return result
+
+    async def _checkpoint(self) -> None:
+        """Copy committed WAL pages into the database file, in a thread. Passive (commits go
+        on meanwhile) unless the WAL has grown past CHECKPOINT_FORCE_FRAMES: then under the
+        write lock, truncating it. Durability does not depend on it: a commit is in the WAL."""
+        try:
+            conn = self._checkpoint_conn
+            if conn is None:
+                return
+            if self._wal_frames < CHECKPOINT_FORCE_FRAMES:
+                row = await asyncio.to_thread(lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+            else:
+                async with self._write_lock:
+                    row = await asyncio.to_thread(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+            self._wal_frames = max(0, row[1])  # -1: not in WAL mode
+        except Exception:  # noqa: BLE001 - a failed checkpoint is retried by the next one
+            log.exception("storage.checkpoint_failed")
+        finally:
+            self._checkpoint_task = None
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)
