@@ -31,7 +31,8 @@ command -v chromium >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 if ! docker info >/dev/null 2>&1; then
   say "starting dockerd"
-  (dockerd >/tmp/dockerd.log 2>&1 &)
+  # In its own session: killing the process group that ran this script must not take dockerd along.
+  setsid dockerd >/tmp/dockerd.log 2>&1 < /dev/null &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { tail -20 /tmp/dockerd.log; echo "dockerd did not start" >&2; exit 1; }
 fi
