@@ -16,6 +16,10 @@ import time
 import pytest
 import yaml
 from eth_account import Account
+from eth_account.messages import encode_typed_data
+from web3 import Web3
+
+from node.chain.codec import container_id, delegate_typed_data
 
 from tests.chain_helpers import KEYS, Anvil, artifact, deploy
 from tests.helpers import REPO, NodeProcess, container_entry
@@ -221,3 +225,37 @@ def test_a_payment_address_the_factory_did_not_make_stops_the_node_at_start(dock
     proc.start_background()
     assert proc.proc.wait(60) == 1
     assert "is not a Wallet made by the WalletFactory" in proc.log()
+
+
+def delegated_body(dep, wallet: str, amount: int, nonce: int, data) -> dict:
+    """A paid delegated subscription signed by the consumer's signer, as the Infernet client sends it."""
+    now = dep.w3.eth.get_block("latest")["timestamp"]
+    sub = {"owner": dep.consumer.address, "activeAt": now, "period": 0, "frequency": 1, "redundancy": 1,
+           "containerId": container_id(["paid-echo"]), "lazy": False, "verifier": ETH, "paymentAmount": amount,
+           "paymentToken": ETH, "wallet": wallet}
+    expiry = int(time.time()) + 600
+    signed = Account.from_key(dep.signer_key).sign_message(encode_typed_data(full_message=delegate_typed_data(
+        dep.w3.eth.chain_id, dep.coordinator.address, nonce, expiry, sub)))
+    return {"subscription": {"owner": sub["owner"], "active_at": now, "period": 0, "frequency": 1, "redundancy": 1,
+                             "containers": "0x" + sub["containerId"].hex(), "lazy": False, "verifier": ETH,
+                             "payment_amount": amount, "payment_token": ETH, "wallet": wallet},
+            "signature": {"nonce": nonce, "expiry": expiry, "v": signed.v, "r": signed.r, "s": signed.s},
+            "data": data}
+
+
+def test_a_paid_delegated_subscription_is_paid_and_one_that_cannot_pay_is_refused_with_402(node, dep,
+                                                                                          payment_wallet):
+    broke = consumer_wallet(dep, ETH, PRICE_ETH, 0)
+    refused = node.http().post("/api/jobs", delegated_body(dep, broke, PRICE_ETH, 41, {"n": 1}))
+    assert refused.status == 402 and "allows" in refused.json["error"]
+    wallet = consumer_wallet(dep, ETH, PRICE_ETH, PRICE_ETH)
+    before = balance(dep, payment_wallet, ETH)
+    accepted = node.http().post("/api/jobs", delegated_body(dep, wallet, PRICE_ETH, 42, {"n": 2}))
+    assert accepted.status == 200
+    key = Web3.keccak(dep.w3.codec.encode(["address", "uint32"], [dep.consumer.address, 42]))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and dep.coordinator.functions.delegateCreatedIds(key).call() == 0:
+        time.sleep(0.25)
+    sub_id = dep.coordinator.functions.delegateCreatedIds(key).call()
+    assert sub_id > 0 and dep.wait_deliveries(sub_id, 1)
+    assert balance(dep, payment_wallet, ETH) - before == PRICE_ETH - PRICE_ETH * FEE_BPS * 2 // 10_000
