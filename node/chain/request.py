@@ -151,6 +151,8 @@ class RequestClient:
         is_eth = int(token, 16) == 0
         mock = "MockToken" in self.dep.contracts and token == self.dep.address("MockToken")
         unit = "wei" if is_eth else f"of token {token}"
+        if not is_eth and not self.w3.eth.get_code(token):
+            raise DeployError(f"--token {token}: no contract at that address on chain {self.w3.eth.chain_id}")
         if not mock:  # check before making anything: a Wallet nobody can fund is no use
             held = self.balance(self.account.address, token)
             if held < total:
