@@ -64,7 +64,14 @@ def _chain_parsers(sub: argparse._SubParsersAction) -> None:
     request.add_argument("--period", type=_non_negative, default=0, help="seconds between intervals")
     request.add_argument("--delegated", action="store_true",
                          help="sign the subscription (EIP-712) and send it to a node's POST /api/jobs")
-    request.add_argument("--node", default="http://127.0.0.1:4000", help="node URL for --delegated")
+    request.add_argument("--node", default="http://127.0.0.1:4000",
+                         help="node URL: --delegated sends there; --pay reads its payment wallet from its /info")
+    request.add_argument("--pay", type=_positive, metavar="AMOUNT",
+                         help="pay AMOUNT per delivery (the token's smallest unit; wei for ETH) from a Wallet the "
+                              "tool makes for you through the WalletFactory and funds; not with --delegated")
+    request.add_argument("--token", default="eth", metavar="ADDRESS|eth|mock",
+                         help="--pay's token: eth (default), mock (the devnet's MockToken, minted for you) or a "
+                              "token address (paid from your balance)")
     request.add_argument("--nonce", type=_positive, help="delegated nonce (default: random); the same nonce "
                                                          "names the same subscription")
     request.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for deliveries "

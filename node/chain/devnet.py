@@ -2,7 +2,9 @@
 
 Starts anvil from the project's own npm install, deploys every contract with the product's
 deployer, writes `devnet.yaml` (the default config with the chain and the CRE workflow runtime
-on, keys from anvil's public test mnemonic), starts the node on it and prints what to try next.
+on, keys from anvil's public test mnemonic), makes the node's payment Wallet through the
+WalletFactory (so the devnet node serves paid subscriptions out of the box), starts the node on it
+and prints what to try next.
 SIGINT/SIGTERM stop the node (which stops its containers), then anvil. anvil's chain is fresh
 on every start, so the devnet's node state (devnet/node.db) is reset with it.
 """
@@ -29,6 +31,7 @@ from web3 import Web3
 
 from node.chain.codec import abi
 from node.chain.deploy import GROUPS, Deployer, DeployError, Deployment
+from node.chain.paywallet import PaymentWalletTool
 
 REPO = Path(__file__).resolve().parents[2]
 ANVIL = REPO / "contracts" / "node_modules" / ".bin" / "anvil"
@@ -63,7 +66,8 @@ def _port_in_use(port: int) -> bool:
 
 
 def devnet_config(base: dict[str, Any], keys: dict[str, str], dep: Deployment, rpc_url: str, port: int,
-                  name_prefix: str, state_dir: str, api_key: str) -> dict[str, Any]:
+                  name_prefix: str, state_dir: str, api_key: str,
+                  payment_address: str | None = None) -> dict[str, Any]:
     """The default config (`base`) with the chain and the CRE workflow runtime on."""
     config = dict(base)
     config["server"] = {**base.get("server", {}), "host": "127.0.0.1", "port": port}
@@ -78,7 +82,8 @@ def devnet_config(base: dict[str, Any], keys: dict[str, str], dep: Deployment, r
         "trail_head_blocks": 0, "poll_interval": 0.25,
         "processor_tick": 0.25, "retry_backoff": 0.5,
         "pipelines": [["upper", "echo"]] if {"upper", "echo"} <= ids else [],
-        "wallet": {"private_key": keys["node"]}}
+        "wallet": {"private_key": keys["node"],
+                   **({"payment_address": payment_address} if payment_address else {})}}
     config["cre"] = {**base.get("cre", {}), "runtime": {
         "rpc_url": rpc_url, "api_key": api_key, "don_key": keys["don"], "transmitter_key": keys["transmitter"],
         "backend_signer_key": keys["backend_signer"], "tee_master_key": secrets.token_hex(32),
@@ -101,6 +106,7 @@ class Devnet:
         self.anvil: subprocess.Popen | None = None
         self.node: subprocess.Popen | None = None
         self._stop = False
+        self.payment_address: str | None = None
 
     @property
     def rpc_url(self) -> str:
@@ -147,11 +153,15 @@ class Devnet:
                 {"from": user.address, "nonce": w3.eth.get_transaction_count(user.address, "pending")})
             w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(user.sign_transaction(tx).raw_transaction))
         self.out("deploy: minted 100000 test USDC to the user and the CRE transmitter")
+        tool = PaymentWalletTool(w3, w3.eth.chain_id, keys["node"], dep.address("Registry"), out=lambda line: None)
+        self.payment_address = tool.create(None)  # owned by the node's account
+        self.out(f"deploy: the node's payment wallet {self.payment_address} (made by the WalletFactory)")
         return dep
 
     def write_config(self, keys: dict[str, str], dep: Deployment, api_key: str) -> None:
         base = yaml.safe_load(self.base_config.read_text()) or {}
-        config = devnet_config(base, keys, dep, self.rpc_url, self.port, self.name_prefix, "devnet", api_key)
+        config = devnet_config(base, keys, dep, self.rpc_url, self.port, self.name_prefix, "devnet", api_key,
+                               self.payment_address)
         text = yaml.safe_dump(config, sort_keys=False)
         text = re.sub(r"^(\s+(?:private_key|don_key|transmitter_key|backend_signer_key|tee_master_key|api_key): .*)$",
                       r"\1  # TEST-ONLY", text, flags=re.MULTILINE)
@@ -203,10 +213,12 @@ class Devnet:
         self.out(f"""
 devnet ready: node {node} (pid {self.node.pid}), anvil {self.rpc_url} (pid {self.anvil.pid})
   contracts: {rel}/addresses.json    config: {self.config_path}    node log: {rel}/node.log
+  the node's payment wallet: {self.payment_address} (paid subscriptions: request --pay)
 
 Try, in another terminal:
   {request} --containers upper,echo --input "hello devnet"
   {request} --containers echo --input tick --frequency 3 --period 2
+  {request}{node_arg} --containers upper --input paid --pay 1000000000000000
   {request} --delegated{node_arg} --containers upper --input '{{"msg": "hi"}}'
   curl -s {node}/info
   curl -s {node}/api/cre/workflow -H 'content-type: application/json' -d '{market}'

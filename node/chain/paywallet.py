@@ -18,6 +18,7 @@ from typing import Any
 from eth_account import Account
 from eth_utils import to_checksum_address
 from web3 import Web3
+from web3.logs import DISCARD
 
 from node.chain.deploy import DeployError, connect
 from node.chain.payments import ERC20_ABI, REGISTRY_ABI, WALLET_ABI, WALLET_FACTORY_ABI
@@ -46,7 +47,7 @@ class PaymentWalletTool:
     def create(self, owner: str | None) -> str:
         owner = to_checksum_address(owner or self.account.address)
         receipt = self._send(self.factory.functions.createWallet(owner), "createWallet")
-        events = self.factory.events.WalletCreated().process_receipt(receipt)
+        events = self.factory.events.WalletCreated().process_receipt(receipt, errors=DISCARD)  # the Wallet's own events
         if not events:
             raise DeployError("createWallet: no WalletCreated event in the receipt")
         address = to_checksum_address(events[0]["args"]["wallet"])

@@ -3,7 +3,10 @@
 A subscription made through the ExampleConsumer (one-shot `requestCompute` or recurring
 `subscribe`), or a delegated subscription signed with EIP-712 exactly as the Infernet client
 signs it and sent to a node's `POST /api/jobs`; then followed to its deliveries, each printed
-with its decoded output. A one-shot command line tool: web3's blocking API.
+with its decoded output. With `--pay`, the subscription is paid (`requestPaidCompute` /
+`createPaidSubscription`): the Coordinator pays only from a Wallet its WalletFactory made, so the
+tool makes one for the user, funds it and lets the consumer spend from it, and afterwards shows
+what the node's payment wallet received. A one-shot command line tool: web3's blocking API.
 """
 
 from __future__ import annotations
@@ -22,14 +25,29 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.messages import encode_typed_data
-from eth_utils import keccak
+from eth_utils import is_address, keccak, to_checksum_address
 from web3 import Web3
 
 from node.chain.codec import abi, container_id, delegate_typed_data
 from node.chain.deploy import DeployError, Deployment, connect, load_key
+from node.chain.payments import ERC20_ABI
+from node.chain.paywallet import PaymentWalletTool
 
 ZERO = "0x" + "00" * 20
 CREATED = "0x" + keccak(text="SubscriptionCreated(uint32)").hex()
+ERC20_TRANSFER_ABI = ERC20_ABI + [
+    {"type": "function", "name": "transfer", "stateMutability": "nonpayable",
+     "inputs": [{"name": "to", "type": "address"}, {"name": "amount", "type": "uint256"}],
+     "outputs": [{"name": "", "type": "bool"}]}]
+
+
+@dataclass(frozen=True)
+class Payment:
+    """What a paid subscription pays: `amount` of `token` (ZERO: ETH) per delivery, from `wallet`."""
+
+    token: str
+    amount: int
+    wallet: str
 
 
 def describe_output(output: bytes) -> str:
@@ -71,6 +89,8 @@ class RequestClient:
     def __init__(self, w3: Web3, dep: Deployment, key: str, out: Callable[[str], None] = print,
                  progress: Callable[[str], None] | None = None) -> None:
         self.w3 = w3
+        self.key = key
+        self.dep = dep
         self.account = Account.from_key(key)
         self.coordinator = w3.eth.contract(address=dep.address("Coordinator"), abi=abi("Coordinator"))
         self.consumer = w3.eth.contract(address=dep.address("ExampleConsumer"), abi=abi("ExampleConsumer"))
@@ -79,11 +99,19 @@ class RequestClient:
 
     # -- subscriptions through the consumer ---------------------------------------------------------
 
-    def subscribe(self, containers: str, data: bytes, redundancy: int, frequency: int, period: int) -> int:
-        if frequency == 1 and period == 0:
+    def subscribe(self, containers: str, data: bytes, redundancy: int, frequency: int, period: int,
+                  payment: Payment | None = None) -> int:
+        one_shot = frequency == 1 and period == 0
+        if payment is None and one_shot:
             fn = self.consumer.functions.requestCompute(containers, data, redundancy)
-        else:
+        elif payment is None:
             fn = self.consumer.functions.subscribe(containers, frequency, period, redundancy, data)
+        elif one_shot:
+            fn = self.consumer.functions.requestPaidCompute(containers, data, redundancy, payment.token,
+                                                            payment.amount, payment.wallet, ZERO)
+        else:
+            fn = self.consumer.functions.createPaidSubscription(containers, frequency, period, redundancy, False,
+                                                                payment.token, payment.amount, payment.wallet, ZERO)
         tx = fn.build_transaction({"from": self.account.address, "chainId": self.w3.eth.chain_id,
                                    "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending")})
         tx_hash = self.w3.eth.send_raw_transaction(self.account.sign_transaction(tx).raw_transaction)
@@ -96,6 +124,61 @@ class RequestClient:
                 self.out(f"subscription {sub_id} created (tx {tx_hash.to_0x_hex()}, block {receipt['blockNumber']})")
                 return sub_id
         raise DeployError(f"no SubscriptionCreated event in {tx_hash.to_0x_hex()}")
+
+    # -- paying ---------------------------------------------------------------------------------------
+
+    def _send(self, fn: Any, label: str, value: int = 0) -> None:
+        tx = fn.build_transaction({"from": self.account.address, "chainId": self.w3.eth.chain_id, "value": value,
+                                   "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending")})
+        self._send_tx(tx, label)
+
+    def _send_tx(self, tx: dict[str, Any], label: str) -> None:
+        tx_hash = self.w3.eth.send_raw_transaction(self.account.sign_transaction(tx).raw_transaction)
+        if self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)["status"] != 1:
+            raise DeployError(f"{label}: transaction {tx_hash.to_0x_hex()} reverted")
+
+    def balance(self, holder: str, token: str) -> int:
+        if int(token, 16) == 0:
+            return self.w3.eth.get_balance(to_checksum_address(holder))
+        erc20 = self.w3.eth.contract(address=to_checksum_address(token), abi=ERC20_ABI)
+        return erc20.functions.balanceOf(to_checksum_address(holder)).call()
+
+    def prepare_payment(self, token: str, amount: int, total: int) -> Payment:
+        """A consumer Wallet for this subscription: made through the WalletFactory (owned by the user),
+        funded with `total` (ETH sent, the devnet's MockToken minted, any other token transferred from
+        the user's balance) and allowing the ExampleConsumer, the subscription's owner, to spend it."""
+        token = to_checksum_address(token)
+        is_eth = int(token, 16) == 0
+        mock = "MockToken" in self.dep.contracts and token == self.dep.address("MockToken")
+        unit = "wei" if is_eth else f"of token {token}"
+        if not is_eth and not self.w3.eth.get_code(token):
+            raise DeployError(f"--token {token}: no contract at that address on chain {self.w3.eth.chain_id}")
+        if not mock:  # check before making anything: a Wallet nobody can fund is no use
+            held = self.balance(self.account.address, token)
+            if held < total:
+                raise DeployError(f"--pay needs funding: the subscription pays {total} {unit} in all, and your "
+                                  f"account {self.account.address} holds {held}; fund it and run again")
+        tool = PaymentWalletTool(self.w3, self.w3.eth.chain_id, self.key, self.dep.address("Registry"),
+                                 out=lambda line: None)
+        wallet = tool.create(None)
+        if is_eth:
+            self._send_tx({"from": self.account.address, "to": wallet, "value": total, "gas": 100_000,
+                           "chainId": self.w3.eth.chain_id, "gasPrice": self.w3.eth.gas_price,
+                           "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending")},
+                          "fund the wallet")
+            how = "sent"
+        elif mock:
+            self._send(self.w3.eth.contract(address=token, abi=abi("MockToken")).functions.mint(wallet, total),
+                       "mint MockToken")
+            how = "minted (the devnet's MockToken)"
+        else:
+            self._send(self.w3.eth.contract(address=token, abi=ERC20_TRANSFER_ABI).functions.transfer(wallet, total),
+                       "fund the wallet")
+            how = "transferred"
+        tool.approve(wallet, token, total, self.consumer.address)
+        self.out(f"consumer wallet {wallet} (yours, made by the WalletFactory): {total} {unit} {how}; "
+                 f"the ExampleConsumer may spend it, {amount} per delivery")
+        return Payment(token, amount, wallet)
 
     # -- delegated subscriptions (EIP-712, POST /api/jobs) ------------------------------------------
 
@@ -204,6 +287,30 @@ def _post_json(url: str, body: Any, timeout: float = 30.0) -> tuple[int, Any]:
         raise DeployError(f"cannot reach the node at {url}: {getattr(exc, 'reason', exc)}") from None
 
 
+def node_payment_address(node_url: str, timeout: float = 5.0) -> str | None:
+    """The node's payment wallet as its /info names it (`chain.payment_address`); None when the node
+    cannot be asked or has none."""
+    try:
+        with urllib.request.urlopen(node_url.rstrip("/") + "/info", timeout=timeout) as resp:
+            address = ((json.loads(resp.read()) or {}).get("chain") or {}).get("payment_address")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return to_checksum_address(address) if isinstance(address, str) and is_address(address) else None
+
+
+def resolve_token(token: str, dep: Deployment) -> str:
+    """--token: `eth` (the zero address), `mock` (the devnet's MockToken) or a token address."""
+    if token.lower() == "eth":
+        return ZERO
+    if token.lower() == "mock":
+        if "MockToken" not in dep.contracts:
+            raise DeployError("--token mock: the addresses file has no MockToken (deploy with --what mocks or all)")
+        return dep.address("MockToken")
+    if not is_address(token):
+        raise DeployError(f"--token {token!r}: give eth, mock or a token address (0x and 40 hex digits)")
+    return to_checksum_address(token)
+
+
 def request_main(args: Any, out: Callable[[str], None] = print) -> list[Delivery]:
     """The `request` command (argparse namespace from node.cli)."""
     dep = Deployment.load(Path(args.deployment))
@@ -218,6 +325,11 @@ def request_main(args: Any, out: Callable[[str], None] = print) -> list[Delivery
     containers = ",".join(c.strip() for c in args.containers.split(",") if c.strip())
     if not containers:
         raise DeployError("--containers: give at least one container id")
+    pay = getattr(args, "pay", None)
+    if pay is not None and args.delegated:
+        raise DeployError("--pay does not work with --delegated: a delegated subscription is paid by the consumer "
+                          "contract's own Wallet; drop --delegated to pay from a Wallet of yours")
+    payment, paid_to, before = None, None, 0
     if args.delegated:
         try:
             data = json.loads(args.input)
@@ -226,7 +338,27 @@ def request_main(args: Any, out: Callable[[str], None] = print) -> list[Delivery
         sub_id = client.delegated(args.node, containers, data, args.redundancy, args.frequency, args.period,
                                   args.nonce)
     else:
-        sub_id = client.subscribe(containers, args.input.encode(), args.redundancy, args.frequency, args.period)
+        if pay is not None:
+            if pay <= 0:
+                raise DeployError("--pay: give a positive amount (the token's smallest unit; wei for ETH)")
+            token = resolve_token(getattr(args, "token", "eth"), dep)
+            payment = client.prepare_payment(token, pay, pay * args.frequency * args.redundancy)
+            paid_to = node_payment_address(args.node)
+            if paid_to is None:
+                client.progress(f"(no payment wallet from {args.node}/info: what the node receives is not shown)")
+            else:
+                before = client.balance(paid_to, token)
+            if args.frequency > 1 or args.period > 0:
+                client.progress("note: the ExampleConsumer's createPaidSubscription takes no input; intervals get "
+                                "its last recurring input")
+        sub_id = client.subscribe(containers, args.input.encode(), args.redundancy, args.frequency, args.period,
+                                  payment)
     wanted = args.frequency * args.redundancy
     timeout = args.timeout + args.period * args.frequency
-    return client.follow(sub_id, wanted, timeout)
+    deliveries = client.follow(sub_id, wanted, timeout)
+    if payment is not None and paid_to is not None:
+        after = client.balance(paid_to, payment.token)
+        unit = "wei" if int(payment.token, 16) == 0 else f"of token {payment.token}"
+        out(f"the node's payment wallet {paid_to} received {after - before} {unit} "
+            f"(balance {before} -> {after}; paid {payment.amount * len(deliveries)}, less the protocol fee)")
+    return deliveries

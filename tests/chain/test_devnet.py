@@ -134,6 +134,24 @@ def test_a_delegated_subscription_sent_by_request_is_delivered_once(devnet):
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_a_paid_request_on_the_devnet_pays_the_nodes_payment_wallet_less_the_protocol_fee(devnet):
+    wallet = devnet.wait_for(r"the node's payment wallet: (0x[0-9a-fA-F]{40})", timeout=5).group(1)
+    assert yaml.safe_load((devnet.workdir / "devnet.yaml").read_text())["chain"]["wallet"]["payment_address"] == wallet
+    amount = 10**15  # wei
+    result = devnet.request("--node", f"http://127.0.0.1:{devnet.port}", "--containers", "upper",
+                            "--input", "paid", "--pay", str(amount))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(rf"consumer wallet 0x[0-9a-fA-F]{{40}} .*: {amount} wei sent", result.stdout), result.stdout
+    assert "delivery 1/1" in result.stdout and "(hex of text: 'paid')" in result.stdout
+    received = amount - amount * 2 * 500 // 10_000  # the protocol fee (5%) is charged on both sides
+    assert f"the node's payment wallet {wallet} received {received} wei" in result.stdout, result.stdout
+    refused = devnet.request("--delegated", "--containers", "upper", "--pay", "1")
+    assert refused.returncode != 0 and "--pay does not work with --delegated" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_the_devnet_cre_runtime_answers_with_its_api_key(devnet):
     config = yaml.safe_load((devnet.workdir / "devnet.yaml").read_text())
     user = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
