@@ -170,9 +170,8 @@ class Processor:
             await self._store.mark(sub.id, interval, "skipped", error="already fulfilled on chain")
             return True
         if sub.payment_amount > 0:
-            if self._payments is None:
-                return await self._skip(sub, interval, Skip("no_payment_wallet", "paid subscription, no payment wallet"))
-            skip = await self._payments.can_pay(sub)
+            skip = await self._payments.can_pay(sub) if self._payments is not None else \
+                Skip("no_payment_wallet", "paid subscription, and this node has no payment wallet")
             if skip is not None:
                 return await self._skip(sub, interval, skip)
         consumer = self._w3.eth.contract(address=sub.owner, abi=self._consumer_abi)

@@ -214,9 +214,27 @@ class Database:
             return False
 
 
+# SQLite answers "database is locked" at once, without its busy handler, in a few WAL cases
+# (a snapshot that went stale between the read and the write lock while another connection
+# committed or checkpointed). Nothing has been done at BEGIN, so it is retried: briefly.
+BEGIN_RETRIES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    for wait in (*BEGIN_RETRIES, None):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if wait is None or "locked" not in str(exc):
+                raise
+            log.warning("storage.begin_retry", error=str(exc), wait_ms=wait * 1000)
+            time.sleep(wait)
+
+
 def _unit(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T],
           observe: Callable[[float], None]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+    _begin(conn)
     try:
         result = fn(conn)
     except BaseException:

@@ -76,3 +76,28 @@ async def test_a_job_whose_submit_is_cancelled_after_its_commit_still_runs_to_it
         assert [row[0] for row in rows] == ["failed"]
         assert orchestrator.inflight == 0
     await db.close()
+
+
+def test_a_write_that_finds_the_database_locked_for_a_moment_begins_once_it_is_free(tmp_path):
+    import sqlite3
+    import threading
+
+    import pytest
+
+    path = str(tmp_path / "locked.db")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x)")
+    writer = sqlite3.connect(path, isolation_level=None, timeout=0)  # "locked" at once, as SQLite sometimes says
+
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.02, lambda: holder.execute("COMMIT")).start()
+    db_module._begin(writer)  # retried until the other writer is done
+    writer.execute("INSERT INTO t VALUES (1)")
+    writer.execute("COMMIT")
+
+    holder.execute("BEGIN IMMEDIATE")  # held past every retry: the error is not swallowed
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        db_module._begin(writer)
+    holder.execute("COMMIT")
+    assert writer.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
