@@ -195,14 +195,21 @@ class Database:
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         if self._tx_task is not None:
             await self._committed_view()
-        async with self.conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return await self._read(sql, params)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
         if self._tx_task is not None:
             await self._committed_view()
-        async with self.conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        rows = await self._read(sql, params)
+        return rows[0] if rows else None
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> list[aiosqlite.Row]:
+        """Execute, fetch every row and reset the statement in ONE call on the connection's
+        thread. A cursor used across awaits (execute, then fetch, then close: three queued calls)
+        leaves its SELECT open in between, holding a read snapshot; a write queued meanwhile on
+        this connection then finds its snapshot stale after a group commit on the other one and
+        SQLite refuses it at once, "database is locked", with no busy wait that could help."""
+        return list(await self.conn.execute_fetchall(sql, params))
 
     async def writable(self) -> bool:
         """Health probe: can we take the write lock and write?"""
@@ -214,27 +221,9 @@ class Database:
             return False
 
 
-# SQLite answers "database is locked" at once, without its busy handler, in a few WAL cases
-# (a snapshot that went stale between the read and the write lock while another connection
-# committed or checkpointed). Nothing has been done at BEGIN, so it is retried: briefly.
-BEGIN_RETRIES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
-
-
-def _begin(conn: sqlite3.Connection) -> None:
-    for wait in (*BEGIN_RETRIES, None):
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if wait is None or "locked" not in str(exc):
-                raise
-            log.warning("storage.begin_retry", error=str(exc), wait_ms=wait * 1000)
-            time.sleep(wait)
-
-
 def _unit(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T],
           observe: Callable[[float], None]) -> T:
-    _begin(conn)
+    conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn)
     except BaseException:
@@ -299,8 +288,8 @@ class _Transaction:
         await self._db.conn.executemany(sql, rows)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        async with self._db.conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        rows = list(await self._db.conn.execute_fetchall(sql, params))  # one call: see Database._read
+        return rows[0] if rows else None
 
     async def executescript_in_tx(self, script: str) -> None:
         # executescript() would COMMIT first; run the statements one by one instead.
