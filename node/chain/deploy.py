@@ -85,6 +85,26 @@ def load_key(spec: str, env: Mapping[str, str] | None = None) -> str:
     return "0x" + value.removeprefix("0x")
 
 
+def send(w3: Web3, account: Any, call: Any, label: str, *, value: int = 0, timeout: float = 300.0,
+         out: Callable[[str], None] | None = None) -> Any:
+    """Sign and send, from `account`, a contract call (a bound function) or a plain transfer
+    (`call` is then the recipient's address and `value` the wei), wait for the receipt and
+    return it; a revert is a DeployError naming `label`. The one-shot tools' only send path."""
+    fields = {"from": account.address, "chainId": w3.eth.chain_id, "value": value,
+              "nonce": w3.eth.get_transaction_count(account.address, "pending")}
+    if isinstance(call, str):
+        tx = {**fields, "to": call, "gas": 100_000, "gasPrice": w3.eth.gas_price}
+    else:
+        tx = call.build_transaction(fields)
+    tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+    if out is not None:
+        out(f"{label}: sent {tx_hash.to_0x_hex()}")
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout)
+    if receipt["status"] != 1:
+        raise DeployError(f"{label}: transaction {tx_hash.to_0x_hex()} reverted")
+    return receipt
+
+
 def connect(rpc_url: str, timeout: float = 10.0) -> tuple[Web3, int]:
     """A Web3 on `rpc_url` and its chain id; an RPC that is down fails at once, clearly."""
     w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))

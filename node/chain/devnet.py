@@ -30,7 +30,7 @@ from eth_account import Account
 from web3 import Web3
 
 from node.chain.codec import abi
-from node.chain.deploy import GROUPS, Deployer, DeployError, Deployment
+from node.chain.deploy import GROUPS, Deployer, DeployError, Deployment, send
 from node.chain.paywallet import PaymentWalletTool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,9 +149,7 @@ class Devnet:
         usdc = w3.eth.contract(address=dep.address("MockUSDC"), abi=abi("MockUSDC"))
         user = Account.from_key(keys["user"])
         for role in ("user", "transmitter"):
-            tx = usdc.functions.mint(Account.from_key(keys[role]).address, 100_000 * USDC).build_transaction(
-                {"from": user.address, "nonce": w3.eth.get_transaction_count(user.address, "pending")})
-            w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(user.sign_transaction(tx).raw_transaction))
+            send(w3, user, usdc.functions.mint(Account.from_key(keys[role]).address, 100_000 * USDC), "mint USDC")
         self.out("deploy: minted 100000 test USDC to the user and the CRE transmitter")
         tool = PaymentWalletTool(w3, w3.eth.chain_id, keys["node"], dep.address("Registry"), out=lambda line: None)
         self.payment_address = tool.create(None)  # owned by the node's account

@@ -20,7 +20,7 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.logs import DISCARD
 
-from node.chain.deploy import DeployError, connect
+from node.chain.deploy import DeployError, connect, send
 from node.chain.payments import ERC20_ABI, REGISTRY_ABI, WALLET_ABI, WALLET_FACTORY_ABI
 from node.config import load_config
 
@@ -34,19 +34,9 @@ class PaymentWalletTool:
             raise DeployError(f"chain.registry_address {reg.address}: no contract there on chain {chain_id}")
         self.factory = w3.eth.contract(address=reg.functions.WALLET_FACTORY().call(), abi=WALLET_FACTORY_ABI)
 
-    def _send(self, fn: Any, label: str) -> Any:
-        tx = fn.build_transaction({"from": self.account.address, "chainId": self.chain_id,
-                                   "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending")})
-        tx_hash = self.w3.eth.send_raw_transaction(self.account.sign_transaction(tx).raw_transaction)
-        self.out(f"{label}: sent {tx_hash.to_0x_hex()}")
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=300)
-        if receipt["status"] != 1:
-            raise DeployError(f"{label}: transaction {tx_hash.to_0x_hex()} reverted")
-        return receipt
-
     def create(self, owner: str | None) -> str:
         owner = to_checksum_address(owner or self.account.address)
-        receipt = self._send(self.factory.functions.createWallet(owner), "createWallet")
+        receipt = send(self.w3, self.account, self.factory.functions.createWallet(owner), "createWallet", out=self.out)
         events = self.factory.events.WalletCreated().process_receipt(receipt, errors=DISCARD)  # the Wallet's own events
         if not events:
             raise DeployError("createWallet: no WalletCreated event in the receipt")
@@ -69,7 +59,8 @@ class PaymentWalletTool:
             raise DeployError(f"the Wallet's owner is {owner}, not the node's account {self.account.address}: "
                               "approve from the owner")
         spender = to_checksum_address(spender or self.account.address)
-        self._send(wallet.functions.approve(spender, to_checksum_address(token), amount), "approve")
+        send(self.w3, self.account, wallet.functions.approve(spender, to_checksum_address(token), amount), "approve",
+             out=self.out)
         self.out(f"{spender} may now lock or spend {amount} of token {token} from {wallet.address}")
 
     def show(self, address: str | None, token: str) -> None:

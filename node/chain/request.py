@@ -29,7 +29,7 @@ from eth_utils import is_address, keccak, to_checksum_address
 from web3 import Web3
 
 from node.chain.codec import abi, container_id, delegate_typed_data
-from node.chain.deploy import DeployError, Deployment, connect, load_key
+from node.chain.deploy import DeployError, Deployment, connect, load_key, send
 from node.chain.payments import ERC20_ABI
 from node.chain.paywallet import PaymentWalletTool
 
@@ -112,12 +112,8 @@ class RequestClient:
         else:
             fn = self.consumer.functions.createPaidSubscription(containers, frequency, period, redundancy, False,
                                                                 payment.token, payment.amount, payment.wallet, ZERO)
-        tx = fn.build_transaction({"from": self.account.address, "chainId": self.w3.eth.chain_id,
-                                   "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending")})
-        tx_hash = self.w3.eth.send_raw_transaction(self.account.sign_transaction(tx).raw_transaction)
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
-        if receipt["status"] != 1:
-            raise DeployError(f"the subscription transaction {tx_hash.to_0x_hex()} reverted")
+        receipt = send(self.w3, self.account, fn, "the subscription", timeout=120)
+        tx_hash = receipt["transactionHash"]
         for entry in receipt["logs"]:
             if entry["topics"] and "0x" + bytes(entry["topics"][0]).hex() == CREATED:
                 sub_id = int.from_bytes(bytes(entry["topics"][1]), "big")
@@ -126,16 +122,6 @@ class RequestClient:
         raise DeployError(f"no SubscriptionCreated event in {tx_hash.to_0x_hex()}")
 
     # -- paying ---------------------------------------------------------------------------------------
-
-    def _send(self, fn: Any, label: str, value: int = 0) -> None:
-        tx = fn.build_transaction({"from": self.account.address, "chainId": self.w3.eth.chain_id, "value": value,
-                                   "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending")})
-        self._send_tx(tx, label)
-
-    def _send_tx(self, tx: dict[str, Any], label: str) -> None:
-        tx_hash = self.w3.eth.send_raw_transaction(self.account.sign_transaction(tx).raw_transaction)
-        if self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)["status"] != 1:
-            raise DeployError(f"{label}: transaction {tx_hash.to_0x_hex()} reverted")
 
     def balance(self, holder: str, token: str) -> int:
         if int(token, 16) == 0:
@@ -162,18 +148,15 @@ class RequestClient:
                                  out=lambda line: None)
         wallet = tool.create(None)
         if is_eth:
-            self._send_tx({"from": self.account.address, "to": wallet, "value": total, "gas": 100_000,
-                           "chainId": self.w3.eth.chain_id, "gasPrice": self.w3.eth.gas_price,
-                           "nonce": self.w3.eth.get_transaction_count(self.account.address, "pending")},
-                          "fund the wallet")
+            send(self.w3, self.account, wallet, "fund the wallet", value=total, timeout=120)
             how = "sent"
         elif mock:
-            self._send(self.w3.eth.contract(address=token, abi=abi("MockToken")).functions.mint(wallet, total),
-                       "mint MockToken")
+            mock_token = self.w3.eth.contract(address=token, abi=abi("MockToken"))
+            send(self.w3, self.account, mock_token.functions.mint(wallet, total), "mint MockToken", timeout=120)
             how = "minted (the devnet's MockToken)"
         else:
-            self._send(self.w3.eth.contract(address=token, abi=ERC20_TRANSFER_ABI).functions.transfer(wallet, total),
-                       "fund the wallet")
+            erc20 = self.w3.eth.contract(address=token, abi=ERC20_TRANSFER_ABI)
+            send(self.w3, self.account, erc20.functions.transfer(wallet, total), "fund the wallet", timeout=120)
             how = "transferred"
         tool.approve(wallet, token, total, self.consumer.address)
         self.out(f"consumer wallet {wallet} (yours, made by the WalletFactory): {total} {unit} {how}; "

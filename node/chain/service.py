@@ -84,9 +84,6 @@ class ChainService:
             allowed = container.allowed_delegate_addresses if delegated else container.allowed_addresses
             if allowed and owner not in allowed:
                 return None, f"owner {sub.owner} not allowed for container {cid}"
-        skip = self.policy.check(sub, pipeline)
-        if skip is not None:
-            return None, skip.reason
         return pipeline, "ok"
 
     async def _on_subscriptions(self, subs: list[Subscription], block: int) -> None:
@@ -95,7 +92,14 @@ class ChainService:
         for sub in subs:
             pipeline, reason = self.serves(sub)
             if pipeline is None:
-                self._ignored(sub, reason)
+                log.debug("chain.subscription_ignored", subscription=sub.id, reason=reason)
+                continue
+            skip = self.policy.check(sub, pipeline)
+            if skip is not None:  # ours to run, but not for these terms
+                if not sub.cancelled:
+                    self.skips[skip.kind] += 1
+                    log.info("chain.subscription_skipped", subscription=sub.id, kind=skip.kind, reason=skip.reason,
+                             payment_token=sub.payment_token, payment_amount=sub.payment_amount)
                 continue
             status = "cancelled" if sub.cancelled else "active"
             keep.append((sub, pipeline, status))
@@ -104,18 +108,6 @@ class ChainService:
             for sub, pipeline, status in keep:
                 if status == "active":
                     self.processor.track(sub, pipeline)
-
-    def _ignored(self, sub: Subscription, reason: str) -> None:
-        """Not ours to serve: quietly when we do not run its containers; loudly (info + metric)
-        when we do and its payment terms are why."""
-        pipeline = self._by_hash.get(sub.container_id)
-        skip = self.policy.check(sub, pipeline) if pipeline is not None and not sub.cancelled else None
-        if skip is None:
-            log.debug("chain.subscription_ignored", subscription=sub.id, reason=reason)
-            return
-        self.skips[skip.kind] += 1
-        log.info("chain.subscription_skipped", subscription=sub.id, kind=skip.kind, reason=skip.reason,
-                 payment_token=sub.payment_token, payment_amount=sub.payment_amount)
 
     async def _on_cancelled(self, ids: list[int]) -> None:
         assert self.processor is not None
@@ -253,6 +245,9 @@ class ChainService:
         pipeline, reason = self.serves(sub, delegated=True)
         if pipeline is None:
             raise ApiError(403 if "allowed" in reason else 400, reason.capitalize())
+        terms = self.policy.check(sub, pipeline)
+        if terms is not None:
+            raise ApiError(400, terms.reason.capitalize(), {"kind": terms.kind})
         typed = codec.delegate_typed_data(self.chain_id, self.coordinator.address, nonce, expiry, {
             "owner": sub.owner, "activeAt": sub.active_at, "period": sub.period, "frequency": sub.frequency,
             "redundancy": sub.redundancy, "containerId": sub.container_id, "lazy": sub.lazy,

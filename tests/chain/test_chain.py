@@ -17,18 +17,6 @@ from tests.helpers import NodeProcess, container_entry
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def anvil():
-    chain = Anvil(block_time=1).start()
-    yield chain
-    chain.stop()
-
-
-@pytest.fixture(scope="module")
-def dep(anvil):
-    return deploy(anvil.url)
-
-
 def containers():
     return [container_entry("echo", "echo"), container_entry("upper", "transform", env={"MODE": "upper"}),
             container_entry("stats", "numeric")]

@@ -13,8 +13,9 @@ from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 
 from node.chain.codec import container_id
-from tests.chain_helpers import ETH, KEYS, Anvil, artifact, deploy, ours_only
+from tests.chain_helpers import ETH, KEYS, artifact, ours_only
 
+ANVIL_BLOCK_TIME = None  # blocks mined on demand
 pytestmark = pytest.mark.slow
 
 FEE_BPS = 500
@@ -22,18 +23,6 @@ CONSUMER_OWNER, NODE_KEY = KEYS[2], KEYS[3]
 NODE = Account.from_key(NODE_KEY).address
 FEE_RECIPIENT = Account.from_key(KEYS[0]).address
 ZERO = "0x" + "00" * 20
-
-
-@pytest.fixture(scope="module")
-def anvil():
-    chain = Anvil(block_time=None).start()
-    yield chain
-    chain.stop()
-
-
-@pytest.fixture(scope="module")
-def dep(anvil):
-    return deploy(anvil.url, fee_bps=FEE_BPS)
 
 
 def protocol_fee(amount: int) -> int:

@@ -10,16 +10,10 @@ import pytest
 from web3 import Web3
 
 from node.chain.deploy import CORE, Deployer, DeployError
-from tests.chain_helpers import ABI_DIR, KEYS, Anvil, artifact
+from tests.chain_helpers import ABI_DIR, KEYS, artifact
 
+ANVIL_BLOCK_TIME = None  # blocks mined on demand
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def anvil():
-    chain = Anvil(block_time=None).start()
-    yield chain
-    chain.stop()
 
 
 def run(anvil, names, path=None, **kwargs):

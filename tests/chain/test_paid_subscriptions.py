@@ -21,7 +21,7 @@ from web3 import Web3
 
 from node.chain.codec import container_id, delegate_typed_data
 
-from tests.chain_helpers import KEYS, Anvil, artifact, deploy
+from tests.chain_helpers import KEYS, artifact
 from tests.helpers import REPO, NodeProcess, container_entry
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -32,18 +32,6 @@ NODE_KEY, CONSUMER_KEY = KEYS[1], KEYS[2]
 NODE = Account.from_key(NODE_KEY).address
 CONSUMER_OWNER = Account.from_key(CONSUMER_KEY).address
 PRICE_ETH, PRICE_TOKEN = 10**15, 50_000
-
-
-@pytest.fixture(scope="module")
-def anvil():
-    chain = Anvil(block_time=1).start()
-    yield chain
-    chain.stop()
-
-
-@pytest.fixture(scope="module")
-def dep(anvil):
-    return deploy(anvil.url)
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,12 @@ import aiohttp
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.models import Job
 from node.jobs.orchestrator import Orchestrator
-from node.jobs.store import JobStore
 from node.storage import Database, db as db_module
-
-
-async def _store(tmp_path) -> tuple[Database, JobStore]:
-    db = Database(str(tmp_path / "jobs.db"))
-    await db.open()
-    store = JobStore(db)
-    await store.start()
-    return db, store
+from tests.jobs.stores import open_store
 
 
 async def test_a_committed_finish_is_visible_even_when_its_saver_was_cancelled(tmp_path):
-    db, store = await _store(tmp_path)
+    db, store = await open_store(tmp_path)
     job = Job(id="j1", client="c", containers=["echo"])
     await store.save(job)
     job.finish([{"container": "echo", "output": 1}])
@@ -45,7 +37,7 @@ async def test_a_committed_finish_is_visible_even_when_its_saver_was_cancelled(t
 async def test_the_wal_stays_bounded_while_group_commits_leave_checkpoints_to_a_thread(tmp_path, monkeypatch):
     monkeypatch.setattr(db_module, "CHECKPOINT_INTERVAL", 0.0)
     monkeypatch.setattr(db_module, "CHECKPOINT_FORCE_FRAMES", 64)
-    db, store = await _store(tmp_path)
+    db, store = await open_store(tmp_path)
     payload = "x" * 3000  # about a page per row
     for batch in range(60):
         jobs = [Job(id=f"j{batch}-{i}", client="c", containers=["echo"]) for i in range(8)]
@@ -59,7 +51,7 @@ async def test_the_wal_stays_bounded_while_group_commits_leave_checkpoints_to_a_
 
 
 async def test_a_job_whose_submit_is_cancelled_after_its_commit_still_runs_to_its_end(tmp_path):
-    db, store = await _store(tmp_path)
+    db, store = await open_store(tmp_path)
     async with aiohttp.ClientSession() as session:
         orchestrator = Orchestrator({"echo": ContainerEndpoint("echo", "http://127.0.0.1:9")}, session, store,
                                     max_inflight=1)

@@ -14,10 +14,10 @@ import pytest
 from node.jobs.models import Job
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
-from node.jobs.store import JobStore
 from node.storage import Database
 from node.storage.prune import expiry_rules, prune_expired
 from tests.helpers import NodeProcess, workload_process
+from tests.jobs.stores import open_store
 
 
 @pytest.fixture
@@ -50,16 +50,8 @@ def test_interrupted_jobs_of_idempotent_containers_run_again_and_others_fail(tmp
     node.stop()
 
 
-async def _store(tmp_path) -> tuple[Database, JobStore]:
-    db = Database(str(tmp_path / "jobs.db"))
-    await db.open()
-    store = JobStore(db)
-    await store.start()
-    return db, store
-
-
 async def test_a_job_state_is_visible_only_after_its_commit(tmp_path):
-    db, store = await _store(tmp_path)
+    db, store = await open_store(tmp_path)
     job = Job(id="j1", client="c", containers=["echo"])
     await store.save(job)
     job.finish([{"container": "echo", "output": 1}])
@@ -73,7 +65,7 @@ async def test_a_job_state_is_visible_only_after_its_commit(tmp_path):
 
 
 async def test_finished_jobs_past_retention_are_pruned_and_running_ones_kept(tmp_path):
-    db, store = await _store(tmp_path)
+    db, store = await open_store(tmp_path)
     old = Job(id="old", client="c", containers=["echo"], updated_at=time.time() - 100)
     old.finish([{"container": "echo", "output": 1}])
     old.updated_at = time.time() - 100
@@ -118,7 +110,7 @@ class _Gate:
 
 
 async def test_a_stream_closed_before_it_ran_fails_its_job_and_settles_its_reservation(tmp_path):
-    db, store = await _store(tmp_path)
+    db, store = await open_store(tmp_path)
     gate = _Gate()
     async with aiohttp.ClientSession() as session:
         orchestrator = Orchestrator({"echo": ContainerEndpoint("echo", "http://127.0.0.1:9")}, session, store,
