@@ -124,9 +124,11 @@ def parse_json(raw: bytes, max_depth: int | None = None) -> Any:
     if not raw:
         raise ApiError(400, "Request body is empty; expected JSON")
     try:
-        return safejson.loads(raw, max_depth)
+        return safejson.loads(raw, max_depth, strict=True)
     except safejson.JsonTooDeep as exc:
         raise ApiError(400, f"Request body: {exc}", {"max_json_depth": exc.limit}) from None
+    except safejson.NonStandardJson as exc:
+        raise ApiError(400, f"Request body: {exc}") from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "Request body is not valid JSON") from None
 
@@ -208,6 +210,24 @@ def prefix_rate_limit(limiter: RateLimiter, prefixes: tuple[str, ...]) -> Callab
     return limit
 
 
+def refuse_compressed_body(request: web.Request) -> None:
+    """A compressed request body is refused (415) before a byte of it is read.
+
+    aiohttp would inflate it while reading (its parser runs before any limit of ours), so a
+    kilobyte on the wire became megabytes for the JSON pre-scan and `max_body_bytes` counted
+    the inflated size: a gzip bomb's inflation cost CPU on the event loop before anything could
+    refuse it. No client of the node's APIs (the Infernet and nullrun SDKs, CRE workers,
+    containers reporting status) compresses request bodies, so refusing costs nothing, where
+    capping the inflated size would still mean inflating on the event loop. The server also
+    runs with aiohttp's request decompression off (`TimedAppRunner`), so a body that slipped
+    past this check would reach a handler as the compressed bytes and fail to parse."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        request.protocol.close()  # no keep-alive: the rest of the body is never read
+        raise ApiError(415, f"Content-Encoding {encoding[:40]!r} is not accepted: send the request body "
+                       "uncompressed", {"content_encoding": encoding[:40]})
+
+
 def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
                      max_json_depth: int = safejson.DEFAULT_MAX_DEPTH) -> list:
     # Request ids: a per-process random prefix and a counter (unique, and cheaper than a uuid4,
@@ -220,6 +240,7 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
         request[REQUEST_ID] = request_id
         safejson.max_depth_var.set(max_json_depth)
         try:
+            refuse_compressed_body(request)
             if limiter.limit:
                 route = request.match_info.route.resource
                 canonical = route.canonical if route is not None else request.path

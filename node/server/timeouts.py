@@ -69,7 +69,8 @@ class TimedAppRunner(web.AppRunner):
 
     def __init__(self, app: web.Application, *, header_timeout: float, keepalive_timeout: float,
                  **kwargs: Any) -> None:
-        super().__init__(app, keepalive_timeout=keepalive_timeout, **kwargs)
+        # auto_decompress off: request bodies are never inflated (see http.refuse_compressed_body)
+        super().__init__(app, keepalive_timeout=keepalive_timeout, auto_decompress=False, **kwargs)
         self._handler_class = type("HeaderDeadlineHandler", (_HeaderDeadlineHandler,),
                                    {"header_timeout": header_timeout})
 
