@@ -53,7 +53,8 @@ from node.server.health import HealthApi
 from node.server.egress import EgressPolicy
 from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares, prefix_rate_limit
 from node.server.openapi import build_spec
-from node.server.timeouts import TimedAppRunner
+from node.server.clients import ClientAddresses, limit_key, parse_ip
+from node.server.timeouts import ConnectionCounter, TimedAppRunner
 from node.storage import Database
 from node.storage.prune import expiry_rules, prune_expired
 
@@ -86,6 +87,7 @@ class Node:
         self.supervisor = Supervisor(on_fatal=self._fatal)
         self._stack = AsyncExitStack()
         self._box: SecretBox | None = None
+        self.clients = ClientAddresses(config.server.trusted_proxies)  # who a request's client is
         # Metrics, the operator status endpoint/page and the problem watchdog (one registry per node).
         self.observe = Observability(self) if config.observe.enabled else None
 
@@ -173,7 +175,7 @@ class Node:
         limiter = RateLimiter(self.config.server.rate_limit, exempt={("PUT", "/api/status")})
         auth_limiter = RateLimiter(self.config.server.auth_rate_limit)
         app = web.Application(
-            middlewares=[*make_middlewares(shapes, limiter, self.config.server.max_json_depth),
+            middlewares=[*make_middlewares(shapes, limiter, self.config.server.max_json_depth, self.clients),
                          prefix_rate_limit(auth_limiter, (f"{gateway_api.PREFIX}/auth/", "/api/auth/")),
                          *([self.gateway.binding.middleware] if self.gateway is not None else [])],
             client_max_size=self.config.server.max_body_bytes,
@@ -295,9 +297,13 @@ class Node:
 
     async def _start_server(self) -> None:
         server = self.config.server
+        connections = ConnectionCounter(
+            server.max_connections_per_ip,
+            lambda peer: None if self.clients.is_proxy(parse_ip(peer)) else limit_key(peer))
         self.runner = TimedAppRunner(self.build_app(), header_timeout=server.header_timeout,
-                                     keepalive_timeout=server.keepalive_timeout, access_log=None,
-                                     handle_signals=False, shutdown_timeout=2.0)
+                                     keepalive_timeout=server.keepalive_timeout, body_timeout=server.body_timeout,
+                                     body_min_rate=server.body_min_rate, connections=connections,
+                                     access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         self._stack.push_async_callback(self.runner.cleanup)
         site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)

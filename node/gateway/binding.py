@@ -18,7 +18,7 @@ from node.gateway.auth import GatewayAuth
 from node.gateway.replay import ReplayGuard
 from node.gateway.store import GatewayStore
 from node.logs import get_logger
-from node.server.http import ApiError
+from node.server.http import ApiError, client_ip
 
 log = get_logger(__name__)
 
@@ -43,7 +43,7 @@ class JobBinding:
         raw = await request.read()
         signature = request.headers.get("X-Signature")
         if "X-API-Key" not in request.headers or signature is None:
-            log.warning("gateway.unauthenticated_binding", path=request.path, client=request.remote)
+            log.warning("gateway.unauthenticated_binding", path=request.path, client=client_ip(request))
             raise ApiError(401, f"{WORKFLOW_HEADER} needs a signed API key of the workflow's org "
                                 "(X-API-Key, X-Signature, X-Signature-Timestamp over the body)")
         key = await self._auth.sdk(request, raw)

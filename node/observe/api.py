@@ -2,8 +2,9 @@
 document: containers, jobs, chain, subsystems, problems), `GET /api/node/jobs` (recent jobs),
 and the status page at `/` that renders them.
 
-They show the node's internals (wallet, budgets, errors), so they answer only to loopback
-clients, or to anyone presenting `Authorization: Bearer <server.admin_token>`. The page itself
+They show the node's internals (wallet, budgets, errors), so they answer only to direct
+loopback clients (not through a trusted proxy, no forwarding header: node/server/clients.py),
+or to anyone presenting `Authorization: Bearer <server.admin_token>`. The page itself
 is static and holds nothing; its requests carry the token the operator types in.
 """
 
@@ -24,6 +25,7 @@ from node.observe.metrics import NodeMetrics
 from node.observe.queries import recent_jobs
 from node.observe.sampler import Sampler
 from node.observe.watchdog import Watchdog
+from node.server.clients import client_of
 from node.server.http import ApiError, ApiFamily, json_response, query_limit
 from node.storage import Database
 
@@ -45,10 +47,12 @@ class OperatorAccess:
         self._token = admin_token.encode() if admin_token else None
 
     def check(self, request: web.Request) -> None:
-        if is_loopback(request.remote):
+        client = client_of(request)
+        if client.direct and is_loopback(client.ip):  # a proxy on the host makes everyone loopback
             return
         if self._token is None:
-            raise ApiError(403, "Operator endpoints answer only on loopback (set server.admin_token to allow others)")
+            raise ApiError(403, "Operator endpoints answer only direct loopback connections (set server.admin_token "
+                           "to allow others, or to reach them through a proxy)")
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
         if not given:
             raise ApiError(401, "Operator token required: Authorization: Bearer <server.admin_token>")

@@ -7,6 +7,7 @@ fails; the node here runs as its own process (no containers), as a user meets it
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 import time
 
@@ -76,3 +77,172 @@ def test_nan_and_infinity_literals_in_a_request_body_are_a_400_naming_the_litera
             "(numbers must be finite)", resp.body
     resp = edge.http().post("/api/jobs", raw=b'{"containers": ["none"], "data": {"x": "NaN", "y": 1.5}}')
     assert resp.json["error"] == "Container not supported", resp.body  # parsed: "NaN" and 1.5 are fine
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    proc = NodeProcess(tmp_path_factory.mktemp("limited"), [], extra={
+        "manage_containers": False,
+        "server": {"body_timeout": 3, "max_connections_per_ip": 4, "header_timeout": 5}})
+    proc.start(60)
+    yield proc
+    proc.stop()
+
+
+def _trickle(port: int, chunk: bytes, every: float, length: int = 100_000, give_up: float = 10) -> tuple[bytes, float]:
+    """POST /api/jobs declaring `length` bytes, then send `chunk` every `every` seconds until
+    the node answers or closes. Returns (what the node sent, seconds until then)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    started = time.monotonic()
+    received = b""
+    try:
+        sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n{" % length)
+        sock.settimeout(every)
+        while time.monotonic() - started < give_up:
+            try:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                received += data
+            except socket.timeout:
+                pass
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                break
+        return received, time.monotonic() - started
+    finally:
+        sock.close()
+
+
+def test_a_body_trickled_a_byte_at_a_time_is_refused_with_408_and_the_connection_closed(edge):
+    received, took = _trickle(edge.port, b" ", every=0.3)  # the defaults: at least 1024 bytes/s after 2 s
+    assert received.startswith(b"HTTP/1.1 408 "), received[:300]
+    assert b"slower than 1024 bytes/s" in received and b"Connection: close" in received
+    assert took < 5, f"the node waited {took:.1f}s for a body arriving at 3 bytes/s"
+    assert edge.http().get("/health").status == 200
+
+
+def test_a_body_sent_steadily_but_never_finished_is_refused_at_the_body_timeout(limited):
+    received, took = _trickle(limited.port, b" " * 2048, every=0.1, length=50_000_000)  # 20 KB/s, 40 min
+    assert received.startswith(b"HTTP/1.1 408 "), received[:300]
+    assert b"not complete within 3s" in received
+    assert 2.5 < took < 6
+
+
+def test_one_address_cannot_hold_more_than_max_connections_per_ip(limited):
+    held = [socket.create_connection(("127.0.0.1", limited.port), timeout=5) for _ in range(4)]
+    try:
+        extra = socket.create_connection(("127.0.0.1", limited.port), timeout=5)
+        answer = extra.recv(4096)
+        extra.close()
+        assert answer.startswith(b"HTTP/1.1 429 "), answer
+        assert b"Too many connections from this address" in answer
+        assert Http(limited.port, source="127.0.0.2").get("/health").status == 200  # another client is served
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while True:  # the closed connections are given back
+        try:
+            if limited.http().get("/health", timeout=2).status == 200:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the address stayed over its cap after closing its connections"
+        time.sleep(0.1)
+
+
+def test_a_connection_that_never_sends_a_byte_is_closed_at_the_header_timeout(limited):
+    sock = socket.create_connection(("127.0.0.1", limited.port), timeout=10)
+    started = time.monotonic()
+    try:
+        assert sock.recv(1) == b""
+        assert 4 < time.monotonic() - started < 8  # header_timeout is 5 s
+    finally:
+        sock.close()
+
+
+# -- who the client is: proxies, the operator, IPv6 -------------------------------------------
+
+
+def test_behind_an_undeclared_proxy_a_forwarded_request_does_not_pass_for_the_operator(edge):
+    assert edge.http().get("/api/node/status").status == 200  # the operator on the host, directly
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+        value = "for=203.0.113.9" if header == "Forwarded" else "203.0.113.9"
+        resp = edge.http().get("/api/node/status", headers={header: value})
+        assert resp.status == 403, (header, resp.body)
+        assert edge.http().get("/metrics", headers={header: value}).status == 403
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    proc = NodeProcess(tmp_path_factory.mktemp("proxied"), [], extra={
+        "manage_containers": False,
+        "server": {"trusted_proxies": ["127.0.0.1/32"], "admin_token": "operator-token",
+                   "rate_limit": {"num_requests": 3, "period": 60}}})
+    proc.start(60)
+    yield proc
+    proc.stop()
+
+
+def _via_proxy(node: NodeProcess, client: str, path: str = "/info", source: str = "127.0.0.1", **kw) -> Response:
+    headers = {"X-Forwarded-For": client, **kw.pop("headers", {})}
+    return Http(node.port, source=source).request(kw.pop("method", "GET"), path, headers=headers, **kw)
+
+
+def test_with_a_trusted_proxy_on_the_host_the_operator_endpoints_need_the_token(proxied):
+    for forwarded in ("203.0.113.9", "127.0.0.1"):  # an outsider, or a local client, through the proxy
+        assert _via_proxy(proxied, forwarded, "/api/node/status").status == 401
+    assert proxied.http().get("/api/node/status").status == 401  # loopback is the proxy's address now
+    resp = _via_proxy(proxied, "203.0.113.9", "/api/node/status", headers={"Authorization": "Bearer operator-token"})
+    assert resp.status == 200
+
+
+def test_rate_limits_count_the_client_a_trusted_proxy_names_and_ignore_the_header_from_others(proxied):
+    for _ in range(3):
+        assert _via_proxy(proxied, "198.51.100.7", "/health").status == 200
+    assert _via_proxy(proxied, "198.51.100.7", "/health").status == 429
+    # A client cannot pick its own bucket by writing the header itself: the proxy appends.
+    assert _via_proxy(proxied, "192.0.2.1, 198.51.100.7", "/health").status == 429
+    assert _via_proxy(proxied, "198.51.100.8", "/health").status == 200  # another client behind the proxy
+    # From an address that is not a proxy, the header is ignored: every request is 127.0.0.3's.
+    answers = [_via_proxy(proxied, f"198.51.100.{i}", "/health", source="127.0.0.3").status for i in range(20, 24)]
+    assert answers == [200, 200, 200, 429]
+
+
+def test_ipv6_clients_are_rate_limited_per_64_not_per_address(proxied):
+    for address in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:fffe"):  # one /64
+        assert _via_proxy(proxied, address, "/health").status == 200
+    assert _via_proxy(proxied, "2001:db8:1:2:abcd::9", "/health").status == 429
+    assert _via_proxy(proxied, "2001:db8:1:3::1", "/health").status == 200  # the next /64 is someone else
+
+
+def test_a_status_report_relayed_by_a_trusted_proxy_is_judged_by_the_real_client(proxied):
+    report = {"id": "relayed-1", "status": "success", "containers": ["x"], "data": {}}
+    resp = _via_proxy(proxied, "203.0.113.5", "/api/status", method="PUT", body=report)
+    assert resp.status == 403, resp.body  # the proxy is loopback; the client behind it is not a container
+
+
+def test_the_client_address_is_decided_once_from_peer_and_trusted_forwarding():
+    from multidict import CIMultiDict
+
+    from node.server.clients import ClientAddresses, limit_key
+
+    def resolve(peer: str, *xff: str, proxies=("10.0.0.0/8",)):
+        return ClientAddresses(proxies).resolve(peer, CIMultiDict([("X-Forwarded-For", v) for v in xff]))
+
+    assert resolve("192.0.2.1", "198.51.100.1").ip == "192.0.2.1"  # not a proxy: header ignored
+    assert resolve("192.0.2.1", "198.51.100.1").direct is False  # ... and not direct either
+    assert resolve("192.0.2.1").direct is True
+    assert resolve("10.0.0.2", "6.6.6.6, 198.51.100.1").ip == "198.51.100.1"  # rightmost untrusted
+    assert resolve("10.0.0.2", "198.51.100.1, 10.0.0.9").ip == "198.51.100.1"  # through two proxies
+    assert resolve("10.0.0.2", "198.51.100.1", "10.0.0.9").ip == "198.51.100.1"  # header given twice
+    assert resolve("10.0.0.2", "6.6.6.6, garbage, 10.0.0.9").ip == "10.0.0.9"  # unreadable: stop there
+    assert resolve("10.0.0.2").ip == "10.0.0.2"  # a proxy that names nobody is the client
+    assert resolve("::ffff:192.0.2.7").ip == "192.0.2.7"
+    assert resolve("10.0.0.2", "[2001:db8::1]").ip == "10.0.0.2"  # bracketed forms are not addresses
+    assert limit_key("2001:db8:1:2::1") == limit_key("2001:db8:1:2:ffff::") == "2001:db8:1:2::/64"
+    assert limit_key("2001:db8:1:3::1") != limit_key("2001:db8:1:2::1")
+    assert limit_key("::ffff:192.0.2.7") == limit_key("192.0.2.7") == "192.0.2.7"
