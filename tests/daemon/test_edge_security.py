@@ -246,3 +246,62 @@ def test_the_client_address_is_decided_once_from_peer_and_trusted_forwarding():
     assert limit_key("2001:db8:1:2::1") == limit_key("2001:db8:1:2:ffff::") == "2001:db8:1:2::/64"
     assert limit_key("2001:db8:1:3::1") != limit_key("2001:db8:1:2::1")
     assert limit_key("::ffff:192.0.2.7") == limit_key("192.0.2.7") == "192.0.2.7"
+
+
+# -- webhook egress: only explicitly global unicast ------------------------------------------
+
+NOT_GLOBAL = {
+    "IPv4-compatible loopback": "::7f00:1",
+    "IPv4-compatible public (deprecated form)": "::808:808",
+    "SIIT-translated loopback": "::ffff:0:7f00:1",
+    "IPv4-mapped loopback": "::ffff:127.0.0.1",
+    "IPv4-mapped metadata": "::ffff:169.254.169.254",
+    "NAT64 of a private address": "64:ff9b::a00:1",
+    "local-use NAT64": "64:ff9b:1::808:808",
+    "6to4 of a private address": "2002:c0a8:101::1",
+    "Teredo": "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    "site-local": "fec0::1",
+    "unique local": "fd00:ec2::254",
+    "link-local": "fe80::1",
+    "multicast": "ff02::1",
+    "global multicast": "ff0e::1",
+    "documentation": "2001:db8::1",
+    "documentation (3fff::/20)": "3fff::1",
+    "discard-only": "100::1",
+    "unspecified": "::",
+    "loopback": "::1",
+    "outside 2000::/3": "4000::1",
+    "IPv4 documentation": "203.0.113.7",
+    "IPv4 shared address space": "100.64.0.1",
+    "IPv4 benchmarking": "198.18.0.1",
+    "IPv4 broadcast": "255.255.255.255",
+}
+GLOBAL = ["8.8.8.8", "2606:4700:4700::1111", "2001:4860:4860::8888", "64:ff9b::808:808", "2002:808:808::1"]
+
+
+@pytest.mark.parametrize("form", NOT_GLOBAL)
+async def test_a_webhook_to_an_address_that_is_not_global_unicast_is_refused(form):
+    from node.server.egress import EgressDenied, EgressPolicy
+
+    address = NOT_GLOBAL[form]
+
+    async def lookup(host: str, port: int) -> list[str]:
+        return [address]
+
+    policy = EgressPolicy([], lookup=lookup)
+    assert not policy.address_allowed(address)
+    host = f"[{address}]" if ":" in address else address
+    with pytest.raises(EgressDenied):
+        await policy.check_url(f"http://{host}/hook")  # as a literal in the URL
+    with pytest.raises(EgressDenied):
+        await policy.check_url("http://hook.example.com/hook")  # as the name's DNS answer
+
+
+async def test_global_unicast_webhooks_stay_allowed_and_the_operator_can_allow_a_private_network():
+    from node.server.egress import EgressPolicy
+
+    for address in GLOBAL:
+        assert EgressPolicy([]).address_allowed(address), address
+    allowed = EgressPolicy(["127.0.0.0/8"])
+    assert allowed.address_allowed("::ffff:127.0.0.1") and allowed.address_allowed("127.0.0.1")
+    assert not allowed.address_allowed("10.0.0.1")
