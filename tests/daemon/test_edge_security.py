@@ -124,6 +124,21 @@ def test_a_body_trickled_a_byte_at_a_time_is_refused_with_408_and_the_connection
     assert edge.http().get("/health").status == 200
 
 
+def test_a_body_sent_slowly_but_above_the_minimum_rate_is_read_whole(edge):
+    body = b'{"containers": ["none"], "data": "' + b"x" * 9000 + b'"}'
+    sock = socket.create_connection(("127.0.0.1", edge.port), timeout=10)
+    try:
+        sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body), 600):  # 3,000 bytes/s for 3 s
+            sock.sendall(body[i:i + 600])
+            time.sleep(0.2)
+        answer = sock.recv(65536)
+    finally:
+        sock.close()
+    assert b"Container not supported" in answer, answer[:300]  # parsed: the body arrived whole
+
+
 def test_a_body_sent_steadily_but_never_finished_is_refused_at_the_body_timeout(limited):
     received, took = _trickle(limited.port, b" " * 2048, every=0.1, length=50_000_000)  # 20 KB/s, 40 min
     assert received.startswith(b"HTTP/1.1 408 "), received[:300]
