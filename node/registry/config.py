@@ -45,7 +45,8 @@ class RegistryConfig(ConfigModel):
     enabled: bool = True
     chain_id: int = Field(1, ge=1, description="chainId of the registry's EIP-712 domain")
     oracles: list[LowerAddress] = Field(default_factory=list, description="Addresses whose oracle signatures count")
-    relayers: list[LowerAddress] = Field(default_factory=list, description="Addresses allowed to submit executions")
+    relayers: list[LowerAddress] = Field(default_factory=list,
+                                         description="Addresses whose signatures count for inputs and executions")
     relayer_key: SecretStr | None = Field(None, description="The node's relayer key; unset: no cron relaying")
     oracle_max_age: float = Field(300.0, gt=0)
     nonce_ttl: float = Field(300.0, gt=0)
@@ -69,6 +70,8 @@ class RegistryConfig(ConfigModel):
     min_cron_period: float = Field(60.0, ge=1, description="Shortest gap between two ticks of a cron config, seconds")
     max_configs_per_project: int = Field(20, ge=1, description="Live (not deleted) configs one project may have")
     max_input_bytes: int = Field(131072, ge=1024, description="Largest body POST /api/tasks/{id}/inputs reads")
+    # Each oracle answer costs a signature recovery (milliseconds of CPU each without coincurve).
+    max_oracle_responses: int = Field(32, ge=1, description="Oracle responses one POST …/inputs may carry in all")
     input_rate_limit: RateLimitConfig = Field(
         default_factory=lambda: RateLimitConfig(num_requests=120, period=60.0),
         description="Requests per client IP to POST /api/tasks/{id}/inputs; num_requests 0: no limit")

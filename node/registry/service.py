@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -194,6 +195,10 @@ class RegistryService:
         """Inputs come from someone entitled to give them: a relayer's signature of
         {taskId, configId, trigger, rawInputs} (rawInputs as sent), or the bearer of a member of
         the config's project (`account`). Checked before any oracle signature is."""
+        answers = sum(len(item.responses) for items in body.rawInputs.values() for item in items)
+        if answers > self.config.max_oracle_responses:
+            raise Invalid(f"rawInputs: {answers} oracle responses; this node checks at most "
+                          f"{self.config.max_oracle_responses} per request (registry.max_oracle_responses)")
         trigger = body.trigger.model_dump()
         if body.signature is not None:
             raw_sent = body.model_dump(exclude_unset=True)["rawInputs"]
@@ -211,8 +216,9 @@ class RegistryService:
                             "signature")
         if not await self.config_usable(config):
             raise Unauthenticated("Invalid config signature")
-        result = aggregate(body.rawInputs, self.oracles, config["requriedOracleConfirmations"],
-                           self.config.oracle_max_age)
+        # Signature recovery is CPU work: off the event loop, bounded by max_oracle_responses.
+        result = await asyncio.to_thread(aggregate, body.rawInputs, self.oracles,
+                                         config["requriedOracleConfirmations"], self.config.oracle_max_age)
         raw = {q: [item.model_dump() for item in items] for q, items in body.rawInputs.items()}
         row = await self.store.add_input(task_id, body.configId, trigger, raw, result.inputs, result.proofs,
                                          result.count)

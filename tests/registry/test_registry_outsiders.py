@@ -214,6 +214,18 @@ async def test_an_oversized_input_is_refused_and_not_stored(reg):
     assert await reg.inputs(config_id) == 0
 
 
+async def test_an_input_with_more_oracle_answers_than_the_cap_is_refused_before_any_is_checked(reg):
+    project_id, task_id, owner = await reg.project()
+    config_id = (await reg.config(project_id, task_id, EVENT))["configId"]
+    answer = oracle_response(ORACLES[0], "getPrice", [TOKEN_IN], 2.0)
+    many = {"getPrice": [{"params": [TOKEN_IN], "responses": [answer] * 33}]}  # 33 signature recoveries
+    refused = await reg.http.post(f"/api/tasks/{task_id}/inputs", json=input_body(task_id, config_id, many),
+                                  headers=owner)
+    assert refused.status == 400, await refused.text()
+    assert "registry.max_oracle_responses" in (await refused.json())["message"]
+    assert await reg.inputs(config_id) == 0
+
+
 async def test_inputs_are_rate_limited_per_client(registry_factory):
     reg = await registry_factory(input_rate_limit={"num_requests": 3, "period": 60})
     project_id, task_id, owner = await reg.project()
