@@ -64,12 +64,15 @@ class CronRelayer:
         self._crons: dict[str, Cron] = {}  # configs whose cron passed the checks
         self._broken: set[str] = set()  # configs whose trigger cannot be run here (reported once)
         self._reported: set[str] = set()  # configs refused or failing, reported once until they run again
+        self._recovered = False
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
-        await self._step("recover", self.recover)
+        if not self._recovered:  # once per relayer: a supervisor restart of run() must not rerun them
+            await self._step("recover", self.recover)
+            self._recovered = True
         while not self._stop.is_set():
             await self._step("cron", self._once)
             if self._service.config.auction_seconds:
