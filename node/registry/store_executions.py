@@ -63,12 +63,13 @@ class ExecutionStore:
         return True
 
     async def finish_claim(self, input_id: str) -> None:
-        await self.db.execute("UPDATE reg_node_claims SET finished_at = ? WHERE input_id = ?", (time.time(), input_id))
+        """The claim's run ended: what it needed is dropped (its input row stays, the claim)."""
+        await self.db.execute("DELETE FROM reg_node_claims WHERE input_id = ?", (input_id,))
 
     async def open_claims(self, claimed_before: float) -> list[dict[str, Any]]:
         """Claims whose run never ended (the process stopped during it), oldest first."""
-        rows = await self.db.fetchall("SELECT input_id, run FROM reg_node_claims WHERE finished_at IS NULL"
-                                      " AND claimed_at < ? ORDER BY claimed_at", (claimed_before,))
+        rows = await self.db.fetchall("SELECT input_id, run FROM reg_node_claims WHERE claimed_at < ?"
+                                      " ORDER BY claimed_at", (claimed_before,))
         return [{"inputId": r[0], "run": json.loads(r[1])} for r in rows]
 
     async def executed_by(self, input_id: str, relayer: str) -> bool:
