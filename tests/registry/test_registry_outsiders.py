@@ -340,6 +340,19 @@ def test_a_relayed_task_must_name_whose_configs_the_node_runs():
     assert RegistryConfig.model_validate({"tasks": {CID: {"containers": ["s"], "owners": [OWNER.address]}}})
 
 
+def test_a_route_names_configs_by_project_or_by_owner_or_everyone():
+    def route(**allow):
+        return RegistryService(None, RegistryConfig.model_validate(
+            {"tasks": {CID: {"containers": ["s"], **allow}}})).route_for
+    config = {"cid": CID, "projectId": "project_a", "owner": OWNER.address}
+    assert route(projects=["project_a"])(config) == ["s"]
+    assert route(projects=["project_b"])(config) is None
+    assert route(owners=[OWNER.address.lower()])(config) == ["s"]
+    assert route(owners=[STRANGER.address])(config) is None
+    assert route(anyone=True)(config) == ["s"]
+    assert route(anyone=True)({**config, "cid": "bafyother"}) is None
+
+
 async def test_the_relayer_runs_only_the_configs_of_allowed_owners_or_projects(registry_factory):
     reg = await registry_factory(tasks={CID: {"containers": ["strategy"], "owners": [OWNER.address]}})
     mine = await reg.project(OWNER)
@@ -354,6 +367,19 @@ async def test_the_relayer_runs_only_the_configs_of_allowed_owners_or_projects(r
         await asyncio.sleep(0.4)
     await asyncio.gather(*relayer._tasks)
     assert orchestrator.calls and {c["configId"] for c in orchestrator.calls} == {allowed["configId"]}
+
+
+async def test_the_event_watcher_follows_only_the_configs_of_allowed_owners(registry_factory):
+    from node.registry.config import RegistryChain
+    from node.registry.watcher import EventWatcher
+
+    reg = await registry_factory(tasks={CID: {"containers": ["strategy"], "owners": [OWNER.address]}})
+    mine, theirs = await reg.project(OWNER), await reg.project(STRANGER)
+    allowed = await reg.config(mine[0], mine[1], EVENT)
+    await reg.config(theirs[0], theirs[1], {"event": {"chainId": 1, "address": "0x" + "99" * 20}}, signer=STRANGER)
+    watcher = EventWatcher(reg.service, FakeOrchestrator(), 1, RegistryChain(rpc_url="http://127.0.0.1:9"))
+    assert [c["configId"] for c, _, _ in await watcher._configs()] == [allowed["configId"]]
+    assert await watcher._addresses() == [TOKEN_IN]
 
 
 async def test_a_cron_firing_more_often_than_the_minimum_period_is_refused_naming_the_field(registry_factory):

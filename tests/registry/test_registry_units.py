@@ -37,6 +37,17 @@ def test_six_field_cron_seconds_first():
             Cron.parse(bad)
 
 
+def test_a_crons_shortest_gap_and_whether_it_fires_within_a_year():
+    now = ts(2026, 12, 4, 12, 0, 0)
+    gaps = {"* * * * * *": 1, "*/2 * * * * *": 2, "0 */5 * * * *": 300, "0 0 * * * *": 3600,
+            "0,1 0 0 1 1 *": 1, "50 59 23 * * *": 86400, "0 0,59 0,23 * * *": 60, "0 0 0 * * 1-5": 86400}
+    for text, gap in gaps.items():
+        assert Cron.parse(text).shortest_gap(now) == gap, text
+    assert not Cron.parse("0 0 0 30 2 *").fires_within(now)
+    assert Cron.parse("0 0 0 29 2 *").fires_within(ts(2027, 3, 1, 0, 0, 0))  # 2028-02-29 is within a year
+    assert not Cron.parse("0 0 0 29 2 *").fires_within(now)  # 2028-02-29 is not
+
+
 def test_output_names_follow_the_seed():
     assert output_name("getPrice") == "prices"
     assert output_name("getRelevantTokens") == "relevantTokens"
