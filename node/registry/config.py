@@ -71,6 +71,7 @@ class RegistryConfig(ConfigModel):
     max_configs_per_project: int = Field(20, ge=1, description="Live (not deleted) configs one project may have")
     max_input_bytes: int = Field(131072, ge=1024, description="Largest body POST /api/tasks/{id}/inputs reads")
     # Each oracle answer costs a signature recovery (milliseconds of CPU each without coincurve).
+    max_proposals_per_intent: int = Field(50, ge=1, description="Solver proposals one intent keeps (409 after)")
     max_oracle_responses: int = Field(32, ge=1, description="Oracle responses one POST …/inputs may carry in all")
     input_rate_limit: RateLimitConfig = Field(
         default_factory=lambda: RateLimitConfig(num_requests=120, period=60.0),

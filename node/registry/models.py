@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from node.canonical import stable_json
 from node.fields import ADDRESS_PATTERN as ADDRESS
 from node.fields import HEX32_PATTERN
 from node.fields import HEX_BYTES_PATTERN as HEX
@@ -255,10 +256,21 @@ class ExecutionSubmit(_Body):
     logs: list[LogLine] = Field(default_factory=list, max_length=1000)
 
 
+PROPOSAL_DATA_BYTES = 4096
+
+
 class ProposalSubmit(_Body):
     solver: str = Field(pattern=ADDRESS)
+    # Anyone with a fresh key may propose: what one proposal stores is bounded.
     data: dict[str, Any]
     signature: str = Field(pattern=SIGNATURE)
+
+    @field_validator("data")
+    @classmethod
+    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(stable_json(value).encode()) > PROPOSAL_DATA_BYTES:
+            raise ValueError(f"larger than {PROPOSAL_DATA_BYTES} bytes as canonical JSON")
+        return value
 
 
 class SignRequest(_Body):

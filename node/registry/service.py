@@ -280,7 +280,11 @@ class RegistryService:
                 raise Invalid("data.amountOut: a decimal string is required for a swap proposal")
             if int(amount_out) < int(intent["data"]["minAmountOut"]):
                 raise Invalid("data.amountOut: below the intent's minAmountOut")
-        proposal_id = await self.store.add_proposal(intent_id_, body.solver, body.data, body.signature)
+        proposal_id = await self.store.add_proposal(intent_id_, body.solver, body.data, body.signature,
+                                                    self.config.max_proposals_per_intent)
+        if proposal_id == "full":
+            raise Conflict(f"Intent {intent_id_} has {self.config.max_proposals_per_intent} proposals, the most this "
+                           "node keeps (registry.max_proposals_per_intent)")
         if proposal_id is None:
             raise Conflict(f"Solver {body.solver} already proposed for this intent")
         return {"proposalId": proposal_id, "intentId": intent_id_, "status": "proposed"}

@@ -204,10 +204,16 @@ class ExecutionStore:
                 "events": [{"timestamp": int(e["timestamp"]), "level": e["level"], "message": e["message"]}
                            for e in events]}
 
-    async def add_proposal(self, intent_id: str, solver: str, data: dict, signature: str) -> str | None:
+    async def add_proposal(self, intent_id: str, solver: str, data: dict, signature: str,
+                           max_proposals: int | None = None) -> str | None:
+        """The new proposal's id, None when the solver proposed before, or 'full' when the
+        intent already has `max_proposals` (counted in the same transaction)."""
         proposal_id, now = new_id("proposal"), time.time()
 
         def op(conn: sqlite3.Connection) -> str | None:
+            if max_proposals is not None and conn.execute("SELECT COUNT(*) FROM reg_proposals WHERE intent_id = ?",
+                                                          (intent_id,)).fetchone()[0] >= max_proposals:
+                return "full"
             try:
                 conn.execute("INSERT INTO reg_proposals (id, intent_id, solver, data, signature, created_at)"
                              " VALUES (?, ?, ?, ?, ?, ?)", (proposal_id, intent_id, solver, json.dumps(data), signature, now))

@@ -430,3 +430,33 @@ async def test_relayer_jobs_pass_the_orchestrators_admission_gates(reg, caplog):
         await CronRelayer(reg.service, orchestrator)._fire(config, ["strategy"], 1_700_000_000)
     assert gate.seen == ["registry"] and await reg.executions(task_id) == 0
     assert [r.getMessage() for r in caplog.records].count("registry.job_refused") == 1
+
+
+# -- solvers: anyone with a fresh key may propose, so what one intent keeps is bounded ---------------------
+
+
+async def test_an_intent_keeps_a_bounded_number_of_proposals_of_bounded_size(registry_factory):
+    reg = await registry_factory(max_proposals_per_intent=3)
+    project_id, task_id, owner = await reg.project()
+    config_id = (await reg.config(project_id, task_id, EVENT))["configId"]
+    given = await reg.http.post(f"/api/tasks/{task_id}/inputs", json=input_body(task_id, config_id, prices()),
+                                headers=owner)
+    input_id = (await given.json())["inputId"]
+    intents = [{"type": "transfer", "data": {"from": TOKEN_IN, "to": TOKEN_IN, "chainId": 1, "token": TOKEN_IN,
+                                             "amount": "5"}}]
+    payload = {"taskId": task_id, "inputId": input_id, "intents": intents, "logs": []}
+    executed = await reg.http.post(f"/api/tasks/{task_id}/executions", json={
+        "inputId": input_id, "intents": intents, "signature": sign_digest(RELAYER, payload)})
+    intent_id = (await executed.json())["intents"][0]["intentId"]
+
+    async def propose(data: dict):
+        solver = Account.create()  # a fresh key per proposal costs an attacker nothing
+        return await reg.http.post(f"/api/intents/{intent_id}/proposals", json={
+            "solver": solver.address, "data": data,
+            "signature": sign_digest(solver, {"intentId": intent_id, "solver": solver.address, "data": data})})
+
+    big = await propose({"note": "x" * 5000})
+    assert big.status == 400 and "data" in (await big.json())["message"]
+    assert [(await propose({"n": i})).status for i in range(4)] == [201, 201, 201, 409]
+    kept = (await reg.db.fetchone("SELECT COUNT(*) FROM reg_proposals WHERE intent_id = ?", (intent_id,)))[0]
+    assert kept == 3
