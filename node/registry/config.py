@@ -74,7 +74,7 @@ class RegistryConfig(ConfigModel):
     max_proposals_per_intent: int = Field(50, ge=1, description="Solver proposals one intent keeps (409 after)")
     max_oracle_responses: int = Field(32, ge=1, description="Oracle responses one POST …/inputs may carry in all")
     input_rate_limit: RateLimitConfig = Field(
-        default_factory=lambda: RateLimitConfig(num_requests=120, period=60.0),
+        default_factory=lambda: RateLimitConfig(num_requests=60, period=60.0),
         description="Requests per client IP to POST /api/tasks/{id}/inputs; num_requests 0: no limit")
 
     @field_validator("chains", mode="before")
