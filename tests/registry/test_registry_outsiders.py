@@ -460,3 +460,33 @@ async def test_an_intent_keeps_a_bounded_number_of_proposals_of_bounded_size(reg
     assert [(await propose({"n": i})).status for i in range(4)] == [201, 201, 201, 409]
     kept = (await reg.db.fetchone("SELECT COUNT(*) FROM reg_proposals WHERE intent_id = ?", (intent_id,)))[0]
     assert kept == 3
+
+
+async def test_an_event_claimed_before_a_crash_is_run_again_at_start_with_the_same_event(reg):
+    from node.registry.config import RegistryChain
+    from node.registry.watcher import EventWatcher
+
+    project_id, task_id, owner = await reg.project()
+    config = {**await reg.config(project_id, task_id, EVENT), "cid": CID, "owner": OWNER.address}
+    stuck = FakeOrchestrator(hold=asyncio.Event())
+    watcher = EventWatcher(reg.service, stuck, 1, RegistryChain(rpc_url="http://127.0.0.1:9"))
+    entry = {"address": TOKEN_IN, "topics": [], "data": "0x", "blockNumber": 5, "blockHash": "0x" + "cd" * 32,
+             "transactionHash": "0x" + "ef" * 32, "logIndex": 3}
+    await watcher._claim(config, ["strategy"], entry)
+    while not stuck.calls:
+        await asyncio.sleep(0.01)
+    for run in watcher._runs:
+        run.cancel()  # the process dies with the job running
+    await asyncio.gather(*watcher._runs, return_exceptions=True)
+    await asyncio.sleep(0.01)
+    orchestrator = FakeOrchestrator()
+    relayer = CronRelayer(reg.service, orchestrator)
+    running = asyncio.create_task(relayer.run())
+    deadline = time.monotonic() + 3
+    while await reg.executions(task_id) == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    relayer.stop()
+    await running
+    assert [c["event"] for c in orchestrator.calls] == [entry] and await reg.executions(task_id) == 1
+    assert await watcher._store.claim(task_id, config["configId"], orchestrator.calls[0]["trigger"], {}, {},
+                                      {}, block=(5, "0x" + "cd" * 32)) is None  # the event stays claimed once
