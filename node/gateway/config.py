@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from node.fields import ConfigModel, Network, context_env, env_flag
 
@@ -48,6 +48,8 @@ class OAuthConfig(ConfigModel):
 
 
 class ModelPrice(ConfigModel):
+    model_config = ConfigDict(**ConfigModel.model_config, allow_inf_nan=False)
+
     input_usd_per_1k: float = Field(0.0, ge=0)
     output_usd_per_1k: float = Field(0.0, ge=0)
 

@@ -1,5 +1,6 @@
 """What the gateway API's request bodies (`/api/v1`) share: strict parsing (unknown fields are
-errors), the id and email patterns, roles, and reading a body (the reading steps `@body` runs
+errors, and so are non-finite numbers: `Infinity`, `NaN` or `1e999` as a cost or budget would
+poison every sum and comparison it meets), the id and email patterns, roles, and reading a body (the reading steps `@body` runs
 before parsing, so the caller is checked before the body is judged). Each resource's
 models live with its handlers."""
 
@@ -19,7 +20,7 @@ EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 async def read_body(_api: Any, request: web.Request) -> Any:
