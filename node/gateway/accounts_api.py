@@ -1,11 +1,15 @@
-"""Sign-up and sign-in of gateway users: password registration, login, and OAuth sign-up (with proof)."""
+"""Sign-up and sign-in of gateway users: password registration, login, and OAuth sign-up (with proof).
+
+Registration is open by default (the SDK's flow: sign up, get an API key). An operator who
+closes it (`gateway.open_registration: false`) keeps outsiders from making orgs on the node at
+all: registering is then 403, and OAuth only signs existing accounts in."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from pydantic import Field
 
-from node.errors import Unauthenticated
+from node.errors import Forbidden, Unauthenticated
 from node.gateway.models import Body, EMAIL, read_body
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
@@ -38,10 +42,16 @@ class LoginRequest(Body):
 
 
 class AccountsApi:
-    def __init__(self, store: GatewayStore, oauth: OAuthVerifier, hasher: PasswordHasher) -> None:
+    def __init__(self, store: GatewayStore, oauth: OAuthVerifier, hasher: PasswordHasher,
+                 open_registration: bool = True) -> None:
         self.store = store
         self.oauth = oauth
         self.hasher = hasher
+        self.open_registration = open_registration
+
+    def _registering(self) -> None:
+        if not self.open_registration:
+            raise Forbidden("Registration is closed on this node; ask its operator for an account")
 
     def routes(self) -> list[web.RouteDef]:
         p = PREFIX
@@ -53,6 +63,7 @@ class AccountsApi:
 
     @body(RegisterRequest, read=read_body)
     async def register(self, request: web.Request, req: RegisterRequest) -> web.Response:
+        self._registering()
         out = await self.store.register(req.email, req.name, req.org_name,
                                         password_hash=await self.hasher.hash(req.password))
         await self.store.audit(out["org_id"], f"user:{out['user_id']}", "account.registered", "user", out["user_id"])
@@ -66,6 +77,7 @@ class AccountsApi:
             token, expires = await self.store.new_session(existing["id"])
             return json_response({"user_id": existing["id"], "org_id": await self.store.first_org(existing["id"]),
                                   "token": token, "expires_at": expires, "created": False})
+        self._registering()
         out = await self.store.register(req.email, req.name, req.org_name or f"{req.name}'s org",
                                         oauth=(req.provider, req.subject))
         token, expires = await self.store.new_session(out["user_id"])

@@ -57,8 +57,13 @@ def not_found(code: str, message: str, **details: Any) -> ApiError:
 class SdkApi:
     def __init__(self, store: GatewayStore, auth: GatewayAuth, hub: ControlHub, reservation_ttl: float,
                  prices: dict[str, tuple[float, float]],
-                 after_spend: Callable[[str, dict[str, Any]], Awaitable[None]]) -> None:
+                 after_spend: Callable[[str, dict[str, Any]], Awaitable[None]], *,
+                 verify_returns_secret: bool | None = None) -> None:
         self.store = store
+        # auth/verify hands out the HMAC secret to a key-only caller only if the operator chose it
+        # (never while signatures are required: the secret would then add nothing to the key).
+        self._returns_secret = (not auth.hmac_required) if verify_returns_secret is None else (
+            verify_returns_secret and not auth.hmac_required)
         self.auth = auth
         self.hub = hub
         self._ttl = reservation_ttl
@@ -137,6 +142,8 @@ class SdkApi:
     # -- identity -------------------------------------------------------------------------------
 
     async def verify(self, request: web.Request) -> web.Response:
+        """The SDK's init: who this API key is (org, workflow, key version), plus the HMAC secret
+        only where `gateway.verify_returns_secret` allows it."""
         raw = await request.read()
         api_key = request.headers.get("X-API-Key")
         if not api_key:
@@ -147,9 +154,13 @@ class SdkApi:
         key = await self.store.key(api_key)
         if key is None:
             raise ApiError(401, "Invalid API key")
-        return json_response({"valid": True, "key_id": key.id, "org_id": key.org_id, "organization_id": key.org_id,
-                              "workflow_id": key.workflow_id, "key_version": key.version,
-                              "secret_key": key.secret})
+        answer = {"valid": True, "key_id": key.id, "org_id": key.org_id, "organization_id": key.org_id,
+                  "workflow_id": key.workflow_id, "key_version": key.version}
+        if self._returns_secret:
+            answer["secret_key"] = key.secret
+        # Without it the SDK keeps signing with NULLRUN_SECRET_KEY (it only takes a secret_key
+        # that the answer carries), so the secret never has to cross the wire after minting.
+        return json_response(answer)
 
     async def capabilities(self, request: web.Request) -> web.Response:
         return json_response({

@@ -27,9 +27,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from pydantic import ValidationError
 
-from node.config import parse_config
+from node.config import ConfigError, parse_config
 from node.errors import Conflict
 from node.gateway.replay import ReplayGuard
 from node.server.http import ApiError
@@ -128,3 +127,88 @@ async def test_infinite_costs_and_budgets_are_refused_with_400_naming_the_field(
         assert status == 400 and out["error"]["message"].startswith("match.cost_gt"), out
         workflow = await workflow_view(client, acct, wid)
         assert (workflow["budget_usd"], workflow["spent_usd"], workflow["reserved_usd"]) == (10, 0, 0)
+
+
+# -- 5. the HMAC secret is not handed to whoever holds the API key -----------------------------
+
+async def _verify(client: Client, api_key: str) -> dict[str, Any]:
+    status, out, _ = await client.call("POST", "/api/v1/auth/verify", {"api_key": api_key})
+    assert status == 200, out
+    return out
+
+
+async def test_auth_verify_does_not_return_the_secret_when_signatures_are_required(tmp_path):
+    async with running_node(tmp_path, {"gateway": {"hmac_required": True}}) as (_, client):
+        acct = await client.account()
+        answer = await _verify(client, acct["api_key"])  # the attack: only the API key, seen in any request
+        assert "secret_key" not in answer and acct["secret_key"] not in json.dumps(answer)
+        assert answer["organization_id"] == acct["org_id"]  # what the SDK's init needs is still there
+        # and the key alone still cannot act
+        status, _, _ = await client.call("POST", "/api/v1/track", {"workflow_id": "w", "cost_usd": 1},
+                                         {"X-API-Key": acct["api_key"]})
+        assert status == 401
+
+
+async def test_auth_verify_returns_the_secret_only_when_the_operator_chose_it(tmp_path):
+    async with running_node(tmp_path, {"gateway": {"verify_returns_secret": False}}) as (_, client):
+        acct = await client.account()
+        assert "secret_key" not in await _verify(client, acct["api_key"])
+    async with running_node(tmp_path) as (_, client):  # the default keeps the SDK's key-only init working
+        acct = await client.account()
+        assert (await _verify(client, acct["api_key"]))["secret_key"] == acct["secret_key"]
+
+
+def test_verify_returns_secret_is_forced_off_whenever_signatures_are_required():
+    config = parse_config({"gateway": {"hmac_required": True, "verify_returns_secret": True}})
+    assert config.gateway.verify_returns_secret is False
+    assert parse_config({}).gateway.verify_returns_secret is True
+    assert parse_config({"gateway": {"hmac_required": True}}).gateway.verify_returns_secret is False
+
+
+# -- 4. default workflows cannot be taken over; registration can be closed -----------------------
+
+def test_a_bare_default_workflow_id_is_refused_at_start_up(tmp_path):
+    """A bare id names whichever org has it: an outsider who registers and creates `wf-main`
+    first captures the node's own traffic, or makes the binding ambiguous (ungoverned)."""
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"gateway": {"default_workflows": {"offchain": "wf-main"}}})
+    assert "gateway.default_workflows: offchain" in str(refused.value)
+    assert "org_id/workflow_id" in str(refused.value)
+    with pytest.raises(ConfigError) as typo:
+        parse_config({"gateway": {"default_workflows": {"offchian": "org_1/wf-main"}}})
+    assert "default_workflows" in str(typo.value)
+    ok = parse_config({"gateway": {"default_workflows": {"offchain": "org_1/wf-main"}}})
+    assert ok.gateway.default_workflows == {"offchain": "org_1/wf-main"}
+
+
+async def test_the_nodes_jobs_are_refused_while_their_default_workflow_is_missing(tmp_path):
+    async with fake_container() as (url, calls):
+        config = {"containers": [{"id": "echo", "url": url}],
+                  "gateway": {"default_workflows": {"offchain": "org_operator/wf-main"}}}
+        async with running_node(tmp_path, config) as (node, client):
+            # an outsider creates the same workflow id in her own org: it binds nothing
+            outsider = await client.account()
+            await new_workflow(client, outsider, wid="wf-main")
+            status, out, _ = await client.call("POST", "/api/jobs", {"containers": ["echo"], "data": {}})
+            assert status == 503, out
+            assert "wf-main" in out["error"] and calls == []
+
+
+async def test_closed_registration_refuses_new_accounts(tmp_path):
+    async with running_node(tmp_path, {"gateway": {"open_registration": False,
+                                                   "oauth": {"backend_secret": "s3cret-shared-with-the-dashboard"}}}
+                            ) as (node, client):
+        status, out, _ = await client.call("POST", "/api/v1/auth/register",
+                                           {"email": "x@example.com", "password": "correct horse", "name": "X",
+                                            "org_name": "X"})
+        assert status == 403 and "registration is closed" in out["error"]["message"].lower(), out
+        oauth = {"provider": "google", "subject": "1", "email": "y@example.com", "name": "Y"}
+        status, out, _ = await client.call("POST", "/api/v1/auth/oauth/register", oauth,
+                                           {"X-Backend-Secret": "s3cret-shared-with-the-dashboard"})
+        assert status == 403 and "registration is closed" in out["error"]["message"].lower(), out
+        # an account the operator made still signs in
+        await node.gateway.store.register("op@example.com", "Op", "Ops", oauth=("google", "2"))
+        status, out, _ = await client.call("POST", "/api/v1/auth/oauth/register",
+                                           {**oauth, "subject": "2", "email": "op@example.com"},
+                                           {"X-Backend-Secret": "s3cret-shared-with-the-dashboard"})
+        assert status == 200 and out["created"] is False, out
