@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import json
 import time
 import tracemalloc
@@ -212,3 +213,104 @@ async def test_closed_registration_refuses_new_accounts(tmp_path):
                                            {**oauth, "subject": "2", "email": "op@example.com"},
                                            {"X-Backend-Secret": "s3cret-shared-with-the-dashboard"})
         assert status == 200 and out["created"] is False, out
+
+
+# -- 6. a signed stream submission acts once -------------------------------------------------------
+
+async def test_a_signed_stream_job_replayed_runs_and_charges_once(tmp_path):
+    async with fake_container() as (url, calls):
+        config = {"containers": [{"id": "echo", "url": url, "cost_usd": 1.0}]}
+        async with running_node(tmp_path, config) as (_, client):
+            acct = await client.account()
+            wid = await new_workflow(client, acct, budget=10)
+            raw = json.dumps({"containers": ["echo"], "data": {"n": 1}}).encode()
+            headers = {"Content-Type": "application/json", "X-Workflow-Id": wid,
+                       **sdk_signed(acct["api_key"], acct["secret_key"], raw)}
+
+            async def send() -> tuple[int, bytes]:
+                async with client.session.post(client.base + "/api/jobs/stream", data=raw, headers=headers) as resp:
+                    return resp.status, await resp.read()
+
+            first = await send()
+            assert first[0] == 200 and b'"echo"' in first[1], first
+            # the attack: the captured request sent again, three times in a row and three at once
+            replays = [await send() for _ in range(3)] + list(await asyncio.gather(*(send() for _ in range(3))))
+            assert [status for status, _ in replays] == [409] * 6, replays
+            assert b"already" in replays[0][1]
+            assert len(calls) == 1
+            workflow = await workflow_view(client, acct, wid)
+            assert (workflow["spent_usd"], workflow["reserved_usd"]) == (1.0, 0)
+            # a stream the node refused did not act: the same bytes may be sent again once allowed
+            other = await new_workflow(client, acct, budget=0.5)
+            raw = json.dumps({"containers": ["echo"], "data": {"n": 2}}).encode()
+            headers = {"Content-Type": "application/json", "X-Workflow-Id": other,
+                       **sdk_signed(acct["api_key"], acct["secret_key"], raw)}
+            assert (await send())[0] == 403  # over budget
+            await client.call("PATCH", f"/api/v1/orgs/{acct['org_id']}/workflows/{other}", {"budget_usd": 5},
+                              acct["headers"])
+            assert (await send())[0] == 200 and len(calls) == 2
+
+
+# -- 9. the replay guard's memory is bounded, and per key --------------------------------------------
+
+def _signature(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+async def test_a_flood_of_one_keys_signatures_does_not_make_another_keys_request_replayable():
+    guard = ReplayGuard(300, max_entries=1000)
+    runs: list[str] = []
+
+    async def act(who: str) -> web.Response:
+        runs.append(who)
+        return web.json_response({"charged": who})
+
+    ts = str(int(time.time()))
+    victim = await guard.once("key_victim", _signature(0), ts, "/api/v1/execute", lambda: act("victim"))
+    assert victim.status == 200
+    refused = 0
+    for n in range(1, 3000):  # the attacker's own, validly signed requests
+        try:
+            await guard.once("key_attacker", _signature(n), ts, "/api/v1/execute", lambda: act("attacker"))
+        except ApiError as exc:
+            assert exc.status_code == 429
+            refused += 1
+    # the victim's captured request, replayed after the flood: it does not act again
+    again = await guard.once("key_victim", _signature(0), ts, "/api/v1/execute", lambda: act("victim"))
+    assert runs.count("victim") == 1
+    assert again.status == 200 and json.loads(again.body) == {"charged": "victim"}
+    assert 0 < refused < 3000  # the attacker met its own share's limit, not the victim
+
+
+async def test_big_signed_answers_are_kept_as_digests_and_replays_still_act_once():
+    guard = ReplayGuard(300)
+    runs = 0
+    answer = b"x" * 111_000  # a 100-event batch answer
+
+    async def act() -> web.Response:
+        nonlocal runs
+        runs += 1
+        return web.Response(body=answer + str(runs).encode(), content_type="application/json")
+
+    ts = str(int(time.time()))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(300):
+            assert (await guard.once("key_a", _signature(n), ts, "/api/v1/track/batch", act)).status == 200
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert runs == 300
+    assert held < 3 * 2**20, f"{held / 2**20:.1f} MiB kept for 300 answers"
+    with pytest.raises(ApiError) as replay:
+        await guard.once("key_a", _signature(7), ts, "/api/v1/track/batch", act)
+    assert replay.value.status_code == 409 and runs == 300
+    assert replay.value.params["first_status"] == 200 and len(replay.value.params["answer_sha256"]) == 64
+    # a small answer (what the SDK's own retries meet) is still given back whole
+    small = await guard.once("key_a", _signature(1000), ts, "/api/v1/track",
+                             lambda: asyncio.sleep(0, web.json_response({"tracked": True})))
+    again = await guard.once("key_a", _signature(1000), ts, "/api/v1/track", act)
+    assert again.body == small.body and again.headers["X-Idempotent-Replay"] == "true"
