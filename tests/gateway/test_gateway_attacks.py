@@ -314,3 +314,42 @@ async def test_big_signed_answers_are_kept_as_digests_and_replays_still_act_once
                              lambda: asyncio.sleep(0, web.json_response({"tracked": True})))
     again = await guard.once("key_a", _signature(1000), ts, "/api/v1/track", act)
     assert again.body == small.body and again.headers["X-Idempotent-Replay"] == "true"
+
+
+# -- 14. invites are for the invited email, accepted once ------------------------------------------
+
+async def test_an_admin_invite_is_accepted_only_by_its_email_and_only_once(tmp_path):
+    async with running_node(tmp_path) as (_, client):
+        owner = await client.account()
+        org = owner["org_id"]
+        invitee_email = f"invitee-{uuid.uuid4().hex[:6]}@example.com"
+        status, invite, _ = await client.call("POST", f"/api/v1/orgs/{org}/invites",
+                                              {"email": invitee_email, "role": "admin"}, owner["headers"])
+        assert status == 201, invite
+        accept = f"/api/v1/invites/{invite['token']}/accept"
+        # the attack: four accounts that saw the link accept it at once
+        outsiders = [await client.account() for _ in range(4)]
+        answers = await asyncio.gather(*(client.call("POST", accept, None, o["headers"]) for o in outsiders))
+        assert [status for status, _, _ in answers] == [403] * 4, answers
+        status, members, _ = await client.call("GET", f"/api/v1/orgs/{org}/members", headers=owner["headers"])
+        assert [m["role"] for m in members["members"]] == ["owner"]
+        # the invitee, signed in as the invited email, accepts it; four tries at once make one admin
+        invitee = await client.account(email=invitee_email.upper())
+        answers = await asyncio.gather(*(client.call("POST", accept, None, invitee["headers"]) for _ in range(4)))
+        assert sorted(status for status, _, _ in answers) == [200, 409, 409, 409], answers
+        status, members, _ = await client.call("GET", f"/api/v1/orgs/{org}/members", headers=owner["headers"])
+        assert sorted(m["role"] for m in members["members"]) == ["admin", "owner"]
+
+
+async def test_an_invite_revoked_after_it_was_read_cannot_be_accepted(tmp_path):
+    """The status is checked in the accepting transaction, not before it."""
+    async with running_node(tmp_path) as (node, client):
+        owner = await client.account()
+        invitee = await client.account()
+        store = node.gateway.store
+        invite, token = await store.create_invite(owner["org_id"], invitee["email"], "admin", owner["user_id"])
+        seen = await store.pending_invite(token)  # read while pending...
+        await store.set_invite_status(invite["id"], "revoked")  # ...revoked before the accept commits
+        with pytest.raises(Conflict):
+            await store.accept_invite(seen, invitee["user_id"])
+        assert await store.role(owner["org_id"], invitee["user_id"]) is None
