@@ -57,7 +57,7 @@ def not_found(code: str, message: str, **details: Any) -> ApiError:
 class SdkApi:
     def __init__(self, store: GatewayStore, auth: GatewayAuth, hub: ControlHub, reservation_ttl: float,
                  prices: dict[str, tuple[float, float]],
-                 after_spend: Callable[[str, dict[str, Any]], Awaitable[None]], *,
+                 after_spend: Callable[[str, dict[str, Any], float], Awaitable[None]], *,
                  verify_returns_secret: bool | None = None) -> None:
         self.store = store
         # auth/verify hands out the HMAC secret to a key-only caller only if the operator chose it
@@ -324,7 +324,7 @@ class SdkApi:
                   "output_tokens": event.output_tokens, "latency_ms": event.latency_ms,
                   "metadata": metadata or None, "reservation_id": reservation_id}
         out = await self.store.track(key.org_id, record, key.id)
-        await self._after_spend(key.org_id, out["workflow"])
+        await self._after_spend(key.org_id, out["workflow"], cost)
         return out
 
     async def track(self, request: web.Request, key: ApiKey, event: SdkTrackEvent) -> web.Response:

@@ -353,3 +353,54 @@ async def test_an_invite_revoked_after_it_was_read_cannot_be_accepted(tmp_path):
         with pytest.raises(Conflict):
             await store.accept_invite(seen, invitee["user_id"])
         assert await store.role(owner["org_id"], invitee["user_id"]) is None
+
+
+# -- 15. alert thresholds are bounded, and a spend raises only what it crossed -------------------------
+
+async def test_a_viewer_cannot_store_thousands_of_alert_thresholds(tmp_path):
+    async with running_node(tmp_path) as (node, client):
+        owner = await client.account()
+        org = owner["org_id"]
+        email = f"viewer-{uuid.uuid4().hex[:6]}@example.com"
+        _, invite, _ = await client.call("POST", f"/api/v1/orgs/{org}/invites", {"email": email, "role": "viewer"},
+                                         owner["headers"])
+        viewer = await client.account(email=email)
+        status, _, _ = await client.call("POST", f"/api/v1/invites/{invite['token']}/accept", None, viewer["headers"])
+        assert status == 200
+        many = [round((i + 1) / 20_000, 6) for i in range(20_000)]
+        status, out, _ = await client.call("PATCH", f"/api/v1/orgs/{org}/notification-settings",
+                                           {"thresholds": many}, viewer["headers"])
+        assert status == 400 and out["error"]["message"].startswith("thresholds"), out
+        status, out, _ = await client.call("PATCH", f"/api/v1/orgs/{org}/notification-settings",
+                                           {"thresholds": [0.25, 0.5, 0.75, 1.0]}, viewer["headers"])
+        assert status == 200 and out["thresholds"] == [0.25, 0.5, 0.75, 1.0]
+
+
+async def test_a_spend_raises_only_the_thresholds_it_crossed_and_stays_fast_with_a_huge_stored_list(tmp_path):
+    async with running_node(tmp_path) as (node, client):
+        owner = await client.account()
+        org = owner["org_id"]
+        # a list stored before the cap existed
+        many = [round((i + 1) / 20_000, 6) for i in range(20_000)]
+        await node.gateway.store.set_notification_settings(org, owner["user_id"],
+                                                           {"budget_alerts": True, "thresholds": many})
+        wid = await new_workflow(client, owner, budget=10)
+        started = time.monotonic()
+        status, out, _ = await client.call("POST", "/api/v1/track", {"workflow_id": wid, "cost_usd": 6},
+                                           {"X-API-Key": owner["api_key"]})
+        elapsed = time.monotonic() - started
+        assert status == 200, out
+        alerts = (await client.call("GET", f"/api/v1/orgs/{org}/alerts", headers=owner["headers"]))[1]["alerts"]
+        assert 0 < len(alerts) <= 20, len(alerts)
+        assert elapsed < 1.0, elapsed
+        # the default thresholds: a spend from 60 % to 70 % crosses none, one to 85 % crosses 80 % only
+        await node.gateway.store.set_notification_settings(org, owner["user_id"],
+                                                           {"budget_alerts": True, "thresholds": [0.5, 0.8, 1.0]})
+        other = await new_workflow(client, owner, budget=10)
+        crossed = []
+        for cost in (6, 1, 1.5):
+            await client.call("POST", "/api/v1/track", {"workflow_id": other, "cost_usd": cost},
+                              {"X-API-Key": owner["api_key"]})
+            status, out, _ = await client.call("GET", f"/api/v1/orgs/{org}/alerts", headers=owner["headers"])
+            crossed.append(sorted(a["threshold"] for a in out["alerts"] if a["workflow_id"] == other))
+        assert crossed == [[0.5], [0.5], [0.5, 0.8]]
