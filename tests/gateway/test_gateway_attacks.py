@@ -404,3 +404,47 @@ async def test_a_spend_raises_only_the_thresholds_it_crossed_and_stays_fast_with
             status, out, _ = await client.call("GET", f"/api/v1/orgs/{org}/alerts", headers=owner["headers"])
             crossed.append(sorted(a["threshold"] for a in out["alerts"] if a["workflow_id"] == other))
         assert crossed == [[0.5], [0.5], [0.5, 0.8]]
+
+
+# -- 17. a workflow-scoped key sees its workflow only ------------------------------------------------
+
+async def test_a_workflow_scoped_key_reads_and_hears_only_its_own_workflow(tmp_path):
+    async with running_node(tmp_path) as (_, client):
+        acct = await client.account()
+        org = acct["org_id"]
+        mine, other = await new_workflow(client, acct), await new_workflow(client, acct)
+        status, key, _ = await client.call("POST", f"/api/v1/orgs/{org}/api-keys",
+                                           {"name": "agent", "workflow_id": mine}, acct["headers"])
+        assert status == 201, key
+        policies = {}
+        for name, match in (("all", {}), ("mine", {"workflows": [mine]}), ("other", {"workflows": [other]})):
+            status, policy, _ = await client.call("POST", f"/api/v1/orgs/{org}/policies",
+                                                  {"name": name, "action": "allow", "match": match}, acct["headers"])
+            policies[name] = policy["id"]
+        as_key = {"X-API-Key": key["api_key"]}
+        status, out, _ = await client.call("GET", f"/api/v1/orgs/{org}/workflows", headers=as_key)
+        assert status == 200 and [w["id"] for w in out["workflows"]] == [mine]
+        status, out, _ = await client.call("GET", f"/api/v1/orgs/{org}/workflows/{other}", headers=as_key)
+        assert status == 403 and "scoped" in out["error"]["message"]
+        status, out, _ = await client.call("GET", f"/api/v1/orgs/{org}/workflows/{mine}", headers=as_key)
+        assert status == 200 and out["id"] == mine
+        status, out, _ = await client.call("GET", f"/api/v1/orgs/{org}/policies", headers=as_key)
+        assert status == 200 and sorted(p["id"] for p in out["policies"]) == sorted([policies["all"], policies["mine"]])
+        status, out, _ = await client.call("GET", f"/api/v1/orgs/{org}/status", headers=as_key)
+        assert status == 200 and [w["id"] for w in out["workflows"]] == [mine]
+
+        async with client.session.ws_connect(f"{client.base.replace('http', 'ws')}/ws/control/{org}",
+                                             headers=as_key) as ws:
+            initial = await ws.receive_json(timeout=5)
+            assert [w["id"] for w in initial["workflows"]] == [mine]
+            assert sorted(initial["data"]["policies"]) == sorted([policies["all"], policies["mine"]])
+            for wid in (other, mine):
+                await client.call("POST", f"/api/v1/orgs/{org}/workflows/{wid}/pause", None, acct["headers"])
+            status, keys, _ = await client.call("GET", f"/api/v1/orgs/{org}/api-keys", headers=acct["headers"])
+            default = [k["id"] for k in keys["api_keys"] if k["id"] != key["id"]][0]
+            await client.call("POST", f"/api/v1/orgs/{org}/api-keys/{default}/rotate", None, acct["headers"])
+            await ws.send_json({"type": "ping"})
+            heard = []
+            while not heard or heard[-1]["type"] != "pong":
+                heard.append(await ws.receive_json(timeout=5))
+        assert [(m["type"], m.get("workflow_id")) for m in heard] == [("state_change", mine), ("pong", None)]
