@@ -213,6 +213,21 @@ async def test_closed_registration_refuses_new_accounts(tmp_path):
                                            {**oauth, "subject": "2", "email": "op@example.com"},
                                            {"X-Backend-Secret": "s3cret-shared-with-the-dashboard"})
         assert status == 200 and out["created"] is False, out
+        # someone the operator's org invited signs up with the invite, then accepts it
+        op = await node.gateway.store.user_by_email("op@example.com")
+        org_id = await node.gateway.store.first_org(op["id"])
+        _, token = await node.gateway.store.create_invite(org_id, "new@example.com", "member", op["id"])
+        signup = {"email": "new@example.com", "password": "correct horse", "name": "N", "org_name": "N"}
+        for wrong in ({}, {"invite_token": "inv_guess"}, {"email": "other@example.com", "invite_token": token}):
+            status, out, _ = await client.call("POST", "/api/v1/auth/register", {**signup, **wrong})
+            assert status == 403, (wrong, out)
+        status, out, _ = await client.call("POST", "/api/v1/auth/register", {**signup, "invite_token": token})
+        assert status == 201, out
+        status, login, _ = await client.call("POST", "/api/v1/auth/login",
+                                             {"email": "new@example.com", "password": "correct horse"})
+        status, out, _ = await client.call("POST", f"/api/v1/invites/{token}/accept", None,
+                                           {"Authorization": f"Bearer {login['token']}"})
+        assert status == 200 and out["org_id"] == org_id, out
 
 
 # -- 6. a signed stream submission acts once -------------------------------------------------------
