@@ -206,8 +206,11 @@ class SdkApi:
                               "remaining_budget_cents": None if remaining is None else round(remaining * 100)})
 
     async def check(self, request: web.Request, key: ApiKey, req: SdkGate) -> web.Response:
-        """Legacy, advisory: no scope check, no reservation."""
+        """Legacy, advisory: no scope check (never a 403), no reservation. A workflow-bound key
+        asking about another workflow is answered as for an unknown one: nothing is revealed."""
         workflow_id = req.workflow_id or request.headers.get(WORKFLOW_HEADER) or key.workflow_id
+        if key.workflow_id is not None and workflow_id != key.workflow_id:
+            workflow_id = None
         workflow = await self.store.workflow(workflow_id, key.org_id) if workflow_id else None
         if workflow is None:
             return json_response({"allowed": True, "advisory": True, "reason": "unknown workflow"})

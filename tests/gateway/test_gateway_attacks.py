@@ -447,6 +447,8 @@ async def test_a_workflow_scoped_key_reads_and_hears_only_its_own_workflow(tmp_p
         assert status == 200 and sorted(p["id"] for p in out["policies"]) == sorted([policies["all"], policies["mine"]])
         status, out, _ = await client.call("GET", f"/api/v1/orgs/{org}/status", headers=as_key)
         assert status == 200 and [w["id"] for w in out["workflows"]] == [mine]
+        status, out, _ = await client.call("POST", "/api/v1/check", {"workflow_id": other}, as_key)
+        assert status == 200 and "status" not in out and "remaining_usd" not in out, out
 
         async with client.session.ws_connect(f"{client.base.replace('http', 'ws')}/ws/control/{org}",
                                              headers=as_key) as ws:
