@@ -6,6 +6,7 @@ models live with its handlers."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -17,6 +18,21 @@ from node.server.http import parse_json
 Role = Literal["owner", "admin", "member", "viewer"]
 WORKFLOW_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+def finite_json(value: Any) -> Any:
+    """For free-form JSON fields (settings, metadata): every number in it must be finite, so
+    what is stored reads back as JSON anywhere (a ValueError names where it is not)."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{where.lstrip('.') or 'value'} must be a finite number")
+        if isinstance(item, dict):
+            stack.extend((f"{where}.{k}", v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{where}.{i}", v) for i, v in enumerate(item))
+    return value
 
 
 class Body(BaseModel):

@@ -13,7 +13,7 @@ from node.errors import Conflict, NotFound
 from node.gateway import membership
 from node.gateway.auth import Actor, GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import Body, EMAIL, Role, WORKFLOW_ID, read_as
+from node.gateway.models import Body, EMAIL, Role, WORKFLOW_ID, finite_json, read_as
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response
@@ -44,6 +44,8 @@ class InviteCreate(Body):
 class OrgPatch(Body):
     name: str | None = Field(None, min_length=1, max_length=200)
     settings: dict[str, Any] | None = None
+
+    _finite_settings = field_validator("settings")(finite_json)
 
 
 class OrgsApi:

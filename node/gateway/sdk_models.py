@@ -6,12 +6,11 @@ are 400s): an infinite cost once made /gate fail with an OverflowError."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from node.gateway.models import WORKFLOW_ID
+from node.gateway.models import WORKFLOW_ID, finite_json
 
 UUIDISH = r"^[A-Za-z0-9_.:-]{1,128}$"
 
@@ -61,13 +60,7 @@ class SdkTrackEvent(_SdkBody):
     metadata: dict[str, Any] | None = None
     reservation_id: str | None = Field(None, pattern=UUIDISH)
 
-    @field_validator("metadata")
-    @classmethod
-    def _finite_cost(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        cost = (value or {}).get("cost_usd")
-        if isinstance(cost, float) and not math.isfinite(cost):
-            raise ValueError("cost_usd must be a finite number")
-        return value
+    _finite_metadata = field_validator("metadata")(finite_json)
 
     @model_validator(mode="after")
     def _has_usage(self) -> SdkTrackEvent:

@@ -126,6 +126,9 @@ async def test_infinite_costs_and_budgets_are_refused_with_400_naming_the_field(
                                            {"name": "p", "action": "deny", "match": {"cost_gt": float("inf")}},
                                            acct["headers"])
         assert status == 400 and out["error"]["message"].startswith("match.cost_gt"), out
+        status, out, _ = await client.call("PATCH", f"/api/v1/orgs/{org}", {"settings": {"caps": [1, float("inf")]}},
+                                           acct["headers"])
+        assert status == 400 and out["error"]["message"].startswith("settings: caps.1 must be a finite"), out
         workflow = await workflow_view(client, acct, wid)
         assert (workflow["budget_usd"], workflow["spent_usd"], workflow["reserved_usd"]) == (10, 0, 0)
 
