@@ -154,6 +154,9 @@ class ReplayGuard:
                                          asyncio.get_running_loop().create_future())
         self._shares.setdefault(key_id, _Share()).entries += 1
         heapq.heappush(self._expiry, (expires_at, slot))
+        if len(self._expiry) > 2 * len(self._seen) + 1024:  # refused requests left stale items behind
+            self._expiry = [(e.expires_at, s) for s, e in self._seen.items()]
+            heapq.heapify(self._expiry)
         return slot, None
 
     def _finish(self, slot: tuple[str, bytes], entry: _Seen, response: web.StreamResponse | None) -> None:

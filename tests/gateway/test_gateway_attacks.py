@@ -468,3 +468,24 @@ async def test_a_workflow_scoped_key_reads_and_hears_only_its_own_workflow(tmp_p
             while not heard or heard[-1]["type"] != "pong":
                 heard.append(await ws.receive_json(timeout=5))
         assert [(m["type"], m.get("workflow_id")) for m in heard] == [("state_change", mine), ("pong", None)]
+
+
+async def test_signed_requests_that_were_refused_leave_nothing_behind_in_the_replay_guard():
+    guard = ReplayGuard(300)
+
+    async def refuse() -> web.Response:
+        raise ApiError(400, "cost_usd: Field required")
+
+    ts = str(int(time.time()))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(20_000):
+            with pytest.raises(ApiError):
+                await guard.once("key_a", _signature(n), ts, "/api/v1/track", refuse)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(guard) == 0 and held < 512 * 2**10, f"{held / 2**10:.0f} KiB held"
