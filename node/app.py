@@ -157,14 +157,16 @@ class Node:
             store, GatewayAuth(store, hmac_required, max_age, config.rotation_grace), hub, self.orchestrator,
             self.session, config.reservation_ttl, prices,
             webhooks=WebhookSender(EgressPolicy(config.webhook_allowed_networks)),
-            oauth=OAuthVerifier(config.oauth, self.session), hasher=PasswordHasher())
+            oauth=OAuthVerifier(config.oauth, self.session), hasher=PasswordHasher(),
+            open_registration=config.open_registration, verify_returns_secret=config.verify_returns_secret)
         costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
         self.orchestrator.add_gate(GovernanceGate(store, dict(config.default_workflows), costs,
                                                   config.reservation_ttl))
         self.supervisor.periodic("gateway-reservation-expiry", 5, store.expire_all)
         log.info("gateway.ready", hmac_required=hmac_required, hmac_max_age=max_age,
                  oauth_signup=self.gateway.oauth.enabled, webhook_allowed_networks=len(config.webhook_allowed_networks),
-                 default_workflows=len(config.default_workflows))
+                 default_workflows=len(config.default_workflows), open_registration=config.open_registration,
+                 verify_returns_secret=config.verify_returns_secret)
 
     def build_app(self) -> web.Application:
         assert self.orchestrator is not None

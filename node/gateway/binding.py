@@ -5,7 +5,9 @@ SDK signs. Without one (or with another org's key) the answer is the same whethe
 exists or not, so ids of other tenants cannot be probed. Jobs without the header stay bound by
 `gateway.default_workflows` (the node's own sources) or not at all.
 
-A signed job submission acts once per signature: the same bytes again get the first answer.
+A signed job submission acts once per signature: the same bytes again get the first answer,
+and a signed stream (`/api/jobs/stream`, whose answer cannot be given twice) claims its
+signature, so sending it again is 409 (it once ran and charged the job every time).
 """
 
 from __future__ import annotations
@@ -53,9 +55,8 @@ class JobBinding:
             raise ApiError(404, f"Unknown workflow {workflow_id!r}", {"workflow_id": workflow_id})
         token = BOUND_ORG.set(key.org_id)
         try:
-            if request.path == "/api/jobs/stream":
-                return await handler(request)
-            return await self._replay.once(key.id, signature, request.headers["X-Signature-Timestamp"], request.path,
-                                           lambda: handler(request))
+            guard = self._replay.claim if request.path == "/api/jobs/stream" else self._replay.once
+            return await guard(key.id, signature, request.headers["X-Signature-Timestamp"], request.path,
+                               lambda: handler(request))
         finally:
             BOUND_ORG.reset(token)
