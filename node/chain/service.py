@@ -22,6 +22,7 @@ from web3.providers import AsyncHTTPProvider
 
 from node.chain import codec
 from node.chain.codec import Subscription
+from node.chain.heads import HeadFeed, ws_twin
 from node.chain.listener import CREATED, Listener
 from node.chain.payments import REGISTRY_ABI, PaymentChecker, PaymentPolicy, requires_proof
 from node.chain.processor import Processor
@@ -47,6 +48,8 @@ class ChainService:
         assert config.wallet.private_key is not None
         self.config = config
         self.w3 = AsyncWeb3(AsyncHTTPProvider(config.rpc_url, request_kwargs={"timeout": 10}))
+        ws_url = (config.ws_url or ws_twin(config.rpc_url)) if config.head_subscription else None
+        self.heads = HeadFeed(self.w3, ws_url, config.poll_interval)
         self.coordinator: Any = None  # contracts: resolved at start (from the Registry when configured)
         self.reader: Any = None
         self.addresses: dict[str, str] = {}
@@ -169,7 +172,8 @@ class ChainService:
         await self.store.start(self.coordinator.address)
         await self._check_payment_wallet()
         self.chain_id = await self.w3.eth.chain_id
-        self.wallet = Wallet(self.w3, self._private_key, self.config.wallet.max_gas_limit, self.chain_id)
+        self.wallet = Wallet(self.w3, self._private_key, self.config.wallet.max_gas_limit, self.chain_id,
+                             heads=self.heads)
         balance = await self.wallet.balance()
         if balance == 0:
             log.warning("chain.wallet_empty", address=self.address, hint="fund the node's wallet to deliver results")
@@ -178,7 +182,8 @@ class ChainService:
                                    consumer_abi=codec.abi("ExampleConsumer"), max_attempts=self.config.max_attempts,
                                    retry_backoff=self.config.retry_backoff, tick=self.config.processor_tick,
                                    payments=self.payments, node_wallet=self.payment_address or self.address,
-                                   output_encoding=self.config.output_encoding, skips=self.skips)
+                                   output_encoding=self.config.output_encoding, skips=self.skips,
+                                   heads=self.heads)
         for row in await self.store.interrupted():
             # A previous process stopped mid-way: let it be retried; the on-chain check before any
             # delivery (nodeResponded / redundancyCount) keeps it from being delivered twice.
@@ -191,8 +196,9 @@ class ChainService:
                                  start_block=self.config.start_block, trail=self.config.trail_head_blocks,
                                  batch_blocks=self.config.snapshot_batch_blocks, reader_batch=self.config.reader_batch,
                                  poll_interval=self.config.poll_interval, on_subscriptions=self._on_subscriptions,
-                                 on_cancelled=self._on_cancelled, on_reorg=self._on_reorg)
-        self._tasks = [self._supervisor.spawn("chain-listener", self.listener.run),
+                                 on_cancelled=self._on_cancelled, on_reorg=self._on_reorg, heads=self.heads)
+        self._tasks = [self._supervisor.spawn("chain-heads", self.heads.run),
+                       self._supervisor.spawn("chain-listener", self.listener.run),
                        self._supervisor.spawn("chain-processor", self.processor.run)]
         log.info("chain.started", coordinator=self.coordinator.address, registry=self.addresses.get("registry"),
                  resumed_subscriptions=len(resumed))
@@ -200,8 +206,9 @@ class ChainService:
     async def stop(self) -> None:
         """Stop the listener and the processor, giving in-flight deliveries up to 15 s."""
         if self._tasks:
-            listener, processor = self._tasks
+            heads, listener, processor = self._tasks
             await asyncio.gather(listener.stop(self.listener.stop, 15), processor.stop(self.processor.stop, 15))
+            await heads.stop(self.heads.stop, 5)
         if self._delegated_tasks:
             await asyncio.wait(self._delegated_tasks, timeout=15)
         await self.w3.provider.disconnect()

@@ -6,52 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 from node.chain.codec import container_id, delegate_typed_data
-from node.chain.config import ChainConfig
-from node.chain.service import ChainService
-from node.containers.config import ContainerConfig
 from node.jobs.models import DelegatedSubscriptionRequest
-from node.lifecycle import Supervisor
 from node.server.http import ApiError
-from node.storage import Database
-from tests.chain_helpers import KEYS, chain_config
+from tests.chain_helpers import KEYS, CountingOrchestrator, chain_service
 
 pytestmark = [pytest.mark.docker]
 
 ZERO = "0x" + "00" * 20
 
 
-class CountingOrchestrator:
-    """Runs nothing: answers each job after a short delay (a container's time), counting runs."""
-
-    def __init__(self) -> None:
-        self.runs = 0
-
-    async def run(self, containers, data, **kwargs):
-        self.runs += 1
-        await asyncio.sleep(0.3)
-        return SimpleNamespace(id=f"job-{self.runs}", status="success", result={"output": {"echo": data}})
-
-
 @pytest.fixture
 async def service(tmp_path, anvil, dep):
-    db = Database(str(tmp_path / "chain.db"))
-    await db.open()
-    supervisor = Supervisor(on_fatal=lambda name: None)
-    orchestrator = CountingOrchestrator()
-    config = ChainConfig(**chain_config(anvil.url, dep, KEYS[4], start_block=dep.w3.eth.block_number))
-    chain = ChainService(config, [ContainerConfig(id="echo", image="x")], db, orchestrator, supervisor)
-    await chain.start()
-    yield chain, orchestrator
-    await chain.stop()
-    await supervisor.close()
-    await db.close()
+    orchestrator = CountingOrchestrator(delay=0.3)
+    async with chain_service(tmp_path / "chain.db", anvil.url, dep, KEYS[4], orchestrator) as chain:
+        yield chain, orchestrator
 
 
 def signed_request(dep, nonce: int) -> DelegatedSubscriptionRequest:
