@@ -38,7 +38,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -591,22 +591,3 @@ def _wait(run: _Run, future: concurrent.futures.Future, what: str) -> Any:
 def new_execution_id(workflow: str, trigger: str) -> str:
     """A 64-hex execution id, as Chainlink's (unique per execution; the DON seed derives from it)."""
     return hashlib.sha256(f"{workflow}|{trigger}|{time.time_ns()}|{pysecrets.token_hex(8)}".encode()).hexdigest()
-
-
-@dataclass
-class RunRequest:
-    """Helpers that build the two kinds of ExecuteRequest."""
-
-    config: bytes = b""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def subscribe(self) -> Any:
-        request = pb.ExecuteRequest(config=self.config)
-        request.subscribe.SetInParent()
-        return request
-
-    def trigger(self, index: int, payload: Any) -> Any:
-        request = pb.ExecuteRequest(config=self.config)
-        request.trigger.id = index
-        request.trigger.payload.CopyFrom(pb.pack(payload))
-        return request
