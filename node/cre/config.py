@@ -100,8 +100,8 @@ class CreWasmConfig(ConfigModel):
                                                        "(or a known name such as anvil-devnet) -> JSON-RPC URL")
     toolchain_dir: str | None = Field(None, description="Where `node-daemon cre setup` installed the npm toolchain "
                                                         "(default: build/cre-toolchain in the project)")
-    trigger_api_key: SecretStr | None = Field(None, description="Callers of a workflow's HTTP trigger route send "
-                                                                "Authorization: Bearer <this>")
+    api_key: SecretStr | None = Field(None, description="Callers of the /api/cre/wasm routes (HTTP triggers, "
+                                                        "executions) send Authorization: Bearer <this>")
     keep_executions: int = Field(10_000, ge=10, description="Execution records kept (the oldest are pruned)")
 
     @field_validator("chains")

@@ -145,7 +145,7 @@ class _Run:
         self.limits = limits
         self.started = time.monotonic()
         self.deadline = self.started + limits.timeout
-        self.mode = MODE_DON
+        self.mode = 0  # unspecified until the guest switches (the SDK's runner does so first)
         self.logs: list[str] = []
         self.log_counts = {MODE_DON: 0, MODE_NODE: 0}
         self.logs_dropped = 0
@@ -361,7 +361,10 @@ class WasmEngine:
         except W.Trap as exc:
             if run.timed_out or exc.trap_code == W.TrapCode.INTERRUPT:
                 raise _Ended(f"the workflow ran longer than {run.limits.timeout:g}s and was stopped") from None
-            raise _Ended(f"the workflow trapped: {exc.message.splitlines()[0]}") from None
+            code = exc.trap_code.name.lower().replace("_", " ") if exc.trap_code is not None else "trap"
+            said = [line.strip() for line in run.output.decode("utf-8", "replace").splitlines() if line.strip()]
+            said = [line for line in said if "Error" in line] or said
+            raise _Ended(f"the workflow trapped ({code})" + (f": {said[-1][:300]}" if said else "")) from None
         except W.WasmtimeError as exc:
             text = str(exc)
             if "interrupt" in text:
@@ -460,7 +463,7 @@ def _imports(run: _Run) -> dict[tuple[str, str], Callable[..., Any]]:
             problem = f"callback id {cid} was already used in this execution"
         elif run.mode == MODE_NODE and cid >= 0:
             problem = f"callback id {cid} must be negative in node mode"
-        elif run.mode != MODE_NODE and cid < 0:
+        elif run.mode == MODE_DON and cid < 0:
             problem = f"callback id {cid} must not be negative in DON mode"
         elif len(run.calls) >= limits.max_capability_calls:
             problem = f"more than {limits.max_capability_calls} capability calls in one execution"
