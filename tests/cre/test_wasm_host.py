@@ -252,3 +252,41 @@ def test_a_module_that_is_not_a_compiled_workflow_is_refused_clearly(engine, cha
         engine.program_from_wasm(chain.plugin_path.read_bytes())
     with pytest.raises(WorkflowLoadError, match="not a valid WebAssembly module"):
         engine.program_from_wasm(b"\0asm garbage")
+
+
+# -- EVM reads on anvil ---------------------------------------------------------------------------
+
+# A contract whose runtime answers every call with uint256 42 (PUSH1 42 PUSH1 0 MSTORE PUSH1 32
+# PUSH1 0 RETURN), behind init code that returns those 10 bytes.
+ANSWER_42 = "0x69602a60005260206000f3600052600a6016f3"
+
+
+@pytest.mark.docker  # outer ring: a real anvil
+async def test_cron_trigger_reads_a_contract_on_anvil_through_the_evm_capability(runtime, prices):
+    from web3 import Web3
+
+    from tests.chain_helpers import Anvil
+
+    anvil = Anvil(block_time=None).start()
+    try:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        tx = w3.eth.send_transaction({"from": w3.eth.accounts[0], "data": ANSWER_42})
+        contract = w3.eth.wait_for_transaction_receipt(tx)["contractAddress"]
+        w3.provider.make_request("anvil_mine", [70])  # so the contract is in a finalized block
+        policy = EgressPolicy(["127.0.0.1/32"], max_response_bytes=4096)
+        session = policy.session()
+        caps = Capabilities(asyncio.get_running_loop(), egress=policy, session=session,
+                            chains={7759470850252068959: anvil.url},
+                            secrets={("main", "PRICE_API_KEY"): "k"})
+        try:
+            config = json.dumps({"priceUrl": prices.url, "contract": contract}).encode()
+            loaded = await runtime.load("price-feed", PRICE_FEED, config, caps)
+            outcome = await runtime.run(loaded, 0, cron_payload(datetime.now(timezone.utc)), caps, "e5" * 32)
+        finally:
+            await caps.close()
+            await session.close()
+    finally:
+        anvil.stop()
+    assert outcome.ok, outcome.failure
+    assert result_json(outcome) == "price=123.5 onchain=42"
+    assert outcome.calls[-1].id == "evm:ChainSelector:7759470850252068959@1.0.0"

@@ -79,7 +79,8 @@ class Cron:
         """The first firing time strictly after `after` (UTC)."""
         t = after.astimezone(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
         seconds, minutes, hours, _, months, _ = self.fields
-        for _ in range(366 * 5 * 24 * 60):  # bounded: at most one step per minute for five years
+        horizon = t + timedelta(days=366 * 5)  # leap days recur every 4 years: later means never
+        while t < horizon:
             if t.month not in months:
                 t = (t.replace(day=1, hour=0, minute=0, second=0) + timedelta(days=32)).replace(day=1)
                 continue

@@ -67,6 +67,7 @@ def _subscription(index: int, raw: Any) -> Subscription:
         schedule = pb.unpack(raw.payload, pb.CronConfig).schedule
         try:
             sub.cron = Cron(schedule)
+            sub.cron.next_after(datetime.now(timezone.utc))  # one that never fires is refused now
         except CronError as exc:
             raise LoadError(f"handler {index}: cron schedule {exc}") from None
         sub.kind = "cron"
