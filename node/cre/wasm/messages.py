@@ -47,7 +47,9 @@ _SCHEMA: dict[str, list[str]] = {
         "Trigger: id uint64 1 | payload google.protobuf.Any 2",
         "ExecuteRequest: config bytes 1 | subscribe google.protobuf.Empty 2 request"
         " | trigger Trigger 3 request | max_response_size uint64 4 | pre_hook Trigger 5 request",
-        "TriggerSubscription: id string 1 | payload google.protobuf.Any 2 | method string 3",
+        # requirements (a message: TEE constraints) kept as bytes: the node only checks it is absent
+        "TriggerSubscription: id string 1 | payload google.protobuf.Any 2 | method string 3 | requirements bytes 4"
+        " | pre_hook bool 5",
         "TriggerSubscriptionRequest: *subscriptions TriggerSubscription 1",
         "ExecutionResult: value values.v1.Value 1 result | error string 2 result"
         " | trigger_subscriptions TriggerSubscriptionRequest 3 result",
@@ -107,6 +109,12 @@ _SCHEMA: dict[str, list[str]] = {
     "capabilities.internal.basicaction.v1": [
         "Inputs: input_thing bool 1",
         "Outputs: adapted_thing string 1",
+    ],
+    "capabilities.internal.actionandtrigger.v1": [
+        "Config: name string 1 | number int32 2",
+        "TriggerEvent: cool_output string 1",
+        "Input: name string 1",
+        "Output: welcome string 1",
     ],
     "capabilities.internal.nodeaction.v1": [
         "NodeInputs: input_thing bool 1",
@@ -175,6 +183,13 @@ def _build() -> tuple[descriptor_pool.DescriptorPool, dict[str, Any]]:
 _POOL, _CLASSES = _build()
 # Our pool's own Any (messages of one pool only nest messages of that pool).
 Any_ = message_factory.GetMessageClass(_POOL.FindMessageTypeByName("google.protobuf.Any"))
+
+
+def file_descriptor(package: str) -> bytes:
+    """The serialized FileDescriptorProto of one of our packages (for test shims)."""
+    proto = descriptor_pb2.FileDescriptorProto()
+    _POOL.FindFileByName(f"node/cre/{package.replace('.', '/')}.proto").CopyToProto(proto)
+    return proto.SerializeToString()
 
 
 def message(full_name: str) -> Any:

@@ -32,9 +32,10 @@ class Subscription:
     capability: str
     method: str
     payload: Any
-    kind: str  # cron | http | other
+    kind: str  # cron | http | other | unsupported (needs what this node cannot give: a TEE, a pre-hook)
     cron: Cron | None = None
     authorized_keys: list[str] = field(default_factory=list)
+    reason: str | None = None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "capability": self.capability, "kind": self.kind}
@@ -42,6 +43,8 @@ class Subscription:
             out["schedule"] = self.cron.schedule
         if self.authorized_keys:
             out["authorizedKeys"] = self.authorized_keys
+        if self.reason:
+            out["unsupported"] = self.reason
         return out
 
 
@@ -63,6 +66,10 @@ class LoadError(Exception):
 
 def _subscription(index: int, raw: Any) -> Subscription:
     sub = Subscription(index, raw.id, raw.method, raw.payload, "other")
+    if raw.requirements or raw.pre_hook:
+        sub.kind = "unsupported"
+        sub.reason = "requires a TEE" if raw.requirements else "has a pre-hook (restrictions)"
+        return sub
     if raw.id == CRON_TRIGGER:
         schedule = pb.unpack(raw.payload, pb.CronConfig).schedule
         try:
