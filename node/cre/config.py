@@ -132,7 +132,19 @@ class CreWasmWorkflow(ConfigModel):
     secrets: dict[str, SecretStr] = Field({}, description="Secret id -> value; a value 'env:NAME' is read from "
                                                           "the environment when the config is parsed")
     cron: bool = Field(True, description="Fire the workflow's cron triggers on schedule")
+    workflow_id: str | None = Field(None, description="64-hex id gateway-form triggers name it by (default: "
+                                                      "derived from the name, the built program and the config)")
     enabled: bool = True
+
+    @field_validator("workflow_id")
+    @classmethod
+    def _workflow_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.lower().removeprefix("0x")
+        if not _WORKFLOW_ID.fullmatch(value):
+            raise ValueError("expected 64 hex characters")
+        return value
 
     @field_validator("name")
     @classmethod

@@ -8,18 +8,25 @@ import time
 
 import pytest
 
+from eth_account import Account
+
+from node.cre.gateway import build_request, canonical, make_jwt
 from tests.cre.workflows.harness import PRICE_FEED, PriceServer, toolchain
-from tests.helpers import NodeProcess
+from tests.helpers import NodeProcess, free_port
 
 pytestmark = [pytest.mark.slow]
 
 KEY = "wasm-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+BRIDGE_KEY = "bridge-test-key"
+SIGNER = Account.create()  # the workflow's one authorized HTTP trigger key
+OTHER = Account.create()
+WORKFLOW_ID = "ab" * 32
 
 
 def workflow_entry(price_url: str, schedule: str = "* * * * * *") -> dict:
-    return {"name": "price-feed", "file": str(PRICE_FEED),
-            "config": {"priceUrl": price_url, "schedule": schedule},
+    return {"name": "price-feed", "file": str(PRICE_FEED), "workflow_id": WORKFLOW_ID,
+            "config": {"priceUrl": price_url, "schedule": schedule, "authorizedKey": SIGNER.address},
             "secrets": {"PRICE_API_KEY": "s3cret"}}
 
 
@@ -33,10 +40,14 @@ def prices():
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, prices):
     toolchain()
+    port = free_port()
     proc = NodeProcess(tmp_path_factory.mktemp("crewasm"), [], {
         "cre": {"wasm": {"api_key": KEY, "http_allowed_networks": ["127.0.0.1/32"], "timeout": 20},
-                "workflows": [workflow_entry(prices.url)]},
-    })
+                "workflows": [workflow_entry(prices.url)],
+                # the app bridge's trigger dispatch, pointed at this node's own gateway route
+                "api_key": BRIDGE_KEY, "gateway_url": f"http://127.0.0.1:{port}/api/cre/wasm/gateway",
+                "trigger_private_key": SIGNER.key.hex()},
+    }, port=port)
     proc.start(timeout=90)
     yield proc
     proc.stop()
@@ -117,3 +128,52 @@ def test_a_workflow_that_does_not_build_stops_the_start_with_one_line_naming_it(
     proc.start_background()
     assert proc.proc.wait(90) == 1
     assert "cre.workflows[broken]" in proc.log()
+
+
+def gateway_post(node, body: dict, signer=SIGNER, raw: bytes | None = None):
+    data = raw if raw is not None else canonical(body)
+    headers = {"Content-Type": "application/json",
+               "Authorization": f"Bearer {make_jwt(canonical(body), signer.key.hex())}"}
+    return node.http().request("POST", "/api/cre/wasm/gateway", raw=data, headers=headers)
+
+
+def test_gateway_form_trigger_signed_by_the_authorized_key_runs_the_workflow(node):
+    resp = gateway_post(node, build_request(WORKFLOW_ID, "req-1", {"q": "jwt"}))
+    assert resp.status == 200, resp.json
+    assert resp.json["id"] == "req-1"
+    result = resp.json["result"]
+    assert (result["status"], result["result"], result["workflowID"]) == ("succeeded", 'echo: {"q":"jwt"}',
+                                                                           WORKFLOW_ID)
+
+
+def test_gateway_form_trigger_refuses_a_signer_the_workflow_did_not_authorize(node):
+    resp = gateway_post(node, build_request(WORKFLOW_ID, "req-2", {"q": 1}), signer=OTHER)
+    assert resp.status == 403
+    assert OTHER.address in resp.json["error"]
+
+
+def test_gateway_form_trigger_refuses_a_replayed_jwt(node):
+    body = build_request(WORKFLOW_ID, "req-3", {"q": 1})
+    headers = {"Authorization": f"Bearer {make_jwt(canonical(body), SIGNER.key.hex())}"}
+    first = node.http().request("POST", "/api/cre/wasm/gateway", raw=canonical(body), headers=headers)
+    again = node.http().request("POST", "/api/cre/wasm/gateway", raw=canonical(body), headers=headers)
+    assert first.status == 200
+    assert again.status == 401 and "jti" in again.json["error"]
+
+
+def test_gateway_form_trigger_refuses_a_body_that_is_not_the_one_signed(node):
+    signed = build_request(WORKFLOW_ID, "req-4", {"amount": 1})
+    tampered = canonical(build_request(WORKFLOW_ID, "req-4", {"amount": 1000}))
+    resp = gateway_post(node, signed, raw=tampered)
+    assert resp.status == 401 and "digest" in resp.json["error"]
+
+
+def test_the_app_bridge_trigger_dispatch_runs_the_workflow_on_this_same_node(node):
+    before = len(executions(node, workflow="price-feed", limit=500))
+    resp = node.http().post("/api/cre/runtime/trigger", {"workflowId": WORKFLOW_ID, "input": {"from": "app"}},
+                            headers={"Authorization": f"Bearer {BRIDGE_KEY}"})
+    assert resp.status == 200, resp.json
+    assert resp.json["data"]["accepted"] is True
+    http_runs = [e for e in executions(node, workflow="price-feed", limit=500) if e["trigger"]["kind"] == "http"]
+    assert any(e["result"] == 'echo: {"from":"app"}' for e in http_runs)
+    assert len(executions(node, workflow="price-feed", limit=500)) > before

@@ -10,8 +10,11 @@ Triggers:
   with that time as the payload. A firing that finds the workflow's executions backed up is
   skipped with a warning (bounded work), never queued without limit; missed firings during
   downtime are not replayed (as CRE's cron trigger).
-- HTTP: `POST /api/cre/wasm/workflows/{name}/trigger` with `{"input": …}` (the simulator's form);
-  the input is the JSON text of `input`, given to the workflow's first HTTP handler.
+- HTTP: `POST /api/cre/wasm/workflows/{name}/trigger` with `{"input": …}` (the simulator's form,
+  behind the node's bearer key), or `POST /api/cre/wasm/gateway` in the CRE gateway's form
+  (JSON-RPC `workflows.execute`, an ETH-signed JWT from one of the trigger's authorized keys,
+  each JWT once; see gateway_trigger.py). The input is the JSON text of `input`, given to the
+  workflow's first HTTP handler.
 
 Executions are recorded in `cre_wasm_executions` (trigger, logs, capability calls, result or
 error, duration): a row is written 'running' before the execution starts and completed after,
@@ -21,6 +24,7 @@ so a restart mid-execution leaves a visible 'failed: interrupted' row, not a gap
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import time
@@ -31,6 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from node.cre.config import CreConfig, CreWasmWorkflow
+from node.cre.wasm import gateway_trigger
 from node.cre.wasm.capabilities import Capabilities
 from node.cre.wasm.host import Limits, Outcome, new_execution_id
 from node.cre.wasm.runtime import Loaded, LoadError, Subscription, WasmRuntime, cron_payload, http_payload, result_json
@@ -69,6 +74,15 @@ MIGRATIONS = [
             duration_ms REAL
         );
         CREATE INDEX cre_wasm_executions_workflow ON cre_wasm_executions (workflow, id);
+        """,
+    ),
+    Migration(
+        "crewasm.0002",
+        """
+        CREATE TABLE cre_wasm_used_jti (
+            jti TEXT PRIMARY KEY,
+            expires_at REAL NOT NULL
+        );
         """,
     ),
 ]
@@ -116,8 +130,15 @@ class ExecutionStore:
         return [_record(r) for r in rows]
 
     async def prune(self, keep: int) -> int:
+        await self._db.execute("DELETE FROM cre_wasm_used_jti WHERE expires_at < ?", (time.time() - 60,))
         return await self._db.execute(
             "DELETE FROM cre_wasm_executions WHERE id <= (SELECT MAX(id) FROM cre_wasm_executions) - ?", (keep,))
+
+    async def use_jti(self, jti: str, expires_at: float) -> bool:
+        """Claim a gateway JWT's id; False if it was used before (kept past its expiry)."""
+        return await self._db.execute(
+            "INSERT INTO cre_wasm_used_jti (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING",
+            (jti, expires_at)) == 1
 
 
 def _record(row: Any) -> dict[str, Any]:
@@ -141,6 +162,8 @@ class _Workflow:
         self.loaded = loaded
         self.capabilities = capabilities
         self.inflight = 0
+        self.workflow_id = config.workflow_id or hashlib.sha256(
+            b"\0".join([config.name.encode(), loaded.digest.encode(), loaded.config])).hexdigest()
 
 
 class WasmWorkflows:
@@ -266,6 +289,7 @@ class WasmWorkflows:
         return [
             web.get(f"{PREFIX}/workflows", self.list_workflows),
             web.post(f"{PREFIX}/workflows/{{name}}/trigger", self.http_trigger),
+            web.post(f"{PREFIX}/gateway", self.gateway_trigger),
             web.get(f"{PREFIX}/executions", self.list_executions),
             web.get(f"{PREFIX}/executions/{{execution_id}}", self.get_execution),
         ]
@@ -281,7 +305,7 @@ class WasmWorkflows:
     async def list_workflows(self, request: web.Request) -> web.Response:
         """The CRE workflows this node runs, with their triggers"""
         self._check(request)
-        data = [{"name": name, "file": w.config.file, "digest": w.loaded.digest,
+        data = [{"name": name, "workflowId": w.workflow_id, "file": w.config.file, "digest": w.loaded.digest,
                  "triggers": [s.describe() for s in w.loaded.subscriptions], "inflight": w.inflight}
                 for name, w in self.workflows.items()]
         return json_response({"success": True, "data": {"workflows": data}})
@@ -308,6 +332,37 @@ class WasmWorkflows:
                               {"retryAfter": 1})
         record = await self.fire(name, sub, http_payload(text), {"inputBytes": len(text)})
         return json_response({"success": True, "data": record})
+
+    async def gateway_trigger(self, request: web.Request) -> web.Response:
+        """The HTTP trigger in the CRE gateway's form: JSON-RPC workflows.execute with an ETH-signed JWT"""
+        raw = await request.read()
+        req = gateway_trigger.parse(raw, request.headers.get("Authorization", ""), time.time())
+        workflow = next((w for w in self.workflows.values()
+                         if (req.workflow_id is not None and w.workflow_id == req.workflow_id)
+                         or (req.workflow_id is None and w.config.name == req.workflow_name)), None)
+        if workflow is None:
+            raise NotFound("params.workflow: no such workflow on this node")
+        sub = workflow.loaded.first("http")
+        if sub is None:
+            raise Invalid(f"workflow {workflow.config.name} has no HTTP trigger")
+        allowed = {key.lower() for key in sub.authorized_keys}
+        if not allowed:
+            raise Forbidden(f"workflow {workflow.config.name}'s HTTP trigger authorizes no keys")
+        if req.signer.lower() not in allowed:
+            raise Forbidden(f"{req.signer} is not an authorized key of workflow {workflow.config.name}")
+        text = json.dumps(req.input, separators=(",", ":")).encode()
+        if len(text) > MAX_INPUT_BYTES:
+            raise Invalid(f"params.input: over {MAX_INPUT_BYTES} bytes")
+        if workflow.inflight >= self._backlog:
+            raise Unavailable(f"workflow {workflow.config.name} has {workflow.inflight} executions in flight",
+                              {"retryAfter": 1})
+        if not await self.store.use_jti(req.jti, req.expires_at):
+            raise Unauthenticated("JWT jti was already used")
+        record = await self.fire(workflow.config.name, sub, http_payload(text),
+                                 {"inputBytes": len(text), "signer": req.signer, "requestId": req.request_id})
+        return json_response({"jsonrpc": "2.0", "id": req.request_id, "result": {
+            "workflowID": workflow.workflow_id, "workflowExecutionID": record["executionId"],
+            "status": record["status"], "result": record["result"], "error": record["error"]}})
 
     async def list_executions(self, request: web.Request) -> web.Response:
         """Executions of the CRE workflows, newest first (filters: workflow, status)"""

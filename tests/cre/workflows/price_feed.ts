@@ -1,14 +1,15 @@
 // A test workflow for the node's CRE host, written against the published @chainlink/cre-sdk.
 // Cron: read a secret, fetch a price from config.priceUrl on each node, agree on the median,
 // optionally read a uint256 from config.contract on anvil, and return a summary string.
-// HTTP: echo the request input back (and log it).
+// HTTP: echo the request input back (and log it); config.authorizedKey, if set, is the one EVM
+// address allowed to sign gateway-form (JWT) requests.
 import {
 	bytesToHex, consensusMedianAggregation, cre, encodeCallMsg, getNetwork, LAST_FINALIZED_BLOCK_NUMBER, ok,
 	Runner, text, type CronPayload, type HTTPPayload, type HTTPSendRequester, type Runtime,
 } from '@chainlink/cre-sdk'
 import { type Address, decodeFunctionResult, encodeFunctionData, zeroAddress } from 'viem'
 
-type Config = { priceUrl: string; contract?: string; schedule?: string }
+type Config = { priceUrl: string; contract?: string; schedule?: string; authorizedKey?: string }
 
 const GET_VALUE = [{ type: 'function', name: 'getValue', inputs: [], outputs: [{ type: 'uint256' }], stateMutability: 'view' }] as const
 
@@ -51,7 +52,9 @@ const initWorkflow = (config: Config) => {
 	const http = new cre.capabilities.HTTPCapability()
 	return [
 		cre.handler(cron.trigger({ schedule: config.schedule ?? '*/30 * * * * *' }), onCron),
-		cre.handler(http.trigger({}), onHttp),
+		cre.handler(http.trigger({
+			authorizedKeys: config.authorizedKey ? [{ type: 'KEY_TYPE_ECDSA_EVM', publicKey: config.authorizedKey }] : [],
+		}), onHttp),
 	]
 }
 
