@@ -137,7 +137,14 @@ class Node:
             runtime = WorkflowRuntime(self.config.cre.runtime, self.db, self.secret_box(), self.session,
                                       reveal(settings.backend_api_key))
             await runtime.start()
-        self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher, runtime)
+        wasm = None
+        if any(w.enabled for w in settings.workflows):  # CRE workflows built with @chainlink/cre-sdk
+            from node.cre.wasm.service import WasmWorkflows
+
+            wasm = WasmWorkflows(settings, self.db, self.supervisor)
+            await wasm.start()
+            self._stack.push_async_callback(wasm.stop)
+        self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher, runtime, wasm)
         self.supervisor.periodic("cre-nonce-prune", min(settings.skew_seconds, 60),
                                  lambda: store.prune_nonces(settings.skew_seconds))
         log.info("cre.ready", hmac_enforced=settings.enforce_hmac, bearer_configured=bool(reveal(settings.api_key)),

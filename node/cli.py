@@ -11,6 +11,7 @@ import sys
 from node import __version__
 from node.config import ConfigError, load_config
 from node.logs import get_logger, setup_logging
+from node.cre.wasm import cli as cre_cli
 from node.observe import cli as observe_cli
 
 
@@ -27,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", default="config.yaml", help="path to config.yaml (default: %(default)s)")
     _chain_parsers(sub)
     observe_cli.add_commands(sub)
+    cre_cli.add_commands(sub)
     return parser
 
 
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         return _chain_command(args)
     if args.command in observe_cli.COMMANDS:
         return observe_cli.run(args)
+    if args.command in cre_cli.COMMANDS:
+        return cre_cli.run(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -67,6 +67,12 @@ if [ "$sources" != "$(cat node/chain/abi/SOURCES_SHA256 2>/dev/null)" ]; then
 fi
 done_step
 
+# 3b. The CRE workflow toolchain (node/cre/wasm): @chainlink/cre-sdk, its Javy plugin and bun from npm
+#     into build/cre-toolchain (git-ignored; BUSL-1.1: installed here, never committed). Idempotent.
+step "3b CRE workflow toolchain (npm, build/cre-toolchain)"
+PYTHONPATH=$PWD .venv/bin/python -m node cre setup >/dev/null
+done_step
+
 # 4. Base images (built only when missing)
 step "4/5 base images"
 bash scripts/build_base_images.sh >/dev/null

@@ -1,0 +1,93 @@
+"""Parts of the CRE WASM host that need no guest: the 6-field cron, one-node consensus over the
+SDK's aggregations, and the config section's field-named errors."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from node.cre.config import CreConfig
+from node.cre.wasm import messages as pb
+from node.cre.wasm.capabilities import CapabilityError, consensus
+from node.cre.wasm.cron import Cron, CronError
+
+T0 = datetime(2026, 1, 1, 0, 0, 10, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    ("*/30 * * * * *", datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc)),
+    ("0 */5 * * * *", datetime(2026, 1, 1, 0, 5, 0, tzinfo=timezone.utc)),
+    ("0 0 12 * * MON", datetime(2026, 1, 5, 12, 0, 0, tzinfo=timezone.utc)),
+    ("15 30 6 29 2 *", datetime(2028, 2, 29, 6, 30, 15, tzinfo=timezone.utc)),
+    ("*/5 * * * *", datetime(2026, 1, 1, 0, 5, 0, tzinfo=timezone.utc)),  # 5 fields: second 0
+])
+def test_cron_next_firing_time_follows_the_six_field_schedule(schedule, expected):
+    assert Cron(schedule).next_after(T0) == expected
+
+
+@pytest.mark.parametrize("schedule, part", [
+    ("* * * * * * *", "expected 6 fields"), ("61 * * * * *", "second"), ("* * 25 * * *", "hour"),
+    ("* * * * 13 *", "month"), ("*/0 * * * * *", "second"), ("* * * 31 2 *", "never fires"),
+])
+def test_a_bad_cron_schedule_is_refused_naming_the_field(schedule, part):
+    with pytest.raises(CronError, match=part):
+        Cron(schedule).next_after(T0)
+
+
+def observation(value, aggregation=None, fields=None, error=None, default=None):
+    inputs = pb.SimpleConsensusInputs()
+    if error is not None:
+        inputs.error = error
+    else:
+        inputs.value.CopyFrom(value)
+    if aggregation is not None:
+        inputs.descriptors.aggregation = aggregation
+    for key, agg in (fields or {}).items():
+        entry = inputs.descriptors.fields_map.fields.add(key=key)
+        entry.value.aggregation = agg
+    if default is not None:
+        inputs.default.CopyFrom(default)
+    return inputs
+
+
+def test_one_node_median_and_identical_consensus_are_the_observation_itself():
+    value = pb.Value(float64_value=12.5)
+    assert consensus(observation(value, aggregation=1)) == value
+    assert consensus(observation(value, aggregation=2)) == value
+
+
+def test_one_node_frequency_list_counts_the_observation_once():
+    agreed = consensus(observation(pb.Value(string_value="a"), aggregation=5))
+    assert pb.value_to_python(agreed) == [{"value": "a", "count": 1}]
+
+
+def test_fields_map_consensus_applies_each_fields_aggregation():
+    value = pb.Value()
+    value.map_value.fields.add(key="price").value.float64_value = 3.0
+    value.map_value.fields.add(key="sig").value.string_value = "s"
+    agreed = consensus(observation(value, fields={"price": 1, "sig": 5}))
+    assert pb.value_to_python(agreed) == {"price": 3.0, "sig": [{"value": "s", "count": 1}]}
+
+
+def test_an_error_observation_takes_the_default_or_fails_with_its_error():
+    default = pb.Value(int64_value=123)
+    assert consensus(observation(None, error="boom", default=default)) == default
+    with pytest.raises(CapabilityError, match="boom"):
+        consensus(observation(None, error="boom"))
+
+
+@pytest.mark.parametrize("section, field", [
+    ({"workflows": [{"name": "a", "file": "w.py"}]}, "workflows.0.file"),
+    ({"workflows": [{"name": "bad name", "file": "w.ts"}]}, "workflows.0.name"),
+    ({"workflows": [{"name": "a", "file": "w.ts"}, {"name": "a", "file": "x.ts"}]}, "workflows"),
+    ({"workflows": [{"name": "a", "file": "w.ts", "secrets": {"K": "env:NOPE_UNSET"}}]}, "workflows.0.secrets"),
+    ({"wasm": {"chains": {"nowhere": "http://127.0.0.1:8545"}}}, "wasm.chains"),
+    ({"wasm": {"http_allowed_networks": ["not-a-net"]}}, "wasm.http_allowed_networks.0"),
+    ({"wasm": {"timeout": 0}}, "wasm.timeout"),
+])
+def test_a_bad_cre_workflows_config_names_the_field(section, field):
+    with pytest.raises(ValidationError) as info:
+        CreConfig.model_validate(section, context={"env": {}})
+    assert field in str(info.value)

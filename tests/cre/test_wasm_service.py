@@ -1,0 +1,179 @@
+"""CRE workflows on a real node process: `cre.workflows` loads our SDK-built workflow at start,
+its cron trigger fires on schedule, its HTTP trigger answers through the API, and every
+execution is recorded and listed under /api/cre/wasm."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from eth_account import Account
+
+from node.cre.gateway import build_request, canonical, make_jwt
+from tests.cre.workflows.harness import PRICE_FEED, PriceServer, toolchain
+from tests.helpers import NodeProcess, free_port
+
+pytestmark = [pytest.mark.slow]
+
+KEY = "wasm-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+BRIDGE_KEY = "bridge-test-key"
+SIGNER = Account.create()  # the workflow's one authorized HTTP trigger key
+OTHER = Account.create()
+WORKFLOW_ID = "ab" * 32
+
+
+def workflow_entry(price_url: str, schedule: str = "* * * * * *") -> dict:
+    return {"name": "price-feed", "file": str(PRICE_FEED), "workflow_id": WORKFLOW_ID,
+            "config": {"priceUrl": price_url, "schedule": schedule, "authorizedKey": SIGNER.address},
+            "secrets": {"PRICE_API_KEY": "s3cret"}}
+
+
+@pytest.fixture(scope="module")
+def prices():
+    server = PriceServer(b"42.25")
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory, prices):
+    toolchain()
+    port = free_port()
+    proc = NodeProcess(tmp_path_factory.mktemp("crewasm"), [], {
+        "cre": {"wasm": {"api_key": KEY, "http_allowed_networks": ["127.0.0.1/32"], "timeout": 20},
+                "workflows": [workflow_entry(prices.url)],
+                # the app bridge's trigger dispatch, pointed at this node's own gateway route
+                "api_key": BRIDGE_KEY, "gateway_url": f"http://127.0.0.1:{port}/api/cre/wasm/gateway",
+                "trigger_private_key": SIGNER.key.hex()},
+    }, port=port)
+    proc.start(timeout=90)
+    yield proc
+    proc.stop()
+
+
+def executions(node, **query) -> list[dict]:
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    resp = node.http().get(f"/api/cre/wasm/executions?{qs}", headers=AUTH)
+    assert resp.status == 200, resp.json
+    return resp.json["data"]["executions"]
+
+
+def test_the_node_lists_the_configured_workflow_with_its_triggers(node):
+    resp = node.http().get("/api/cre/wasm/workflows", headers=AUTH)
+    assert resp.status == 200
+    (workflow,) = resp.json["data"]["workflows"]
+    assert workflow["name"] == "price-feed"
+    assert [t["kind"] for t in workflow["triggers"]] == ["cron", "http"]
+    assert workflow["triggers"][0]["schedule"] == "* * * * * *"
+
+
+def test_cron_trigger_fires_on_schedule_and_each_execution_is_recorded(node):
+    deadline = time.monotonic() + 30
+    done: list[dict] = []
+    while time.monotonic() < deadline and not done:
+        done = [e for e in executions(node, workflow="price-feed") if e["trigger"]["kind"] == "cron"
+                and e["status"] != "running"]
+        time.sleep(0.5)
+    assert done, f"no cron execution within 30s:\n{node.log()[-3000:]}"
+    record = done[0]
+    assert record["status"] == "succeeded", record
+    assert record["result"] == "price=42.25 onchain=none"
+    assert "median price=42.25" in record["logs"]
+    assert [c["capability"] for c in record["calls"]] == ["http-actions@1.0.0-alpha", "consensus@1.0.0-alpha"]
+    assert "scheduled" in record["trigger"] and record["durationMs"] > 0
+
+
+def test_http_trigger_runs_the_workflow_and_answers_with_the_execution_record(node):
+    resp = node.http().post("/api/cre/wasm/workflows/price-feed/trigger", {"input": {"q": "ping"}}, headers=AUTH)
+    assert resp.status == 200, resp.json
+    record = resp.json["data"]
+    assert (record["status"], record["result"]) == ("succeeded", 'echo: {"q":"ping"}')
+    again = node.http().get(f"/api/cre/wasm/executions/{record['executionId']}", headers=AUTH)
+    assert again.status == 200 and again.json["data"] == record
+
+
+def test_wasm_routes_refuse_a_missing_or_wrong_bearer(node):
+    assert node.http().get("/api/cre/wasm/executions").status == 401
+    wrong = node.http().post("/api/cre/wasm/workflows/price-feed/trigger", {"input": {}},
+                             headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 401
+    assert wrong.json["success"] is False
+
+
+def test_http_trigger_without_input_is_a_400_naming_input(node):
+    resp = node.http().post("/api/cre/wasm/workflows/price-feed/trigger", {"q": 1}, headers=AUTH)
+    assert resp.status == 400
+    assert resp.json["error"].startswith("input:")
+
+
+def test_unknown_workflow_and_execution_are_404(node):
+    assert node.http().post("/api/cre/wasm/workflows/nope/trigger", {"input": {}}, headers=AUTH).status == 404
+    assert node.http().get("/api/cre/wasm/executions/" + "0" * 64, headers=AUTH).status == 404
+
+
+def test_bad_status_filter_is_a_400_naming_status(node):
+    resp = node.http().get("/api/cre/wasm/executions?status=done", headers=AUTH)
+    assert resp.status == 400 and resp.json["error"].startswith("status:")
+
+
+def test_a_workflow_that_does_not_build_stops_the_start_with_one_line_naming_it(tmp_path, prices):
+    broken = tmp_path / "wf" / "broken.ts"
+    broken.parent.mkdir()
+    broken.write_text("import { cre } from '@chainlink/cre-sdk'\nthis is not typescript\n")
+    proc = NodeProcess(tmp_path / "node", [], {
+        "cre": {"workflows": [{"name": "broken", "file": str(broken)}]},
+    })
+    proc.start_background()
+    assert proc.proc.wait(90) == 1
+    assert "cre.workflows[broken]" in proc.log()
+
+
+def gateway_post(node, body: dict, signer=SIGNER, raw: bytes | None = None):
+    data = raw if raw is not None else canonical(body)
+    headers = {"Content-Type": "application/json",
+               "Authorization": f"Bearer {make_jwt(canonical(body), signer.key.hex())}"}
+    return node.http().request("POST", "/api/cre/wasm/gateway", raw=data, headers=headers)
+
+
+def test_gateway_form_trigger_signed_by_the_authorized_key_runs_the_workflow(node):
+    resp = gateway_post(node, build_request(WORKFLOW_ID, "req-1", {"q": "jwt"}))
+    assert resp.status == 200, resp.json
+    assert resp.json["id"] == "req-1"
+    result = resp.json["result"]
+    assert (result["status"], result["result"], result["workflowID"]) == ("succeeded", 'echo: {"q":"jwt"}',
+                                                                           WORKFLOW_ID)
+
+
+def test_gateway_form_trigger_refuses_a_signer_the_workflow_did_not_authorize(node):
+    resp = gateway_post(node, build_request(WORKFLOW_ID, "req-2", {"q": 1}), signer=OTHER)
+    assert resp.status == 403
+    assert OTHER.address in resp.json["error"]
+
+
+def test_gateway_form_trigger_refuses_a_replayed_jwt(node):
+    body = build_request(WORKFLOW_ID, "req-3", {"q": 1})
+    headers = {"Authorization": f"Bearer {make_jwt(canonical(body), SIGNER.key.hex())}"}
+    first = node.http().request("POST", "/api/cre/wasm/gateway", raw=canonical(body), headers=headers)
+    again = node.http().request("POST", "/api/cre/wasm/gateway", raw=canonical(body), headers=headers)
+    assert first.status == 200
+    assert again.status == 401 and "jti" in again.json["error"]
+
+
+def test_gateway_form_trigger_refuses_a_body_that_is_not_the_one_signed(node):
+    signed = build_request(WORKFLOW_ID, "req-4", {"amount": 1})
+    tampered = canonical(build_request(WORKFLOW_ID, "req-4", {"amount": 1000}))
+    resp = gateway_post(node, signed, raw=tampered)
+    assert resp.status == 401 and "digest" in resp.json["error"]
+
+
+def test_the_app_bridge_trigger_dispatch_runs_the_workflow_on_this_same_node(node):
+    before = len(executions(node, workflow="price-feed", limit=500))
+    resp = node.http().post("/api/cre/runtime/trigger", {"workflowId": WORKFLOW_ID, "input": {"from": "app"}},
+                            headers={"Authorization": f"Bearer {BRIDGE_KEY}"})
+    assert resp.status == 200, resp.json
+    assert resp.json["data"]["accepted"] is True
+    http_runs = [e for e in executions(node, workflow="price-feed", limit=500) if e["trigger"]["kind"] == "http"]
+    assert any(e["result"] == 'echo: {"from":"app"}' for e in http_runs)
+    assert len(executions(node, workflow="price-feed", limit=500)) > before
