@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from node import __version__
-from node.config import NodeConfig
+from node.config import LoadedConfig, NodeConfig
 from node.containers import container_manager
 from node.cre import api as cre_api
 from node.cre.actions import ActionRunner
@@ -64,8 +64,9 @@ log = get_logger(__name__)
 
 
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, loaded: LoadedConfig | None = None) -> None:
         self.config = config
+        self.loaded = loaded  # where the config came from (file, form, hash, load time)
         self.db = Database(config.storage.path, config.storage.synchronous)
         self.store = JobStore(self.db)
         self.containers = container_manager(config.containers, config.docker, config.manage_containers)

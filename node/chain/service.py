@@ -90,6 +90,8 @@ class ChainService:
         assert self.processor is not None
         keep: list[tuple[Subscription, list[str], str]] = []
         for sub in subs:
+            if sub.id <= self.config.starting_sub_id:
+                continue
             pipeline, reason = self.serves(sub)
             if pipeline is None:
                 log.debug("chain.subscription_ignored", subscription=sub.id, reason=reason)
@@ -168,7 +170,8 @@ class ChainService:
         await self.store.start(self.coordinator.address)
         await self._check_payment_wallet()
         self.chain_id = await self.w3.eth.chain_id
-        self.wallet = Wallet(self.w3, self._private_key, self.config.wallet.max_gas_limit, self.chain_id)
+        self.wallet = Wallet(self.w3, self._private_key, self.config.wallet.max_gas_limit, self.chain_id,
+                             allowed_sim_errors=self.config.wallet.allowed_sim_errors)
         balance = await self.wallet.balance()
         if balance == 0:
             log.warning("chain.wallet_empty", address=self.address, hint="fund the node's wallet to deliver results")
