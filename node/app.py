@@ -44,6 +44,7 @@ from node.registry.service import RegistryService
 from node.registry.store import RegistryStore
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
+from node.jobs.resources import ResourcesApi
 from node.jobs.store import JobStore
 from node.lifecycle import Supervisor
 from node.logs import get_logger
@@ -193,6 +194,10 @@ class Node:
             jobs_api.delegated_handler = self.chain.delegated
             app.router.add_get("/api/chain/deliveries", self.chain.deliveries_view)
         app.add_routes(jobs_api.routes())
+        assert self.session is not None
+        orchestrator = self.orchestrator
+        app.add_routes(ResourcesApi(lambda: orchestrator.endpoints, self.session,
+                                    self.config.server.max_json_depth).routes())
         checks = {"sqlite": self.db.writable}
         if self.config.manage_containers and any(s.managed for s in self.containers.states.values()):
             checks["docker"] = self.containers.ping
