@@ -102,7 +102,12 @@ def setup_logging(level: str = "INFO", fmt: str = "kv", path: str | None = None,
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
-    root.setLevel(level)
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """The node's log level (at start-up, and again on a config reload)."""
+    logging.getLogger().setLevel(level)
     # Third-party chatter stays at warning unless we debug.
     for noisy in ("aiohttp.access", "docker", "urllib3", "web3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
