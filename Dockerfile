@@ -6,9 +6,13 @@
 # on 127.0.0.1) with the engine's socket, and with build contexts at the paths the config names:
 #   docker run --network host -v /var/run/docker.sock:/var/run/docker.sock \
 #     -v $PWD:/srv/node -w /srv/node node-daemon:latest run --config /srv/node/config.yaml
+# Without --config it works in /app and reads $INFERNET_CONFIG_PATH, else /app/config.yaml, else
+# /app/config.json: an Infernet operator's compose file (config.json mounted at /app/config.json)
+# runs it unchanged (deploy/infernet/docker-compose.yaml).
 FROM node-base/python:bookworm
 COPY site-packages /opt/node/site-packages
 ENV PYTHONPATH=/opt/node/site-packages PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /app
 EXPOSE 4000
 ENTRYPOINT ["python3", "-m", "node"]
-CMD ["run", "--config", "/etc/node/config.yaml"]
+CMD ["run"]

@@ -19,7 +19,9 @@ import aiohttp
 from aiohttp import web
 
 from node import __version__
-from node.config import NodeConfig
+from node.config import ConfigError, LoadedConfig, NodeConfig, read_config
+from node.containers.config import ContainerConfig
+from node.containers.manager import ContainerState
 from node.containers import container_manager
 from node.cre import api as cre_api
 from node.cre.actions import ActionRunner
@@ -44,11 +46,15 @@ from node.registry.service import RegistryService
 from node.registry.store import RegistryStore
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
+from node.jobs.resources import ResourcesApi
 from node.jobs.store import JobStore
 from node.lifecycle import Supervisor
-from node.logs import get_logger
+from node.logs import get_logger, set_level
 from node.observe import api as observe_api
 from node.observe.wiring import Observability
+from node.reload import ReloadPlan
+from node.reload import applied as applied_config
+from node.reload import plan as reload_plan
 from node.server.health import HealthApi
 from node.server.egress import EgressPolicy
 from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares, prefix_rate_limit
@@ -65,8 +71,9 @@ log = get_logger(__name__)
 
 
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, loaded: LoadedConfig | None = None) -> None:
         self.config = config
+        self.loaded = loaded  # where the config came from (file, form, hash, load time)
         self.db = Database(config.storage.path, config.storage.synchronous)
         self.store = JobStore(self.db)
         self.containers = container_manager(config.containers, config.docker, config.manage_containers)
@@ -88,6 +95,10 @@ class Node:
         self._stack = AsyncExitStack()
         self._box: SecretBox | None = None
         self.clients = ClientAddresses(config.server.trusted_proxies)  # who a request's client is
+        self._limiters: dict[str, RateLimiter] = {}
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task] = set()
+        self.restart_needed: list[str] = []  # changed keys a reload could not apply
         # Metrics, the operator status endpoint/page and the problem watchdog (one registry per node).
         self.observe = Observability(self) if config.observe.enabled else None
 
@@ -100,24 +111,26 @@ class Node:
         return self._box
 
     def _endpoints(self) -> dict[str, ContainerEndpoint]:
-        out = {}
-        for c in self.config.containers:
-            state = self.containers.states[c.id]
-            out[c.id] = ContainerEndpoint(
-                id=c.id,
-                url=state.url,
-                external=c.external,
-                timeout=c.timeout,
-                concurrency=c.concurrency,
-                bearer=c.bearer.get_secret_value() if c.bearer else None,
-                generates_proofs=c.generates_proofs,
-                allowed_networks=[ipaddress.ip_network(n, strict=False) for n in c.allowed_ips],
-                description=c.description,
-                image=state.image,
-                retry_dropped=getattr(state, "mode", "local") == "swarm",
-                idempotent=c.idempotent,
-            )
-        return out
+        return {c.id: self._endpoint(c, self.containers.states[c.id]) for c in self.config.containers}
+
+    @staticmethod
+    def _endpoint(c: ContainerConfig, state: ContainerState) -> ContainerEndpoint:
+        endpoint = ContainerEndpoint(
+            id=c.id,
+            url=state.url,
+            external=c.external,
+            timeout=c.timeout,
+            concurrency=c.concurrency,
+            bearer=c.bearer.get_secret_value() if c.bearer else None,
+            generates_proofs=c.generates_proofs,
+            allowed_networks=[ipaddress.ip_network(n, strict=False) for n in c.allowed_ips],
+            description=c.description,
+            image=state.image,
+            retry_dropped=getattr(state, "mode", "local") == "swarm",
+            idempotent=c.idempotent,
+        )
+        endpoint.set_urls(state.urls())
+        return endpoint
 
     async def _start_cre(self) -> None:
         assert self.orchestrator is not None and self.session is not None
@@ -183,6 +196,7 @@ class Node:
         shapes = ErrorShapes(families)
         limiter = RateLimiter(self.config.server.rate_limit, exempt={("PUT", "/api/status")})
         auth_limiter = RateLimiter(self.config.server.auth_rate_limit)
+        self._limiters = {"rate_limit": limiter, "auth_rate_limit": auth_limiter}  # retuned by reload
         app = web.Application(
             middlewares=[*make_middlewares(shapes, limiter, self.config.server.max_json_depth, self.clients),
                          prefix_rate_limit(auth_limiter, (f"{gateway_api.PREFIX}/auth/", "/api/auth/")),
@@ -203,6 +217,10 @@ class Node:
             jobs_api.delegated_handler = self.chain.delegated
             app.router.add_get("/api/chain/deliveries", self.chain.deliveries_view)
         app.add_routes(jobs_api.routes())
+        assert self.session is not None
+        orchestrator = self.orchestrator
+        app.add_routes(ResourcesApi(lambda: orchestrator.endpoints, self.session,
+                                    self.config.server.max_json_depth).routes())
         checks = {"sqlite": self.db.writable}
         if self.config.manage_containers and any(s.managed for s in self.containers.states.values()):
             checks["docker"] = self.containers.ping
@@ -378,11 +396,147 @@ class Node:
     def request_stop(self) -> None:
         self._stopping.set()
 
+    # -- reload (SIGHUP, POST /api/node/reload) -----------------------------------------------
+
+    def config_status(self) -> dict[str, Any] | None:
+        """The live config's file, form, hash and load time, and what waits for a restart."""
+        if self.loaded is None:
+            return None
+        return {**self.loaded.status(), "restart_needed": self.restart_needed}
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload in the background (one at a time; the outcome is logged)."""
+        task = asyncio.create_task(self.reload(), name="config-reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> dict[str, Any]:
+        """Validate the config file again and apply what can apply live (node/reload.py). An
+        invalid file changes nothing: one error line naming the field, and a metric."""
+        async with self._reload_lock:
+            if self.loaded is None or not self.started:
+                log.warning("config.reload_refused", reason="the node is not running from a config file yet")
+                return {"ok": False, "error": "the node is not running from a config file yet"}
+            try:
+                loaded = await asyncio.to_thread(read_config, self.loaded.path)
+            except ConfigError as exc:
+                message = str(exc)
+                lines = message.splitlines()
+                log.error("config.reload_invalid", path=str(self.loaded.path),
+                          error="; ".join(line.strip() for line in lines[1:]) or message)
+                self._count_reload("invalid")
+                return {"ok": False, "error": message}
+            containers_live = self.config.docker.mode == "local"
+            changes = reload_plan(self.config, loaded.config, containers_live)
+            try:
+                await self._apply(loaded.config, changes)
+            except Exception as exc:  # noqa: BLE001 - a failed roll keeps what was running
+                log.exception("config.reload_failed", error=str(exc)[:300])
+                self._count_reload("failed")
+                return {"ok": False, "error": f"applying the reload failed: {exc}"}
+            self.config = applied_config(self.config, loaded.config, changes)
+            self.loaded = loaded
+            self.restart_needed = changes.restart
+            for note in loaded.notes:
+                log.info("config.infernet_key", note=note)
+            if changes.restart:
+                log.warning("config.restart_needed", keys=",".join(changes.restart),
+                            note="the running node keeps the old values until the next start")
+            self._count_reload("applied")
+            summary = changes.summary()
+            log.info("config.reloaded", sha256=loaded.sha256[:16],
+                     **{k: ",".join(v) for k, v in summary.items() if v and k != "restart_needed"})
+            return {"ok": True, **summary, "sha256": loaded.sha256}
+
+    def _count_reload(self, outcome: str) -> None:
+        if self.observe is not None:
+            self.observe.metrics.config_reloads.labels(outcome).inc()
+
+    async def _apply(self, new: NodeConfig, changes: ReloadPlan) -> None:
+        if "log.level" in changes.live:
+            set_level(new.log.level)
+        for name in ("rate_limit", "auth_rate_limit"):
+            if f"server.{name}" in changes.live and name in self._limiters:
+                limits = getattr(new.server, name)
+                self._limiters[name].limit, self._limiters[name].period = limits.num_requests, limits.period
+        assert self.orchestrator is not None and self.session is not None
+        endpoints = self.orchestrator.endpoints
+        for c in changes.added:  # one at a time, each serving once it answers
+            state = await self.containers.add(c)
+            await self.containers.wait_answering(self.session, [state], new.startup_wait)
+            endpoints[c.id] = self._endpoint(c, state)
+            log.info("config.container_added", container=c.id, url=state.url)
+        for c in changes.retuned:
+            old = endpoints[c.id]
+            endpoints[c.id] = self._endpoint(c, self.containers.states[c.id])
+            await self._drain_calls(old)
+        for c in changes.rolled:
+            await self._roll(c, new.startup_wait)
+        for cid in changes.removed:
+            await self._retire(cid)
+            await self.containers.remove(cid)
+            log.info("config.container_removed", container=cid)
+        if changes.containers_changed and self.chain is not None:
+            self.chain.set_containers(new.containers)
+
+    async def _roll(self, c: ContainerConfig, wait: float) -> None:
+        """Replace a changed container: its successor starts beside it and takes the calls once
+        it answers; the old one goes once its calls are done. On a fixed host port both cannot
+        run at once: calls to it are refused (400) from the drain until the successor answers."""
+        assert self.orchestrator is not None and self.session is not None
+        endpoints = self.orchestrator.endpoints
+        if self.containers.can_run_beside(c):
+            successor = await self.containers.start_successor(c)
+            await self.containers.wait_answering(self.session, [successor], wait)
+            old_state = self.containers.swap(c, successor)
+            old = endpoints[c.id]
+            endpoints[c.id] = self._endpoint(c, successor)
+            await self._drain_calls(old)
+            await self.containers.retire(old_state, successor)
+        else:
+            await self._retire(c.id)
+            await self.containers.remove(c.id)
+            state = await self.containers.add(c)
+            await self.containers.wait_answering(self.session, [state], wait)
+            endpoints[c.id] = self._endpoint(c, state)
+        log.info("config.container_rolled", container=c.id, url=self.containers.states[c.id].url)
+
+    async def _retire(self, cid: str) -> None:
+        """Take a container out of service: refuse new jobs naming it, let the running jobs that
+        reach it finish (at most the longest container timeout), then its last calls."""
+        assert self.orchestrator is not None
+        self.orchestrator.retiring.add(cid)
+        try:
+            limit = max(c.timeout for c in self.config.containers)
+            deadline = time.monotonic() + limit
+            while any(cid in job.containers for job in self.store.running()):
+                if time.monotonic() >= deadline:
+                    log.warning("config.drain_timeout", container=cid, s=limit)
+                    break
+                await asyncio.sleep(0.05)
+            old = self.orchestrator.endpoints.pop(cid)
+        finally:
+            self.orchestrator.retiring.discard(cid)
+        await self._drain_calls(old)
+
+    async def _drain_calls(self, endpoint: ContainerEndpoint) -> None:
+        """Wait until no call is in flight on a retired endpoint (nothing new reaches it: the
+        orchestrator looks endpoints up per call), at most the container's call timeout."""
+        async def take_all() -> None:
+            for _ in range(endpoint.concurrency):
+                await endpoint.semaphore.acquire()
+
+        try:
+            await asyncio.wait_for(take_all(), endpoint.timeout)
+        except asyncio.TimeoutError:
+            log.warning("config.drain_timeout", container=endpoint.id, s=endpoint.timeout)
+
     async def serve_forever(self) -> int:
         """Run until SIGINT/SIGTERM or a fatal background failure; the process exit code."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             await self.start()
             await self._stopping.wait()

@@ -6,12 +6,20 @@ node/fields.py). This module only assembles them, checks the references between 
 string, and loads the file. Unknown keys are errors (a typo must never silently disable a
 feature) and secrets are `SecretStr` so they never show up in logs or reprs. Environment
 fallbacks are read once, here, through the validation context (`parse_config(env=...)`).
+
+The file may also be Ritual Infernet node's `config.json`, unmodified (node/infernet_config.py
+translates it): recognised by a `.json` name or by keys only Infernet's form has. `read_config`
+says which form was read, what the translation ignored (one note per key, to be logged), and the
+file's hash and load time (shown on the status page, so an operator sees which file is live).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +31,7 @@ from node.containers.config import ContainerConfig, DockerConfig
 from node.cre.config import CreConfig
 from node.fields import ConfigModel
 from node.gateway.config import GatewayConfig
+from node.infernet_config import SIDECAR_NAME, InfernetFormError, looks_like_infernet, read_infernet
 from node.observe.config import ObserveConfig
 from node.registry.config import RegistryConfig
 from node.server.config import LogConfig, ServerConfig
@@ -139,18 +148,59 @@ def parse_config(data: Any, source: str = "config", env: dict[str, str] | None =
         raise ConfigError(_format_errors(source, exc)) from None
 
 
-def load_config(path: str | Path, env: dict[str, str] | None = None) -> NodeConfig:
-    """Read, substitute and validate a config file. Relative paths inside it (storage,
-    build contexts, log file) are resolved against the file's folder."""
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config and where it came from."""
+
+    config: NodeConfig
+    path: Path
+    form: str  # "yaml" (ours) or "infernet" (Ritual's config.json)
+    notes: tuple[str, ...]  # Infernet keys that mean nothing here, and what the node does instead
+    sha256: str  # of the file's bytes (and node.yaml beside an Infernet config)
+    loaded_at: float  # Unix time
+
+    def status(self) -> dict[str, object]:
+        return {"path": str(self.path), "form": self.form, "sha256": self.sha256, "loaded_at": self.loaded_at}
+
+
+def read_config(path: str | Path, env: dict[str, str] | None = None) -> LoadedConfig:
+    """Read, substitute and validate a config file, ours or Infernet's. Relative paths inside it
+    (storage, build contexts, log file) are resolved against the file's folder."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    digest = hashlib.sha256(text)
+    notes: tuple[str, ...] = ()
+    form = "yaml"
+    try:
+        if path.suffix.lower() == ".json":
+            form = "infernet"
+            translation = read_infernet(path)
+        else:
+            try:
+                raw = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            if looks_like_infernet(raw):
+                form = "infernet"
+                translation = read_infernet(path, raw)
+    except InfernetFormError as exc:
+        raise ConfigError(str(exc)) from None
+    if form == "infernet":
+        raw, notes = translation.data, tuple(translation.notes)
+        sidecar = path.parent / SIDECAR_NAME
+        if sidecar.is_file():
+            digest.update(sidecar.read_bytes())
     config = parse_config(raw, str(path), env)
-    return resolve_paths(config, path.resolve().parent)
+    return LoadedConfig(resolve_paths(config, path.resolve().parent), path, form, notes, digest.hexdigest(),
+                        time.time())
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> NodeConfig:
+    """`read_config`'s config alone."""
+    return read_config(path, env).config
 
 
 def resolve_paths(config: NodeConfig, base: Path) -> NodeConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import sys
 import time
 from typing import Any
@@ -87,10 +88,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "kv", path: str | None = None) -> None:
+def setup_logging(level: str = "INFO", fmt: str = "kv", path: str | None = None,
+                  max_file_size: int | None = None, backup_count: int = 2) -> None:
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else KeyValueFormatter()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if path:
+    if path and max_file_size:
+        handlers.append(logging.handlers.RotatingFileHandler(path, maxBytes=max_file_size, backupCount=backup_count))
+    elif path:
         handlers.append(logging.FileHandler(path))
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -98,7 +102,12 @@ def setup_logging(level: str = "INFO", fmt: str = "kv", path: str | None = None)
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
-    root.setLevel(level)
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """The node's log level (at start-up, and again on a config reload)."""
+    logging.getLogger().setLevel(level)
     # Third-party chatter stays at warning unless we debug.
     for noisy in ("aiohttp.access", "docker", "urllib3", "web3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

@@ -23,6 +23,9 @@ class WalletConfig(ConfigModel):
     payment_address: Address | None = Field(
         None, description="The node's payment Wallet (made by the WalletFactory: `node-daemon wallet create`); "
                           "paid subscriptions pay into it. Unset: only free subscriptions are served")
+    # As in the Infernet node: a delivery whose simulation reverts with a message containing one of
+    # these (case-insensitive) is sent anyway, with max_gas_limit as its gas.
+    allowed_sim_errors: list[str] = []
 
 
 class ChainConfig(ConfigModel):
@@ -35,6 +38,8 @@ class ChainConfig(ConfigModel):
     reader_address: Address | None = None
     trail_head_blocks: int = Field(1, ge=0, description="Confirmations: work on head - trail")
     start_block: int = Field(0, ge=0, description="First block of the snapshot sync (without a saved cursor)")
+    starting_sub_id: int = Field(0, ge=0, description="Subscriptions with this id or lower are never served "
+                                 "(Infernet's snapshot_sync.starting_sub_id)")
     snapshot_batch_blocks: int = Field(2000, ge=1)
     reader_batch: int = Field(500, ge=1, le=5000)
     poll_interval: float = Field(0.5, gt=0, description="Seconds between head polls when there is no head subscription")

@@ -59,11 +59,7 @@ class ChainService:
         self.address = Account.from_key(self._private_key).address
         self.payment_address = to_checksum_address(config.wallet.payment_address) \
             if config.wallet.payment_address else None
-        self._containers = {c.id: c for c in containers}
-        pipelines = [[c.id] for c in containers] + [list(p) for p in config.pipelines]
-        self._by_hash = {codec.container_id(p): p for p in pipelines}
-        self.policy = PaymentPolicy({c.id: c.accepted_payments for c in containers},
-                                    {c.id: c.generates_proofs for c in containers}, self.payment_address)
+        self.set_containers(containers)
         self.payments: PaymentChecker | None = None
         self.skips: Counter = Counter()  # subscriptions and intervals not served, by kind (metric node_chain_skipped)
         self.wallet: Wallet | None = None
@@ -75,6 +71,16 @@ class ChainService:
         self.chain_id: int | None = None
 
     # -- which subscriptions this node serves -------------------------------------------------
+
+    def set_containers(self, containers: list[ContainerConfig]) -> None:
+        """The containers (and their allow-lists and prices) served from now on; a config reload
+        calls it again. Configured pipelines naming a removed container are no longer served."""
+        self._containers = {c.id: c for c in containers}
+        pipelines = [[c.id] for c in containers] + [list(p) for p in self.config.pipelines
+                                                    if all(cid in self._containers for cid in p)]
+        self._by_hash = {codec.container_id(p): p for p in pipelines}
+        self.policy = PaymentPolicy({c.id: c.accepted_payments for c in containers},
+                                    {c.id: c.generates_proofs for c in containers}, self.payment_address)
 
     def serves(self, sub: Subscription, delegated: bool = False) -> tuple[list[str] | None, str]:
         pipeline = self._by_hash.get(sub.container_id)
@@ -94,6 +100,8 @@ class ChainService:
         assert self.processor is not None
         keep: list[tuple[Subscription, list[str], str]] = []
         for sub in subs:
+            if sub.id <= self.config.starting_sub_id:
+                continue
             pipeline, reason = self.serves(sub)
             if pipeline is None:
                 log.debug("chain.subscription_ignored", subscription=sub.id, reason=reason)
@@ -173,7 +181,8 @@ class ChainService:
         await self._check_payment_wallet()
         self.chain_id = await self.w3.eth.chain_id
         self.wallet = Wallet(self.w3, self._private_key, self.config.wallet.max_gas_limit, self.chain_id,
-                             heads=self.heads)
+                             heads=self.heads,
+                             allowed_sim_errors=self.config.wallet.allowed_sim_errors)
         balance = await self.wallet.balance()
         if balance == 0:
             log.warning("chain.wallet_empty", address=self.address, hint="fund the node's wallet to deliver results")

@@ -4,6 +4,13 @@ The docker SDK is blocking, so every call runs in a worker thread (`asyncio.to_t
 Containers publish their port 3000 on 127.0.0.1 only (never 0.0.0.0: the node is the only
 way in). A container whose name exists with a different configuration (image, env, command,
 ports, volumes) is replaced, never silently reused.
+
+A config reload changes the set while jobs run (`add`, `remove`, and for a changed container
+`start_successor` + `swap` + `retire`): the successor starts beside the running container under
+a temporary name and its own port, calls move to it once it answers, and the old one is removed
+only after its in-flight calls are done (the node drains them); the successor then takes the
+container's name. States are swapped, never edited, so the monitor (in a worker thread) works
+on whole states and skips one that is no longer current.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ class ContainerState:
     last_error: str | None = None
     started_at: float | None = None
     docker_id: str | None = field(default=None, repr=False)
+    host_port: int | None = None  # the port a managed container publishes on 127.0.0.1
 
     def urls(self) -> list[str]:
         """Where calls may go now (a local container has one address)."""
@@ -153,26 +161,25 @@ class ContainerManager:
         self.states: dict[str, ContainerState] = {}
         self._ports: dict[str, int] = {}
         for c in containers:
-            if c.url:
-                self.states[c.id] = ContainerState(c.id, c.url, managed=False, status="external", image=c.image)
-            elif not manage:
-                self.states[c.id] = ContainerState(
-                    c.id, f"http://127.0.0.1:{c.port}", managed=False, status="external", image=c.image
-                )
-            else:
-                port = c.port or free_port()
-                self.states[c.id] = ContainerState(
-                    c.id,
-                    f"http://127.0.0.1:{port}",
-                    managed=True,
-                    published_url=f"http://127.0.0.1:{port}",
-                    name=f"{docker_config.name_prefix}{c.id}",
-                    image=local_image_tag(c),
-                    status="starting",
-                )
-                self._ports[c.id] = port
+            self.states[c.id] = self._new_state(c)
         # Called (from a worker thread) with (container id, urls) when a restart moved a container.
         self.on_url_change: Callable[[str, list[str]], None] | None = None
+
+    def _new_state(self, c: ContainerConfig, suffix: str = "") -> ContainerState:
+        """A container's state before it starts (a managed one gets its host port here; a
+        successor, `suffix` "-next", is not the container's yet)."""
+        if c.url:
+            return ContainerState(c.id, c.url, managed=False, status="external", image=c.image)
+        if not self.manage:
+            return ContainerState(c.id, f"http://127.0.0.1:{c.port}", managed=False, status="external",
+                                  image=c.image)
+        port = c.port or free_port()
+        if not suffix:
+            self._ports[c.id] = port
+        return ContainerState(c.id, f"http://127.0.0.1:{port}", managed=True,
+                              published_url=f"http://127.0.0.1:{port}",
+                              name=f"{self._docker_config.name_prefix}{c.id}{suffix}",
+                              image=local_image_tag(c), status="starting", host_port=port)
 
     # -- docker client ------------------------------------------------------------------
 
@@ -186,7 +193,7 @@ class ContainerManager:
         return self._client
 
     def _managed(self) -> list[ContainerState]:
-        return [s for s in self.states.values() if s.managed]
+        return [s for s in list(self.states.values()) if s.managed]
 
     async def ping(self) -> bool:
         """Is the Docker engine reachable? (False when nothing is managed: not needed.)"""
@@ -232,7 +239,7 @@ class ContainerManager:
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
 
     def _run(self, config: ContainerConfig, state: ContainerState) -> None:
-        port = self._ports[config.id]
+        port = state.host_port or self._ports[config.id]
         image = self.client.images.get(state.image)
         wanted = self._config_hash(config, image.id, port)
         try:
@@ -341,6 +348,8 @@ class ContainerManager:
 
     def _check_once(self) -> None:
         for state in self._managed():
+            if self.states.get(state.id) is not state:  # removed or replaced by a reload meanwhile
+                continue
             try:
                 container = self.client.containers.get(state.docker_id or state.name)
             except docker.errors.NotFound:
@@ -361,6 +370,79 @@ class ContainerManager:
             elif container.status == "running" and state.status != "running":
                 state.status = "running"
 
+    # -- live changes (config reload) ------------------------------------------------------
+
+    def supports_live_changes(self) -> bool:
+        return True
+
+    async def _start_one(self, config: ContainerConfig, state: ContainerState) -> None:
+        if state.managed:
+            await asyncio.to_thread(self._ensure_image, config, state)
+            await asyncio.to_thread(self._run, config, state)
+
+    async def add(self, config: ContainerConfig) -> ContainerState:
+        """Start one more container; it is registered (and monitored) once it runs."""
+        state = self._new_state(config)
+        try:
+            await self._start_one(config, state)
+        except Exception:
+            self._ports.pop(config.id, None)
+            await asyncio.to_thread(self._remove, state)
+            raise
+        self._configs[config.id] = config
+        self.states[config.id] = state
+        return state
+
+    async def remove(self, cid: str) -> None:
+        """Forget a container (no longer monitored) and remove it."""
+        state = self.states.pop(cid)
+        self._configs.pop(cid, None)
+        self._ports.pop(cid, None)
+        if state.managed:
+            await asyncio.to_thread(self._remove, state)
+
+    def can_run_beside(self, config: ContainerConfig) -> bool:
+        """Can the changed container's successor run beside it? Not on the same fixed host port."""
+        old = self.states[config.id]
+        return not (old.managed and config.port is not None and config.port == self._ports.get(config.id))
+
+    async def start_successor(self, config: ContainerConfig) -> ContainerState:
+        """The changed container's successor, started under a temporary name and its own port."""
+        state = self._new_state(config, suffix="-next")
+        try:
+            await self._start_one(config, state)
+        except Exception:
+            await asyncio.to_thread(self._remove, state)
+            raise
+        return state
+
+    def swap(self, config: ContainerConfig, successor: ContainerState) -> ContainerState:
+        """Make the successor the container (monitored from now on); returns the old state."""
+        old = self.states[config.id]
+        self._configs[config.id] = config
+        if successor.host_port is not None:
+            self._ports[config.id] = successor.host_port
+        else:
+            self._ports.pop(config.id, None)
+        self.states[config.id] = successor
+        return old
+
+    async def retire(self, old: ContainerState, successor: ContainerState) -> None:
+        """Remove the old container (its calls drained), and give the successor its name."""
+        if old.managed:
+            await asyncio.to_thread(self._remove, old)
+        if successor.managed and old.name and successor.docker_id:
+            def rename() -> None:
+                self.client.containers.get(successor.docker_id).rename(old.name)
+
+            await asyncio.to_thread(rename)
+            successor.name = old.name
+
+    async def wait_answering(self, session: aiohttp.ClientSession, states: list[ContainerState],
+                             timeout: float) -> list[str]:
+        """Wait until these containers answer HTTP; returns the ids that did not."""
+        return await self._wait_answering(session, states, time.monotonic() + timeout)
+
     # -- shutdown -------------------------------------------------------------------------
 
     async def stop(self) -> None:
@@ -372,6 +454,8 @@ class ContainerManager:
             log.info("containers.stopped", count=len(managed))
 
     def _remove(self, state: ContainerState) -> None:
+        if not state.docker_id:
+            return
         try:
             container = self.client.containers.get(state.docker_id)
             container.stop(timeout=5)

@@ -111,6 +111,9 @@ class Orchestrator:
         self._max_inflight = max_inflight  # 0: no cap
         self._inflight = 0  # front-door jobs (HTTP submit and stream) admitted and not yet finished
         self._max_json_depth = max_json_depth
+        # Containers a config reload is removing: new jobs naming them are refused while the
+        # running ones that reach them finish.
+        self.retiring: set[str] = set()
 
     def add_gate(self, gate: JobGate) -> None:
         self._gates.append(gate)
@@ -121,7 +124,7 @@ class Orchestrator:
         """Static checks of a container chain; raises JobRejected with a clear message."""
         if not containers:
             raise JobRejected("No containers specified")
-        unknown = [c for c in containers if c not in self.endpoints]
+        unknown = [c for c in containers if c not in self.endpoints or c in self.retiring]
         if unknown:
             raise JobRejected("Container not supported", {"containers": unknown})
         first = self.endpoints[containers[0]]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -63,7 +63,9 @@ class OperatorAccess:
 class ObserveApi:
     def __init__(self, metrics: NodeMetrics, sampler: Sampler, watchdog: Watchdog, db: Database, *,
                  containers: Any, running_jobs: Callable[[], list], subsystems: Callable[[], dict[str, bool]],
-                 started: Callable[[], bool], admin_token: str | None) -> None:
+                 started: Callable[[], bool], admin_token: str | None,
+                 config: Callable[[], dict[str, Any] | None] = lambda: None,
+                 reload: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
         self._metrics = metrics
         self._sampler = sampler
         self._watchdog = watchdog
@@ -74,6 +76,8 @@ class ObserveApi:
         self._started = started
         self._access = OperatorAccess(admin_token)
         self._boot = time.time()
+        self._config = config
+        self._reload = reload
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -81,7 +85,16 @@ class ObserveApi:
             web.get("/metrics", self.scrape),
             web.get("/api/node/status", self.status),
             web.get("/api/node/jobs", self.jobs),
+            *([web.post("/api/node/reload", self.reload)] if self._reload is not None else []),
         ]
+
+    async def reload(self, request: web.Request) -> web.Response:
+        """Re-read the config file and apply what can apply live (as SIGHUP does); 422 when the
+        file is invalid (nothing changed), with the error naming the field."""
+        self._access.check(request)
+        assert self._reload is not None
+        result = await self._reload()
+        return json_response(result, 200 if result.get("ok") else 422)
 
     async def page(self, request: web.Request) -> web.Response:
         """The status page (HTML; reads /api/node/status and /api/node/jobs)."""
@@ -122,6 +135,7 @@ class ObserveApi:
         out: dict[str, Any] = {
             "node": {"version": __version__, "uptime_s": round(time.time() - self._boot, 1),
                      "ready": self._started(), "time": time.time()},
+            "config": self._config(),
             "subsystems": self._subsystems(),
             "containers": [
                 {"id": cid, "status": s.status, "restarts": s.restarts, "url": s.url, "image": s.image,

@@ -84,6 +84,8 @@ class NodeMetrics:
                                       ["container"], buckets=LATENCY_BUCKETS, registry=r)
         self.commit_seconds = Histogram("node_sqlite_commit_duration_seconds", "SQLite COMMIT latency",
                                         buckets=COMMIT_BUCKETS, registry=r)
+        self.config_reloads = Counter("node_config_reloads", "Config reloads, by outcome (applied, invalid, failed)",
+                                      ["outcome"], registry=r)
         self.recent = RecentWindow()
         self._job_children: dict[tuple, tuple] = {}
         self._call_children: dict[tuple, tuple] = {}

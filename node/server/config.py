@@ -57,3 +57,6 @@ class LogConfig(ConfigModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["kv", "json"] = "kv"
     path: str | None = Field(None, description="Also write logs to this file")
+    max_file_size: int | None = Field(None, gt=0, description="Bytes: rotate the log file at this size "
+                                      "(unset: never rotated)")
+    backup_count: int = Field(2, ge=0, description="Rotated log files kept (with max_file_size)")
