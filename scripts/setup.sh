@@ -43,9 +43,9 @@ step "2/5 python venv"
 [ -x .venv/bin/python ] || { say "creating .venv"; python3 -m venv .venv; }
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  say "pip install -e .[test]"
+  say "pip install -e .[test,docs]"
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,docs]'
   rm -f .venv/.installed-*; touch "$stamp"
   done_step "installed"
 else
