@@ -28,6 +28,7 @@ command -v debootstrap >/dev/null || missing+=(debootstrap)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v promtool >/dev/null || missing+=(prometheus)   # deploy/prometheus tests: promtool, a real Prometheus
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 if ! docker info >/dev/null 2>&1; then
   say "starting dockerd"

@@ -7,4 +7,6 @@ bash scripts/setup.sh
 say() { printf "[test] %s\n" "$*"; }
 say "mkdocs build --strict (the documentation site; a broken link fails)"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
+say "promtool check rules deploy/prometheus/alerts.yml"
+promtool check rules deploy/prometheus/alerts.yml >/dev/null
 exec .venv/bin/python -m pytest -q -ra "$@"
