@@ -34,6 +34,9 @@ MARK = re.compile(r"^<!-- example(?: (\d{3}))? -->\s*$")
 FENCE = re.compile(r"^```(\w*)")
 ANY_DICT, ANY_LIST = "\x00any-object", "\x00any-list"
 CRE_KEY = "docs-example-key"
+# The registry example's oracle and relayer: anvil's public test accounts 7 and 8.
+ORACLE = "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955"
+RELAYER = "0x23618e81E3f5cdF7f54C3d65f7FBc0aBf5B21E8f"
 
 
 @dataclass
@@ -255,7 +258,7 @@ def docs_node(tmp_path_factory):
     node = NodeProcess(workdir, [{"id": cid, "url": s.url, "description": cid} for cid, s in services.items()], extra={
         "manage_containers": False,
         "cre": {"enabled": True, "api_key": CRE_KEY, "actions": {"notify": {"containers": ["echo"]}}},
-        "registry": {"enabled": True, "chain_id": 1},
+        "registry": {"enabled": True, "chain_id": 1, "oracles": [ORACLE], "relayers": [RELAYER]},
         "gateway": {"enabled": True, "master_key_path": str(workdir / "node.key")},
     })
     try:
