@@ -311,6 +311,7 @@ class Node:
             stack.push_async_callback(handle.stop, watcher.stop, 10.0)
         if self.observe is not None:
             self.supervisor.spawn("observe-watchdog", self.observe.watchdog.run)
+            self.supervisor.spawn("observe-charts", self.observe.api.charts.run)
         stack.push_async_callback(self._stop_intake)
         self.started = True
         log.info(

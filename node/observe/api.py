@@ -1,6 +1,11 @@
 """Operator endpoints: `GET /metrics` (Prometheus text format), `GET /api/node/status` (one
 document: containers, jobs, chain, subsystems, problems), `GET /api/node/jobs` (recent jobs),
-and the status page at `/` that renders them.
+`GET /api/node/charts` (the last hour as series), and the status page at `/` that renders them.
+
+The charts draw from the node's own data, so an operator without Prometheus still sees trends:
+jobs finished and failed per minute come from the jobs table (they survive a restart); container
+call latency and the chain lag are kept by `ChartHistory`, a supervised loop that samples them
+every `observe.interval` seconds into a ring of one hour (memory only: they restart empty).
 
 They show the node's internals (wallet, budgets, errors), so they answer only to direct
 loopback clients (not through a trusted proxy, no forwarding header: node/server/clients.py),
@@ -10,9 +15,11 @@ is static and holds nothing; its requests carry the token the operator types in.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -22,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from node import __version__
 from node.observe.metrics import NodeMetrics
-from node.observe.queries import recent_jobs
+from node.observe.queries import jobs_per_bucket, recent_jobs
 from node.observe.sampler import Sampler
 from node.observe.watchdog import Watchdog
 from node.server.clients import client_of
@@ -33,6 +40,69 @@ PAGE = resources.files("node.observe").joinpath("static/index.html")
 
 
 FAMILY = ApiFamily("operator", ("/metrics", "/api/node/"))
+CHART_SPAN = 3600.0
+
+
+class ChartHistory:
+    """Container call latency (mean per interval, from the call histogram's sum and count) and
+    the chain's head, cursor and lag (from the sampler), one point per `interval` seconds for the
+    last hour."""
+
+    def __init__(self, metrics: NodeMetrics, sampler: Sampler, interval: float) -> None:
+        self._metrics = metrics
+        self._sampler = sampler
+        self.interval = max(float(interval), 0.5)
+        self.points: deque[dict[str, Any]] = deque(maxlen=int(CHART_SPAN / self.interval) + 1)
+        self._calls: dict[str, tuple[float, float]] = {}  # container -> (seconds, calls) so far
+
+    def _call_totals(self) -> dict[str, tuple[float, float]]:
+        totals: dict[str, list[float]] = {}
+        for family in self._metrics.call_seconds.collect():
+            for sample in family.samples:
+                entry = totals.setdefault(sample.labels["container"], [0.0, 0.0])
+                if sample.name.endswith("_sum"):
+                    entry[0] = sample.value
+                elif sample.name.endswith("_count"):
+                    entry[1] = sample.value
+        return {cid: (s, n) for cid, (s, n) in totals.items()}
+
+    def record(self, now: float | None = None) -> dict[str, Any]:
+        """One point: the mean latency (ms) of each container's calls since the last point (None
+        without calls), and the chain as last sampled (None when the chain is off)."""
+        totals = self._call_totals()
+        latency: dict[str, float | None] = {}
+        for cid, (seconds, calls) in totals.items():
+            before = self._calls.get(cid, (0.0, 0.0))
+            n = calls - before[1]
+            latency[cid] = round((seconds - before[0]) / n * 1000, 2) if n > 0 else None
+        self._calls = totals
+        chain = self._sampler.latest.chain
+        point = {"t": round(time.time() if now is None else now, 3), "latency_ms": latency,
+                 "chain": None if chain is None else {"head": chain.head, "cursor": chain.cursor, "lag": chain.lag,
+                                                      "rpc_up": chain.rpc_up}}
+        self.points.append(point)
+        return point
+
+    async def run(self) -> None:
+        """Supervised: a point every `interval` seconds (the sampler's cached snapshot when fresh)."""
+        self.record()
+        while True:
+            await asyncio.sleep(self.interval)
+            await self._sampler.refresh(max_age=self.interval)
+            self.record()
+
+    def series(self) -> dict[str, Any]:
+        points = list(self.points)
+        containers = sorted({cid for p in points for cid in p["latency_ms"]})
+        with_chain = [p for p in points if p["chain"] is not None]
+        return {
+            "interval_s": self.interval,
+            "latency_ms": {"t": [p["t"] for p in points],
+                           "containers": {cid: [p["latency_ms"].get(cid) for p in points] for cid in containers}},
+            "chain": None if not with_chain else {
+                "t": [p["t"] for p in with_chain],
+                **{key: [p["chain"][key] for p in with_chain] for key in ("head", "cursor", "lag", "rpc_up")}},
+        }
 
 
 def is_loopback(ip: str | None) -> bool:
@@ -65,7 +135,8 @@ class ObserveApi:
                  containers: Any, running_jobs: Callable[[], list], subsystems: Callable[[], dict[str, bool]],
                  started: Callable[[], bool], admin_token: str | None,
                  config: Callable[[], dict[str, Any] | None] = lambda: None,
-                 reload: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
+                 reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+                 chart_interval: float = 5.0) -> None:
         self._metrics = metrics
         self._sampler = sampler
         self._watchdog = watchdog
@@ -78,6 +149,7 @@ class ObserveApi:
         self._boot = time.time()
         self._config = config
         self._reload = reload
+        self.charts = ChartHistory(metrics, sampler, chart_interval)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -86,6 +158,7 @@ class ObserveApi:
             web.get("/api/node/status", self.status),
             web.get("/api/node/jobs", self.jobs),
             *([web.post("/api/node/reload", self.reload)] if self._reload is not None else []),
+            web.get("/api/node/charts", self.chart_data),
         ]
 
     async def reload(self, request: web.Request) -> web.Response:
@@ -116,6 +189,14 @@ class ObserveApi:
             raise ApiError(400, f"failed: expected true or false, got {failed!r}")
         limit = query_limit(request, 20, 500)
         return json_response({"jobs": await recent_jobs(self._db, limit, failed in ("true", "1"))})
+
+    async def chart_data(self, request: web.Request) -> web.Response:
+        """The last hour for the status page's charts: jobs finished and failed per minute (from
+        the jobs table), container call latency and the chain lag (sampled every interval)."""
+        self._access.check(request)
+        now = time.time()
+        return json_response({"now": now, "jobs": await jobs_per_bucket(self._db, now, CHART_SPAN, 60.0),
+                              **self.charts.series()})
 
     async def status(self, request: web.Request) -> web.Response:
         """One screen of the node: containers, jobs, chain, subsystems, problems."""
