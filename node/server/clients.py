@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -59,8 +59,7 @@ def limit_key(ip: str | IPAddress | None) -> str:
     return str(address)
 
 
-@dataclass(frozen=True, slots=True)
-class ClientAddress:
+class ClientAddress(NamedTuple):  # a tuple: built on every request, and cheap to build
     ip: str | None  # the client's address as the node believes it (None: not an IP, e.g. a Unix socket)
     peer: str | None  # the TCP peer's address
     direct: bool  # the peer is the client: no trusted proxy and no forwarding header
@@ -77,11 +76,14 @@ class ClientAddresses:
         return ip is not None and any(ip in net for net in self.proxies if net.version == ip.version)
 
     def resolve(self, peer: str | None, headers: dict[str, str] | object) -> ClientAddress:
+        if peer and ":" not in peer and not self.proxies:  # the common case, kept cheap: an IPv4 peer as is
+            direct = not any(h in headers for h in FORWARDING_HEADERS)  # type: ignore[operator]
+            return ClientAddress(peer, peer, direct)
         peer_ip = parse_ip(peer)
-        get = headers.get  # type: ignore[attr-defined]
         if not self.is_proxy(peer_ip):
-            direct = not any(get(h) for h in FORWARDING_HEADERS)
-            return ClientAddress(str(peer_ip) if peer_ip else None, str(peer_ip) if peer_ip else None, direct)
+            direct = not any(h in headers for h in FORWARDING_HEADERS)  # type: ignore[operator]
+            address = str(peer_ip) if peer_ip else None
+            return ClientAddress(address, address, direct)
         client = peer_ip
         hops = [h for line in headers.getall("X-Forwarded-For", ()) for h in line.split(",")]  # type: ignore[attr-defined]
         for hop in reversed(hops):
