@@ -324,3 +324,27 @@ async def test_global_unicast_webhooks_stay_allowed_and_the_operator_can_allow_a
     allowed = EgressPolicy(["127.0.0.0/8"])
     assert allowed.address_allowed("::ffff:127.0.0.1") and allowed.address_allowed("127.0.0.1")
     assert not allowed.address_allowed("10.0.0.1")
+
+
+@pytest.mark.parametrize("server, field", [
+    ({"body_timeout": 0}, "server.body_timeout"),
+    ({"body_min_rate": -1}, "server.body_min_rate"),
+    ({"max_connections_per_ip": -1}, "server.max_connections_per_ip"),
+    ({"max_connections_per_ip": "many"}, "server.max_connections_per_ip"),
+    ({"trusted_proxies": ["nginx"]}, "server.trusted_proxies.0"),
+    ({"trusted_proxies": "127.0.0.1/32"}, "server.trusted_proxies"),
+])
+def test_the_edge_limits_are_validated_naming_the_key(server, field):
+    from node.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as err:
+        parse_config({"server": server})
+    assert field in str(err.value)
+
+
+def test_the_edge_limits_have_their_documented_defaults():
+    from node.config import parse_config
+
+    server = parse_config({}).server
+    assert (server.body_timeout, server.body_min_rate, server.max_connections_per_ip, server.trusted_proxies) == \
+        (60.0, 1024, 256, [])
