@@ -51,6 +51,8 @@ def parse_ip(value: str | None) -> IPAddress | None:
 
 def limit_key(ip: str | IPAddress | None) -> str:
     """What per-client limits count by: the IPv4 address, or the IPv6 address's /64."""
+    if isinstance(ip, str) and ip and ":" not in ip:  # IPv4, as the client seam wrote it
+        return ip
     address = parse_ip(ip) if isinstance(ip, str) or ip is None else ip
     if address is None:
         return "?"
