@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -77,17 +78,17 @@ class ClientAddresses:
     def is_proxy(self, ip: IPAddress | None) -> bool:
         return ip is not None and any(ip in net for net in self.proxies if net.version == ip.version)
 
-    def resolve(self, peer: str | None, headers: dict[str, str] | object) -> ClientAddress:
+    def resolve(self, peer: str | None, headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> ClientAddress:
         if peer and ":" not in peer and not self.proxies:  # the common case, kept cheap: an IPv4 peer as is
-            direct = not any(h in headers for h in FORWARDING_HEADERS)  # type: ignore[operator]
+            direct = not any(h in headers for h in FORWARDING_HEADERS)
             return ClientAddress(peer, peer, direct)
         peer_ip = parse_ip(peer)
         if not self.is_proxy(peer_ip):
-            direct = not any(h in headers for h in FORWARDING_HEADERS)  # type: ignore[operator]
+            direct = not any(h in headers for h in FORWARDING_HEADERS)
             address = str(peer_ip) if peer_ip else None
             return ClientAddress(address, address, direct)
         client = peer_ip
-        hops = [h for line in headers.getall("X-Forwarded-For", ()) for h in line.split(",")]  # type: ignore[attr-defined]
+        hops = [h for line in headers.getall("X-Forwarded-For", ()) for h in line.split(",")]
         for hop in reversed(hops):
             ip = parse_ip(hop)
             if ip is None:  # unreadable: the last hop we trust vouches for nothing further
