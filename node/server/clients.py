@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -51,6 +52,8 @@ def parse_ip(value: str | None) -> IPAddress | None:
 
 def limit_key(ip: str | IPAddress | None) -> str:
     """What per-client limits count by: the IPv4 address, or the IPv6 address's /64."""
+    if isinstance(ip, str) and ip and ":" not in ip:  # IPv4, as the client seam wrote it
+        return ip
     address = parse_ip(ip) if isinstance(ip, str) or ip is None else ip
     if address is None:
         return "?"
@@ -59,8 +62,7 @@ def limit_key(ip: str | IPAddress | None) -> str:
     return str(address)
 
 
-@dataclass(frozen=True, slots=True)
-class ClientAddress:
+class ClientAddress(NamedTuple):  # a tuple: built on every request, and cheap to build
     ip: str | None  # the client's address as the node believes it (None: not an IP, e.g. a Unix socket)
     peer: str | None  # the TCP peer's address
     direct: bool  # the peer is the client: no trusted proxy and no forwarding header
@@ -76,14 +78,17 @@ class ClientAddresses:
     def is_proxy(self, ip: IPAddress | None) -> bool:
         return ip is not None and any(ip in net for net in self.proxies if net.version == ip.version)
 
-    def resolve(self, peer: str | None, headers: dict[str, str] | object) -> ClientAddress:
+    def resolve(self, peer: str | None, headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> ClientAddress:
+        if peer and ":" not in peer and not self.proxies:  # the common case, kept cheap: an IPv4 peer as is
+            direct = not any(h in headers for h in FORWARDING_HEADERS)
+            return ClientAddress(peer, peer, direct)
         peer_ip = parse_ip(peer)
-        get = headers.get  # type: ignore[attr-defined]
         if not self.is_proxy(peer_ip):
-            direct = not any(get(h) for h in FORWARDING_HEADERS)
-            return ClientAddress(str(peer_ip) if peer_ip else None, str(peer_ip) if peer_ip else None, direct)
+            direct = not any(h in headers for h in FORWARDING_HEADERS)
+            address = str(peer_ip) if peer_ip else None
+            return ClientAddress(address, address, direct)
         client = peer_ip
-        hops = [h for line in headers.getall("X-Forwarded-For", ()) for h in line.split(",")]  # type: ignore[attr-defined]
+        hops = [h for line in headers.getall("X-Forwarded-For", ()) for h in line.split(",")]
         for hop in reversed(hops):
             ip = parse_ip(hop)
             if ip is None:  # unreadable: the last hop we trust vouches for nothing further

@@ -94,7 +94,8 @@ class EgressPolicy:
     def address_allowed(self, address: str | IPAddress) -> bool:
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address
         for candidate in (ip, _embedded_v4(ip)):
-            if candidate is not None and any(candidate in net for net in self.allowed if net.version == candidate.version):
+            if candidate is not None and any(candidate in net for net in self.allowed
+                                             if net.version == candidate.version):
                 return True
         return _public(ip)
 

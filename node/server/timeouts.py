@@ -96,8 +96,9 @@ class _DeadlineHandler(RequestHandler):
                 log.warning("http.too_many_connections", peer=str(peer), cap=self.connections.cap)
                 body = json.dumps({"error": f"Too many connections from this address (the node's limit is "
                                             f"{self.connections.cap})"}).encode()
-                transport.write(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"  # type: ignore[attr-defined]
-                                b"Connection: close\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                head = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                        b"Retry-After: 1\r\nContent-Length: %d\r\n\r\n" % len(body))
+                transport.write(head + body)  # type: ignore[attr-defined]
                 self.force_close()
 
     def data_received(self, data: bytes) -> None:
