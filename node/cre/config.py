@@ -98,6 +98,9 @@ class CreWasmConfig(ConfigModel):
     max_http_response_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     chains: dict[str, HttpUrl] = Field({}, description="EVM chains for the evm capability: a chain selector "
                                                        "(or a known name such as anvil-devnet) -> JSON-RPC URL")
+    log_confirmations: int = Field(12, ge=0, le=1000, description="Blocks behind the head an EVM log trigger "
+                                                                  "of SAFE/FINALIZED confidence waits (LATEST: 0)")
+    log_poll_interval: float = Field(1.0, gt=0, le=60)
     toolchain_dir: str | None = Field(None, description="Where `node-daemon cre setup` installed the npm toolchain "
                                                         "(default: build/cre-toolchain in the project)")
     api_key: SecretStr | None = Field(None, description="Callers of the /api/cre/wasm routes (HTTP triggers, "

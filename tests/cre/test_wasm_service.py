@@ -177,3 +177,65 @@ def test_the_app_bridge_trigger_dispatch_runs_the_workflow_on_this_same_node(nod
     http_runs = [e for e in executions(node, workflow="price-feed", limit=500) if e["trigger"]["kind"] == "http"]
     assert any(e["result"] == 'echo: {"from":"app"}' for e in http_runs)
     assert len(executions(node, workflow="price-feed", limit=500)) > before
+
+
+# -- EVM log trigger ------------------------------------------------------------------------------
+
+# A contract whose every call emits one log (PUSH1 0 PUSH1 0 LOG0 STOP), behind init code that
+# returns those 6 bytes.
+EMITTER = "0x6560006000a0006000526006601af3"
+
+
+@pytest.mark.docker  # outer ring: a real anvil
+def test_an_evm_log_trigger_fires_once_per_log_across_a_restart(tmp_path, prices):
+    from web3 import Web3
+
+    from tests.chain_helpers import Anvil
+
+    toolchain()
+    anvil = Anvil(block_time=None).start()
+    proc = None
+    try:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        sender = w3.eth.accounts[0]
+        emitter = w3.eth.wait_for_transaction_receipt(
+            w3.eth.send_transaction({"from": sender, "data": EMITTER}))["contractAddress"]
+        entry = workflow_entry(prices.url)
+        entry["config"]["logAddress"] = emitter
+        entry["cron"] = False
+        proc = NodeProcess(tmp_path / "node", [], {"cre": {
+            "wasm": {"api_key": KEY, "chains": {"anvil-devnet": anvil.url}, "log_poll_interval": 0.2},
+            "workflows": [entry]}})
+        proc.start(timeout=90)
+
+        def emit() -> str:
+            return "0x" + bytes(w3.eth.wait_for_transaction_receipt(
+                w3.eth.send_transaction({"from": sender, "to": emitter}))["transactionHash"]).hex()
+
+        def log_runs() -> list[dict]:
+            return [e for e in executions(proc, workflow="price-feed", limit=500)
+                    if e["trigger"]["kind"] == "evm-log" and e["status"] != "running"]
+
+        def wait_for(count: int) -> list[dict]:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                runs = log_runs()
+                if len(runs) >= count:
+                    return runs
+                time.sleep(0.3)
+            raise AssertionError(f"{count} log executions expected, saw {len(log_runs())}:\n{proc.log()[-3000:]}")
+
+        first = emit()
+        (run,) = wait_for(1)
+        assert (run["status"], run["result"]) == ("succeeded", f"log {first}:0")
+        assert proc.stop() == 0
+        second = emit()  # while the node is down
+        proc.start(timeout=90)
+        runs = wait_for(2)
+        time.sleep(2)  # rescans would show up as extra executions by now
+        runs = log_runs()
+        assert sorted(r["result"] for r in runs) == sorted([f"log {first}:0", f"log {second}:0"])
+    finally:
+        if proc is not None:
+            proc.stop()
+        anvil.stop()

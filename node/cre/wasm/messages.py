@@ -100,6 +100,11 @@ _SCHEMA: dict[str, list[str]] = {
         "HeaderByNumberRequest: block_number values.v1.BigInt 1",
         "Header: timestamp uint64 1 | block_number values.v1.BigInt 2 | hash bytes 3 | parent_hash bytes 4",
         "HeaderByNumberReply: header Header 1",
+        # confidence: 0 safe, 1 latest, 2 finalized
+        "TopicValues: *values bytes 1",
+        "FilterLogTriggerRequest: *addresses bytes 1 | *topics TopicValues 2 | confidence int32 3",
+        "Log: address bytes 1 | *topics bytes 2 | tx_hash bytes 3 | block_hash bytes 4 | data bytes 5"
+        " | event_sig bytes 6 | block_number values.v1.BigInt 7 | tx_index uint32 8 | index uint32 9 | removed bool 10",
     ],
     # The SDK's internal test capabilities, which its standard conformance workflows call.
     "capabilities.internal.basictrigger.v1": [

@@ -10,6 +10,8 @@ Triggers:
   with that time as the payload. A firing that finds the workflow's executions backed up is
   skipped with a warning (bounded work), never queued without limit; missed firings during
   downtime are not replayed (as CRE's cron trigger).
+- EVM logs: one follower per log-trigger handler (logtrigger.py): each matching log fires once,
+  across restarts, with reorgs handled by the chain subsystem's follower.
 - HTTP: `POST /api/cre/wasm/workflows/{name}/trigger` with `{"input": …}` (the simulator's form,
   behind the node's bearer key), or `POST /api/cre/wasm/gateway` in the CRE gateway's form
   (JSON-RPC `workflows.execute`, an ETH-signed JWT from one of the trigger's authorized keys,
@@ -35,7 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from node.cre.config import CreConfig, CreWasmWorkflow
-from node.cre.wasm import gateway_trigger
+from node.cre.wasm import gateway_trigger, logtrigger
 from node.cre.wasm.capabilities import Capabilities
 from node.cre.wasm.host import Limits, Outcome, new_execution_id
 from node.cre.wasm.runtime import Loaded, LoadError, Subscription, WasmRuntime, cron_payload, http_payload, result_json
@@ -95,6 +97,7 @@ class ExecutionStore:
     async def start(self) -> int:
         """Migrate, and fail the executions a previous process left running. Returns how many."""
         await self._db.migrate(MIGRATIONS)
+        await self._db.migrate(logtrigger.MIGRATIONS)
         return await self._db.execute(
             "UPDATE cre_wasm_executions SET status = 'failed', error = 'interrupted: the node stopped during the "
             "execution' WHERE status = 'running'")
@@ -175,7 +178,9 @@ class WasmWorkflows:
         self._wasm = config.wasm
         self._supervisor = supervisor
         self._base = base_dir or Path.cwd()
+        self._db = db
         self.store = ExecutionStore(db)
+        self._log_triggers: list[logtrigger.LogTrigger] = []
         wasm = config.wasm
         self._toolchain = toolchain or Toolchain(Path(wasm.toolchain_dir) if wasm.toolchain_dir else None)
         self._runtime: WasmRuntime | None = None
@@ -186,6 +191,15 @@ class WasmWorkflows:
         self._firings: set[asyncio.Task] = set()  # cron executions under way (bounded by the backlog)
 
     async def start(self) -> None:
+        """Load every enabled workflow and start its triggers; on a failure, undo and raise
+        StartupError naming the workflow."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         interrupted = await self.store.start()
         if interrupted:
             log.warning("cre.wasm.interrupted_executions", count=interrupted)
@@ -207,7 +221,6 @@ class WasmWorkflows:
                 loaded = await self._runtime.load(wf.name, path, wf.config_bytes(), capabilities)
             except LoadError as exc:
                 await capabilities.close()
-                await self.stop()
                 raise StartupError(f"cre.workflows[{wf.name}]: {exc}") from None
             self.workflows[wf.name] = _Workflow(wf, loaded, capabilities)
             log.info("cre.wasm.loaded", workflow=wf.name, digest=loaded.digest[:16],
@@ -218,9 +231,28 @@ class WasmWorkflows:
                     if sub.cron is not None:
                         self._supervisor.spawn(f"cre-wasm-cron-{wf.name}-{sub.index}",
                                                self._cron_factory(wf.name, sub))
+            for sub in loaded.subscriptions:
+                if sub.kind == "evm-log":
+                    self._follow_logs(wf.name, sub)
         self._supervisor.periodic("cre-wasm-prune", 60, lambda: self.store.prune(wasm.keep_executions))
 
+    def _follow_logs(self, name: str, sub: Subscription) -> None:
+        url = self._wasm.selectors().get(sub.selector or 0)
+        if url is None:
+            raise StartupError(f"cre.workflows[{name}]: handler {sub.index} is a log trigger on chain selector "
+                               f"{sub.selector}, which cre.wasm.chains does not name")
+
+        async def fire(s: Subscription, payload: Any, trigger: dict[str, Any]) -> None:
+            await self._fire_logged(name, s, payload, trigger)
+
+        follower = logtrigger.LogTrigger(self._db, name, sub, url, self._wasm.log_confirmations, fire,
+                                         self._wasm.log_poll_interval)
+        self._log_triggers.append(follower)
+        self._supervisor.spawn(f"cre-wasm-logs-{name}-{sub.index}", follower.run)
+
     async def stop(self) -> None:
+        for follower in self._log_triggers:
+            follower.stop()
         for task in list(self._firings):
             task.cancel()
         for workflow in self.workflows.values():

@@ -3,13 +3,15 @@
 // optionally read a uint256 from config.contract on anvil, and return a summary string.
 // HTTP: echo the request input back (and log it); config.authorizedKey, if set, is the one EVM
 // address allowed to sign gateway-form (JWT) requests.
+// EVM log (only with config.logAddress): each log of that contract on anvil -> "log <tx>:<index>".
 import {
-	bytesToHex, consensusMedianAggregation, cre, encodeCallMsg, getNetwork, LAST_FINALIZED_BLOCK_NUMBER, ok,
-	Runner, text, type CronPayload, type HTTPPayload, type HTTPSendRequester, type Runtime,
+	bytesToHex, consensusMedianAggregation, cre, encodeCallMsg, type EVMLog, getNetwork, hexToBase64,
+	LAST_FINALIZED_BLOCK_NUMBER, ok, Runner, text, type CronPayload, type HTTPPayload, type HTTPSendRequester,
+	type Runtime,
 } from '@chainlink/cre-sdk'
 import { type Address, decodeFunctionResult, encodeFunctionData, zeroAddress } from 'viem'
 
-type Config = { priceUrl: string; contract?: string; schedule?: string; authorizedKey?: string }
+type Config = { priceUrl: string; contract?: string; schedule?: string; authorizedKey?: string; logAddress?: string }
 
 const GET_VALUE = [{ type: 'function', name: 'getValue', inputs: [], outputs: [{ type: 'uint256' }], stateMutability: 'view' }] as const
 
@@ -47,14 +49,29 @@ const onHttp = (runtime: Runtime<Config>, payload: HTTPPayload): string => {
 	return `echo: ${input}`
 }
 
+const onLog = (runtime: Runtime<Config>, log: EVMLog): string => {
+	runtime.log(`log in block ${log.blockNumber ? 'known' : 'unknown'}`)
+	return `log ${bytesToHex(log.txHash)}:${log.index}`
+}
+
+const anvil = () => {
+	const net = getNetwork({ chainFamily: 'evm', chainSelectorName: 'anvil-devnet', isTestnet: true })
+	if (!net) throw new Error('anvil-devnet is not in the SDK network table')
+	return new cre.capabilities.EVMClient(net.chainSelector.selector)
+}
+
 const initWorkflow = (config: Config) => {
 	const cron = new cre.capabilities.CronCapability()
 	const http = new cre.capabilities.HTTPCapability()
+	const logs = config.logAddress
+		? [cre.handler(anvil().logTrigger({ addresses: [hexToBase64(config.logAddress)], confidence: 'CONFIDENCE_LEVEL_LATEST' }), onLog)]
+		: []
 	return [
 		cre.handler(cron.trigger({ schedule: config.schedule ?? '*/30 * * * * *' }), onCron),
 		cre.handler(http.trigger({
 			authorizedKeys: config.authorizedKey ? [{ type: 'KEY_TYPE_ECDSA_EVM', publicKey: config.authorizedKey }] : [],
 		}), onHttp),
+		...logs,
 	]
 }
 
