@@ -32,6 +32,7 @@ CONSENSUS = "consensus@1.0.0-alpha"
 HTTP_ACTIONS = "http-actions@1.0.0-alpha"
 EVM_PREFIX = "evm:ChainSelector:"
 FREQUENCY_LIST = 5
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # name -> chain selector, for the chains a local node is likely to be pointed at
 CHAIN_SELECTORS = {
@@ -150,6 +151,9 @@ class Capabilities:
     async def _http(self, req: Any) -> Any:
         if self._egress is None or self._session is None:
             raise CapabilityError("http-actions are not enabled on this node")
+        method = (req.method or "GET").upper()
+        if method not in HTTP_METHODS:
+            raise CapabilityError(f"HTTP method {req.method[:20]!r} is not allowed ({', '.join(sorted(HTTP_METHODS))})")
         url = self._egress.parse(req.url)
         literal = self._egress._literal(url.raw_host or url.host or "")
         if literal is not None:  # aiohttp connects to IP literals without asking the resolver
@@ -161,7 +165,7 @@ class Capabilities:
         headers += [(h.key, v) for h in req.multi_headers for v in h.value.values]
         limit = self._egress.max_response_bytes
         try:
-            async with self._session.request(req.method or "GET", url, headers=headers, data=req.body or None,
+            async with self._session.request(method, url, headers=headers, data=req.body or None,
                                              allow_redirects=False,
                                              timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 body = bytearray()
