@@ -167,3 +167,15 @@ def test_a_gateway_jwt_signed_for_another_body_is_refused():
     other = canonical(build_request("ab" * 32, "r1", {"q": 2}))
     with pytest.raises(Unauthenticated, match="digest"):
         parse(BODY, bearer(other), NOW)
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"wasm": {"forwarders": {"anvil-devnet": "0x" + "11" * 20}}}, "is not one of chains"),
+    ({"wasm": {"chains": {"anvil-devnet": "http://127.0.0.1:8545"}, "forwarders": {"anvil-devnet": "0x" + "11" * 20}}},
+     "need don_key"),
+    ({"wasm": {"chains": {"anvil-devnet": "http://127.0.0.1:8545"}, "forwarders": {"anvil-devnet": "0x12"}}},
+     "wasm.forwarders.anvil-devnet"),
+])
+def test_a_forwarder_needs_a_configured_chain_a_don_key_and_an_address(section, message):
+    with pytest.raises(ValidationError, match=message):
+        CreConfig.model_validate(section, context={"env": {}})

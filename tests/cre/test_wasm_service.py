@@ -239,3 +239,50 @@ def test_an_evm_log_trigger_fires_once_per_log_across_a_restart(tmp_path, prices
         if proc is not None:
             proc.stop()
         anvil.stop()
+
+
+@pytest.mark.docker  # outer ring: a real anvil
+def test_cron_writes_a_report_signed_by_the_nodes_don_key_to_a_receiver_on_anvil(tmp_path, prices):
+    import json as _json
+    import subprocess
+
+    from web3 import Web3
+
+    from tests.chain_helpers import KEYS, Anvil
+    from tests.cre.workflows.harness import WORKFLOWS
+    from tests.helpers import REPO
+
+    toolchain()
+    built = _json.loads(subprocess.run(["node", str(WORKFLOWS / "compile_sol.js"), str(WORKFLOWS / "ReportReceiver.sol")],
+                                       cwd=REPO, capture_output=True, text=True, check=True).stdout)
+    don = Account.create()
+    anvil = Anvil(block_time=None).start()
+    proc = None
+    try:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+
+        def deploy(name, *args):
+            contract = w3.eth.contract(abi=built[name]["abi"], bytecode=built[name]["bytecode"])
+            tx = contract.constructor(*args).transact({"from": w3.eth.accounts[0]})
+            address = w3.eth.wait_for_transaction_receipt(tx)["contractAddress"]
+            return w3.eth.contract(address=address, abi=built[name]["abi"])
+
+        forwarder, receiver = deploy("TestReportForwarder", don.address), deploy("TestReportReceiver")
+        entry = workflow_entry(prices.url)
+        entry["config"]["receiver"] = receiver.address
+        proc = NodeProcess(tmp_path / "node", [], {"cre": {
+            "wasm": {"api_key": KEY, "http_allowed_networks": ["127.0.0.1/32"], "chains": {"anvil-devnet": anvil.url},
+                     "forwarders": {"anvil-devnet": forwarder.address}, "don_key": don.key.hex(),
+                     "transmitter_key": KEYS[2]},
+            "workflows": [entry]}})
+        proc.start(timeout=90)
+        deadline = time.monotonic() + 30
+        while receiver.functions.reports().call() == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert receiver.functions.reports().call() >= 1, proc.log()[-3000:]
+        assert receiver.functions.lastReport().call() == (4225).to_bytes(32, "big")  # 42.25 in cents
+        assert receiver.functions.lastMetadata().call()[:32] == bytes.fromhex(WORKFLOW_ID)
+    finally:
+        if proc is not None:
+            proc.stop()
+        anvil.stop()

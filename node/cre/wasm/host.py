@@ -71,7 +71,7 @@ class Limits:
 class HostServices(Protocol):
     """What an execution asks of the node. Both return futures so the guest thread can block."""
 
-    def call_capability(self, request: Any, mode: int) -> concurrent.futures.Future:
+    def call_capability(self, request: Any, mode: int, execution_id: str) -> concurrent.futures.Future:
         """-> Future[pb.CapabilityResponse]"""
 
     def get_secrets(self, request: Any) -> concurrent.futures.Future:
@@ -399,7 +399,7 @@ class _Ended(Exception):
 
 
 class _NoServices:
-    def call_capability(self, request: Any, mode: int) -> concurrent.futures.Future:
+    def call_capability(self, request: Any, mode: int, execution_id: str) -> concurrent.futures.Future:
         raise RuntimeError("no capabilities while compiling")
 
     def get_secrets(self, request: Any) -> concurrent.futures.Future:
@@ -473,7 +473,7 @@ def _imports(run: _Run) -> dict[tuple[str, str], Callable[..., Any]]:
         call = CapabilityCall(request.id, request.method, cid, run.mode, time.monotonic())
         run.calls.append(call)
         try:
-            future = run.services.call_capability(request, run.mode)
+            future = run.services.call_capability(request, run.mode, run.execution_id)
         except Exception as exc:  # noqa: BLE001 - refused before dispatch: tell the guest
             call.error = str(exc)
             return _fail(caller, ptr, length, str(exc))

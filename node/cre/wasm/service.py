@@ -40,6 +40,7 @@ from node.cre.config import CreConfig, CreWasmWorkflow
 from node.cre.wasm import gateway_trigger, logtrigger
 from node.cre.wasm.capabilities import Capabilities
 from node.cre.wasm.host import Limits, Outcome, new_execution_id
+from node.cre.wasm.reports import Reporter
 from node.cre.wasm.runtime import Loaded, LoadError, Subscription, WasmRuntime, cron_payload, http_payload, result_json
 from node.cre.wasm.toolchain import Toolchain
 from node.errors import Forbidden, Invalid, NotFound, StartupError, Unauthenticated, Unavailable
@@ -214,7 +215,8 @@ class WasmWorkflows:
                 continue
             capabilities = Capabilities(
                 loop, egress=self._egress, session=self._session, http_timeout=wasm.http_timeout,
-                chains=wasm.selectors(), secrets={("main", k): v.get_secret_value() for k, v in wf.secrets.items()})
+                chains=wasm.selectors(), secrets={("main", k): v.get_secret_value() for k, v in wf.secrets.items()},
+                forwarders=wasm.forwarder_selectors())
             path = Path(wf.file) if Path(wf.file).is_absolute() else self._base / wf.file
             started = time.perf_counter()
             try:
@@ -222,7 +224,11 @@ class WasmWorkflows:
             except LoadError as exc:
                 await capabilities.close()
                 raise StartupError(f"cre.workflows[{wf.name}]: {exc}") from None
-            self.workflows[wf.name] = _Workflow(wf, loaded, capabilities)
+            workflow = _Workflow(wf, loaded, capabilities)
+            if wasm.don_key is not None and wasm.don_key.get_secret_value():
+                capabilities.set_reporter(Reporter(wasm.don_key.get_secret_value(), workflow.workflow_id, wf.name,
+                                                   wf.owner, wasm.don_id))
+            self.workflows[wf.name] = workflow
             log.info("cre.wasm.loaded", workflow=wf.name, digest=loaded.digest[:16],
                      triggers=",".join(s.kind for s in loaded.subscriptions),
                      ms=round((time.perf_counter() - started) * 1000))
