@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from node.cre.wasm.reports import Reporter
 from node.cre.wasm.runtime import Loaded, LoadError, Subscription, WasmRuntime, cron_payload, http_payload, result_json
 from node.cre.wasm.toolchain import Toolchain
 from node.errors import Forbidden, Invalid, NotFound, StartupError, Unauthenticated, Unavailable
-from node.lifecycle import Supervisor
+from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
 from node.server.egress import EgressPolicy
 from node.server.http import json_response, parse_json, query_limit
@@ -181,7 +182,7 @@ class WasmWorkflows:
         self._base = base_dir or Path.cwd()
         self._db = db
         self.store = ExecutionStore(db)
-        self._log_triggers: list[logtrigger.LogTrigger] = []
+        self._tasks: list[tuple[Supervised, Callable[[], None] | None]] = []  # triggers and pruning
         wasm = config.wasm
         self._toolchain = toolchain or Toolchain(Path(wasm.toolchain_dir) if wasm.toolchain_dir else None)
         self._runtime: WasmRuntime | None = None
@@ -235,12 +236,13 @@ class WasmWorkflows:
             if wf.cron:
                 for sub in loaded.subscriptions:
                     if sub.cron is not None:
-                        self._supervisor.spawn(f"cre-wasm-cron-{wf.name}-{sub.index}",
-                                               self._cron_factory(wf.name, sub))
+                        self._tasks.append((self._supervisor.spawn(f"cre-wasm-cron-{wf.name}-{sub.index}",
+                                                                   self._cron_factory(wf.name, sub)), None))
             for sub in loaded.subscriptions:
                 if sub.kind == "evm-log":
                     self._follow_logs(wf.name, sub)
-        self._supervisor.periodic("cre-wasm-prune", 60, lambda: self.store.prune(wasm.keep_executions))
+        self._tasks.append((self._supervisor.periodic("cre-wasm-prune", 60,
+                                                      lambda: self.store.prune(wasm.keep_executions)), None))
 
     def _follow_logs(self, name: str, sub: Subscription) -> None:
         url = self._wasm.selectors().get(sub.selector or 0)
@@ -253,12 +255,14 @@ class WasmWorkflows:
 
         follower = logtrigger.LogTrigger(self._db, name, sub, url, self._wasm.log_confirmations, fire,
                                          self._wasm.log_poll_interval)
-        self._log_triggers.append(follower)
-        self._supervisor.spawn(f"cre-wasm-logs-{name}-{sub.index}", follower.run)
+        self._tasks.append((self._supervisor.spawn(f"cre-wasm-logs-{name}-{sub.index}", follower.run), follower.stop))
 
     async def stop(self) -> None:
-        for follower in self._log_triggers:
-            follower.stop()
+        """Stop the triggers first (through the Supervisor, so none is restarted), then the
+        executions under way, then the host."""
+        for entry, signal in self._tasks:
+            await entry.stop(signal, timeout=5)
+        self._tasks = []
         for task in list(self._firings):
             task.cancel()
         for workflow in self.workflows.values():
