@@ -113,6 +113,17 @@ class CreWasmConfig(ConfigModel):
                                                         "executions) send Authorization: Bearer <this>")
     keep_executions: int = Field(10_000, ge=10, description="Execution records kept (the oldest are pruned)")
 
+    @field_validator("api_key", "don_key", "transmitter_key", mode="before")
+    @classmethod
+    def _env_keys(cls, value: Any, info: ValidationInfo) -> Any:
+        """'env:NAME' reads the key from the environment (when the config is parsed)."""
+        if isinstance(value, str) and value.startswith("env:"):
+            found = context_env(info).get(value[4:])
+            if not found:
+                raise ValueError(f"environment variable {value[4:]} is not set")
+            return found
+        return value
+
     @field_validator("chains")
     @classmethod
     def _selectors(cls, value: dict[str, str]) -> dict[str, str]:

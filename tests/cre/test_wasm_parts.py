@@ -179,3 +179,10 @@ def test_a_gateway_jwt_signed_for_another_body_is_refused():
 def test_a_forwarder_needs_a_configured_chain_a_don_key_and_an_address(section, message):
     with pytest.raises(ValidationError, match=message):
         CreConfig.model_validate(section, context={"env": {}})
+
+
+def test_wasm_keys_can_be_read_from_the_environment_and_a_missing_one_is_named():
+    config = CreConfig.model_validate({"wasm": {"don_key": "env:DON"}}, context={"env": {"DON": "0x" + "11" * 32}})
+    assert config.wasm.don_key.get_secret_value() == "0x" + "11" * 32
+    with pytest.raises(ValidationError, match="wasm.api_key"):
+        CreConfig.model_validate({"wasm": {"api_key": "env:NOPE"}}, context={"env": {}})
