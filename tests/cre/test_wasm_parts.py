@@ -186,3 +186,22 @@ def test_wasm_keys_can_be_read_from_the_environment_and_a_missing_one_is_named()
     assert config.wasm.don_key.get_secret_value() == "0x" + "11" * 32
     with pytest.raises(ValidationError, match="wasm.api_key"):
         CreConfig.model_validate({"wasm": {"api_key": "env:NOPE"}}, context={"env": {}})
+
+
+async def test_an_execution_cut_short_by_a_restart_is_listed_as_failed_interrupted(tmp_path):
+    from node.cre.wasm.runtime import Subscription
+    from node.cre.wasm.service import ExecutionStore
+    from node.storage import Database
+
+    db = Database(str(tmp_path / "node.db"))
+    await db.open()
+    try:
+        store = ExecutionStore(db)
+        await store.start()
+        await store.begin("e" * 64, "price-feed", Subscription(0, "cron-trigger@1.0.0", "Trigger", None, "cron"), {})
+        assert (await store.get("e" * 64))["status"] == "running"
+        assert await ExecutionStore(db).start() == 1  # the next start of the node
+        record = await store.get("e" * 64)
+        assert (record["status"], record["error"]) == ("failed", "interrupted: the node stopped during the execution")
+    finally:
+        await db.close()
