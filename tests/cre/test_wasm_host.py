@@ -359,3 +359,12 @@ async def test_a_report_not_signed_by_the_forwarders_don_is_reverted_and_the_wor
     assert outcome.ok, outcome.failure  # the write happened; its transaction reverted
     assert any(line.startswith("report written: status=1 tx=0x") for line in outcome.logs), outcome.logs
     assert receiver["reports"] == 0
+
+
+def test_log_bytes_of_one_execution_are_bounded_in_total(engine, chain):
+    line = "x" * 4000
+    outcome = run_js(engine, chain, f"""
+        switchModes(1); for (let i = 0; i < 500; i++) log('{line}');
+        sendResponse({OK_RESPONSE});""", Limits(max_logs_per_mode=1000, max_log_bytes=4096, max_log_total_bytes=64 << 10))
+    assert sum(len(entry) for entry in outcome.logs) <= 64 << 10
+    assert outcome.logs_dropped == 500 - len(outcome.logs)

@@ -78,6 +78,10 @@ def test_cron_trigger_fires_on_schedule_and_each_execution_is_recorded(node):
         time.sleep(0.5)
     assert done, f"no cron execution within 30s:\n{node.log()[-3000:]}"
     record = done[0]
+    assert (done[0]["status"], done[0]["logCount"], done[0]["callCount"]) == ("succeeded", 2, 2)
+    assert "logs" not in done[0]  # a listing stays small: the logs come with the one execution
+    resp = node.http().get(f"/api/cre/wasm/executions/{done[0]['executionId']}", headers=AUTH)
+    record = resp.json["data"]
     assert record["status"] == "succeeded", record
     assert record["result"] == "price=42.25 onchain=none"
     assert "median price=42.25" in record["logs"]

@@ -132,7 +132,7 @@ class ExecutionStore:
             params.append(status)
         sql = "SELECT * FROM cre_wasm_executions" + (" WHERE " + " AND ".join(where) if where else "")
         rows = await self._db.fetchall(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [_record(r) for r in rows]
+        return [_summary(r) for r in rows]
 
     async def prune(self, keep: int) -> int:
         await self._db.execute("DELETE FROM cre_wasm_used_jti WHERE expires_at < ?", (time.time() - 60,))
@@ -159,6 +159,14 @@ def _record(row: Any) -> dict[str, Any]:
         "startedAt": iso_utc(row["started_at"]),
         "durationMs": row["duration_ms"],
     }
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    """A record without its logs and calls (their counts instead): a listing stays small."""
+    out = _record(row)
+    out["logCount"] = len(out.pop("logs"))
+    out["callCount"] = len(out.pop("calls"))
+    return out
 
 
 class _Workflow:
@@ -407,7 +415,7 @@ class WasmWorkflows:
             "status": record["status"], "result": record["result"], "error": record["error"]}})
 
     async def list_executions(self, request: web.Request) -> web.Response:
-        """Executions of the CRE workflows, newest first (filters: workflow, status)"""
+        """Executions of the CRE workflows, newest first (filters: workflow, status), without their logs"""
         self._check(request)
         status = request.query.get("status")
         if status is not None and status not in STATUSES:
