@@ -98,11 +98,31 @@ class CreWasmConfig(ConfigModel):
     max_http_response_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
     chains: dict[str, HttpUrl] = Field({}, description="EVM chains for the evm capability: a chain selector "
                                                        "(or a known name such as anvil-devnet) -> JSON-RPC URL")
+    don_key: SecretStr | None = Field(None, description="Signs the workflows' reports (consensus Report); "
+                                                        "unset: reports are refused")
+    transmitter_key: SecretStr | None = Field(None, description="Sends WriteReport transactions (default: don_key)")
+    forwarders: dict[str, Address] = Field({}, description="Chain (as in chains) -> the forwarder contract "
+                                                          "WriteReport sends reports through")
+    don_id: int = Field(1, ge=0, le=2**32 - 1, description="The DON id written in report headers")
+    log_confirmations: int = Field(12, ge=0, le=1000, description="Blocks behind the head an EVM log trigger "
+                                                                  "of SAFE/FINALIZED confidence waits (LATEST: 0)")
+    log_poll_interval: float = Field(1.0, gt=0, le=60)
     toolchain_dir: str | None = Field(None, description="Where `node-daemon cre setup` installed the npm toolchain "
                                                         "(default: build/cre-toolchain in the project)")
     api_key: SecretStr | None = Field(None, description="Callers of the /api/cre/wasm routes (HTTP triggers, "
                                                         "executions) send Authorization: Bearer <this>")
     keep_executions: int = Field(10_000, ge=10, description="Execution records kept (the oldest are pruned)")
+
+    @field_validator("api_key", "don_key", "transmitter_key", mode="before")
+    @classmethod
+    def _env_keys(cls, value: Any, info: ValidationInfo) -> Any:
+        """'env:NAME' reads the key from the environment (when the config is parsed)."""
+        if isinstance(value, str) and value.startswith("env:"):
+            found = context_env(info).get(value[4:])
+            if not found:
+                raise ValueError(f"environment variable {value[4:]} is not set")
+            return found
+        return value
 
     @field_validator("chains")
     @classmethod
@@ -114,6 +134,23 @@ class CreWasmConfig(ConfigModel):
                 raise ValueError(f"{key!r} is neither a chain selector nor a known chain name "
                                  f"({', '.join(sorted(CHAIN_SELECTORS))})")
         return value
+
+    @model_validator(mode="after")
+    def _forwarders(self) -> CreWasmConfig:
+        for key in self.forwarders:
+            if key not in self.chains:
+                raise ValueError(f"forwarders: {key!r} is not one of chains")
+        if self.forwarders and not (self.don_key and self.don_key.get_secret_value()):
+            raise ValueError("forwarders: need don_key (reports are signed by it)")
+        return self
+
+    def forwarder_selectors(self) -> dict[int, tuple[str, str]]:
+        """selector -> (forwarder address, transmitter key)."""
+        from node.cre.wasm.capabilities import CHAIN_SELECTORS
+
+        key = (self.transmitter_key or self.don_key)
+        secret = key.get_secret_value() if key else ""
+        return {int(k) if k.isdigit() else CHAIN_SELECTORS[k]: (address, secret) for k, address in self.forwarders.items()}
 
     def selectors(self) -> dict[int, str]:
         from node.cre.wasm.capabilities import CHAIN_SELECTORS
@@ -132,6 +169,8 @@ class CreWasmWorkflow(ConfigModel):
     secrets: dict[str, SecretStr] = Field({}, description="Secret id -> value; a value 'env:NAME' is read from "
                                                           "the environment when the config is parsed")
     cron: bool = Field(True, description="Fire the workflow's cron triggers on schedule")
+    owner: Address | None = Field(None, description="Workflow owner written in report headers (default: the "
+                                                   "DON key's address)")
     workflow_id: str | None = Field(None, description="64-hex id gateway-form triggers name it by (default: "
                                                       "derived from the name, the built program and the config)")
     enabled: bool = True

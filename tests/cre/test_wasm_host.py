@@ -154,7 +154,7 @@ class Recorder:
     def __init__(self) -> None:
         self.requests = []
 
-    def call_capability(self, request, mode):
+    def call_capability(self, request, mode, execution_id):
         import concurrent.futures
 
         self.requests.append((request.callback_id, mode))
@@ -290,3 +290,81 @@ async def test_cron_trigger_reads_a_contract_on_anvil_through_the_evm_capability
     assert outcome.ok, outcome.failure
     assert result_json(outcome) == "price=123.5 onchain=42"
     assert outcome.calls[-1].id == "evm:ChainSelector:7759470850252068959@1.0.0"
+
+
+async def report_on_anvil(runtime, prices, signer_is_the_dons: bool):
+    """Deploy the test forwarder (trusting one DON signer) and receiver, run the cron trigger with
+    reports signed by the DON key (or by another key), and return (outcome, what the receiver
+    kept: reports, lastReport, lastMetadata, and the DON account)."""
+    import subprocess
+
+    from eth_account import Account
+    from web3 import Web3
+
+    from node.cre.wasm.reports import Reporter
+    from tests.chain_helpers import KEYS, Anvil
+    from tests.cre.workflows.harness import WORKFLOWS
+    from tests.helpers import REPO
+
+    built = json.loads(subprocess.run(["node", str(WORKFLOWS / "compile_sol.js"), str(WORKFLOWS / "ReportReceiver.sol")],
+                                      cwd=REPO, capture_output=True, text=True, check=True).stdout)
+    don, impostor = Account.create(), Account.create()
+    anvil = Anvil(block_time=None).start()
+    try:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+
+        def deploy(name, *args):
+            contract = w3.eth.contract(abi=built[name]["abi"], bytecode=built[name]["bytecode"])
+            receipt = w3.eth.wait_for_transaction_receipt(
+                contract.constructor(*args).transact({"from": w3.eth.accounts[0]}))
+            return w3.eth.contract(address=receipt["contractAddress"], abi=built[name]["abi"])
+
+        forwarder, receiver = deploy("TestReportForwarder", don.address), deploy("TestReportReceiver")
+        policy = EgressPolicy(["127.0.0.1/32"], max_response_bytes=4096)
+        session = policy.session()
+        selector = 7759470850252068959
+        signer = don if signer_is_the_dons else impostor
+        caps = Capabilities(asyncio.get_running_loop(), egress=policy, session=session, chains={selector: anvil.url},
+                            secrets={("main", "PRICE_API_KEY"): "k"},
+                            reporter=Reporter(signer.key.hex(), "ab" * 32, "price-feed"),
+                            forwarders={selector: (forwarder.address, KEYS[1])})
+        try:
+            config = json.dumps({"priceUrl": prices.url, "receiver": receiver.address}).encode()
+            loaded = await runtime.load("price-feed", PRICE_FEED, config, caps)
+            outcome = await runtime.run(loaded, 0, cron_payload(datetime.now(timezone.utc)), caps, "e6" * 32)
+        finally:
+            await caps.close()
+            await session.close()
+        kept = {name: getattr(receiver.functions, name)().call() for name in ("reports", "lastReport", "lastMetadata")}
+        return outcome, kept, don
+    finally:
+        anvil.stop()
+
+
+@pytest.mark.docker  # outer ring: a real anvil
+async def test_a_signed_report_reaches_the_receiver_through_the_forwarder_on_anvil(runtime, prices):
+    outcome, receiver, don = await report_on_anvil(runtime, prices, signer_is_the_dons=True)
+    assert outcome.ok, outcome.failure
+    assert any(line.startswith("report written: status=2 tx=0x") for line in outcome.logs), outcome.logs
+    assert receiver["reports"] == 1
+    assert receiver["lastReport"] == (12350).to_bytes(32, "big")  # 123.50 in cents
+    metadata = receiver["lastMetadata"]
+    assert metadata[:32] == bytes.fromhex("ab" * 32)
+    assert metadata[42:62] == bytes.fromhex(don.address[2:])  # the owner defaults to the DON signer
+
+
+@pytest.mark.docker  # outer ring: a real anvil
+async def test_a_report_not_signed_by_the_forwarders_don_is_reverted_and_the_workflow_is_told(runtime, prices):
+    outcome, receiver, _ = await report_on_anvil(runtime, prices, signer_is_the_dons=False)
+    assert outcome.ok, outcome.failure  # the write happened; its transaction reverted
+    assert any(line.startswith("report written: status=1 tx=0x") for line in outcome.logs), outcome.logs
+    assert receiver["reports"] == 0
+
+
+def test_log_bytes_of_one_execution_are_bounded_in_total(engine, chain):
+    line = "x" * 4000
+    outcome = run_js(engine, chain, f"""
+        switchModes(1); for (let i = 0; i < 500; i++) log('{line}');
+        sendResponse({OK_RESPONSE});""", Limits(max_logs_per_mode=1000, max_log_bytes=4096, max_log_total_bytes=64 << 10))
+    assert sum(len(entry) for entry in outcome.logs) <= 64 << 10
+    assert outcome.logs_dropped == 500 - len(outcome.logs)

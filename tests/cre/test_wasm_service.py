@@ -78,6 +78,10 @@ def test_cron_trigger_fires_on_schedule_and_each_execution_is_recorded(node):
         time.sleep(0.5)
     assert done, f"no cron execution within 30s:\n{node.log()[-3000:]}"
     record = done[0]
+    assert (done[0]["status"], done[0]["logCount"], done[0]["callCount"]) == ("succeeded", 2, 2)
+    assert "logs" not in done[0]  # a listing stays small: the logs come with the one execution
+    resp = node.http().get(f"/api/cre/wasm/executions/{done[0]['executionId']}", headers=AUTH)
+    record = resp.json["data"]
     assert record["status"] == "succeeded", record
     assert record["result"] == "price=42.25 onchain=none"
     assert "median price=42.25" in record["logs"]
@@ -177,3 +181,112 @@ def test_the_app_bridge_trigger_dispatch_runs_the_workflow_on_this_same_node(nod
     http_runs = [e for e in executions(node, workflow="price-feed", limit=500) if e["trigger"]["kind"] == "http"]
     assert any(e["result"] == 'echo: {"from":"app"}' for e in http_runs)
     assert len(executions(node, workflow="price-feed", limit=500)) > before
+
+
+# -- EVM log trigger ------------------------------------------------------------------------------
+
+# A contract whose every call emits one log (PUSH1 0 PUSH1 0 LOG0 STOP), behind init code that
+# returns those 6 bytes.
+EMITTER = "0x6560006000a0006000526006601af3"
+
+
+@pytest.mark.docker  # outer ring: a real anvil
+def test_an_evm_log_trigger_fires_once_per_log_across_a_restart(tmp_path, prices):
+    from web3 import Web3
+
+    from tests.chain_helpers import Anvil
+
+    toolchain()
+    anvil = Anvil(block_time=None).start()
+    proc = None
+    try:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+        sender = w3.eth.accounts[0]
+        emitter = w3.eth.wait_for_transaction_receipt(
+            w3.eth.send_transaction({"from": sender, "data": EMITTER}))["contractAddress"]
+        entry = workflow_entry(prices.url)
+        entry["config"]["logAddress"] = emitter
+        entry["cron"] = False
+        proc = NodeProcess(tmp_path / "node", [], {"cre": {
+            "wasm": {"api_key": KEY, "chains": {"anvil-devnet": anvil.url}, "log_poll_interval": 0.2},
+            "workflows": [entry]}})
+        proc.start(timeout=90)
+
+        def emit() -> str:
+            return "0x" + bytes(w3.eth.wait_for_transaction_receipt(
+                w3.eth.send_transaction({"from": sender, "to": emitter}))["transactionHash"]).hex()
+
+        def log_runs() -> list[dict]:
+            return [e for e in executions(proc, workflow="price-feed", limit=500)
+                    if e["trigger"]["kind"] == "evm-log" and e["status"] != "running"]
+
+        def wait_for(count: int) -> list[dict]:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                runs = log_runs()
+                if len(runs) >= count:
+                    return runs
+                time.sleep(0.3)
+            raise AssertionError(f"{count} log executions expected, saw {len(log_runs())}:\n{proc.log()[-3000:]}")
+
+        first = emit()
+        (run,) = wait_for(1)
+        assert (run["status"], run["result"]) == ("succeeded", f"log {first}:0")
+        assert proc.stop() == 0
+        second = emit()  # while the node is down
+        proc.start(timeout=90)
+        runs = wait_for(2)
+        time.sleep(2)  # rescans would show up as extra executions by now
+        runs = log_runs()
+        assert sorted(r["result"] for r in runs) == sorted([f"log {first}:0", f"log {second}:0"])
+    finally:
+        if proc is not None:
+            proc.stop()
+        anvil.stop()
+
+
+@pytest.mark.docker  # outer ring: a real anvil
+def test_cron_writes_a_report_signed_by_the_nodes_don_key_to_a_receiver_on_anvil(tmp_path, prices):
+    import json as _json
+    import subprocess
+
+    from web3 import Web3
+
+    from tests.chain_helpers import KEYS, Anvil
+    from tests.cre.workflows.harness import WORKFLOWS
+    from tests.helpers import REPO
+
+    toolchain()
+    built = _json.loads(subprocess.run(["node", str(WORKFLOWS / "compile_sol.js"), str(WORKFLOWS / "ReportReceiver.sol")],
+                                       cwd=REPO, capture_output=True, text=True, check=True).stdout)
+    don = Account.create()
+    anvil = Anvil(block_time=None).start()
+    proc = None
+    try:
+        w3 = Web3(Web3.HTTPProvider(anvil.url))
+
+        def deploy(name, *args):
+            contract = w3.eth.contract(abi=built[name]["abi"], bytecode=built[name]["bytecode"])
+            tx = contract.constructor(*args).transact({"from": w3.eth.accounts[0]})
+            address = w3.eth.wait_for_transaction_receipt(tx)["contractAddress"]
+            return w3.eth.contract(address=address, abi=built[name]["abi"])
+
+        forwarder, receiver = deploy("TestReportForwarder", don.address), deploy("TestReportReceiver")
+        entry = workflow_entry(prices.url)
+        entry["config"]["receiver"] = receiver.address
+        proc = NodeProcess(tmp_path / "node", [], {"cre": {
+            "wasm": {"api_key": KEY, "http_allowed_networks": ["127.0.0.1/32"], "chains": {"anvil-devnet": anvil.url},
+                     "forwarders": {"anvil-devnet": forwarder.address}, "don_key": don.key.hex(),
+                     "transmitter_key": KEYS[2]},
+            "workflows": [entry]}})
+        proc.start(timeout=90)
+        deadline = time.monotonic() + 30
+        while receiver.functions.reports().call() == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert receiver.functions.reports().call() >= 1, proc.log()[-3000:]
+        assert receiver.functions.lastReport().call() == (4225).to_bytes(32, "big")  # 42.25 in cents
+        assert receiver.functions.lastMetadata().call()[:32] == bytes.fromhex(WORKFLOW_ID)
+    finally:
+        if proc is not None:
+            proc.stop()
+        anvil.stop()

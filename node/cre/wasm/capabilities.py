@@ -10,6 +10,8 @@
 - `evm:ChainSelector:<selector>@1.0.0`: reads on the configured chains by JSON-RPC
   (`CallContract`, `BalanceAt`, `HeaderByNumber`); the SDK's block sentinels -2/-3 are
   latest/finalized.
+- `consensus@1.0.0-alpha` `Report` and the EVM `WriteReport`: signed by the node's DON key and
+  delivered through the chain's forwarder (reports.py).
 - secrets: the workflow's configured secrets, by (namespace, id); namespace defaults to "main".
 
 Requests arrive from the guest's worker thread; everything but consensus runs on the event loop
@@ -26,12 +28,14 @@ from typing import Any
 import aiohttp
 
 from node.cre.wasm import messages as pb
+from node.cre.wasm.reports import Reporter, ReportError, ReportWriter
 from node.server.egress import EgressDenied, EgressPolicy
 
 CONSENSUS = "consensus@1.0.0-alpha"
 HTTP_ACTIONS = "http-actions@1.0.0-alpha"
 EVM_PREFIX = "evm:ChainSelector:"
 FREQUENCY_LIST = 5
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # name -> chain selector, for the chains a local node is likely to be pointed at
 CHAIN_SELECTORS = {
@@ -93,7 +97,8 @@ class Capabilities:
     def __init__(self, loop: asyncio.AbstractEventLoop, *, egress: EgressPolicy | None = None,
                  session: aiohttp.ClientSession | None = None, http_timeout: float = 10.0,
                  chains: Mapping[int, str] | None = None, secrets: Mapping[tuple[str, str], str] | None = None,
-                 extra: Mapping[str, Handler] | None = None) -> None:
+                 extra: Mapping[str, Handler] | None = None, reporter: Reporter | None = None,
+                 forwarders: Mapping[int, tuple[str, str]] | None = None) -> None:
         self._loop = loop
         self._egress = egress
         self._session = session  # from egress.session(): every connection goes through the policy
@@ -102,17 +107,29 @@ class Capabilities:
         self._rpc_session: aiohttp.ClientSession | None = None
         self._secrets = dict(secrets or {})
         self._extra = dict(extra or {})
+        self._reporter = reporter
+        self._writers = {selector: ReportWriter(self._rpc, self._chains[selector], forwarder, key)
+                         for selector, (forwarder, key) in (forwarders or {}).items() if selector in self._chains}
+
+    def set_reporter(self, reporter: Reporter) -> None:
+        """The workflow's report signer (it needs the workflow id, known once the workflow loaded)."""
+        self._reporter = reporter
 
     # -- HostServices --------------------------------------------------------------------
 
-    def call_capability(self, request: Any, mode: int) -> concurrent.futures.Future:
+    def call_capability(self, request: Any, mode: int, execution_id: str) -> concurrent.futures.Future:
         if request.id == CONSENSUS:
             try:
-                if request.method != "Simple":
-                    raise CapabilityError(f"consensus method {request.method!r} is not supported on this node")
-                inputs = pb.unpack(request.payload, pb.SimpleConsensusInputs)
-                return _done(pb.CapabilityResponse(payload=pb.pack(consensus(inputs))))
-            except (CapabilityError, ValueError) as exc:
+                if request.method == "Simple":
+                    inputs = pb.unpack(request.payload, pb.SimpleConsensusInputs)
+                    return _done(pb.CapabilityResponse(payload=pb.pack(consensus(inputs))))
+                if request.method == "Report":
+                    if self._reporter is None:
+                        raise CapabilityError("reports are not enabled on this node (set cre.wasm.don_key)")
+                    report = pb.unpack(request.payload, pb.message("sdk.v1alpha.ReportRequest"))
+                    return _done(pb.CapabilityResponse(payload=pb.pack(self._reporter.report(report, execution_id))))
+                raise CapabilityError(f"consensus method {request.method!r} is not supported on this node")
+            except (CapabilityError, ReportError, ValueError) as exc:
                 return _done(pb.CapabilityResponse(error=str(exc)))
         return asyncio.run_coroutine_threadsafe(self._dispatch(request, mode), self._loop)
 
@@ -141,7 +158,7 @@ class Capabilities:
                 message = await self._evm(request.id, request.method, request.payload)
             else:
                 raise CapabilityError(f"capability {request.id} ({request.method}) is not available on this node")
-        except (CapabilityError, EgressDenied, ValueError) as exc:
+        except (CapabilityError, EgressDenied, ReportError, ValueError) as exc:
             return pb.CapabilityResponse(error=str(exc))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return pb.CapabilityResponse(error=f"{request.id}: {type(exc).__name__}: {exc}"[:500])
@@ -150,6 +167,9 @@ class Capabilities:
     async def _http(self, req: Any) -> Any:
         if self._egress is None or self._session is None:
             raise CapabilityError("http-actions are not enabled on this node")
+        method = (req.method or "GET").upper()
+        if method not in HTTP_METHODS:
+            raise CapabilityError(f"HTTP method {req.method[:20]!r} is not allowed ({', '.join(sorted(HTTP_METHODS))})")
         url = self._egress.parse(req.url)
         literal = self._egress._literal(url.raw_host or url.host or "")
         if literal is not None:  # aiohttp connects to IP literals without asking the resolver
@@ -161,7 +181,7 @@ class Capabilities:
         headers += [(h.key, v) for h in req.multi_headers for v in h.value.values]
         limit = self._egress.max_response_bytes
         try:
-            async with self._session.request(req.method or "GET", url, headers=headers, data=req.body or None,
+            async with self._session.request(method, url, headers=headers, data=req.body or None,
                                              allow_redirects=False,
                                              timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 body = bytearray()
@@ -219,6 +239,12 @@ class Capabilities:
         url = self._chains.get(selector)
         if url is None:
             raise CapabilityError(f"chain selector {selector} is not configured on this node")
+        if method == "WriteReport":
+            writer = self._writers.get(selector)
+            if writer is None:
+                raise CapabilityError(f"no forwarder is configured for chain selector {selector} "
+                                      "(cre.wasm.forwarders and cre.wasm.don_key)")
+            return await writer.write(payload)
         if method == "CallContract":
             req = pb.unpack(payload, pb.message(_EVM + "CallContractRequest"))
             call: dict[str, str] = {"to": "0x" + req.call.to.hex(), "data": "0x" + req.call.data.hex()}
@@ -244,8 +270,8 @@ class Capabilities:
             reply.header.hash = bytes.fromhex(block["hash"][2:])
             reply.header.parent_hash = bytes.fromhex(block["parentHash"][2:])
             return reply
-        raise CapabilityError(f"evm method {method} is not supported on this node (reads: CallContract, "
-                              "BalanceAt, HeaderByNumber)")
+        raise CapabilityError(f"evm method {method} is not supported on this node (CallContract, BalanceAt, "
+                              "HeaderByNumber, WriteReport)")
 
     async def close(self) -> None:
         if self._rpc_session is not None:

@@ -13,7 +13,7 @@ as in Chainlink's `runWasm`), and is bounded:
   gives up when the execution's time is up;
 - memory: the store's linear-memory limit;
 - output: the response size (also told to the guest as `max_response_size`), log lines per
-  mode and per line, capability calls per execution, guest stdout/stderr kept.
+  mode, per line and in total, capability calls per execution, guest stdout/stderr kept.
 
 Host calls are synchronous (the guest blocks in `await_capabilities`), so an execution runs in a
 worker thread; `call_capability` hands the request to `HostServices`, which returns a
@@ -64,6 +64,7 @@ class Limits:
     max_response_bytes: int = 5 << 20
     max_logs_per_mode: int = 1000
     max_log_bytes: int = 4096
+    max_log_total_bytes: int = 256 << 10  # all log lines of one execution (they are stored)
     max_capability_calls: int = 200
     max_output_bytes: int = 64 << 10  # guest stdout + stderr kept per execution
 
@@ -71,7 +72,7 @@ class Limits:
 class HostServices(Protocol):
     """What an execution asks of the node. Both return futures so the guest thread can block."""
 
-    def call_capability(self, request: Any, mode: int) -> concurrent.futures.Future:
+    def call_capability(self, request: Any, mode: int, execution_id: str) -> concurrent.futures.Future:
         """-> Future[pb.CapabilityResponse]"""
 
     def get_secrets(self, request: Any) -> concurrent.futures.Future:
@@ -149,6 +150,7 @@ class _Run:
         self.logs: list[str] = []
         self.log_counts = {MODE_DON: 0, MODE_NODE: 0}
         self.logs_dropped = 0
+        self.log_bytes = 0
         self.response: bytes | None = None
         self.response_error: str | None = None
         self.pending: dict[int, tuple[concurrent.futures.Future, CapabilityCall]] = {}
@@ -399,7 +401,7 @@ class _Ended(Exception):
 
 
 class _NoServices:
-    def call_capability(self, request: Any, mode: int) -> concurrent.futures.Future:
+    def call_capability(self, request: Any, mode: int, execution_id: str) -> concurrent.futures.Future:
         raise RuntimeError("no capabilities while compiling")
 
     def get_secrets(self, request: Any) -> concurrent.futures.Future:
@@ -432,10 +434,14 @@ def _imports(run: _Run) -> dict[tuple[str, str], Callable[..., Any]]:
         if run.log_counts[mode] >= limits.max_logs_per_mode:
             run.logs_dropped += 1
             return
-        run.log_counts[mode] += 1
         text = _read(caller, ptr, min(length, limits.max_log_bytes)).decode("utf-8", "replace")
         if length > limits.max_log_bytes:
             text += "…"
+        if run.log_bytes + len(text) > limits.max_log_total_bytes:
+            run.logs_dropped += 1
+            return
+        run.log_counts[mode] += 1
+        run.log_bytes += len(text)
         run.logs.append(text)
 
     def switch_modes(caller: W.Caller, mode: int) -> None:
@@ -473,7 +479,7 @@ def _imports(run: _Run) -> dict[tuple[str, str], Callable[..., Any]]:
         call = CapabilityCall(request.id, request.method, cid, run.mode, time.monotonic())
         run.calls.append(call)
         try:
-            future = run.services.call_capability(request, run.mode)
+            future = run.services.call_capability(request, run.mode, run.execution_id)
         except Exception as exc:  # noqa: BLE001 - refused before dispatch: tell the guest
             call.error = str(exc)
             return _fail(caller, ptr, length, str(exc))

@@ -73,6 +73,10 @@ _SCHEMA: dict[str, list[str]] = {
         "FieldsMap: *fields FieldsMapEntry 1",
         "SimpleConsensusInputs: value values.v1.Value 1 observation | error string 2 observation"
         " | descriptors ConsensusDescriptor 3 | default values.v1.Value 4",
+        "ReportRequest: encoded_payload bytes 1 | encoder_name string 2 | signing_algo string 3 | hashing_algo string 4",
+        "AttributedSignature: signature bytes 1 | signer_id uint32 2",
+        "ReportResponse: config_digest bytes 1 | seq_nr uint64 2 | report_context bytes 3 | raw_report bytes 4"
+        " | *sigs AttributedSignature 5",
     ],
     "capabilities.scheduler.cron.v1": [
         "Config: schedule string 1",
@@ -100,6 +104,16 @@ _SCHEMA: dict[str, list[str]] = {
         "HeaderByNumberRequest: block_number values.v1.BigInt 1",
         "Header: timestamp uint64 1 | block_number values.v1.BigInt 2 | hash bytes 3 | parent_hash bytes 4",
         "HeaderByNumberReply: header Header 1",
+        "GasConfig: gas_limit uint64 1",
+        "WriteReportRequest: receiver bytes 1 | report sdk.v1alpha.ReportResponse 2 | gas_config GasConfig 3",
+        # tx_status: 0 fatal, 1 reverted, 2 success; receiver status: 0 success, 1 reverted
+        "WriteReportReply: tx_status int32 1 | receiver_contract_execution_status int32 2 | tx_hash bytes 3"
+        " | transaction_fee values.v1.BigInt 4 | error_message string 5",
+        # confidence: 0 safe, 1 latest, 2 finalized
+        "TopicValues: *values bytes 1",
+        "FilterLogTriggerRequest: *addresses bytes 1 | *topics TopicValues 2 | confidence int32 3",
+        "Log: address bytes 1 | *topics bytes 2 | tx_hash bytes 3 | block_hash bytes 4 | data bytes 5"
+        " | event_sig bytes 6 | block_number values.v1.BigInt 7 | tx_index uint32 8 | index uint32 9 | removed bool 10",
     ],
     # The SDK's internal test capabilities, which its standard conformance workflows call.
     "capabilities.internal.basictrigger.v1": [

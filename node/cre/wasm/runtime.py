@@ -22,6 +22,7 @@ from node.cre.wasm.toolchain import BuildError, Toolchain
 
 CRON_TRIGGER = "cron-trigger@1.0.0"
 HTTP_TRIGGER = "http-trigger@1.0.0-alpha"
+EVM_PREFIX = "evm:ChainSelector:"
 
 
 @dataclass
@@ -32,10 +33,12 @@ class Subscription:
     capability: str
     method: str
     payload: Any
-    kind: str  # cron | http | other | unsupported (needs what this node cannot give: a TEE, a pre-hook)
+    kind: str  # cron | http | evm-log | other | unsupported (needs a TEE, a pre-hook, …)
     cron: Cron | None = None
     authorized_keys: list[str] = field(default_factory=list)
     reason: str | None = None
+    selector: int | None = None  # evm-log: the chain
+    log_filter: Any = None  # evm-log: FilterLogTriggerRequest
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "capability": self.capability, "kind": self.kind}
@@ -45,6 +48,9 @@ class Subscription:
             out["authorizedKeys"] = self.authorized_keys
         if self.reason:
             out["unsupported"] = self.reason
+        if self.log_filter is not None:
+            out["chainSelector"] = str(self.selector)
+            out["addresses"] = ["0x" + a.hex() for a in self.log_filter.addresses]
         return out
 
 
@@ -78,6 +84,12 @@ def _subscription(index: int, raw: Any) -> Subscription:
         except CronError as exc:
             raise LoadError(f"handler {index}: cron schedule {exc}") from None
         sub.kind = "cron"
+    elif raw.id.startswith(EVM_PREFIX) and raw.method == "LogTrigger":
+        sub.log_filter = pb.unpack(raw.payload, pb.message("capabilities.blockchain.evm.v1alpha.FilterLogTriggerRequest"))
+        sub.selector = int(raw.id[len(EVM_PREFIX):].partition("@")[0])
+        sub.kind = "evm-log"
+        if not sub.log_filter.addresses:
+            sub.kind, sub.reason = "unsupported", "a log trigger without contract addresses"
     elif raw.id == HTTP_TRIGGER:
         config = pb.unpack(raw.payload, pb.HttpTriggerConfig)
         sub.kind = "http"

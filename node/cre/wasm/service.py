@@ -10,6 +10,8 @@ Triggers:
   with that time as the payload. A firing that finds the workflow's executions backed up is
   skipped with a warning (bounded work), never queued without limit; missed firings during
   downtime are not replayed (as CRE's cron trigger).
+- EVM logs: one follower per log-trigger handler (logtrigger.py): each matching log fires once,
+  across restarts, with reorgs handled by the chain subsystem's follower.
 - HTTP: `POST /api/cre/wasm/workflows/{name}/trigger` with `{"input": …}` (the simulator's form,
   behind the node's bearer key), or `POST /api/cre/wasm/gateway` in the CRE gateway's form
   (JSON-RPC `workflows.execute`, an ETH-signed JWT from one of the trigger's authorized keys,
@@ -28,6 +30,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,13 +38,14 @@ from typing import Any
 from aiohttp import web
 
 from node.cre.config import CreConfig, CreWasmWorkflow
-from node.cre.wasm import gateway_trigger
+from node.cre.wasm import gateway_trigger, logtrigger
 from node.cre.wasm.capabilities import Capabilities
 from node.cre.wasm.host import Limits, Outcome, new_execution_id
+from node.cre.wasm.reports import Reporter
 from node.cre.wasm.runtime import Loaded, LoadError, Subscription, WasmRuntime, cron_payload, http_payload, result_json
 from node.cre.wasm.toolchain import Toolchain
 from node.errors import Forbidden, Invalid, NotFound, StartupError, Unauthenticated, Unavailable
-from node.lifecycle import Supervisor
+from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
 from node.server.egress import EgressPolicy
 from node.server.http import json_response, parse_json, query_limit
@@ -95,6 +99,7 @@ class ExecutionStore:
     async def start(self) -> int:
         """Migrate, and fail the executions a previous process left running. Returns how many."""
         await self._db.migrate(MIGRATIONS)
+        await self._db.migrate(logtrigger.MIGRATIONS)
         return await self._db.execute(
             "UPDATE cre_wasm_executions SET status = 'failed', error = 'interrupted: the node stopped during the "
             "execution' WHERE status = 'running'")
@@ -127,7 +132,7 @@ class ExecutionStore:
             params.append(status)
         sql = "SELECT * FROM cre_wasm_executions" + (" WHERE " + " AND ".join(where) if where else "")
         rows = await self._db.fetchall(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [_record(r) for r in rows]
+        return [_summary(r) for r in rows]
 
     async def prune(self, keep: int) -> int:
         await self._db.execute("DELETE FROM cre_wasm_used_jti WHERE expires_at < ?", (time.time() - 60,))
@@ -156,6 +161,14 @@ def _record(row: Any) -> dict[str, Any]:
     }
 
 
+def _summary(row: Any) -> dict[str, Any]:
+    """A record without its logs and calls (their counts instead): a listing stays small."""
+    out = _record(row)
+    out["logCount"] = len(out.pop("logs"))
+    out["callCount"] = len(out.pop("calls"))
+    return out
+
+
 class _Workflow:
     def __init__(self, config: CreWasmWorkflow, loaded: Loaded, capabilities: Capabilities) -> None:
         self.config = config
@@ -175,7 +188,9 @@ class WasmWorkflows:
         self._wasm = config.wasm
         self._supervisor = supervisor
         self._base = base_dir or Path.cwd()
+        self._db = db
         self.store = ExecutionStore(db)
+        self._tasks: list[tuple[Supervised, Callable[[], None] | None]] = []  # triggers and pruning
         wasm = config.wasm
         self._toolchain = toolchain or Toolchain(Path(wasm.toolchain_dir) if wasm.toolchain_dir else None)
         self._runtime: WasmRuntime | None = None
@@ -186,6 +201,15 @@ class WasmWorkflows:
         self._firings: set[asyncio.Task] = set()  # cron executions under way (bounded by the backlog)
 
     async def start(self) -> None:
+        """Load every enabled workflow and start its triggers; on a failure, undo and raise
+        StartupError naming the workflow."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         interrupted = await self.store.start()
         if interrupted:
             log.warning("cre.wasm.interrupted_executions", count=interrupted)
@@ -200,27 +224,53 @@ class WasmWorkflows:
                 continue
             capabilities = Capabilities(
                 loop, egress=self._egress, session=self._session, http_timeout=wasm.http_timeout,
-                chains=wasm.selectors(), secrets={("main", k): v.get_secret_value() for k, v in wf.secrets.items()})
+                chains=wasm.selectors(), secrets={("main", k): v.get_secret_value() for k, v in wf.secrets.items()},
+                forwarders=wasm.forwarder_selectors())
             path = Path(wf.file) if Path(wf.file).is_absolute() else self._base / wf.file
             started = time.perf_counter()
             try:
                 loaded = await self._runtime.load(wf.name, path, wf.config_bytes(), capabilities)
             except LoadError as exc:
                 await capabilities.close()
-                await self.stop()
                 raise StartupError(f"cre.workflows[{wf.name}]: {exc}") from None
-            self.workflows[wf.name] = _Workflow(wf, loaded, capabilities)
+            workflow = _Workflow(wf, loaded, capabilities)
+            if wasm.don_key is not None and wasm.don_key.get_secret_value():
+                capabilities.set_reporter(Reporter(wasm.don_key.get_secret_value(), workflow.workflow_id, wf.name,
+                                                   wf.owner, wasm.don_id))
+            self.workflows[wf.name] = workflow
             log.info("cre.wasm.loaded", workflow=wf.name, digest=loaded.digest[:16],
                      triggers=",".join(s.kind for s in loaded.subscriptions),
                      ms=round((time.perf_counter() - started) * 1000))
             if wf.cron:
                 for sub in loaded.subscriptions:
                     if sub.cron is not None:
-                        self._supervisor.spawn(f"cre-wasm-cron-{wf.name}-{sub.index}",
-                                               self._cron_factory(wf.name, sub))
-        self._supervisor.periodic("cre-wasm-prune", 60, lambda: self.store.prune(wasm.keep_executions))
+                        self._tasks.append((self._supervisor.spawn(f"cre-wasm-cron-{wf.name}-{sub.index}",
+                                                                   self._cron_factory(wf.name, sub)), None))
+            for sub in loaded.subscriptions:
+                if sub.kind == "evm-log":
+                    self._follow_logs(wf.name, sub)
+        self._tasks.append((self._supervisor.periodic("cre-wasm-prune", 60,
+                                                      lambda: self.store.prune(wasm.keep_executions)), None))
+
+    def _follow_logs(self, name: str, sub: Subscription) -> None:
+        url = self._wasm.selectors().get(sub.selector or 0)
+        if url is None:
+            raise StartupError(f"cre.workflows[{name}]: handler {sub.index} is a log trigger on chain selector "
+                               f"{sub.selector}, which cre.wasm.chains does not name")
+
+        async def fire(s: Subscription, payload: Any, trigger: dict[str, Any]) -> None:
+            await self._fire_logged(name, s, payload, trigger)
+
+        follower = logtrigger.LogTrigger(self._db, name, sub, url, self._wasm.log_confirmations, fire,
+                                         self._wasm.log_poll_interval)
+        self._tasks.append((self._supervisor.spawn(f"cre-wasm-logs-{name}-{sub.index}", follower.run), follower.stop))
 
     async def stop(self) -> None:
+        """Stop the triggers first (through the Supervisor, so none is restarted), then the
+        executions under way, then the host."""
+        for entry, signal in self._tasks:
+            await entry.stop(signal, timeout=5)
+        self._tasks = []
         for task in list(self._firings):
             task.cancel()
         for workflow in self.workflows.values():
@@ -365,7 +415,7 @@ class WasmWorkflows:
             "status": record["status"], "result": record["result"], "error": record["error"]}})
 
     async def list_executions(self, request: web.Request) -> web.Response:
-        """Executions of the CRE workflows, newest first (filters: workflow, status)"""
+        """Executions of the CRE workflows, newest first (filters: workflow, status), without their logs"""
         self._check(request)
         status = request.query.get("status")
         if status is not None and status not in STATUSES:
