@@ -82,11 +82,13 @@ class ChartHistory:
         return point
 
     async def run(self) -> None:
-        """Supervised: a point every `interval` seconds (the sampler's cached snapshot when fresh)."""
+        """Supervised: a point every `interval` seconds. The chain is read from the snapshot the
+        watchdog refreshes every interval, never refreshed here: with the RPC down a refresh
+        waits for the RPC's timeout under the sampler's lock, and a second caller of it would
+        only make scrapes and the status page wait longer."""
         self.record()
         while True:
             await asyncio.sleep(self.interval)
-            await self._sampler.refresh(max_age=self.interval)
             self.record()
 
     def series(self) -> dict[str, Any]:
