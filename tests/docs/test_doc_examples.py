@@ -275,6 +275,7 @@ def test_every_example_marker_is_followed_by_a_runnable_example():
     assert total >= 10, f"only {total} documented examples found"
 
 
+@pytest.mark.docker  # a real node process (no Docker engine needed: the outer ring's definition)
 @pytest.mark.parametrize("doc_page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
 def test_the_examples_of_the_page_answer_as_documented(doc_page: Path, docs_node):
     http, found = docs_node.http(), {}

@@ -183,3 +183,18 @@ def test_status_page_draws_the_last_hour_as_charts(charts_node, page: Page, tmp_
     shutil.copy(shot, SCREENSHOTS / "status-page-charts.png")
     # The page keeps polling: a poll routed while the page closes must not fail the teardown.
     page.unroute_all(behavior="ignoreErrors")
+
+
+def test_charts_callers_within_ten_seconds_share_one_scan_of_the_jobs_table(charts_node, monkeypatch):
+    import node.observe.api as observe_api
+    scans = []
+    real = observe_api.jobs_per_bucket
+
+    async def counting(*args, **kw):
+        scans.append(args[1])
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(observe_api, "jobs_per_bucket", counting)
+    http = charts_node.http()
+    answers = [http.get("/api/node/charts").json["jobs"] for _ in range(5)]
+    assert len(scans) == 1 and all(a == answers[0] for a in answers)
