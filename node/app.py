@@ -2,8 +2,10 @@
 server, one orchestrator; subsystems are built here and given what they need.
 
 Start-up order: SQLite and every subsystem's migrations, the orchestrator and the HTTP server
-(so /health/startup can answer 503 while booting), then the containers; jobs are accepted once
-the containers answer."""
+(so /health/startup can answer 503 while booting), then the containers. Jobs are accepted once
+every container answers or `startup_wait` seconds have passed, whichever comes first: a
+container still silent then is logged (`containers.not_answering`) and the node starts anyway;
+jobs naming it fail ("container unreachable") until it answers."""
 
 from __future__ import annotations
 
