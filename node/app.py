@@ -261,7 +261,6 @@ class Node:
         await self.db.open()
         stack.push_async_callback(self.db.close)
         reruns = await self.store.start(frozenset(c.id for c in self.config.containers if c.idempotent))
-        stack.push_async_callback(self.store.close)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
         stack.push_async_callback(self.session.close)
