@@ -40,6 +40,7 @@ class Stubs:
     def __init__(self) -> None:
         self.received: dict[str, list[dict[str, Any]]] = {}
         self.stopping = asyncio.Event()
+        self.holds: dict[str, asyncio.Event] = {}  # "slow" answers {"hold": key} once released
         self.url = ""
         self.drop_url = ""
 
@@ -57,8 +58,9 @@ class Stubs:
         if name == "nonjson":
             return web.Response(text="<html>not json</html>", content_type="text/html")
         if name == "slow":
+            gate = self.holds.get(data.get("hold", ""), self.stopping)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), float(data.get("seconds", 0)))
+                await asyncio.wait_for(gate.wait(), float(data.get("seconds", 10)))
             return web.json_response(data)
         if name == "streamer":
             response = web.StreamResponse()
@@ -102,6 +104,13 @@ class Stubs:
             self.stopping.set()
             drop.close()
             await runner.cleanup()
+
+
+    def hold(self) -> tuple[dict[str, str], asyncio.Event]:
+        """Input for the "slow" container that keeps its job running until the event is set."""
+        key = uuid.uuid4().hex
+        event = self.holds[key] = asyncio.Event()
+        return {"hold": key}, event
 
 
 def _upper(data: Any) -> Any:
@@ -257,12 +266,14 @@ async def test_clients_see_only_their_own_jobs(api: Api) -> None:
 
 async def test_pending_filter_separates_running_from_finished_jobs(api: Api) -> None:
     me = "127.0.0.6"
-    slow = await api.submit(["slow"], {"seconds": 0.5}, source=me)
+    data, release = api.stubs.hold()
+    slow = await api.submit(["slow"], data, source=me)
     fast = await api.submit(["echo"], {}, source=me)
     await api.job(fast, source=me)
     assert (await api.call("GET", "/api/jobs?pending=true", source=me))[1] == [slow]
     assert (await api.call("GET", "/api/jobs?pending=false", source=me))[1] == [fast]
     assert (await api.call("GET", "/info"))[1]["pending"]["offchain"] >= 1
+    release.set()
     await api.job(slow, source=me)
     assert sorted((await api.call("GET", "/api/jobs", source=me))[1]) == sorted([slow, fast])
     status, error, _ = await api.call("GET", "/api/jobs?pending=maybe", source=me)
@@ -345,21 +356,25 @@ async def test_a_batch_that_is_not_a_list_or_longer_than_max_batch_is_400(api: A
 
 
 async def test_wait_holds_the_answer_until_the_job_is_done(api: Api) -> None:
-    job_id = await api.submit(["slow"], {"seconds": 0.4})
+    data, release = api.stubs.hold()
+    job_id = await api.submit(["slow"], data)
+    asyncio.get_running_loop().call_later(0.3, release.set)
     started = time.monotonic()
     status, jobs, _ = await api.call("GET", f"/api/jobs?id={job_id}&wait=5")
     held = time.monotonic() - started
     assert status == 200 and jobs[0]["status"] == "success"
-    assert 0.2 < held < 3, held  # answered when the job ended, not at the end of the 5 s
+    assert 0.25 < held < 3, held  # answered when the job ended, not at the end of the 5 s
 
 
 async def test_wait_gives_up_after_the_seconds_asked_and_answers_the_job_still_running(api: Api) -> None:
-    job_id = await api.submit(["slow"], {"seconds": 0.8})
+    data, release = api.stubs.hold()
+    job_id = await api.submit(["slow"], data)
     started = time.monotonic()
     status, jobs, _ = await api.call("GET", f"/api/jobs?id={job_id}&wait=0.2")
     held = time.monotonic() - started
     assert status == 200 and jobs == [{"id": job_id, "status": "running", "result": None}]
-    assert 0.15 < held < 0.7, held
+    assert 0.15 < held < 2, held
+    release.set()
     assert (await api.job(job_id))["status"] == "success"
 
 
@@ -427,12 +442,14 @@ async def test_a_finished_job_cannot_be_rewritten_through_put_status(api: Api) -
 
 
 async def test_only_the_jobs_containers_may_report_on_a_running_job(api: Api) -> None:
-    job_id = await api.submit(["slow"], {"seconds": 0.4})
+    data, release = api.stubs.hold()
+    job_id = await api.submit(["slow"], data)
     forged = {"id": job_id, "status": "success", "containers": ["slow"], "data": 999999}
     status, answer, _ = await api.call("PUT", "/api/status", forged, source="127.0.0.3")  # allowed, not its container
     assert status == 403 and "containers" in answer["error"]
+    release.set()
     job = await api.job(job_id)
-    assert job["result"] == {"container": "slow", "output": {"seconds": 0.4}}
+    assert job["result"] == {"container": "slow", "output": data}
 
 
 # -- streaming -------------------------------------------------------------------------------
