@@ -2,8 +2,10 @@
 server, one orchestrator; subsystems are built here and given what they need.
 
 Start-up order: SQLite and every subsystem's migrations, the orchestrator and the HTTP server
-(so /health/startup can answer 503 while booting), then the containers; jobs are accepted once
-the containers answer."""
+(so /health/startup can answer 503 while booting), then the containers. Jobs are accepted once
+every container answers or `startup_wait` seconds have passed, whichever comes first: a
+container still silent then is logged (`containers.not_answering`) and the node starts anyway;
+jobs naming it fail ("container unreachable") until it answers."""
 
 from __future__ import annotations
 
@@ -259,7 +261,6 @@ class Node:
         await self.db.open()
         stack.push_async_callback(self.db.close)
         reruns = await self.store.start(frozenset(c.id for c in self.config.containers if c.idempotent))
-        stack.push_async_callback(self.store.close)
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
         stack.push_async_callback(self.session.close)

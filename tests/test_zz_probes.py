@@ -1,5 +1,5 @@
-"""Startup and readiness probes against real outages. Runs last (file name): it stops and
-restarts the Docker engine itself."""
+"""Readiness probes against real outages. Runs last (file name): it stops and restarts the
+Docker engine itself. (The start-up probe is tested in-process: tests/daemon/test_startup_probe.py.)"""
 
 from __future__ import annotations
 
@@ -8,33 +8,9 @@ import time
 
 import pytest
 
-from tests.helpers import NodeProcess, container_entry, free_port
+from tests.helpers import NodeProcess, container_entry
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-def test_startup_probe_is_503_until_containers_answer(docker_engine, tmp_path):
-    silent = f"http://127.0.0.1:{free_port()}"  # nothing listens here
-    node = NodeProcess(tmp_path, [{"id": "remote", "url": silent}], {"startup_wait": 3})
-    node.start_background()
-    try:
-        seen = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                resp = node.http().get("/health/startup", timeout=1)
-            except OSError:
-                time.sleep(0.05)
-                continue
-            seen.append(resp.status)
-            if resp.status == 200:
-                break
-            time.sleep(0.1)
-        assert 503 in seen and seen[-1] == 200
-        assert node.http().get("/health").json == {"status": "healthy"}
-        assert "containers.not_answering" in node.log()
-    finally:
-        node.stop()
 
 
 def _dockerd_running() -> bool:

@@ -7,13 +7,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
 CANCELLED = 2**32 - 1
-SUBSCRIPTION_FIELDS = ("owner", "activeAt", "period", "frequency", "redundancy", "containerId", "lazy",
-                       "verifier", "paymentAmount", "paymentToken", "wallet")
 # Custom errors of the Coordinator, by 4-byte selector (as the Infernet node maps them).
 ERRORS = {
     keccak(text=f"{name}()")[:4].hex(): name
@@ -114,10 +111,6 @@ def serialize_output(output: Any, encoding: str = "json") -> tuple[bytes, bytes,
                     parts["proof"])
     text = str(output) if encoding == "infernet" else json.dumps(output, separators=(",", ":"), sort_keys=True)
     return b"", abi_encode(["string"], [text]), b""
-
-
-def decode_string(data: bytes) -> str:
-    return abi_decode(["string"], data)[0]
 
 
 def decode_revert(error: Exception | str) -> str:

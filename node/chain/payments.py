@@ -25,7 +25,6 @@ from typing import Any
 
 from node.chain.codec import Subscription
 
-ZERO_ADDRESS = "0x" + "00" * 20
 # Reverts of deliverCompute that mean "this subscription cannot pay (now)": skipped, not sent.
 PAYMENT_ERRORS = {"InsufficientFunds", "InsufficientAllowance", "InvalidWallet", "UnsupportedVerifierToken"}
 

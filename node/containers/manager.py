@@ -372,9 +372,6 @@ class ContainerManager:
 
     # -- live changes (config reload) ------------------------------------------------------
 
-    def supports_live_changes(self) -> bool:
-        return True
-
     async def _start_one(self, config: ContainerConfig, state: ContainerState) -> None:
         if state.managed:
             await asyncio.to_thread(self._ensure_image, config, state)

@@ -101,7 +101,8 @@ class JobsApi:
     # -- info ----------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
-        """Infernet's probe: healthy once the node has started (containers up) and until it stops."""
+        """Infernet's probe: healthy once the node has started (its containers answered, or
+        startup_wait passed) and until it stops."""
         if self._ready():
             return json_response({"status": "healthy"})
         return json_response({"status": "unhealthy"}, 503)

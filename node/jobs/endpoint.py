@@ -56,16 +56,13 @@ class ContainerEndpoint:
         self._turn = 0
         self.set_urls([self.url])
 
-    def set_url(self, url: str) -> None:
-        self.set_urls([url])
-
     def set_urls(self, urls: Sequence[str]) -> None:
         """Where calls go: one address, or the addresses of a service's tasks, taken in turn.
         An empty list (every task down for a moment) keeps the last known addresses."""
         if not urls:
             return
         self._service_urls = tuple(f"{u}/service_output" for u in urls)
-        self.url, self.service_url = urls[0], self._service_urls[0]
+        self.url = urls[0]
 
     def next_service_url(self, avoid: str | None = None) -> str:
         """The next address in turn (not `avoid`, the one that just failed, when there are others)."""

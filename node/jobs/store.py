@@ -168,9 +168,6 @@ class JobStore:
             log.warning("jobs.rerun", count=len(reruns), reason="idempotent containers")
         return reruns
 
-    async def close(self) -> None:
-        """Nothing is buffered: every save has committed by the time it returned."""
-
     # -- writes --------------------------------------------------------------------------
 
     async def save(self, job: Job, data: str | None = None, then: Callable[[], None] | None = None) -> None:

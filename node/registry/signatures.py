@@ -28,12 +28,6 @@ from eth_utils import keccak
 
 from node.canonical import stable_json
 
-def recover_text(text: str, signature: str) -> str | None:
-    try:
-        return Account.recover_message(encode_defunct(text=text), signature=signature)
-    except Exception:  # noqa: BLE001 - malformed signatures recover nobody
-        return None
-
 
 def digest(payload: Any) -> bytes:
     return keccak(text=stable_json(payload))
