@@ -99,6 +99,9 @@ def main(scenario: str) -> None:
         call(crash, 0, 0)
         call(spend, int(os.environ["NR_IN"]), int(os.environ["NR_OUT"]))
         call(spend, int(os.environ["NR_IN"]), int(os.environ["NR_OUT"]))
+    elif scenario == "approximate":  # tracked spend, then the SDK's own budget estimate
+        call(spend, int(os.environ["NR_IN"]), int(os.environ["NR_OUT"]))
+        out(event="approximate", budget=runtime.approximate_budget())
     elif scenario == "deny":
         call(send_money, 100)
         call(work, 1)

@@ -21,6 +21,7 @@ from node.gateway.accounts_api import AccountsApi
 from node.gateway.alerts_api import AlertsApi, BudgetAlerts
 from node.gateway.auth import GatewayAuth
 from node.gateway.binding import JobBinding
+from node.gateway.budget_api import BudgetApi
 from node.gateway.control import ControlHub
 from node.gateway.control_api import ControlApi
 from node.gateway.oauth import OAuthVerifier
@@ -85,6 +86,7 @@ class GatewayApi:
             OrgsApi(store, auth, hub),
             AlertsApi(store, auth, self.webhooks),
             ControlApi(store, auth, hub),
+            BudgetApi(store, auth),
         ]
 
     def routes(self) -> list[web.RouteDef]:
