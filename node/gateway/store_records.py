@@ -1,5 +1,4 @@
-"""What happened, for reading back (part of `GatewayStore`): executions, the audit log, the
-dashboard's counts, and the control plane's sequence numbers."""
+"""What happened, for reading back (part of `GatewayStore`): executions, the dashboard's counts, and the control plane's sequence numbers."""
 
 from __future__ import annotations
 
@@ -68,27 +67,6 @@ class RecordStore:
     def rate_counter(self, org_id: str):
         """The policies' rate counter for one org's workflows."""
         return lambda workflow_id, seconds: self.allowed_count(org_id, workflow_id, seconds)
-
-    # -- audit -----------------------------------------------------------------------------
-
-    async def audit(self, org_id: str | None, actor: str, action: str, target_type: str, target_id: str | None,
-                    before: Any = None, after: Any = None) -> None:
-        await self.db.execute(
-            "INSERT INTO gw_audit (org_id, actor, action, target_type, target_id, before, after, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (org_id, actor, action, target_type, target_id,
-             None if before is None else json.dumps(before, default=str),
-             None if after is None else json.dumps(after, default=str), time.time()))
-
-    async def audit_log(self, org_id: str, limit: int, before_id: int | None) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM gw_audit WHERE org_id = ?", [org_id]
-        if before_id is not None:
-            sql += " AND id < ?"
-            params.append(before_id)
-        rows = await self.db.fetchall(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [{"id": r["id"], "actor": r["actor"], "action": r["action"], "target_type": r["target_type"],
-                 "target_id": r["target_id"], "before": r["before"] and json.loads(r["before"]),
-                 "after": r["after"] and json.loads(r["after"]), "created_at": _iso(r["created_at"])} for r in rows]
 
     # -- dashboard -------------------------------------------------------------------------
 
