@@ -185,6 +185,7 @@ class Node:
                                                   config.reservation_ttl))
         self.supervisor.periodic("gateway-reservation-expiry", 5, store.expire_all)
         self.supervisor.periodic("gateway-audit-exports", 1, self.gateway.audit.run_exports)
+        self.supervisor.periodic("gateway-approval-expiry", 1, self.gateway.approvals.expire_due)
         log.info("gateway.ready", hmac_required=hmac_required, hmac_max_age=max_age,
                  oauth_signup=self.gateway.oauth.enabled, webhook_allowed_networks=len(config.webhook_allowed_networks),
                  default_workflows=len(config.default_workflows), open_registration=config.open_registration,

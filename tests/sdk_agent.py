@@ -141,6 +141,9 @@ def main(scenario: str) -> None:
             status = runtime.audit.export_status(job["job_id"])
         out(event="export_status", status=status.status, file_url=status.file_url, record_count=status.record_count,
             jobs=[j.id for j in runtime.audit.list_exports()])
+    elif scenario == "approval":  # a call a policy holds for a person; then an ordinary one
+        call(send_money, 100)
+        call(work, 1)
     elif scenario == "audit_verify":
         audit_verify(runtime)
     elif scenario == "deny":

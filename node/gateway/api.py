@@ -20,6 +20,8 @@ from aiohttp import web
 from node.gateway.config import OAuthConfig
 from node.gateway.accounts_api import AccountsApi
 from node.gateway.alerts_api import AlertsApi, BudgetAlerts
+from node.gateway.approvals import ApprovalDesk
+from node.gateway.approvals_api import ApprovalsApi
 from node.gateway.audit_api import AuditApi
 from node.gateway.auth import GatewayAuth
 from node.gateway.binding import JobBinding
@@ -75,8 +77,9 @@ class GatewayApi:
         self.auth = auth
         self.hub = hub
         self.alerts = BudgetAlerts(store, self.webhooks)
+        self.approvals = ApprovalDesk(store, hub, self.alerts.notify)
         self.sdk = SdkApi(store, auth, hub, reservation_ttl, prices or {}, self.alerts.after_spend,
-                          verify_returns_secret=verify_returns_secret)
+                          verify_returns_secret=verify_returns_secret, approvals=self.approvals)
         self.binding = JobBinding(store, auth, self.sdk.replay)
         self.audit = AuditApi(store, auth, export_dir or Path("audit-exports"))
         # In the order their routes were always registered (aiohttp matches in order).
@@ -91,6 +94,7 @@ class GatewayApi:
             ControlApi(store, auth, hub),
             BudgetApi(store, auth),
             self.audit,
+            ApprovalsApi(self.approvals, auth, self.sdk),
         ]
 
     def routes(self) -> list[web.RouteDef]:

@@ -82,9 +82,11 @@ class RecordStore:
                                        " WHERE org_id = ? AND created_at > ?", (org_id, day))
         alerts = await self.db.fetchone("SELECT COUNT(*) FROM gw_alerts WHERE org_id = ? AND status = 'active'",
                                         (org_id,))
+        approvals = await self.db.fetchone("SELECT COUNT(*) FROM gw_approvals WHERE org_id = ? AND status = 'pending'"
+                                           " AND expires_at > ?", (org_id, time.time()))
         return {"workflows": {r[0]: r[1] for r in wf}, "spend_usd_total": spend[0], "events_total": spend[1],
                 "spend_usd_24h": spend_day[0], "executions_24h": execs[0], "denied_24h": execs[1],
-                "active_alerts": alerts[0]}
+                "active_alerts": alerts[0], "pending_approvals": approvals[0]}
 
     # -- SDK execution ids and control-plane sequence numbers ---------------------------------
 
