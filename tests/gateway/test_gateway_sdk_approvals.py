@@ -4,6 +4,9 @@ on the dashboard API; the SDK waits for the `approval_resolved` push on /ws/cont
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 import time
 import uuid
 
@@ -18,7 +21,8 @@ pytestmark = [pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    proc = NodeProcess(tmp_path_factory.mktemp("sdk-approvals"), [], {})
+    proc = NodeProcess(tmp_path_factory.mktemp("sdk-approvals"), [],
+                       {"gateway": {"webhook_allowed_networks": ["127.0.0.0/8"]}})
     proc.start()
     yield proc
     proc.stop()
@@ -142,3 +146,33 @@ def test_an_approval_is_used_once_for_its_own_execution_and_never_by_the_agents_
     stranger = Org(node)
     foreign = sdk_post(node, stranger.key(None), f"/approvals/{approval_id}/consume", {})
     assert foreign.status == 404
+
+
+def test_the_orgs_alert_channels_are_told_of_a_pending_approval(node, org):
+    posts: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        assert org.admin("POST", "/alert-channels", {"url": url}).status == 201
+        wid = org.workflow()
+        hold_payments(org, 30)
+        asked = sdk_post(node, org.key(wid), "/execute", {"tool": "send_money", "execution_id": "exec-9"})
+        deadline = time.monotonic() + 5
+        while not posts and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [post] = posts
+        assert post["type"] == "approval_pending" and post["approval_id"] == asked.json["approval_id"]
+        assert post["tool"] == "send_money" and post["workflow_id"] == wid and post["status"] == "pending"
+    finally:
+        server.shutdown()
