@@ -3,7 +3,7 @@
 - `GET /orgs/{org}/approvals[?status=pending|approved|denied|expired|consumed]`: members (any
   role) and the org's API keys (a workflow-bound key sees its workflow's), newest first.
 - `GET /orgs/{org}/approvals/{id}`.
-- `POST /orgs/{org}/approvals/{id}/approve` and `…/deny` (`{"note": "..."}` optional): signed-in
+- `POST /orgs/{org}/approvals/{id}/approve` and `…/deny` (no body, or `{"note": "..."}`): signed-in
   members only (an agent's key can never approve its own call), with at least the role the
   policy names; audited and pushed as `approval_resolved`.
 - `POST /approvals/{id}/consume`: the SDK's signed call (`{"organization_id", "execution_id"}`).
@@ -18,12 +18,12 @@ from pydantic import Field
 
 from node.gateway.approvals import ApprovalDesk
 from node.gateway.auth import GatewayAuth
-from node.gateway.models import Body, read_as
+from node.gateway.models import Body
 from node.gateway.paths import PREFIX
 from node.gateway.sdk import SdkApi
 from node.gateway.sdk_models import UUIDISH, _SdkBody
 from node.gateway.store import ApiKey
-from node.server.http import ApiError, json_response, query_limit
+from node.server.http import ApiError, json_response, parse_json, query_limit
 from node.server.openapi import body
 
 Status = Literal["pending", "approved", "denied", "expired", "consumed"]
@@ -31,6 +31,13 @@ Status = Literal["pending", "approved", "denied", "expired", "consumed"]
 
 class Decide(Body):
     note: str | None = Field(None, max_length=500)
+
+
+async def read_decision(api: ApprovalsApi, request: web.Request) -> dict:
+    """A member of the path's org (401/403 before the body is judged); no body means no note."""
+    request["actor"] = await api.auth.org(request, request.match_info["org_id"], "member")
+    raw = await request.read()
+    return parse_json(raw) if raw.strip() else {}
 
 
 class Consume(_SdkBody):
@@ -71,12 +78,12 @@ class ApprovalsApi:
             raise ApiError(404, f"approval {approval['id']!r} not found")
         return json_response(approval)
 
-    @body(Decide, read=read_as("member"))
+    @body(Decide, read=read_decision)
     async def approve(self, request: web.Request, req: Decide) -> web.Response:
         return json_response(await self.desk.resolve(request.match_info["org_id"], request.match_info["approval_id"],
                                                      request["actor"], True, req.note))
 
-    @body(Decide, read=read_as("member"))
+    @body(Decide, read=read_decision)
     async def deny(self, request: web.Request, req: Decide) -> web.Response:
         return json_response(await self.desk.resolve(request.match_info["org_id"], request.match_info["approval_id"],
                                                      request["actor"], False, req.note))

@@ -113,7 +113,7 @@ def test_an_approval_nobody_decides_raises_the_sdks_expiry_error_and_cannot_be_a
         assert expired["ok"] is False and expired["error"] == "NullRunApprovalExpiredError" and expired["runs"] == 0
     finally:
         agent.stop()
-    late = org.admin("POST", f"/approvals/{approval['id']}/approve", {})
+    late = org.admin("POST", f"/approvals/{approval['id']}/approve")  # no body: no note
     assert late.status == 409 and org.admin("GET", f"/approvals/{approval['id']}").json["status"] == "expired"
 
 
