@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from tests.gateway.accounts import Account
 from tests.gateway.test_gateway_sdk import Agent, Org
 from tests.gateway.test_gateway_sdk import sdk_post as _sdk_post
 from tests.helpers import NodeProcess
@@ -176,3 +177,26 @@ def test_the_orgs_alert_channels_are_told_of_a_pending_approval(node, org):
         assert post["tool"] == "send_money" and post["workflow_id"] == wid and post["status"] == "pending"
     finally:
         server.shutdown()
+
+
+def test_only_members_with_the_policys_role_may_decide(node, org):
+    """The attack: a plain member (or a viewer) of the org approving a payment that the policy
+    leaves to admins."""
+    wid = org.workflow()
+    hold_payments(org, 30)  # approver_role: admin
+    members = {}
+    for role in ("viewer", "member", "admin"):
+        email = f"{role}-{uuid.uuid4().hex[:6]}@example.com"
+        token = org.admin("POST", "/invites", {"email": email, "role": role}).json["token"]
+        person = Account(node, email)
+        assert node.http().post(f"/api/v1/invites/{token}/accept", headers=person.session).status == 200
+        members[role] = person
+    asked = sdk_post(node, org.key(wid), "/execute", {"tool": "send_money", "execution_id": "exec-r"})
+    approval_id = asked.json["approval_id"]
+    path = f"/api/v1/orgs/{org.org_id}/approvals/{approval_id}/approve"
+    refused = {role: node.http().request("POST", path, {}, headers=members[role].session).status
+               for role in ("viewer", "member")}
+    assert refused == {"viewer": 403, "member": 403}
+    assert org.admin("GET", f"/approvals/{approval_id}").json["status"] == "pending"
+    approved = node.http().request("POST", path, {}, headers=members["admin"].session)
+    assert approved.status == 200 and approved.json["decided_by"] == f"user:{members['admin'].user_id}"
