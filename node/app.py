@@ -180,11 +180,14 @@ class Node:
             self.session, config.reservation_ttl, prices,
             webhooks=WebhookSender(EgressPolicy(config.webhook_allowed_networks)),
             oauth=OAuthVerifier(config.oauth, self.session), hasher=PasswordHasher(),
-            open_registration=config.open_registration, verify_returns_secret=config.verify_returns_secret)
+            open_registration=config.open_registration, verify_returns_secret=config.verify_returns_secret,
+            export_dir=Path(self.config.storage.path).parent / "audit-exports")
         costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
         self.orchestrator.add_gate(GovernanceGate(store, dict(config.default_workflows), costs,
                                                   config.reservation_ttl))
         self.supervisor.periodic("gateway-reservation-expiry", 5, store.expire_all)
+        self.supervisor.periodic("gateway-audit-exports", 1, self.gateway.audit.run_exports)
+        self.supervisor.periodic("gateway-approval-expiry", 1, self.gateway.approvals.expire_due)
         log.info("gateway.ready", hmac_required=hmac_required, hmac_max_age=max_age,
                  oauth_signup=self.gateway.oauth.enabled, webhook_allowed_networks=len(config.webhook_allowed_networks),
                  default_workflows=len(config.default_workflows), open_registration=config.open_registration,

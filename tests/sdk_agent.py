@@ -84,6 +84,30 @@ def secret_digest(runtime) -> str:
     return hashlib.sha256((runtime._transport.secret_key or "").encode()).hexdigest()[:12]
 
 
+def audit_list(runtime, **filters) -> None:
+    from nullrun.audit import AuditQuery
+
+    try:
+        page = runtime.audit.list(AuditQuery(**filters))
+    except NullRunError as exc:
+        out(event="audit_list", ok=False, **outcome(exc))
+        return
+    rows = [{"id": e.id, "event_type": e.event_type, "action": e.action, "decision": e.decision,
+             "tool_name": e.tool_name, "execution_id": e.execution_id, "policy_id": e.policy_id,
+             "actor": e.actor, "outcome": e.outcome, "current_event_hash": e.current_event_hash,
+             "previous_event_hash": e.previous_event_hash} for e in page.entries]
+    out(event="audit_list", ok=True, filters=filters, rows=rows, meta=vars(page.meta))
+
+
+def audit_verify(runtime) -> None:
+    try:
+        result = runtime.audit.verify()
+    except NullRunError as exc:
+        out(event="audit_verify", ok=False, **outcome(exc))
+        return
+    out(event="audit_verify", ok=True, **{k: v for k, v in vars(result).items() if k != "timestamp"})
+
+
 def main(scenario: str) -> None:
     runtime = nullrun.init(api_key=os.environ["NR_KEY"], api_url=os.environ["NR_URL"],
                            on_denied=os.environ.get("NR_ON_DENIED", "raise"))
@@ -99,6 +123,29 @@ def main(scenario: str) -> None:
         call(crash, 0, 0)
         call(spend, int(os.environ["NR_IN"]), int(os.environ["NR_OUT"]))
         call(spend, int(os.environ["NR_IN"]), int(os.environ["NR_OUT"]))
+    elif scenario == "approximate":  # tracked spend, then the SDK's own budget estimate
+        call(spend, int(os.environ["NR_IN"]), int(os.environ["NR_OUT"]))
+        out(event="approximate", budget=runtime.approximate_budget())
+    elif scenario == "audit":  # the SDK's runtime.audit.*: list, verify, export
+        call(work, 1)
+        call(send_money, 5)
+        audit_list(runtime, event_type="authorization_decision", limit=50)
+        audit_list(runtime, decision="deny")
+        audit_verify(runtime)
+        job = runtime.audit.create_export()
+        out(event="export_created", job=job)
+        deadline = time.monotonic() + 30
+        status = runtime.audit.export_status(job["job_id"])
+        while status.status not in ("completed", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status = runtime.audit.export_status(job["job_id"])
+        out(event="export_status", status=status.status, file_url=status.file_url, record_count=status.record_count,
+            jobs=[j.id for j in runtime.audit.list_exports()])
+    elif scenario == "approval":  # a call a policy holds for a person; then an ordinary one
+        call(send_money, 100)
+        call(work, 1)
+    elif scenario == "audit_verify":
+        audit_verify(runtime)
     elif scenario == "deny":
         call(send_money, 100)
         call(work, 1)

@@ -80,6 +80,10 @@ class BudgetAlerts:
                 self._spawn(self._notify(org_id, {"type": "budget_threshold", **alert,
                                                   "spent_usd": workflow["spent_usd"], "budget_usd": budget}))
 
+    async def notify(self, org_id: str, payload: dict[str, Any]) -> None:
+        """Tell the org's channels (e.g. of a pending approval) without waiting for them."""
+        self._spawn(self._notify(org_id, payload))
+
     async def _notify(self, org_id: str, payload: dict[str, Any]) -> None:
         for channel in await self.store.channels(org_id):
             if channel["enabled"]:

@@ -11,6 +11,7 @@ Errors: `{"error": {"code": "<code>", "message": "<text>"}[, "details": …]}`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,8 +20,12 @@ from aiohttp import web
 from node.gateway.config import OAuthConfig
 from node.gateway.accounts_api import AccountsApi
 from node.gateway.alerts_api import AlertsApi, BudgetAlerts
+from node.gateway.approvals import ApprovalDesk
+from node.gateway.approvals_api import ApprovalsApi
+from node.gateway.audit_api import AuditApi
 from node.gateway.auth import GatewayAuth
 from node.gateway.binding import JobBinding
+from node.gateway.budget_api import BudgetApi
 from node.gateway.control import ControlHub
 from node.gateway.control_api import ControlApi
 from node.gateway.oauth import OAuthVerifier
@@ -62,7 +67,7 @@ class GatewayApi:
                  prices: dict[str, tuple[float, float]] | None = None, *,
                  webhooks: WebhookSender | None = None, oauth: OAuthVerifier | None = None,
                  hasher: PasswordHasher | None = None, open_registration: bool = True,
-                 verify_returns_secret: bool | None = None) -> None:
+                 verify_returns_secret: bool | None = None, export_dir: Path | None = None) -> None:
         self.store = store
         # Security-relevant collaborators (see README "Security"): client-supplied URLs go
         # through the egress policy, OAuth sign-up needs proof, scrypt runs off the loop.
@@ -72,9 +77,11 @@ class GatewayApi:
         self.auth = auth
         self.hub = hub
         self.alerts = BudgetAlerts(store, self.webhooks)
+        self.approvals = ApprovalDesk(store, hub, self.alerts.notify)
         self.sdk = SdkApi(store, auth, hub, reservation_ttl, prices or {}, self.alerts.after_spend,
-                          verify_returns_secret=verify_returns_secret)
+                          verify_returns_secret=verify_returns_secret, approvals=self.approvals)
         self.binding = JobBinding(store, auth, self.sdk.replay)
+        self.audit = AuditApi(store, auth, export_dir or Path("audit-exports"))
         # In the order their routes were always registered (aiohttp matches in order).
         self._parts = [
             AccountsApi(store, self.oauth, self.hasher, open_registration),
@@ -85,6 +92,9 @@ class GatewayApi:
             OrgsApi(store, auth, hub),
             AlertsApi(store, auth, self.webhooks),
             ControlApi(store, auth, hub),
+            BudgetApi(store, auth),
+            self.audit,
+            ApprovalsApi(self.approvals, auth, self.sdk),
         ]
 
     def routes(self) -> list[web.RouteDef]:

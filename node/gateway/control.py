@@ -2,7 +2,8 @@
 published nullrun SDK parses.
 
 Server -> client `type`s: initial_state, state_change, policy_invalidated, key_rotated,
-resync_required, error, pong (the seed's InitialState, StateChange, ...: the SDK matches the
+approval_resolved (approval_id, workflow_id, execution_id, outcome approved|denied, note,
+resolved_at, message_id), resync_required, error, pong (the seed's InitialState, StateChange, ...: the SDK matches the
 snake_case spelling). Every message is `{"type", "seq", "ts", "org_id", "organization_id",
 "data"}` plus the flat fields the SDK reads (state_change: workflow_id, state
 Normal|Paused|Killed, version, message_id, reason, updated_at; key_rotated: key_id,
@@ -55,6 +56,9 @@ def sdk_fields(kind: str, data: dict[str, Any], seq: int, ts: float) -> dict[str
         return {"key_id": data.get("key_id"), "new_version": data.get("key_version", seq)}
     if kind == "PolicyInvalidated":
         return {"policy_id": data.get("policy_id"), "new_version": seq}
+    if kind == "ApprovalResolved":
+        return {k: data.get(k) for k in ("approval_id", "workflow_id", "execution_id", "outcome", "note",
+                                         "resolved_at")} | {"message_id": str(seq)}
     if kind == "InitialState":
         return {"workflows": data.get("workflows", [])}
     if kind == "Error":
@@ -129,7 +133,7 @@ class ControlHub:
         not the rest of the org's (its sequence numbers then have gaps, which the SDK ignores)."""
         if client.workflow_id is None:
             return True
-        if message["type"] == "state_change":
+        if message["type"] in ("state_change", "approval_resolved"):
             return message["data"].get("workflow_id") == client.workflow_id
         if message["type"] == "key_rotated":
             return message["data"].get("key_id") == client.key_id

@@ -61,6 +61,11 @@ class SecretBox:
             handle.write(key.hex())
         return cls(key)
 
+    def derive(self, label: str) -> bytes:
+        """A key for one purpose (e.g. the audit chain's HMAC), so the master key itself is
+        used for nothing but sealing."""
+        return hmac.new(self._key, f"node-daemon/{label}".encode(), hashlib.sha256).digest()
+
     def seal(self, plaintext: str) -> str:
         nonce = os.urandom(12)
         cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce)

@@ -2,7 +2,9 @@
 
 Policies of an org are ordered by `priority` (lower first), then by creation; disabled ones are
 skipped. A policy matches when every condition of its `match` holds (see PolicyMatch); the first
-matching policy's `action` (allow/deny) decides. No match: allowed (the default policy).
+matching policy's `action` (allow/deny/require_approval) decides. No match: allowed (the default
+policy). `require_approval` is not an allow: where nobody can be asked (the node's own jobs) it
+refuses; the SDK's /execute turns it into an approval request (approvals.py).
 
 Conditions: `workflows`, `containers` (any container of the job), `models`, `tools`: the
 request's value is in the list (`*` as the list's only item matches any value, also none);
@@ -35,6 +37,8 @@ class Decision:
     allowed: bool
     policy_id: str | None
     reason: str
+    action: str = "allow"  # allow | deny | require_approval
+    approval: dict[str, Any] | None = None  # the policy's ApprovalRule, for require_approval
 
 
 RateCounter = Callable[[str, float], Awaitable[int]]
@@ -92,9 +96,11 @@ async def evaluate(policies: list[dict[str, Any]], subject: Subject, rate: RateC
         if not policy["enabled"]:
             continue
         if await matches(policy["match"], subject, now, rate):
-            allowed = policy["action"] == "allow"
-            reason = policy.get("reason") or f"{'allowed' if allowed else 'denied'} by policy {policy['name']!r}"
-            return Decision(allowed, policy["id"], reason)
+            action = policy["action"]
+            allowed = action == "allow"
+            verb = {"allow": "allowed", "deny": "denied"}.get(action, "needs approval")
+            reason = policy.get("reason") or f"{verb} by policy {policy['name']!r}"
+            return Decision(allowed, policy["id"], reason, action, policy.get("approval"))
     return Decision(True, None, "no policy matched (default allow)")
 
 

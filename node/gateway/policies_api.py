@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from node.errors import NotFound
+from node.errors import Invalid, NotFound
 from node.gateway import policies
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
@@ -46,22 +46,43 @@ class PolicyMatch(Body):
     rate: RateMatch | None = None
 
 
+class ApprovalRule(Body):
+    """For `action: require_approval`: how long a person has to decide (the SDK waits as long)
+    and the least role that may decide."""
+
+    timeout_seconds: int = Field(300, ge=1, le=3600)
+    approver_role: Literal["member", "admin", "owner"] = "admin"
+
+
+Action = Literal["allow", "deny", "require_approval"]
+
+
 class PolicyCreate(Body):
     name: str = Field(min_length=1, max_length=200)
     priority: int = Field(100, ge=0, le=1_000_000)
     enabled: bool = True
-    action: Literal["allow", "deny"]
+    action: Action
     reason: str | None = Field(None, max_length=500)
     match: PolicyMatch = PolicyMatch()
+    approval: ApprovalRule | None = None
+
+    @model_validator(mode="after")
+    def _approval_only_when_asked(self) -> PolicyCreate:
+        if self.approval is not None and self.action != "require_approval":
+            raise ValueError("approval: only for action require_approval")
+        if self.action == "require_approval" and self.approval is None:
+            self.approval = ApprovalRule()
+        return self
 
 
 class PolicyPatch(Body):
     name: str | None = Field(None, min_length=1, max_length=200)
     priority: int | None = Field(None, ge=0, le=1_000_000)
     enabled: bool | None = None
-    action: Literal["allow", "deny"] | None = None
+    action: Action | None = None
     reason: str | None = Field(None, max_length=500)
     match: PolicyMatch | None = None
+    approval: ApprovalRule | None = None
 
 
 class PolicyToggle(Body):
@@ -117,6 +138,11 @@ class PoliciesApi:
         changes = {k: v for k, v in req.model_dump(exclude_unset=True).items()}
         if "match" in changes and changes["match"] is not None:
             changes["match"] = req.match.model_dump(exclude_none=True)
+        action = changes.get("action", before["action"])
+        if changes.get("approval") is not None and action != "require_approval":
+            raise Invalid("approval: only for action require_approval")
+        if action == "require_approval" and before.get("approval") is None and changes.get("approval") is None:
+            changes["approval"] = ApprovalRule().model_dump()
         await self.store.update_policy(policy_id, changes)
         after = await self.store.require_policy(org_id, policy_id)
         await self.store.audit(org_id, actor.label, "policy.updated", "policy", policy_id, before, after)

@@ -1,4 +1,4 @@
-"""Read-only views of an org: executions, the audit log, the dashboard, per-key quota, and each
+"""Read-only views of an org: executions (the audit log is audit_api.py's), the dashboard, per-key quota, and each
 workflow's burn rate and time to exhaustion."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
-from node.server.http import int_param, json_response, query_limit
+from node.server.http import json_response, query_limit
 
 
 class ReadsApi:
@@ -25,7 +25,6 @@ class ReadsApi:
         return [
             web.get(f"{o}/executions", self.list_executions),
             web.get(f"{o}/executions/{{execution_id}}", self.get_execution),
-            web.get(f"{o}/audit-log", self.audit_log),
             web.get(f"{o}/dashboard", self.dashboard),
             web.get(f"{o}/quota", self.quota),
             web.get(f"{o}/status", self.status),
@@ -41,14 +40,6 @@ class ReadsApi:
         org_id = request.match_info["org_id"]
         await self.auth.org(request, org_id)
         return json_response(await self.store.require_execution(org_id, request.match_info["execution_id"]))
-
-    async def audit_log(self, request: web.Request) -> web.Response:
-        org_id = request.match_info["org_id"]
-        await self.auth.org(request, org_id)
-        before = request.query.get("before_id")
-        before_id = int_param(before, "before_id") if before else None
-        entries = await self.store.audit_log(org_id, query_limit(request, 100, 1000), before_id)
-        return json_response({"entries": entries})
 
     async def dashboard(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]

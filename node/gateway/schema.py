@@ -110,4 +110,38 @@ MIGRATIONS = [
         UPDATE gw_workflows SET id = org_id || '/' || id WHERE instr(id, '/') = 0;
         """,
     ),
+    # The audit log as a keyed hash chain per org and its export jobs (issue 25): rows written
+    # before get their hashes once at start (store_audit.chain_unhashed).
+    Migration(
+        "gateway.audit.0001",
+        """
+        ALTER TABLE gw_audit ADD COLUMN prev_hash TEXT;
+        ALTER TABLE gw_audit ADD COLUMN hash TEXT;
+        CREATE TABLE gw_audit_exports (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, workflow_scope TEXT, requested_by TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
+            since REAL NOT NULL, until REAL NOT NULL, record_count INTEGER, file_path TEXT, error TEXT,
+            created_at REAL NOT NULL, completed_at REAL
+        );
+        CREATE INDEX gw_audit_exports_org ON gw_audit_exports (org_id, created_at);
+        """,
+    ),
+    # Approvals (issue 25): a policy may ask a person before a call runs; each request is kept
+    # with the execution it gates and is used at most once.
+    Migration(
+        "gateway.approvals.0001",
+        """
+        ALTER TABLE gw_policies ADD COLUMN approval TEXT;
+        CREATE TABLE gw_approvals (
+            id TEXT PRIMARY KEY, org_id TEXT NOT NULL, workflow_id TEXT, execution_id TEXT NOT NULL,
+            record_id TEXT NOT NULL, tool TEXT, model TEXT, policy_id TEXT, api_key_id TEXT NOT NULL,
+            reason TEXT, approver_role TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'consumed')),
+            note TEXT, decided_by TEXT, created_at REAL NOT NULL, expires_at REAL NOT NULL,
+            decided_at REAL, consumed_at REAL
+        );
+        CREATE INDEX gw_approvals_org ON gw_approvals (org_id, status, created_at);
+        CREATE INDEX gw_approvals_due ON gw_approvals (expires_at) WHERE status IN ('pending', 'approved');
+        """,
+    ),
 ]

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from node import __version__
 from node.gateway import policies
+from node.gateway.approvals import ApprovalDesk
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import STATES, ControlHub
 from node.gateway.replay import ReplayGuard
@@ -58,8 +59,9 @@ class SdkApi:
     def __init__(self, store: GatewayStore, auth: GatewayAuth, hub: ControlHub, reservation_ttl: float,
                  prices: dict[str, tuple[float, float]],
                  after_spend: Callable[[str, dict[str, Any], float], Awaitable[None]], *,
-                 verify_returns_secret: bool | None = None) -> None:
+                 verify_returns_secret: bool | None = None, approvals: ApprovalDesk | None = None) -> None:
         self.store = store
+        self.approvals = approvals
         # auth/verify hands out the HMAC secret to a key-only caller only if the operator chose it
         # (never while signatures are required: the secret would then add nothing to the key).
         self._returns_secret = (not auth.hmac_required) if verify_returns_secret is None else (
@@ -109,6 +111,8 @@ class SdkApi:
             return await self.replay.once(key.id, signature, timestamp, request.path, act)
 
         return accepts(model)(route)
+
+    signed = _signed  # for the routes of other handler sets the SDK calls signed (approvals' consume)
 
     def _workflow_id(self, request: web.Request, key: ApiKey, in_body: str | None) -> str | None:
         header = request.headers.get(WORKFLOW_HEADER) or None
@@ -242,6 +246,11 @@ class SdkApi:
         subject = policies.Subject(workflow_id, (req.container,) if req.container else (), req.model, tool, cost)
         decision = await policies.evaluate(await self.store.policies(key.org_id), subject,
                                            self.store.rate_counter(key.org_id))
+        if decision.action == "require_approval":
+            outcome = await self._approval(key, req, decision, common, release)
+            if isinstance(outcome, web.Response):
+                return outcome
+            decision = outcome
         if not decision.allowed:
             execution_id = await self._decided(key, False, decision.reason, decision.policy_id, common, release)
             return refusal(403, "denied", "TOOL_BLOCKED", decision.reason, workflow_id=workflow_id,
@@ -277,6 +286,11 @@ class SdkApi:
                                            self.store.rate_counter(key.org_id))
         common = {"workflow_id": None, "model": req.model, "tool": tool, "container": req.container,
                   "cost": 0.0, "api_key_id": key.id}
+        if decision.action == "require_approval":
+            outcome = await self._approval(key, req, decision, common, None)
+            if isinstance(outcome, web.Response):
+                return outcome
+            decision = outcome
         execution_id = await self._decided(key, decision.allowed, decision.reason, decision.policy_id, common, None)
         if not decision.allowed:
             return refusal(403, "denied", "TOOL_BLOCKED", decision.reason, policy_id=decision.policy_id,
@@ -286,17 +300,57 @@ class SdkApi:
                               "execution_id": execution_id, "workflow_id": None})
 
     async def _decided(self, key: ApiKey, allowed: bool, reason: str, policy_id: str | None,
-                       common: dict[str, Any], release: str | None) -> str:
+                       common: dict[str, Any], release: str | None, action: str | None = None,
+                       **audited: Any) -> str:
         """Record the decision in the executions and the audit log; a refused call's hold goes."""
         if release is not None:
             await self.store.release(release)
         execution_id = await self.store.record_execution(key.org_id, "execute", allowed, reason,
                                                          policy_id=policy_id, **common)
-        await self.store.audit(key.org_id, f"key:{key.id}", "execution.allowed" if allowed else "execution.denied",
-                               "execution", execution_id,
+        action = action or ("execution.allowed" if allowed else "execution.denied")
+        await self.store.audit(key.org_id, f"key:{key.id}", action, "execution", execution_id,
                                after={"workflow_id": common["workflow_id"], "tool": common["tool"],
-                                      "model": common["model"], "reason": reason, "policy_id": policy_id})
+                                      "model": common["model"], "reason": reason, "policy_id": policy_id,
+                                      **audited})
         return execution_id
+
+    async def _approval(self, key: ApiKey, req: SdkExecute, decision: policies.Decision, common: dict[str, Any],
+                        release: str | None) -> policies.Decision | web.Response:
+        """A policy asks for a person (approvals.py). Without an `approval_id`: a pending approval
+        is written and the SDK told to wait for it. With one (the SDK's re-check once approved):
+        the call goes on as allowed if that approval is good for this very execution, once;
+        otherwise `require_approval` again, which the SDK raises as its replay-rejected error."""
+        if self.approvals is None:
+            return policies.Decision(False, decision.policy_id, f"{decision.reason} (approvals are not served)")
+        if req.approval_id is not None:
+            refused = await self.approvals.use(key, req.approval_id, req.execution_id, common["tool"],
+                                               common["workflow_id"])
+            if refused is None:
+                return policies.Decision(True, decision.policy_id, f"approved ({req.approval_id})")
+            await self._decided(key, False, refused, decision.policy_id, common, release,
+                                approval_id=req.approval_id)
+            return json_response({"decision": "require_approval", "decision_source": "gateway", "allowed": False,
+                                  "reason": refused, "explanation": refused, "approval_id": req.approval_id,
+                                  "error_code": "APPROVAL_NOT_ACCEPTED", "workflow_id": common["workflow_id"],
+                                  "policy_id": decision.policy_id})
+        record_id = await self.store.record_execution(key.org_id, "execute", False, "awaiting approval",
+                                                      policy_id=decision.policy_id, **common)
+        approval = await self.approvals.ask(
+            key, execution_id=req.execution_id or record_id, record_id=record_id,
+            workflow_id=common["workflow_id"], tool=common["tool"], model=common["model"],
+            policy_id=decision.policy_id, reason=decision.reason, rule=decision.approval)
+        await self.store.audit(key.org_id, f"key:{key.id}", "execution.require_approval", "execution", record_id,
+                               after={"workflow_id": common["workflow_id"], "tool": common["tool"],
+                                      "model": common["model"], "reason": decision.reason,
+                                      "policy_id": decision.policy_id, "approval_id": approval["id"],
+                                      "execution_id": approval["execution_id"]})
+        return json_response({
+            "decision": "require_approval", "decision_source": "gateway", "allowed": False,
+            "reason": decision.reason, "explanation": decision.reason, "explanations": [decision.reason],
+            "approval_id": approval["id"], "approval_timeout_seconds": approval["timeout_seconds"],
+            "approval_expires_at": approval["expires_at"], "execution_id": approval["execution_id"],
+            "reservation_id": approval["execution_id"], "workflow_id": common["workflow_id"],
+            "policy_id": decision.policy_id, "tool_name": common["tool"]})
 
     # -- usage ----------------------------------------------------------------------------------
 

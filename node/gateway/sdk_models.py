@@ -41,6 +41,7 @@ class SdkExecute(_SdkBody):
     tool: str | None = Field(None, max_length=200)
     tools: list[str] | None = Field(None, max_length=100)
     container: str | None = Field(None, max_length=200)
+    approval_id: str | None = Field(None, pattern=UUIDISH)  # the re-check after a person approved
 
 
 class SdkTrackEvent(_SdkBody):

@@ -9,6 +9,7 @@ from node.gateway import crypto
 from node.gateway.schema import MIGRATIONS
 from node.gateway.store_accounts import AccountStore
 from node.gateway.store_alerts import AlertStore
+from node.gateway.store_audit import AuditStore
 from node.gateway.store_budgets import BudgetStore
 from node.gateway.store_policies import PolicyStore
 from node.gateway.store_records import RecordStore
@@ -18,11 +19,13 @@ from node.gateway.store_rows import (  # noqa: F401 - the store's public names, 
 from node.storage import Database
 
 
-class GatewayStore(AccountStore, BudgetStore, PolicyStore, RecordStore, AlertStore):
+class GatewayStore(AccountStore, BudgetStore, PolicyStore, RecordStore, AlertStore, AuditStore):
     def __init__(self, db: Database, box: crypto.SecretBox) -> None:
         self.db = db
         self._box = box
+        self._audit_key = box.derive("gateway audit chain")
         self._keys: dict[str, ApiKey] = {}  # key hash -> key (HMAC check on every SDK call)
 
     async def start(self) -> None:
         await self.db.migrate(MIGRATIONS)
+        await self.chain_unhashed()

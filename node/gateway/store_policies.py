@@ -39,18 +39,20 @@ class PolicyStore:
         policy_id, now = new_id("pol"), time.time()
         await self.db.execute(
             "INSERT INTO gw_policies (id, org_id, name, priority, enabled, action, reason, match, template_id,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, updated_at, approval) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (policy_id, org_id, body["name"], body["priority"], int(body.get("enabled", True)), body["action"],
-             body.get("reason"), json.dumps(body.get("match") or {}), template_id, now, now))
+             body.get("reason"), json.dumps(body.get("match") or {}), template_id, now, now,
+             json.dumps(body["approval"]) if body.get("approval") else None))
         return await self.policy(org_id, policy_id)
 
     async def update_policy(self, policy_id: str, changes: dict[str, Any]) -> None:
         columns = {"name": "name", "priority": "priority", "enabled": "enabled", "action": "action",
-                   "reason": "reason", "match": "match"}
+                   "reason": "reason", "match": "match", "approval": "approval"}
         sets, params = [], []
         for key, value in changes.items():
             sets.append(f"{columns[key]} = ?")
-            params.append(json.dumps(value) if key == "match" else int(value) if key == "enabled" else value)
+            params.append(json.dumps(value) if key in ("match", "approval") and value is not None
+                          else int(value) if key == "enabled" else value)
         if sets:
             await self.db.execute(f"UPDATE gw_policies SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
                                   (*params, time.time(), policy_id))

@@ -1,5 +1,4 @@
-"""What happened, for reading back (part of `GatewayStore`): executions, the audit log, the
-dashboard's counts, and the control plane's sequence numbers."""
+"""What happened, for reading back (part of `GatewayStore`): executions, the dashboard's counts, and the control plane's sequence numbers."""
 
 from __future__ import annotations
 
@@ -69,27 +68,6 @@ class RecordStore:
         """The policies' rate counter for one org's workflows."""
         return lambda workflow_id, seconds: self.allowed_count(org_id, workflow_id, seconds)
 
-    # -- audit -----------------------------------------------------------------------------
-
-    async def audit(self, org_id: str | None, actor: str, action: str, target_type: str, target_id: str | None,
-                    before: Any = None, after: Any = None) -> None:
-        await self.db.execute(
-            "INSERT INTO gw_audit (org_id, actor, action, target_type, target_id, before, after, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (org_id, actor, action, target_type, target_id,
-             None if before is None else json.dumps(before, default=str),
-             None if after is None else json.dumps(after, default=str), time.time()))
-
-    async def audit_log(self, org_id: str, limit: int, before_id: int | None) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM gw_audit WHERE org_id = ?", [org_id]
-        if before_id is not None:
-            sql += " AND id < ?"
-            params.append(before_id)
-        rows = await self.db.fetchall(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [{"id": r["id"], "actor": r["actor"], "action": r["action"], "target_type": r["target_type"],
-                 "target_id": r["target_id"], "before": r["before"] and json.loads(r["before"]),
-                 "after": r["after"] and json.loads(r["after"]), "created_at": _iso(r["created_at"])} for r in rows]
-
     # -- dashboard -------------------------------------------------------------------------
 
     async def dashboard(self, org_id: str) -> dict[str, Any]:
@@ -104,9 +82,11 @@ class RecordStore:
                                        " WHERE org_id = ? AND created_at > ?", (org_id, day))
         alerts = await self.db.fetchone("SELECT COUNT(*) FROM gw_alerts WHERE org_id = ? AND status = 'active'",
                                         (org_id,))
+        approvals = await self.db.fetchone("SELECT COUNT(*) FROM gw_approvals WHERE org_id = ? AND status = 'pending'"
+                                           " AND expires_at > ?", (org_id, time.time()))
         return {"workflows": {r[0]: r[1] for r in wf}, "spend_usd_total": spend[0], "events_total": spend[1],
                 "spend_usd_24h": spend_day[0], "executions_24h": execs[0], "denied_24h": execs[1],
-                "active_alerts": alerts[0]}
+                "active_alerts": alerts[0], "pending_approvals": approvals[0]}
 
     # -- SDK execution ids and control-plane sequence numbers ---------------------------------
 

@@ -64,5 +64,6 @@ def policy_view(row: sqlite3.Row) -> dict[str, Any]:
     return {"id": row["id"], "org_id": row["org_id"], "name": row["name"], "priority": row["priority"],
             "enabled": bool(row["enabled"]), "action": row["action"], "reason": row["reason"],
             "match": json.loads(row["match"]), "template_id": row["template_id"],
+            "approval": json.loads(row["approval"]) if row["approval"] else None,
             "created_at": _iso(row["created_at"]), "updated_at": _iso(row["updated_at"])}
 
