@@ -89,6 +89,25 @@ def test_cron_trigger_fires_on_schedule_and_each_execution_is_recorded(node):
     assert "scheduled" in record["trigger"] and record["durationMs"] > 0
 
 
+def test_executions_show_in_the_nodes_metrics_and_status_document(node):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not [e for e in executions(node) if e["status"] == "succeeded"]:
+        time.sleep(0.5)
+    scrape = node.http().get("/metrics")
+    assert scrape.status == 200
+    text = scrape.body.decode()
+    assert 'node_cre_workflow_executions_total{outcome="succeeded",trigger="cron",workflow="price-feed"}' in text
+    assert 'node_cre_workflow_duration_seconds_count{workflow="price-feed"}' in text
+    part: dict = {}
+    while time.monotonic() < deadline + 5 and not part.get("executions"):  # the status is sampled (<= 1 s old)
+        status = node.http().get("/api/node/status")
+        assert status.status == 200
+        (part,) = status.json["cre_workflows"]
+        time.sleep(0.3)
+    assert (part["name"], part["workflowId"], part["triggers"]) == ("price-feed", WORKFLOW_ID, ["cron", "http"])
+    assert part["executions"] >= 1 and part["lastExecution"]["status"] in ("running", "succeeded")
+
+
 def test_http_trigger_runs_the_workflow_and_answers_with_the_execution_record(node):
     resp = node.http().post("/api/cre/wasm/workflows/price-feed/trigger", {"input": {"q": "ping"}}, headers=AUTH)
     assert resp.status == 200, resp.json
