@@ -271,6 +271,9 @@ def test_cron_writes_a_report_signed_by_the_nodes_don_key_to_a_receiver_on_anvil
 
     from web3 import Web3
 
+    import os
+
+    from node.chain.deploy import deploy_main
     from tests.chain_helpers import KEYS, Anvil
     from tests.cre.workflows.harness import WORKFLOWS
     from tests.helpers import REPO
@@ -290,7 +293,14 @@ def test_cron_writes_a_report_signed_by_the_nodes_don_key_to_a_receiver_on_anvil
             address = w3.eth.wait_for_transaction_receipt(tx)["contractAddress"]
             return w3.eth.contract(address=address, abi=built[name]["abi"])
 
-        forwarder, receiver = deploy("TestReportForwarder", don.address), deploy("TestReportReceiver")
+        # the shipped forwarder, as an operator deploys it (node-daemon deploy --what cre)
+        os.environ["CREWASM_TEST_DEPLOYER"] = KEYS[0]
+        try:
+            dep = deploy_main(anvil.url, "CREWASM_TEST_DEPLOYER", "cre", tmp_path / "cre.json", don=don.address,
+                              out=lambda line: None)
+        finally:
+            os.environ.pop("CREWASM_TEST_DEPLOYER", None)
+        forwarder, receiver = w3.eth.contract(address=dep.address("CreForwarder")), deploy("TestReportReceiver")
         entry = workflow_entry(prices.url)
         entry["config"]["receiver"] = receiver.address
         proc = NodeProcess(tmp_path / "node", [], {"cre": {
