@@ -100,6 +100,11 @@ MIGRATIONS = [
             expires_at REAL NOT NULL
         );
         """,
+    ),    Migration(
+        # the status document counts executions per workflow and status about once a second:
+        # from this index, not from the rows (which carry their logs)
+        "crewasm.0006",
+        "CREATE INDEX cre_wasm_executions_status ON cre_wasm_executions (workflow, status, id);",
     ),
 ]
 
