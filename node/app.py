@@ -87,6 +87,7 @@ class Node:
         self._stopping = asyncio.Event()
         self.cre: cre_api.CreApi | None = None
         self.cre_runner: ActionRunner | None = None
+        self.cre_wasm: Any = None  # WasmWorkflows (node/cre/wasm) when cre.workflows names any
         self.gateway: gateway_api.GatewayApi | None = None
         self.chain: Any = None  # ChainService, imported only when the chain is enabled (web3 is heavy)
         self.registry: RegistryApi | None = None
@@ -156,9 +157,11 @@ class Node:
         if any(w.enabled for w in settings.workflows):  # CRE workflows built with @chainlink/cre-sdk
             from node.cre.wasm.service import WasmWorkflows
 
-            wasm = WasmWorkflows(settings, self.db, self.supervisor)
+            wasm = WasmWorkflows(settings, self.db, self.supervisor, secret_box=self.secret_box,
+                                 observer=self.observe.metrics if self.observe is not None else None)
             await wasm.start()
             self._stack.push_async_callback(wasm.stop)
+            self.cre_wasm = wasm
         self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher, runtime, wasm)
         self.supervisor.periodic("cre-nonce-prune", min(settings.skew_seconds, 60),
                                  lambda: store.prune_nonces(settings.skew_seconds))

@@ -57,12 +57,14 @@ def _chain_parsers(sub: argparse._SubParsersAction) -> None:
     deploy.add_argument("--key", required=True, help=key_help + "; the deployer pays the gas")
     deploy.add_argument("--what", choices=["infernet", "mocks", "cre", "all"], default="infernet",
                         help="infernet: Registry, Coordinator, Inbox, Reader, Fee, WalletFactory, ExampleConsumer; "
-                             "mocks: MockToken, MockVerifier (test chains only); cre: the CRE market contracts "
+                             "mocks: MockToken, MockVerifier (test chains only); cre: the CRE market contracts and "
+                             "CreForwarder (CRE workflows' WriteReport; prints cre.wasm.forwarders) "
                              "(default: %(default)s)")
     deploy.add_argument("--out", default="deployment.json",
                         help="addresses file, reused on the next run; the config snippet goes next to it "
                              "as .yaml (default: %(default)s)")
-    deploy.add_argument("--don", help="DON address for the CRE contracts (default: the deployer)")
+    deploy.add_argument("--don", help="DON address for the CRE contracts: the address of the key that signs reports "
+                                      "(cre.wasm.don_key for CreForwarder) (default: the deployer)")
     deploy.add_argument("--consumer-signer", help="ExampleConsumer's delegated-subscription signer "
                                                   "(default: the deployer)")
     deploy.add_argument("--receipt-timeout", type=float, default=300.0, help="seconds per receipt")

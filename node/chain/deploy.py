@@ -49,6 +49,7 @@ PLAN: dict[str, tuple[str, ...]] = {
     "ReportForwarder": ("@don",),
     "Sub0": ("ReportForwarder", "ConditionalTokens"),
     "PredictionVault": ("ReportForwarder", "@don", "ConditionalTokens", "Sub0", "MockUSDC"),
+    "CreForwarder": ("@don",),  # CRE workflows' WriteReport (node/cre/wasm/reports.py): signer = the DON key
 }
 # The Infernet SDK's core set, deployed (and reused) as one unit: the Registry first, holding the
 # addresses the deployer's next five CREATEs will have, then the others in exactly this order.
@@ -57,8 +58,11 @@ DEFAULT_FEE_BPS = 500
 GROUPS = {
     "infernet": [*CORE, "ExampleConsumer"],
     "mocks": ["MockToken", "MockVerifier"],
-    "cre": ["MockUSDC", "ConditionalTokens", "ReportForwarder", "Sub0", "PredictionVault"],
+    "cre": ["MockUSDC", "ConditionalTokens", "ReportForwarder", "Sub0", "PredictionVault", "CreForwarder"],
 }
+CRE_MARKETS = ("MockUSDC", "ConditionalTokens", "ReportForwarder", "Sub0", "PredictionVault")
+# chain id -> the chain's name in cre.wasm.chains (node/cre/wasm/capabilities.py CHAIN_SELECTORS)
+CRE_CHAIN_NAMES = {31337: "anvil-devnet", 1: "ethereum-mainnet", 11155111: "ethereum-testnet-sepolia"}
 GROUPS["all"] = GROUPS["infernet"] + GROUPS["mocks"] + GROUPS["cre"]
 _KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
@@ -357,14 +361,24 @@ def config_snippet(dep: Deployment) -> str:
     if "Registry" in c:
         data["chain"] = {"enabled": True, "rpc_url": dep.rpc_url, "registry_address": c["Registry"]["address"],
                          "wallet": {"private_key": "${NODE_PRIVATE_KEY}"}}
-    if all(n in c for n in GROUPS["cre"]):
-        data["cre"] = {"runtime": {
+    if all(n in c for n in CRE_MARKETS):
+        data.setdefault("cre", {})["runtime"] = {
             "rpc_url": dep.rpc_url, "api_key": "${CRE_RUNTIME_API_KEY}", "don_key": "${CRE_DON_KEY}",
             "forwarder_address": c["ReportForwarder"]["address"], "sub0_address": c["Sub0"]["address"],
             "vault_address": c["PredictionVault"]["address"],
             "conditional_tokens_address": c["ConditionalTokens"]["address"],
-            "usdc_address": c["MockUSDC"]["address"]}}
+            "usdc_address": c["MockUSDC"]["address"]}
     head = f"# Contracts on chain {dep.chain_id}, deployed by node-daemon deploy. Merge into your config.\n"
+    if "CreForwarder" in c:
+        chain = CRE_CHAIN_NAMES.get(dep.chain_id, "CHAIN_SELECTOR")
+        data.setdefault("cre", {})["wasm"] = {
+            "chains": {chain: dep.rpc_url}, "forwarders": {chain: c["CreForwarder"]["address"]},
+            "don_key": "${CRE_DON_KEY}"}
+        head += (f"# CreForwarder (CRE workflows' WriteReport) accepts reports signed by {c['CreForwarder']['args'][0]}:"
+                 " cre.wasm.don_key must be that address's key\n")
+        if chain == "CHAIN_SELECTOR":
+            head += (f"# chain {dep.chain_id} has no known CRE name here: replace CHAIN_SELECTOR with the chain selector "
+                     "your workflows' EVMClient uses\n")
     if "ExampleConsumer" in c:
         head += f"# ExampleConsumer (for node-daemon request): {c['ExampleConsumer']['address']}\n"
     if "WalletFactory" in c:
@@ -386,4 +400,9 @@ def deploy_main(rpc_url: str, key_spec: str, what: str, out_path: Path, don: str
     snippet_path.write_text(config_snippet(dep))
     out(f"addresses: {out_path}")
     out(f"config snippet: {snippet_path}")
+    if "CreForwarder" in dep.contracts:  # the part a CRE workflow developer needs for WriteReport
+        wasm = yaml.safe_load(config_snippet(dep))["cre"]["wasm"]
+        out("for CRE workflows' WriteReport, in config.yaml:")
+        for line in yaml.safe_dump({"cre": {"wasm": wasm}}, sort_keys=False).splitlines():
+            out("  " + line)
     return dep

@@ -238,6 +238,7 @@ class ObserveApi:
             "jobs": {"running": len(running), "running_by_source": by_source, "recent": windows,
                      "failed_recently": await recent_jobs(self._db, 10, failed=True)},
             "chain": None,
+            "cre_workflows": snap.cre_workflows,  # node/cre/wasm: each workflow, last execution, failures
             "problems": [p.view() for p in self._watchdog.active.values()],
             "sampled_at": snap.taken_at,
         }

@@ -1,9 +1,11 @@
 """What the node counts as work happens: jobs by source, container chain and outcome, job and
-container-call latencies, SQLite commit latency. One `CollectorRegistry` per node (built in
+container-call latencies, SQLite commit latency, CRE workflow executions (node/cre/wasm) by
+workflow, trigger and outcome with their duration. One `CollectorRegistry` per node (built in
 node/app.py, never prometheus_client's global one), so two nodes in one process never mix.
 
 Labels stay bounded: sources and container ids come from the code and the config, outcomes are
-fixed words; never job ids, client addresses or error messages. Container *chains* are chosen
+fixed words, CRE workflow names come from the config; never job ids, client addresses or error
+messages. Container *chains* are chosen
 by clients (any sequence of configured ids), so only the first `max_chains` distinct chains get
 their own label; later ones are counted as `other`.
 """
@@ -86,6 +88,11 @@ class NodeMetrics:
                                         buckets=COMMIT_BUCKETS, registry=r)
         self.config_reloads = Counter("node_config_reloads", "Config reloads, by outcome (applied, invalid, failed)",
                                       ["outcome"], registry=r)
+        self.cre_executions = Counter("node_cre_workflow_executions", "CRE workflow executions, by workflow, "
+                                      "trigger (cron, http, evm-log) and outcome (succeeded, failed)",
+                                      ["workflow", "trigger", "outcome"], registry=r)
+        self.cre_seconds = Histogram("node_cre_workflow_duration_seconds", "One CRE workflow execution's run time",
+                                     ["workflow"], buckets=LATENCY_BUCKETS, registry=r)
         self.recent = RecentWindow()
         self._job_children: dict[tuple, tuple] = {}
         self._call_children: dict[tuple, tuple] = {}
@@ -118,6 +125,12 @@ class NodeMetrics:
                 self.calls.labels(container, "ok" if ok else "error"), self.call_seconds.labels(container))
         children[0].inc()
         children[1].observe(seconds)
+
+    # -- CRE workflows (node/cre/wasm ExecutionObserver) ------------------------------------
+
+    def cre_execution(self, workflow: str, trigger: str, ok: bool, seconds: float) -> None:
+        self.cre_executions.labels(workflow, trigger, "succeeded" if ok else "failed").inc()
+        self.cre_seconds.labels(workflow).observe(seconds)
 
     # -- storage -----------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ class Snapshot:
     gateway_decisions: dict[tuple[str, str], int] | None = None  # (kind, outcome) -> rows
     gateway_workflows: list[dict[str, Any]] | None = None
     registry_executions: dict[str, int] | None = None
+    cre_workflows: list[dict[str, Any]] | None = None  # each CRE workflow, its last execution, its failures
 
 
 async def _grouped(db: Database, sql: str, params: tuple = ()) -> dict[str, int]:
@@ -66,8 +67,9 @@ async def _grouped(db: Database, sql: str, params: tuple = ()) -> dict[str, int]
 class Sampler:
     def __init__(self, db: Database, *, chain: Callable[[], Any] = lambda: None, cre: bool = False,
                  gateway: bool = False, registry: bool = False, subscription_failures: int = 3,
-                 min_balance: int = 0) -> None:
+                 min_balance: int = 0, cre_workflows: Callable[[], Any] = lambda: None) -> None:
         self._db = db
+        self._cre_workflows = cre_workflows  # the WasmWorkflows once started (or None)
         self._chain = chain  # the ChainService once started (or None): it is built after the server
         self._cre, self._gateway, self._registry = cre, gateway, registry
         self._failures = subscription_failures
@@ -83,7 +85,8 @@ class Sampler:
                 return self.latest
             snap = Snapshot(taken_at=time.time())
             for name, part in (("chain", self._sample_chain), ("cre", self._sample_cre),
-                               ("gateway", self._sample_gateway), ("registry", self._sample_registry)):
+                               ("gateway", self._sample_gateway), ("registry", self._sample_registry),
+                               ("cre_workflows", self._sample_cre_workflows)):
                 try:
                     await part(snap)
                 except (sqlite3.Error, ValueError) as exc:  # a table not there yet, a closing db
@@ -151,3 +154,8 @@ class Sampler:
         if self._registry:
             snap.registry_executions = await _grouped(
                 self._db, "SELECT status, COUNT(*) FROM reg_executions GROUP BY status")
+
+    async def _sample_cre_workflows(self, snap: Snapshot) -> None:
+        workflows = self._cre_workflows()
+        if workflows is not None:
+            snap.cre_workflows = await workflows.status()

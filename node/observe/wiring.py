@@ -23,7 +23,7 @@ class Observability:
         self.sampler = Sampler(
             node.db, chain=lambda: node.chain, cre=config.cre.enabled, gateway=config.gateway.enabled,
             registry=config.registry.enabled, subscription_failures=config.observe.subscription_failures,
-            min_balance=config.chain.wallet.min_balance)
+            min_balance=config.chain.wallet.min_balance, cre_workflows=lambda: node.cre_wasm)
         containers = node.containers
         self.watchdog = Watchdog(self.sampler, config.observe,
                                  restarts=lambda: {cid: s.restarts for cid, s in containers.states.items()})

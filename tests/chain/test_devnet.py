@@ -190,12 +190,12 @@ def test_deploy_twice_reuses_every_contract(anvil, tmp_path):
     out, env = tmp_path / "chain.json", {"DEPLOYER_KEY": KEYS[0]}
     first = cli("deploy", "--rpc", anvil.url, "--key", "DEPLOYER_KEY", "--what", "all", "--out", str(out), env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("deployed at") == 14
+    assert first.stdout.count("deployed at") == 15
     addresses = yaml.safe_load(out.read_text())["contracts"]
     block = Web3(Web3.HTTPProvider(anvil.url)).eth.block_number
     second = cli("deploy", "--rpc", anvil.url, "--key", "DEPLOYER_KEY", "--what", "all", "--out", str(out), env=env)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.count("(code verified)") == 14 and "sent" not in second.stdout
+    assert second.stdout.count("(code verified)") == 15 and "sent" not in second.stdout
     assert yaml.safe_load(out.read_text())["contracts"] == addresses
     assert Web3(Web3.HTTPProvider(anvil.url)).eth.block_number == block  # not one transaction
     # the snippet is a valid config once its secrets are in the environment
@@ -205,6 +205,7 @@ def test_deploy_twice_reuses_every_contract(anvil, tmp_path):
     assert config.chain.registry_address == addresses["Registry"]["address"]
     assert config.chain.coordinator_address is None  # the node reads it from the Registry
     assert config.cre.runtime.vault_address == addresses["PredictionVault"]["address"]
+    assert config.cre.wasm.forwarders["anvil-devnet"] == addresses["CreForwarder"]["address"]
 
 
 @pytest.mark.docker

@@ -89,6 +89,25 @@ def test_cron_trigger_fires_on_schedule_and_each_execution_is_recorded(node):
     assert "scheduled" in record["trigger"] and record["durationMs"] > 0
 
 
+def test_executions_show_in_the_nodes_metrics_and_status_document(node):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not [e for e in executions(node) if e["status"] == "succeeded"]:
+        time.sleep(0.5)
+    scrape = node.http().get("/metrics")
+    assert scrape.status == 200
+    text = scrape.body.decode()
+    assert 'node_cre_workflow_executions_total{outcome="succeeded",trigger="cron",workflow="price-feed"}' in text
+    assert 'node_cre_workflow_duration_seconds_count{workflow="price-feed"}' in text
+    part: dict = {}
+    while time.monotonic() < deadline + 5 and not part.get("executions"):  # the status is sampled (<= 1 s old)
+        status = node.http().get("/api/node/status")
+        assert status.status == 200
+        (part,) = status.json["cre_workflows"]
+        time.sleep(0.3)
+    assert (part["name"], part["workflowId"], part["triggers"]) == ("price-feed", WORKFLOW_ID, ["cron", "http"])
+    assert part["executions"] >= 1 and part["lastExecution"]["status"] in ("running", "succeeded")
+
+
 def test_http_trigger_runs_the_workflow_and_answers_with_the_execution_record(node):
     resp = node.http().post("/api/cre/wasm/workflows/price-feed/trigger", {"input": {"q": "ping"}}, headers=AUTH)
     assert resp.status == 200, resp.json
@@ -252,6 +271,9 @@ def test_cron_writes_a_report_signed_by_the_nodes_don_key_to_a_receiver_on_anvil
 
     from web3 import Web3
 
+    import os
+
+    from node.chain.deploy import deploy_main
     from tests.chain_helpers import KEYS, Anvil
     from tests.cre.workflows.harness import WORKFLOWS
     from tests.helpers import REPO
@@ -271,7 +293,14 @@ def test_cron_writes_a_report_signed_by_the_nodes_don_key_to_a_receiver_on_anvil
             address = w3.eth.wait_for_transaction_receipt(tx)["contractAddress"]
             return w3.eth.contract(address=address, abi=built[name]["abi"])
 
-        forwarder, receiver = deploy("TestReportForwarder", don.address), deploy("TestReportReceiver")
+        # the shipped forwarder, as an operator deploys it (node-daemon deploy --what cre)
+        os.environ["CREWASM_TEST_DEPLOYER"] = KEYS[0]
+        try:
+            dep = deploy_main(anvil.url, "CREWASM_TEST_DEPLOYER", "cre", tmp_path / "cre.json", don=don.address,
+                              out=lambda line: None)
+        finally:
+            os.environ.pop("CREWASM_TEST_DEPLOYER", None)
+        forwarder, receiver = w3.eth.contract(address=dep.address("CreForwarder")), deploy("TestReportReceiver")
         entry = workflow_entry(prices.url)
         entry["config"]["receiver"] = receiver.address
         proc = NodeProcess(tmp_path / "node", [], {"cre": {

@@ -12,7 +12,8 @@
   latest/finalized.
 - `consensus@1.0.0-alpha` `Report` and the EVM `WriteReport`: signed by the node's DON key and
   delivered through the chain's forwarder (reports.py).
-- secrets: the workflow's configured secrets, by (namespace, id); namespace defaults to "main".
+- secrets: the workflow's configured secrets, by (namespace, id); namespace defaults to "main";
+  those not configured are looked up in the node's sealed store (secrets.py), at each execution.
 
 Requests arrive from the guest's worker thread; everything but consensus runs on the event loop
 (`run_coroutine_threadsafe`) and the guest thread blocks on the returned future.
@@ -45,6 +46,7 @@ CHAIN_SELECTORS = {
 }
 
 Handler = Callable[[str, Any, int], Awaitable[Any]]  # (method, payload Any, mode) -> response message
+SecretLookup = Callable[[str, str], Awaitable[str | None]]  # (namespace, id) -> value, from the sealed store
 
 _EVM = "capabilities.blockchain.evm.v1alpha."
 
@@ -98,8 +100,10 @@ class Capabilities:
                  session: aiohttp.ClientSession | None = None, http_timeout: float = 10.0,
                  chains: Mapping[int, str] | None = None, secrets: Mapping[tuple[str, str], str] | None = None,
                  extra: Mapping[str, Handler] | None = None, reporter: Reporter | None = None,
-                 forwarders: Mapping[int, tuple[str, str]] | None = None) -> None:
+                 forwarders: Mapping[int, tuple[str, str]] | None = None,
+                 sealed: SecretLookup | None = None) -> None:
         self._loop = loop
+        self._sealed = sealed
         self._egress = egress
         self._session = session  # from egress.session(): every connection goes through the policy
         self._http_timeout = http_timeout
@@ -134,17 +138,37 @@ class Capabilities:
         return asyncio.run_coroutine_threadsafe(self._dispatch(request, mode), self._loop)
 
     def get_secrets(self, request: Any) -> concurrent.futures.Future:
+        wanted = [(w.namespace or "main", w.id) for w in request.requests]
+        if self._sealed is None or all(key in self._secrets for key in wanted):
+            return _done(self._secret_responses(wanted, {}))
+        return asyncio.run_coroutine_threadsafe(self._from_store(wanted), self._loop)
+
+    async def _from_store(self, wanted: list[tuple[str, str]]) -> Any:
+        assert self._sealed is not None
+        found: dict[tuple[str, str], str | Exception] = {}
+        for key in wanted:
+            if key not in self._secrets and key not in found:
+                try:
+                    value = await self._sealed(*key)
+                except ValueError:  # a value sealed under another master key, or damaged
+                    value = CapabilityError(f"secret {key[0]}/{key[1]} cannot be opened with this node's master key")
+                if value is not None:
+                    found[key] = value
+        return self._secret_responses(wanted, found)
+
+    def _secret_responses(self, wanted: list[tuple[str, str]], stored: Mapping[tuple[str, str], str | Exception]) -> Any:
         out = pb.SecretResponses()
-        for wanted in request.requests:
-            namespace = wanted.namespace or "main"
+        for namespace, secret_id in wanted:
             item = out.responses.add()
-            value = self._secrets.get((namespace, wanted.id))
-            if value is None:
-                item.error.id, item.error.namespace = wanted.id, namespace
-                item.error.error = f"secret {namespace}/{wanted.id} is not configured for this workflow"
+            value = self._secrets.get((namespace, secret_id), stored.get((namespace, secret_id)))
+            if value is None or isinstance(value, Exception):
+                item.error.id, item.error.namespace = secret_id, namespace
+                item.error.error = str(value) if value is not None else (
+                    f"secret {namespace}/{secret_id} is not configured for this workflow (its secrets in "
+                    "cre.workflows, or node-daemon cre secrets set)")
             else:
-                item.secret.id, item.secret.namespace, item.secret.value = wanted.id, namespace, value
-        return _done(out)
+                item.secret.id, item.secret.namespace, item.secret.value = secret_id, namespace, value
+        return out
 
     # -- dispatch ------------------------------------------------------------------------
 

@@ -7,6 +7,10 @@
   subscribe phase, then one trigger (cron, or HTTP with `--input`), printing the workflow's logs,
   its capability calls and its result. Capabilities are the node's own (one-node consensus,
   http-actions through the egress policy, EVM reads on `--chain` RPCs).
+- `cre secrets set WORKFLOW ID` stores a workflow secret in the node's sealed store (the value
+  from stdin, never the command line); `cre secrets list` shows what is stored (names only),
+  `cre secrets delete` removes one. They open the node's database and master key named by the
+  config, as the node does (node/cre/wasm/secrets.py), and may run while the node runs.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ COMMANDS = ("cre",)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    cre = sub.add_parser("cre", help="CRE workflows (@chainlink/cre-sdk): setup, build, simulate")
+    cre = sub.add_parser("cre", help="CRE workflows (@chainlink/cre-sdk): setup, build, simulate, secrets")
     cre_sub = cre.add_subparsers(dest="cre_command", required=True, metavar="ACTION")
     toolchain_help = "toolchain folder (default: $NODE_CRE_TOOLCHAIN or build/cre-toolchain in the project)"
 
@@ -50,6 +54,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--timeout", type=float, default=60.0, help="seconds per execution (default: %(default)s)")
     sim.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
+    secrets = cre_sub.add_parser("secrets", help="workflow secrets in the node's sealed store (set, list, delete)")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
+    config_help = "the node's config (default: $INFERNET_CONFIG_PATH, config.yaml or config.json)"
+    put = secrets_sub.add_parser("set", help="store a secret sealed with the node's master key; the value is read "
+                                             "from stdin (one trailing newline dropped)")
+    put.add_argument("workflow", help="the workflow's name in cre.workflows")
+    put.add_argument("id", help="the secret id the workflow asks for (runtime.getSecret({id}))")
+    put.add_argument("--namespace", default="main", help="(default: %(default)s)")
+    put.add_argument("--config", help=config_help)
+    listing = secrets_sub.add_parser("list", help="the stored secrets' names (never their values)")
+    listing.add_argument("workflow", nargs="?", help="only this workflow's")
+    listing.add_argument("--config", help=config_help)
+    delete = secrets_sub.add_parser("delete", help="remove a stored secret")
+    delete.add_argument("workflow")
+    delete.add_argument("id")
+    delete.add_argument("--namespace", default="main", help="(default: %(default)s)")
+    delete.add_argument("--config", help=config_help)
+
 
 def _text_arg(value: str) -> bytes:
     if value.startswith("@"):
@@ -58,6 +80,8 @@ def _text_arg(value: str) -> bytes:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cre_command == "secrets":
+        return _secrets(args)
     from node.cre.wasm.toolchain import BuildError, Toolchain
 
     toolchain = Toolchain(Path(args.toolchain) if args.toolchain else None)
@@ -82,6 +106,77 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"cre {args.cre_command}: {exc}", file=sys.stderr)
         return 2
+
+
+def _secrets(args: argparse.Namespace) -> int:
+    """One line on failure (exit 2: bad input or config, 1: the store could not be used)."""
+    from node.cli import default_config_path
+    from node.config import ConfigError, read_config
+    from node.cre.wasm.secrets import SecretInputError, check_name
+
+    try:
+        config = read_config(args.config or default_config_path()).config
+    except ConfigError as exc:
+        print(f"cre secrets: {exc}", file=sys.stderr)
+        return 2
+    value = ""
+    try:
+        if args.secrets_command != "list" or args.workflow:
+            check_name("workflow", args.workflow)
+        if args.secrets_command in ("set", "delete"):
+            check_name("namespace", args.namespace)
+            check_name("id", args.id)
+        if args.secrets_command == "set":
+            if sys.stdin.isatty():
+                import getpass
+
+                value = getpass.getpass(f"value of {args.namespace}/{args.id} for {args.workflow}: ")
+            else:
+                value = sys.stdin.read()
+                value = value[:-1] if value.endswith("\n") else value
+    except SecretInputError as exc:
+        print(f"cre secrets {args.secrets_command}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_secrets_in_store(args, config, value))
+    except SecretInputError as exc:
+        print(f"cre secrets {args.secrets_command}: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:  # the database or the master key file
+        print(f"cre secrets {args.secrets_command}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _secrets_in_store(args: argparse.Namespace, config, value: str) -> int:
+    from node.cre.wasm.secrets import SecretStore
+    from node.gateway.crypto import SecretBox
+    from node.storage import Database
+
+    configured = {w.name for w in config.cre.workflows}
+    if args.workflow and args.workflow not in configured:
+        print(f"cre secrets: note: no workflow named {args.workflow!r} in cre.workflows (yet)", file=sys.stderr)
+    db = Database(config.storage.path, config.storage.synchronous)
+    await db.open()
+    try:
+        store = SecretStore(db, lambda: SecretBox.from_file(Path(config.gateway.master_key_path)))
+        await store.start()
+        if args.secrets_command == "set":
+            replaced = await store.set(args.workflow, args.namespace, args.id, value)
+            print(f"{args.workflow}: secret {args.namespace}/{args.id} {'replaced' if replaced else 'stored'} "
+                  f"(sealed with {config.gateway.master_key_path}); the next execution reads it")
+            return 0
+        if args.secrets_command == "delete":
+            if not await store.delete(args.workflow, args.namespace, args.id):
+                print(f"cre secrets delete: {args.workflow} has no secret {args.namespace}/{args.id}", file=sys.stderr)
+                return 1
+            print(f"{args.workflow}: secret {args.namespace}/{args.id} deleted")
+            return 0
+        for row in await store.names(args.workflow):
+            when = datetime.fromtimestamp(row["updated_at"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            print(f"{row['workflow']}\t{row['namespace']}/{row['id']}\t{when}")
+        return 0
+    finally:
+        await db.close()
 
 
 async def _simulate(args: argparse.Namespace, toolchain) -> int:

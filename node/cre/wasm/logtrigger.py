@@ -7,14 +7,25 @@ SQLite, `confirmations` blocks behind the head for `SAFE`/`FINALIZED`, none for 
 block-hash reorg detection and rewind), one follower per handler.
 
 Each matching log is first claimed in `cre_wasm_log_fired`, unique per (workflow, handler,
-transaction, log index), and only then fired: a restart that scans the block again never fires it
-twice (at most once: a crash between the claim and the execution loses that execution, and its
-claim row says so). A reorg deeper than the confirmations forgets the claims of the replaced
-blocks, so a log that reappears in another block fires again.
+transaction, log index), with the log itself and the execution id it will run under, and only
+then fired: a restart that scans the block again never fires it twice. The claim is marked
+executed in the same transaction that records the execution's end (service.py), so a crash
+between the claim and the end of the execution leaves an unexecuted claim, and the handler runs
+those again (oldest first) before it follows the chain: each log is executed at least once, and
+recorded once (the run again reuses the claim's execution id, hence its execution record; a
+report it writes carries that same execution id, which the forwarder accepts once per receiver).
+
+The execution id is sha256(workflow id ‖ the log's transaction hash and index ‖ handler), as a
+DON derives it from the workflow and the trigger event, not from the time of the run.
+
+A reorg deeper than the confirmations forgets the claims of the replaced blocks, so a log that
+reappears in another block fires again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -58,6 +69,19 @@ MIGRATIONS = [
             claimed_at REAL NOT NULL,
             PRIMARY KEY (workflow, handler, tx_hash, log_index)
         );
+        """,
+    ),
+    Migration(
+        "crewasm.0004",
+        """
+        ALTER TABLE cre_wasm_log_fired ADD COLUMN execution_id TEXT;
+        ALTER TABLE cre_wasm_log_fired ADD COLUMN payload BLOB;
+        ALTER TABLE cre_wasm_log_fired ADD COLUMN trigger TEXT;
+        ALTER TABLE cre_wasm_log_fired ADD COLUMN executed_at REAL;
+        UPDATE cre_wasm_log_fired SET executed_at = claimed_at;
+        CREATE INDEX cre_wasm_log_fired_execution ON cre_wasm_log_fired (execution_id);
+        CREATE INDEX cre_wasm_log_fired_pending ON cre_wasm_log_fired (workflow, handler, block_number)
+            WHERE executed_at IS NULL;
         """,
     ),
 ]
@@ -110,12 +134,26 @@ class LogCursor:
 
         return await self._db.run_in_transaction(op)
 
-    async def claim(self, tx_hash: str, log_index: int, block_number: int) -> bool:
-        """True once per log: the first caller fires it."""
+    async def claim(self, tx_hash: str, log_index: int, block_number: int, execution_id: str, payload: bytes,
+                    trigger: dict[str, Any]) -> bool:
+        """True once per log: the first caller fires it. The claim keeps what a run again needs."""
         return await self._db.execute(
-            "INSERT INTO cre_wasm_log_fired (workflow, handler, tx_hash, log_index, block_number, claimed_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (*self._key, tx_hash.lower(), log_index, block_number, time.time())) == 1
+            "INSERT INTO cre_wasm_log_fired (workflow, handler, tx_hash, log_index, block_number, claimed_at,"
+            " execution_id, payload, trigger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (*self._key, tx_hash.lower(), log_index, block_number, time.time(), execution_id, payload,
+             json.dumps(trigger))) == 1
+
+    async def unexecuted(self) -> list[Any]:
+        """Claims whose execution never ended (the node stopped first), oldest first: at most the
+        logs one crash cut short, since each is marked executed when its execution ends."""
+        return await self._db.fetchall(
+            "SELECT execution_id, payload, trigger, tx_hash, log_index FROM cre_wasm_log_fired"
+            " WHERE workflow = ? AND handler = ? AND executed_at IS NULL ORDER BY block_number, log_index",
+            self._key)
+
+
+def execution_id(workflow_id: str, handler: int, tx_hash: str, log_index: int) -> str:
+    return hashlib.sha256(f"{workflow_id}|{tx_hash.lower()}:{log_index}|{handler}".encode()).hexdigest()
 
 
 def matches(log_filter: Any, entry: dict[str, Any]) -> bool:
@@ -141,15 +179,16 @@ def log_payload(entry: dict[str, Any]) -> Any:
     return out
 
 
-Fire = Callable[[Subscription, Any, dict[str, Any]], Awaitable[Any]]
+Fire = Callable[[Subscription, Any, dict[str, Any], str], Awaitable[Any]]  # (sub, payload, trigger, execution id)
 
 
 class LogTrigger:
     """Follows one log-trigger handler of one workflow; run under the node's Supervisor."""
 
     def __init__(self, db: Database, workflow: str, sub: Subscription, rpc_url: str, confirmations: int,
-                 fire: Fire, poll_interval: float = 1.0) -> None:
+                 fire: Fire, poll_interval: float = 1.0, workflow_id: str = "") -> None:
         self._workflow = workflow
+        self._workflow_id = workflow_id or workflow
         self._sub = sub
         self._fire = fire
         self.cursor = LogCursor(db, workflow, sub.index)
@@ -163,6 +202,7 @@ class LogTrigger:
             self._follower.stop()
 
     async def run(self) -> None:
+        await self._run_unexecuted()
         addresses = ["0x" + a.hex() for a in self._sub.log_filter.addresses]
 
         async def watched() -> list[str]:
@@ -172,17 +212,28 @@ class LogTrigger:
                                      on_reorg=self._on_reorg, trail=self._trail, poll_interval=self._poll)
         await self._follower.run()
 
+    async def _run_unexecuted(self) -> None:
+        """Run again the claimed logs whose execution never ended (at least once)."""
+        for row in await self.cursor.unexecuted():  # once per start of the handler: a run that fails again waits
+            log.warning("cre.wasm.log_run_again", workflow=self._workflow, handler=self._sub.index,
+                        tx=row["tx_hash"], log_index=row["log_index"], execution=row["execution_id"][:16],
+                        reason="claimed, but its execution never ended (the node stopped)")
+            trigger = {**json.loads(row["trigger"]), "runAgain": True}
+            await self._fire(self._sub, _LOG.FromString(row["payload"]), trigger, row["execution_id"])
+
     async def _on_logs(self, logs: list[dict[str, Any]]) -> None:
         for entry in logs:
             if not matches(self._sub.log_filter, entry):
                 continue
-            if not await self.cursor.claim(entry["transactionHash"], entry["logIndex"], entry["blockNumber"]):
-                log.info("cre.wasm.log_already_fired", workflow=self._workflow, tx=entry["transactionHash"],
-                         log_index=entry["logIndex"])
+            tx, index = entry["transactionHash"], entry["logIndex"]
+            payload = log_payload(entry)
+            trigger = {"transactionHash": tx, "logIndex": index, "blockNumber": entry["blockNumber"]}
+            run_id = execution_id(self._workflow_id, self._sub.index, tx, index)
+            if not await self.cursor.claim(tx, index, entry["blockNumber"], run_id, payload.SerializeToString(),
+                                           trigger):
+                log.info("cre.wasm.log_already_fired", workflow=self._workflow, tx=tx, log_index=index)
                 continue
-            await self._fire(self._sub, log_payload(entry), {
-                "transactionHash": entry["transactionHash"], "logIndex": entry["logIndex"],
-                "blockNumber": entry["blockNumber"]})
+            await self._fire(self._sub, payload, trigger, run_id)
 
     async def _on_reorg(self, reverted: list[str]) -> None:
         log.warning("cre.wasm.logs_reverted", workflow=self._workflow, handler=self._sub.index,

@@ -20,7 +20,17 @@ Triggers:
 
 Executions are recorded in `cre_wasm_executions` (trigger, logs, capability calls, result or
 error, duration): a row is written 'running' before the execution starts and completed after,
-so a restart mid-execution leaves a visible 'failed: interrupted' row, not a gap.
+so a restart mid-execution leaves a visible 'failed: interrupted' row, not a gap (an EVM log
+execution is then run again under the same id, and its row completed: logtrigger.py).
+
+Visible like every other job: each execution ends in the node's metrics through an
+`ExecutionObserver` (node/observe/metrics.py: counts by workflow, trigger and outcome, a duration
+histogram), `status()` gives the operator status document its `cre_workflows` part (each
+workflow, its last execution, its failures), and a failure is one warning line naming the
+workflow, the trigger, the execution and the error.
+
+Secrets a workflow asks for and its config does not name are read from the node's sealed store
+at each execution (secrets.py).
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable
+from typing import Protocol
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,12 +49,13 @@ from typing import Any
 from aiohttp import web
 
 from node.cre.config import CreConfig, CreWasmWorkflow
-from node.cre.wasm import gateway_trigger, logtrigger
+from node.cre.wasm import gateway_trigger, logtrigger, secrets as secret_store
 from node.cre.wasm.capabilities import Capabilities
 from node.cre.wasm.host import Limits, Outcome, new_execution_id
 from node.cre.wasm.reports import Reporter
 from node.cre.wasm.runtime import Loaded, LoadError, Subscription, WasmRuntime, cron_payload, http_payload, result_json
 from node.cre.wasm.toolchain import Toolchain
+from node.gateway.crypto import SecretBox
 from node.errors import Forbidden, Invalid, NotFound, StartupError, Unauthenticated, Unavailable
 from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
@@ -88,8 +100,19 @@ MIGRATIONS = [
             expires_at REAL NOT NULL
         );
         """,
+    ),    Migration(
+        # the status document counts executions per workflow and status about once a second:
+        # from this index, not from the rows (which carry their logs)
+        "crewasm.0006",
+        "CREATE INDEX cre_wasm_executions_status ON cre_wasm_executions (workflow, status, id);",
     ),
 ]
+
+
+class ExecutionObserver(Protocol):
+    """Told of each execution's end (the node's metrics)."""
+
+    def cre_execution(self, workflow: str, trigger: str, ok: bool, seconds: float) -> None: ...
 
 
 class ExecutionStore:
@@ -100,23 +123,51 @@ class ExecutionStore:
         """Migrate, and fail the executions a previous process left running. Returns how many."""
         await self._db.migrate(MIGRATIONS)
         await self._db.migrate(logtrigger.MIGRATIONS)
+        await self._db.migrate(secret_store.MIGRATIONS)
         return await self._db.execute(
             "UPDATE cre_wasm_executions SET status = 'failed', error = 'interrupted: the node stopped during the "
             "execution' WHERE status = 'running'")
 
     async def begin(self, execution_id: str, workflow: str, sub: Subscription, trigger: dict[str, Any]) -> None:
+        """Record an execution as running. An id seen before (an EVM log execution run again after
+        a restart cut it short) takes over its record: one record per execution."""
         await self._db.execute(
             "INSERT INTO cre_wasm_executions (execution_id, workflow, trigger_kind, trigger_index, trigger, status,"
-            " started_at) VALUES (?, ?, ?, ?, ?, 'running', ?)",
+            " started_at) VALUES (?, ?, ?, ?, ?, 'running', ?) ON CONFLICT (execution_id) DO UPDATE SET"
+            " status = 'running', trigger = excluded.trigger, result = NULL, error = NULL, logs = NULL,"
+            " calls = NULL, started_at = excluded.started_at, duration_ms = NULL",
             (execution_id, workflow, sub.kind, sub.index, json.dumps(trigger), time.time()))
 
     async def finish(self, execution_id: str, outcome: Outcome) -> None:
-        await self._db.execute(
-            "UPDATE cre_wasm_executions SET status = ?, result = ?, error = ?, logs = ?, calls = ?, duration_ms = ?"
-            " WHERE execution_id = ?",
-            ("succeeded" if outcome.ok else "failed", json.dumps(result_json(outcome)), outcome.failure,
-             json.dumps(outcome.logs), json.dumps([c.as_dict() for c in outcome.calls]), outcome.duration_ms,
-             execution_id))
+        """Complete the record and, in the same transaction, mark the EVM log claim it ran for (if
+        any) executed: a crash cannot leave one done without the other."""
+        values = ("succeeded" if outcome.ok else "failed", json.dumps(result_json(outcome)), outcome.failure,
+                  json.dumps(outcome.logs), json.dumps([c.as_dict() for c in outcome.calls]), outcome.duration_ms,
+                  execution_id)
+
+        def op(conn: Any) -> None:
+            conn.execute("UPDATE cre_wasm_executions SET status = ?, result = ?, error = ?, logs = ?, calls = ?,"
+                         " duration_ms = ? WHERE execution_id = ?", values)
+            conn.execute("UPDATE cre_wasm_log_fired SET executed_at = ?, payload = NULL WHERE execution_id = ?"
+                         " AND executed_at IS NULL", (time.time(), execution_id))
+
+        await self._db.run_in_transaction(op)
+
+    async def by_workflow(self) -> dict[str, dict[str, Any]]:
+        """Per workflow: executions kept by status, the last one, the last failure."""
+        out: dict[str, dict[str, Any]] = {}
+        for row in await self._db.fetchall(
+                "SELECT workflow, status, COUNT(*) FROM cre_wasm_executions GROUP BY workflow, status"):
+            out.setdefault(row[0], {"counts": {}, "last": None, "lastFailure": None})["counts"][row[1]] = row[2]
+        for name, part in out.items():
+            last = await self._db.fetchone(
+                "SELECT * FROM cre_wasm_executions WHERE workflow = ? ORDER BY id DESC LIMIT 1", (name,))
+            part["last"] = _brief(last) if last is not None else None
+            if part["counts"].get("failed"):
+                failed = await self._db.fetchone("SELECT * FROM cre_wasm_executions WHERE workflow = ?"
+                                                 " AND status = 'failed' ORDER BY id DESC LIMIT 1", (name,))
+                part["lastFailure"] = _brief(failed) if failed is not None else None
+        return out
 
     async def get(self, execution_id: str) -> dict[str, Any] | None:
         row = await self._db.fetchone("SELECT * FROM cre_wasm_executions WHERE execution_id = ?", (execution_id,))
@@ -161,6 +212,13 @@ def _record(row: Any) -> dict[str, Any]:
     }
 
 
+def _brief(row: Any) -> dict[str, Any]:
+    """What the status document shows of one execution."""
+    return {"executionId": row["execution_id"], "trigger": row["trigger_kind"], "status": row["status"],
+            "startedAt": iso_utc(row["started_at"]), "durationMs": row["duration_ms"],
+            "error": (row["error"] or "")[:300] or None}
+
+
 def _summary(row: Any) -> dict[str, Any]:
     """A record without its logs and calls (their counts instead): a listing stays small."""
     out = _record(row)
@@ -183,8 +241,11 @@ class WasmWorkflows:
     """The configured workflows, their triggers and their execution records."""
 
     def __init__(self, config: CreConfig, db: Database, supervisor: Supervisor, *, base_dir: Path | None = None,
-                 toolchain: Toolchain | None = None) -> None:
+                 toolchain: Toolchain | None = None, observer: ExecutionObserver | None = None,
+                 secret_box: Callable[[], SecretBox] | None = None) -> None:
         self._config = config
+        self._observer = observer
+        self.secrets = secret_store.SecretStore(db, secret_box) if secret_box is not None else None
         self._wasm = config.wasm
         self._supervisor = supervisor
         self._base = base_dir or Path.cwd()
@@ -225,7 +286,7 @@ class WasmWorkflows:
             capabilities = Capabilities(
                 loop, egress=self._egress, session=self._session, http_timeout=wasm.http_timeout,
                 chains=wasm.selectors(), secrets={("main", k): v.get_secret_value() for k, v in wf.secrets.items()},
-                forwarders=wasm.forwarder_selectors())
+                forwarders=wasm.forwarder_selectors(), sealed=self._sealed_lookup(wf.name))
             path = Path(wf.file) if Path(wf.file).is_absolute() else self._base / wf.file
             started = time.perf_counter()
             try:
@@ -252,17 +313,27 @@ class WasmWorkflows:
         self._tasks.append((self._supervisor.periodic("cre-wasm-prune", 60,
                                                       lambda: self.store.prune(wasm.keep_executions)), None))
 
+    def _sealed_lookup(self, name: str) -> Callable[[str, str], Any] | None:
+        store = self.secrets
+        if store is None:
+            return None
+
+        async def lookup(namespace: str, secret_id: str) -> str | None:
+            return await store.get(name, namespace, secret_id)
+
+        return lookup
+
     def _follow_logs(self, name: str, sub: Subscription) -> None:
         url = self._wasm.selectors().get(sub.selector or 0)
         if url is None:
             raise StartupError(f"cre.workflows[{name}]: handler {sub.index} is a log trigger on chain selector "
                                f"{sub.selector}, which cre.wasm.chains does not name")
 
-        async def fire(s: Subscription, payload: Any, trigger: dict[str, Any]) -> None:
-            await self._fire_logged(name, s, payload, trigger)
+        async def fire(s: Subscription, payload: Any, trigger: dict[str, Any], execution_id: str) -> None:
+            await self._fire_logged(name, s, payload, trigger, execution_id)
 
         follower = logtrigger.LogTrigger(self._db, name, sub, url, self._wasm.log_confirmations, fire,
-                                         self._wasm.log_poll_interval)
+                                         self._wasm.log_poll_interval, self.workflows[name].workflow_id)
         self._tasks.append((self._supervisor.spawn(f"cre-wasm-logs-{name}-{sub.index}", follower.run), follower.stop))
 
     async def stop(self) -> None:
@@ -303,18 +374,20 @@ class WasmWorkflows:
 
         return loop
 
-    async def _fire_logged(self, name: str, sub: Subscription, payload: Any, trigger: dict[str, Any]) -> None:
+    async def _fire_logged(self, name: str, sub: Subscription, payload: Any, trigger: dict[str, Any],
+                           execution_id: str | None = None) -> None:
         try:
-            await self.fire(name, sub, payload, trigger)
+            await self.fire(name, sub, payload, trigger, execution_id)
         except Exception as exc:  # noqa: BLE001 - a cron firing has no caller: its failure must be a log line
             log.exception("cre.wasm.fire_failed", workflow=name, error=repr(exc)[:300])
 
-    async def fire(self, name: str, sub: Subscription, payload: Any, trigger: dict[str, Any]) -> dict[str, Any]:
+    async def fire(self, name: str, sub: Subscription, payload: Any, trigger: dict[str, Any],
+                   execution_id: str | None = None) -> dict[str, Any]:
         """Run one trigger of a workflow and record it. Returns the execution record."""
         workflow = self.workflows[name]
         if self._runtime is None:
             raise Unavailable("the CRE workflow host is stopped")
-        execution_id = new_execution_id(name, f"{sub.index}")
+        execution_id = execution_id or new_execution_id(name, f"{sub.index}")
         workflow.inflight += 1
         try:
             await self.store.begin(execution_id, name, sub, trigger)
@@ -323,6 +396,11 @@ class WasmWorkflows:
             await self.store.finish(execution_id, outcome)
         finally:
             workflow.inflight -= 1
+        if self._observer is not None:
+            try:
+                self._observer.cre_execution(name, sub.kind, outcome.ok, outcome.duration_ms / 1000)
+            except Exception:  # noqa: BLE001 - metrics never fail an execution
+                log.exception("cre.wasm.observer_failed", workflow=name)
         if outcome.ok:
             log.info("cre.wasm.execution", workflow=name, trigger=sub.kind, execution=execution_id[:16],
                      ms=outcome.duration_ms, calls=len(outcome.calls))
@@ -332,6 +410,20 @@ class WasmWorkflows:
         record = await self.store.get(execution_id)
         assert record is not None
         return record
+
+    async def status(self) -> list[dict[str, Any]]:
+        """The operator status document's `cre_workflows` part: each workflow this node runs, its
+        triggers, executions in flight, its last execution, its failures among those kept."""
+        seen = await self.store.by_workflow()
+        out = []
+        for name, w in self.workflows.items():
+            part = seen.get(name, {"counts": {}, "last": None, "lastFailure": None})
+            counts = part["counts"]
+            out.append({"name": name, "workflowId": w.workflow_id, "triggers": [s.kind for s in w.loaded.subscriptions],
+                        "inflight": w.inflight, "executions": sum(counts.values()),
+                        "failures": counts.get("failed", 0), "counts": counts,
+                        "lastExecution": part["last"], "lastFailure": part["lastFailure"]})
+        return out
 
     # -- API -----------------------------------------------------------------------------
 
