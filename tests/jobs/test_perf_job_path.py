@@ -17,7 +17,7 @@ from node.jobs.api import JobsApi
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
 from node.server.config import RateLimitConfig
-from node.server.http import ErrorShapes, RateLimiter, make_middlewares
+from node.server.http import ErrorShapes, RateLimiter, RouteMiddleware, make_middlewares, prefix_rate_limit
 from tests.jobs.stores import open_store
 
 HUGE = 2**70 + 1  # a chain value: beyond what orjson encodes
@@ -60,3 +60,47 @@ async def test_a_container_integer_beyond_64_bits_comes_back_exact_from_memory_a
         assert job["status"] == "success" and job["result"]["output"] == {"wei": HUGE, "keyed": {"1": HUGE}}
         row = await store._db.fetchone("SELECT result FROM jobs WHERE id = ?", (job_id,))
         assert json.loads(row["result"])["output"]["wei"] == HUGE
+
+
+async def test_routed_middlewares_guard_exactly_the_routes_they_apply_to_and_unrouted_paths_by_path():
+    seen: list[tuple[str, str]] = []
+
+    async def mark(request: web.Request, handler):
+        seen.append((request.method, request.path))
+        return await handler(request)
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    signins = RateLimiter(RateLimitConfig(num_requests=2, period=60))
+    app = web.Application(middlewares=make_middlewares(ErrorShapes(), RateLimiter(RateLimitConfig()), routed=[
+        prefix_rate_limit(signins, ("/api/auth/",)),
+        RouteMiddleware(lambda method, path: method == "POST" and path in ("/api/jobs", "/nowhere"), mark)]))
+    app.router.add_post("/api/jobs", ok)
+    app.router.add_get("/api/jobs", ok)
+    app.router.add_post("/api/auth/{step}", ok)
+    async with TestClient(TestServer(app)) as client:
+        for _ in range(3):
+            assert (await client.post("/api/jobs")).status == 200
+            assert (await client.get("/api/jobs")).status == 200
+        assert (await client.post("/nowhere")).status == 404  # no route: judged by its path
+        assert seen == [("POST", "/api/jobs")] * 3 + [("POST", "/nowhere")]
+        statuses = [(await client.post(f"/api/auth/{step}")).status for step in ("a", "b", "c")]
+        assert statuses == [200, 200, 429]  # one limit for the route, whatever its step
+        unrouted = [(await client.post("/api/auth/x/y")).status for _ in range(3)]
+        assert unrouted == [404, 404, 429]  # no route, but under the prefix: limited by its path
+
+
+async def test_the_rate_limit_decided_per_route_still_counts_every_request_and_spares_exempt_routes():
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    limiter = RateLimiter(RateLimitConfig(num_requests=2, period=60), exempt={("PUT", "/api/status")})
+    app = web.Application(middlewares=make_middlewares(ErrorShapes(), limiter))
+    app.router.add_get("/api/jobs", ok)
+    app.router.add_put("/api/status", ok)
+    async with TestClient(TestServer(app)) as client:
+        assert [(await client.get("/api/jobs")).status for _ in range(3)] == [200, 200, 429]
+        assert [(await client.put("/api/status")).status for _ in range(3)] == [200, 200, 200]
+        limiter.limit = 0  # a config reload turning it off takes effect on the next request
+        assert (await client.get("/api/jobs")).status == 200
