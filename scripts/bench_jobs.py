@@ -23,6 +23,7 @@ that alternate between them, each node's round followed by the direct rate of it
 container; so load from elsewhere on the machine hits them alike. It prints, per checkout and
 level, the node's CPU ms per job, p50/p99, jobs/s and the node's peak RSS. At C=1 the client
 polls every 1 ms (the latency one client alone sees); at other levels it backs off to 10 ms.
+`--client wait` or `--client stream` measures the other two ways to get a result instead.
 
     .venv/bin/python scripts/bench_jobs.py --compare old=<commit or path>,new=. [--concurrency 1,8,32,128]
         [--jobs 3000] [--rounds 3]
@@ -269,7 +270,24 @@ async def compare(args: argparse.Namespace) -> None:
                                 return found["status"] == "success"
                             if backoff:
                                 delay = min(delay * 1.5, 0.01)
-                    return job
+
+                    async def wait_job() -> bool:
+                        """Submit, then one long poll (`wait=`, this node's extension)."""
+                        async with session.post(f"{base}/api/jobs", data=body, headers=headers) as r:
+                            job_id = (await r.json())["id"]
+                        while True:
+                            async with session.get(f"{base}/api/jobs", params={"id": job_id, "wait": "10"}) as r:
+                                found = (await r.json())[0]
+                            if found["status"] != "running":
+                                return found["status"] == "success"
+
+                    async def stream_job() -> bool:
+                        """One request: the job's id, then its output as it arrives."""
+                        async with session.post(f"{base}/api/jobs/stream", data=body, headers=headers) as r:
+                            out = await r.read()
+                            return r.status == 200 and b"hello" in out
+
+                    return {"poll": job, "wait": wait_job, "stream": stream_job}[args.client]
 
                 def direct(url: str = container_url):
                     async def call() -> bool:
@@ -288,7 +306,7 @@ async def compare(args: argparse.Namespace) -> None:
                     order = targets if (round_no + c) % 2 == 0 else targets[::-1]
                     for label, node, job, alone, call in order:
                         cpu = cpu_seconds(node.proc.pid)
-                        elapsed, lat, errors = await run_load(n, c, alone if c == 1 else job)
+                        elapsed, lat, errors = await run_load(n, c, alone if c == 1 and args.client == "poll" else job)
                         cpu = cpu_seconds(node.proc.pid) - cpu
                         d_elapsed, _, _ = await run_load(n, c, call)
                         results[label][c].append((n / elapsed, pct(lat, 50), pct(lat, 99), errors, n / d_elapsed,
@@ -305,8 +323,11 @@ async def compare(args: argparse.Namespace) -> None:
         for tree in trees:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
     print()
+    how = {"poll": "C=1 polls every 1 ms, other levels poll from 1 ms backing off to 10 ms",
+           "wait": "each client submits, then GET /api/jobs?id=&wait=10",
+           "stream": "each client POSTs /api/jobs/stream and reads it to its end"}[args.client]
     print(f"{args.jobs} jobs per round and level (at least 10 per client), {args.rounds} alternating rounds; "
-          f"C=1 polls every 1 ms, other levels poll from 1 ms backing off to 10 ms; cores: {os.cpu_count()}, "
+          f"{how}; cores: {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f} (the load generator, the nodes and their containers share them)")
     print("medians over the rounds; cpu ms/job also as min-max")
     print(f"{'checkout':<10} {'C':>4} {'jobs/s':>7} {'p50ms':>7} {'p99ms':>7} {'cpu ms/job':>10} {'(min-max)':>13}"
@@ -416,6 +437,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds in --cpu and --compare (default 3)")
     parser.add_argument("--compare", default=None, metavar="LABEL=PATH,...",
                         help="checkouts of the node to run side by side (alternating rounds)")
+    parser.add_argument("--client", choices=["poll", "wait", "stream"], default="poll",
+                        help="how clients get results in --compare: poll (default), wait= long poll, or stream")
     parser.add_argument("--cpu-concurrency", type=int, default=16, help="clients in --cpu (default 16)")
     parser.add_argument("--synchronous", choices=["normal", "full"], default=None,
                         help="the node's storage.synchronous (default: the node's default, normal)")
