@@ -32,6 +32,7 @@ from node.cre.store import CreStore
 from node.fields import reveal
 from node.gateway import api as gateway_api
 from node.gateway.auth import GatewayAuth
+from node.gateway.binding import JOB_PATHS
 from node.gateway.control import ControlHub
 from node.gateway.crypto import SecretBox
 from node.gateway.gate import GovernanceGate
@@ -59,7 +60,8 @@ from node.reload import applied as applied_config
 from node.reload import plan as reload_plan
 from node.server.health import HealthApi
 from node.server.egress import EgressPolicy
-from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares, prefix_rate_limit
+from node.server.http import (ErrorShapes, RateLimiter, RouteMiddleware, json_response, make_middlewares,
+                              prefix_rate_limit)
 from node.server.openapi import build_spec
 from node.server.clients import ClientAddresses, limit_key, parse_ip
 from node.server.timeouts import ConnectionCounter, TimedAppRunner
@@ -206,9 +208,10 @@ class Node:
         auth_limiter = RateLimiter(self.config.server.auth_rate_limit)
         self._limiters = {"rate_limit": limiter, "auth_rate_limit": auth_limiter}  # retuned by reload
         app = web.Application(
-            middlewares=[*make_middlewares(shapes, limiter, self.config.server.max_json_depth, self.clients),
-                         prefix_rate_limit(auth_limiter, (f"{gateway_api.PREFIX}/auth/", "/api/auth/")),
-                         *([self.gateway.binding.middleware] if self.gateway is not None else [])],
+            middlewares=make_middlewares(shapes, limiter, self.config.server.max_json_depth, self.clients, routed=[
+                prefix_rate_limit(auth_limiter, (f"{gateway_api.PREFIX}/auth/", "/api/auth/")),
+                *([RouteMiddleware(lambda method, path: method == "POST" and path in JOB_PATHS,
+                                   self.gateway.binding.middleware)] if self.gateway is not None else [])]),
             client_max_size=self.config.server.max_body_bytes,
         )
         jobs_api = JobsApi(

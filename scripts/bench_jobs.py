@@ -16,12 +16,20 @@ the same load. A swarm is made for the run (and left again) when the engine is i
 
     .venv/bin/python scripts/bench_jobs.py --cpu [--jobs 600] [--burn-ms 5] [--replicas 1,2,3]
 
-`--compare` runs checkouts of the node side by side: one node per checkout (each started from
-its own directory with this interpreter, so one venv serves all), all up at once, and rounds
-that alternate between them at the first --concurrency level, each node's round followed by
-the direct rate of its own container; so load from elsewhere on the machine hits them alike.
+`--compare` runs checkouts of the node side by side: one node per checkout (a directory, or a
+commit checked out into a temporary git worktree; each started from its own directory with this
+interpreter, so one venv serves all), all up at once, and at each --concurrency level rounds
+that alternate between them, each node's round followed by the direct rate of its own
+container; so load from elsewhere on the machine hits them alike. It prints, per checkout and
+level, the node's CPU ms per job, p50/p99, jobs/s and the node's peak RSS. At C=1 the client
+polls every 1 ms (the latency one client alone sees); at other levels it backs off to 10 ms.
+`--client wait` or `--client stream` measures the other two ways to get a result instead.
 
-    .venv/bin/python scripts/bench_jobs.py --compare old=/path/a,new=. --concurrency 32 [--rounds 3]
+    .venv/bin/python scripts/bench_jobs.py --compare old=<commit or path>,new=. [--concurrency 1,8,32,128]
+        [--jobs 3000] [--rounds 3]
+
+The echo container is the stdlib server of containers/_lib/service.py with a listen backlog
+of 1,024, so a burst of connections is queued, not refused.
 """
 
 from __future__ import annotations
@@ -55,10 +63,16 @@ def rss_mb(pid: int, key: str = "VmHWM") -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used: per job, a measure other load on the machine
-    disturbs far less than jobs/s."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU a process has used, all its threads (nanoseconds from each thread's schedstat, where
+    utime + stime count in 10 ms ticks): per job, a measure other load on the machine disturbs
+    far less than jobs/s."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            pass
+    return total / 1e9
 
 
 def pct(values: list[float], p: float) -> float:
@@ -186,22 +200,46 @@ class CheckoutNode(NodeProcess):
         return self
 
 
+def checkout_path(label: str, spec: str) -> tuple[Path, Path | None]:
+    """A checkout to run: a directory as given, or a commit (anything `git rev-parse` knows)
+    checked out into a temporary worktree, removed after the run (the second value)."""
+    path = Path(spec or label)
+    if path.is_dir():
+        return path.resolve(), None
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{spec}^{{commit}}"],
+                            capture_output=True, text=True)
+    if commit.returncode != 0:
+        raise SystemExit(f"--compare {label}={spec}: neither a directory nor a commit")
+    tree = Path(tempfile.mkdtemp(prefix=f"bench-{label}-tree-"))
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), commit.stdout.strip()],
+                   check=True, capture_output=True)
+    return tree, tree
+
+
 async def compare(args: argparse.Namespace) -> None:
-    """Checkouts side by side: node(poll) jobs/s in alternating rounds, each beside direct."""
-    checkouts = []
+    """Checkouts side by side: at each concurrency level, rounds that alternate between them,
+    each node's round followed by the direct rate of its own container. Per job: the node's CPU
+    (utime + stime of its process, which load elsewhere on the machine disturbs far less than
+    latency), p50/p99 submit-to-result latency, jobs/s; per node its peak RSS."""
+    checkouts, trees = [], []
     for item in args.compare.split(","):
-        label, _, path = item.partition("=")
-        checkouts.append((label, Path(path or label).resolve()))
-    c = args.concurrency[0]
+        label, _, spec = item.partition("=")
+        path, tree = checkout_path(label, spec)
+        checkouts.append((label, path))
+        if tree is not None:
+            trees.append(tree)
     extra: dict = {"log": {"level": "WARNING"}}  # only keys every checkout knows
     if args.no_observe:
         extra["observe"] = {"enabled": False}
     nodes: list[tuple[str, CheckoutNode]] = []
-    results: dict[str, list[tuple[float, float, float, int, float, float, float]]] = {label: [] for label, _ in checkouts}
+    # results[label][c]: one (jobs/s, p50, p99, errors, direct/s, cpu ms/job) per round
+    results: dict[str, dict[int, list[tuple[float, float, float, int, float, float]]]] = {
+        label: {c: [] for c in args.concurrency} for label, _ in checkouts}
     body = json.dumps({"containers": ["echo"], "data": {"prompt": "hello", "n": 1}}).encode()
     direct_body = json.dumps({"source": 1, "destination": 1, "data": {"prompt": "hello", "n": 1},
                               "requires_proof": False}).encode()
     headers = {"Content-Type": "application/json"}
+    peaks: dict[str, float] = {}
     try:
         for label, repo in checkouts:
             node = CheckoutNode(repo, Path(tempfile.mkdtemp(prefix=f"bench-{label}-")),
@@ -217,8 +255,10 @@ async def compare(args: argparse.Namespace) -> None:
                 async with session.get(f"{base}/api/containers") as r:
                     container_url = (await r.json())[0]["url"]
 
-                def poll_job(base: str = base):
+                def poll_job(base: str = base, backoff: bool = True):
                     async def job() -> bool:
+                        """Submit, then poll as a plain Infernet client does: every 1 ms, or
+                        (`backoff`) from 1 ms growing by half each poll to 10 ms."""
                         async with session.post(f"{base}/api/jobs", data=body, headers=headers) as r:
                             job_id = (await r.json())["id"]
                         delay = 0.001
@@ -228,8 +268,26 @@ async def compare(args: argparse.Namespace) -> None:
                                 found = (await r.json())[0]
                             if found["status"] != "running":
                                 return found["status"] == "success"
-                            delay = min(delay * 1.5, 0.01)
-                    return job
+                            if backoff:
+                                delay = min(delay * 1.5, 0.01)
+
+                    async def wait_job() -> bool:
+                        """Submit, then one long poll (`wait=`, this node's extension)."""
+                        async with session.post(f"{base}/api/jobs", data=body, headers=headers) as r:
+                            job_id = (await r.json())["id"]
+                        while True:
+                            async with session.get(f"{base}/api/jobs", params={"id": job_id, "wait": "10"}) as r:
+                                found = (await r.json())[0]
+                            if found["status"] != "running":
+                                return found["status"] == "success"
+
+                    async def stream_job() -> bool:
+                        """One request: the job's id, then its output as it arrives."""
+                        async with session.post(f"{base}/api/jobs/stream", data=body, headers=headers) as r:
+                            out = await r.read()
+                            return r.status == 200 and b"hello" in out
+
+                    return {"poll": job, "wait": wait_job, "stream": stream_job}[args.client]
 
                 def direct(url: str = container_url):
                     async def call() -> bool:
@@ -238,40 +296,51 @@ async def compare(args: argparse.Namespace) -> None:
                             return r.status == 200
                     return call
 
-                targets.append((label, node, poll_job(), direct()))
-            for _, _, job, call in targets:  # warm up
+                targets.append((label, node, poll_job(), poll_job(backoff=False), direct()))
+            for _, _, job, _, call in targets:  # warm up
                 await run_load(200, 8, job)
                 await run_load(200, 8, call)
-            n = max(args.jobs, c * 10)
             for round_no in range(args.rounds):
-                order = targets if round_no % 2 == 0 else targets[::-1]
-                for label, node, job, call in order:
-                    cpu = cpu_seconds(node.proc.pid)
-                    elapsed, lat, errors = await run_load(n, c, job)
-                    cpu = cpu_seconds(node.proc.pid) - cpu
-                    d_elapsed, _, _ = await run_load(n, c, call)
-                    results[label].append((n / elapsed, pct(lat, 50), pct(lat, 99), errors, n / d_elapsed,
-                                           rss_mb(node.proc.pid), cpu / n * 1000))
-                print(f"  round {round_no + 1}: " + "  ".join(
-                    f"{label} {results[label][-1][0]:.0f} jobs/s (direct {results[label][-1][4]:.0f})"
-                    for label, _ in checkouts), flush=True)
+                for c in args.concurrency:
+                    n = max(args.jobs, c * 10)
+                    order = targets if (round_no + c) % 2 == 0 else targets[::-1]
+                    for label, node, job, alone, call in order:
+                        cpu = cpu_seconds(node.proc.pid)
+                        elapsed, lat, errors = await run_load(n, c, alone if c == 1 and args.client == "poll" else job)
+                        cpu = cpu_seconds(node.proc.pid) - cpu
+                        d_elapsed, _, _ = await run_load(n, c, call)
+                        results[label][c].append((n / elapsed, pct(lat, 50), pct(lat, 99), errors, n / d_elapsed,
+                                                  cpu / n * 1000))
+                    print(f"  round {round_no + 1} C={c}: " + "  ".join(
+                        f"{label} {results[label][c][-1][0]:.0f} jobs/s {results[label][c][-1][5]:.3f} cpu ms/job"
+                        for label, _ in checkouts), flush=True)
+            for label, node in nodes:
+                peaks[label] = rss_mb(node.proc.pid)
     finally:
         for _, node in nodes:
             node.stop()
             node.remove_containers()
+        for tree in trees:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
     print()
-    print(f"node(poll) at C={c}, {args.jobs} jobs per round, {args.rounds} alternating rounds; cores: "
-          f"{os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'checkout':<10} {'jobs/s':>11} {'p99ms':>11} {'direct/s':>11} {'node/direct':>11} {'cpu ms/job':>11}"
-          f" {'peakMB':>7} err | medians: {'jobs/s':>6} {'p99ms':>6} {'cpu ms/job':>10}")
-    span = lambda xs, f: f"{f.format(min(xs))}-{f.format(max(xs))}"  # noqa: E731
-    median = lambda xs, f: f.format(statistics.median(xs))  # noqa: E731
-    for label, runs in results.items():
-        print(f"{label:<10} {span([r[0] for r in runs], '{:.0f}'):>11} {span([r[2] for r in runs], '{:.1f}'):>11} "
-              f"{span([r[4] for r in runs], '{:.0f}'):>11} {span([r[0] / r[4] for r in runs], '{:.2f}'):>11} "
-              f"{span([r[6] for r in runs], '{:.3f}'):>11} {max(r[5] for r in runs):>7.1f} {sum(r[3] for r in runs):>3} |"
-              f"          {median([r[0] for r in runs], '{:.0f}'):>6} {median([r[2] for r in runs], '{:.1f}'):>6}"
-              f" {median([r[6] for r in runs], '{:.3f}'):>10}")
+    how = {"poll": "C=1 polls every 1 ms, other levels poll from 1 ms backing off to 10 ms",
+           "wait": "each client submits, then GET /api/jobs?id=&wait=10",
+           "stream": "each client POSTs /api/jobs/stream and reads it to its end"}[args.client]
+    print(f"{args.jobs} jobs per round and level (at least 10 per client), {args.rounds} alternating rounds; "
+          f"{how}; cores: {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f} (the load generator, the nodes and their containers share them)")
+    print("medians over the rounds; cpu ms/job also as min-max")
+    print(f"{'checkout':<10} {'C':>4} {'jobs/s':>7} {'p50ms':>7} {'p99ms':>7} {'cpu ms/job':>10} {'(min-max)':>13}"
+          f" {'direct/s':>8} {'err':>4} {'peakMB':>7}")
+    med = statistics.median
+    for label, levels in results.items():
+        for c, runs in levels.items():
+            if not runs:
+                continue
+            cpus = [r[5] for r in runs]
+            print(f"{label:<10} {c:>4} {med([r[0] for r in runs]):>7.0f} {med([r[1] for r in runs]):>7.2f} "
+                  f"{med([r[2] for r in runs]):>7.1f} {med(cpus):>10.3f} {f'{min(cpus):.3f}-{max(cpus):.3f}':>13} "
+                  f"{med([r[4] for r in runs]):>8.0f} {sum(r[3] for r in runs):>4} {peaks.get(label, 0):>7.1f}")
 
 
 def swarm_state() -> str:
@@ -368,6 +437,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds in --cpu and --compare (default 3)")
     parser.add_argument("--compare", default=None, metavar="LABEL=PATH,...",
                         help="checkouts of the node to run side by side (alternating rounds)")
+    parser.add_argument("--client", choices=["poll", "wait", "stream"], default="poll",
+                        help="how clients get results in --compare: poll (default), wait= long poll, or stream")
     parser.add_argument("--cpu-concurrency", type=int, default=16, help="clients in --cpu (default 16)")
     parser.add_argument("--synchronous", choices=["normal", "full"], default=None,
                         help="the node's storage.synchronous (default: the node's default, normal)")

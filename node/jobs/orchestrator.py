@@ -24,6 +24,7 @@ from node.jobs.store import JobStore, Rerun
 from node.jobs.stream import JobStream
 from node.logs import get_logger
 from node.server import safejson
+from node.server.http import dumps
 
 log = get_logger(__name__)
 
@@ -349,7 +350,7 @@ class Orchestrator:
         """POST one container's /service_output; any failure becomes ContainerFailure."""
         if not endpoint.url:
             raise ContainerFailure("container unreachable: no running task (see /api/containers)")
-        payload = json.dumps(body, separators=(",", ":"))
+        payload = dumps(body)
         async with endpoint.semaphore:  # the container's limit, however many tasks serve it
             url = None
             started = time.perf_counter()

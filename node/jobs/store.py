@@ -24,6 +24,7 @@ from typing import Any
 
 from node.jobs.models import Job
 from node.logs import get_logger
+from node.server.http import dumps
 from node.storage import Database, Migration
 from node.storage.batch import GroupCommitter
 
@@ -85,8 +86,12 @@ class Rerun:
     data: Any
 
 
+def _text(value: Any) -> str:
+    return dumps(value).decode()  # TEXT, not a BLOB: rows stay readable by `json.loads`
+
+
 def _json_list(value: list) -> str:
-    return json.dumps(value) if value else "[]"  # most jobs: no intermediate results, no reruns
+    return _text(value) if value else "[]"  # most jobs: no intermediate results, no reruns
 
 
 def _row(job: Job, data: str | None) -> tuple:
@@ -94,9 +99,9 @@ def _row(job: Job, data: str | None) -> tuple:
         job.id,
         job.client,
         job.source,
-        json.dumps(job.containers),
+        _text(job.containers),
         job.status,
-        None if job.result is None else json.dumps(job.result),
+        None if job.result is None else _text(job.result),
         _json_list(job.intermediate),
         job.workflow_id,
         job.created_at,
