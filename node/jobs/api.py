@@ -20,7 +20,7 @@ from aiohttp import web
 from node import __version__
 from node.containers.config import JobsConfig
 from node.containers.manager import ContainerManager
-from node.jobs.models import DelegatedSubscriptionRequest, Job, JobRequest, StatusUpdate
+from node.jobs.models import DelegatedSubscriptionRequest, Job, JobRequest, StatusUpdate, over_time_limit
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.jobs.store import JobStore
 from node.jobs.stream import ABORTED, STALLED
@@ -245,27 +245,32 @@ class JobsApi:
             )
         except JobRejected as exc:
             raise _api_error(exc) from None
-        # Every write may wait for the client to read, for at most jobs.stream_write_timeout:
-        # a client that stops reading is dropped (the container was never waiting on it).
+        # Every write may wait for the client to read, for at most jobs.stream_write_timeout,
+        # and the client has that long after the job's time limit to take the rest: a client
+        # that stops reading is dropped (the container was never waiting on it).
         timeout = self._limits.stream_write_timeout
-        reason = ABORTED
+        whole = asyncio.timeout(self._limits.max_job_seconds + timeout)
+        reason: str | None = ABORTED  # unless the client receives everything
         response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         try:
-            async with asyncio.timeout(timeout):
-                await response.prepare(request)
-                await response.write(f"{job.id}\n".encode())
-            async for chunk in chunks:
+            async with whole:
                 async with asyncio.timeout(timeout):
-                    await response.write(chunk)
-            async with asyncio.timeout(timeout):
-                await response.write_eof()
+                    await response.prepare(request)
+                    await response.write(f"{job.id}\n".encode())
+                async for chunk in chunks:
+                    async with asyncio.timeout(timeout):
+                        await response.write(chunk)
+                async with asyncio.timeout(timeout):
+                    await response.write_eof()
+            reason = None
         except TimeoutError:
-            reason = STALLED
-            log.info("jobs.stream_client_stalled", job_id=job.id, client=ip, timeout_s=timeout)
+            reason = over_time_limit(self._limits.max_job_seconds) if whole.expired() else STALLED
+            log.info("jobs.stream_client_dropped", job_id=job.id, client=ip, reason=reason)
             if request.transport is not None:
                 request.transport.abort()  # what it did not read is dropped with the connection
         finally:
-            await chunks.close(reason)  # a client that went away fails a job still running, freeing its reservation
+            # A client that did not receive the whole output fails the job (not charged).
+            await chunks.close(reason)
         return response
 
     async def get_jobs(self, request: web.Request) -> web.Response:

@@ -2,14 +2,16 @@
 
 The container is read by the stream's own task (the pump), not by the request handler: the
 orchestrator registers that task as the job's, so a kill or a shutdown cancels a stream as it
-cancels any job, and the job's time limit covers the whole output. The pump reads the output
-whatever the client does and gives the container's concurrency slot back as soon as the
-container has answered: a client that does not read holds the bytes it has not read (which
+cancels any job, and the job's time limit covers the container's whole output. The pump reads
+the output whatever the client does and gives the container's concurrency slot back as soon as
+the container has answered: a client that does not read holds the bytes it has not read (which
 the handler drops after its write timeout), never the container.
 
-However the pump stops (the end of the output, a container failure, the time limit, a
-cancellation, `close()`), the job ends exactly once: its result committed, its gate tickets
-settled (a budget reservation is not left held) and its in-flight slot freed.
+The job ends in `close()`, exactly once: with the pump's failure if the container failed (or a
+kill, a shutdown or the time limit stopped it), failed with the caller's reason if the client
+did not receive the whole output (it went away, stopped reading), and a success otherwise; its
+result committed, its gate tickets settled (a budget reservation is not left held, and a
+client that went away is not charged) and its in-flight slot freed.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class JobStream:
         self._time_limit = time_limit
         self._cancel_reason = cancel_reason
         self._close_reason: str | None = None
-        self._unrun_reason: str | None = None  # why the pump was cancelled before it ever ran
+        self._outcome: dict[str, Any] | None = None  # the pump's: the container's output or a failure
         self._ended = False
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: the output ended
         self._task: asyncio.Task | None = None
@@ -65,26 +67,34 @@ class JobStream:
         return self._task
 
     def _pumped(self, _task: asyncio.Task) -> None:
-        # A task cancelled before its first step never runs its body: no result, no end of
-        # output. Say why now (the orchestrator forgets the reason once the task is done);
-        # close() ends the job with it.
-        if not self._ended:
-            self._unrun_reason = self._cancel_reason() or self._close_reason or "job cancelled"
+        # A task cancelled before its first step never runs its body: no outcome, no end of
+        # output. Say why now (the orchestrator forgets the reason once the task is done).
+        if self._outcome is None:
+            self._outcome = self._cancelled()
         self._queue.put_nowait(None)
+
+    def _cancelled(self) -> dict[str, Any]:
+        return {"container": self._endpoint.id,
+                "error": self._cancel_reason() or self._close_reason or "job cancelled"}
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while (chunk := await self._queue.get()) is not None:
             yield chunk
 
-    async def close(self, reason: str = ABORTED) -> None:
-        """Stop relaying: a pump still reading the container is cancelled and the job ends
-        failed with `reason`; a job that already ended keeps its result."""
+    async def close(self, reason: str | None = ABORTED) -> None:
+        """End the job. `reason` None: the client received the whole output; otherwise why it
+        did not (a pump still reading the container is cancelled) and the job fails with it,
+        unless the container had failed already."""
+        outcome = None
         if self._task is not None:
             if not self._task.done():
-                self._close_reason = reason
+                self._close_reason = reason or ABORTED
                 self._task.cancel()
             await asyncio.wait([self._task])
-        await self._end({"container": self._endpoint.id, "error": self._unrun_reason or reason})
+            outcome = self._outcome
+        if outcome is None or (reason is not None and "error" not in outcome):
+            outcome = {"container": self._endpoint.id, "error": reason or ABORTED}
+        await self._end(outcome)
 
     async def _end(self, result: dict[str, Any]) -> None:
         if self._ended:
@@ -116,11 +126,10 @@ class JobStream:
                 log.exception("job.stream_crashed", job_id=self.job.id)
                 result = {"container": container, "error": f"internal error: {exc}"}
         except asyncio.CancelledError:  # a kill or shutdown (with its reason), or close()
-            result = {"container": container,
-                      "error": self._cancel_reason() or self._close_reason or "job cancelled"}
+            result = self._cancelled()
         finally:
             self._queue.put_nowait(None)
-        await self._end(result)
+        self._outcome = result
 
     async def _read(self) -> str:
         """POST the container and queue its output as it arrives; the container's slot is held
