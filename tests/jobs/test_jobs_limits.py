@@ -320,3 +320,22 @@ async def test_container_urls_are_shown_only_to_the_operator_and_credentials_to_
             text = await resp.text()
             assert "s3cret" not in text
             assert json.loads(text)[0]["url"] == stub.url.replace("http://", "http://***@")
+
+
+# -- the jobs: section ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("section", "fragment"), [
+    ({"max_job_seconds": 0}, "jobs.max_job_seconds: Input should be greater than 0"),
+    ({"stream_write_timeout": -1}, "jobs.stream_write_timeout: Input should be greater than 0"),
+    ({"max_inflight_per_client": -1}, "jobs.max_inflight_per_client: Input should be greater than or equal to 0"),
+    ({"max_links_per_request": 0}, "jobs.max_links_per_request: Input should be greater than or equal to 1"),
+    ({"max_streams": 3}, "jobs.max_streams: Extra inputs are not permitted"),
+])
+def test_bad_jobs_limits_are_refused_at_start_naming_the_key(section, fragment):
+    from node.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=fragment):
+        parse_config({"jobs": section})
+    assert parse_config({}).jobs == JobsConfig(max_inflight_per_client=256, max_links_per_request=4096,
+                                               max_job_seconds=600, max_streams_per_client=8,
+                                               stream_write_timeout=30)
