@@ -269,8 +269,10 @@ class JobsApi:
             if request.transport is not None:
                 request.transport.abort()  # what it did not read is dropped with the connection
         finally:
-            # A client that did not receive the whole output fails the job (not charged).
-            await chunks.close(reason)
+            # A client that did not receive the whole output fails the job (not charged). Shielded:
+            # the handler is cancelled when its client disconnects (if the server cancels handlers),
+            # and the job must end all the same.
+            await asyncio.shield(chunks.close(reason))
         return response
 
     async def get_jobs(self, request: web.Request) -> web.Response:

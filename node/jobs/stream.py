@@ -90,7 +90,7 @@ class JobStream:
             if not self._task.done():
                 self._close_reason = reason or ABORTED
                 self._task.cancel()
-            await asyncio.wait([self._task])
+                await asyncio.wait([self._task])
             outcome = self._outcome
         if outcome is None or (reason is not None and "error" not in outcome):
             outcome = {"container": self._endpoint.id, "error": reason or ABORTED}

@@ -230,6 +230,9 @@ async def test_a_stream_client_that_stops_reading_is_disconnected_after_the_writ
             assert closed and received < 32 * MB, "the node kept writing to a client that did not read"
         finally:
             sock.close()
+        [job_id] = await (await node.client.get("/api/jobs")).json()
+        job = await node.job(job_id, wait=5)  # the client did not get the whole output: not a success
+        assert job["status"] == "failed" and job["result"]["error"] == "stream aborted: the client stopped reading"
 
 
 async def test_open_streams_per_client_address_are_capped_with_a_429_naming_the_limit(tmp_path, stub):
