@@ -1,8 +1,10 @@
 """The orchestrator: runs a job's containers in order, output of one the input of the next.
 
 Every way work enters the node (HTTP, chain subscriptions, CRE actions, registry triggers)
-ends here, so admission gates (the governance gateway's budgets, policies and kill switch)
-and per-container concurrency limits apply to all of them.
+ends here, so admission gates (the governance gateway's budgets, policies and kill switch),
+per-container concurrency limits and the job time limit (`jobs.max_job_seconds`) apply to all
+of them. Jobs from HTTP clients also count against `server.max_inflight_jobs` and their
+client address's share, `jobs.max_inflight_per_client`, so no one client can take them all.
 """
 
 from __future__ import annotations
