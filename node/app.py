@@ -223,6 +223,9 @@ class Node:
             chain_info=lambda: self.chain.info() if self.chain else {"enabled": False, "address": None},
             onchain_pending=lambda: self.chain.pending() if self.chain else 0,
             ready=lambda: self.started,
+            limits=self.config.jobs,
+            operator=observe_api.OperatorAccess(token.get_secret_value() if (token := self.config.server.admin_token)
+                                                else None),
         )
         if self.chain is not None:
             jobs_api.delegated_handler = self.chain.delegated
@@ -275,8 +278,11 @@ class Node:
         stack.push_async_callback(self.session.close)
         stack.push_async_callback(self.supervisor.close)
         server = self.config.server
+        jobs = self.config.jobs
         self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store,
-                                         max_inflight=server.max_inflight_jobs, max_json_depth=server.max_json_depth)
+                                         max_inflight=server.max_inflight_jobs, max_json_depth=server.max_json_depth,
+                                         max_inflight_per_client=jobs.max_inflight_per_client,
+                                         max_job_seconds=jobs.max_job_seconds)
         if self.observe is not None:
             self.orchestrator.observers.append(self.observe.metrics)
         if self.config.cre.enabled:

@@ -27,7 +27,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from node.chain.config import ChainConfig
-from node.containers.config import ContainerConfig, DockerConfig
+from node.containers.config import ContainerConfig, DockerConfig, JobsConfig
 from node.cre.config import CreConfig
 from node.fields import ConfigModel
 from node.gateway.config import GatewayConfig
@@ -51,6 +51,7 @@ class NodeConfig(ConfigModel):
     manage_containers: bool = True
     startup_wait: float = Field(60.0, ge=0, description="Seconds to wait for containers to answer")
     containers: list[ContainerConfig] = []
+    jobs: JobsConfig = JobsConfig()
     log: LogConfig = LogConfig()
     chain: ChainConfig = ChainConfig()
     # Validated even when absent, so their environment fallbacks are read from this parse's env.

@@ -108,3 +108,22 @@ class ContainerConfig(ConfigModel):
             if len(item.split(":")) not in (2, 3):
                 raise ValueError(f"{item!r} is not 'host:container[:mode]'")
         return value
+
+
+class JobsConfig(ConfigModel):
+    """The `jobs:` section: how much of the containers one client may hold, and for how long.
+
+    The node serves anonymous clients (as the Infernet node does), so these are per client
+    address: without them one client's batches could take every in-flight slot
+    (`server.max_inflight_jobs`) and one slow reader could hold a container's concurrency."""
+
+    max_inflight_per_client: int = Field(256, ge=0, description="Jobs one client address may have running at "
+                                         "once (submit, batch items, streams); over it 429 (0: no cap)")
+    max_links_per_request: int = Field(4096, ge=1, description="Container calls one request may ask for: the "
+                                       "sum over a batch's jobs of their containers")
+    max_job_seconds: float = Field(600.0, gt=0, description="Total time one job may run, all its containers "
+                                   "(and a stream's whole output) included; past it the job fails")
+    max_streams_per_client: int = Field(8, ge=0, description="Open POST /api/jobs/stream responses per client "
+                                        "address; over it 429 (0: no cap)")
+    stream_write_timeout: float = Field(30.0, gt=0, description="Seconds a stream client may leave the node's "
+                                        "writes unread before it is disconnected")

@@ -8,25 +8,39 @@ produces a 500.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from node import __version__
+from node.containers.config import JobsConfig
 from node.containers.manager import ContainerManager
-from node.jobs.models import DelegatedSubscriptionRequest, Job, JobRequest, StatusUpdate
+from node.jobs.models import DelegatedSubscriptionRequest, Job, JobRequest, StatusUpdate, over_time_limit
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.jobs.store import JobStore
+from node.jobs.stream import ABORTED, STALLED
+from node.logs import get_logger
 from node.server.openapi import accepts, body
 from node.server.http import ApiError, ApiFamily, client_ip, json_response, parse_model, read_json
+
+log = get_logger(__name__)
 
 WORKFLOW_HEADER = "X-Workflow-Id"
 
 # A hook the chain subsystem installs to accept delegated subscriptions; returns the body to send.
 DelegatedHandler = Callable[[DelegatedSubscriptionRequest, str | None], Awaitable[dict[str, Any]]]
+
+
+class OperatorCheck(Protocol):
+    """Decides whether a request comes from the node's operator (node/observe/api.py's
+    OperatorAccess): returns, or raises ApiError for anyone else."""
+
+    def check(self, request: web.Request) -> None: ...
 
 
 # The Infernet node's API (its error shape is the default for paths no family owns).
@@ -75,6 +89,8 @@ class JobsApi:
         chain_info: Callable[[], dict[str, Any]],
         onchain_pending: Callable[[], int] = lambda: 0,
         ready: Callable[[], bool] = lambda: True,
+        limits: JobsConfig = JobsConfig(),
+        operator: OperatorCheck | None = None,
     ) -> None:
         self._orchestrator = orchestrator
         self._store = store
@@ -85,6 +101,9 @@ class JobsApi:
         self._onchain_pending = onchain_pending
         self._ready = ready
         self.delegated_handler: DelegatedHandler | None = None
+        self._limits = limits
+        self._operator = operator
+        self._streams: dict[str, int] = {}  # open stream responses per client address
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -125,7 +144,19 @@ class JobsApi:
         )
 
     async def container_states(self, request: web.Request) -> web.Response:
-        return json_response([s.public() for s in self._containers.states.values()])
+        """Each container's state. Credentials in URLs are never shown; the URLs themselves (the
+        node's internal addresses) only to the operator."""
+        operator = self._is_operator(request)
+        return json_response([_redacted(s.public(), operator) for s in self._containers.states.values()])
+
+    def _is_operator(self, request: web.Request) -> bool:
+        if self._operator is None:
+            return False
+        try:
+            self._operator.check(request)
+        except ApiError:
+            return False
+        return True
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -167,6 +198,11 @@ class JobsApi:
             raise ApiError(400, "Expected a list")
         if len(body) > self._max_batch:
             raise ApiError(400, f"Batch too large: {len(body)} requests, at most {self._max_batch}")
+        links = sum(len(c) for item in body if isinstance(item, dict) and isinstance(c := item.get("containers"), list))
+        if links > self._limits.max_links_per_request:
+            raise ApiError(400, f"Batch too large: {links} container calls, at most "
+                           f"{self._limits.max_links_per_request} (jobs.max_links_per_request)",
+                           {"max_links_per_request": self._limits.max_links_per_request})
         answers: list[dict[str, Any]] = []
         for item in body:
             try:
@@ -185,6 +221,21 @@ class JobsApi:
         if len(job_request.containers) != 1:
             raise ApiError(400, "Streaming runs exactly one container", {"containers": job_request.containers})
         ip = client_ip(request)
+        holder = ip or "unknown"
+        cap = self._limits.max_streams_per_client
+        if cap and self._streams.get(holder, 0) >= cap:
+            raise ApiError(429, "Too many open streams from this client; try again when one has finished",
+                           {"max_streams_per_client": cap}, {"Retry-After": "1"})
+        self._streams[holder] = self._streams.get(holder, 0) + 1
+        try:
+            return await self._relay(request, job_request, ip)
+        finally:
+            if (left := self._streams[holder] - 1) > 0:
+                self._streams[holder] = left
+            else:
+                del self._streams[holder]
+
+    async def _relay(self, request: web.Request, job_request: JobRequest, ip: str | None) -> web.StreamResponse:
         try:
             job, chunks = await self._orchestrator.stream(
                 job_request.containers[0],
@@ -195,15 +246,34 @@ class JobsApi:
             )
         except JobRejected as exc:
             raise _api_error(exc) from None
+        # Every write may wait for the client to read, for at most jobs.stream_write_timeout,
+        # and the client has that long after the job's time limit to take the rest: a client
+        # that stops reading is dropped (the container was never waiting on it).
+        timeout = self._limits.stream_write_timeout
+        whole = asyncio.timeout(self._limits.max_job_seconds + timeout)
+        reason: str | None = ABORTED  # unless the client receives everything
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         try:
-            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-            await response.prepare(request)
-            await response.write(f"{job.id}\n".encode())
-            async for chunk in chunks:
-                await response.write(chunk)
-            await response.write_eof()
+            async with whole:
+                async with asyncio.timeout(timeout):
+                    await response.prepare(request)
+                    await response.write(f"{job.id}\n".encode())
+                async for chunk in chunks:
+                    async with asyncio.timeout(timeout):
+                        await response.write(chunk)
+                async with asyncio.timeout(timeout):
+                    await response.write_eof()
+            reason = None
+        except TimeoutError:
+            reason = over_time_limit(self._limits.max_job_seconds) if whole.expired() else STALLED
+            log.info("jobs.stream_client_dropped", job_id=job.id, client=ip, reason=reason)
+            if request.transport is not None:
+                request.transport.abort()  # what it did not read is dropped with the connection
         finally:
-            await chunks.close()  # a client that went away fails the job and frees its reservation
+            # A client that did not receive the whole output fails the job (not charged). Shielded:
+            # the handler is cancelled when its client disconnects (if the server cancels handlers),
+            # and the job must end all the same.
+            await asyncio.shield(chunks.close(reason))
         return response
 
     async def get_jobs(self, request: web.Request) -> web.Response:
@@ -266,6 +336,25 @@ class JobsApi:
             if host:
                 allowed.add("127.0.0.1" if host == "localhost" else host)
         return allowed
+
+
+_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+_URL_KEYS = ("url", "urls")
+
+
+def _redacted(state: dict[str, Any], operator: bool) -> dict[str, Any]:
+    """A container's public state as a caller may see it: no `user:password@` in any string,
+    and for anyone but the operator no URL at all (url, published_url, task_urls, ...)."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if not operator and key.endswith(_URL_KEYS):
+            continue
+        if isinstance(value, str):
+            value = _USERINFO.sub("***@", value)
+        elif isinstance(value, list):
+            value = [_USERINFO.sub("***@", v) if isinstance(v, str) else v for v in value]
+        out[key] = value
+    return out
 
 
 def _api_error(exc: JobRejected) -> ApiError:

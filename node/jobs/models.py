@@ -23,6 +23,11 @@ class JobLocation(IntEnum):
 JobStatus = Literal["running", "success", "failed"]
 
 
+def over_time_limit(seconds: float) -> str:
+    """The error of a job stopped by its total time limit (jobs.max_job_seconds)."""
+    return f"job exceeded its time limit of {seconds:g}s (jobs.max_job_seconds)"
+
+
 class JobRequest(BaseModel):
     """`POST /api/jobs` body (Infernet `JobRequest`). Unknown keys are ignored, as the Infernet
     node ignores them, so existing clients keep working."""

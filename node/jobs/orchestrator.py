@@ -1,8 +1,10 @@
 """The orchestrator: runs a job's containers in order, output of one the input of the next.
 
 Every way work enters the node (HTTP, chain subscriptions, CRE actions, registry triggers)
-ends here, so admission gates (the governance gateway's budgets, policies and kill switch)
-and per-container concurrency limits apply to all of them.
+ends here, so admission gates (the governance gateway's budgets, policies and kill switch),
+per-container concurrency limits and the job time limit (`jobs.max_job_seconds`) apply to all
+of them. Jobs from HTTP clients also count against `server.max_inflight_jobs` and their
+client address's share, `jobs.max_inflight_per_client`, so no one client can take them all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from node.jobs.endpoint import ContainerEndpoint, ContainerFailure, unanswered
-from node.jobs.models import Job, JobLocation
+from node.jobs.models import Job, JobLocation, over_time_limit
 from node.jobs.store import JobStore, Rerun
 from node.jobs.stream import JobStream
 from node.logs import get_logger
@@ -99,6 +101,8 @@ class Orchestrator:
         gates: Sequence[JobGate] = (),
         *,
         max_inflight: int = 0,
+        max_inflight_per_client: int = 0,
+        max_job_seconds: float | None = None,
         max_json_depth: int = safejson.DEFAULT_MAX_DEPTH,
     ) -> None:
         self.endpoints = endpoints
@@ -115,6 +119,10 @@ class Orchestrator:
         # Containers a config reload is removing: new jobs naming them are refused while the
         # running ones that reach them finish.
         self.retiring: set[str] = set()
+        # One client's share of those (jobs.max_inflight_per_client), by client address.
+        self._max_per_client = max_inflight_per_client  # 0: no cap
+        self._per_client: dict[str, int] = {}
+        self._max_job_seconds = max_job_seconds  # None: no limit
 
     def add_gate(self, gate: JobGate) -> None:
         self._gates.append(gate)
@@ -168,15 +176,27 @@ class Orchestrator:
                                then=None if on_commit is None else lambda: on_commit(job))
         return job
 
-    def _take_slot(self) -> None:
-        """Count a front-door job against server.max_inflight_jobs, or refuse it (429)."""
+    def _take_slot(self, client: str) -> None:
+        """Count a front-door job against server.max_inflight_jobs and the client's share
+        (jobs.max_inflight_per_client), or refuse it (429)."""
         if self._max_inflight and self._inflight >= self._max_inflight:
             raise JobRejected("Too many jobs in flight; try again shortly",
                               {"max_inflight_jobs": self._max_inflight}, 429, retry_after=1.0)
-        self._inflight += 1
+        if self._max_per_client and self._per_client.get(client, 0) >= self._max_per_client:
+            raise JobRejected("Too many jobs in flight from this client; try again when some have finished",
+                              {"max_inflight_per_client": self._max_per_client}, 429, retry_after=1.0)
+        self._count(client, 1)
 
-    def _release_slot(self) -> None:
-        self._inflight -= 1
+    def _count(self, client: str, delta: int) -> None:
+        self._inflight += delta
+        held = self._per_client.get(client, 0) + delta
+        if held > 0:
+            self._per_client[client] = held
+        else:
+            self._per_client.pop(client, None)
+
+    def _release_slot(self, client: str) -> None:
+        self._count(client, -1)
 
     @property
     def inflight(self) -> int:
@@ -198,7 +218,8 @@ class Orchestrator:
         """Check, admit, record (committed) and start a job in the background; returns it
         running."""
         self.check(containers, client_ip, requires_proof)
-        self._take_slot()
+        holder = client_ip or client
+        self._take_slot(holder)
         started = released = False
 
         def start(job: Job) -> None:
@@ -208,8 +229,8 @@ class Orchestrator:
             nonlocal started
             started = True
             if released:  # cancelled before the commit, the request gave its slot back
-                self._inflight += 1
-            self._start_task(job, data, requires_proof, tickets)
+                self._count(holder, 1)
+            self._start_task(job, data, requires_proof, tickets, holder)
 
         try:
             workflow_id, tickets = await self._admit(containers, client, source, workflow_id)
@@ -217,27 +238,27 @@ class Orchestrator:
         except BaseException:
             if not started:  # once started, the job's task frees the slot when it ends
                 released = True
-                self._release_slot()
+                self._release_slot(holder)
             raise
         return job
 
-    def _start_task(self, job: Job, data: Any, requires_proof: bool, tickets: Sequence[Ticket]) -> None:
+    def _start_task(self, job: Job, data: Any, requires_proof: bool, tickets: Sequence[Ticket], holder: str) -> None:
         task = asyncio.create_task(
             self._execute(job, data, requires_proof, JobLocation.OFFCHAIN, JobLocation.OFFCHAIN, tickets))
         self._tasks[job.id] = task
 
         def done(_task: asyncio.Task, job_id: str = job.id) -> None:
             self._forget(job_id)
-            self._release_slot()
+            self._release_slot(holder)
 
         task.add_done_callback(done)
 
     def resume(self, reruns: Sequence[Rerun]) -> None:
         """Run again the interrupted jobs of idempotent containers (at-least-once)."""
         for rerun in reruns:
-            self._inflight += 1
+            self._count(rerun.job.client, 1)
             log.info("job.rerun", job_id=rerun.job.id, run=len(rerun.job.runs))
-            self._start_task(rerun.job, rerun.data, False, ())
+            self._start_task(rerun.job, rerun.data, False, (), rerun.job.client)
 
     async def run(
         self,
@@ -288,21 +309,29 @@ class Orchestrator:
         results: list[dict[str, Any]] = []
         last = len(job.containers) - 1
         current = job.containers[0]
+        limit = asyncio.timeout(self._max_job_seconds)  # the whole chain's time (jobs.max_job_seconds)
         try:
-            for index, cid in enumerate(job.containers):
-                current = cid
-                body = {
-                    "source": int(source) if index == 0 else int(JobLocation.OFFCHAIN),
-                    "destination": int(destination) if index == last else int(JobLocation.OFFCHAIN),
-                    "data": data,
-                    "requires_proof": requires_proof,
-                }
-                try:
-                    data = await self.call(self.endpoints[cid], body)
-                except ContainerFailure as exc:
-                    results.append({"container": cid, "error": str(exc)})
-                    break
-                results.append({"container": cid, "output": data})
+            async with limit:
+                for index, cid in enumerate(job.containers):
+                    current = cid
+                    body = {
+                        "source": int(source) if index == 0 else int(JobLocation.OFFCHAIN),
+                        "destination": int(destination) if index == last else int(JobLocation.OFFCHAIN),
+                        "data": data,
+                        "requires_proof": requires_proof,
+                    }
+                    try:
+                        data = await self.call(self.endpoints[cid], body)
+                    except ContainerFailure as exc:
+                        results.append({"container": cid, "error": str(exc)})
+                        break
+                    results.append({"container": cid, "output": data})
+        except TimeoutError as exc:
+            if not limit.expired() or self._max_job_seconds is None:
+                log.exception("job.crashed", job_id=job.id)
+                results.append({"container": current, "error": f"internal error: {exc}"})
+            else:
+                results.append({"container": current, "error": over_time_limit(self._max_job_seconds)})
         except asyncio.CancelledError:
             reason = self._cancel_reasons.get(job.id)
             results.append({"container": current, "error": reason or "job cancelled"})
@@ -397,16 +426,23 @@ class Orchestrator:
         raw output as it arrives, and always `close()` it: a stream that did not run to its end
         (the client went away) fails its job and settles its gate tickets."""
         self.check([container], client_ip)
-        self._take_slot()
+        holder = client_ip or client
+        self._take_slot(holder)
         started = time.perf_counter()
         try:
             workflow_id, tickets = await self._admit([container], client, "stream", workflow_id)
             job = await self._new_job([container], client, "stream", workflow_id)
         except BaseException:
-            self._release_slot()
+            self._release_slot(holder)
             raise
-        return job, JobStream(job, self.endpoints[container], data, self._session,
-                              lambda: self._finish(job, tickets, started), self._release_slot)
+        stream = JobStream(job, self.endpoints[container], data, self._session,
+                           lambda: self._finish(job, tickets, started), lambda: self._release_slot(holder),
+                           time_limit=self._max_job_seconds, cancel_reason=lambda: self._cancel_reasons.get(job.id))
+        # The stream's task is the job's: cancel() (a kill, a shutdown) reaches it like any job's.
+        task = stream.start()
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _task: self._forget(job.id))
+        return job, stream
 
     # -- control ---------------------------------------------------------------------------
 

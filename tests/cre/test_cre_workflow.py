@@ -60,6 +60,7 @@ class Backend:
 
     def __init__(self) -> None:
         self.posts: list[tuple[str, dict]] = []
+        self.seen: list[str] = []  # every path asked for, as the backend received it
         self.node_url = ""
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
@@ -67,6 +68,7 @@ class Backend:
 
     async def _handle(self, request: web.Request) -> web.Response:
         path = request.path
+        self.seen.append(request.raw_path)
         if request.method == "GET" and path.endswith("/resolution"):
             return web.json_response({"payouts": ["1", "0"]})
         if request.method == "GET" and path == "/api/cre/agent-markets":
@@ -283,6 +285,19 @@ def test_stake_settlement_and_backend_markets(env):
     assert ("/api/cre/markets/m-77/resolved", ) == tuple(p for p, _ in env["backend"].posts if p.endswith("/resolved"))
     fetched = act(env, {"action": "createMarketsFromBackend"})
     assert fetched["created"] == 1 and fetched["markets"][0]["id"] == "m-1"
+
+
+def test_a_settlement_market_id_cannot_steer_the_backend_request_to_another_path(env):
+    """The attack: runSettlement's marketId went into the backend URL as sent, so `../../x`
+    sent a GET and then a POST, with the node's backend API key, to any path of the backend."""
+    backend, before = env["backend"], len(env["backend"].seen)
+    http = env["node"].http()
+    answers = [http.post("/api/cre/workflow", {"action": "runSettlement", "marketId": market,
+                                               "questionId": "0x" + "11" * 32}, headers=AUTH)
+               for market in ("../../admin/payouts", "m-1/../../../x", "%2e%2e%2fadmin", "m 1", "m-1?x=1")]
+    assert backend.seen[before:] == [], "a marketId reached a backend path outside /api/cre/markets/{id}/"
+    for resp in answers:
+        assert resp.status == 400 and "marketId: String should match pattern" in resp.json["error"]
 
 
 def test_agent_key_and_confidential_trade(env):

@@ -237,9 +237,15 @@ class ApproveConditionalTokenAction(_SignedBy):
     userInvoke: bool = False
 
 
+# The backend's market id (seed 001 §1.14: a string) becomes one segment of the backend URL
+# (GET /api/cre/markets/{marketId}/resolution, POST .../resolved, with the backend API key):
+# letters, digits and `_ . : -` only, so it can never be `..`, a `/`, an escape or a query.
+BACKEND_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+
+
 class RunSettlementAction(_Action):
     action: Literal["runSettlement"]
-    marketId: str = Field(min_length=1)
+    marketId: str = Field(pattern=BACKEND_ID)
     questionId: Hex32
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 from eth_abi import encode as abi_encode
 from eth_account import Account
@@ -119,12 +120,13 @@ class MarketActions(RuntimePlumbing):
                 "txHash": await self._resolve(a.questionId, [int(p) for p in a.payouts])}
 
     async def _do_runSettlement(self, a: RunSettlementAction) -> dict[str, Any]:  # noqa: N802
-        resolution = await self._backend("GET", f"/api/cre/markets/{a.marketId}/resolution")
+        market = quote(a.marketId, safe="")  # one path segment (the model allows nothing to escape)
+        resolution = await self._backend("GET", f"/api/cre/markets/{market}/resolution")
         payouts = (resolution or {}).get("payouts")
         if not isinstance(payouts, list) or len(payouts) < 2:
             raise ActionError("backend resolution has no payouts list")
         tx_hash = await self._resolve(a.questionId, [int(p) for p in payouts])
-        await self._backend("POST", f"/api/cre/markets/{a.marketId}/resolved",
+        await self._backend("POST", f"/api/cre/markets/{market}/resolved",
                             {"marketId": a.marketId, "questionId": a.questionId, "payouts": [str(p) for p in payouts],
                              "txHash": tx_hash})
         return {"status": "ok", "result": "runSettlement", "txHash": tx_hash, "questionId": a.questionId}
