@@ -26,6 +26,7 @@ from node.jobs.store import JobStore
 from node.jobs.stream import ABORTED, STALLED
 from node.logs import get_logger
 from node.server.openapi import accepts, body
+from node.server.clients import limit_key
 from node.server.http import ApiError, ApiFamily, client_ip, json_response, parse_model, read_json
 
 log = get_logger(__name__)
@@ -221,7 +222,7 @@ class JobsApi:
         if len(job_request.containers) != 1:
             raise ApiError(400, "Streaming runs exactly one container", {"containers": job_request.containers})
         ip = client_ip(request)
-        holder = ip or "unknown"
+        holder = limit_key(ip)  # an IPv4 address, or an IPv6 client's /64
         cap = self._limits.max_streams_per_client
         if cap and self._streams.get(holder, 0) >= cap:
             raise ApiError(429, "Too many open streams from this client; try again when one has finished",

@@ -26,6 +26,7 @@ from node.jobs.store import JobStore, Rerun
 from node.jobs.stream import JobStream
 from node.logs import get_logger
 from node.server import safejson
+from node.server.clients import limit_key
 from node.server.http import dumps
 
 log = get_logger(__name__)
@@ -182,18 +183,20 @@ class Orchestrator:
         if self._max_inflight and self._inflight >= self._max_inflight:
             raise JobRejected("Too many jobs in flight; try again shortly",
                               {"max_inflight_jobs": self._max_inflight}, 429, retry_after=1.0)
-        if self._max_per_client and self._per_client.get(client, 0) >= self._max_per_client:
+        key = limit_key(client)  # an IPv4 address, or an IPv6 client's /64
+        if self._max_per_client and self._per_client.get(key, 0) >= self._max_per_client:
             raise JobRejected("Too many jobs in flight from this client; try again when some have finished",
                               {"max_inflight_per_client": self._max_per_client}, 429, retry_after=1.0)
         self._count(client, 1)
 
     def _count(self, client: str, delta: int) -> None:
+        key = limit_key(client)  # an IPv4 address, or an IPv6 client's /64
         self._inflight += delta
-        held = self._per_client.get(client, 0) + delta
+        held = self._per_client.get(key, 0) + delta
         if held > 0:
-            self._per_client[client] = held
+            self._per_client[key] = held
         else:
-            self._per_client.pop(client, None)
+            self._per_client.pop(key, None)
 
     def _release_slot(self, client: str) -> None:
         self._count(client, -1)

@@ -272,6 +272,15 @@ async def test_one_client_cannot_hold_more_in_flight_jobs_than_its_share(tmp_pat
         assert stub.calls == 3
 
 
+async def test_an_ipv6_client_cannot_widen_its_share_by_rotating_addresses_inside_its_64(tmp_path, stub):
+    async with Node(tmp_path, {"slow": {"url": stub.url}}, JobsConfig(max_inflight_per_client=2)) as node:
+        for peer in ("2001:db8:1:2::1", "2001:db8:1:2::2"):
+            assert (await node.submit(["slow"], {"sleep": 1}, peer=peer))[0] == 200
+        status, answer = await node.submit(["slow"], {"sleep": 1}, peer="2001:db8:1:2:ffff::3")
+        assert status == 429 and answer["params"] == {"max_inflight_per_client": 2}
+        assert (await node.submit(["slow"], {"sleep": 0}, peer="2001:db8:1:3::1"))[0] == 200  # another /64
+
+
 async def test_a_batch_asking_for_more_container_calls_than_allowed_is_refused_whole(tmp_path, stub):
     async with Node(tmp_path, {"echo": {"url": stub.url}}, JobsConfig(max_links_per_request=100)) as node:
         resp = await node.client.post("/api/jobs/batch", json=[{"containers": ["echo"] * 64, "data": {}}] * 5)
