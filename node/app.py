@@ -59,7 +59,8 @@ from node.server.health import HealthApi
 from node.server.egress import EgressPolicy
 from node.server.http import ErrorShapes, RateLimiter, json_response, make_middlewares, prefix_rate_limit
 from node.server.openapi import build_spec
-from node.server.timeouts import TimedAppRunner
+from node.server.clients import ClientAddresses, limit_key, parse_ip
+from node.server.timeouts import ConnectionCounter, TimedAppRunner
 from node.storage import Database
 from node.storage.prune import expiry_rules, prune_expired
 
@@ -93,6 +94,7 @@ class Node:
         self.supervisor = Supervisor(on_fatal=self._fatal)
         self._stack = AsyncExitStack()
         self._box: SecretBox | None = None
+        self.clients = ClientAddresses(config.server.trusted_proxies)  # who a request's client is
         self._limiters: dict[str, RateLimiter] = {}
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task] = set()
@@ -148,7 +150,14 @@ class Node:
             runtime = WorkflowRuntime(self.config.cre.runtime, self.db, self.secret_box(), self.session,
                                       reveal(settings.backend_api_key))
             await runtime.start()
-        self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher, runtime)
+        wasm = None
+        if any(w.enabled for w in settings.workflows):  # CRE workflows built with @chainlink/cre-sdk
+            from node.cre.wasm.service import WasmWorkflows
+
+            wasm = WasmWorkflows(settings, self.db, self.supervisor)
+            await wasm.start()
+            self._stack.push_async_callback(wasm.stop)
+        self.cre = cre_api.CreApi(settings, store, self.cre_runner, dispatcher, runtime, wasm)
         self.supervisor.periodic("cre-nonce-prune", min(settings.skew_seconds, 60),
                                  lambda: store.prune_nonces(settings.skew_seconds))
         log.info("cre.ready", hmac_enforced=settings.enforce_hmac, bearer_configured=bool(reveal(settings.api_key)),
@@ -168,14 +177,16 @@ class Node:
             store, GatewayAuth(store, hmac_required, max_age, config.rotation_grace), hub, self.orchestrator,
             self.session, config.reservation_ttl, prices,
             webhooks=WebhookSender(EgressPolicy(config.webhook_allowed_networks)),
-            oauth=OAuthVerifier(config.oauth, self.session), hasher=PasswordHasher())
+            oauth=OAuthVerifier(config.oauth, self.session), hasher=PasswordHasher(),
+            open_registration=config.open_registration, verify_returns_secret=config.verify_returns_secret)
         costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
         self.orchestrator.add_gate(GovernanceGate(store, dict(config.default_workflows), costs,
                                                   config.reservation_ttl))
         self.supervisor.periodic("gateway-reservation-expiry", 5, store.expire_all)
         log.info("gateway.ready", hmac_required=hmac_required, hmac_max_age=max_age,
                  oauth_signup=self.gateway.oauth.enabled, webhook_allowed_networks=len(config.webhook_allowed_networks),
-                 default_workflows=len(config.default_workflows))
+                 default_workflows=len(config.default_workflows), open_registration=config.open_registration,
+                 verify_returns_secret=config.verify_returns_secret)
 
     def build_app(self) -> web.Application:
         assert self.orchestrator is not None
@@ -187,7 +198,7 @@ class Node:
         auth_limiter = RateLimiter(self.config.server.auth_rate_limit)
         self._limiters = {"rate_limit": limiter, "auth_rate_limit": auth_limiter}  # retuned by reload
         app = web.Application(
-            middlewares=[*make_middlewares(shapes, limiter, self.config.server.max_json_depth),
+            middlewares=[*make_middlewares(shapes, limiter, self.config.server.max_json_depth, self.clients),
                          prefix_rate_limit(auth_limiter, (f"{gateway_api.PREFIX}/auth/", "/api/auth/")),
                          *([self.gateway.binding.middleware] if self.gateway is not None else [])],
             client_max_size=self.config.server.max_body_bytes,
@@ -300,6 +311,7 @@ class Node:
             stack.push_async_callback(handle.stop, watcher.stop, 10.0)
         if self.observe is not None:
             self.supervisor.spawn("observe-watchdog", self.observe.watchdog.run)
+            self.supervisor.spawn("observe-charts", self.observe.api.charts.run)
         stack.push_async_callback(self._stop_intake)
         self.started = True
         log.info(
@@ -313,9 +325,13 @@ class Node:
 
     async def _start_server(self) -> None:
         server = self.config.server
+        connections = ConnectionCounter(
+            server.max_connections_per_ip,
+            lambda peer: None if self.clients.is_proxy(parse_ip(peer)) else limit_key(peer))
         self.runner = TimedAppRunner(self.build_app(), header_timeout=server.header_timeout,
-                                     keepalive_timeout=server.keepalive_timeout, access_log=None,
-                                     handle_signals=False, shutdown_timeout=2.0)
+                                     keepalive_timeout=server.keepalive_timeout, body_timeout=server.body_timeout,
+                                     body_min_rate=server.body_min_rate, connections=connections,
+                                     access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         self._stack.push_async_callback(self.runner.cleanup)
         site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)

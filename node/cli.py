@@ -18,6 +18,7 @@ from pathlib import Path
 from node import __version__
 from node.config import ConfigError, LoadedConfig, read_config
 from node.logs import get_logger, setup_logging
+from node.cre.wasm import cli as cre_cli
 from node.observe import cli as observe_cli
 
 
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     reload.add_argument("--token", help="server.admin_token, when the node is not on this machine")
     _chain_parsers(sub)
     observe_cli.add_commands(sub)
+    cre_cli.add_commands(sub)
     return parser
 
 
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         return _chain_command(args)
     if args.command in observe_cli.COMMANDS:
         return observe_cli.run(args)
+    if args.command in cre_cli.COMMANDS:
+        return cre_cli.run(args)
     if args.command == "convert" or (args.command == "check-config" and args.schema):
         return _config_command(args)
     if args.command == "reload":

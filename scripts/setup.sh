@@ -28,6 +28,7 @@ command -v debootstrap >/dev/null || missing+=(debootstrap)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v promtool >/dev/null || missing+=(prometheus)   # deploy/prometheus tests: promtool, a real Prometheus
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 if ! docker info >/dev/null 2>&1; then
   say "starting dockerd"
@@ -43,9 +44,9 @@ step "2/5 python venv"
 [ -x .venv/bin/python ] || { say "creating .venv"; python3 -m venv .venv; }
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  say "pip install -e .[test]"
+  say "pip install -e .[test,docs]"
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,docs]'
   rm -f .venv/.installed-*; touch "$stamp"
   done_step "installed"
 else
@@ -65,6 +66,12 @@ if [ "$sources" != "$(cat node/chain/abi/SOURCES_SHA256 2>/dev/null)" ]; then
   say "compiling contracts"
   node contracts/compile.js && echo "$sources" > node/chain/abi/SOURCES_SHA256
 fi
+done_step
+
+# 3b. The CRE workflow toolchain (node/cre/wasm): @chainlink/cre-sdk, its Javy plugin and bun from npm
+#     into build/cre-toolchain (git-ignored; BUSL-1.1: installed here, never committed). Idempotent.
+step "3b CRE workflow toolchain (npm, build/cre-toolchain)"
+PYTHONPATH=$PWD .venv/bin/python -m node cre setup >/dev/null
 done_step
 
 # 4. Base images (built only when missing)

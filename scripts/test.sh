@@ -4,4 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+say() { printf "[test] %s\n" "$*"; }
+say "mkdocs build --strict (the documentation site; a broken link fails)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
+say "promtool check rules, promtool test rules (deploy/prometheus)"
+promtool check rules deploy/prometheus/alerts.yml >/dev/null
+promtool test rules deploy/prometheus/alerts_test.yml >/dev/null
 exec .venv/bin/python -m pytest -q -ra "$@"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from eth_abi import decode as abi_decode
@@ -180,7 +183,148 @@ def deploy(url: str, signer_key: str = KEYS[5], fee_bps: int = 500, artifacts: P
                       verifier=contract("MockVerifier"))
 
 
+class CountingOrchestrator:
+    """Stands in for the node's orchestrator in in-process chain tests: runs no container, answers
+    each job with its input echoed after `delay` seconds, and counts the runs."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.runs = 0
+        self.delay = delay
+
+    async def run(self, containers, data, **kwargs):
+        self.runs += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return SimpleNamespace(id=f"job-{self.runs}", status="success", result={"output": {"echo": data}})
+
+
+@contextlib.asynccontextmanager
+async def chain_service(db_path: Path, anvil_url: str, dep: Deployment, key: str, orchestrator, **config):
+    """The node's ChainService, started in this process on its own SQLite file (containers: one
+    external `echo`), stopped on exit."""
+    from node.chain.config import ChainConfig
+    from node.chain.service import ChainService
+    from node.containers.config import ContainerConfig
+    from node.lifecycle import Supervisor
+    from node.storage import Database
+
+    db = Database(str(db_path))
+    await db.open()
+    supervisor = Supervisor(on_fatal=lambda name: None)
+    settings = chain_config(anvil_url, dep, key, start_block=dep.w3.eth.block_number) | config
+    service = ChainService(ChainConfig(**settings), [ContainerConfig(id="echo", image="x")], db, orchestrator,
+                           supervisor)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+        await supervisor.close()
+        await db.close()
+
+
 def chain_config(anvil_url: str, dep: Deployment, key: str, **extra) -> dict:
     return {"enabled": True, "rpc_url": anvil_url, "registry_address": dep.registry.address,
             "trail_head_blocks": 0, "poll_interval": 0.2,
             "processor_tick": 0.2, "retry_backoff": 0.5, "wallet": {"private_key": key}, **extra}
+
+
+class RpcProxy:
+    """A JSON-RPC proxy in front of an RPC (HTTP and WebSocket), in a thread of its own, that
+    counts the calls by method and can be broken on purpose: `mode` "ok" forwards, "down" answers
+    503 and drops WebSockets, "429" answers 429 with `Retry-After: retry_after`."""
+
+    def __init__(self, upstream: str, retry_after: int = 1) -> None:
+        from collections import Counter
+
+        self.upstream = upstream
+        self.port = free_port()
+        self.mode = "ok"
+        self.retry_after = retry_after
+        self.calls: Counter = Counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sockets: set = set()
+        self._ready = __import__("threading").Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> RpcProxy:
+        import threading
+
+        threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True).start()
+        if not self._ready.wait(10):
+            raise AssertionError("proxy did not start")
+        return self
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        if mode == "down" and self._loop is not None:
+            for ws in list(self._sockets):
+                asyncio.run_coroutine_threadsafe(ws.close(), self._loop)
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+
+    async def _serve(self) -> None:
+        import json as _json
+
+        import aiohttp
+        from aiohttp import web
+
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        session = aiohttp.ClientSession()
+        ws_upstream = self.upstream.replace("http://", "ws://")
+
+        def count(body) -> None:
+            for item in body if isinstance(body, list) else [body]:
+                if isinstance(item, dict):
+                    self.calls[item.get("method")] += 1
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if request.headers.get("Upgrade", "").lower() == "websocket":
+                if self.mode != "ok":
+                    return web.Response(status=503)
+                ws = web.WebSocketResponse()
+                await ws.prepare(request)
+                self._sockets.add(ws)
+                try:
+                    async with session.ws_connect(ws_upstream) as up:
+                        async def pump_up() -> None:
+                            async for msg in ws:
+                                if msg.type == aiohttp.WSMsgType.TEXT:
+                                    count(_json.loads(msg.data))
+                                    await up.send_str(msg.data)
+                            await up.close()
+
+                        async def pump_down() -> None:
+                            async for msg in up:
+                                if msg.type == aiohttp.WSMsgType.TEXT and self.mode == "ok":
+                                    await ws.send_str(msg.data)
+                            await ws.close()
+
+                        await asyncio.gather(pump_up(), pump_down(), return_exceptions=True)
+                finally:
+                    self._sockets.discard(ws)
+                return ws
+            raw = await request.read()
+            if self.mode == "down":
+                return web.Response(status=503, text="down")
+            if self.mode == "429":
+                return web.Response(status=429, text="rate limited", headers={"Retry-After": str(self.retry_after)})
+            count(_json.loads(raw))
+            async with session.post(self.upstream, data=raw, headers={"Content-Type": "application/json"}) as resp:
+                return web.Response(status=resp.status, body=await resp.read(), content_type="application/json")
+
+        app = web.Application()
+        app.router.add_route("*", "/", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        self._ready.set()
+        await self._stopped.wait()
+        await runner.cleanup()
+        await session.close()

@@ -133,6 +133,11 @@ def decode_revert(error: Exception | str) -> str:
     return text[:300]
 
 
+def delegate_key(owner: str, nonce: int) -> bytes:
+    """The Coordinator's `delegateCreatedIds` key of a delegated subscription: keccak(owner, nonce)."""
+    return keccak(abi_encode(["address", "uint32"], [owner, nonce]))
+
+
 def delegate_typed_data(chain_id: int, coordinator: str, nonce: int, expiry: int, sub: dict[str, Any]) -> dict:
     """EIP-712 typed data of a delegated subscription (domain InfernetCoordinator / 1)."""
     return {

@@ -42,7 +42,11 @@ class ChainConfig(ConfigModel):
                                  "(Infernet's snapshot_sync.starting_sub_id)")
     snapshot_batch_blocks: int = Field(2000, ge=1)
     reader_batch: int = Field(500, ge=1, le=5000)
-    poll_interval: float = Field(0.5, gt=0)
+    poll_interval: float = Field(0.5, gt=0, description="Seconds between head polls when there is no head subscription")
+    head_subscription: bool = Field(True, description="Follow new heads with eth_subscribe over WebSocket where the "
+                                                      "RPC offers it (polling otherwise)")
+    ws_url: str | None = Field(None, pattern=r"^wss?://", description="The RPC's WebSocket URL for the head "
+                                                                      "subscription (default: rpc_url as ws://)")
     processor_tick: float = Field(0.5, gt=0)
     max_attempts: int = Field(3, ge=1, description="Tries per (subscription, interval)")
     retry_backoff: float = Field(2.0, ge=0, description="Seconds before a retry, times the attempt number")

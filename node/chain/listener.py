@@ -6,6 +6,11 @@ subscriptions themselves through the Reader in batches, with a progress log line
 Then it follows the head the same way. The cursor and the last block hashes are persisted; a
 block whose hash changed (a reorg deeper than the confirmations) rewinds the cursor to the
 common ancestor and re-reads from there. RPC failures are retried with exponential backoff.
+
+Given a `HeadFeed` (node/chain/heads.py), it wakes on each new head instead of sleeping
+`poll_interval`, takes the head's number from it, and spares the round trips the header answers:
+no reorg check when the new head's parent is the block at the cursor, and no block read for the
+hash of a range that ends at the head.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from eth_utils import keccak
 from web3 import AsyncWeb3
 
 from node.chain.codec import Subscription
+from node.chain.heads import HeadFeed
 from node.chain.store import ChainStore
 from node.logs import get_logger
 
@@ -52,7 +58,8 @@ async def with_backoff(label: str, fn: Callable[[], Awaitable], stop: asyncio.Ev
 class Listener:
     def __init__(self, w3: AsyncWeb3, coordinator, reader, store: ChainStore, *, start_block: int,
                  trail: int, batch_blocks: int, reader_batch: int, poll_interval: float,
-                 on_subscriptions: OnSubscriptions, on_cancelled: OnCancelled, on_reorg: OnReorg) -> None:
+                 on_subscriptions: OnSubscriptions, on_cancelled: OnCancelled, on_reorg: OnReorg,
+                 heads: HeadFeed | None = None) -> None:
         self._w3 = w3
         self._coordinator = coordinator
         self._reader = reader
@@ -68,16 +75,34 @@ class Listener:
         self.synced = asyncio.Event()
         self.head_seen = 0
         self._stop = asyncio.Event()
+        self._heads = heads
+        self._wake = asyncio.Event()
+        if heads is not None:
+            heads.notify(self._wake)
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    async def _head(self) -> int:
+        if self._heads is not None and self._heads.head is not None:
+            return self._heads.head.number
+        return await with_backoff("eth_blockNumber", lambda: self._w3.eth.block_number, self._stop)
+
+    async def _idle(self) -> None:
+        """Until the next head (or `poll_interval`, whichever is first)."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), self._poll)
+        except asyncio.TimeoutError:
+            pass
 
     async def run(self) -> None:
         cursor = await self._store.cursor()
         next_block = self._start_block if cursor is None else cursor + 1
         snapshot_started, blocks_done, subs_found = time.perf_counter(), 0, 0
         while not self._stop.is_set():
-            head = await with_backoff("eth_blockNumber", lambda: self._w3.eth.block_number, self._stop)
+            self._wake.clear()  # before the head is read: a head that comes later wakes the wait below
+            head = await self._head()
             self.head_seen = head
             target = head - self._trail
             if cursor is not None:
@@ -92,10 +117,7 @@ class Listener:
                              s=round(elapsed, 2), blocks_per_s=round(blocks_done / max(elapsed, 1e-6)),
                              subs_per_s=round(subs_found / max(elapsed, 1e-6)))
                     self.synced.set()
-                try:
-                    await asyncio.wait_for(self._stop.wait(), self._poll)
-                except asyncio.TimeoutError:
-                    pass
+                await self._idle()
                 continue
             end = min(target, next_block + self._batch_blocks - 1)
             found = await self._scan(next_block, end)
@@ -114,6 +136,9 @@ class Listener:
         known = await self._store.block_hash(cursor)
         if known is None:
             return None
+        head = self._heads.head if self._heads is not None else None
+        if head is not None and head.number == cursor + 1 and head.parent_hash == known:
+            return None  # the new head builds on the block at the cursor
         block = await with_backoff("eth_getBlockByNumber", lambda: self._w3.eth.get_block(cursor), self._stop)
         if "0x" + bytes(block["hash"]).hex() == known:
             return None
@@ -145,8 +170,13 @@ class Listener:
             await self._on_subscriptions(subs, end)
         if cancelled:
             await self._on_cancelled(cancelled)
-        end_block = await with_backoff("eth_getBlockByNumber", lambda: self._w3.eth.get_block(end), self._stop)
-        await self._store.advance(end, {end: "0x" + bytes(end_block["hash"]).hex()})
+        head = self._heads.head if self._heads is not None else None
+        if head is not None and head.number == end:
+            end_hash = head.hash
+        else:
+            end_block = await with_backoff("eth_getBlockByNumber", lambda: self._w3.eth.get_block(end), self._stop)
+            end_hash = "0x" + bytes(end_block["hash"]).hex()
+        await self._store.advance(end, {end: end_hash})
         return len(created)
 
     async def _read(self, ids: list[int], block: int) -> list[Subscription]:

@@ -12,6 +12,11 @@ A paid subscription's interval is checked before its container runs (node/chain/
 its consumer pay now?) and simulated before it is sent; one that cannot pay is skipped for that
 interval (logged, counted), never sent to revert. Later intervals are checked again, since a
 consumer may fund its wallet in between (the Infernet node stops tracking it instead).
+
+With a `HeadFeed` it wakes on each new head (and at once when the listener hands it a new
+subscription), reads the chain's time from the header, and asks the Coordinator whether the
+interval is settled and the consumer for its inputs in one go, so a request's interval reaches
+the container within a few round trips of its block.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from eth_utils import keccak
 from web3 import AsyncWeb3
 
 from node.chain.codec import SETTLED_ERRORS, Subscription, serialize_output
+from node.chain.heads import HeadFeed
 from node.chain.payments import PAYMENT_ERRORS, PaymentChecker, Skip, requires_proof
 from node.chain.store import ChainStore
 from node.chain.wallet import Wallet
@@ -48,7 +54,8 @@ class Processor:
     def __init__(self, w3: AsyncWeb3, coordinator, store: ChainStore, wallet: Wallet, orchestrator: Orchestrator,
                  *, consumer_abi: list, max_attempts: int, retry_backoff: float, tick: float,
                  payments: PaymentChecker | None = None, node_wallet: str | None = None,
-                 output_encoding: str = "json", skips: Counter | None = None, concurrency: int = 32) -> None:
+                 output_encoding: str = "json", skips: Counter | None = None, concurrency: int = 32,
+                 heads: HeadFeed | None = None) -> None:
         self._w3 = w3
         self._coordinator = coordinator
         self._store = store
@@ -68,6 +75,9 @@ class Processor:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self.delivered = 0
+        self._heads = heads
+        if heads is not None:
+            heads.notify(self._wake)
 
     # -- tracking --------------------------------------------------------------------------
 
@@ -99,13 +109,13 @@ class Processor:
 
     async def run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # before the pass: a head or a subscription that comes during it wakes the next
             try:
                 await self._once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - RPC trouble: log, wait, go on
                 log.warning("chain.processor_error", error=str(exc)[:300])
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self._tick)
             except asyncio.TimeoutError:
@@ -116,8 +126,8 @@ class Processor:
     async def _once(self) -> None:
         if not self._subs:
             return
-        block = await self._w3.eth.get_block("latest")
-        now = int(block["timestamp"])
+        head = self._heads.head if self._heads is not None else None
+        now = head.timestamp if head is not None else int((await self._w3.eth.get_block("latest"))["timestamp"])
         for tracked in list(self._subs.values()):
             sub = tracked.sub
             if sub.cancelled:
@@ -157,16 +167,28 @@ class Processor:
 
     async def _settled_on_chain(self, sub: Subscription, interval: int) -> bool:
         key = keccak(abi_encode(["uint32", "uint32"], [sub.id, interval]))
-        count = await self._coordinator.functions.redundancyCount(key).call()
-        if count >= sub.redundancy:
-            return True
         node_key = keccak(abi_encode(["uint32", "uint32", "address"], [sub.id, interval, self._wallet.address]))
-        return await self._coordinator.functions.nodeResponded(node_key).call()
+        count, responded = await asyncio.gather(self._coordinator.functions.redundancyCount(key).call(),
+                                                self._coordinator.functions.nodeResponded(node_key).call())
+        return count >= sub.redundancy or responded
+
+    async def _inputs(self, sub: Subscription, interval: int, timestamp: int) -> bytes:
+        consumer = self._w3.eth.contract(address=sub.owner, abi=self._consumer_abi)
+        try:
+            return bytes(await consumer.functions.getContainerInputs(sub.id, interval, timestamp,
+                                                                     self._wallet.address).call())
+        except Exception as exc:  # noqa: BLE001 - a consumer without inputs gets none
+            log.debug("chain.no_inputs", subscription=sub.id, error=str(exc)[:200])
+            return b""
 
     async def _run(self, tracked: Tracked, interval: int, timestamp: int, attempt: int) -> bool:
         """Work one interval; True when it is finished for this node (delivered or skipped)."""
         sub = tracked.sub
-        if await self._settled_on_chain(sub, interval):
+        # Both read-only calls at once (a view call has no effect; the inputs of a settled
+        # interval are simply not used).
+        settled, inputs = await asyncio.gather(self._settled_on_chain(sub, interval),
+                                               self._inputs(sub, interval, timestamp))
+        if settled:
             await self._store.mark(sub.id, interval, "skipped", error="already fulfilled on chain")
             return True
         if sub.payment_amount > 0:
@@ -174,15 +196,8 @@ class Processor:
                 Skip("no_payment_wallet", "paid subscription, and this node has no payment wallet")
             if skip is not None:
                 return await self._skip(sub, interval, skip)
-        consumer = self._w3.eth.contract(address=sub.owner, abi=self._consumer_abi)
         try:
-            inputs = await consumer.functions.getContainerInputs(sub.id, interval, timestamp,
-                                                                 self._wallet.address).call()
-        except Exception as exc:  # noqa: BLE001 - a consumer without inputs gets none
-            log.debug("chain.no_inputs", subscription=sub.id, error=str(exc)[:200])
-            inputs = b""
-        try:
-            job = await self._orchestrator.run(tracked.containers, bytes(inputs).hex(), client="chain",
+            job = await self._orchestrator.run(tracked.containers, inputs.hex(), client="chain",
                                                source="chain", source_location=JobLocation.ONCHAIN,
                                                destination=JobLocation.ONCHAIN, requires_proof=requires_proof(sub))
         except JobRejected as exc:

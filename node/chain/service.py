@@ -22,6 +22,7 @@ from web3.providers import AsyncHTTPProvider
 
 from node.chain import codec
 from node.chain.codec import Subscription
+from node.chain.heads import HeadFeed, ws_twin
 from node.chain.listener import CREATED, Listener
 from node.chain.payments import REGISTRY_ABI, PaymentChecker, PaymentPolicy, requires_proof
 from node.chain.processor import Processor
@@ -47,6 +48,8 @@ class ChainService:
         assert config.wallet.private_key is not None
         self.config = config
         self.w3 = AsyncWeb3(AsyncHTTPProvider(config.rpc_url, request_kwargs={"timeout": 10}))
+        ws_url = (config.ws_url or ws_twin(config.rpc_url)) if config.head_subscription else None
+        self.heads = HeadFeed(self.w3, ws_url, config.poll_interval)
         self.coordinator: Any = None  # contracts: resolved at start (from the Registry when configured)
         self.reader: Any = None
         self.addresses: dict[str, str] = {}
@@ -64,6 +67,7 @@ class ChainService:
         self.listener: Listener | None = None
         self._supervisor = supervisor
         self._tasks: list[Supervised] = []
+        self._delegated_tasks: set[asyncio.Task] = set()  # delegated runs in flight (waited for at stop)
         self.chain_id: int | None = None
 
     # -- which subscriptions this node serves -------------------------------------------------
@@ -177,6 +181,7 @@ class ChainService:
         await self._check_payment_wallet()
         self.chain_id = await self.w3.eth.chain_id
         self.wallet = Wallet(self.w3, self._private_key, self.config.wallet.max_gas_limit, self.chain_id,
+                             heads=self.heads,
                              allowed_sim_errors=self.config.wallet.allowed_sim_errors)
         balance = await self.wallet.balance()
         if balance == 0:
@@ -186,11 +191,13 @@ class ChainService:
                                    consumer_abi=codec.abi("ExampleConsumer"), max_attempts=self.config.max_attempts,
                                    retry_backoff=self.config.retry_backoff, tick=self.config.processor_tick,
                                    payments=self.payments, node_wallet=self.payment_address or self.address,
-                                   output_encoding=self.config.output_encoding, skips=self.skips)
+                                   output_encoding=self.config.output_encoding, skips=self.skips,
+                                   heads=self.heads)
         for row in await self.store.interrupted():
             # A previous process stopped mid-way: let it be retried; the on-chain check before any
             # delivery (nodeResponded / redundancyCount) keeps it from being delivered twice.
             await self.store.mark(row["subscription_id"], row["interval"], "failed", error="interrupted by restart")
+        await self.store.release_interrupted_delegated()
         resumed = await self.store.active_subscriptions()
         for sub, pipeline in resumed:
             self.processor.track(sub, pipeline)
@@ -198,8 +205,9 @@ class ChainService:
                                  start_block=self.config.start_block, trail=self.config.trail_head_blocks,
                                  batch_blocks=self.config.snapshot_batch_blocks, reader_batch=self.config.reader_batch,
                                  poll_interval=self.config.poll_interval, on_subscriptions=self._on_subscriptions,
-                                 on_cancelled=self._on_cancelled, on_reorg=self._on_reorg)
-        self._tasks = [self._supervisor.spawn("chain-listener", self.listener.run),
+                                 on_cancelled=self._on_cancelled, on_reorg=self._on_reorg, heads=self.heads)
+        self._tasks = [self._supervisor.spawn("chain-heads", self.heads.run),
+                       self._supervisor.spawn("chain-listener", self.listener.run),
                        self._supervisor.spawn("chain-processor", self.processor.run)]
         log.info("chain.started", coordinator=self.coordinator.address, registry=self.addresses.get("registry"),
                  resumed_subscriptions=len(resumed))
@@ -207,8 +215,12 @@ class ChainService:
     async def stop(self) -> None:
         """Stop the listener and the processor, giving in-flight deliveries up to 15 s."""
         if self._tasks:
-            listener, processor = self._tasks
+            heads, listener, processor = self._tasks
             await asyncio.gather(listener.stop(self.listener.stop, 15), processor.stop(self.processor.stop, 15))
+            await heads.stop(self.heads.stop, 5)
+        if self._delegated_tasks:
+            await asyncio.wait(self._delegated_tasks, timeout=15)
+        await self.w3.provider.disconnect()
 
     async def ping(self) -> bool:
         return (await self.w3.eth.block_number) >= 0
@@ -275,22 +287,45 @@ class ChainService:
             if skip is not None:
                 self.skips[skip.kind] += 1
                 raise ApiError(402, skip.reason.capitalize(), {"kind": skip.kind})
-        asyncio.create_task(self._deliver_delegated(sub, pipeline, request.data, nonce, expiry, (v, r, s)))
+        # One run per (owner, nonce), whatever the number of copies: the Coordinator creates the
+        # subscription once, so a second run could only burn gas on a reverted delivery.
+        key = codec.delegate_key(sub.owner, nonce)
+        if await self.coordinator.functions.delegateCreatedIds(key).call() != 0:
+            log.info("chain.delegated_duplicate", owner=sub.owner, nonce=nonce, reason="already created on chain")
+            return {}
+        if not await self.store.claim_delegated(sub.owner, nonce):
+            log.info("chain.delegated_duplicate", owner=sub.owner, nonce=nonce, reason="a copy is running or done")
+            return {}
+        task = asyncio.create_task(self._deliver_delegated(sub, pipeline, request.data, nonce, expiry, (v, r, s)))
+        self._delegated_tasks.add(task)
+        task.add_done_callback(self._delegated_tasks.discard)
         return {}
 
     async def _deliver_delegated(self, sub: Subscription, pipeline: list[str], data: Any, nonce: int, expiry: int,
                                  vrs: tuple[int, int, int]) -> None:
+        status, job_id, tx_hash, error = "failed", None, None, "internal error"
+        try:
+            status, job_id, tx_hash, error = await self._run_delegated(sub, pipeline, data, nonce, expiry, vrs)
+        except Exception as exc:  # noqa: BLE001 - recorded below, never lost silently
+            log.exception("chain.delegated_crashed", owner=sub.owner, nonce=nonce)
+            error = f"internal error: {str(exc)[:200]}"
+        finally:
+            await self.store.finish_delegated(sub.owner, nonce, status, job_id=job_id, tx_hash=tx_hash, error=error)
+
+    async def _run_delegated(self, sub: Subscription, pipeline: list[str], data: Any, nonce: int, expiry: int,
+                             vrs: tuple[int, int, int]) -> tuple[str, str | None, str | None, str | None]:
+        """Run and deliver one delegated subscription: (status, job id, tx hash, error)."""
         assert self.wallet is not None
         try:
             job = await self._orchestrator.run(pipeline, data, client="chain", source="chain",
                                                destination=JobLocation.ONCHAIN, requires_proof=requires_proof(sub))
         except JobRejected as exc:
             log.warning("chain.delegated_refused", owner=sub.owner, nonce=nonce, error=exc.message)
-            return
+            return "failed", None, None, exc.message
         if job.status != "success" or job.result is None:
-            log.warning("chain.delegated_container_failed", owner=sub.owner, nonce=nonce, job_id=job.id,
-                        error=(job.result or {}).get("error"))
-            return
+            error = (job.result or {}).get("error")
+            log.warning("chain.delegated_container_failed", owner=sub.owner, nonce=nonce, job_id=job.id, error=error)
+            return "failed", job.id, None, str(error)
         tx_input, tx_output, proof = codec.serialize_output(job.result["output"], self.config.output_encoding)
         v, r, s = vrs
         fn = self.coordinator.functions.deliverComputeDelegatee(
@@ -299,10 +334,11 @@ class ChainService:
         result = await self.wallet.transact(fn, f"deliverComputeDelegatee({sub.owner},{nonce})")
         if not result.ok:
             log.error("chain.delegated_delivery_failed", owner=sub.owner, nonce=nonce, reason=result.error)
-            return
+            return "failed", job.id, result.tx_hash, result.error
         for entry in result.receipt["logs"]:
             if "0x" + bytes(entry["topics"][0]).hex() == CREATED:
                 sub_id = int.from_bytes(bytes(entry["topics"][1]), "big")
                 await self.store.mark(sub_id, 1, "delivered", job_id=job.id, tx_hash=result.tx_hash)
                 log.info("chain.delivered", subscription=sub_id, interval=1, job_id=job.id, tx=result.tx_hash,
                          delegated=True)
+        return "delivered", job.id, result.tx_hash, None

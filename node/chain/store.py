@@ -30,6 +30,17 @@ MIGRATIONS = [
         )
         """,
     ),
+    Migration(
+        "chain.0002",
+        """
+        CREATE TABLE chain_delegated (
+            owner TEXT NOT NULL, nonce INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('running', 'delivered', 'failed')),
+            job_id TEXT, tx_hash TEXT, error TEXT, updated_at REAL NOT NULL,
+            PRIMARY KEY (owner, nonce)
+        )
+        """,
+    ),
 ]
 
 
@@ -148,6 +159,38 @@ class ChainStore:
         """Rows a previous process left 'running' or 'sending'."""
         rows = await self._db.fetchall("SELECT * FROM chain_deliveries WHERE status IN ('running', 'sending')")
         return [dict(r) for r in rows]
+
+    # -- delegated subscriptions ----------------------------------------------------------------
+
+    async def claim_delegated(self, owner: str, nonce: int) -> bool:
+        """Take a delegated subscription (owner, nonce) for running: False when a copy of it is
+        running or was delivered (only a failed one is taken again). Committed before it returns,
+        so the answer that accepts it is durable."""
+        now = time.time()
+
+        def op(conn) -> bool:
+            row = conn.execute("SELECT status FROM chain_delegated WHERE owner = ? AND nonce = ?",
+                               (owner.lower(), nonce)).fetchone()
+            if row is not None and row[0] != "failed":
+                return False
+            conn.execute("INSERT INTO chain_delegated (owner, nonce, status, updated_at) VALUES (?, ?, 'running', ?)"
+                         " ON CONFLICT (owner, nonce) DO UPDATE SET status = 'running', error = NULL,"
+                         " updated_at = excluded.updated_at", (owner.lower(), nonce, now))
+            return True
+
+        return await self._db.run_in_transaction(op)
+
+    async def finish_delegated(self, owner: str, nonce: int, status: str, *, job_id: str | None = None,
+                               tx_hash: str | None = None, error: str | None = None) -> None:
+        await self._db.execute("UPDATE chain_delegated SET status = ?, job_id = ?, tx_hash = ?, error = ?,"
+                               " updated_at = ? WHERE owner = ? AND nonce = ?",
+                               (status, job_id, tx_hash, error, time.time(), owner.lower(), nonce))
+
+    async def release_interrupted_delegated(self) -> int:
+        """Delegated runs a previous process left 'running' become 'failed': a copy may run them
+        again (the Coordinator refuses a second delivery of the same (owner, nonce) anyway)."""
+        return await self._db.execute("UPDATE chain_delegated SET status = 'failed', error = 'interrupted by restart',"
+                                      " updated_at = ? WHERE status = 'running'", (time.time(),))
 
     async def deliveries(self, sub_id: int | None = None) -> list[dict[str, Any]]:
         sql, params = "SELECT * FROM chain_deliveries", []

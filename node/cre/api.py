@@ -32,6 +32,7 @@ from node.server.http import (ApiError, ApiFamily, int_param, json_response, par
                               validation_message)
 
 if TYPE_CHECKING:
+    from node.cre.wasm.service import WasmWorkflows
     from node.cre.workflow.runtime import WorkflowRuntime
 
 log = get_logger(__name__)
@@ -61,8 +62,10 @@ async def _body(request: web.Request) -> Any | None:
 
 class CreApi:
     def __init__(self, config: CreConfig, store: CreStore, runner: ActionRunner,
-                 dispatcher: TriggerDispatcher | None, runtime: WorkflowRuntime | None = None) -> None:
+                 dispatcher: TriggerDispatcher | None, runtime: WorkflowRuntime | None = None,
+                 wasm: WasmWorkflows | None = None) -> None:
         self._runtime = runtime
+        self._wasm = wasm
         self._config = config
         self._store = store
         self._runner = runner
@@ -87,6 +90,8 @@ class CreApi:
         ]
         if self._runtime is not None:  # the path `cre workflow simulate` listens on
             routes.append(web.post("/trigger", self.workflow))
+        if self._wasm is not None:  # CRE workflows built with @chainlink/cre-sdk (node/cre/wasm)
+            routes += self._wasm.routes()
         for name in CALLBACKS:
             routes.append(web.post(f"{PREFIX}/{name}", self._callback_post(name)))
             routes.append(web.get(f"{PREFIX}/{name}", self._callback_get(name)))

@@ -1,11 +1,16 @@
-"""Sign-up and sign-in of gateway users: password registration, login, and OAuth sign-up (with proof)."""
+"""Sign-up and sign-in of gateway users: password registration, login, and OAuth sign-up (with proof).
+
+Registration is open by default (the SDK's flow: sign up, get an API key). An operator who
+closes it (`gateway.open_registration: false`) keeps outsiders from making orgs on the node:
+registering is then 403 unless the body carries `invite_token`, a pending invite sent to that
+very email (the invitee then accepts it as usual), and OAuth signs existing accounts in."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from pydantic import Field
 
-from node.errors import Unauthenticated
+from node.errors import Forbidden, Unauthenticated
 from node.gateway.models import Body, EMAIL, read_body
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
@@ -20,6 +25,8 @@ class RegisterRequest(Body):
     password: str = Field(min_length=8, max_length=256)
     name: str = Field(min_length=1, max_length=200)
     org_name: str = Field(min_length=1, max_length=200)
+    # With registration closed: a pending invite to this email lets its recipient sign up.
+    invite_token: str | None = Field(None, min_length=1, max_length=200)
 
 
 class OAuthRegisterRequest(Body):
@@ -30,6 +37,7 @@ class OAuthRegisterRequest(Body):
     org_name: str | None = Field(None, max_length=200)
     # OpenID Connect id_token proving (provider, subject, email); see node/gateway/oauth.py.
     id_token: str | None = Field(None, min_length=1, max_length=16384)
+    invite_token: str | None = Field(None, min_length=1, max_length=200)
 
 
 class LoginRequest(Body):
@@ -38,10 +46,20 @@ class LoginRequest(Body):
 
 
 class AccountsApi:
-    def __init__(self, store: GatewayStore, oauth: OAuthVerifier, hasher: PasswordHasher) -> None:
+    def __init__(self, store: GatewayStore, oauth: OAuthVerifier, hasher: PasswordHasher,
+                 open_registration: bool = True) -> None:
         self.store = store
         self.oauth = oauth
         self.hasher = hasher
+        self.open_registration = open_registration
+
+    async def _registering(self, email: str, invite_token: str | None) -> None:
+        if self.open_registration:
+            return
+        invite = await self.store.invite_by_token(invite_token) if invite_token else None
+        if invite is None or invite["status"] != "pending" or invite["email"] != email.lower():
+            raise Forbidden("Registration is closed on this node; sign up with an invite sent to your email"
+                            " (invite_token), or ask its operator for an account")
 
     def routes(self) -> list[web.RouteDef]:
         p = PREFIX
@@ -53,6 +71,7 @@ class AccountsApi:
 
     @body(RegisterRequest, read=read_body)
     async def register(self, request: web.Request, req: RegisterRequest) -> web.Response:
+        await self._registering(req.email, req.invite_token)
         out = await self.store.register(req.email, req.name, req.org_name,
                                         password_hash=await self.hasher.hash(req.password))
         await self.store.audit(out["org_id"], f"user:{out['user_id']}", "account.registered", "user", out["user_id"])
@@ -66,6 +85,7 @@ class AccountsApi:
             token, expires = await self.store.new_session(existing["id"])
             return json_response({"user_id": existing["id"], "org_id": await self.store.first_org(existing["id"]),
                                   "token": token, "expires_at": expires, "created": False})
+        await self._registering(req.email, req.invite_token)
         out = await self.store.register(req.email, req.name, req.org_name or f"{req.name}'s org",
                                         oauth=(req.provider, req.subject))
         token, expires = await self.store.new_session(out["user_id"])

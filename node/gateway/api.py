@@ -61,7 +61,8 @@ class GatewayApi:
                  session: aiohttp.ClientSession, reservation_ttl: float,
                  prices: dict[str, tuple[float, float]] | None = None, *,
                  webhooks: WebhookSender | None = None, oauth: OAuthVerifier | None = None,
-                 hasher: PasswordHasher | None = None) -> None:
+                 hasher: PasswordHasher | None = None, open_registration: bool = True,
+                 verify_returns_secret: bool | None = None) -> None:
         self.store = store
         # Security-relevant collaborators (see README "Security"): client-supplied URLs go
         # through the egress policy, OAuth sign-up needs proof, scrypt runs off the loop.
@@ -71,11 +72,12 @@ class GatewayApi:
         self.auth = auth
         self.hub = hub
         self.alerts = BudgetAlerts(store, self.webhooks)
-        self.sdk = SdkApi(store, auth, hub, reservation_ttl, prices or {}, self.alerts.after_spend)
+        self.sdk = SdkApi(store, auth, hub, reservation_ttl, prices or {}, self.alerts.after_spend,
+                          verify_returns_secret=verify_returns_secret)
         self.binding = JobBinding(store, auth, self.sdk.replay)
         # In the order their routes were always registered (aiohttp matches in order).
         self._parts = [
-            AccountsApi(store, self.oauth, self.hasher),
+            AccountsApi(store, self.oauth, self.hasher, open_registration),
             self.sdk,
             WorkflowsApi(store, auth, hub, orchestrator),
             PoliciesApi(store, auth, hub),

@@ -30,6 +30,16 @@ class Actor:
     def label(self) -> str:
         return f"{self.kind}:{self.id}"
 
+    @property
+    def workflow_scope(self) -> str | None:
+        """The one workflow a workflow-bound API key may see (None: the whole org)."""
+        return self.key.workflow_id if self.key is not None else None
+
+    def check_workflow(self, workflow_id: str) -> None:
+        scope = self.workflow_scope
+        if scope is not None and workflow_id != scope:
+            raise ApiError(403, f"API key is scoped to workflow {scope!r}")
+
 
 class GatewayAuth:
     def __init__(self, store: GatewayStore, hmac_required: bool, max_age: float,

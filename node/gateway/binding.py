@@ -5,7 +5,9 @@ SDK signs. Without one (or with another org's key) the answer is the same whethe
 exists or not, so ids of other tenants cannot be probed. Jobs without the header stay bound by
 `gateway.default_workflows` (the node's own sources) or not at all.
 
-A signed job submission acts once per signature: the same bytes again get the first answer.
+A signed job submission acts once per signature: the same bytes again get the first answer,
+and a signed stream (`/api/jobs/stream`, whose answer cannot be given twice) claims its
+signature, so sending it again is 409 (it once ran and charged the job every time).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from node.gateway.auth import GatewayAuth
 from node.gateway.replay import ReplayGuard
 from node.gateway.store import GatewayStore
 from node.logs import get_logger
-from node.server.http import ApiError
+from node.server.http import ApiError, client_ip
 
 log = get_logger(__name__)
 
@@ -43,7 +45,7 @@ class JobBinding:
         raw = await request.read()
         signature = request.headers.get("X-Signature")
         if "X-API-Key" not in request.headers or signature is None:
-            log.warning("gateway.unauthenticated_binding", path=request.path, client=request.remote)
+            log.warning("gateway.unauthenticated_binding", path=request.path, client=client_ip(request))
             raise ApiError(401, f"{WORKFLOW_HEADER} needs a signed API key of the workflow's org "
                                 "(X-API-Key, X-Signature, X-Signature-Timestamp over the body)")
         key = await self._auth.sdk(request, raw)
@@ -53,9 +55,8 @@ class JobBinding:
             raise ApiError(404, f"Unknown workflow {workflow_id!r}", {"workflow_id": workflow_id})
         token = BOUND_ORG.set(key.org_id)
         try:
-            if request.path == "/api/jobs/stream":
-                return await handler(request)
-            return await self._replay.once(key.id, signature, request.headers["X-Signature-Timestamp"], request.path,
-                                           lambda: handler(request))
+            guard = self._replay.claim if request.path == "/api/jobs/stream" else self._replay.once
+            return await guard(key.id, signature, request.headers["X-Signature-Timestamp"], request.path,
+                               lambda: handler(request))
         finally:
             BOUND_ORG.reset(token)

@@ -1,17 +1,29 @@
 """The `gateway:` section: the governance gateway (seed 002), its OAuth sign-in and prices.
 
 `hmac_required` and `hmac_max_age` fall back to the variables the seed names
-(NULLRUN_HMAC_REQUIRED, NULLRUN_HMAC_MAX_AGE_SECS), read once while the config is parsed."""
+(NULLRUN_HMAC_REQUIRED, NULLRUN_HMAC_MAX_AGE_SECS), read once while the config is parsed.
+
+What the operator decides about trust (docs/security/gateway.md): whether anyone may register
+(`open_registration`), whether `auth/verify` hands the HMAC secret to a caller holding only the
+API key (`verify_returns_secret`; never while `hmac_required` is on, or signatures would prove
+nothing more than the key), and which org's workflow governs the node's own jobs
+(`default_workflows`, always `org_id/workflow_id`: a bare id would bind to whichever org has it,
+and registration is open)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from node.fields import ConfigModel, Network, context_env, env_flag
+from node.gateway.models import WORKFLOW_ID
 
 DEFAULT_HMAC_MAX_AGE = 300.0
+# The sources of the node's own jobs (Admission.source) a default workflow can govern.
+JOB_SOURCES = ("offchain", "stream", "chain", "cre", "registry")
+_ORG_ID = r"[A-Za-z0-9_-]{1,64}"
 
 
 class OAuthProvider(ConfigModel):
@@ -48,6 +60,8 @@ class OAuthConfig(ConfigModel):
 
 
 class ModelPrice(ConfigModel):
+    model_config = ConfigDict(**ConfigModel.model_config, allow_inf_nan=False)
+
     input_usd_per_1k: float = Field(0.0, ge=0)
     output_usd_per_1k: float = Field(0.0, ge=0)
 
@@ -61,9 +75,16 @@ class GatewayConfig(ConfigModel):
     hmac_max_age: float = Field(DEFAULT_HMAC_MAX_AGE, gt=0)
     master_key_path: str = Field("node.key", description="AES key sealing API secret keys (created if missing)")
     reservation_ttl: float = Field(300.0, gt=0)
-    # Jobs without X-Workflow-Id are bound to the workflow named here for their source
-    # (offchain, stream, chain, cre, registry), so an operator can pause or kill that traffic.
-    default_workflows: dict[str, str] = {}
+    # Jobs without X-Workflow-Id are bound to the workflow named here (`org_id/workflow_id`) for
+    # their source (offchain, stream, chain, cre, registry), so an operator can pause or kill that
+    # traffic; while that workflow does not exist, the source's jobs are refused (503).
+    default_workflows: dict[Literal["offchain", "stream", "chain", "cre", "registry"], str] = {}
+    # Anyone may create an account (and with it an org and API key) at auth/register and
+    # auth/oauth/register. Off: only existing accounts sign in (new users come by invite).
+    open_registration: bool = True
+    # auth/verify returns the HMAC secret_key to a caller holding only the API key (what the SDK's
+    # init expects unless NULLRUN_SECRET_KEY is set). Forced off while hmac_required is on.
+    verify_returns_secret: bool | None = None
     ws_buffer: int = Field(1000, ge=10)
     # Alert webhooks may not reach loopback, private, link-local or metadata addresses unless
     # the operator lists the network here (e.g. ["10.20.0.0/16"]).
@@ -91,3 +112,22 @@ class GatewayConfig(ConfigModel):
             except ValueError:
                 data["hmac_max_age"] = DEFAULT_HMAC_MAX_AGE
         return data
+
+    @field_validator("default_workflows")
+    @classmethod
+    def _org_named(cls, value: dict[str, str]) -> dict[str, str]:
+        for source, target in value.items():
+            org_id, _, workflow_id = target.partition("/")
+            if not (re.fullmatch(_ORG_ID, org_id) and re.fullmatch(WORKFLOW_ID, workflow_id)):
+                raise ValueError(f"{source}: {target!r} must be 'org_id/workflow_id' (a bare workflow id binds to "
+                                 "whichever org creates it, so an outsider could take it over)")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_only_without_signatures(self) -> GatewayConfig:
+        # Unset: on (the SDK's key-only init works) unless signatures are required. Required
+        # signatures with a secret any key holder can fetch would prove nothing: forced off.
+        returns = self.verify_returns_secret is not False and not self.hmac_required
+        if returns != self.verify_returns_secret:
+            object.__setattr__(self, "verify_returns_secret", returns)
+        return self

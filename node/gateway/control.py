@@ -70,6 +70,8 @@ class _Client:
     org_id: str
     queue: asyncio.Queue
     acked: int = 0
+    workflow_id: str | None = None  # a workflow-bound key hears its workflow only
+    key_id: str | None = None
     subscribed: bool = False
     dropped: bool = False
     writer: asyncio.Task | None = field(default=None, repr=False)
@@ -117,8 +119,21 @@ class ControlHub:
         self._log.setdefault(org_id, deque(maxlen=self._buffer)).append(message)
         text = json.dumps(message)
         for client in list(self._clients.get(org_id, ())):
-            self._enqueue(client, text)
+            if self._hears(client, message):
+                self._enqueue(client, text)
         return message
+
+    @staticmethod
+    def _hears(client: _Client, message: dict[str, Any]) -> bool:
+        """A workflow-bound client gets its workflow's state changes and its own key's rotation,
+        not the rest of the org's (its sequence numbers then have gaps, which the SDK ignores)."""
+        if client.workflow_id is None:
+            return True
+        if message["type"] == "state_change":
+            return message["data"].get("workflow_id") == client.workflow_id
+        if message["type"] == "key_rotated":
+            return message["data"].get("key_id") == client.key_id
+        return True
 
     def _enqueue(self, client: _Client, text: str) -> None:
         if client.dropped:
@@ -152,10 +167,12 @@ class ControlHub:
                 await asyncio.wait_for(client.ws.close(), self._send_timeout)
 
     async def serve(self, request: web.Request, org_id: str, initial: dict[str, Any],
-                    last_seq: int | None) -> web.WebSocketResponse:
+                    last_seq: int | None, *, workflow_id: str | None = None,
+                    key_id: str | None = None) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30)
         await ws.prepare(request)
-        client = _Client(ws, org_id, asyncio.Queue(self._queue_size + 2), acked=self._seq.get(org_id, 0))
+        client = _Client(ws, org_id, asyncio.Queue(self._queue_size + 2), acked=self._seq.get(org_id, 0),
+                         workflow_id=workflow_id, key_id=key_id)
         self._clients.setdefault(org_id, set()).add(client)
         client.writer = asyncio.create_task(self._write(client))
         log.info("control.connected", org_id=org_id, clients=self.clients(org_id))
@@ -201,7 +218,7 @@ class ControlHub:
             return
         client.acked = last_seq
         for message in history:
-            if message["seq"] > last_seq:
+            if message["seq"] > last_seq and self._hears(client, message):
                 self._enqueue(client, json.dumps(message))
 
     def _on_client_message(self, client: _Client, raw: str) -> None:

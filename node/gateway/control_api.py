@@ -1,10 +1,12 @@
 """The control plane's WebSocket endpoint: authenticates the SDK client by headers on connect,
-then hands the connection to the ControlHub with the org's current workflows and policies."""
+then hands the connection to the ControlHub with the org's current workflows and policies (a
+workflow-bound key: its workflow, the policies that can apply to it, and only its events)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from node.gateway import policies
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import STATES, ControlHub
 from node.gateway.store import GatewayStore
@@ -41,5 +43,7 @@ class ControlApi:
                                   "state": STATES[w["status"]], "version": version,
                                   "budget_usd": w["budget_usd"], "remaining_usd": w["remaining_usd"]}
                                  for w in workflows],
-                   "policies": [p["id"] for p in await self.store.policies(org_id)]}
-        return await self.hub.serve(request, org_id, {**initial, "seq": version}, last)
+                   "policies": [p["id"] for p in await self.store.policies(org_id)
+                                if key.workflow_id is None or policies.applies_to(p, key.workflow_id)]}
+        return await self.hub.serve(request, org_id, {**initial, "seq": version}, last,
+                                    workflow_id=key.workflow_id, key_id=key.id)

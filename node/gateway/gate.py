@@ -3,8 +3,11 @@ CRE, registry) passes `GovernanceGate.admit` first.
 
 A job is bound to a workflow by the `X-Workflow-Id` header, accepted only with a signed API key
 of the workflow's org (node/gateway/binding.py checks it and names the org for this request), or
-to the default workflow of its source (`gateway.default_workflows`: `org_id/workflow_id`, or a
-bare id that exactly one org has). Workflow ids are per org; the job records the row key
+to the default workflow of its source (`gateway.default_workflows`: always `org_id/workflow_id`;
+a bare id, once accepted, let an outsider who created the same id make the binding ambiguous, so
+the operator's paused workflow stopped refusing jobs). A source whose default workflow does not
+exist (not created yet, or its org deleted) has its jobs refused (503): fail closed, never run
+ungoverned what the operator meant to govern. Workflow ids are per org; the job records the row key
 `org_id/workflow_id`, so a kill cancels exactly that org's jobs. A bound job is refused when the workflow is paused or
 killed, when a policy denies it (subject: workflow, containers, estimated cost = the sum of the
 containers' `cost_usd`), or when its cost does not fit the remaining budget; otherwise the cost
@@ -54,15 +57,6 @@ class GovernanceGate:
         self._ttl = reservation_ttl
         self._warned: set[str] = set()
 
-    async def _default(self, configured: str) -> tuple[str | None, str]:
-        if "/" in configured:
-            org_id, workflow_id = configured.split("/", 1)
-            return org_id, workflow_id
-        orgs = await self._store.workflow_orgs(configured)
-        if len(orgs) > 1 and configured not in self._warned:
-            log.warning("gateway.default_workflow_ambiguous", workflow_id=configured, orgs=len(orgs))
-        return (orgs[0] if len(orgs) == 1 else None), configured
-
     async def admit(self, admission: Admission) -> _JobTicket | None:
         explicit = admission.workflow_id is not None
         if explicit:
@@ -74,15 +68,17 @@ class GovernanceGate:
             configured = self._defaults.get(admission.source)
             if configured is None:
                 return None
-            org_id, workflow_id = await self._default(configured)
+            org_id, workflow_id = configured.split("/", 1)  # the config allows nothing else
         workflow = await self._store.workflow(workflow_id, org_id) if org_id is not None else None
         if workflow is None:
             if explicit:
                 raise JobRejected(f"Unknown workflow {workflow_id!r}", {"workflow_id": workflow_id}, 404)
-            if workflow_id not in self._warned:
-                self._warned.add(workflow_id)
-                log.warning("gateway.default_workflow_missing", source=admission.source, workflow_id=workflow_id)
-            return None
+            if configured not in self._warned:
+                self._warned.add(configured)
+                log.error("gateway.default_workflow_missing", source=admission.source, workflow=configured)
+            raise JobRejected(f"The {admission.source} jobs of this node are governed by workflow {workflow_id!r},"
+                              " which does not exist; refused until the operator creates it",
+                              {"workflow_id": workflow_id, "source": admission.source}, 503)
         admission.workflow_id = wf_key(org_id, workflow_id)
         if workflow["status"] != "active":
             raise JobRejected(f"Workflow {workflow_id} is {workflow['status']}",

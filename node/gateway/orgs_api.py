@@ -1,5 +1,6 @@
 """Administration of an org: the org itself, its API keys, its members (owner rules in
-membership.py) and its invites (the token is returned once, to the inviter)."""
+membership.py) and its invites (the token is returned once, to the inviter; only an account with
+the invited email can accept it, once)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from node.errors import Conflict, NotFound
 from node.gateway import membership
 from node.gateway.auth import Actor, GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import Body, EMAIL, Role, WORKFLOW_ID, read_as
+from node.gateway.models import Body, EMAIL, Role, WORKFLOW_ID, finite_json, read_as
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response
@@ -43,6 +44,8 @@ class InviteCreate(Body):
 class OrgPatch(Body):
     name: str | None = Field(None, min_length=1, max_length=200)
     settings: dict[str, Any] | None = None
+
+    _finite_settings = field_validator("settings")(finite_json)
 
 
 class OrgsApi:
@@ -196,14 +199,15 @@ class OrgsApi:
         return json_response({**invite, "org_name": org["name"] if org else None})
 
     async def accept_invite(self, request: web.Request) -> web.Response:
-        invite = await self.store.pending_invite(request.match_info["token"])
+        """Only the invited email's account accepts, once (see `GatewayStore.accept_invite`)."""
         actor: Actor = await self.auth.session(request)
+        invite = await self.store.pending_invite(request.match_info["token"])
         await self.store.accept_invite(invite, actor.id)
         await self.store.audit(invite["org_id"], actor.label, "invite.accepted", "invite", invite["id"])
         return json_response({"accepted": True, "org_id": invite["org_id"], "role": invite["role"]})
 
     async def decline_invite(self, request: web.Request) -> web.Response:
         invite = await self.store.pending_invite(request.match_info["token"])
-        await self.store.set_invite_status(invite["id"], "declined")
+        await self.store.decline_invite(invite["id"])
         await self.store.audit(invite["org_id"], "public", "invite.declined", "invite", invite["id"])
         return json_response({"declined": True})

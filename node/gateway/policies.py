@@ -58,6 +58,11 @@ def in_window(window: dict[str, Any], now: dt.datetime) -> bool:
     return start <= minutes < end if start <= end else minutes >= start or minutes < end
 
 
+def applies_to(policy: dict[str, Any], workflow_id: str) -> bool:
+    """Whether the policy can match calls of `workflow_id` (what a workflow-scoped key may read)."""
+    return _in(policy["match"].get("workflows"), workflow_id)
+
+
 async def matches(match: dict[str, Any], subject: Subject, now: dt.datetime, rate: RateCounter) -> bool:
     if not _in(match.get("workflows"), subject.workflow_id):
         return False

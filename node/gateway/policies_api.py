@@ -101,9 +101,11 @@ class PoliciesApi:
         return json_response(policy, 201)
 
     async def list_policies(self, request: web.Request) -> web.Response:
+        """The org's policies; a workflow-bound API key sees those that can apply to its workflow."""
         org_id = request.match_info["org_id"]
-        await self.auth.org(request, org_id, allow_key=True)
-        return json_response({"policies": await self.store.policies(org_id)})
+        scope = (await self.auth.org(request, org_id, allow_key=True)).workflow_scope
+        found = await self.store.policies(org_id)
+        return json_response({"policies": [p for p in found if scope is None or policies.applies_to(p, scope)]})
 
     async def _policy(self, request: web.Request) -> dict[str, Any]:
         return await self.store.require_policy(request.match_info["org_id"], request.match_info["policy_id"])

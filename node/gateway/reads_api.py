@@ -64,9 +64,11 @@ class ReadsApi:
 
     async def status(self, request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]
-        await self.auth.org(request, org_id, allow_key=True)
+        scope = (await self.auth.org(request, org_id, allow_key=True)).workflow_scope
         out = []
         for workflow in await self.store.workflows(org_id):
+            if scope is not None and workflow["id"] != scope:
+                continue  # a workflow-bound key sees its own workflow only
             rate = await self.store.burn_rate(org_id, workflow["id"])
             remaining = workflow["remaining_usd"]
             tte = None if remaining is None or rate <= 0 else remaining / rate

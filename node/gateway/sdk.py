@@ -57,8 +57,13 @@ def not_found(code: str, message: str, **details: Any) -> ApiError:
 class SdkApi:
     def __init__(self, store: GatewayStore, auth: GatewayAuth, hub: ControlHub, reservation_ttl: float,
                  prices: dict[str, tuple[float, float]],
-                 after_spend: Callable[[str, dict[str, Any]], Awaitable[None]]) -> None:
+                 after_spend: Callable[[str, dict[str, Any], float], Awaitable[None]], *,
+                 verify_returns_secret: bool | None = None) -> None:
         self.store = store
+        # auth/verify hands out the HMAC secret to a key-only caller only if the operator chose it
+        # (never while signatures are required: the secret would then add nothing to the key).
+        self._returns_secret = (not auth.hmac_required) if verify_returns_secret is None else (
+            verify_returns_secret and not auth.hmac_required)
         self.auth = auth
         self.hub = hub
         self._ttl = reservation_ttl
@@ -137,6 +142,8 @@ class SdkApi:
     # -- identity -------------------------------------------------------------------------------
 
     async def verify(self, request: web.Request) -> web.Response:
+        """The SDK's init: who this API key is (org, workflow, key version), plus the HMAC secret
+        only where `gateway.verify_returns_secret` allows it."""
         raw = await request.read()
         api_key = request.headers.get("X-API-Key")
         if not api_key:
@@ -147,9 +154,13 @@ class SdkApi:
         key = await self.store.key(api_key)
         if key is None:
             raise ApiError(401, "Invalid API key")
-        return json_response({"valid": True, "key_id": key.id, "org_id": key.org_id, "organization_id": key.org_id,
-                              "workflow_id": key.workflow_id, "key_version": key.version,
-                              "secret_key": key.secret})
+        answer = {"valid": True, "key_id": key.id, "org_id": key.org_id, "organization_id": key.org_id,
+                  "workflow_id": key.workflow_id, "key_version": key.version}
+        if self._returns_secret:
+            answer["secret_key"] = key.secret
+        # Without it the SDK keeps signing with NULLRUN_SECRET_KEY (it only takes a secret_key
+        # that the answer carries), so the secret never has to cross the wire after minting.
+        return json_response(answer)
 
     async def capabilities(self, request: web.Request) -> web.Response:
         return json_response({
@@ -195,8 +206,11 @@ class SdkApi:
                               "remaining_budget_cents": None if remaining is None else round(remaining * 100)})
 
     async def check(self, request: web.Request, key: ApiKey, req: SdkGate) -> web.Response:
-        """Legacy, advisory: no scope check, no reservation."""
+        """Legacy, advisory: no scope check (never a 403), no reservation. A workflow-bound key
+        asking about another workflow is answered as for an unknown one: nothing is revealed."""
         workflow_id = req.workflow_id or request.headers.get(WORKFLOW_HEADER) or key.workflow_id
+        if key.workflow_id is not None and workflow_id != key.workflow_id:
+            workflow_id = None
         workflow = await self.store.workflow(workflow_id, key.org_id) if workflow_id else None
         if workflow is None:
             return json_response({"allowed": True, "advisory": True, "reason": "unknown workflow"})
@@ -313,7 +327,7 @@ class SdkApi:
                   "output_tokens": event.output_tokens, "latency_ms": event.latency_ms,
                   "metadata": metadata or None, "reservation_id": reservation_id}
         out = await self.store.track(key.org_id, record, key.id)
-        await self._after_spend(key.org_id, out["workflow"])
+        await self._after_spend(key.org_id, out["workflow"], cost)
         return out
 
     async def track(self, request: web.Request, key: ApiKey, event: SdkTrackEvent) -> web.Response:

@@ -1,21 +1,22 @@
 """Bodies of the SDK endpoints as the published nullrun SDK sends them (and as the seed's own
 examples do). The SDK adds many fields the gateway has no use for (trace ids, digests, business
 impact envelopes), so unknown fields are ignored here; the fields the gateway reads are
-validated and a bad one is a 400 naming it."""
+validated and a bad one is a 400 naming it. Numbers must be finite (`Infinity`, `NaN` and `1e999`
+are 400s): an infinite cost once made /gate fail with an OverflowError."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from node.gateway.models import WORKFLOW_ID
+from node.gateway.models import WORKFLOW_ID, finite_json
 
 UUIDISH = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 
 class _SdkBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class SdkGate(_SdkBody):
@@ -58,6 +59,8 @@ class SdkTrackEvent(_SdkBody):
     tool_name: str | None = Field(None, max_length=200)
     metadata: dict[str, Any] | None = None
     reservation_id: str | None = Field(None, pattern=UUIDISH)
+
+    _finite_metadata = field_validator("metadata")(finite_json)
 
     @model_validator(mode="after")
     def _has_usage(self) -> SdkTrackEvent:

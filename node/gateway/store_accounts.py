@@ -7,7 +7,7 @@ import sqlite3
 import time
 from typing import Any
 
-from node.errors import Conflict, NotFound
+from node.errors import Conflict, Forbidden, NotFound
 from node.gateway import crypto
 from node.gateway.store_rows import INVITE_TTL, SESSION_TTL, ApiKey, new_id
 from node.storage import Database
@@ -164,15 +164,35 @@ class AccountStore:
         return token
 
     async def accept_invite(self, invite: dict[str, Any], user_id: str) -> None:
+        """Make `user_id` a member with the invite's role. An invite is for the email it was sent
+        to (the token is a link anyone who saw it holds), and it is used up in the same write
+        transaction that checks it is still pending, so concurrent accepts make one member
+        (issue 22, item 14: four accounts accepting one admin invite at once became four admins)."""
         now = time.time()
 
         def op(conn: sqlite3.Connection) -> None:
+            user = conn.execute("SELECT email FROM gw_users WHERE id = ?", (user_id,)).fetchone()
+            row = conn.execute("SELECT email, status, expires_at FROM gw_invites WHERE id = ?",
+                               (invite["id"],)).fetchone()
+            if row is None:
+                raise NotFound("invite not found")
+            if user is None or user[0].lower() != row["email"].lower():
+                raise Forbidden("This invite was sent to another email address; sign in as its recipient")
+            status = "expired" if row["status"] == "pending" and row["expires_at"] < now else row["status"]
+            if status != "pending":
+                raise Conflict(f"invite is {status}")
             conn.execute("UPDATE gw_invites SET status = 'accepted' WHERE id = ?", (invite["id"],))
             conn.execute("INSERT INTO gw_members (id, org_id, user_id, role, created_at) VALUES (?, ?, ?, ?, ?)"
                          " ON CONFLICT (org_id, user_id) DO NOTHING",
                          (new_id("mem"), invite["org_id"], user_id, invite["role"], now))
 
         await self.db.run_in_transaction(op)
+
+    async def decline_invite(self, invite_id: str) -> None:
+        """Decline a pending invite (Conflict if it stopped being pending meanwhile)."""
+        if not await self.db.execute("UPDATE gw_invites SET status = 'declined' WHERE id = ? AND status = 'pending'"
+                                     " AND expires_at >= ?", (invite_id, time.time())):
+            raise Conflict("invite is no longer pending")
 
     # -- API keys ------------------------------------------------------------------------
 

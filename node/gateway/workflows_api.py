@@ -64,14 +64,16 @@ class WorkflowsApi:
         return json_response(workflow, 201)
 
     async def list_workflows(self, request: web.Request) -> web.Response:
+        """The org's workflows; a workflow-bound API key sees its own only."""
         org_id = request.match_info["org_id"]
-        await self.auth.org(request, org_id, allow_key=True)
-        return json_response({"workflows": await self.store.workflows(org_id)})
+        scope = (await self.auth.org(request, org_id, allow_key=True)).workflow_scope
+        workflows = await self.store.workflows(org_id)
+        return json_response({"workflows": [w for w in workflows if scope is None or w["id"] == scope]})
 
     async def get_workflow(self, request: web.Request) -> web.Response:
-        org_id = request.match_info["org_id"]
-        await self.auth.org(request, org_id, allow_key=True)
-        return json_response(await self.store.require_workflow(org_id, request.match_info["workflow_id"]))
+        org_id, workflow_id = request.match_info["org_id"], request.match_info["workflow_id"]
+        (await self.auth.org(request, org_id, allow_key=True)).check_workflow(workflow_id)
+        return json_response(await self.store.require_workflow(org_id, workflow_id))
 
     async def _workflow(self, request: web.Request) -> dict[str, Any]:
         return await self.store.require_workflow(request.match_info["org_id"], request.match_info["workflow_id"])

@@ -1,5 +1,6 @@
 """Read-only queries of the jobs table for the operator views (kept apart from the job store so
-the store can change shape without touching them): the most recent jobs, newest first."""
+the store can change shape without touching them): the most recent jobs, newest first, and jobs
+finished and failed per minute for the status page's charts."""
 
 from __future__ import annotations
 
@@ -31,3 +32,30 @@ async def recent_jobs(db: Database, limit: int = 20, failed: bool = False) -> li
         "SELECT id, source, containers, status, result, workflow_id, created_at, updated_at FROM jobs "
         f"{where}ORDER BY rowid DESC LIMIT ?", (limit,))
     return [_view(r) for r in rows]
+
+
+# The job chart reads at most this many of the newest jobs, so one request costs a bounded scan
+# however busy the last hour was (the jobs table has no index on time; rowid order is insertion
+# order, which is creation order).
+JOB_CHART_ROWS = 100_000
+
+
+async def jobs_per_bucket(db: Database, now: float, span: float = 3600, bucket: float = 60,
+                          cap: int = JOB_CHART_ROWS) -> dict[str, Any]:
+    """Jobs finished (and of those, failed) per `bucket` seconds over the last `span` seconds, by
+    the time they finished; the last bucket is the current, partial one. `truncated` says the
+    cap cut the oldest buckets short."""
+    buckets = int(span // bucket)
+    start = (int(now // bucket) - buckets + 1) * bucket
+    rows = await db.fetchall(
+        "SELECT CAST((updated_at - ?) / ? AS INTEGER) AS b, COUNT(*) AS n, SUM(status = 'failed') AS bad "
+        "FROM (SELECT status, updated_at FROM jobs ORDER BY rowid DESC LIMIT ?) "
+        "WHERE status != 'running' AND updated_at >= ? GROUP BY b", (start, bucket, cap, start))
+    finished, failed = [0] * buckets, [0] * buckets
+    for row in rows:
+        if 0 <= row["b"] < buckets:
+            finished[row["b"]], failed[row["b"]] = int(row["n"]), int(row["bad"] or 0)
+    scanned = await db.fetchall("SELECT COUNT(*) AS n FROM (SELECT 1 FROM jobs ORDER BY rowid DESC LIMIT ?)",
+                                (cap + 1,))
+    return {"bucket_s": bucket, "start": start, "finished": finished, "failed": failed,
+            "truncated": scanned[0]["n"] > cap}

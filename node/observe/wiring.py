@@ -39,5 +39,6 @@ class Observability:
         self.api = ObserveApi(self.metrics, self.sampler, self.watchdog, node.db, containers=containers,
                               running_jobs=node.store.running, subsystems=subsystems,
                               started=lambda: node.started, config=node.config_status, reload=node.reload,
+                              chart_interval=config.observe.interval,
                               admin_token=(config.server.admin_token.get_secret_value()
                                            if config.server.admin_token else None))

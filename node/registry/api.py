@@ -21,11 +21,15 @@ from node.registry.models import (
     VerifyRequest,
 )
 from node.registry.service import RegistryService
-from node.server.http import ApiError, ApiFamily, json_response, read_json
+from node.server.http import ApiError, ApiFamily, RateLimiter, json_response, parse_json, read_json
 from node.server.openapi import body
 
 PREFIXES = ("/api/auth", "/api/accounts", "/api/tasks", "/api/projects", "/api/intents")
 OWNER_ONLY = "You must have owner permissions on this project to link a task."
+NO_ROLE = "You have no role in this project"
+# What anyone may read of an intent: what a solver needs to bid and to learn who won. The
+# execution, the task, the other solvers' proposals and the event log need a role in the project.
+PUBLIC_INTENT = ("intentId", "status", "type", "data", "signedProposal", "relayerSignature")
 
 
 def registry_error(status: int, message: str, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -48,6 +52,7 @@ class RegistryApi:
     def __init__(self, service: RegistryService) -> None:
         self.service = service
         self.store = service.store
+        self.input_limiter = RateLimiter(service.config.input_rate_limit)
 
     def routes(self) -> list[web.RouteDef]:
         t = "/api/tasks/{task_id}"
@@ -88,6 +93,28 @@ class RegistryApi:
         if address is None:
             raise ApiError(401, "Invalid or expired token")
         return address
+
+    async def _maybe_account(self, request: web.Request) -> str | None:
+        """The caller's account when a bearer is sent (a wrong one is still a 401), else None."""
+        return await self._account(request) if "Authorization" in request.headers else None
+
+    async def _input_json(self, request: web.Request) -> Any:
+        """POST …/inputs is open to relayers without a session: a per-IP rate limit, then at most
+        `registry.max_input_bytes` read (the whole body is never buffered past it)."""
+        wait = self.input_limiter.hit(request.remote or "?", "POST", "registry.inputs")
+        if wait is not None:
+            raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
+                           headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+        limit = self.service.config.max_input_bytes
+        too_large = ApiError(413, f"Request body too large (registry.max_input_bytes: {limit})")
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        raw = bytearray()
+        async for chunk in request.content.iter_chunked(65536):
+            raw += chunk
+            if len(raw) > limit:
+                raise too_large
+        return parse_json(bytes(raw))
 
     # -- auth -------------------------------------------------------------------------------------
 
@@ -163,8 +190,11 @@ class RegistryApi:
         return json_response(project, 201)
 
     async def get_project(self, request: web.Request) -> web.Response:
-        await self._account(request)
-        return json_response(await self.service.project_or_404(request.match_info["project_id"]))
+        account = await self._account(request)
+        project = await self.service.project_or_404(request.match_info["project_id"])
+        if not await self.service.can_read(project["projectId"], account):
+            raise ApiError(403, NO_ROLE)
+        return json_response(project)
 
     @body(LinkTask, read=_owner_json(OWNER_ONLY))
     async def link_task(self, request: web.Request, body: LinkTask) -> web.Response:
@@ -233,8 +263,11 @@ class RegistryApi:
         return config
 
     async def get_config(self, request: web.Request) -> web.Response:
-        await self._account(request)
-        return json_response(await self._config(request))
+        account = await self._account(request)
+        config = await self._config(request)
+        if not await self.service.can_read(config["projectId"], account):
+            raise ApiError(403, NO_ROLE)
+        return json_response(config)
 
     async def delete_config(self, request: web.Request) -> web.Response:
         account = await self._account(request)
@@ -248,9 +281,11 @@ class RegistryApi:
 
     # -- inputs, executions, intents -------------------------------------------------------------------
 
-    @body(InputSubmit)
+    @body(InputSubmit, read=_input_json)
     async def submit_inputs(self, request: web.Request, body: InputSubmit) -> web.Response:
-        return json_response(await self.service.submit_inputs(request.match_info["task_id"], body), 201)
+        """A relayer's signature or a project member's bearer; rate-limited and size-capped."""
+        account = await self._maybe_account(request)
+        return json_response(await self.service.submit_inputs(request.match_info["task_id"], body, account), 201)
 
     @body(ExecutionSubmit)
     async def submit_execution(self, request: web.Request, body: ExecutionSubmit) -> web.Response:
@@ -258,30 +293,44 @@ class RegistryApi:
         return json_response(result, 201 if result["created"] else 200)
 
     async def list_executions(self, request: web.Request) -> web.Response:
-        await self._account(request)
+        """Only the executions of configs in projects where the caller has a role."""
+        account = await self._account(request)
         page, limit = request.query.get("page", "0"), request.query.get("limit", "20")
         if not (page.isascii() and page.isdigit() and limit.isascii() and limit.isdigit()) \
                 or int(page) > 10**9 or not 1 <= int(limit) <= 200:
             raise ApiError(400, "page must be >= 0 and limit between 1 and 200")
-        data, total = await self.store.executions(request.match_info["task_id"], int(page), int(limit))
+        data, total = await self.store.executions(request.match_info["task_id"], int(page), int(limit), account)
         return json_response({"data": data, "page": int(page), "total": total})
 
-    async def get_execution(self, request: web.Request) -> web.Response:
-        await self._account(request)
+    async def _readable_execution(self, request: web.Request, account: str) -> dict[str, Any]:
+        """The execution named in the path, if the caller has a role in its config's project
+        (else the same 404 as for none: whether it exists is not an outsider's business)."""
         execution = await self.store.execution(request.match_info["task_id"], request.match_info["execution_id"])
-        if execution is None:
+        config = await self.store.config(execution["configId"]) if execution else None
+        if config is None or not await self.service.can_read(config["projectId"], account):
             raise ApiError(404, f"Execution {request.match_info['execution_id']} not found")
-        return json_response(execution)
+        return execution
+
+    async def get_execution(self, request: web.Request) -> web.Response:
+        return json_response(await self._readable_execution(request, await self._account(request)))
 
     async def get_execution_intent(self, request: web.Request) -> web.Response:
-        await self._account(request)
+        await self._readable_execution(request, await self._account(request))
         intent = await self.service.intent_or_404(request.match_info["intent_id"])
         if intent["executionId"] != request.match_info["execution_id"] or intent["taskId"] != request.match_info["task_id"]:
             raise ApiError(404, f"Intent {request.match_info['intent_id']} not found in this execution")
         return json_response(intent)
 
     async def get_intent(self, request: web.Request) -> web.Response:
-        return json_response(await self.service.intent_or_404(request.match_info["intent_id"]))
+        """Public: what a solver needs (PUBLIC_INTENT); everything with a role in the project."""
+        account = await self._maybe_account(request)
+        intent = await self.service.intent_or_404(request.match_info["intent_id"])
+        if account is not None:
+            execution = await self.store.execution(intent["taskId"], intent["executionId"])
+            config = await self.store.config(execution["configId"]) if execution else None
+            if config is not None and await self.service.can_read(config["projectId"], account):
+                return json_response(intent)
+        return json_response({k: intent[k] for k in PUBLIC_INTENT})
 
     @body(ProposalSubmit)
     async def propose(self, request: web.Request, body: ProposalSubmit) -> web.Response:

@@ -7,12 +7,26 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from node.fields import ConfigModel, LowerAddress
+from node.server.config import RateLimitConfig
 
 
 class RegistryTaskRoute(ConfigModel):
-    """A task (by its CID) this node runs as a relayer: the container chain that executes it."""
+    """A task (by its CID) this node runs as a relayer: the container chain that executes it, and
+    whose configs of it the node runs. Registration is open, so anyone can link a relayed CID to a
+    project of their own: without a list the node would run (and sign with its key) every
+    outsider's config. The operator names them, or says `anyone: true` knowingly."""
 
     containers: list[str] = Field(min_length=1)
+    owners: list[LowerAddress] = Field(default_factory=list, description="Project owners whose configs the node runs")
+    projects: list[str] = Field(default_factory=list, description="Projects whose configs the node runs")
+    anyone: bool = Field(False, description="Run every project's configs of this task, whoever owns it")
+
+    @model_validator(mode="after")
+    def _someone(self) -> RegistryTaskRoute:
+        if not (self.owners or self.projects or self.anyone):
+            raise ValueError("owners, projects: name the project owners or projects whose configs this node runs "
+                             "(or set anyone: true)")
+        return self
 
 
 class RegistryChain(ConfigModel):
@@ -31,7 +45,8 @@ class RegistryConfig(ConfigModel):
     enabled: bool = True
     chain_id: int = Field(1, ge=1, description="chainId of the registry's EIP-712 domain")
     oracles: list[LowerAddress] = Field(default_factory=list, description="Addresses whose oracle signatures count")
-    relayers: list[LowerAddress] = Field(default_factory=list, description="Addresses allowed to submit executions")
+    relayers: list[LowerAddress] = Field(default_factory=list,
+                                         description="Addresses whose signatures count for inputs and executions")
     relayer_key: SecretStr | None = Field(None, description="The node's relayer key; unset: no cron relaying")
     oracle_max_age: float = Field(300.0, gt=0)
     nonce_ttl: float = Field(300.0, gt=0)
@@ -51,6 +66,16 @@ class RegistryConfig(ConfigModel):
     # Maintainer and config signatures without nonce/deadline (the seed's format) are accepted once
     # each; false refuses them.
     legacy_signatures: bool = True
+    # What one tenant may ask of the node's relayer and of the inputs route (issue 22).
+    min_cron_period: float = Field(60.0, ge=1, description="Shortest gap between two ticks of a cron config, seconds")
+    max_configs_per_project: int = Field(20, ge=1, description="Live (not deleted) configs one project may have")
+    max_input_bytes: int = Field(131072, ge=1024, description="Largest body POST /api/tasks/{id}/inputs reads")
+    # Each oracle answer costs a signature recovery (milliseconds of CPU each without coincurve).
+    max_proposals_per_intent: int = Field(50, ge=1, description="Solver proposals one intent keeps (409 after)")
+    max_oracle_responses: int = Field(32, ge=1, description="Oracle responses one POST …/inputs may carry in all")
+    input_rate_limit: RateLimitConfig = Field(
+        default_factory=lambda: RateLimitConfig(num_requests=60, period=60.0),
+        description="Requests per client IP to POST /api/tasks/{id}/inputs; num_requests 0: no limit")
 
     @field_validator("chains", mode="before")
     @classmethod

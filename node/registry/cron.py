@@ -72,10 +72,14 @@ class Cron:
             return in_day and in_week
         return in_day or in_week
 
-    def next_after(self, ts: int) -> int:
-        """The first matching second strictly after `ts` (Unix seconds, UTC)."""
+    def _date_ok(self, year: int, month: int, day: int) -> bool:
+        return month in self.month and self._day_ok(year, month, day)
+
+    def next_after(self, ts: int, days: int = 366 * 5) -> int:
+        """The first matching second strictly after `ts` (Unix seconds, UTC), looking at most
+        `days` days ahead (CronError beyond)."""
         t = ts + 1
-        for _ in range(366 * 5):  # at most ~5 years of days
+        for _ in range(days):
             year, month, day, hour, minute, second = _split(t)
             if month not in self.month or not self._day_ok(year, month, day):
                 t = _join(year, month, day) + 86400
@@ -88,7 +92,34 @@ class Cron:
                         if candidate >= t:
                             return candidate
             t = day_start + 86400
-        raise CronError("no matching time within five years")
+        raise CronError(f"no matching time within {days} days")
+
+    def fires_within(self, ts: int, days: int = 366) -> bool:
+        """Whether some time after `ts` matches within `days` days (`0 0 0 30 2 *` never does)."""
+        try:
+            self.next_after(ts, days)
+        except CronError:
+            return False
+        return True
+
+    def shortest_gap(self, ts: int, days: int = 366 * 2) -> int:
+        """The shortest time in seconds between two consecutive ticks, over the days matching in
+        the `days` after `ts` (a cron with one tick in that span: `days` * 86400). A day's ticks
+        are hours x minutes x seconds, so consecutive ticks in a day are at most three kinds apart
+        (next second, next minute, next hour); across days, the last tick of one matching day and
+        the first of the next."""
+        seconds, minutes, hours = sorted(self.second), sorted(self.minute), sorted(self.hour)
+        day_start = _join(*_split(ts)[:3])
+        matching = [d for d in range(days + 1) if self._date_ok(*_split(day_start + d * 86400)[:3])]
+        gaps = [days * 86400]
+        gaps += [b - a for a, b in zip(seconds, seconds[1:])]
+        span_s = seconds[-1] - seconds[0]
+        gaps += [(b - a) * 60 - span_s for a, b in zip(minutes, minutes[1:])]
+        span_ms = (minutes[-1] * 60 + seconds[-1]) - (minutes[0] * 60 + seconds[0])
+        gaps += [(b - a) * 3600 - span_ms for a, b in zip(hours, hours[1:])]
+        span_day = (hours[-1] * 3600 + minutes[-1] * 60 + seconds[-1]) - (hours[0] * 3600 + minutes[0] * 60 + seconds[0])
+        gaps += [(b - a) * 86400 - span_day for a, b in zip(matching, matching[1:])]
+        return min(gaps)
 
     def last_at_or_before(self, ts: int, since: int) -> int | None:
         """The latest matching second in (since, ts], or None."""

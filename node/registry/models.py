@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any, Literal
+import time
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from node.canonical import stable_json
 from node.fields import ADDRESS_PATTERN as ADDRESS
 from node.fields import HEX32_PATTERN
 from node.fields import HEX_BYTES_PATTERN as HEX
@@ -138,9 +140,11 @@ class Trigger(_Body):
     def _cron(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                Cron.parse(value)
+                cron = Cron.parse(value)
             except CronError as exc:
                 raise ValueError(f"invalid cron: {exc}") from None
+            if not cron.fires_within(int(time.time()), 366):
+                raise ValueError(f"{value!r} matches no time in the next year")
         return value
 
     @model_validator(mode="after")
@@ -169,8 +173,8 @@ class OracleResponse(_Body):
 
 
 class OracleQuery(_Body):
-    params: list[Any] = Field(default_factory=list)
-    responses: list[OracleResponse] = Field(min_length=1)
+    params: list[Any] = Field(default_factory=list, max_length=32)
+    responses: list[OracleResponse] = Field(min_length=1, max_length=64)
 
 
 class TriggerRef(_Body):
@@ -179,10 +183,23 @@ class TriggerRef(_Body):
     logIndex: int = Field(ge=0)
 
 
+class SubmittedTrigger(TriggerRef):
+    """A chain event named by whoever submits inputs (chain id 0 is no chain: the node's cron)."""
+
+    chainId: int = Field(ge=1)
+
+
 class InputSubmit(_Body):
-    configId: str
-    trigger: TriggerRef
-    rawInputs: dict[str, list[OracleQuery]]
+    configId: str = Field(min_length=1, max_length=100)
+    trigger: SubmittedTrigger
+    # At least one query, each with at least one (params, responses) item: the oracle answers
+    # are what the config's confirmations are counted on.
+    rawInputs: dict[Annotated[str, Field(min_length=1, max_length=200)],
+                    Annotated[list[OracleQuery], Field(min_length=1, max_length=256)]] = Field(min_length=1,
+                                                                                                max_length=64)
+    # A relayer's EIP-191 signature of {taskId, configId, trigger, rawInputs}; without it the
+    # request needs the bearer token of a member of the config's project.
+    signature: str | None = Field(None, pattern=SIGNATURE)
 
 
 class SwapIntent(_Body):
@@ -239,10 +256,21 @@ class ExecutionSubmit(_Body):
     logs: list[LogLine] = Field(default_factory=list, max_length=1000)
 
 
+PROPOSAL_DATA_BYTES = 4096
+
+
 class ProposalSubmit(_Body):
     solver: str = Field(pattern=ADDRESS)
+    # Anyone with a fresh key may propose: what one proposal stores is bounded.
     data: dict[str, Any]
     signature: str = Field(pattern=SIGNATURE)
+
+    @field_validator("data")
+    @classmethod
+    def _small(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(stable_json(value).encode()) > PROPOSAL_DATA_BYTES:
+            raise ValueError(f"larger than {PROPOSAL_DATA_BYTES} bytes as canonical JSON")
+        return value
 
 
 class SignRequest(_Body):

@@ -2,13 +2,28 @@
 can run, runs the task's container chain through the node's orchestrator, and records the
 execution (with the intents the containers return) signed with the node's relayer key.
 
+Whose configs: only those `registry.tasks.<cid>` names by project or owner (or `anyone: true`),
+whose cron ticks at least `registry.min_cron_period` apart (`service.route_for`). Jobs go through
+the orchestrator like every other job, so the governance gate admits them (`source: registry`,
+`gateway.default_workflows.registry` binds them to a workflow that can be paused, killed or
+budgeted).
+
 Timing: each config's ticks are computed from absolute cron times (no drift from sleeping);
-the last fired tick is persisted before the run, so a restart never fires a tick twice, and the
-synthetic trigger `(0, keccak256("cron:<configId>:<tick>"), 0)` is unique in the inputs table,
-so even two nodes sharing the database fire a tick once. Missed ticks follow
-`registry.missed_ticks`: "latest" fires only the most recent missed tick, if it is at most
-`catch_up_window` old; "skip" fires none. A config that never fired starts with the first tick
-after both the node's start and the config's creation.
+the last fired tick is persisted before the run, so a restart never fires a tick twice.
+Missed ticks follow `registry.missed_ticks`: "latest" fires only the most recent missed tick, if
+it is at most `catch_up_window` old; "skip" fires none. A config that never fired starts with
+the first tick after both the node's start and the config's creation.
+
+Claims: a tick is claimed in the node's own namespace of inputs (`RegistryStore.claim`), which
+`POST …/inputs` cannot write, as `(0, keccak256("cron:<configId>:<tick>"), 0)`: unique, so even
+two nodes sharing the database fire a tick once. The claim keeps what its run needs until the run
+ended; a claim still open at start (the process died during the run) is run again, unless the
+node's execution of it was recorded: at least once, the execution recorded once. Event claims of
+the watcher are recovered here too.
+
+Isolation: each config is handled on its own; one that fails (a cron stored before crons were
+checked, that never matches) is reported once (`registry.config_broken`) and skipped, so no
+config can stop another, nor the auctions and intent expiry that follow each pass.
 
 The containers get `{"taskId", "configId", "tick", "trigger", "config": <config data>,
 "inputs": <the latest oracle inputs submitted for the config, or {}>}` and answer
@@ -25,12 +40,15 @@ from eth_utils import keccak
 
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.logs import get_logger
-from node.registry.cron import Cron
+from node.registry.cron import Cron, CronError
 from node.registry.models import ExecutionSubmit
 from node.registry.service import RegistryService
 from node.errors import DomainError
 
 log = get_logger(__name__)
+
+# Failures that are the config's own (its stored trigger): skipped until the node restarts.
+CONFIG_FAULTS = (CronError, ValueError, KeyError, TypeError)
 
 
 class CronRelayer:
@@ -38,26 +56,28 @@ class CronRelayer:
         self._service = service
         self._store = service.store
         self._orchestrator = orchestrator
-        self._routes = {cid: list(route.containers) for cid, route in service.config.tasks.items()}
         self._tick = tick
-        self._started = int(time.time())
+        self._born = time.time()
+        self._started = int(self._born)
         self._tasks: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
+        self._crons: dict[str, Cron] = {}  # configs whose cron passed the checks
+        self._broken: set[str] = set()  # configs whose trigger cannot be run here (reported once)
+        self._reported: set[str] = set()  # configs refused or failing, reported once until they run again
+        self._recovered = False
 
     def stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> None:
+        if not self._recovered:  # once per relayer: a supervisor restart of run() must not rerun them
+            await self._step("recover", self.recover)
+            self._recovered = True
         while not self._stop.is_set():
-            try:
-                await self._once()
-                if self._service.config.auction_seconds:
-                    await self._settle_auctions()
-                await self._store.expire_intents()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - keep the scheduler alive
-                log.exception("registry.relayer_error")
+            await self._step("cron", self._once)
+            if self._service.config.auction_seconds:
+                await self._step("auctions", self._settle_auctions)
+            await self._step("expiry", self._store.expire_intents)
             try:
                 await asyncio.wait_for(self._stop.wait(), self._tick)
             except asyncio.TimeoutError:
@@ -65,50 +85,123 @@ class CronRelayer:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
 
+    @staticmethod
+    async def _step(name: str, step) -> None:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - keep the scheduler alive; each part fails alone
+            log.exception("registry.relayer_error", step=name)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _report(self, config: dict[str, Any], event: str, **fields: Any) -> None:
+        if config["configId"] not in self._reported:
+            self._reported.add(config["configId"])
+            log.warning(event, config_id=config["configId"], project_id=config["projectId"], **fields)
+
     async def _once(self) -> None:
         now = int(time.time())
-        policy = self._service.config.missed_ticks
         for config in await self._store.cron_configs():
-            containers = self._routes.get(config["cid"])
-            if containers is None or not await self._service.config_usable(config):
+            if config["configId"] in self._broken:
                 continue
+            try:
+                await self._consider(config, now)
+            except asyncio.CancelledError:
+                raise
+            except CONFIG_FAULTS as exc:
+                self._broken.add(config["configId"])
+                log.error("registry.config_broken", config_id=config["configId"], project_id=config["projectId"],
+                          error=str(exc)[:300])
+            except Exception as exc:  # noqa: BLE001 - e.g. the database: tried again next pass
+                self._report(config, "registry.config_failed", error=str(exc)[:300])
+
+    async def _consider(self, config: dict[str, Any], now: int) -> None:
+        containers = self._service.route_for(config)
+        if containers is None:
+            if config["cid"] in self._service.config.tasks:  # relayed, but not for this project
+                self._report(config, "registry.config_not_relayed", cid=config["cid"])
+            return
+        if not await self._service.config_usable(config):
+            return
+        cron = self._crons.get(config["configId"])
+        if cron is None:  # checked once per config (a config's trigger never changes)
             cron = Cron.parse(config["trigger"]["cron"])
-            last = await self._store.last_tick(config["configId"])
-            if last is None:
-                # Never fired: start with the first tick after both start-up and the config's creation.
-                last = max(self._started, int(config["created_ts"])) - 1
-                await self._store.set_last_tick(config["configId"], last)
-            due = cron.last_at_or_before(now, last)
-            if due is None:
-                continue
-            first_due = cron.next_after(last)
-            missed = due != first_due
-            if missed and (policy == "skip" or now - due > self._service.config.catch_up_window):
-                await self._store.set_last_tick(config["configId"], due)
-                log.warning("registry.ticks_missed", config_id=config["configId"], last=last, latest=due,
-                            policy=policy)
-                continue
+            if not cron.fires_within(now, 366):
+                raise CronError("matches no time in the next year")
+            gap = cron.shortest_gap(now)
+            if gap < self._service.config.min_cron_period:
+                self._broken.add(config["configId"])  # skipped until the node restarts (its settings may change)
+                self._report(config, "registry.config_too_frequent", gap_s=gap,
+                             min_cron_period=self._service.config.min_cron_period)
+                return
+            self._crons[config["configId"]] = cron
+        last = await self._store.last_tick(config["configId"])
+        if last is None:
+            # Never fired: start with the first tick after both start-up and the config's creation.
+            last = max(self._started, int(config["created_ts"])) - 1
+            await self._store.set_last_tick(config["configId"], last)
+        due = cron.last_at_or_before(now, last)
+        if due is None:
+            return
+        policy = self._service.config.missed_ticks
+        first_due = cron.next_after(last)
+        missed = due != first_due
+        if missed and (policy == "skip" or now - due > self._service.config.catch_up_window):
             await self._store.set_last_tick(config["configId"], due)
-            if missed:
-                log.info("registry.catch_up", config_id=config["configId"], tick=due)
-            task = asyncio.create_task(self._fire(config, containers, due))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            log.warning("registry.ticks_missed", config_id=config["configId"], last=last, latest=due, policy=policy)
+            return
+        await self._store.set_last_tick(config["configId"], due)
+        self._reported.discard(config["configId"])
+        if missed:
+            log.info("registry.catch_up", config_id=config["configId"], tick=due)
+        self._spawn(self._fire(config, containers, due))
 
     async def _fire(self, config: dict[str, Any], containers: list[str], tick: int) -> None:
         task_id, config_id = config["taskId"], config["configId"]
         trigger = {"chainId": 0, "transactionHash": "0x" + keccak(text=f"cron:{config_id}:{tick}").hex(), "logIndex": 0}
         latest = await self._store.latest_input(config_id)
         inputs = latest["inputs"] if latest else {}
-        row = await self._store.add_input(task_id, config_id, trigger, {}, inputs, latest["proofs"] if latest else {},
-                                          0)
+        data = {"taskId": task_id, "configId": config_id, "tick": tick, "trigger": trigger,
+                "config": config["data"], "inputs": inputs}
+        fields = {"config_id": config_id, "tick": tick}
+        row = await self._store.claim(task_id, config_id, trigger, inputs, latest["proofs"] if latest else {},
+                                      {"data": data, "fields": fields, "default_ts": tick})
         if row is None:
             log.info("registry.tick_already_fired", config_id=config_id, tick=tick)
             return
-        data = {"taskId": task_id, "configId": config_id, "tick": tick, "trigger": trigger,
-                "config": config["data"], "inputs": inputs}
-        await run_and_record(self._service, self._orchestrator, containers, row, data,
-                             {"config_id": config_id, "tick": tick}, default_ts=tick)
+        await run_claim(self._service, self._orchestrator, containers, row, data, fields, tick)
+
+    async def recover(self) -> None:
+        """Run again the claims a stopped process left open (claimed before this relayer was
+        made), unless the node's execution of one was recorded before the stop."""
+        for claim in await self._store.open_claims(self._born):
+            input_id, run = claim["inputId"], claim["run"]
+            row = await self._store.input(input_id)
+            config = await self._live_config(row["configId"]) if row else None
+            containers = self._service.route_for(config) if config else None
+            if row is None or row["reverted"] or containers is None or not await self._service.config_usable(config):
+                log.warning("registry.claim_dropped", input_id=input_id, **run["fields"])
+                await self._store.finish_claim(input_id)
+            elif await self._store.executed_by(input_id, self._service.relayer_address):
+                await self._store.finish_claim(input_id)
+            else:
+                log.info("registry.claim_resumed", input_id=input_id, **run["fields"])
+                self._spawn(run_claim(self._service, self._orchestrator, containers, row, run["data"], run["fields"],
+                                      run["default_ts"]))
+
+    async def _live_config(self, config_id: str) -> dict[str, Any] | None:
+        config = await self._store.config(config_id)
+        if config is None or config["deprecated"]:
+            return None
+        task, project = await self._store.task(config["taskId"]), await self._store.project(config["projectId"])
+        if task is None or project is None:
+            return None
+        return {**config, "cid": task["cid"], "owner": project["owner"]}
 
     async def _settle_auctions(self) -> None:
         window = self._service.config.auction_seconds
@@ -118,6 +211,16 @@ class CronRelayer:
                 log.info("registry.intent_signed", intent_id=intent_id, solver=signed["solver"])
             except DomainError as exc:
                 log.warning("registry.sign_failed", intent_id=intent_id, error=exc.message)
+
+
+async def run_claim(service: RegistryService, orchestrator: Orchestrator, containers: list[str],
+                    row: dict[str, Any], data: dict[str, Any], fields: dict[str, Any],
+                    default_ts: int | None = None) -> str | None:
+    """Run one of the node's claims and close it once the run ended, whatever its outcome (a
+    claim left open, by a crash, is run again at the next start)."""
+    execution_id = await run_and_record(service, orchestrator, containers, row, data, fields, default_ts)
+    await service.store.finish_claim(row["inputId"])
+    return execution_id
 
 
 async def run_and_record(service: RegistryService, orchestrator: Orchestrator, containers: list[str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ from node.registry.config import RegistryConfig
 from node.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.registry import signatures as sig
 from node.registry import siwe
+from node.registry.cron import Cron
 from node.registry.inputs import aggregate
 from node.registry.models import ConfigCreate, ExecutionSubmit, InputSubmit, ProposalSubmit
 from node.registry.store import RegistryStore
@@ -141,6 +143,12 @@ class RegistryService:
         if not await self.store.linked(project_id, task_id):
             raise Invalid(f"Task {task_id} is not linked to the project")
         self._check_replayable(body.nonce, body.deadline)
+        if body.trigger.cron is not None:
+            gap = Cron.parse(body.trigger.cron).shortest_gap(int(time.time()))
+            if gap < self.config.min_cron_period:
+                raise Invalid(f"trigger.cron: fires {gap} s apart at the closest; this node's minimum is "
+                              f"{self.config.min_cron_period:g} s", {"errors": [
+                                  {"field": "trigger.cron", "message": "fires more often than the node allows"}]})
         trigger = body.trigger.model_dump(exclude_none=True)
         typed = sig.config_typed_data(self.config.chain_id, project_id, task_id, body.name, body.oracleConfirmations,
                                       body.relayerConfirmations, trigger, body.data, body.nonce, body.deadline)
@@ -150,8 +158,11 @@ class RegistryService:
         config = await self.store.create_config(project_id, task_id, {
             "name": body.name, "oracleConfirmations": body.oracleConfirmations,
             "relayerConfirmations": body.relayerConfirmations, "trigger": trigger, "data": body.data,
-            "signature": body.signature}, signer, sig.typed_digest(typed))
-        if config is None:
+            "signature": body.signature}, signer, sig.typed_digest(typed), self.config.max_configs_per_project)
+        if config == "full":
+            raise Conflict(f"Project {project_id} has {self.config.max_configs_per_project} live configs, the most "
+                           "this node keeps: delete one first")
+        if config == "used":
             raise Unauthenticated("Invalid config signature: already used (a deleted config does not come back; "
                                 "sign again with a new nonce)")
         return config
@@ -163,19 +174,54 @@ class RegistryService:
             return False
         return await self.store.role(config["projectId"], config["signer"]) is not None
 
+    def route_for(self, config: dict[str, Any]) -> list[str] | None:
+        """The containers the node runs a live config on (a config of `cron_configs` or
+        `event_configs`, which carry the task's CID and the project's owner), or None when the
+        task is not relayed here or its route does not name the config's project or owner."""
+        route = self.config.tasks.get(config["cid"])
+        if route is None:
+            return None
+        if route.anyone or config["projectId"] in route.projects or config["owner"].lower() in route.owners:
+            return list(route.containers)
+        return None
+
+    async def can_read(self, project_id: str, account: str | None) -> bool:
+        """Reads of a project's configs, executions, proofs and intents need a role in it."""
+        return account is not None and await self.store.role(project_id, account) is not None
+
     # -- inputs and executions ----------------------------------------------------------------------------
 
-    async def submit_inputs(self, task_id: str, body: InputSubmit) -> dict[str, Any]:
+    async def submit_inputs(self, task_id: str, body: InputSubmit, account: str | None) -> dict[str, Any]:
+        """Inputs come from someone entitled to give them: a relayer's signature of
+        {taskId, configId, trigger, rawInputs} (rawInputs as sent), or the bearer of a member of
+        the config's project (`account`). Checked before any oracle signature is."""
+        answers = sum(len(item.responses) for items in body.rawInputs.values() for item in items)
+        if answers > self.config.max_oracle_responses:
+            raise Invalid(f"rawInputs: {answers} oracle responses; this node checks at most "
+                          f"{self.config.max_oracle_responses} per request (registry.max_oracle_responses)")
+        trigger = body.trigger.model_dump()
+        if body.signature is not None:
+            raw_sent = body.model_dump(exclude_unset=True)["rawInputs"]
+            relayer = sig.recover_payload({"taskId": task_id, "configId": body.configId, "trigger": trigger,
+                                           "rawInputs": raw_sent}, body.signature)
+            if relayer is None or relayer.lower() not in self.relayers:
+                raise Unauthenticated("Invalid relayer signature")
+        elif account is None:
+            raise Unauthenticated("Inputs need a relayer's signature (signature) or a project member's bearer token")
         config = await self.store.config(body.configId)
         if config is None or config["taskId"] != task_id:
             raise NotFound(f"Config {body.configId} does not belong to the task")
+        if body.signature is None and not await self.can_read(config["projectId"], account):
+            raise Forbidden("You must be the project owner or a maintainer to submit inputs without a relayer "
+                            "signature")
         if not await self.config_usable(config):
             raise Unauthenticated("Invalid config signature")
-        result = aggregate(body.rawInputs, self.oracles, config["requriedOracleConfirmations"],
-                           self.config.oracle_max_age)
+        # Signature recovery is CPU work: off the event loop, bounded by max_oracle_responses.
+        result = await asyncio.to_thread(aggregate, body.rawInputs, self.oracles,
+                                         config["requriedOracleConfirmations"], self.config.oracle_max_age)
         raw = {q: [item.model_dump() for item in items] for q, items in body.rawInputs.items()}
-        row = await self.store.add_input(task_id, body.configId, body.trigger.model_dump(), raw, result.inputs,
-                                         result.proofs, result.count)
+        row = await self.store.add_input(task_id, body.configId, trigger, raw, result.inputs, result.proofs,
+                                         result.count)
         if row is None:
             raise Conflict("Trigger already submitted")
         return {k: row[k] for k in ("inputId", "taskId", "configId", "trigger", "inputs")}
@@ -234,7 +280,11 @@ class RegistryService:
                 raise Invalid("data.amountOut: a decimal string is required for a swap proposal")
             if int(amount_out) < int(intent["data"]["minAmountOut"]):
                 raise Invalid("data.amountOut: below the intent's minAmountOut")
-        proposal_id = await self.store.add_proposal(intent_id_, body.solver, body.data, body.signature)
+        proposal_id = await self.store.add_proposal(intent_id_, body.solver, body.data, body.signature,
+                                                    self.config.max_proposals_per_intent)
+        if proposal_id == "full":
+            raise Conflict(f"Intent {intent_id_} has {self.config.max_proposals_per_intent} proposals, the most this "
+                           "node keeps (registry.max_proposals_per_intent)")
         if proposal_id is None:
             raise Conflict(f"Solver {body.solver} already proposed for this intent")
         return {"proposalId": proposal_id, "intentId": intent_id_, "status": "proposed"}

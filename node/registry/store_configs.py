@@ -18,24 +18,28 @@ class ConfigStore:
     # -- configs ---------------------------------------------------------------------------------
 
     async def create_config(self, project_id: str, task_id: str, body: dict[str, Any], signer: str,
-                            digest: str) -> dict | None:
-        """The new config, or None when its signed digest was used before."""
+                            digest: str, max_live: int | None = None) -> dict | str:
+        """The new config, or 'used' when its signed digest was used before, or 'full' when the
+        project already has `max_live` live configs (counted in the same transaction)."""
         config_id = new_id("config")
 
-        def op(conn: sqlite3.Connection) -> bool:
+        def op(conn: sqlite3.Connection) -> str | None:
+            if max_live is not None and conn.execute(
+                    "SELECT COUNT(*) FROM reg_configs WHERE project_id = ? AND deprecated_at IS NULL",
+                    (project_id,)).fetchone()[0] >= max_live:
+                return "full"
             if not self._use_signature(conn, digest, "config", project_id):
-                return False
+                return "used"
             conn.execute(
                 "INSERT INTO reg_configs (id, project_id, task_id, name, oracle_confirmations, relayer_confirmations,"
                 " trigger, data, signature, signer, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (config_id, project_id, task_id, body["name"], body["oracleConfirmations"],
                  body["relayerConfirmations"], json.dumps(body["trigger"]), json.dumps(body["data"]),
                  body["signature"], signer, time.time()))
-            return True
-
-        if not await self.db.run_in_transaction(op):
             return None
-        return await self.config(config_id)
+
+        refused = await self.db.run_in_transaction(op)
+        return refused if refused is not None else await self.config(config_id)
 
     async def config(self, config_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone("SELECT * FROM reg_configs WHERE id = ?", (config_id,))
@@ -53,17 +57,21 @@ class ConfigStore:
     async def deprecate_config(self, config_id: str) -> None:
         await self.db.execute("UPDATE reg_configs SET deprecated_at = ? WHERE id = ?", (time.time(), config_id))
 
+    _LIVE = ("SELECT c.*, t.cid, p.owner AS project_owner FROM reg_configs c JOIN reg_tasks t ON t.id = c.task_id"
+             " JOIN reg_projects p ON p.id = c.project_id WHERE c.deprecated_at IS NULL")
+
+    def _live(self, row) -> dict[str, Any]:
+        return {**self._config(row), "cid": row["cid"], "owner": row["project_owner"], "created_ts": row["created_at"]}
+
     async def cron_configs(self) -> list[dict[str, Any]]:
-        rows = await self.db.fetchall("SELECT c.*, t.cid FROM reg_configs c JOIN reg_tasks t ON t.id = c.task_id"
-                                      " WHERE c.deprecated_at IS NULL AND json_extract(c.trigger, '$.cron') IS NOT NULL")
-        return [{**self._config(r), "cid": r["cid"], "created_ts": r["created_at"]} for r in rows]
+        """Live configs with a cron trigger, with their task's CID and their project's owner."""
+        rows = await self.db.fetchall(f"{self._LIVE} AND json_extract(c.trigger, '$.cron') IS NOT NULL ORDER BY c.rowid")
+        return [self._live(r) for r in rows]
 
     async def event_configs(self, chain_id: int) -> list[dict[str, Any]]:
         """Live configs whose trigger is an event on the given chain."""
-        rows = await self.db.fetchall("SELECT c.*, t.cid FROM reg_configs c JOIN reg_tasks t ON t.id = c.task_id"
-                                      " WHERE c.deprecated_at IS NULL AND json_extract(c.trigger, '$.event.chainId') = ?",
-                                      (chain_id,))
-        return [{**self._config(r), "cid": r["cid"], "created_ts": r["created_at"]} for r in rows]
+        rows = await self.db.fetchall(f"{self._LIVE} AND json_extract(c.trigger, '$.event.chainId') = ?", (chain_id,))
+        return [self._live(r) for r in rows]
 
     # -- cron state --------------------------------------------------------------------------------
 

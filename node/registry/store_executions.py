@@ -18,20 +18,64 @@ class ExecutionStore:
     # -- inputs ------------------------------------------------------------------------------------
 
     async def add_input(self, task_id: str, config_id: str, trigger: dict, raw: dict, inputs: dict, proofs: dict,
-                        count: int, block: tuple[int, str] | None = None) -> dict[str, Any] | None:
-        """None when the config already has this trigger (unique per config, not globally)."""
+                        count: int) -> dict[str, Any] | None:
+        """An input submitted through the API; None when the config already has this trigger
+        among the submitted ones (unique per config, not globally)."""
         input_id = new_id("input")
+
+        def op(conn: sqlite3.Connection) -> bool:
+            return self._insert_input(conn, input_id, "submitted", task_id, config_id, trigger, raw, inputs, proofs,
+                                      count, None)
+
+        return await self.input(input_id) if await self.db.run_in_transaction(op) else None
+
+    async def claim(self, task_id: str, config_id: str, trigger: dict, inputs: dict, proofs: dict,
+                    run: dict[str, Any], block: tuple[int, str] | None = None) -> dict[str, Any] | None:
+        """The node claims one of its own triggers (a cron tick, a watched event): an input in the
+        node's namespace and, in the same transaction, what its run needs (`run`, kept until
+        `finish_claim`). None when the node claimed this trigger for the config before."""
+        input_id = new_id("input")
+
+        def op(conn: sqlite3.Connection) -> bool:
+            if not self._insert_input(conn, input_id, "node", task_id, config_id, trigger, {}, inputs, proofs, 0,
+                                      block):
+                return False
+            conn.execute("INSERT INTO reg_node_claims (input_id, config_id, run, claimed_at) VALUES (?, ?, ?, ?)",
+                         (input_id, config_id, json.dumps(run), time.time()))
+            return True
+
+        return await self.input(input_id) if await self.db.run_in_transaction(op) else None
+
+    @staticmethod
+    def _insert_input(conn: sqlite3.Connection, input_id: str, origin: str, task_id: str, config_id: str,
+                      trigger: dict, raw: dict, inputs: dict, proofs: dict, count: int,
+                      block: tuple[int, str] | None) -> bool:
         number, block_hash = block if block else (None, None)
         try:
-            await self.db.execute(
+            conn.execute(
                 "INSERT INTO reg_inputs (id, task_id, config_id, chain_id, tx_hash, log_index, raw, inputs, proofs,"
-                " count, created_at, block_number, block_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " count, created_at, block_number, block_hash, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (input_id, task_id, config_id, trigger["chainId"], trigger["transactionHash"].lower(),
                  trigger["logIndex"], json.dumps(raw), json.dumps(inputs), json.dumps(proofs), count, time.time(),
-                 number, block_hash))
+                 number, block_hash, origin))
         except sqlite3.IntegrityError:
-            return None
-        return await self.input(input_id)
+            return False
+        return True
+
+    async def finish_claim(self, input_id: str) -> None:
+        """The claim's run ended: what it needed is dropped (its input row stays, the claim)."""
+        await self.db.execute("DELETE FROM reg_node_claims WHERE input_id = ?", (input_id,))
+
+    async def open_claims(self, claimed_before: float) -> list[dict[str, Any]]:
+        """Claims whose run never ended (the process stopped during it), oldest first."""
+        rows = await self.db.fetchall("SELECT input_id, run FROM reg_node_claims WHERE claimed_at < ?"
+                                      " ORDER BY claimed_at", (claimed_before,))
+        return [{"inputId": r[0], "run": json.loads(r[1])} for r in rows]
+
+    async def executed_by(self, input_id: str, relayer: str) -> bool:
+        """Whether `relayer` already recorded an execution of the input."""
+        rows = await self.db.fetchall("SELECT relayers FROM reg_executions WHERE input_id = ?", (input_id,))
+        return any(relayer.lower() in (r.lower() for r in json.loads(row[0])) for row in rows)
 
     async def input(self, input_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone("SELECT * FROM reg_inputs WHERE id = ?", (input_id,))
@@ -102,13 +146,19 @@ class ExecutionStore:
 
         return await self.db.run_in_transaction(op)
 
-    async def executions(self, task_id: str, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
-        total = (await self.db.fetchone("SELECT COUNT(*) FROM reg_executions WHERE task_id = ?", (task_id,)))[0]
+    async def executions(self, task_id: str, page: int, limit: int,
+                         reader: str) -> tuple[list[dict[str, Any]], int]:
+        """The task's executions of configs in projects where `reader` has a role."""
+        mine = ("e.config_id IN (SELECT c.id FROM reg_configs c JOIN reg_roles r ON r.project_id = c.project_id"
+                " WHERE lower(r.account) = lower(?) AND r.deprecated_at IS NULL)")
+        total = (await self.db.fetchone(f"SELECT COUNT(*) FROM reg_executions e WHERE e.task_id = ? AND {mine}",
+                                        (task_id, reader)))[0]
         rows = await self.db.fetchall(
             "SELECT e.*, c.name, c.oracle_confirmations, c.relayer_confirmations, i.chain_id, i.tx_hash, i.log_index,"
             " i.count, (SELECT COUNT(*) FROM reg_intents n WHERE n.execution_id = e.id) AS intents"
             " FROM reg_executions e JOIN reg_configs c ON c.id = e.config_id JOIN reg_inputs i ON i.id = e.input_id"
-            " WHERE e.task_id = ? ORDER BY e.created_at DESC LIMIT ? OFFSET ?", (task_id, limit, page * limit))
+            f" WHERE e.task_id = ? AND {mine} ORDER BY e.created_at DESC LIMIT ? OFFSET ?",
+            (task_id, reader, limit, page * limit))
         return [{"executionId": r["id"], "status": r["status"],
                  "config": {"name": r["name"], "requriedOracleConfirmations": r["oracle_confirmations"],
                             "requriedRelayerConfirmations": r["relayer_confirmations"]},
@@ -154,10 +204,16 @@ class ExecutionStore:
                 "events": [{"timestamp": int(e["timestamp"]), "level": e["level"], "message": e["message"]}
                            for e in events]}
 
-    async def add_proposal(self, intent_id: str, solver: str, data: dict, signature: str) -> str | None:
+    async def add_proposal(self, intent_id: str, solver: str, data: dict, signature: str,
+                           max_proposals: int | None = None) -> str | None:
+        """The new proposal's id, None when the solver proposed before, or 'full' when the
+        intent already has `max_proposals` (counted in the same transaction)."""
         proposal_id, now = new_id("proposal"), time.time()
 
         def op(conn: sqlite3.Connection) -> str | None:
+            if max_proposals is not None and conn.execute("SELECT COUNT(*) FROM reg_proposals WHERE intent_id = ?",
+                                                          (intent_id,)).fetchone()[0] >= max_proposals:
+                return "full"
             try:
                 conn.execute("INSERT INTO reg_proposals (id, intent_id, solver, data, signature, created_at)"
                              " VALUES (?, ?, ?, ?, ?, ?)", (proposal_id, intent_id, solver, json.dumps(data), signature, now))

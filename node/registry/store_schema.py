@@ -93,6 +93,27 @@ MIGRATIONS = [
         ALTER TABLE reg_nonces ADD COLUMN address TEXT
         """,
     ),
+    # The node's own triggers (cron ticks, the events it watches) live in their own namespace
+    # (`origin = 'node'`), which POST …/inputs cannot write: a predictable trigger id no longer
+    # lets an outsider claim a tick or an event first. Rows the watcher recorded (they carry a
+    # block) are the node's; older cron rows (chain id 0) stay where they are: they are past
+    # ticks the node never fires again, and some may be an outsider's squats. Each claim of the
+    # node keeps what its run needs until the run ended (then the row goes: the table holds only
+    # runs in progress), so a claim a crash interrupted runs again at start.
+    Migration(
+        "registry.0003",
+        """
+        ALTER TABLE reg_inputs ADD COLUMN origin TEXT NOT NULL DEFAULT 'submitted';
+        UPDATE reg_inputs SET origin = 'node' WHERE block_number IS NOT NULL;
+        DROP INDEX reg_inputs_trigger;
+        CREATE UNIQUE INDEX reg_inputs_trigger ON reg_inputs (config_id, origin, chain_id, tx_hash, log_index)
+            WHERE reverted_at IS NULL;
+        CREATE TABLE reg_node_claims (
+            input_id TEXT PRIMARY KEY, config_id TEXT NOT NULL, run TEXT NOT NULL, claimed_at REAL NOT NULL
+        );
+        CREATE INDEX reg_configs_project ON reg_configs (project_id) WHERE deprecated_at IS NULL
+        """,
+    ),
 ]
 
 

@@ -4,10 +4,12 @@ records the execution signed with the node's relayer key.
 
 The following is `node.chain.follow.LogFollower` (the Coordinator listener's loop): a cursor per
 chain in SQLite, `confirmations` blocks behind the head, block-hash reorg detection. Each
-matching event is first recorded as an input of the config (with its block), unique per
-(config, trigger), and only then run, so a restart that scans the block again never fires it
-twice (at most once: a crash between the record and the execution loses that execution, as for
-cron ticks). A reorg that replaces the event's block reverts the input, its execution and its
+matching event is first claimed as an input of the config (with its block) in the node's own
+namespace, which `POST …/inputs` cannot write (so nobody can claim the event first in the
+confirmation window), unique per (config, trigger), and only then run, so a restart that scans
+the block again never fires it twice; a claim whose run a crash interrupted is run again at start
+by the relayer (`CronRelayer.recover`: at least once, the execution recorded once). Only configs
+`service.route_for` names are watched (the task's allow-list of projects and owners). A reorg that replaces the event's block reverts the input, its execution and its
 intents in one transaction (`WatchCursor.rewind`); if the event reappears in another block it
 fires again. The loop runs under the node's Supervisor: RPC errors are retried inside the
 follower with backoff, anything else ends the run and the supervisor restarts it.
@@ -30,7 +32,7 @@ from node.registry.config import RegistryChain
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.registry.models import EventTrigger
-from node.registry.relayer import run_and_record
+from node.registry.relayer import run_claim
 from node.registry.service import RegistryService
 from node.registry.watch_store import WatchCursor
 
@@ -47,7 +49,6 @@ class EventWatcher:
         self._orchestrator = orchestrator
         self.chain_id = chain_id
         self._chain = chain
-        self._routes = {cid: list(route.containers) for cid, route in service.config.tasks.items()}
         self._w3 = AsyncWeb3(AsyncHTTPProvider(chain.rpc_url, request_kwargs={"timeout": 10}))
         self.cursor = WatchCursor(service.store.db, chain_id)
         self._follower: LogFollower | None = None
@@ -78,7 +79,7 @@ class EventWatcher:
     async def _configs(self) -> list[tuple[dict[str, Any], EventTrigger, list[str]]]:
         out = []
         for config in await self._store.event_configs(self.chain_id):
-            containers = self._routes.get(config["cid"])
+            containers = self._service.route_for(config)
             if containers is None or not await self._service.config_usable(config):
                 continue
             out.append((config, EventTrigger.model_validate(config["trigger"]["event"]), containers))
@@ -99,17 +100,18 @@ class EventWatcher:
         trigger = {"chainId": self.chain_id, "transactionHash": entry["transactionHash"], "logIndex": entry["logIndex"]}
         latest = await self._store.latest_input(config_id)
         inputs = latest["inputs"] if latest else {}
-        row = await self._store.add_input(task_id, config_id, trigger, {}, inputs, latest["proofs"] if latest else {},
-                                          0, block=(entry["blockNumber"], entry["blockHash"]))
         fields = {"config_id": config_id, "chain_id": self.chain_id, "tx": entry["transactionHash"],
                   "log_index": entry["logIndex"], "block": entry["blockNumber"]}
+        data = {"taskId": task_id, "configId": config_id, "trigger": trigger, "event": entry, "config": config["data"],
+                "inputs": inputs}
+        row = await self._store.claim(task_id, config_id, trigger, inputs, latest["proofs"] if latest else {},
+                                      {"data": data, "fields": fields, "default_ts": None},
+                                      block=(entry["blockNumber"], entry["blockHash"]))
         if row is None:
             log.info("registry.event_already_fired", **fields)
             return
         log.info("registry.event", **fields, input_id=row["inputId"])
-        data = {"taskId": task_id, "configId": config_id, "trigger": trigger, "event": entry, "config": config["data"],
-                "inputs": inputs}
-        run = asyncio.create_task(run_and_record(self._service, self._orchestrator, containers, row, data, fields))
+        run = asyncio.create_task(run_claim(self._service, self._orchestrator, containers, row, data, fields))
         self._runs.add(run)
         run.add_done_callback(self._runs.discard)
 

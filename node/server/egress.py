@@ -1,8 +1,11 @@
 """Outbound HTTP to URLs that clients supply (alert webhooks, and whatever comes next).
 
 A client-supplied URL must not make the node talk to itself, to the host's private networks or
-to a cloud metadata service (SSRF). The rule: every address the host name resolves to must be a
-public (globally routable) unicast address, unless it lies in a network the operator allowed.
+to a cloud metadata service (SSRF). The rule: every address the host name resolves to must be
+explicitly global unicast (`_public`: IPv4 that is globally routable, IPv6 inside 2000::/3 and
+outside its special-purpose and documentation blocks, an IPv6 form embedding IPv4 judged by
+that IPv4), unless it lies in a network the operator allowed. Anything unlisted is refused, so
+a form nobody thought of (`::7f00:1`, `fec0::1`) fails closed.
 
 The rule is applied twice: when the URL is accepted (`check_url`, a clear 400 for the client)
 and when it is used. At use time the check lives inside the connection's DNS resolver, so the
@@ -28,11 +31,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Lookup = Callable[[str, int], Awaitable[list[str]]]
 
-# Not caught by `is_global` on every Python version, or worth naming explicitly.
-_ALWAYS_BLOCKED = [ipaddress.ip_network(n) for n in (
-    "0.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "192.0.0.0/24", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4",
-    "::/128", "::1/128", "fc00::/7", "fe80::/10", "ff00::/8", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16",
+# IPv4 networks `is_global` does not refuse on every Python version, or worth naming explicitly.
+_V4_BLOCKED = [ipaddress.IPv4Network(n) for n in (
+    "0.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
 )]
+# IPv6 is refused unless it is global unicast (2000::/3) and in none of these: the special
+# purpose block (Teredo 2001::/32 among them), documentation (2001:db8::/32, 3fff::/20).
+# Addresses embedding an IPv4 address are judged by that address (see `_embedded_v4`).
+_V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_V6_BLOCKED = [ipaddress.IPv6Network(n) for n in ("2001::/23", "2001:db8::/32", "3fff::/20")]
+_V4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # SIIT: ::ffff:0:a.b.c.d
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known NAT64 prefix: 64:ff9b::a.b.c.d
 
 
 class EgressDenied(OSError):
@@ -40,13 +50,29 @@ class EgressDenied(OSError):
     the connector's resolver, aiohttp reports it as a connection error and never connects."""
 
 
-def _unwrap(ip: IPAddress) -> IPAddress:
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        if ip.sixtofour is not None:
-            return ip.sixtofour
-    return ip
+def _embedded_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (IPv4-mapped, SIIT-translated, NAT64 or
+    6to4), else None."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _V4_TRANSLATED or ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
+
+
+def _public(ip: IPAddress) -> bool:
+    """Explicitly global unicast; everything else is refused (loopback, private, shared,
+    link- and site-local, unique local, multicast, documentation, reserved, IPv4-compatible
+    `::a.b.c.d`, Teredo, local-use NAT64, and any embedding of a non-public IPv4 address)."""
+    embedded = _embedded_v4(ip)
+    if embedded is not None:
+        return _public(embedded)
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip.is_global and not any(ip in net for net in _V4_BLOCKED)
+    return (ip in _V6_GLOBAL_UNICAST and ip.is_global and not ip.is_multicast
+            and not any(ip in net for net in _V6_BLOCKED))
 
 
 async def system_lookup(host: str, port: int) -> list[str]:
@@ -67,14 +93,11 @@ class EgressPolicy:
 
     def address_allowed(self, address: str | IPAddress) -> bool:
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-        if any(ip in net for net in self.allowed if net.version == ip.version):
-            return True
-        ip = _unwrap(ip)
-        if any(ip in net for net in self.allowed if net.version == ip.version):
-            return True
-        if any(ip in net for net in _ALWAYS_BLOCKED if net.version == ip.version):
-            return False
-        return ip.is_global and not ip.is_multicast
+        for candidate in (ip, _embedded_v4(ip)):
+            if candidate is not None and any(candidate in net for net in self.allowed
+                                             if net.version == candidate.version):
+                return True
+        return _public(ip)
 
     def check_address(self, host: str, address: str) -> None:
         if not self.address_allowed(address):

@@ -19,6 +19,8 @@ from node.server.config import RateLimitConfig
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.logs import get_logger
 from node.server import safejson
+from node.server.clients import ClientAddresses, client_of, limit_key
+from node.server.timeouts import BodyTimeout
 
 log = get_logger(__name__)
 
@@ -124,9 +126,11 @@ def parse_json(raw: bytes, max_depth: int | None = None) -> Any:
     if not raw:
         raise ApiError(400, "Request body is empty; expected JSON")
     try:
-        return safejson.loads(raw, max_depth)
+        return safejson.loads(raw, max_depth, strict=True)
     except safejson.JsonTooDeep as exc:
         raise ApiError(400, f"Request body: {exc}", {"max_json_depth": exc.limit}) from None
+    except safejson.NonStandardJson as exc:
+        raise ApiError(400, f"Request body: {exc}") from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "Request body is not valid JSON") from None
 
@@ -161,7 +165,9 @@ def query_limit(request: web.Request, default: int, maximum: int) -> int:
 
 
 class RateLimiter:
-    """Fixed-window counter per (client IP, route). `num_requests == 0` disables it."""
+    """Fixed-window counter per (client, route): an IPv4 address, or an IPv6 /64 (one
+    subscriber's block: rotating addresses inside it buys nothing). `num_requests == 0`
+    disables it."""
 
     def __init__(self, config: RateLimitConfig, exempt: set[tuple[str, str]] | None = None) -> None:
         self.limit = config.num_requests
@@ -170,15 +176,15 @@ class RateLimiter:
         self._windows: dict[tuple[str, str], tuple[float, int]] = {}
         self._last_prune = time.monotonic()
 
-    def hit(self, ip: str, method: str, route: str) -> float | None:
-        """Count a request; return seconds to wait if it is over the limit, else None."""
+    def hit(self, ip: str | None, method: str, route: str) -> float | None:
+        """Count a request from `ip`; return seconds to wait if it is over the limit, else None."""
         if self.limit == 0 or (method, route) in self.exempt:
             return None
         now = time.monotonic()
         if now - self._last_prune > self.period:
             self._windows = {k: v for k, v in self._windows.items() if now - v[0] < self.period}
             self._last_prune = now
-        key = (ip, route)
+        key = (limit_key(ip), route)
         start, count = self._windows.get(key, (now, 0))
         if now - start >= self.period:
             start, count = now, 0
@@ -197,10 +203,10 @@ def prefix_rate_limit(limiter: RateLimiter, prefixes: tuple[str, ...]) -> Callab
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if limiter.limit and request.path.startswith(prefixes):
             route = request.match_info.route.resource
-            wait = limiter.hit(request.remote or "?", request.method,
+            wait = limiter.hit(client_ip(request), request.method,
                                route.canonical if route is not None else request.path)
             if wait is not None:
-                log.warning("http.rate_limited", path=request.path, client=request.remote)
+                log.warning("http.rate_limited", path=request.path, client=client_ip(request))
                 raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
                                headers={"Retry-After": str(max(1, int(wait + 0.999)))})
         return await handler(request)
@@ -208,8 +214,28 @@ def prefix_rate_limit(limiter: RateLimiter, prefixes: tuple[str, ...]) -> Callab
     return limit
 
 
+def refuse_compressed_body(request: web.Request) -> None:
+    """A compressed request body is refused (415) before a byte of it is read.
+
+    aiohttp would inflate it while reading (its parser runs before any limit of ours), so a
+    kilobyte on the wire became megabytes for the JSON pre-scan and `max_body_bytes` counted
+    the inflated size: a gzip bomb's inflation cost CPU on the event loop before anything could
+    refuse it. No client of the node's APIs (the Infernet and nullrun SDKs, CRE workers,
+    containers reporting status) compresses request bodies, so refusing costs nothing, where
+    capping the inflated size would still mean inflating on the event loop. The server also
+    runs with aiohttp's request decompression off (`TimedAppRunner`), so a body that slipped
+    past this check would reach a handler as the compressed bytes and fail to parse."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        request.protocol.close()  # no keep-alive: the rest of the body is never read
+        raise ApiError(415, f"Content-Encoding {encoding[:40]!r} is not accepted: send the request body "
+                       "uncompressed", {"content_encoding": encoding[:40]})
+
+
 def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
-                     max_json_depth: int = safejson.DEFAULT_MAX_DEPTH) -> list:
+                     max_json_depth: int = safejson.DEFAULT_MAX_DEPTH,
+                     clients: ClientAddresses | None = None) -> list:
+    clients = clients or ClientAddresses()
     # Request ids: a per-process random prefix and a counter (unique, and cheaper than a uuid4,
     # which costs a getrandom() call on every request).
     prefix, counter = uuid.uuid4().hex[:8], itertools.count(1)
@@ -218,12 +244,14 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = request.headers.get("X-Request-Id") or f"{prefix}-{next(counter):x}"
         request[REQUEST_ID] = request_id
+        clients.attach(request)  # the client's address, decided once (node/server/clients.py)
         safejson.max_depth_var.set(max_json_depth)
         try:
+            refuse_compressed_body(request)
             if limiter.limit:
                 route = request.match_info.route.resource
                 canonical = route.canonical if route is not None else request.path
-                wait = limiter.hit(request.remote or "?", request.method, canonical)
+                wait = limiter.hit(client_ip(request), request.method, canonical)
                 if wait is not None:
                     raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
                                    headers={"Retry-After": str(max(1, int(wait + 0.999)))})
@@ -231,6 +259,9 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
         except ApiError as exc:
             response = json_response(shapes.render(request.path, exc.status_code, exc.message, exc.params),
                                      exc.status_code, exc.headers)
+        except BodyTimeout as exc:
+            response = json_response(shapes.render(request.path, 408, str(exc), exc.params), 408)
+            response.force_close()  # the rest of the body is never read
         except DomainError as exc:
             status = DOMAIN_STATUS[type(exc)]
             response = json_response(shapes.render(request.path, status, exc.message, exc.params), status)
@@ -252,4 +283,5 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
 
 
 def client_ip(request: web.Request) -> str | None:
-    return request.remote
+    """The client's address: the one way to read it (node/server/clients.py decides it)."""
+    return client_of(request).ip

@@ -5,7 +5,11 @@ than stopping at authentication. `FUZZ_EXAMPLES` (default 12) sets the cases per
 
 from __future__ import annotations
 
+import gzip
 import os
+import re
+import time
+import zlib
 
 import aiohttp
 import pytest
@@ -116,3 +120,46 @@ async def test_a_deeply_nested_websocket_message_is_refused_and_the_connection_l
             await ws.send_json({"type": "ping"})
             assert (await ws.receive_json(timeout=10))["type"] == "pong"
     assert fuzz_node.proc.poll() is None
+
+
+PATHOLOGICAL = {
+    "unterminated escaped quotes": (b"[" * 70 + b'"' + b'\\"' * 40_000, {}),
+    "unterminated escaped quotes, gzipped": (gzip.compress(b"[" * 70 + b'"' + b'\\"' * 40_000),
+                                             {"Content-Encoding": "gzip"}),
+    "gzip bomb": (gzip.compress(b" " * (32 * 1024 * 1024), 9), {"Content-Encoding": "gzip"}),
+    "deflate": (zlib.compress(b"{}"), {"Content-Encoding": "deflate"}),
+    "Infinity": (b'{"cost_usd": Infinity, "budget_usd": Infinity, "estimated_cost_usd": Infinity}', {}),
+    "-Infinity": (b'{"amount": -Infinity, "data": [-Infinity]}', {}),
+    "NaN": (b'{"cost_usd": NaN, "data": NaN}', {}),
+    "deep brackets in a string, then deep brackets": (b'["' + b"[" * 10_000 + b'"' + b"[" * 10_000, {}),
+}
+
+
+def test_pathological_bodies_to_every_route_are_refused_quickly_and_never_a_server_error(fuzz_node):
+    """Unterminated escapes, compressed bodies and bombs, NaN/Infinity literals: sent to every
+    route that takes a body, with credentials; each is answered below 500 within 2 s, and the
+    node answers another client's /health quickly after each route."""
+    spec = fuzz_node.http().get("/openapi.json").json
+    gw, http = fuzz_node.gateway, fuzz_node.http()
+    routes = [(method.upper(), path.replace("{org_id}", gw["org_id"]))
+              for path, item in spec["paths"].items() for method, op in item.items()
+              if method in ("post", "put", "patch") and "requestBody" in op]
+    assert len(routes) > 30
+    problems = []
+    for method, path in routes:
+        concrete = re.sub(r"\{[^}]+\}", "1", path)
+        for name, (raw, extra) in PATHOLOGICAL.items():
+            started = time.monotonic()
+            resp = http.request(method, concrete, raw=raw, headers={**_credentials(path, gw), **extra}, timeout=30)
+            took = time.monotonic() - started
+            if resp.status >= 500 and not (resp.status == 503 and any(t in resp.body.decode() for t in NOT_CONFIGURED)):
+                problems.append(f"{method} {concrete} with {name}: {resp.status} {resp.body[:200]!r}")
+            if extra.get("Content-Encoding") and resp.status != 415:
+                problems.append(f"{method} {concrete} with {name}: {resp.status}, expected 415")
+            if took > 2:
+                problems.append(f"{method} {concrete} with {name}: answered after {took:.1f}s")
+        started = time.monotonic()
+        assert http.get("/health", timeout=10).status == 200
+        assert time.monotonic() - started < 1, f"/health slow after {method} {concrete}"
+    assert fuzz_node.proc.poll() is None
+    assert not problems, "\n".join(problems)

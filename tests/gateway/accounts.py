@@ -10,9 +10,9 @@ from tests.helpers import NodeProcess, sdk_signed
 
 
 class Account:
-    def __init__(self, node: NodeProcess) -> None:
+    def __init__(self, node: NodeProcess, email: str | None = None) -> None:
         self.node = node
-        email = f"{uuid.uuid4().hex[:8]}@example.com"
+        email = email or f"{uuid.uuid4().hex[:8]}@example.com"
         reg = node.http().post("/api/v1/auth/register", {"email": email, "password": "correct horse",
                                                          "name": "Ada", "org_name": "Acme"})
         assert reg.status == 201, reg.body

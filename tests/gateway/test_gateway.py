@@ -306,12 +306,13 @@ def test_alerts_at_budget_thresholds_post_to_webhooks(gw, acct):
 
 
 def test_members_and_invites(gw, acct):
-    invite = acct.admin("POST", "/invites", {"email": "bob@example.com", "role": "admin"})
+    email = f"bob-{uuid.uuid4().hex[:6]}@example.com"
+    invite = acct.admin("POST", "/invites", {"email": email, "role": "admin"})
     assert invite.status == 201
     token = invite.json["token"]
     info = gw.http().get(f"/api/v1/invites/{token}").json
     assert info["org_name"] == "Acme" and info["status"] == "pending"
-    bob = Account(gw)
+    bob = Account(gw, email)
     accepted = gw.http().post(f"/api/v1/invites/{token}/accept", headers=bob.session)
     assert accepted.status == 200 and accepted.json["role"] == "admin"
     assert gw.http().post(f"/api/v1/invites/{token}/accept", headers=bob.session).status == 409

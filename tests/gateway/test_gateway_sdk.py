@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import queue
@@ -498,17 +499,43 @@ def test_the_nodes_own_jobs_follow_a_default_workflow_named_with_its_org(docker_
         proc.remove_containers()
 
 
-def test_the_sdk_works_when_the_node_requires_signatures(tmp_path):
+def test_the_sdk_works_when_the_node_requires_signatures_given_its_secret_in_nullrun_secret_key(tmp_path):
+    """With signatures required, auth/verify no longer hands out the secret (issue 22, item 5):
+    the SDK signs with NULLRUN_SECRET_KEY, the secret shown once when the key was minted."""
     proc = NodeProcess(tmp_path / "n", [], {"gateway": {"hmac_required": True}}).start()
     try:
         org = Org(proc)
         wid = org.workflow(budget=1)
-        outcomes = Agent(proc, org.key(wid), "basic", tmp_path).run()
+        key = org.key(wid)
+        agent = Agent(proc, key, "basic", tmp_path, NULLRUN_SECRET_KEY=key["secret_key"])
+        assert agent.next()["secret"] == hashlib.sha256(key["secret_key"].encode()).hexdigest()[:12]
+        outcomes = agent.run()
         assert [(o["fn"], o["ok"]) for o in outcomes] == [("work", True), ("awork", True)]
         assert "gateway.unsigned_rejected" not in proc.log()
+        # the same SDK with the API key alone learns no secret, so it cannot act
+        lone = Agent(proc, key, "basic", tmp_path)
+        assert lone.next()["secret"] == hashlib.sha256(b"").hexdigest()[:12]
+        assert [(o["fn"], o["ok"]) for o in lone.run()] == [("work", False), ("awork", False)]
+        assert "gateway.unsigned_rejected" in proc.log()
         raw = json.dumps({"workflow_id": wid, "cost_usd": 1}).encode()
         unsigned = proc.http().request("POST", "/api/v1/track", raw=raw, headers={"X-API-Key": org.key(wid)["api_key"]})
         assert unsigned.status == 401
+    finally:
+        proc.stop()
+
+
+def test_the_sdk_signs_with_nullrun_secret_key_when_the_operator_keeps_the_secret_out_of_verify(tmp_path):
+    proc = NodeProcess(tmp_path / "n", [], {"gateway": {"verify_returns_secret": False}}).start()
+    try:
+        org = Org(proc)
+        wid = org.workflow(budget=1)
+        key = org.key(wid)
+        assert "secret_key" not in proc.http().post("/api/v1/auth/verify", {"api_key": key["api_key"]}).json
+        agent = Agent(proc, key, "basic", tmp_path, NULLRUN_SECRET_KEY=key["secret_key"])
+        outcomes = agent.run()
+        assert [(o["fn"], o["ok"]) for o in outcomes] == [("work", True), ("awork", True)]
+        unsigned = [line for line in proc.log().splitlines() if "gateway.unsigned_request" in line]
+        assert all("path=/ws/control/" in line for line in unsigned)  # only the handshake is unsigned
     finally:
         proc.stop()
 

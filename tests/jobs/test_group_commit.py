@@ -39,14 +39,15 @@ async def test_the_wal_stays_bounded_while_group_commits_leave_checkpoints_to_a_
     monkeypatch.setattr(db_module, "CHECKPOINT_FORCE_FRAMES", 64)
     db, store = await open_store(tmp_path)
     payload = "x" * 3000  # about a page per row
-    for batch in range(60):
+    for batch in range(120):
         jobs = [Job(id=f"j{batch}-{i}", client="c", containers=["echo"]) for i in range(8)]
         await asyncio.gather(*(store.save(job, data=payload) for job in jobs))
     await asyncio.sleep(0.2)  # the last checkpoint
-    # 480 rows of 3 kB went through the WAL; without checkpoints it would hold them all (> 1.4 MB)
-    assert os.path.getsize(tmp_path / "jobs.db-wal") < 1_000_000
+    # 960 rows of 3 kB went through the WAL; without checkpoints it would hold them all (> 2.9 MB).
+    # The bound leaves room for checkpoint threads that run late on a loaded machine.
+    assert os.path.getsize(tmp_path / "jobs.db-wal") < 1_500_000
     found = await db.fetchone("SELECT count(*) FROM jobs WHERE input IS NOT NULL")
-    assert found[0] == 480
+    assert found[0] == 960
     await db.close()
 
 

@@ -1,13 +1,19 @@
 """The status page at `/`, in a real browser: what a person sees (the containers, job counts
-that change after jobs run, failures), refreshing by itself; a screenshot is kept."""
+that change after jobs run, failures, charts of the last hour), refreshing by itself; screenshots
+are kept in build/screenshots/."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import time
+from types import SimpleNamespace
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from node.observe.api import ChartHistory
+from node.observe.metrics import NodeMetrics
 from tests.helpers import REPO
 from tests.observe_browser import browser_type_launch_args  # noqa: F401 - fixture
 from tests.observe_helpers import FakeContainer, ThreadNode
@@ -60,3 +66,135 @@ def test_status_page_asks_for_the_token_when_the_node_refuses(node, page: Page):
     page.goto(f"http://127.0.0.1:{node.port}/")
     expect(page.get_by_label("Operator token (server.admin_token)")).to_be_visible()
     expect(page.get_by_role("alert")).to_contain_text("Operator token required")
+
+
+# -- the charts: the last hour, drawn from the node's own data -----------------------------------
+
+
+@pytest.fixture
+def charts_node(tmp_path):
+    """A node of its own (the counts above must start from zero), sampling every 0.5 s."""
+    service = FakeContainer()
+    proc = ThreadNode(tmp_path, {"containers": [{"id": "echo", "url": service.url},
+                                                {"id": "upper", "url": service.url}]}).start()
+    yield proc
+    proc.stop()
+    service.close()
+
+
+def run_jobs(http, ok: int, failed: int, container: str = "echo") -> None:
+    for n in range(ok):
+        http.wait_job(http.submit([container], {"n": n}))
+    for _ in range(failed):
+        http.wait_job(http.submit([container], {"fail": True}))
+
+
+def test_charts_data_counts_this_minutes_jobs_and_failures_and_each_containers_latency(charts_node):
+    http = charts_node.http()
+    run_jobs(http, ok=5, failed=2)
+    run_jobs(http, ok=1, failed=0, container="upper")
+    deadline = time.monotonic() + 10
+    while True:  # latency is sampled every observe.interval (0.5 s here)
+        charts = http.get("/api/node/charts").json
+        latency = charts["latency_ms"]["containers"]
+        if {"echo", "upper"} <= set(latency) and any(v for v in latency["echo"]):
+            break
+        assert time.monotonic() < deadline, charts
+        time.sleep(0.2)
+    jobs = charts["jobs"]
+    assert jobs["bucket_s"] == 60 and len(jobs["finished"]) == len(jobs["failed"]) == 60
+    assert sum(jobs["finished"][-2:]) == 8 and sum(jobs["failed"][-2:]) == 2  # this minute (or the one before)
+    assert sum(jobs["finished"][:-2]) == 0 and jobs["truncated"] is False
+    assert 0 < max(v for v in latency["echo"] if v is not None) < 5_000  # ms
+    assert len(charts["latency_ms"]["t"]) == len(latency["echo"])
+    assert charts["chain"] is None  # no chain configured
+
+
+def test_charts_data_survives_a_restart_for_jobs_since_they_come_from_the_jobs_table(tmp_path):
+    service = FakeContainer()
+    config = {"containers": [{"id": "echo", "url": service.url}]}
+    try:
+        node = ThreadNode(tmp_path, config).start()
+        run_jobs(node.http(), ok=3, failed=1)
+        node.stop()
+        node = ThreadNode(tmp_path, config).start()
+        jobs = node.http().get("/api/node/charts").json["jobs"]
+        node.stop()
+    finally:
+        service.close()
+    assert sum(jobs["finished"]) == 4 and sum(jobs["failed"]) == 1
+
+
+def test_chart_history_keeps_one_hour_of_chain_lag_and_mean_call_latency_per_interval():
+    metrics = NodeMetrics()
+    sampler = SimpleNamespace(latest=SimpleNamespace(chain=None))
+    history = ChartHistory(metrics, sampler, interval=10)
+    metrics.container_called("echo", 0.010, True)
+    metrics.container_called("echo", 0.030, True)
+    assert history.record(now=0)["latency_ms"] == {"echo": 20.0}
+    assert history.record(now=10)["latency_ms"] == {"echo": None}  # no calls in this interval
+    sampler.latest.chain = SimpleNamespace(head=120, cursor=100, lag=20, rpc_up=True)
+    metrics.container_called("echo", 0.004, True)
+    assert history.record(now=20) == {"t": 20, "latency_ms": {"echo": 4.0},
+                                      "chain": {"head": 120, "cursor": 100, "lag": 20, "rpc_up": True}}
+    series = history.series()
+    assert series["chain"] == {"t": [20], "head": [120], "cursor": [100], "lag": [20], "rpc_up": [True]}
+    assert series["latency_ms"] == {"t": [0, 10, 20], "containers": {"echo": [20.0, None, 4.0]}}
+    for n in range(400):  # one hour at 10 s is 361 points: the oldest go
+        history.record(now=30 + n * 10)
+    assert len(history.points) == 361 and history.points[0]["t"] == 30 + 39 * 10
+
+
+def test_status_page_draws_the_last_hour_as_charts(charts_node, page: Page, tmp_path):
+    http = charts_node.http()
+    run_jobs(http, ok=6, failed=2)
+    run_jobs(http, ok=2, failed=0, container="upper")
+    page.goto(f"http://127.0.0.1:{charts_node.port}/?refresh=500")
+    jobs = page.locator("#chart-jobs svg")
+    expect(jobs.locator("polyline")).to_have_count(1)
+    expect(jobs).to_have_attribute("aria-label", re.compile(r"^Jobs per second \(last hour\): finished/s 0\.\d*[1-9]"))
+    expect(page.locator("#chart-jobs .now")).to_have_text(re.compile(r"^0\.\d*[1-9]\d* /s \(last 5 min\)$"))
+    failures = page.locator("#chart-failures")
+    expect(failures.locator(".now")).to_have_text("2 in the last hour")
+    latency = page.locator("#chart-latency")
+    expect(latency.locator("polyline, circle")).to_have_count(2, timeout=10_000)  # echo and upper
+    expect(latency.locator(".legend")).to_contain_text("echo")
+    expect(latency.locator(".legend")).to_contain_text("upper")
+    expect(latency.locator(".now")).to_contain_text(" ms (slowest, latest)")
+    expect(page.locator("#chart-lag .now")).to_have_text("chain not enabled")
+
+    # A node following a chain reports the lag as a series: the page draws it.
+    def with_chain(route):
+        body = route.fetch().json()
+        t = body["now"]
+        body["chain"] = {"t": [t - 30, t - 20, t - 10, t], "head": [10, 12, 20, 22], "cursor": [10, 11, 12, 21],
+                         "lag": [0, 1, 8, 1], "rpc_up": [True] * 4}
+        route.fulfill(json=body)
+    page.route("**/api/node/charts", with_chain)
+    lag = page.locator("#chart-lag")
+    expect(lag.locator(".now")).to_have_text("1 blocks behind")
+    expect(lag.locator("polyline")).to_have_count(1)
+    assert len(lag.locator("polyline").get_attribute("points").split()) == 4
+
+    shot = tmp_path / "status-page-charts.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, SCREENSHOTS / "status-page-charts.png")
+    # The page keeps polling: a poll routed while the page closes must not fail the teardown.
+    page.unroute_all(behavior="ignoreErrors")
+
+
+def test_charts_callers_within_ten_seconds_share_one_scan_of_the_jobs_table(charts_node, monkeypatch):
+    import node.observe.api as observe_api
+    scans = []
+    real = observe_api.jobs_per_bucket
+
+    async def counting(*args, **kw):
+        scans.append(args[1])
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(observe_api, "jobs_per_bucket", counting)
+    http = charts_node.http()
+    answers = [http.get("/api/node/charts").json["jobs"] for _ in range(5)]
+    assert len(scans) == 1 and all(a == answers[0] for a in answers)

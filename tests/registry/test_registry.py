@@ -49,7 +49,8 @@ def oracle_response(oracle, query: str, params: list, data, ts: int | None = Non
 def reg(docker_engine, tmp_path_factory):
     node = NodeProcess(tmp_path_factory.mktemp("registry"), [container_entry("strategy", "strategy")], {
         "registry": {"oracles": [o.address for o in ORACLES], "relayers": [RELAYER.address],
-                     "relayer_key": "0x" + Account.create().key.hex(), "tasks": {CID: {"containers": ["strategy"]}}},
+                     "relayer_key": "0x" + Account.create().key.hex(), "min_cron_period": 1,
+                     "tasks": {CID: {"containers": ["strategy"], "owners": [OWNER.address]}}},
     })
     node.start()
     yield node
@@ -71,6 +72,15 @@ def sign_in(node, account) -> dict[str, str]:
     replay = node.http().post("/api/auth/verify", {"nonce": nonce["nonce"], "signature": signature})
     assert replay.status == 401 and replay.json["message"] == "Nonce already used"
     return {"Authorization": f"Bearer {resp.json['token']}"}
+
+
+def relayed_input(task_id: str, config_id: str, raw: dict, tx: str | None = None, log_index: int = 0,
+                  relayer=RELAYER) -> dict:
+    """A POST …/inputs body signed by a relayer: {taskId, configId, trigger, rawInputs}."""
+    trigger = {"chainId": 1, "transactionHash": tx or "0x" + keccak(text=str(time.time_ns())).hex(),
+               "logIndex": log_index}
+    body = {"configId": config_id, "trigger": trigger, "rawInputs": raw}
+    return body | {"signature": sign_digest(relayer, {"taskId": task_id, **body})}
 
 
 def config_signature(account, project_id, task_id, body) -> str:
@@ -142,9 +152,7 @@ def test_full_story(reg):
 
     # oracles post signed inputs: good, forged, stale, too few, duplicate trigger
     def submit(raw, tx=None):
-        tx = tx or "0x" + keccak(text=str(time.time_ns())).hex()
-        return http.post(f"/api/tasks/{task_id}/inputs", {
-            "configId": config_id, "trigger": {"chainId": 1, "transactionHash": tx, "logIndex": 0}, "rawInputs": raw})
+        return http.post(f"/api/tasks/{task_id}/inputs", relayed_input(task_id, config_id, raw, tx))
 
     good = {
         "getRelevantTokens": [{"params": [WALLET], "responses": [
@@ -241,8 +249,7 @@ def test_two_identical_triggers_at_once_one_accepted(reg):
         **body, "requriedOracleConfirmations": 1, "requriedRelayerConfirmations": 1})
     config_id = http.post(f"/api/projects/{project_id}/tasks/{task_id}/configs", body).json["configId"]
     raw = {"getPrice": [{"params": [TOKEN_IN], "responses": [oracle_response(ORACLES[0], "getPrice", [TOKEN_IN], 3)]}]}
-    request = {"configId": config_id, "trigger": {"chainId": 1, "transactionHash": "0x" + "cd" * 32, "logIndex": 7},
-               "rawInputs": raw}
+    request = relayed_input(task_id, config_id, raw, "0x" + "cd" * 32, log_index=7)
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: reg.http().post(f"/api/tasks/{task_id}/inputs", request), range(2)))
     assert sorted(r.status for r in results) == [201, 409]
@@ -252,7 +259,7 @@ def test_cron_survives_a_restart_without_double_fire(docker_engine, tmp_path):
     node = NodeProcess(tmp_path, [container_entry("strategy", "strategy")], {
         "docker": {"stop_on_exit": False},
         "registry": {"oracles": [o.address for o in ORACLES], "relayer_key": "0x" + Account.create().key.hex(),
-                     "tasks": {CID: {"containers": ["strategy"]}}}})
+                     "min_cron_period": 1, "tasks": {CID: {"containers": ["strategy"], "owners": [OWNER.address]}}}})
     node.start()
     try:
         http = node.http()

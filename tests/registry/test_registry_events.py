@@ -50,7 +50,7 @@ class Token:
 def relayer_node(path, anvil: Anvil, confirmations: int) -> NodeProcess:
     return NodeProcess(path, [container_entry("strategy", "strategy")], {
         "docker": {"stop_on_exit": False},
-        "registry": {"relayer_key": "0x" + Account.create().key.hex(), "tasks": {CID: {"containers": ["strategy"]}},
+        "registry": {"relayer_key": "0x" + Account.create().key.hex(), "tasks": {CID: {"containers": ["strategy"], "owners": [OWNER.address]}},
                      "chains": {ANVIL_CHAIN: {"rpc_url": anvil.url, "confirmations": confirmations,
                                               "poll_interval": 0.2}}}})
 

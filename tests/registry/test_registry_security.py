@@ -12,7 +12,7 @@ from eth_utils import keccak
 
 from tests.helpers import NodeProcess
 from tests.registry.test_registry import (CID, ORACLES, SOLVERS, TOKEN_IN, TOKEN_OUT, WALLET, config_signature, oracle_response,
-                                 sign_digest, sign_in, sign_typed, typed)
+                                 relayed_input, sign_digest, sign_in, sign_typed, typed)
 
 OWNER, MAINTAINER, STRANGER = Account.create(), Account.create(), Account.create()
 RELAYERS = [Account.create(), Account.create()]
@@ -61,8 +61,8 @@ def submit_input(node, task_id: str, config_id: str, tx: str | None = None, ts: 
     tx = tx or "0x" + keccak(text=str(time.time_ns())).hex()
     raw = {"getPrice": [{"params": [TOKEN_IN], "responses": [
         oracle_response(ORACLES[0], "getPrice", [TOKEN_IN], 2.0, ts=ts)]}]}
-    return node.http().post(f"/api/tasks/{task_id}/inputs", {
-        "configId": config_id, "trigger": {"chainId": 1, "transactionHash": tx, "logIndex": 0}, "rawInputs": raw})
+    return node.http().post(f"/api/tasks/{task_id}/inputs", relayed_input(task_id, config_id, raw, tx,
+                                                                          relayer=RELAYERS[0]))
 
 
 # -- security 3: registry removals undone by replay --------------------------------------------------

@@ -37,6 +37,17 @@ def test_six_field_cron_seconds_first():
             Cron.parse(bad)
 
 
+def test_a_crons_shortest_gap_and_whether_it_fires_within_a_year():
+    now = ts(2026, 12, 4, 12, 0, 0)
+    gaps = {"* * * * * *": 1, "*/2 * * * * *": 2, "0 */5 * * * *": 300, "0 0 * * * *": 3600,
+            "0,1 0 0 1 1 *": 1, "50 59 23 * * *": 86400, "0 0,59 0,23 * * *": 60, "0 0 0 * * 1-5": 86400}
+    for text, gap in gaps.items():
+        assert Cron.parse(text).shortest_gap(now) == gap, text
+    assert not Cron.parse("0 0 0 30 2 *").fires_within(now)
+    assert Cron.parse("0 0 0 29 2 *").fires_within(ts(2027, 3, 1, 0, 0, 0))  # 2028-02-29 is within a year
+    assert not Cron.parse("0 0 0 29 2 *").fires_within(now)  # 2028-02-29 is not
+
+
 def test_output_names_follow_the_seed():
     assert output_name("getPrice") == "prices"
     assert output_name("getRelevantTokens") == "relevantTokens"
@@ -198,4 +209,24 @@ async def test_the_event_watcher_restarts_its_follower_after_a_crash(tmp_path, m
         await asyncio.sleep(0.05)
     assert len(runs) == 2 and runs[1] - runs[0] >= 0.9  # restarted after the supervisor's backoff
     await asyncio.wait_for(handle.stop(watcher.stop, 5), 10)
+    await db.close()
+
+
+async def test_after_the_upgrade_the_watchers_old_events_do_not_fire_again_and_old_cron_rows_block_nothing(tmp_path):
+    db = Database(str(tmp_path / "old.db"))
+    await db.open()
+    await db.migrate(MIGRATIONS[:2])  # before the node's own namespace
+    event, tick = ("0x" + "aa" * 32, 0), ("0x" + "bb" * 32, 0)
+    await db.execute("INSERT INTO reg_inputs (id, task_id, config_id, chain_id, tx_hash, log_index, raw, inputs,"
+                     " proofs, count, created_at, block_number, block_hash) VALUES"
+                     " ('i1', 't1', 'c1', 1, ?, 0, '{}', '{}', '{}', 0, 1, 7, '0x07')", (event[0],))
+    await db.execute("INSERT INTO reg_inputs (id, task_id, config_id, chain_id, tx_hash, log_index, raw, inputs,"
+                     " proofs, count, created_at) VALUES ('i2', 't1', 'c1', 0, ?, 0, '{}', '{}', '{}', 0, 1)", (tick[0],))
+    store = RegistryStore(db)
+    await store.start()
+    run = {"data": {}, "fields": {}, "default_ts": None}
+    watched = {"chainId": 1, "transactionHash": event[0], "logIndex": 0}
+    assert await store.claim("t1", "c1", watched, {}, {}, run, block=(7, "0x07")) is None  # a rescan: no second fire
+    squatted = {"chainId": 0, "transactionHash": tick[0], "logIndex": 0}  # maybe an outsider's, before the fix
+    assert await store.claim("t1", "c1", squatted, {}, {}, run) is not None
     await db.close()

@@ -1,0 +1,278 @@
+"""The capabilities a workflow on this node can call, as one node of a one-node DON.
+
+- `consensus@1.0.0-alpha` (`Simple`): with one node there is one observation, and consensus is
+  the identity with the SDK's aggregation applied to it (median, identical, common prefix/suffix
+  of one value are that value; a frequency list is that value counted once; a fields map applies
+  per field). An error observation yields the default when the workflow gave one.
+- `http-actions@1.0.0-alpha` (`SendRequest`): through the node's egress policy
+  (`node/server/egress.py`): no loopback, private or metadata addresses unless the operator
+  allowed their network, no redirects, answer size capped, time bounded.
+- `evm:ChainSelector:<selector>@1.0.0`: reads on the configured chains by JSON-RPC
+  (`CallContract`, `BalanceAt`, `HeaderByNumber`); the SDK's block sentinels -2/-3 are
+  latest/finalized.
+- `consensus@1.0.0-alpha` `Report` and the EVM `WriteReport`: signed by the node's DON key and
+  delivered through the chain's forwarder (reports.py).
+- secrets: the workflow's configured secrets, by (namespace, id); namespace defaults to "main".
+
+Requests arrive from the guest's worker thread; everything but consensus runs on the event loop
+(`run_coroutine_threadsafe`) and the guest thread blocks on the returned future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+from node.cre.wasm import messages as pb
+from node.cre.wasm.reports import Reporter, ReportError, ReportWriter
+from node.server.egress import EgressDenied, EgressPolicy
+
+CONSENSUS = "consensus@1.0.0-alpha"
+HTTP_ACTIONS = "http-actions@1.0.0-alpha"
+EVM_PREFIX = "evm:ChainSelector:"
+FREQUENCY_LIST = 5
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# name -> chain selector, for the chains a local node is likely to be pointed at
+CHAIN_SELECTORS = {
+    "anvil-devnet": 7759470850252068959,
+    "ethereum-mainnet": 5009297550715157269,
+    "ethereum-testnet-sepolia": 16015286601757825753,
+}
+
+Handler = Callable[[str, Any, int], Awaitable[Any]]  # (method, payload Any, mode) -> response message
+
+_EVM = "capabilities.blockchain.evm.v1alpha."
+
+
+class CapabilityError(Exception):
+    """A refusal the guest sees as the capability's error string."""
+
+
+def _done(response: Any) -> concurrent.futures.Future:
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    future.set_result(response)
+    return future
+
+
+def aggregate(value: Any, descriptor: Any) -> Any:
+    """One observation through a ConsensusDescriptor."""
+    which = descriptor.WhichOneof("descriptor")
+    if which == "fields_map":
+        if value.WhichOneof("value") != "map_value":
+            raise CapabilityError("a fields-map aggregation needs a map observation")
+        rules = {entry.key: entry.value for entry in descriptor.fields_map.fields}
+        out = pb.Value()
+        out.map_value.SetInParent()
+        for entry in value.map_value.fields:
+            item = out.map_value.fields.add(key=entry.key)
+            item.value.CopyFrom(aggregate(entry.value, rules[entry.key]) if entry.key in rules else entry.value)
+        return out
+    if which == "aggregation" and descriptor.aggregation == FREQUENCY_LIST:
+        out = pb.Value()
+        item = out.list_value.fields.add()
+        value_entry = item.map_value.fields.add(key="value")
+        value_entry.value.CopyFrom(value)
+        item.map_value.fields.add(key="count").value.int64_value = 1
+        return out
+    return value
+
+
+def consensus(inputs: Any) -> Any:
+    """SimpleConsensusInputs -> the agreed Value on a one-node DON."""
+    if inputs.WhichOneof("observation") == "value":
+        return aggregate(inputs.value, inputs.descriptors)
+    if inputs.HasField("default"):
+        return inputs.default
+    raise CapabilityError(inputs.error or "no observation")
+
+
+class Capabilities:
+    """Routes capability requests of one workflow to the node's implementations."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, egress: EgressPolicy | None = None,
+                 session: aiohttp.ClientSession | None = None, http_timeout: float = 10.0,
+                 chains: Mapping[int, str] | None = None, secrets: Mapping[tuple[str, str], str] | None = None,
+                 extra: Mapping[str, Handler] | None = None, reporter: Reporter | None = None,
+                 forwarders: Mapping[int, tuple[str, str]] | None = None) -> None:
+        self._loop = loop
+        self._egress = egress
+        self._session = session  # from egress.session(): every connection goes through the policy
+        self._http_timeout = http_timeout
+        self._chains = dict(chains or {})
+        self._rpc_session: aiohttp.ClientSession | None = None
+        self._secrets = dict(secrets or {})
+        self._extra = dict(extra or {})
+        self._reporter = reporter
+        self._writers = {selector: ReportWriter(self._rpc, self._chains[selector], forwarder, key)
+                         for selector, (forwarder, key) in (forwarders or {}).items() if selector in self._chains}
+
+    def set_reporter(self, reporter: Reporter) -> None:
+        """The workflow's report signer (it needs the workflow id, known once the workflow loaded)."""
+        self._reporter = reporter
+
+    # -- HostServices --------------------------------------------------------------------
+
+    def call_capability(self, request: Any, mode: int, execution_id: str) -> concurrent.futures.Future:
+        if request.id == CONSENSUS:
+            try:
+                if request.method == "Simple":
+                    inputs = pb.unpack(request.payload, pb.SimpleConsensusInputs)
+                    return _done(pb.CapabilityResponse(payload=pb.pack(consensus(inputs))))
+                if request.method == "Report":
+                    if self._reporter is None:
+                        raise CapabilityError("reports are not enabled on this node (set cre.wasm.don_key)")
+                    report = pb.unpack(request.payload, pb.message("sdk.v1alpha.ReportRequest"))
+                    return _done(pb.CapabilityResponse(payload=pb.pack(self._reporter.report(report, execution_id))))
+                raise CapabilityError(f"consensus method {request.method!r} is not supported on this node")
+            except (CapabilityError, ReportError, ValueError) as exc:
+                return _done(pb.CapabilityResponse(error=str(exc)))
+        return asyncio.run_coroutine_threadsafe(self._dispatch(request, mode), self._loop)
+
+    def get_secrets(self, request: Any) -> concurrent.futures.Future:
+        out = pb.SecretResponses()
+        for wanted in request.requests:
+            namespace = wanted.namespace or "main"
+            item = out.responses.add()
+            value = self._secrets.get((namespace, wanted.id))
+            if value is None:
+                item.error.id, item.error.namespace = wanted.id, namespace
+                item.error.error = f"secret {namespace}/{wanted.id} is not configured for this workflow"
+            else:
+                item.secret.id, item.secret.namespace, item.secret.value = wanted.id, namespace, value
+        return _done(out)
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    async def _dispatch(self, request: Any, mode: int) -> Any:
+        try:
+            if request.id in self._extra:
+                message = await self._extra[request.id](request.method, request.payload, mode)
+            elif request.id == HTTP_ACTIONS and request.method == "SendRequest":
+                message = await self._http(pb.unpack(request.payload, pb.HttpRequest))
+            elif request.id.startswith(EVM_PREFIX):
+                message = await self._evm(request.id, request.method, request.payload)
+            else:
+                raise CapabilityError(f"capability {request.id} ({request.method}) is not available on this node")
+        except (CapabilityError, EgressDenied, ReportError, ValueError) as exc:
+            return pb.CapabilityResponse(error=str(exc))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return pb.CapabilityResponse(error=f"{request.id}: {type(exc).__name__}: {exc}"[:500])
+        return pb.CapabilityResponse(payload=pb.pack(message))
+
+    async def _http(self, req: Any) -> Any:
+        if self._egress is None or self._session is None:
+            raise CapabilityError("http-actions are not enabled on this node")
+        method = (req.method or "GET").upper()
+        if method not in HTTP_METHODS:
+            raise CapabilityError(f"HTTP method {req.method[:20]!r} is not allowed ({', '.join(sorted(HTTP_METHODS))})")
+        url = self._egress.parse(req.url)
+        literal = self._egress._literal(url.raw_host or url.host or "")
+        if literal is not None:  # aiohttp connects to IP literals without asking the resolver
+            self._egress.check_address(url.host or "", str(literal))
+        timeout = self._http_timeout
+        if req.HasField("timeout"):
+            timeout = min(timeout, max(req.timeout.ToTimedelta().total_seconds(), 0.001))
+        headers: list[tuple[str, str]] = [(h.key, h.value) for h in req.headers]
+        headers += [(h.key, v) for h in req.multi_headers for v in h.value.values]
+        limit = self._egress.max_response_bytes
+        try:
+            async with self._session.request(method, url, headers=headers, data=req.body or None,
+                                             allow_redirects=False,
+                                             timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                body = bytearray()
+                while True:
+                    chunk = await resp.content.read(limit + 1 - len(body))
+                    if not chunk:
+                        break
+                    body += chunk
+                    if len(body) > limit:
+                        raise CapabilityError(f"the answer from {url.host} is over {limit} bytes")
+                out = pb.HttpResponse(status_code=resp.status, body=bytes(body))
+                for key in resp.headers.keys():
+                    values = resp.headers.getall(key)
+                    out.headers.add(key=key, value=values[0])
+                    out.multi_headers.add(key=key).value.values.extend(values)
+                return out
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, EgressDenied):
+                raise exc.os_error from None
+            raise
+
+    # -- evm -----------------------------------------------------------------------------
+
+    async def _rpc(self, url: str, method: str, params: list[Any]) -> Any:
+        if self._rpc_session is None:
+            self._rpc_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._http_timeout))
+        async with self._rpc_session.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                                     "params": params}) as resp:
+            answer = await resp.json(content_type=None)
+        if not isinstance(answer, dict):
+            raise CapabilityError(f"{method}: malformed JSON-RPC answer")
+        if answer.get("error"):
+            error = answer["error"]
+            raise CapabilityError(f"{method}: {error.get('message', error) if isinstance(error, dict) else error}")
+        return answer.get("result")
+
+    @staticmethod
+    def _block(value: Any | None) -> str:
+        if value is None or (not value.abs_val and not value.sign):
+            return "latest"
+        n = pb.bigint_to_int(value)
+        if n >= 0:
+            return hex(n)
+        tags = {-1: "pending", -2: "latest", -3: "finalized"}
+        if n not in tags:
+            raise CapabilityError(f"block number {n} is not a known tag")
+        return tags[n]
+
+    async def _evm(self, capability: str, method: str, payload: Any) -> Any:
+        selector_text = capability[len(EVM_PREFIX):].partition("@")[0]
+        try:
+            selector = int(selector_text)
+        except ValueError:
+            raise CapabilityError(f"{capability}: not a chain selector") from None
+        url = self._chains.get(selector)
+        if url is None:
+            raise CapabilityError(f"chain selector {selector} is not configured on this node")
+        if method == "WriteReport":
+            writer = self._writers.get(selector)
+            if writer is None:
+                raise CapabilityError(f"no forwarder is configured for chain selector {selector} "
+                                      "(cre.wasm.forwarders and cre.wasm.don_key)")
+            return await writer.write(payload)
+        if method == "CallContract":
+            req = pb.unpack(payload, pb.message(_EVM + "CallContractRequest"))
+            call: dict[str, str] = {"to": "0x" + req.call.to.hex(), "data": "0x" + req.call.data.hex()}
+            sender = getattr(req.call, "from")  # a Python keyword, so never an attribute
+            if sender:
+                call["from"] = "0x" + sender.hex()
+            result = await self._rpc(url, "eth_call", [call, self._block(req.block_number)])
+            return pb.message(_EVM + "CallContractReply")(data=bytes.fromhex((result or "0x")[2:]))
+        if method == "BalanceAt":
+            req = pb.unpack(payload, pb.message(_EVM + "BalanceAtRequest"))
+            result = await self._rpc(url, "eth_getBalance", ["0x" + req.account.hex(), self._block(req.block_number)])
+            reply = pb.message(_EVM + "BalanceAtReply")()
+            reply.balance.CopyFrom(pb.int_to_bigint(int(result, 16)))
+            return reply
+        if method == "HeaderByNumber":
+            req = pb.unpack(payload, pb.message(_EVM + "HeaderByNumberRequest"))
+            block = await self._rpc(url, "eth_getBlockByNumber", [self._block(req.block_number), False])
+            if not block:
+                raise CapabilityError("no such block")
+            reply = pb.message(_EVM + "HeaderByNumberReply")()
+            reply.header.timestamp = int(block["timestamp"], 16)
+            reply.header.block_number.CopyFrom(pb.int_to_bigint(int(block["number"], 16)))
+            reply.header.hash = bytes.fromhex(block["hash"][2:])
+            reply.header.parent_hash = bytes.fromhex(block["parentHash"][2:])
+            return reply
+        raise CapabilityError(f"evm method {method} is not supported on this node (CallContract, BalanceAt, "
+                              "HeaderByNumber, WriteReport)")
+
+    async def close(self) -> None:
+        if self._rpc_session is not None:
+            await self._rpc_session.close()
