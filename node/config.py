@@ -195,7 +195,7 @@ def read_config(path: str | Path, env: dict[str, str] | None = None) -> LoadedCo
         if sidecar.is_file():
             digest.update(sidecar.read_bytes())
     config = parse_config(raw, str(path), env)
-    return LoadedConfig(resolve_paths(config, path.resolve().parent), path, form, notes, digest.hexdigest(),
+    return LoadedConfig(resolve_paths(config, path.resolve().parent), path.resolve(), form, notes, digest.hexdigest(),
                         time.time())
 
 

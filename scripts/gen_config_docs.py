@@ -64,8 +64,9 @@ MEANINGS: dict[str, str] = {
     "cre.actions.<key>.containers": "The container chain that runs actions of this type, in order",
     "server.host": "Address the HTTP server listens on (0.0.0.0: every interface)",
     "server.port": "TCP port of the HTTP server (0: any free port)",
-    "server.rate_limit.num_requests": "Requests allowed per client IP and route in each period; 0: no limit",
-    "server.rate_limit.period": "Seconds: the length of one rate-limit window",
+    # By model (Model.key): every section of that model, wherever it sits, unless its path is listed.
+    "RateLimitConfig.num_requests": "Requests allowed per client IP and route in each period; 0: no limit",
+    "RateLimitConfig.period": "Seconds: the length of one rate-limit window",
     "server.auth_rate_limit.num_requests": "Sign-in requests allowed per client IP and route in each period; "
                                            "0: no limit",
     "server.auth_rate_limit.period": "Seconds: the length of one sign-in rate-limit window",
@@ -124,6 +125,14 @@ MEANINGS: dict[str, str] = {
     "cre.gateway_timeout": "Seconds to wait for the CRE gateway when dispatching a trigger",
     "cre.action_lease_seconds": "Seconds an action claimed by a worker stays leased to it",
     "cre.runtime.enabled": "Run the local CRE workflow runtime",
+    "cre.wasm.max_response_bytes": "Bytes: the largest result one execution may return",
+    "cre.wasm.max_capability_calls": "Capability calls (HTTP, EVM, consensus, ...) one execution may make",
+    "cre.wasm.http_timeout": "Seconds one http-actions request may take",
+    "cre.wasm.max_http_response_bytes": "Bytes: the largest http-actions response read",
+    "cre.wasm.log_poll_interval": "Seconds between looks for new EVM logs (log triggers)",
+    "cre.workflows[].name": "The workflow's name (unique on this node)",
+    "cre.workflows[].file": "The workflow's program: a .ts file, a bundled .js or a compiled .wasm",
+    "cre.workflows[].enabled": "Run this workflow (false: keep it configured, but off)",
     "cre.runtime.rpc_url": "JSON-RPC URL of the chain the runtime's contracts are on",
     "cre.runtime.forwarder_address": "The KeystoneForwarder contract reports are sent through",
     "cre.runtime.sub0_address": "The market contract the runtime acts on",
@@ -267,7 +276,8 @@ def walk(model: type[BaseModel], prefix: str = "", section: str = "",
         path = f"{prefix}{name}"
         top = section or name
         nested = _models(field.annotation)
-        meaning = (field.description or MEANINGS.get(path) or comments.get(name, "")).strip()
+        meaning = (field.description or MEANINGS.get(path) or comments.get(name, "")
+                   or MEANINGS.get(f"{model.__name__}.{name}", "")).strip()
         if not meaning and nested:
             meaning = _own_doc(nested[0][0]) or "A section: its keys follow."
         keys.append(Key(path, _type_name(field.annotation), _default(field, defaults, name), _unit(meaning),

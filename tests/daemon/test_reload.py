@@ -154,3 +154,30 @@ def test_an_invalid_reload_changes_nothing_and_says_which_field(node):
     out = subprocess.run([sys.executable, "-m", "node", "reload", "--config", str(node.config_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_removed_container_serves_the_running_jobs_that_reach_it_before_it_goes(docker_engine, tmp_path):
+    proc = NodeProcess(tmp_path, [container_entry("faulty", "faulty"),
+                                  container_entry("upper", "transform", env={"MODE": "upper"})])
+    proc.start()
+    try:
+        http = proc.http()
+        job_id = http.submit(["faulty", "upper"], {"mode": "sleep", "seconds": 3})  # reaches upper in 3 s
+        time.sleep(0.5)
+        proc.containers = [container_entry("faulty", "faulty")]
+        proc.write_config()
+        proc.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        refused = http.post("/api/jobs", {"containers": ["upper"], "data": "x"})
+        assert refused.status == 400 and refused.json["error"] == "Container not supported"
+        job = http.wait_job(job_id, timeout=30)
+        assert job["status"] == "success" and job["result"]["container"] == "upper", job
+        deadline = time.monotonic() + 30
+        while "config.container_removed" not in proc.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert info_ids(proc) == ["faulty"]
+    finally:
+        proc.stop()
+        proc.remove_containers()
