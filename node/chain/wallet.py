@@ -202,6 +202,13 @@ class Wallet:
         checks = 0
         try:
             while time.monotonic() < deadline:
+                head = self._head_number()
+                if checks == 0 and head is not None and head <= record["sent_block"] and not record.get("resumed"):
+                    checks = 1  # sent after this head: it can only be in a later block, so wait for one
+                    try:
+                        await asyncio.wait_for(new_head.wait(), 1.0)
+                    except asyncio.TimeoutError:
+                        pass
                 new_head.clear()
                 for tx_hash in reversed(hashes):
                     try:
