@@ -217,8 +217,9 @@ class Wallet:
                         continue
                     return await self._mined(record, tx_hash, receipt)
                 checks += 1
-                block = await self._block_number()
-                if block - last_sent >= self._resend_after and checks > 1:
+                tracked = self._heads is not None or self._store is not None  # else: wait, as a bare wallet does
+                block = await self._block_number() if tracked else last_sent
+                if tracked and block - last_sent >= self._resend_after and checks > 1:
                     if await self._nonce_used(nonce):  # mined, but none of our hashes: replaced
                         await self._done(record, "replaced", None)
                         return TxResult(False, hashes[-1], "replaced by another transaction of this nonce")
