@@ -131,3 +131,37 @@ async def test_a_restart_with_a_delivery_in_flight_that_the_rpc_lost_delivers_it
         assert second.runs == 1  # only the later request ran a container in the restarted node
         [row] = [t for t in await chain.store.txs(chain.address) if t["nonce"] == nonce]
         assert row["status"] == "mined"
+
+
+async def test_a_pending_delivery_another_node_made_meanwhile_is_not_outbid_but_recorded_as_fulfilled_elsewhere(
+        tmp_path, anvil, dep, manual_mining):
+    slow, fast = CountingOrchestrator(), CountingOrchestrator()
+    async with chain_service(tmp_path / "a.db", anvil.url, dep, KEYS[3], slow,
+                             wallet={"private_key": KEYS[3], "resend_after": 4}) as a, \
+            chain_service(tmp_path / "b.db", anvil.url, dep, KEYS[4], fast,
+                          wallet={"private_key": KEYS[4], "resend_after": 1}) as b:
+        await asyncio.wait_for(a.listener.synced.wait(), 10)
+        await asyncio.wait_for(b.listener.synced.wait(), 10)
+        sub_id = await request(dep, b"one of two")  # redundancy 1: one delivery settles it
+        assert await wait_for(lambda: bool(a.wallet.inflight) and bool(b.wallet.inflight))
+        base = dep.w3.eth.get_block("latest")["baseFeePerGas"]
+        rpc(dep, "anvil_setNextBlockBaseFeePerGas", hex(base * 100))  # neither fits; b outbids first
+
+        async def settled() -> bool:
+            rows = await a.store.deliveries(sub_id)
+            return bool(rows) and rows[0]["status"] == "skipped"
+
+        assert await mine_until(dep, settled)
+        [delivery] = dep.deliveries(sub_id)
+        assert delivery["node"] == b.address
+        [row] = await a.store.deliveries(sub_id)
+        assert row["error"] == "fulfilled by another node" and row["attempts"] == 1  # not retried
+        assert a.wallet.cancelled == 1  # its nonce filled by a transfer to itself, not an outbid delivery
+        [tx] = [t for t in await a.store.txs(a.address) if t["label"] == f"deliverCompute({sub_id},1)"]
+        assert tx["status"] == "cancelled"
+        later = await request(dep, b"later")
+
+        async def later_done() -> bool:
+            return delivered(dep, later) == 1
+
+        assert await mine_until(dep, later_done, blocks=10)
