@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,15 +246,13 @@ class RpcProxy:
         self.calls: Counter = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: set = set()
-        self._ready = __import__("threading").Event()
+        self._ready = threading.Event()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> RpcProxy:
-        import threading
-
         threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True).start()
         if not self._ready.wait(10):
             raise AssertionError("proxy did not start")

@@ -86,6 +86,8 @@ class ChainConfig(ConfigModel):
                 where = "rpc_url" if isinstance(self.rpc_url, str) else f"rpc_url[{index}]"
                 raise ValueError(f"chain.{where}: expected an http(s):// URL, got {url!r}")
         endpoints = self.endpoints()
+        if len(endpoints) > 16:
+            raise ValueError(f"chain.rpc_url/rpc_urls: {len(endpoints)} RPCs, at most 16")
         if endpoints and all(e.send_only for e in endpoints):
             raise ValueError("chain.rpc_urls: every RPC is send_only; at least one must serve reads")
         if len({e.url for e in endpoints}) != len(endpoints):
