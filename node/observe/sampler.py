@@ -118,6 +118,9 @@ class Sampler:
             sample.tx_pending, sample.tx_pending_blocks = len(chain.wallet.inflight), chain.wallet.pending_blocks()
             sample.tx_pending_alert_blocks = chain.config.wallet.pending_alert_blocks
             sample.tx_resent, sample.tx_cancelled = chain.wallet.resent, chain.wallet.cancelled
+        # The cursor before the head: read the other way round, a block the listener reads in
+        # between would put the cursor ahead of the head (it learns of heads the moment they come).
+        sample.cursor = await chain.store.cursor()
         try:
             sample.head = await self._rpc(chain.w3.eth.block_number)
             sample.rpc_up = True
@@ -128,7 +131,6 @@ class Sampler:
         except Exception as exc:  # noqa: BLE001 - the RPC being down is what we report
             sample.rpc_error = str(exc)[:200] or type(exc).__name__
             sample.head = listener.head_seen if listener is not None and listener.head_seen else None
-        sample.cursor = await chain.store.cursor()
         rows = await self._db.fetchall(
             "SELECT status, error = 'reverted' AS reverted, COUNT(*) FROM chain_deliveries GROUP BY 1, 2")
         for status, reverted, count in rows:
