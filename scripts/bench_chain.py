@@ -37,7 +37,7 @@ from web3.exceptions import TransactionNotFound  # noqa: E402
 from tests.chain_helpers import KEYS, Anvil, RpcProxy, chain_config, deploy  # noqa: E402
 from tests.helpers import NodeProcess, container_entry  # noqa: E402
 
-MODES = {"polling": {"head_subscription": False}, "head subscription": {"head_subscription": True}}
+MODES = {"polling": {"head_subscription": False}, "heads": {"head_subscription": True}}
 DEFAULTS = {"poll_interval": 0.5, "processor_tick": 0.5}  # the node's defaults (chain_config's are faster)
 
 
@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30, help="one-shot requests per mode")
     parser.add_argument("--burst", type=int, default=100, help="requests in one block per mode")
     parser.add_argument("--count-requests", type=int, default=10, help="one-shot requests of the RPC count runs")
+    parser.add_argument("--modes", default="polling,heads", help="which of polling,heads to run")
     parser.add_argument("--failover", action="store_true", help="also the failover run (two RPCs)")
     parser.add_argument("--subscriptions", type=int, default=0, help="snapshot sync of N subscriptions (0: skip)")
     parser.add_argument("--per-tx", type=int, default=100)
@@ -133,7 +134,8 @@ def main() -> None:
         print(f"event-to-delivery, echo container, anvil automine, 0 confirmations, "
               f"poll_interval/processor_tick {DEFAULTS['poll_interval']} s")
         results = {}
-        for mode, settings in MODES.items():
+        modes = {m: MODES[m] for m in args.modes.split(",")}
+        for mode, settings in modes.items():
             node = bench.node(anvil.url, KEYS[1], **settings)
             nodes.append(node)
             for i in range(3):  # warm-up: first container call, first transaction
@@ -147,14 +149,15 @@ def main() -> None:
             nonce_errors = len(re.findall(r"chain\.send_failed|nonce too", node.log(), re.IGNORECASE))
             results[mode] = (one, burst, done, nonce_errors)
         for mode, (one, burst, done, nonce_errors) in results.items():
-            print(f"  {mode:18} one-shot x{len(one)}: {summary(one)}")
+            print(f"  {mode:8} one-shot x{len(one)}: {summary(one)}")
             if args.burst:
-                print(f"  {'':18} {args.burst} in one block: {summary(burst)}  delivered {done}/{args.burst},"
+                print(f"  {'':8} {args.burst} in one block: {summary(burst)}  delivered {done}/{args.burst},"
                       f" send/nonce errors in log: {nonce_errors}")
 
-        print(f"\nthe node's RPC round trips per one-shot delivery ({args.count_requests} requests, counted by a proxy;"
-              " bench's own calls excluded)")
-        for mode, settings in MODES.items():
+        if args.count_requests:
+            print(f"\nthe node's RPC round trips per one-shot delivery ({args.count_requests} requests, counted by a"
+                  " proxy; bench's own calls excluded)")
+        for mode, settings in (modes if args.count_requests else {}).items():
             proxy = RpcProxy(anvil.url).start()
             node = bench.node(proxy.url, KEYS[2], **settings)
             nodes.append(node)
@@ -169,7 +172,7 @@ def main() -> None:
             proxy.stop()
             total = sum(calls.values())
             per = ", ".join(f"{m} {n / args.count_requests:.1f}" for m, n in sorted(calls.items(), key=lambda x: -x[1]))
-            print(f"  {mode:18} {total / args.count_requests:.1f} per delivery over {elapsed:.1f} s: {per}")
+            print(f"  {mode:8} {total / args.count_requests:.1f} per delivery over {elapsed:.1f} s: {per}")
 
         if args.failover:
             failover(bench, args.requests, nodes)
