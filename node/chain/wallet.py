@@ -12,7 +12,7 @@ under-priced transaction in a fee spike, and every later delivery queues behind 
 with a `TxStore` every transaction is recorded (nonce, fees, every hash sent for that nonce)
 before it is sent, and while it waits:
 
-- one not mined within `resend_after` blocks is signed again with the same nonce and fees raised
+- one not mined within `resend_after` blocks (and a second) is signed again with the same nonce and fees raised
   by at least `FEE_BUMP` (+12.5 %, what pools require of a replacement) or to the market, capped
   by `max_fee_per_gas`; a transaction the RPC no longer knows is sent again the same way;
 - before each replacement the caller's `still_wanted()` is asked: a delivery another node has
@@ -44,6 +44,8 @@ log = get_logger(__name__)
 
 TIP_REFRESH_BLOCKS = 10
 FEE_BUMP = 1.125
+RESEND_MIN_SECONDS = 1.0  # and at least this long: on a chain that mines a block per transaction
+#                           (anvil automine), `resend_after` blocks can pass in milliseconds
 FULFILLED_ELSEWHERE = "fulfilled_elsewhere"
 
 StillWanted = Callable[[], Awaitable[bool]]
@@ -193,8 +195,10 @@ class Wallet:
         nonce, hashes = record["nonce"], list(record.get("hashes") or [record["tx_hash"]])
         self.inflight[nonce] = {"label": record["label"], "sent_block": record["sent_block"], "hashes": hashes}
         fees, last_sent = dict(record["fees"]), record.get("last_sent_block", record["sent_block"])
+        last_sent_at = time.monotonic()
         if record.get("resumed"):  # the RPC may have lost it with the previous process: send again soon
             last_sent = min(last_sent, await self._block_number() - self._resend_after)
+            last_sent_at -= RESEND_MIN_SECONDS
         deadline = time.monotonic() + self._receipt_timeout
         new_head = asyncio.Event()
         if self._heads is not None:
@@ -219,9 +223,16 @@ class Wallet:
                 checks += 1
                 tracked = self._heads is not None or self._store is not None  # else: wait, as a bare wallet does
                 block = await self._block_number() if tracked else last_sent
-                if tracked and block - last_sent >= self._resend_after and checks > 1:
-                    if await self._nonce_used(nonce):  # mined, but none of our hashes: replaced
-                        await self._done(record, "replaced", None)
+                if tracked and block - last_sent >= self._resend_after and checks > 1 \
+                        and time.monotonic() - last_sent_at >= RESEND_MIN_SECONDS:
+                    if await self._nonce_used(nonce):
+                        for tx_hash in reversed(hashes):  # mined since the check above?
+                            try:
+                                receipt = await self._w3.eth.get_transaction_receipt(tx_hash)
+                            except TransactionNotFound:
+                                continue
+                            return await self._mined(record, tx_hash, receipt)
+                        await self._done(record, "replaced", None)  # mined, but none of our hashes
                         return TxResult(False, hashes[-1], "replaced by another transaction of this nonce")
                     wanted = still_wanted is None or await still_wanted()
                     replacement = await self._replace(record, fees, wanted)
@@ -230,7 +241,7 @@ class Wallet:
                         hashes.append(tx_hash)
                         if not wanted:
                             record = {**record, "cancelled": True}
-                    last_sent = block
+                    last_sent, last_sent_at = block, time.monotonic()
                 if self._heads is None:
                     await asyncio.sleep(0.1)
                     continue
@@ -285,7 +296,10 @@ class Wallet:
         try:
             await self._w3.eth.send_raw_transaction(signed.raw_transaction)
         except Exception as exc:  # noqa: BLE001 - e.g. already mined meanwhile: the next check sees it
-            log.warning("chain.tx_resend_failed", tx=record["label"], nonce=nonce, error=str(exc)[:200])
+            if "nonce too low" in str(exc).lower():
+                log.info("chain.tx_mined_meanwhile", tx=record["label"], nonce=nonce)
+            else:
+                log.warning("chain.tx_resend_failed", tx=record["label"], nonce=nonce, error=str(exc)[:200])
             return None
         if wanted:
             self.resent += 1

@@ -137,7 +137,7 @@ async def test_a_pending_delivery_another_node_made_meanwhile_is_not_outbid_but_
         tmp_path, anvil, dep, manual_mining):
     slow, fast = CountingOrchestrator(), CountingOrchestrator()
     async with chain_service(tmp_path / "a.db", anvil.url, dep, KEYS[3], slow,
-                             wallet={"private_key": KEYS[3], "resend_after": 4}) as a, \
+                             wallet={"private_key": KEYS[3], "resend_after": 10}) as a, \
             chain_service(tmp_path / "b.db", anvil.url, dep, KEYS[4], fast,
                           wallet={"private_key": KEYS[4], "resend_after": 1}) as b:
         await asyncio.wait_for(a.listener.synced.wait(), 10)
