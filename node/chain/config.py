@@ -27,6 +27,8 @@ class WalletConfig(ConfigModel):
                                                    "with the same nonce and fees raised by at least 12.5 %")
     max_fee_per_gas: int | None = Field(None, gt=0, description="The most the node pays per gas (wei), however "
                                                                 "high a replacement would bid; unset: no cap")
+    receipt_timeout: float = Field(300.0, gt=0, le=86_400, description="Seconds a delivery's transaction is "
+                                   "watched (and replaced) before the delivery counts as failed and is retried")
     pending_alert_blocks: int = Field(10, ge=1, description="A transaction pending this many blocks is a problem "
                                                             "(watchdog tx_pending_long)")
     payment_address: Address | None = Field(

@@ -179,7 +179,8 @@ class ChainService:
         self.chain_id = await self.w3.eth.chain_id
         w = self.config.wallet
         self.wallet = Wallet(self.w3, self._private_key, w.max_gas_limit, self.chain_id, heads=self.heads,
-                             store=self.store, resend_after=w.resend_after, max_fee_per_gas=w.max_fee_per_gas)
+                             store=self.store, resend_after=w.resend_after, max_fee_per_gas=w.max_fee_per_gas,
+                             receipt_timeout=w.receipt_timeout)
         balance = await self.wallet.balance()
         if balance == 0:
             log.warning("chain.wallet_empty", address=self.address, hint="fund the node's wallet to deliver results")
