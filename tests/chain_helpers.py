@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +233,8 @@ def chain_config(anvil_url: str, dep: Deployment, key: str, **extra) -> dict:
 class RpcProxy:
     """A JSON-RPC proxy in front of an RPC (HTTP and WebSocket), in a thread of its own, that
     counts the calls by method and can be broken on purpose: `mode` "ok" forwards, "down" answers
-    503 and drops WebSockets, "429" answers 429 with `Retry-After: retry_after`."""
+    503 and drops WebSockets, "429" answers HTTP requests 429 with `Retry-After: retry_after`
+    (a subscription already open goes on)."""
 
     def __init__(self, upstream: str, retry_after: int = 1) -> None:
         from collections import Counter
@@ -244,15 +246,13 @@ class RpcProxy:
         self.calls: Counter = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: set = set()
-        self._ready = __import__("threading").Event()
+        self._ready = threading.Event()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> RpcProxy:
-        import threading
-
         threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True).start()
         if not self._ready.wait(10):
             raise AssertionError("proxy did not start")
@@ -286,7 +286,7 @@ class RpcProxy:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             if request.headers.get("Upgrade", "").lower() == "websocket":
-                if self.mode != "ok":
+                if self.mode == "down":
                     return web.Response(status=503)
                 ws = web.WebSocketResponse()
                 await ws.prepare(request)
@@ -302,7 +302,7 @@ class RpcProxy:
 
                         async def pump_down() -> None:
                             async for msg in up:
-                                if msg.type == aiohttp.WSMsgType.TEXT and self.mode == "ok":
+                                if msg.type == aiohttp.WSMsgType.TEXT and self.mode != "down":
                                     await ws.send_str(msg.data)
                             await ws.close()
 

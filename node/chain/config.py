@@ -9,17 +9,28 @@ and `reader_address` are still accepted for deployments without a Registry (no p
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
 from node.fields import Address, ConfigModel
 
+_HTTP_URL = re.compile(r"^https?://[^/\s]+")
+
 
 class WalletConfig(ConfigModel):
     private_key: SecretStr | None = None
     max_gas_limit: int = Field(5_000_000, gt=0)
     min_balance: int = Field(0, ge=0, description="Warn (log + metric) when the balance in wei falls below this")
+    resend_after: int = Field(3, ge=1, description="Blocks a transaction may stay unmined before it is sent again "
+                                                   "with the same nonce and fees raised by at least 12.5 %")
+    max_fee_per_gas: int | None = Field(None, gt=0, description="The most the node pays per gas (wei), however "
+                                                                "high a replacement would bid; unset: no cap")
+    receipt_timeout: float = Field(300.0, gt=0, le=86_400, description="Seconds a delivery's transaction is "
+                                   "watched (and replaced) before the delivery counts as failed and is retried")
+    pending_alert_blocks: int = Field(10, ge=1, description="A transaction pending this many blocks is a problem "
+                                                            "(watchdog tx_pending_long)")
     payment_address: Address | None = Field(
         None, description="The node's payment Wallet (made by the WalletFactory: `node-daemon wallet create`); "
                           "paid subscriptions pay into it. Unset: only free subscriptions are served")
@@ -28,11 +39,28 @@ class WalletConfig(ConfigModel):
     allowed_sim_errors: list[str] = []
 
 
+class RpcEndpointConfig(ConfigModel):
+    """One RPC of `chain.rpc_urls` (docs/chain-rpcs.md)."""
+
+    url: str = Field(pattern=r"^https?://[^/\s]+", description="The endpoint's HTTP(S) JSON-RPC URL")
+    weight: int = Field(1, ge=1, le=1000, description="Preference among healthy endpoints: the highest serves reads")
+    send_only: bool = Field(False, description="Only broadcast transactions here (no reads)")
+    ws_url: str | None = Field(None, pattern=r"^wss?://", description="Its WebSocket URL for the head subscription "
+                                                                      "(default: url as ws://)")
+
+
 class ChainConfig(ConfigModel):
     """The chain subsystem; disabled by default."""
 
     enabled: bool = False
-    rpc_url: str | None = None
+    rpc_url: str | list[str] | None = Field(None, description="The chain's RPC, or a list of RPCs (failover in "
+                                                               "order); see also rpc_urls")
+    rpc_urls: list[RpcEndpointConfig] = Field([], max_length=16, description="RPCs with weights and send-only "
+                                                                            "endpoints (after those of rpc_url)")
+    rpc_max_lag_blocks: int = Field(5, ge=0, description="An RPC this many blocks behind the best is not read from")
+    rpc_health_interval: float = Field(5.0, gt=0, description="Seconds between health checks of every RPC")
+    rpc_timeout: float = Field(10.0, gt=0, le=120, description="Seconds one RPC request may take before the next "
+                                                              "RPC is tried")
     registry_address: Address | None = None
     coordinator_address: Address | None = None
     reader_address: Address | None = None
@@ -58,10 +86,32 @@ class ChainConfig(ConfigModel):
     wallet: WalletConfig = WalletConfig()
 
     @model_validator(mode="after")
+    def _rpcs(self) -> ChainConfig:
+        urls = [self.rpc_url] if isinstance(self.rpc_url, str) else (self.rpc_url or [])
+        for index, url in enumerate(urls):
+            if not _HTTP_URL.match(url):
+                where = "rpc_url" if isinstance(self.rpc_url, str) else f"rpc_url[{index}]"
+                raise ValueError(f"chain.{where}: expected an http(s):// URL, got {url!r}")
+        endpoints = self.endpoints()
+        if len(endpoints) > 16:
+            raise ValueError(f"chain.rpc_url/rpc_urls: {len(endpoints)} RPCs, at most 16")
+        if endpoints and all(e.send_only for e in endpoints):
+            raise ValueError("chain.rpc_urls: every RPC is send_only; at least one must serve reads")
+        if len({e.url for e in endpoints}) != len(endpoints):
+            raise ValueError("chain.rpc_urls: an RPC is listed twice")
+        return self
+
+    def endpoints(self) -> list[RpcEndpointConfig]:
+        """Every RPC: those of rpc_url (in order, ws_url the first one's), then rpc_urls."""
+        urls = [self.rpc_url] if isinstance(self.rpc_url, str) else (self.rpc_url or [])
+        first = [RpcEndpointConfig(url=u, ws_url=self.ws_url if i == 0 else None) for i, u in enumerate(urls)]
+        return first + list(self.rpc_urls)
+
+    @model_validator(mode="after")
     def _required_when_enabled(self) -> ChainConfig:
         if not self.enabled:
             return self
-        missing = [] if self.rpc_url else ["rpc_url"]
+        missing = [] if self.endpoints() else ["rpc_url"]
         if not self.registry_address:
             missing += [n for n in ("coordinator_address", "reader_address") if not getattr(self, n)]
         if self.wallet.private_key is None:

@@ -3,12 +3,14 @@
 Polling learns of a block up to one `poll_interval` late, and a processor that then waits for its
 own next tick adds as much again: hundreds of milliseconds between a request's block and the
 container, on a chain that mines in one. So the head comes from `eth_subscribe("newHeads")` over
-WebSocket where the RPC offers it (`chain.ws_url`, or the `ws://` twin of `rpc_url`, which anvil
-and most providers serve), and each part of the node that waits for the chain (listener,
+WebSocket where an RPC offers it (each RPC's `ws_url`, or the `ws://` twin of its URL, which anvil
+and most providers serve; the first that subscribes is used), and each part of the node that waits for the chain (listener,
 processor, wallet) waits on an `asyncio.Event` this feed sets on every new head instead of
-sleeping. An RPC without WebSocket, or a socket that drops, falls back to polling `eth_getBlockByNumber("latest")`
-every `poll_interval` (one round trip, as the `eth_blockNumber` poll was), and the socket is
-tried again every `resubscribe_after` seconds.
+sleeping. An RPC without WebSocket, or a socket that drops, falls back to polling
+`eth_getBlockByNumber("latest")` every `poll_interval` (one round trip, as the `eth_blockNumber`
+poll was), and the sockets are tried again every `resubscribe_after` seconds. A subscription
+quiet for `4 * poll_interval` (at least 2 s) is checked with one poll, since a socket can go
+silent without closing.
 
 The header carries what the node would otherwise ask for in more round trips: the block's hash
 and its parent's (the listener's reorg check), its timestamp (intervals) and its base fee
@@ -27,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from web3 import AsyncWeb3
 
+from node.chain.rpc import redact
 from node.logs import get_logger
 
 log = get_logger(__name__)
@@ -65,12 +68,14 @@ def ws_twin(rpc_url: str) -> str | None:
 
 
 class HeadFeed:
-    def __init__(self, w3: AsyncWeb3, ws_url: str | None, poll_interval: float, *,
+    def __init__(self, w3: AsyncWeb3, ws_urls: list[str], poll_interval: float, *,
                  resubscribe_after: float = 30.0) -> None:
         self._w3 = w3
-        self._ws_url = ws_url
+        self._ws_urls = ws_urls  # tried in order; the first that subscribes is used
+        self.ws_url: str | None = None  # the one in use
         self._poll = poll_interval
         self._resubscribe_after = resubscribe_after
+        self._quiet = max(4 * poll_interval, 2.0)  # no head for this long: ask for it once
         self.head: Head | None = None
         self.mode = "starting"  # "subscription" or "polling": how heads arrive now
         self.heads_seen = 0
@@ -106,18 +111,20 @@ class HeadFeed:
 
     async def run(self) -> None:
         while not self._stop.is_set():
-            if self._ws_url:
+            for url in self._ws_urls:
                 try:
-                    await self._subscribe()
+                    await self._subscribe(url)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - no WebSocket here (or it dropped): poll
-                    log.info("chain.head_polling", ws_url=self._ws_url, error=str(exc)[:200] or type(exc).__name__,
-                             retry_subscription_in_s=self._resubscribe_after)
-            if self._stop.is_set():
-                return
-            self.mode = "polling"
-            await self._poll_for(self._resubscribe_after if self._ws_url else None)
+                except Exception as exc:  # noqa: BLE001 - no WebSocket here (or it dropped): the next, or poll
+                    log.info("chain.head_subscription_failed", ws_url=redact(url),
+                             error=str(exc)[:200] or type(exc).__name__)
+                if self._stop.is_set():
+                    return
+            if self._ws_urls:
+                log.info("chain.head_polling", retry_subscription_in_s=self._resubscribe_after)
+            self.mode, self.ws_url = "polling", None
+            await self._poll_for(self._resubscribe_after if self._ws_urls else None)
 
     async def _poll_for(self, seconds: float | None) -> None:
         until = None if seconds is None else time.monotonic() + seconds
@@ -137,22 +144,21 @@ class HeadFeed:
             except asyncio.TimeoutError:
                 pass
 
-    async def _subscribe(self) -> None:
-        assert self._ws_url is not None
+    async def _subscribe(self, url: str) -> None:
         timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
         async with aiohttp.ClientSession() as session, \
-                session.ws_connect(self._ws_url, heartbeat=20, timeout=timeout, max_msg_size=1 << 20) as ws:
+                session.ws_connect(url, heartbeat=20, timeout=timeout, max_msg_size=1 << 20) as ws:
             self._ws = ws
             await ws.send_json({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]})
             answer = await ws.receive_json(timeout=10)
             if "error" in answer or not answer.get("result"):
                 raise RuntimeError(f"eth_subscribe refused: {answer.get('error')}")
-            self.mode = "subscription"
-            log.info("chain.head_subscription", ws_url=self._ws_url)
+            self.mode, self.ws_url = "subscription", url
+            log.info("chain.head_subscription", ws_url=redact(url))
             await self._poll_once()  # the head as of now, not at the next block
             while not self._stop.is_set():
                 try:
-                    message = await ws.receive(timeout=self._resubscribe_after)
+                    message = await ws.receive(timeout=self._quiet)
                 except asyncio.TimeoutError:  # a quiet chain, or a socket gone silent: ask once
                     await self._poll_once()
                     continue

@@ -137,8 +137,9 @@ class Listener:
         if known is None:
             return None
         head = self._heads.head if self._heads is not None else None
-        if head is not None and head.number == cursor + 1 and head.parent_hash == known:
-            return None  # the new head builds on the block at the cursor
+        if head is not None and ((head.number == cursor and head.hash == known)
+                                 or (head.number == cursor + 1 and head.parent_hash == known)):
+            return None  # the head is the block at the cursor, or builds on it
         block = await with_backoff("eth_getBlockByNumber", lambda: self._w3.eth.get_block(cursor), self._stop)
         if "0x" + bytes(block["hash"]).hex() == known:
             return None
@@ -159,8 +160,15 @@ class Listener:
 
     async def _scan(self, start: int, end: int) -> int:
         address = self._coordinator.address
+        head = self._heads.head if self._heads is not None else None
+        if head is not None and start == end == head.number:
+            # The head block by its hash: an RPC that does not have it yet (one lagging behind the
+            # one the head came from) answers an error, retried, instead of an empty list.
+            where: dict = {"blockHash": head.hash}
+        else:
+            where = {"fromBlock": start, "toBlock": end}
         logs = await with_backoff("eth_getLogs", lambda: self._w3.eth.get_logs(
-            {"fromBlock": start, "toBlock": end, "address": address, "topics": [[CREATED, CANCELLED]]}), self._stop)
+            {**where, "address": address, "topics": [[CREATED, CANCELLED]]}), self._stop)
         created = sorted({int.from_bytes(bytes(entry["topics"][1]), "big") for entry in logs
                           if "0x" + bytes(entry["topics"][0]).hex() == CREATED})
         cancelled = sorted({int.from_bytes(bytes(entry["topics"][1]), "big") for entry in logs
@@ -170,7 +178,6 @@ class Listener:
             await self._on_subscriptions(subs, end)
         if cancelled:
             await self._on_cancelled(cancelled)
-        head = self._heads.head if self._heads is not None else None
         if head is not None and head.number == end:
             end_hash = head.hash
         else:

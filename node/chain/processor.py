@@ -34,7 +34,7 @@ from node.chain.codec import SETTLED_ERRORS, Subscription, serialize_output
 from node.chain.heads import HeadFeed
 from node.chain.payments import PAYMENT_ERRORS, PaymentChecker, Skip, requires_proof
 from node.chain.store import ChainStore
-from node.chain.wallet import Wallet
+from node.chain.wallet import FULFILLED_ELSEWHERE, TxResult, Wallet
 from node.jobs.models import JobLocation
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.logs import get_logger
@@ -216,7 +216,10 @@ class Processor:
         fn = self._coordinator.functions.deliverCompute(sub.id, interval, tx_input, tx_output, proof,
                                                         self._node_wallet)
         started = time.perf_counter()
-        result = await self._wallet.transact(fn, f"deliverCompute({sub.id},{interval})")
+        async def still_wanted() -> bool:  # asked before the wallet bids more for a pending delivery
+            return not await self._settled_on_chain(sub, interval)
+
+        result = await self._wallet.transact(fn, f"deliverCompute({sub.id},{interval})", still_wanted)
         if result.ok:
             self.delivered += 1
             await self._store.mark(sub.id, interval, "delivered", tx_hash=result.tx_hash)
@@ -228,6 +231,13 @@ class Processor:
                                                         else "invalid_wallet",
                                                         f"deliverCompute would revert with {result.error}"),
                                     job_id=job.id)
+        if result.error == FULFILLED_ELSEWHERE or (result.error == "reverted"
+                                                   and await self._settled_on_chain(sub, interval)):
+            # Another node delivered while ours waited: recorded as such, not retried.
+            await self._store.mark(sub.id, interval, "skipped", tx_hash=result.tx_hash,
+                                   error="fulfilled by another node")
+            log.info("chain.delivery_skipped", subscription=sub.id, interval=interval, reason=FULFILLED_ELSEWHERE)
+            return True
         if result.error in SETTLED_ERRORS:
             await self._store.mark(sub.id, interval, "skipped", tx_hash=result.tx_hash, error=result.error)
             log.info("chain.delivery_skipped", subscription=sub.id, interval=interval, reason=result.error)
@@ -237,6 +247,21 @@ class Processor:
         log.error("chain.delivery_failed", subscription=sub.id, interval=interval, tx=result.tx_hash,
                   reason=result.error)
         return False
+
+    async def resumed(self, sub_id: int, interval: int, result: TxResult) -> None:
+        """The outcome of a delivery a previous process sent and this one watched to the end."""
+        if result.ok:
+            self.delivered += 1
+            await self._store.mark(sub_id, interval, "delivered", tx_hash=result.tx_hash)
+            log.info("chain.delivered", subscription=sub_id, interval=interval, tx=result.tx_hash, resumed=True)
+        elif result.error in (FULFILLED_ELSEWHERE, "reverted"):
+            await self._store.mark(sub_id, interval, "skipped", tx_hash=result.tx_hash,
+                                   error="fulfilled by another node" if result.error == FULFILLED_ELSEWHERE
+                                   else "reverted")
+        else:
+            await self._store.mark(sub_id, interval, "failed", tx_hash=result.tx_hash, error=result.error,
+                                   retry_in=self._backoff)
+        self._wake.set()
 
     async def _skip(self, sub: Subscription, interval: int, skip: Skip, job_id: str | None = None) -> bool:
         """This interval is not served (payment): recorded, logged, counted; finished for this node."""

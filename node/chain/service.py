@@ -18,7 +18,6 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
-from web3.providers import AsyncHTTPProvider
 
 from node.chain import codec
 from node.chain.codec import Subscription
@@ -26,8 +25,9 @@ from node.chain.heads import HeadFeed, ws_twin
 from node.chain.listener import CREATED, Listener
 from node.chain.payments import REGISTRY_ABI, PaymentChecker, PaymentPolicy, requires_proof
 from node.chain.processor import Processor
+from node.chain.rpc import Endpoint, RpcPool, redact
 from node.chain.store import ChainStore
-from node.chain.wallet import Wallet
+from node.chain.wallet import TxResult, Wallet
 from node.chain.config import ChainConfig
 from node.containers.config import ContainerConfig
 from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
@@ -44,12 +44,16 @@ log = get_logger(__name__)
 class ChainService:
     def __init__(self, config: ChainConfig, containers: list[ContainerConfig], db: Database,
                  orchestrator: Orchestrator, supervisor: Supervisor) -> None:
-        assert config.rpc_url and (config.registry_address or (config.coordinator_address and config.reader_address))
+        assert config.endpoints() and (config.registry_address or (config.coordinator_address and config.reader_address))
         assert config.wallet.private_key is not None
         self.config = config
-        self.w3 = AsyncWeb3(AsyncHTTPProvider(config.rpc_url, request_kwargs={"timeout": 10}))
-        ws_url = (config.ws_url or ws_twin(config.rpc_url)) if config.head_subscription else None
-        self.heads = HeadFeed(self.w3, ws_url, config.poll_interval)
+        endpoints = config.endpoints()
+        self.rpcs = RpcPool([Endpoint(e.url, e.weight, e.send_only) for e in endpoints],
+                            max_lag_blocks=config.rpc_max_lag_blocks, timeout=config.rpc_timeout)
+        self.w3 = AsyncWeb3(self.rpcs)
+        ws_urls = [e.ws_url or ws_twin(e.url) for e in endpoints if not e.send_only] if config.head_subscription \
+            else []
+        self.heads = HeadFeed(self.w3, [u for u in ws_urls if u], config.poll_interval)
         self.coordinator: Any = None  # contracts: resolved at start (from the Registry when configured)
         self.reader: Any = None
         self.addresses: dict[str, str] = {}
@@ -176,13 +180,15 @@ class ChainService:
         log.info("chain.payment_wallet", address=self.payment_address, wallet_factory=self.addresses["wallet_factory"])
 
     async def start(self) -> None:
+        await self.rpcs.check()
         await self._resolve_contracts()
         await self.store.start(self.coordinator.address)
         await self._check_payment_wallet()
         self.chain_id = await self.w3.eth.chain_id
-        self.wallet = Wallet(self.w3, self._private_key, self.config.wallet.max_gas_limit, self.chain_id,
-                             heads=self.heads,
-                             allowed_sim_errors=self.config.wallet.allowed_sim_errors)
+        w = self.config.wallet
+        self.wallet = Wallet(self.w3, self._private_key, w.max_gas_limit, self.chain_id, heads=self.heads,
+                             store=self.store, resend_after=w.resend_after, max_fee_per_gas=w.max_fee_per_gas,
+                             receipt_timeout=w.receipt_timeout, allowed_sim_errors=w.allowed_sim_errors)
         balance = await self.wallet.balance()
         if balance == 0:
             log.warning("chain.wallet_empty", address=self.address, hint="fund the node's wallet to deliver results")
@@ -193,11 +199,16 @@ class ChainService:
                                    payments=self.payments, node_wallet=self.payment_address or self.address,
                                    output_encoding=self.config.output_encoding, skips=self.skips,
                                    heads=self.heads)
+        in_flight = {r["label"] for r in await self.store.tx_pending(self.address)}
         for row in await self.store.interrupted():
+            if f"deliverCompute({row['subscription_id']},{row['interval']})" in in_flight:
+                continue  # its transaction is in flight: the wallet watches it to the end (resume below)
             # A previous process stopped mid-way: let it be retried; the on-chain check before any
             # delivery (nodeResponded / redundancyCount) keeps it from being delivered twice.
             await self.store.mark(row["subscription_id"], row["interval"], "failed", error="interrupted by restart")
-        await self.store.release_interrupted_delegated()
+        delegated = {(label[len("deliverComputeDelegatee("):-1].split(",")[0], int(label[:-1].split(",")[1]))
+                     for label in in_flight if label.startswith("deliverComputeDelegatee(")}
+        await self.store.release_interrupted_delegated(delegated)
         resumed = await self.store.active_subscriptions()
         for sub, pipeline in resumed:
             self.processor.track(sub, pipeline)
@@ -207,17 +218,32 @@ class ChainService:
                                  poll_interval=self.config.poll_interval, on_subscriptions=self._on_subscriptions,
                                  on_cancelled=self._on_cancelled, on_reorg=self._on_reorg, heads=self.heads)
         self._tasks = [self._supervisor.spawn("chain-heads", self.heads.run),
+                       self._supervisor.periodic("chain-rpc-health", self.config.rpc_health_interval, self.rpcs.check),
                        self._supervisor.spawn("chain-listener", self.listener.run),
                        self._supervisor.spawn("chain-processor", self.processor.run)]
+        watched = await self.wallet.resume(self._tx_resumed)
         log.info("chain.started", coordinator=self.coordinator.address, registry=self.addresses.get("registry"),
-                 resumed_subscriptions=len(resumed))
+                 resumed_subscriptions=len(resumed), transactions_in_flight=watched)
+
+    async def _tx_resumed(self, record: dict[str, Any], result: TxResult) -> None:
+        """A transaction a previous process sent is mined (or given up): record what it was for."""
+        assert self.processor is not None
+        label = record["label"]
+        if label.startswith("deliverCompute("):
+            sub_id, interval = (int(x) for x in label[len("deliverCompute("):-1].split(","))
+            await self.processor.resumed(sub_id, interval, result)
+        elif label.startswith("deliverComputeDelegatee("):
+            owner, nonce = label[len("deliverComputeDelegatee("):-1].split(",")
+            await self.store.finish_delegated(owner, int(nonce), "delivered" if result.ok else "failed",
+                                              tx_hash=result.tx_hash, error=result.error)
+        log.info("chain.tx_resumed", tx=label, ok=result.ok, error=result.error)
 
     async def stop(self) -> None:
         """Stop the listener and the processor, giving in-flight deliveries up to 15 s."""
         if self._tasks:
-            heads, listener, processor = self._tasks
+            heads, health, listener, processor = self._tasks
             await asyncio.gather(listener.stop(self.listener.stop, 15), processor.stop(self.processor.stop, 15))
-            await heads.stop(self.heads.stop, 5)
+            await asyncio.gather(heads.stop(self.heads.stop, 5), health.stop(timeout=1))
         if self._delegated_tasks:
             await asyncio.wait(self._delegated_tasks, timeout=15)
         await self.w3.provider.disconnect()
@@ -234,6 +260,11 @@ class ChainService:
         rows = await self.store.deliveries(int(raw) if raw is not None else None)
         return json_response({"address": self.address, "tracked": self.processor.tracked() if self.processor else 0,
                               "deliveries": rows})
+
+    def rpc_status(self) -> dict[str, Any]:
+        """Each RPC's state and how heads arrive (node-daemon status, the status page, metrics)."""
+        return {"heads": self.heads.mode, "head_ws": redact(self.heads.ws_url) if self.heads.ws_url else None,
+                "rpcs": self.rpcs.status()}
 
     def info(self) -> dict[str, Any]:
         return {"enabled": True, "address": self.address, "payment_address": self.payment_address}

@@ -44,6 +44,22 @@ MIGRATIONS = [
 ]
 
 
+MIGRATIONS.append(Migration(
+    "chain.0003",
+    """
+    CREATE TABLE chain_txs (
+        address TEXT NOT NULL, nonce INTEGER NOT NULL, label TEXT NOT NULL,
+        to_address TEXT NOT NULL, data TEXT NOT NULL, value TEXT NOT NULL, gas INTEGER NOT NULL,
+        fees TEXT NOT NULL, tx_hash TEXT NOT NULL, hashes TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'mined', 'reverted', 'replaced', 'cancelled', 'failed')),
+        sent_block INTEGER NOT NULL, last_sent_block INTEGER NOT NULL, resends INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL, updated_at REAL NOT NULL,
+        PRIMARY KEY (address, nonce)
+    )
+    """,
+))
+
+
 class ChainStore:
     def __init__(self, db: Database, coordinator: str | None = None) -> None:
         self._db = db
@@ -160,6 +176,49 @@ class ChainStore:
         rows = await self._db.fetchall("SELECT * FROM chain_deliveries WHERE status IN ('running', 'sending')")
         return [dict(r) for r in rows]
 
+    # -- transactions (node/chain/wallet.py) ----------------------------------------------------
+
+    async def tx_record(self, row: dict[str, Any]) -> None:
+        """A transaction about to be sent (a nonce whose earlier send failed is taken over)."""
+        now = time.time()
+        await self._db.execute(
+            "INSERT OR REPLACE INTO chain_txs (address, nonce, label, to_address, data, value, gas, fees, tx_hash,"
+            " hashes, status, sent_block, last_sent_block, resends, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?)",
+            (row["address"].lower(), row["nonce"], row["label"], row["to"], row["data"], str(row["value"]), row["gas"],
+             json.dumps(row["fees"]), row["tx_hash"], json.dumps([row["tx_hash"]]), row["sent_block"],
+             row["sent_block"], now, now))
+
+    async def tx_sent_again(self, address: str, nonce: int, tx_hash: str, fees: dict[str, int], block: int) -> None:
+        def op(conn) -> None:
+            row = conn.execute("SELECT hashes FROM chain_txs WHERE address = ? AND nonce = ?",
+                               (address.lower(), nonce)).fetchone()
+            if row is None:
+                return
+            conn.execute("UPDATE chain_txs SET tx_hash = ?, hashes = ?, fees = ?, last_sent_block = ?,"
+                         " resends = resends + 1, updated_at = ? WHERE address = ? AND nonce = ?",
+                         (tx_hash, json.dumps([*json.loads(row[0]), tx_hash]), json.dumps(fees), block, time.time(),
+                          address.lower(), nonce))
+
+        await self._db.run_in_transaction(op)
+
+    async def tx_done(self, address: str, nonce: int, status: str, tx_hash: str | None) -> None:
+        await self._db.execute("UPDATE chain_txs SET status = ?, tx_hash = COALESCE(?, tx_hash), updated_at = ?"
+                               " WHERE address = ? AND nonce = ?", (status, tx_hash, time.time(), address.lower(), nonce))
+
+    async def tx_pending(self, address: str) -> list[dict[str, Any]]:
+        rows = await self._db.fetchall("SELECT * FROM chain_txs WHERE address = ? AND status = 'pending' ORDER BY nonce",
+                                       (address.lower(),))
+        return [{"address": r["address"], "nonce": r["nonce"], "label": r["label"], "to": r["to_address"],
+                 "data": r["data"], "value": int(r["value"]), "gas": r["gas"], "fees": json.loads(r["fees"]),
+                 "tx_hash": r["tx_hash"], "hashes": json.loads(r["hashes"]), "sent_block": r["sent_block"],
+                 "last_sent_block": r["last_sent_block"], "resumed": True} for r in rows]
+
+    async def txs(self, address: str) -> list[dict[str, Any]]:
+        rows = await self._db.fetchall("SELECT nonce, label, tx_hash, hashes, status, resends, sent_block, fees"
+                                       " FROM chain_txs WHERE address = ? ORDER BY nonce", (address.lower(),))
+        return [dict(r) | {"hashes": json.loads(r["hashes"]), "fees": json.loads(r["fees"])} for r in rows]
+
     # -- delegated subscriptions ----------------------------------------------------------------
 
     async def claim_delegated(self, owner: str, nonce: int) -> bool:
@@ -186,11 +245,20 @@ class ChainStore:
                                " updated_at = ? WHERE owner = ? AND nonce = ?",
                                (status, job_id, tx_hash, error, time.time(), owner.lower(), nonce))
 
-    async def release_interrupted_delegated(self) -> int:
+    async def release_interrupted_delegated(self, in_flight: set[tuple[str, int]] = frozenset()) -> int:
         """Delegated runs a previous process left 'running' become 'failed': a copy may run them
-        again (the Coordinator refuses a second delivery of the same (owner, nonce) anyway)."""
-        return await self._db.execute("UPDATE chain_delegated SET status = 'failed', error = 'interrupted by restart',"
-                                      " updated_at = ? WHERE status = 'running'", (time.time(),))
+        again (the Coordinator refuses a second delivery of the same (owner, nonce) anyway).
+        Those whose transaction is in flight (`in_flight`: (owner, nonce)) stay: the wallet
+        watches them to the end."""
+        def op(conn) -> int:
+            rows = conn.execute("SELECT owner, nonce FROM chain_delegated WHERE status = 'running'").fetchall()
+            keep = {(o.lower(), n) for o, n in in_flight}
+            release = [(time.time(), o, n) for o, n in rows if (o, n) not in keep]
+            conn.executemany("UPDATE chain_delegated SET status = 'failed', error = 'interrupted by restart',"
+                             " updated_at = ? WHERE owner = ? AND nonce = ?", release)
+            return len(release)
+
+        return await self._db.run_in_transaction(op)
 
     async def deliveries(self, sub_id: int | None = None) -> list[dict[str, Any]]:
         sql, params = "SELECT * FROM chain_deliveries", []

@@ -253,6 +253,7 @@ class ObserveApi:
                 "payment_address": chain.payment_address,
                 "payment_balance_wei": str(chain.payment_balance_wei) if chain.payment_balance_wei is not None
                 else None,
-                "skipped": chain.skipped,
+                "skipped": chain.skipped, "heads": chain.heads, "rpcs": chain.rpcs,
+                "tx_pending": chain.tx_pending, "tx_pending_blocks": chain.tx_pending_blocks,
             }
         return out

@@ -171,6 +171,17 @@ def render_status(console: Console, body: dict[str, Any], base: str) -> None:
                          ("last delivery", f"subscription {last['subscription_id']} interval {last['interval']}, "
                                            f"{_ago(last['updated_at'], now)}" if last else "none")):
             table.add_row(key, val)
+        if chain.get("heads"):
+            table.add_row("heads", chain["heads"])
+        for r in chain.get("rpcs") or []:
+            colour = "green" if r["state"] == "up" else "red"
+            table.add_row(f"rpc {r['rpc']}", Text(
+                f"{r['state']}{' (in use)' if r['in_use'] else ''}, {r['role']}, head {r['head']}, "
+                f"lag {r['lag']}, {r['latency_ms']} ms, errors {r['errors']}, 429 {r['rate_limited']}"
+                + (f", back in {r['back_in_s']} s: {r['last_error']}" if r["state"] in ("down", "rate_limited")
+                   else ""), colour))
+        if chain.get("tx_pending"):
+            table.add_row("tx pending", f"{chain['tx_pending']} (oldest {chain['tx_pending_blocks']} blocks)")
         console.print(table)
 
     on = body["subsystems"]

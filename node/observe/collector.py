@@ -117,6 +117,30 @@ class NodeCollector(Collector):
                       "Subscriptions (terms) and intervals (consumer cannot pay) not served, by kind", "kind",
                       dict.fromkeys(("below_minimum", "token_not_accepted", "no_payment_wallet", "needs_proof",
                                      "consumer_cannot_pay", "invalid_wallet", "no_collateral"), 0) | chain.skipped)
+        yield from gauge("node_chain_tx_pending", "Transactions sent and not yet mined", chain.tx_pending)
+        yield from gauge("node_chain_tx_pending_blocks", "Blocks the oldest pending transaction has waited",
+                         chain.tx_pending_blocks)
+        yield _family(CounterMetricFamily, "node_chain_tx_replaced",
+                      "Pending transactions sent again with the same nonce, by why", "reason",
+                      {"fee_bump": chain.tx_resent, "fulfilled_elsewhere": chain.tx_cancelled})
+        if chain.rpcs:
+            rpc_up = GaugeMetricFamily("node_chain_rpc_endpoint_up", "1 when the RPC serves (not down, "
+                                       "rate limited or lagging)", labels=["rpc", "role"])
+            rpc_head = GaugeMetricFamily("node_chain_rpc_endpoint_head_block", "The RPC's head at its last check",
+                                         labels=["rpc"])
+            rpc_latency = GaugeMetricFamily("node_chain_rpc_endpoint_latency_ms", "The RPC's answer time (moving "
+                                            "average)", labels=["rpc"])
+            rpc_errors = CounterMetricFamily("node_chain_rpc_endpoint_errors", "Failed requests (transport, "
+                                             "timeout, 5xx) and 429 answers", labels=["rpc", "kind"])
+            for r in chain.rpcs:
+                rpc_up.add_metric([r["rpc"], r["role"]], 1 if r["state"] == "up" else 0)
+                if r["head"] is not None:
+                    rpc_head.add_metric([r["rpc"]], r["head"])
+                if r["latency_ms"] is not None:
+                    rpc_latency.add_metric([r["rpc"]], r["latency_ms"])
+                rpc_errors.add_metric([r["rpc"], "error"], r["errors"])
+                rpc_errors.add_metric([r["rpc"], "rate_limited"], r["rate_limited"])
+            yield from (rpc_up, rpc_head, rpc_latency, rpc_errors)
         if chain.last_delivery is not None:
             yield from gauge("node_chain_last_delivery_timestamp_seconds", "When the last delivery landed",
                              chain.last_delivery["updated_at"])

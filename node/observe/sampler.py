@@ -41,6 +41,13 @@ class ChainSample:
     payment_address: str | None = None
     payment_balance_wei: int | None = None  # the payment Wallet's ETH (token balances: on the chain)
     skipped: dict[str, int] = field(default_factory=dict)  # kind -> subscriptions/intervals not served
+    heads: str | None = None  # how new heads arrive: "subscription" or "polling"
+    rpcs: list[dict[str, Any]] = field(default_factory=list)  # each RPC's state (node/chain/rpc.py status())
+    tx_pending: int = 0  # transactions sent and not yet mined
+    tx_pending_blocks: int = 0  # blocks the oldest of them has waited
+    tx_pending_alert_blocks: int = 0  # chain.wallet.pending_alert_blocks
+    tx_resent: int = 0  # replacements with higher fees since start
+    tx_cancelled: int = 0  # nonces filled with a transfer to self (delivery made by another node)
 
     @property
     def lag(self) -> int | None:
@@ -107,6 +114,16 @@ class Sampler:
                              tracked=chain.processor.tracked() if chain.processor else 0,
                              payment_address=chain.payment_address, skipped=dict(chain.skips))
         snap.chain = sample
+        if hasattr(chain, "rpc_status"):
+            status = chain.rpc_status()
+            sample.heads, sample.rpcs = status["heads"], status["rpcs"]
+        if chain.wallet is not None and hasattr(chain.wallet, "inflight"):
+            sample.tx_pending, sample.tx_pending_blocks = len(chain.wallet.inflight), chain.wallet.pending_blocks()
+            sample.tx_pending_alert_blocks = chain.config.wallet.pending_alert_blocks
+            sample.tx_resent, sample.tx_cancelled = chain.wallet.resent, chain.wallet.cancelled
+        # The cursor before the head: read the other way round, a block the listener reads in
+        # between would put the cursor ahead of the head (it learns of heads the moment they come).
+        sample.cursor = await chain.store.cursor()
         try:
             sample.head = await self._rpc(chain.w3.eth.block_number)
             sample.rpc_up = True
@@ -117,7 +134,6 @@ class Sampler:
         except Exception as exc:  # noqa: BLE001 - the RPC being down is what we report
             sample.rpc_error = str(exc)[:200] or type(exc).__name__
             sample.head = listener.head_seen if listener is not None and listener.head_seen else None
-        sample.cursor = await chain.store.cursor()
         rows = await self._db.fetchall(
             "SELECT status, error = 'reverted' AS reverted, COUNT(*) FROM chain_deliveries GROUP BY 1, 2")
         for status, reverted, count in rows:

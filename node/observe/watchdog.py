@@ -5,7 +5,9 @@ nothing happens") each get a detector that looks at the sampled state every few 
   the chain is ahead of it (or the RPC does not answer);
 - `subscription_failing`: a subscription's failed delivery attempts reach `subscription_failures`;
 - `wallet_balance_low`: the wallet holds less than `chain.wallet.min_balance`;
-- `container_restarting`: a container restarted `container_restarts` times within `restart_window`.
+- `container_restarting`: a container restarted `container_restarts` times within `restart_window`;
+- `tx_pending_long`: the node's oldest transaction in flight has waited
+  `chain.wallet.pending_alert_blocks` blocks (replacements have not got it mined: fee cap, RPC).
 
 A problem is logged once as a warning when it starts (`problem.detected`) and once when it ends
 (`problem.cleared`), shows in the `node_problems{problem}` gauge and in GET /api/node/status.
@@ -25,7 +27,8 @@ from node.observe.sampler import Sampler, Snapshot
 
 log = get_logger(__name__)
 
-PROBLEMS = ("chain_cursor_stalled", "subscription_failing", "wallet_balance_low", "container_restarting")
+PROBLEMS = ("chain_cursor_stalled", "subscription_failing", "wallet_balance_low", "container_restarting",
+            "tx_pending_long")
 
 
 @dataclass
@@ -82,6 +85,10 @@ class Watchdog:
             if chain.balance_wei is not None and chain.balance_wei < chain.min_balance_wei:
                 found[("wallet_balance_low", chain.address)] = (
                     f"balance {chain.balance_wei} wei < min_balance {chain.min_balance_wei} wei")
+            if chain.tx_pending and chain.tx_pending_alert_blocks and \
+                    chain.tx_pending_blocks >= chain.tx_pending_alert_blocks:
+                found[("tx_pending_long", chain.address)] = (
+                    f"{chain.tx_pending} transaction(s) pending, the oldest for {chain.tx_pending_blocks} blocks")
         window = self._config.restart_window
         for cid, restarts in self._restarts().items():
             history = self._restart_log.setdefault(cid, deque())

@@ -57,9 +57,20 @@ def test_a_subscription_that_keeps_failing_and_a_low_wallet_are_problems():
     watchdog = dog()
     watchdog.check(chain(failing=[(7, 3)], balance_wei=5, min_balance_wei=10), now=0)
     assert watchdog.counts() == {"chain_cursor_stalled": 0, "subscription_failing": 1, "wallet_balance_low": 1,
-                                 "container_restarting": 0}
+                                 "container_restarting": 0, "tx_pending_long": 0}
     assert ("subscription_failing", "7") in watchdog.active
     watchdog.check(chain(failing=[], balance_wei=50, min_balance_wei=10), now=1)
+    assert watchdog.active == {}
+
+
+def test_a_transaction_pending_for_the_alert_number_of_blocks_is_a_problem_until_it_is_mined():
+    watchdog = dog()
+    watchdog.check(chain(tx_pending=1, tx_pending_blocks=9, tx_pending_alert_blocks=10), now=0)
+    assert watchdog.counts()["tx_pending_long"] == 0
+    watchdog.check(chain(tx_pending=2, tx_pending_blocks=10, tx_pending_alert_blocks=10), now=1)
+    [problem] = watchdog.active.values()
+    assert problem.problem == "tx_pending_long" and "10 blocks" in problem.detail
+    watchdog.check(chain(tx_pending=0, tx_pending_blocks=0, tx_pending_alert_blocks=10), now=2)
     assert watchdog.active == {}
 
 

@@ -1,0 +1,111 @@
+"""Several RPCs: reads and deliveries go on when one RPC dies or rate-limits, transactions also
+go to send-only RPCs, and each RPC's state is shown. In-process chain service on anvil behind
+local proxies the test breaks on purpose, with a stand-in orchestrator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from node.chain.config import ChainConfig
+from tests.chain_helpers import KEYS, CountingOrchestrator, RpcProxy, chain_service
+
+ANVIL_BLOCK_TIME = None
+KEY = "0x" + "01" * 32
+REGISTRY = "0x" + "11" * 20
+
+
+async def delivered(dep, payload: bytes, seconds: float = 10) -> bool:
+    receipt = await asyncio.to_thread(dep.send, dep.consumer.functions.requestCompute("echo", payload, 1))
+    sub_id = dep.created_id(receipt)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if dep.consumer.functions.deliveryCount(sub_id).call() >= 1:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def proxies(anvil):
+    made = [RpcProxy(anvil.url, retry_after=2).start() for _ in range(3)]
+    yield made
+    for proxy in made:
+        proxy.stop()
+
+
+def by_url(chain, proxy) -> dict:
+    [state] = [s for s in chain.rpc_status()["rpcs"] if s["rpc"] == proxy.url]
+    return state
+
+
+def test_rpc_url_takes_a_list_and_rpc_urls_weights_and_send_only_endpoints():
+    config = ChainConfig(rpc_url=["http://127.0.0.1:1", "http://127.0.0.1:2"],
+                         rpc_urls=[{"url": "https://rpc.example/key", "weight": 5},
+                                   {"url": "http://127.0.0.1:3", "send_only": True}])
+    assert [(e.url, e.weight, e.send_only) for e in config.endpoints()] == [
+        ("http://127.0.0.1:1", 1, False), ("http://127.0.0.1:2", 1, False), ("https://rpc.example/key", 5, False),
+        ("http://127.0.0.1:3", 1, True)]
+
+
+@pytest.mark.parametrize("settings, field", [
+    ({"rpc_url": ["http://127.0.0.1:1", "ftp://x"]}, "rpc_url[1]"),
+    ({"rpc_urls": [{"url": "http://127.0.0.1:1", "weight": 0}]}, "rpc_urls.0.weight"),
+    ({"rpc_urls": [{"url": "127.0.0.1:1"}]}, "rpc_urls.0.url"),
+    ({"rpc_urls": [{"url": "http://127.0.0.1:1", "send_only": True}]}, "send_only"),
+    ({"rpc_url": "http://127.0.0.1:1", "rpc_urls": [{"url": "http://127.0.0.1:1"}]}, "listed twice"),
+])
+def test_a_bad_rpc_list_is_refused_naming_the_field(settings, field):
+    with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        ChainConfig(enabled=True, registry_address=REGISTRY, wallet={"private_key": KEY}, **settings)
+
+
+@pytest.mark.docker
+async def test_reads_and_deliveries_continue_when_the_first_rpc_dies(tmp_path, anvil, dep, proxies):
+    first, second, _ = proxies
+    async with chain_service(tmp_path / "c.db", first.url, dep, KEYS[1], CountingOrchestrator(),
+                             rpc_url=[first.url, second.url], rpc_health_interval=0.5) as chain:
+        await asyncio.wait_for(chain.listener.synced.wait(), 10)
+        assert await delivered(dep, b"before")
+        assert by_url(chain, first)["in_use"] and sum(second.calls.values()) <= 5  # health checks only
+        first.set_mode("down")
+        assert await delivered(dep, b"after one died")
+        assert await delivered(dep, b"and again")
+        assert by_url(chain, first)["state"] == "down" and by_url(chain, first)["errors"] >= 1
+        assert by_url(chain, second)["in_use"] and second.calls["eth_sendRawTransaction"] >= 2
+        first.set_mode("ok")  # back: the health check readmits it, and reads return to it (config order)
+        await asyncio.sleep(2)
+        assert await delivered(dep, b"first is back")
+        assert by_url(chain, first)["state"] == "up" and by_url(chain, first)["in_use"]
+
+
+@pytest.mark.docker
+async def test_a_rate_limited_rpc_is_left_alone_for_its_retry_after(tmp_path, anvil, dep, proxies):
+    first, second, _ = proxies
+    async with chain_service(tmp_path / "c.db", first.url, dep, KEYS[2], CountingOrchestrator(),
+                             rpc_url=[first.url, second.url], rpc_health_interval=5) as chain:
+        await asyncio.wait_for(chain.listener.synced.wait(), 10)
+        first.set_mode("429")  # Retry-After: 2
+        calls_before = sum(first.calls.values())
+        assert await delivered(dep, b"while limited")
+        state = by_url(chain, first)
+        assert state["state"] == "rate_limited" and state["rate_limited"] >= 1 and 0 < state["back_in_s"] <= 2
+        assert sum(first.calls.values()) == calls_before  # 429s are not forwarded: nothing reached anvil
+        first.set_mode("ok")
+        await asyncio.sleep(2.2)
+        assert await delivered(dep, b"after retry-after")
+        assert by_url(chain, first)["in_use"]
+
+
+@pytest.mark.docker
+async def test_transactions_also_go_to_send_only_rpcs_which_serve_no_reads(tmp_path, anvil, dep, proxies):
+    reader, _, sender = proxies
+    async with chain_service(tmp_path / "c.db", reader.url, dep, KEYS[3], CountingOrchestrator(),
+                             rpc_urls=[{"url": sender.url, "send_only": True}]) as chain:
+        await asyncio.wait_for(chain.listener.synced.wait(), 10)
+        assert await delivered(dep, b"broadcast")
+        assert sender.calls["eth_sendRawTransaction"] >= 1
+        assert set(sender.calls) == {"eth_sendRawTransaction", "eth_blockNumber"}  # health checks and sends
+        assert by_url(chain, sender)["role"] == "send"
