@@ -240,6 +240,10 @@ class _Eth:
     async def max_priority_fee(self) -> int:
         return 1
 
+    @property
+    async def block_number(self) -> int:
+        return 1
+
     async def send_raw_transaction(self, raw: bytes) -> bytes:
         self.sent.append(raw)
         return b"\x11" * 32
