@@ -13,6 +13,7 @@ from node.cre.actions import ActionRunner
 from node.cre.auth import CallbackAuth, RuntimeAuth
 from node.cre.config import CreConfig
 from node.cre.gateway import GatewayError, TriggerDispatcher
+from node.cre.jsjson import NotJsSafe, stringify
 from node.cre.models import (
     CALLBACKS,
     AckRequest,
@@ -22,14 +23,21 @@ from node.cre.models import (
     TriggerRequest,
 )
 from node.cre.store import Conflict, CreStore
-from node.cre.jsjson import NotJsSafe, stringify
 from node.cre.workflow.errors import ActionConflict, ActionError
 from node.cre.workflow.models import KNOWN_ACTIONS, parse_action
 from node.fields import reveal
 from node.logs import get_logger
+from node.server.http import (
+    ApiError,
+    ApiFamily,
+    int_param,
+    json_response,
+    parse_json,
+    parse_model,
+    query_limit,
+    validation_message,
+)
 from node.server.openapi import accepts, body
-from node.server.http import (ApiError, ApiFamily, int_param, json_response, parse_json, parse_model, query_limit,
-                              validation_message)
 
 if TYPE_CHECKING:
     from node.cre.wasm.service import WasmWorkflows

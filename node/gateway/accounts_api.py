@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import Field
 
 from node.errors import Forbidden, Unauthenticated
-from node.gateway.models import Body, EMAIL, read_body
+from node.gateway.models import EMAIL, Body, read_body
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
 from node.gateway.paths import PREFIX

@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from node.gateway.config import OAuthConfig
 from node.gateway.accounts_api import AccountsApi
 from node.gateway.alerts_api import AlertsApi, BudgetAlerts
 from node.gateway.approvals import ApprovalDesk
@@ -26,6 +25,7 @@ from node.gateway.audit_api import AuditApi
 from node.gateway.auth import GatewayAuth
 from node.gateway.binding import JobBinding
 from node.gateway.budget_api import BudgetApi
+from node.gateway.config import OAuthConfig
 from node.gateway.control import ControlHub
 from node.gateway.control_api import ControlApi
 from node.gateway.oauth import OAuthVerifier

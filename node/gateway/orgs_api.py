@@ -13,7 +13,7 @@ from node.errors import Conflict, NotFound
 from node.gateway import membership
 from node.gateway.auth import Actor, GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import Body, EMAIL, Role, WORKFLOW_ID, finite_json, read_as
+from node.gateway.models import EMAIL, WORKFLOW_ID, Body, Role, finite_json, read_as
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response

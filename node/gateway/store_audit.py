@@ -88,7 +88,7 @@ class AuditStore:
             prev: dict[Any, str | None] = {}
             done = 0
             for r in conn.execute(f"SELECT {', '.join(CONTENT)}, hash FROM gw_audit ORDER BY id").fetchall():
-                row = dict(zip((*CONTENT, "hash"), r))
+                row = dict(zip((*CONTENT, "hash"), r, strict=True))
                 if row["hash"] is None:
                     digest = row_hash(key, prev.get(row["org_id"]), row)
                     conn.execute("UPDATE gw_audit SET prev_hash = ?, hash = ? WHERE id = ?",

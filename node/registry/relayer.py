@@ -38,12 +38,12 @@ from typing import Any
 
 from eth_utils import keccak
 
+from node.errors import DomainError
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.logs import get_logger
 from node.registry.cron import Cron, CronError
 from node.registry.models import ExecutionSubmit
 from node.registry.service import RegistryService
-from node.errors import DomainError
 
 log = get_logger(__name__)
 
@@ -80,7 +80,7 @@ class CronRelayer:
             await self._step("expiry", self._store.expire_intents)
             try:
                 await asyncio.wait_for(self._stop.wait(), self._tick)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
@@ -91,7 +91,7 @@ class CronRelayer:
             await step()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - keep the scheduler alive; each part fails alone
+        except Exception:  # keep the scheduler alive; each part fails alone
             log.exception("registry.relayer_error", step=name)
 
     def _spawn(self, coro) -> None:

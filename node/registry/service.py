@@ -8,10 +8,10 @@ from typing import Any
 
 from eth_account import Account
 
-from node.registry.config import RegistryConfig
 from node.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.registry import signatures as sig
 from node.registry import siwe
+from node.registry.config import RegistryConfig
 from node.registry.cron import Cron
 from node.registry.inputs import aggregate
 from node.registry.models import ConfigCreate, ExecutionSubmit, InputSubmit, ProposalSubmit

@@ -102,7 +102,7 @@ class RuntimePlumbing:
         try:
             return Account.recover_message(encode_typed_data(full_message=self._vault_typed(
                 "UserTrade", USER_TRADE, message)), signature=signature)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - eth_account raises many unrelated types for a malformed signature
             raise ActionError(f"invalid userSignature: {exc}") from None
 
     async def _callback(self, action: str, body: dict[str, Any]) -> None:

@@ -73,7 +73,7 @@ class TradeActions(RuntimePlumbing):
 
     _do_order = _do_buy = _do_sell = _do_quote
 
-    async def _do_lmsrPricing(self, a: LmsrPricingAction) -> dict[str, Any]:  # noqa: N802 - the seed's name
+    async def _do_lmsrPricing(self, a: LmsrPricingAction) -> dict[str, Any]:  # noqa: N802 - the seed's action name, dispatched as _do_<action>
         shares = await self.vault.functions.getShares(bytes.fromhex(a.marketId[2:])).call()
         if not shares:
             raise ActionError("market is not seeded on the vault")
@@ -84,7 +84,7 @@ class TradeActions(RuntimePlumbing):
         signature = self._don_quote(a.marketId, a.outcomeIndex, a.buy, int(a.quantity), cost, ZERO, 0, deadline)
         return {"tradeCostUsdc": str(cost), "donSignature": signature, "deadline": str(deadline), "nonce": "0"}
 
-    async def _do_executeConfidentialTrade(self, a: ConfidentialTradeAction) -> dict[str, Any]:  # noqa: N802
+    async def _do_executeConfidentialTrade(self, a: ConfidentialTradeAction) -> dict[str, Any]:  # noqa: N802 - the seed's action name, dispatched as _do_<action>
         key = await self._agent_key(a.agentId)
         agent = Account.from_key(key)
         message = {"marketId": bytes.fromhex(a.marketId[2:]), "outcomeIndex": a.outcomeIndex, "buy": a.buy,
