@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -140,7 +140,8 @@ class CreApi:
             stored, new_action = await self._store.decide(req.workflow, req.idempotencyKey, req.decision, action)
         except Conflict as exc:
             raise ApiError(409, str(exc)) from None
-        if new_action and stored.action_id is not None and self._runner.routed(action["actionType"]):
+        if new_action and action is not None and stored.action_id is not None \
+                and self._runner.routed(action["actionType"]):
             queued = await self._store.action(stored.action_id)
             if queued is not None:
                 self._runner.schedule(queued)
@@ -286,8 +287,8 @@ class CreApi:
         async def handler(request: web.Request) -> web.Response:
             self._callback_auth.check(request)
             body = await _body(request)
-            parse_model(model, body)  # validated; stored exactly as received
-            callback_id = await self._store.add_callback(name, body)
+            parse_model(model, body)  # validated (so a JSON object); stored exactly as received
+            callback_id = await self._store.add_callback(name, cast(dict[str, Any], body))
             log.info("cre.callback", action=name, id=callback_id)
             return ok({"id": callback_id, "received": True}, 201)
 

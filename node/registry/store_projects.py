@@ -48,7 +48,9 @@ class ProjectStore:
                          " VALUES (?, ?, ?, 'owner', ?, ?)", (new_id("role"), project_id, owner, new_key("PROJECT-KEY"), now))
 
         await self.db.run_in_transaction(op)
-        return await self.project(project_id)
+        written = await self.project(project_id)
+        assert written is not None  # the row written just above
+        return written
 
     async def project(self, project_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone("SELECT * FROM reg_projects WHERE id = ?", (project_id,))

@@ -93,6 +93,7 @@ class QuoteAction(_Action):
             missing = [n for n in ("quantity", "tradeCostUsdc", "nonce", "deadline") if getattr(self, n) is None]
             if missing:
                 raise ValueError(f"{missing[0]}: Field required (unless trades[] is given)")
+            assert self.tradeCostUsdc is not None  # for mypy: `missing` above names it when absent
             self.maxCostUsdc = max_cost(self.tradeCostUsdc, self.maxCostUsdc)
         if self.action == "buy":
             self.buy = True  # forced by the action
@@ -372,11 +373,12 @@ def response_model(action: Any, response: dict[str, Any]) -> type[BaseModel]:
         if "txHashes" in response:
             return BatchResponse
         return TxResponse if "txHash" in response else QuoteResponse
-    return {
+    shapes: dict[str, type[BaseModel]] = {
         "lmsrPricing": LmsrPricingResponse, "createAgentKey": AgentKeyResponse, "stake": StatusResponse,
         "redeem": StatusResponse, "resolveMarket": StatusResponse, "runSettlement": StatusResponse,
         "seed": StatusResponse, "executeConfidentialTrade": TxResponse, "execute-confidential-trade": TxResponse,
         "approveErc20": ApproveResponse, "approveConditionalToken": ApproveResponse,
         "createMarket": CreateMarketResponse, "getMarket": MarketResponse,
         "createMarketsFromBackend": CreatedMarketsResponse,
-    }[name]
+    }
+    return shapes[name]
