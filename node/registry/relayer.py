@@ -184,7 +184,8 @@ class CronRelayer:
             row = await self._store.input(input_id)
             config = await self._live_config(row["configId"]) if row else None
             containers = self._service.route_for(config) if config else None
-            if row is None or row["reverted"] or containers is None or not await self._service.config_usable(config):
+            if (row is None or row["reverted"] or config is None or containers is None
+                    or not await self._service.config_usable(config)):
                 log.warning("registry.claim_dropped", input_id=input_id, **run["fields"])
                 await self._store.finish_claim(input_id)
             elif await self._store.executed_by(input_id, self._service.relayer_address):
@@ -236,11 +237,12 @@ async def run_and_record(service: RegistryService, orchestrator: Orchestrator, c
     except JobRejected as exc:
         log.warning("registry.job_refused", **fields, error=exc.message)
         return None
-    if job.status != "success" or not isinstance((job.result or {}).get("output"), dict):
+    result = job.result or {}
+    output = result.get("output")
+    if job.status != "success" or not isinstance(output, dict):
         log.warning("registry.task_failed", **fields, job_id=job.id,
-                    error=(job.result or {}).get("error", "output is not an object"))
+                    error=result.get("error", "output is not an object"))
         return None
-    output = job.result["output"]
     intents = output.get("intents") or []
     ts = int(time.time()) if default_ts is None else default_ts
     logs = output.get("logs") or [{"timestamp": ts, "level": "info", "message": "Task finished"}]

@@ -72,8 +72,11 @@ class ExecutionStore:
                                       " ORDER BY claimed_at", (claimed_before,))
         return [{"inputId": r[0], "run": json.loads(r[1])} for r in rows]
 
-    async def executed_by(self, input_id: str, relayer: str) -> bool:
-        """Whether `relayer` already recorded an execution of the input."""
+    async def executed_by(self, input_id: str, relayer: str | None) -> bool:
+        """Whether `relayer` already recorded an execution of the input (a node with no relayer
+        key has recorded none)."""
+        if relayer is None:
+            return False
         rows = await self.db.fetchall("SELECT relayers FROM reg_executions WHERE input_id = ?", (input_id,))
         return any(relayer.lower() in (r.lower() for r in json.loads(row[0])) for row in rows)
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.registry.store_schema import iso, new_id, new_key
 from node.storage import Database
 
 
 class ProjectStore:
+    if TYPE_CHECKING:  # from ConfigStore, its sibling in RegistryStore
+        @staticmethod
+        def _config(row: Any) -> dict[str, Any]: ...
     db: Database
 
     # -- tasks and projects ----------------------------------------------------------------------

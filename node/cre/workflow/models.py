@@ -65,6 +65,14 @@ class _TradeTerms(BaseModel):
         self.maxCostUsdc = max_cost(self.tradeCostUsdc, self.maxCostUsdc)
         return self
 
+    @property
+    def cost_cap(self) -> str:
+        """maxCostUsdc as validated (never None once validated: it defaults to tradeCostUsdc)."""
+        return self.maxCostUsdc or self.tradeCostUsdc
+
+
+TradeTerms = _TradeTerms  # one trade's terms: a TradeItem, QuoteAction.terms(), a ConfidentialTradeAction
+
 
 class TradeItem(_TradeTerms):
     userSignature: Sig
@@ -102,6 +110,16 @@ class QuoteAction(_Action):
         elif self.buy is None:
             raise ValueError("buy: Field required")
         return self
+
+    @property
+    def side(self) -> bool:
+        """buy as validated (the action forces it, or the body must give it)."""
+        return bool(self.buy)
+
+    def terms(self) -> _TradeTerms:
+        """The top level as one trade's terms (validated present when there is no trades[])."""
+        return _TradeTerms.model_validate(self.model_dump(
+            include={"quantity", "tradeCostUsdc", "maxCostUsdc", "nonce", "deadline"}))
 
 
 class LmsrPricingAction(_Action):

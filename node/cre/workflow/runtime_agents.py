@@ -82,11 +82,12 @@ class AgentActions(RuntimePlumbing):
                                                                                                "pending")
         tx = await fn.build_transaction({"from": account.address, "nonce": tx_nonce, "gas": 100_000,
                                          "chainId": self.chain_id, **fees})
-        signed = _hex(account.sign_transaction(tx).raw_transaction)
+        raw = account.sign_transaction(tx).raw_transaction
+        signed = _hex(raw)
         out = {"status": "ok", "result": result, "signedTx": signed, "signerAddress": account.address,
                "broadcastRequired": not broadcast}
         if broadcast:
-            tx_hash = await self.w3.eth.send_raw_transaction(signed)
+            tx_hash = await self.w3.eth.send_raw_transaction(raw)
             receipt = await self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
             if receipt["status"] != 1:
                 raise ActionError(f"{result} reverted")

@@ -94,7 +94,7 @@ class MarketActions(RuntimePlumbing):
         message = {"owner": to_checksum_address(a.owner), "conditionId": bytes.fromhex(a.conditionId[2:]),
                    "indexSets": a.indexSets, "token": to_checksum_address(a.token), "deadline": int(a.deadline),
                    "nonce": int(a.nonce)}
-        data = typed("Sub0", self.sub0.address, self.chain_id, "Redeem", REDEEM, message)
+        data = typed("Sub0", self.sub0.address, self._known_chain_id(), "Redeem", REDEEM, message)
         signature = full_signature(a.signature)
         try:
             signer = Account.recover_message(encode_typed_data(full_message=data), signature=signature)
@@ -131,7 +131,7 @@ class MarketActions(RuntimePlumbing):
 
     async def _do_createMarketsFromBackend(self, a: CreateMarketsFromBackendAction) -> dict[str, Any]:  # noqa: N802 - the seed's action name, dispatched as _do_<action>
         given = a.markets is not None
-        markets = a.markets if given else [BackendMarket.model_validate(m) for m in
+        markets = a.markets if a.markets is not None else [BackendMarket.model_validate(m) for m in
                                            (await self._backend("GET", "/api/cre/agent-markets") or {}).get("markets", [])]
         created, errors = [], []
         for index, m in enumerate(markets):
