@@ -6,7 +6,7 @@ passed through by the dispatcher, as the JavaScript workflow would see them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
@@ -297,8 +297,8 @@ CALLBACK_PATHS = {
 
 
 KNOWN_ACTIONS = frozenset(
-    name for model in WorkflowAction.__origin__.__args__  # type: ignore[attr-defined]
-    for name in model.model_fields["action"].annotation.__args__)
+    name for model in get_args(get_args(WorkflowAction)[0])  # Annotated[union, ...] -> the union -> its models
+    for name in get_args(model.model_fields["action"].annotation))
 
 
 def parse_action(payload: Any) -> WorkflowAction:
