@@ -57,7 +57,7 @@ class Supervised:
             signal()
             try:
                 await asyncio.wait_for(self._done.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("task.stop_timeout", task=self.name, s=timeout)
         if self.task is not None and not self.task.done():
             self.task.cancel()
@@ -95,7 +95,7 @@ class Supervisor:
                     await fn()
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - one failed round; the next one runs on schedule
+                except Exception as exc:  # one failed round; the next one runs on schedule
                     log.exception("task.round_failed", task=name, error=repr(exc)[:300],
                                   ms=round((time.perf_counter() - started) * 1000, 1))
 
@@ -116,7 +116,7 @@ class Supervisor:
                     if entry.stopping:
                         return
                     raise
-                except Exception as exc:  # noqa: BLE001 - this is where background failures are seen
+                except Exception as exc:  # this is where background failures are seen
                     if entry.stopping:
                         return
                     entry.last_error = repr(exc)[:300]

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import overload
+
+
+@overload
+def iso_utc(ts: float, millis: bool = True) -> str: ...
+@overload
+def iso_utc(ts: None, millis: bool = True) -> None: ...
+@overload
+def iso_utc(ts: float | None, millis: bool = True) -> str | None: ...
 
 
 def iso_utc(ts: float | None, millis: bool = True) -> str | None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the whole test suite, Docker and chain tests included.
+# Set up (if needed), lint (scripts/lint.sh) and run the whole test suite, Docker and chain tests included.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k chain -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +10,6 @@ NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 say "promtool check rules, promtool test rules (deploy/prometheus)"
 promtool check rules deploy/prometheus/alerts.yml >/dev/null
 promtool test rules deploy/prometheus/alerts_test.yml >/dev/null
+say "scripts/lint.sh (ruff and mypy)"
+bash scripts/lint.sh
 exec .venv/bin/python -m pytest -q -ra "$@"

@@ -39,11 +39,11 @@ class ActionRunner:
             await self._work(action)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - never leave an action "running" with no task behind it
+        except Exception as exc:  # never leave an action "running" with no task behind it
             log.exception("cre.action_crashed", action_id=action["id"])
             try:
                 await self._store.set_action_state(action["id"], "failed", error=f"internal error: {exc}")
-            except Exception:  # noqa: BLE001 - still "running": the next start runs it again (recover)
+            except Exception:  # still "running": the next start runs it again (recover)
                 log.exception("cre.action_state_lost", action_id=action["id"])
 
     async def _work(self, action: dict[str, Any]) -> None:

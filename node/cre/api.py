@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -13,6 +13,7 @@ from node.cre.actions import ActionRunner
 from node.cre.auth import CallbackAuth, RuntimeAuth
 from node.cre.config import CreConfig
 from node.cre.gateway import GatewayError, TriggerDispatcher
+from node.cre.jsjson import NotJsSafe, stringify
 from node.cre.models import (
     CALLBACKS,
     AckRequest,
@@ -22,14 +23,21 @@ from node.cre.models import (
     TriggerRequest,
 )
 from node.cre.store import Conflict, CreStore
-from node.cre.jsjson import NotJsSafe, stringify
 from node.cre.workflow.errors import ActionConflict, ActionError
 from node.cre.workflow.models import KNOWN_ACTIONS, parse_action
 from node.fields import reveal
 from node.logs import get_logger
+from node.server.http import (
+    ApiError,
+    ApiFamily,
+    int_param,
+    json_response,
+    parse_json,
+    parse_model,
+    query_limit,
+    validation_message,
+)
 from node.server.openapi import accepts, body
-from node.server.http import (ApiError, ApiFamily, int_param, json_response, parse_json, parse_model, query_limit,
-                              validation_message)
 
 if TYPE_CHECKING:
     from node.cre.wasm.service import WasmWorkflows
@@ -132,7 +140,8 @@ class CreApi:
             stored, new_action = await self._store.decide(req.workflow, req.idempotencyKey, req.decision, action)
         except Conflict as exc:
             raise ApiError(409, str(exc)) from None
-        if new_action and stored.action_id is not None and self._runner.routed(action["actionType"]):
+        if new_action and action is not None and stored.action_id is not None \
+                and self._runner.routed(action["actionType"]):
             queued = await self._store.action(stored.action_id)
             if queued is not None:
                 self._runner.schedule(queued)
@@ -278,8 +287,8 @@ class CreApi:
         async def handler(request: web.Request) -> web.Response:
             self._callback_auth.check(request)
             body = await _body(request)
-            parse_model(model, body)  # validated; stored exactly as received
-            callback_id = await self._store.add_callback(name, body)
+            parse_model(model, body)  # validated (so a JSON object); stored exactly as received
+            callback_id = await self._store.add_callback(name, cast(dict[str, Any], body))
             log.info("cre.callback", action=name, id=callback_id)
             return ok({"id": callback_id, "received": True}, 201)
 

@@ -35,8 +35,10 @@ class RuntimeAuth:
 
     def bearer_ok(self, request: web.Request) -> bool:
         key = self._api_key
+        if not key:
+            return False
         header = request.headers.get("Authorization", "")
-        return bool(key) and header.startswith("Bearer ") and _same(header[7:], key)
+        return header.startswith("Bearer ") and _same(header[7:], key)
 
     async def check(self, request: web.Request, body: Any | None) -> None:
         config = self._config

@@ -36,7 +36,6 @@ We send exactly the JCS bytes we hashed, so both readings agree: JCS of canonica
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -122,7 +121,7 @@ class TriggerDispatcher:
                                           timeout=aiohttp.ClientTimeout(total=self._timeout)) as response:
                 raw = await response.read()
                 status = response.status
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise GatewayError(504, f"CRE gateway did not answer within {self._timeout:g}s") from None
         except aiohttp.ClientError as exc:
             raise GatewayError(502, f"CRE gateway unreachable: {exc}") from None

@@ -333,6 +333,7 @@ class CreStore:
                  body.get("txHash"), time.time()),
             )
             row = await tx.fetchone("SELECT last_insert_rowid()")
+        assert row is not None  # last_insert_rowid() always answers one row
         return row[0]
 
     async def callbacks(self, action: str, filters: dict[str, str], limit: int) -> list[dict[str, Any]]:

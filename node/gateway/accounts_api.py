@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import Field
 
 from node.errors import Forbidden, Unauthenticated
-from node.gateway.models import Body, EMAIL, read_body
+from node.gateway.models import EMAIL, Body, read_body
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
 from node.gateway.paths import PREFIX
@@ -97,7 +97,8 @@ class AccountsApi:
     async def login(self, request: web.Request, req: LoginRequest) -> web.Response:
         user = await self.store.user_by_email(req.email)
         # Unknown emails check a dummy hash: same time, same answer as a wrong password.
-        if not await self.hasher.verify(req.password, user["password_hash"] if user is not None else None):
+        verified = await self.hasher.verify(req.password, user["password_hash"] if user is not None else None)
+        if not verified or user is None:
             raise Unauthenticated("Invalid email or password")
         token, expires = await self.store.new_session(user["id"])
         return json_response({"token": token, "expires_at": expires, "user_id": user["id"],

@@ -12,12 +12,11 @@ Errors: `{"error": {"code": "<code>", "message": "<text>"}[, "details": …]}`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
 
-from node.gateway.config import OAuthConfig
 from node.gateway.accounts_api import AccountsApi
 from node.gateway.alerts_api import AlertsApi, BudgetAlerts
 from node.gateway.approvals import ApprovalDesk
@@ -26,6 +25,7 @@ from node.gateway.audit_api import AuditApi
 from node.gateway.auth import GatewayAuth
 from node.gateway.binding import JobBinding
 from node.gateway.budget_api import BudgetApi
+from node.gateway.config import OAuthConfig
 from node.gateway.control import ControlHub
 from node.gateway.control_api import ControlApi
 from node.gateway.oauth import OAuthVerifier
@@ -61,6 +61,12 @@ def gateway_error(status: int, message: str, params: dict[str, Any] | None) -> d
 FAMILY = ApiFamily("gateway", (PREFIX, "/ws/", "/health/", "/healthz"), gateway_error)
 
 
+class _Part(Protocol):
+    """One of the gateway's API classes: it names its routes."""
+
+    def routes(self) -> list[web.RouteDef]: ...
+
+
 class GatewayApi:
     def __init__(self, store: GatewayStore, auth: GatewayAuth, hub: ControlHub, orchestrator: Orchestrator,
                  session: aiohttp.ClientSession, reservation_ttl: float,
@@ -83,7 +89,7 @@ class GatewayApi:
         self.binding = JobBinding(store, auth, self.sdk.replay)
         self.audit = AuditApi(store, auth, export_dir or Path("audit-exports"))
         # In the order their routes were always registered (aiohttp matches in order).
-        self._parts = [
+        self._parts: list[_Part] = [
             AccountsApi(store, self.oauth, self.hasher, open_registration),
             self.sdk,
             WorkflowsApi(store, auth, hub, orchestrator),

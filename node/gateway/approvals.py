@@ -74,6 +74,7 @@ class ApprovalDesk:
             (approval_id, key.org_id, workflow_id, execution_id, record_id, tool, model, policy_id, key.id, reason,
              rule.get("approver_role", "admin"), now, now + timeout))
         approval = await self.get(key.org_id, approval_id)
+        assert approval is not None  # the row written just above
         log.info("gateway.approval_pending", org_id=key.org_id, approval_id=approval_id, tool=tool,
                  workflow_id=workflow_id, timeout_s=timeout)
         await self._notify(key.org_id, {"type": "approval_pending", **approval})
@@ -91,7 +92,8 @@ class ApprovalDesk:
 
     async def listing(self, org_id: str, status: str | None, scope: str | None, limit: int) -> list[dict[str, Any]]:
         now = time.time()
-        sql, params = "SELECT * FROM gw_approvals WHERE org_id = ?", [org_id]
+        sql = "SELECT * FROM gw_approvals WHERE org_id = ?"
+        params: list[Any] = [org_id]
         if scope is not None:
             sql += " AND workflow_id = ?"
             params.append(scope)
@@ -110,6 +112,7 @@ class ApprovalDesk:
     async def pending_count(self, org_id: str) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM gw_approvals WHERE org_id = ? AND status = 'pending'"
                                      " AND expires_at > ?", (org_id, time.time()))
+        assert row is not None  # an aggregate: always one row
         return row[0]
 
     async def resolve(self, org_id: str, approval_id: str, actor: Actor, approved: bool,

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from aiohttp import web
 from pydantic import Field
@@ -65,8 +65,8 @@ class ApprovalsApi:
         org_id = request.match_info["org_id"]
         actor = await self.auth.org(request, org_id, allow_key=True)
         status = request.query.get("status")
-        if status is not None and status not in Status.__args__:
-            raise ApiError(400, f"status: expected one of {', '.join(Status.__args__)}, got {status[:40]!r}")
+        if status is not None and status not in get_args(Status):
+            raise ApiError(400, f"status: expected one of {', '.join(get_args(Status))}, got {status[:40]!r}")
         items = await self.desk.listing(org_id, status, actor.workflow_scope, query_limit(request, 100, 1000))
         return json_response({"approvals": items, "data": items})
 

@@ -17,14 +17,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# A stored row (sqlite3.Row, which is not a Mapping) or a dict of one: read by column name only.
+Row = Mapping[str, Any] | sqlite3.Row
+
 CONTENT = ("id", "org_id", "actor", "action", "target_type", "target_id", "before", "after", "created_at")
 
 
-def row_hash(key: bytes, prev_hash: str | None, row: Mapping[str, Any]) -> str:
+def row_hash(key: bytes, prev_hash: str | None, row: Row) -> str:
     """The hash a row must carry given the hash before it."""
     content = json.dumps([row[name] for name in CONTENT], separators=(",", ":"), ensure_ascii=True)
     return hmac.new(key, f"{prev_hash or ''}|{content}".encode(), hashlib.sha256).hexdigest()
@@ -42,12 +46,12 @@ class ChainWalk:
     _prev: str | None = field(default=None, repr=False)
     _started: bool = field(default=False, repr=False)
 
-    def anchor(self, row: Mapping[str, Any] | None) -> None:
+    def anchor(self, row: Row | None) -> None:
         """Start after `row` (a `since` walk), trusting its stored hash as the link to follow."""
         self._prev = None if row is None else row["hash"]
         self._started = row is not None
 
-    def feed(self, rows: Iterable[Mapping[str, Any]]) -> None:
+    def feed(self, rows: Iterable[Row]) -> None:
         for row in rows:
             self.count += 1
             if self.first_hash is None:
@@ -64,7 +68,7 @@ class ChainWalk:
             self._prev = row["hash"]
             self._started = True
 
-    def _fail(self, row: Mapping[str, Any], reason: str, detail: str) -> None:
+    def _fail(self, row: Row, reason: str, detail: str) -> None:
         self.failure = {"reason": reason, "id": str(row["id"]), "detail": detail}
 
     def result(self) -> dict[str, Any]:
@@ -73,8 +77,8 @@ class ChainWalk:
             failure = {"reason": "empty_chain", "id": None, "detail": "no audit rows in this range"}
         ok = failure is None
         return {"verified": ok, "chain_valid": ok, "record_count": self.count, "first_hash": self.first_hash,
-                "last_hash": self.last_hash, "first_failure_reason": None if ok else failure["reason"],
-                "first_failure_id": None if ok else failure["id"],
-                "first_failure_detail": None if ok else failure["detail"],
+                "last_hash": self.last_hash, "first_failure_reason": None if failure is None else failure["reason"],
+                "first_failure_id": None if failure is None else failure["id"],
+                "first_failure_detail": None if failure is None else failure["detail"],
                 # the SDK reads hmac_checked as "the answer itself is signed": it is not; the rows are.
                 "hmac_checked": False, "keyed_chain": True}

@@ -82,10 +82,11 @@ class GatewayAuth:
         SDK already signed when the key rotated still land; it re-fetches on `key_rotated`)."""
         if hmac.compare_digest(crypto.sdk_signature(key.secret, timestamp, key.api_key, body), signature):
             return True
-        in_grace = (key.previous_secret is not None and key.rotated_at is not None
+        previous = key.previous_secret
+        in_grace = (previous is not None and key.rotated_at is not None
                     and time.time() - key.rotated_at <= self.rotation_grace)
-        return in_grace and hmac.compare_digest(
-            crypto.sdk_signature(key.previous_secret, timestamp, key.api_key, body), signature)
+        return in_grace and previous is not None and hmac.compare_digest(
+            crypto.sdk_signature(previous, timestamp, key.api_key, body), signature)
 
     async def session(self, request: web.Request) -> Actor:
         header = request.headers.get("Authorization", "")

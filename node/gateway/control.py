@@ -164,7 +164,7 @@ class ControlHub:
                 if item is _CLOSE:
                     break
                 await asyncio.wait_for(client.ws.send_str(item), self._send_timeout)
-        except (ConnectionError, RuntimeError, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:
             with contextlib.suppress(Exception):

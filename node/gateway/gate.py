@@ -58,9 +58,11 @@ class GovernanceGate:
         self._warned: set[str] = set()
 
     async def admit(self, admission: Admission) -> _JobTicket | None:
-        explicit = admission.workflow_id is not None
-        if explicit:
-            org_id, workflow_id = BOUND_ORG.get(), admission.workflow_id
+        requested = admission.workflow_id
+        explicit = requested is not None
+        configured: str | None = None
+        if requested is not None:
+            org_id, workflow_id = BOUND_ORG.get(), requested
             if org_id is None:
                 raise JobRejected("X-Workflow-Id needs a signed API key of the workflow's org",
                                   {"workflow_id": workflow_id}, 401)
@@ -73,7 +75,7 @@ class GovernanceGate:
         if workflow is None:
             if explicit:
                 raise JobRejected(f"Unknown workflow {workflow_id!r}", {"workflow_id": workflow_id}, 404)
-            if configured not in self._warned:
+            if configured is not None and configured not in self._warned:
                 self._warned.add(configured)
                 log.error("gateway.default_workflow_missing", source=admission.source, workflow=configured)
             raise JobRejected(f"The {admission.source} jobs of this node are governed by workflow {workflow_id!r},"

@@ -155,7 +155,7 @@ class OAuthVerifier:
                     keys.append(jwt.PyJWK.from_dict(item))
                 except jwt.PyJWTError:
                     continue  # a key type or curve we do not use
-        except (OSError, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError, TypeError) as exc:
+        except (TimeoutError, OSError, aiohttp.ClientError, ValueError, KeyError, TypeError) as exc:
             log.error("gateway.jwks_unavailable", provider=name, error=str(exc))
             raise ApiError(503, f"the signing keys of provider {name!r} are unavailable") from None
         log.info("gateway.jwks_loaded", provider=name, keys=len(keys))

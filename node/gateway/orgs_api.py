@@ -13,7 +13,7 @@ from node.errors import Conflict, NotFound
 from node.gateway import membership
 from node.gateway.auth import Actor, GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import Body, EMAIL, Role, WORKFLOW_ID, finite_json, read_as
+from node.gateway.models import EMAIL, WORKFLOW_ID, Body, Role, finite_json, read_as
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.server.http import json_response
@@ -191,7 +191,10 @@ class OrgsApi:
             raise Conflict(f"invite is {invite['status']}")
         token = await self.store.resend_invite(invite_id)
         await self.store.audit(org_id, actor.label, "invite.resent", "invite", invite_id)
-        return json_response({**(await self.store.invite(invite_id)), "token": token})
+        resent = await self.store.invite(invite_id)
+        if resent is None:  # revoked while it was being resent
+            raise NotFound(f"Invite {invite_id} not found")
+        return json_response({**resent, "token": token})
 
     async def invite_info(self, request: web.Request) -> web.Response:
         invite = await self.store.require_invite_by_token(request.match_info["token"])

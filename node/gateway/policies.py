@@ -91,7 +91,7 @@ async def matches(match: dict[str, Any], subject: Subject, now: dt.datetime, rat
 
 async def evaluate(policies: list[dict[str, Any]], subject: Subject, rate: RateCounter,
                    now: dt.datetime | None = None) -> Decision:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     for policy in policies:
         if not policy["enabled"]:
             continue

@@ -136,7 +136,7 @@ class PoliciesApi:
         org_id, policy_id = request.match_info["org_id"], request.match_info["policy_id"]
         actor, before = request["actor"], request["before"]
         changes = {k: v for k, v in req.model_dump(exclude_unset=True).items()}
-        if "match" in changes and changes["match"] is not None:
+        if "match" in changes and req.match is not None:
             changes["match"] = req.match.model_dump(exclude_none=True)
         action = changes.get("action", before["action"])
         if changes.get("approval") is not None and action != "require_approval":

@@ -262,7 +262,11 @@ class SdkApi:
                 execution_id = await self._decided(key, False, reservation.reason, decision.policy_id, common, release)
                 return refusal(402, "budget", "BUDGET_HARD_BLOCKED", reservation.reason, workflow_id=workflow_id,
                                remaining_usd=reservation.remaining_usd, execution_id=execution_id)
-        reservation_id = reservation.reservation_id if reservation else hold["id"]
+        if reservation is not None:
+            reservation_id = reservation.reservation_id
+        else:
+            assert hold is not None  # no new reservation only when a hold was found above
+            reservation_id = hold["id"]
         execution_id = await self._decided(key, True, decision.reason, decision.policy_id,
                                            {**common, "reservation_id": reservation_id}, None)
         if reservation is not None:
@@ -380,9 +384,9 @@ class SdkApi:
                   "input_tokens": event.input_tokens if event.input_tokens is not None else event.tokens,
                   "output_tokens": event.output_tokens, "latency_ms": event.latency_ms,
                   "metadata": metadata or None, "reservation_id": reservation_id}
-        out = await self.store.track(key.org_id, record, key.id)
-        await self._after_spend(key.org_id, out["workflow"], cost)
-        return out
+        tracked = await self.store.track(key.org_id, record, key.id)
+        await self._after_spend(key.org_id, tracked["workflow"], cost)
+        return tracked
 
     async def track(self, request: web.Request, key: ApiKey, event: SdkTrackEvent) -> web.Response:
         if self._workflow_id(request, key, event.workflow_id) is None:
@@ -432,6 +436,7 @@ class SdkApi:
         """The SDK's poll fallback (GET, X-API-Key; the SDK does not sign it)."""
         key = await self.auth.sdk(request, b"", allow_unsigned=True)
         workflow_id = self._workflow_id(request, key, request.match_info["workflow_id"])
+        assert workflow_id is not None  # the path names one
         workflow = await self._workflow(key, workflow_id)
         rate = await self.store.burn_rate(key.org_id, workflow_id)
         return json_response({"workflow_id": workflow_id, "state": STATES[workflow["status"]],

@@ -14,7 +14,15 @@ from node.gateway.store_budgets import BudgetStore
 from node.gateway.store_policies import PolicyStore
 from node.gateway.store_records import RecordStore
 from node.gateway.store_rows import (  # noqa: F401 - the store's public names, imported from here
-    INVITE_TTL, SESSION_TTL, ApiKey, Reservation, new_id, policy_view, public_id, wf_key, workflow_view,
+    INVITE_TTL,
+    SESSION_TTL,
+    ApiKey,
+    Reservation,
+    new_id,
+    policy_view,
+    public_id,
+    wf_key,
+    workflow_view,
 )
 from node.storage import Database
 

@@ -115,7 +115,9 @@ class AccountStore:
             "INSERT INTO gw_invites (id, org_id, email, role, token_hash, status, invited_by, created_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
             (invite_id, org_id, email.lower(), role, crypto.token_hash(token), invited_by, now, now + INVITE_TTL))
-        return await self.invite(invite_id), token
+        invite = await self.invite(invite_id)
+        assert invite is not None  # the row written just above
+        return invite, token
 
     async def invite(self, invite_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone("SELECT * FROM gw_invites WHERE id = ?", (invite_id,))

@@ -88,7 +88,7 @@ class AuditStore:
             prev: dict[Any, str | None] = {}
             done = 0
             for r in conn.execute(f"SELECT {', '.join(CONTENT)}, hash FROM gw_audit ORDER BY id").fetchall():
-                row = dict(zip((*CONTENT, "hash"), r))
+                row = dict(zip((*CONTENT, "hash"), r, strict=True))
                 if row["hash"] is None:
                     digest = row_hash(key, prev.get(row["org_id"]), row)
                     conn.execute("UPDATE gw_audit SET prev_hash = ?, hash = ? WHERE id = ?",
@@ -114,6 +114,7 @@ class AuditStore:
         page = base + (" AND" if conds else " WHERE") + " id < ?" if before_id is not None else base
         rows = await self.db.fetchall(page + " ORDER BY id DESC LIMIT ?",
                                       (org_id, *params, *([before_id] if before_id is not None else []), limit))
+        assert total is not None  # an aggregate: always one row
         return [sdk_row(r) for r in rows], total[0]
 
     async def audit_verify(self, org_id: str, since: float | None) -> dict[str, Any]:
@@ -141,15 +142,19 @@ class AuditStore:
         await self.db.execute("INSERT INTO gw_audit_exports (id, org_id, workflow_scope, requested_by, status,"
                               " since, until, created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
                               (job_id, org_id, scope, requested_by, since, until, time.time()))
-        return await self.export_job(org_id, job_id)
+        written = await self.export_job(org_id, job_id)
+        assert written is not None  # the row written just above
+        return written
 
     async def open_exports(self, org_id: str) -> int:
         row = await self.db.fetchone("SELECT COUNT(*) FROM gw_audit_exports WHERE org_id = ?"
                                      " AND status IN ('pending', 'processing')", (org_id,))
+        assert row is not None  # an aggregate: always one row
         return row[0]
 
     async def export_jobs(self, org_id: str, scope: str | None, everyone: bool, limit: int = 10) -> list[dict]:
-        sql, params = "SELECT * FROM gw_audit_exports WHERE org_id = ?", [org_id]
+        sql = "SELECT * FROM gw_audit_exports WHERE org_id = ?"
+        params: list[Any] = [org_id]
         if not everyone:
             sql += " AND workflow_scope IS ?"
             params.append(scope)

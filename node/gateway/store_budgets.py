@@ -29,7 +29,9 @@ class BudgetStore:
                                   (wf_key(org_id, workflow_id), org_id, name, budget, now, now))
         except sqlite3.IntegrityError:
             raise Conflict(f"workflow {workflow_id!r} already exists") from None
-        return await self.workflow(workflow_id, org_id)
+        written = await self.workflow(workflow_id, org_id)
+        assert written is not None  # the row written just above
+        return written
 
     async def workflow(self, workflow_id: str, org_id: str | None) -> dict[str, Any] | None:
         """`workflow_id` of `org_id`; with `org_id` None, `workflow_id` is a row key (org/id)."""
@@ -164,4 +166,5 @@ class BudgetStore:
         row = await self.db.fetchone("SELECT COALESCE(SUM(cost_usd), 0) FROM gw_events WHERE org_id = ?"
                                      " AND workflow_id = ? AND created_at > ?",
                                      (org_id, workflow_id, time.time() - window))
+        assert row is not None  # an aggregate: always one row
         return row[0] / window

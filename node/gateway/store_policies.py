@@ -43,7 +43,9 @@ class PolicyStore:
             (policy_id, org_id, body["name"], body["priority"], int(body.get("enabled", True)), body["action"],
              body.get("reason"), json.dumps(body.get("match") or {}), template_id, now, now,
              json.dumps(body["approval"]) if body.get("approval") else None))
-        return await self.policy(org_id, policy_id)
+        written = await self.policy(org_id, policy_id)
+        assert written is not None  # the row written just above
+        return written
 
     async def update_policy(self, policy_id: str, changes: dict[str, Any]) -> None:
         columns = {"name": "name", "priority": "priority", "enabled": "enabled", "action": "action",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from typing import Any
@@ -62,6 +61,7 @@ class RecordStore:
         row = await self.db.fetchone("SELECT COUNT(*) FROM gw_executions WHERE org_id = ? AND workflow_id = ?"
                                      " AND allowed = 1 AND created_at > ?",
                                      (org_id, workflow_id, time.time() - seconds))
+        assert row is not None  # an aggregate: always one row
         return row[0]
 
     def rate_counter(self, org_id: str):
@@ -84,6 +84,7 @@ class RecordStore:
                                         (org_id,))
         approvals = await self.db.fetchone("SELECT COUNT(*) FROM gw_approvals WHERE org_id = ? AND status = 'pending'"
                                            " AND expires_at > ?", (org_id, time.time()))
+        assert spend and spend_day and execs and alerts and approvals  # an aggregate: always one ros: always one row each
         return {"workflows": {r[0]: r[1] for r in wf}, "spend_usd_total": spend[0], "events_total": spend[1],
                 "spend_usd_24h": spend_day[0], "executions_24h": execs[0], "denied_24h": execs[1],
                 "active_alerts": alerts[0], "pending_approvals": approvals[0]}

@@ -5,7 +5,6 @@ crossed the budget threshold."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -38,7 +37,7 @@ class WebhookSender:
         except EgressDenied as exc:
             log.warning("gateway.webhook_refused", channel=channel_id, error=str(exc))
             return False
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("gateway.webhook_failed", channel=channel_id, error=str(exc))
             return False
         if status >= 300:

@@ -11,7 +11,7 @@ from pydantic import Field
 from node.errors import Conflict
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import ControlHub
-from node.gateway.models import Body, WORKFLOW_ID, read_as
+from node.gateway.models import WORKFLOW_ID, Body, read_as
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore, wf_key
 from node.jobs.orchestrator import Orchestrator

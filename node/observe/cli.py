@@ -16,12 +16,11 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-
-import yaml
-from pydantic import ValidationError
 
 from node.config import ConfigError, substitute_env
 from node.server.config import ServerConfig

@@ -21,8 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node.observe.config import ObserveConfig
 from node.logs import get_logger
+from node.observe.config import ObserveConfig
 from node.observe.sampler import Sampler, Snapshot
 
 log = get_logger(__name__)
@@ -63,7 +63,7 @@ class Watchdog:
                 self.check(await self._sampler.refresh(max_age=self._config.interval / 2))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a watchdog that dies is worse than one that logs
+            except Exception:  # a watchdog that dies is worse than one that logs
                 log.exception("observe.watchdog_failed")
             await asyncio.sleep(self._config.interval)
 

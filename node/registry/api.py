@@ -307,7 +307,7 @@ class RegistryApi:
         (else the same 404 as for none: whether it exists is not an outsider's business)."""
         execution = await self.store.execution(request.match_info["task_id"], request.match_info["execution_id"])
         config = await self.store.config(execution["configId"]) if execution else None
-        if config is None or not await self.service.can_read(config["projectId"], account):
+        if execution is None or config is None or not await self.service.can_read(config["projectId"], account):
             raise ApiError(404, f"Execution {request.match_info['execution_id']} not found")
         return execution
 

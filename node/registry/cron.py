@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
+from itertools import pairwise
 
 _FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12),
            ("weekday", 0, 7))
@@ -60,7 +61,7 @@ class Cron:
         parts = text.split()
         if len(parts) != 6:
             raise CronError(f"expected 6 fields (seconds first), got {len(parts)}: {text!r}")
-        fields = {name: _parse_field(p, name, low, high) for p, (name, low, high) in zip(parts, _FIELDS)}
+        fields = {name: _parse_field(p, name, low, high) for p, (name, low, high) in zip(parts, _FIELDS, strict=True)}
         weekday = frozenset(0 if d == 7 else d for d in fields["weekday"])
         return cls(fields["second"], fields["minute"], fields["hour"], fields["day"], fields["month"], weekday,
                    parts[3] == "*", parts[5] == "*")
@@ -112,13 +113,13 @@ class Cron:
         day_start = _join(*_split(ts)[:3])
         matching = [d for d in range(days + 1) if self._date_ok(*_split(day_start + d * 86400)[:3])]
         gaps = [days * 86400]
-        gaps += [b - a for a, b in zip(seconds, seconds[1:])]
+        gaps += [b - a for a, b in pairwise(seconds)]
         span_s = seconds[-1] - seconds[0]
-        gaps += [(b - a) * 60 - span_s for a, b in zip(minutes, minutes[1:])]
+        gaps += [(b - a) * 60 - span_s for a, b in pairwise(minutes)]
         span_ms = (minutes[-1] * 60 + seconds[-1]) - (minutes[0] * 60 + seconds[0])
-        gaps += [(b - a) * 3600 - span_ms for a, b in zip(hours, hours[1:])]
+        gaps += [(b - a) * 3600 - span_ms for a, b in pairwise(hours)]
         span_day = (hours[-1] * 3600 + minutes[-1] * 60 + seconds[-1]) - (hours[0] * 3600 + minutes[0] * 60 + seconds[0])
-        gaps += [(b - a) * 86400 - span_day for a, b in zip(matching, matching[1:])]
+        gaps += [(b - a) * 86400 - span_day for a, b in pairwise(matching)]
         return min(gaps)
 
     def last_at_or_before(self, ts: int, since: int) -> int | None:

@@ -230,7 +230,7 @@ class CallIntent(_Body):
     deadline: int | None = Field(None, ge=0)
 
 
-INTENT_MODELS = {"swap": SwapIntent, "transfer": TransferIntent, "call": CallIntent}
+INTENT_MODELS: dict[str, type[BaseModel]] = {"swap": SwapIntent, "transfer": TransferIntent, "call": CallIntent}
 
 
 class Intent(_Body):

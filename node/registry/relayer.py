@@ -38,12 +38,12 @@ from typing import Any
 
 from eth_utils import keccak
 
+from node.errors import DomainError
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.logs import get_logger
 from node.registry.cron import Cron, CronError
 from node.registry.models import ExecutionSubmit
 from node.registry.service import RegistryService
-from node.errors import DomainError
 
 log = get_logger(__name__)
 
@@ -80,7 +80,7 @@ class CronRelayer:
             await self._step("expiry", self._store.expire_intents)
             try:
                 await asyncio.wait_for(self._stop.wait(), self._tick)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
@@ -91,7 +91,7 @@ class CronRelayer:
             await step()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - keep the scheduler alive; each part fails alone
+        except Exception:  # keep the scheduler alive; each part fails alone
             log.exception("registry.relayer_error", step=name)
 
     def _spawn(self, coro) -> None:
@@ -184,7 +184,8 @@ class CronRelayer:
             row = await self._store.input(input_id)
             config = await self._live_config(row["configId"]) if row else None
             containers = self._service.route_for(config) if config else None
-            if row is None or row["reverted"] or containers is None or not await self._service.config_usable(config):
+            if (row is None or row["reverted"] or config is None or containers is None
+                    or not await self._service.config_usable(config)):
                 log.warning("registry.claim_dropped", input_id=input_id, **run["fields"])
                 await self._store.finish_claim(input_id)
             elif await self._store.executed_by(input_id, self._service.relayer_address):
@@ -236,11 +237,12 @@ async def run_and_record(service: RegistryService, orchestrator: Orchestrator, c
     except JobRejected as exc:
         log.warning("registry.job_refused", **fields, error=exc.message)
         return None
-    if job.status != "success" or not isinstance((job.result or {}).get("output"), dict):
+    result = job.result or {}
+    output = result.get("output")
+    if job.status != "success" or not isinstance(output, dict):
         log.warning("registry.task_failed", **fields, job_id=job.id,
-                    error=(job.result or {}).get("error", "output is not an object"))
+                    error=result.get("error", "output is not an object"))
         return None
-    output = job.result["output"]
     intents = output.get("intents") or []
     ts = int(time.time()) if default_ts is None else default_ts
     logs = output.get("logs") or [{"timestamp": ts, "level": "info", "message": "Task finished"}]

@@ -8,10 +8,10 @@ from typing import Any
 
 from eth_account import Account
 
-from node.registry.config import RegistryConfig
 from node.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.registry import signatures as sig
 from node.registry import siwe
+from node.registry.config import RegistryConfig
 from node.registry.cron import Cron
 from node.registry.inputs import aggregate
 from node.registry.models import ConfigCreate, ExecutionSubmit, InputSubmit, ProposalSubmit
@@ -128,7 +128,7 @@ class RegistryService:
         role = await self.store.add_maintainer(project_id, maintainer, signature, sig.typed_digest(typed))
         if role == "exists":
             raise Conflict(f"{maintainer} already has a role in the project")
-        if role == "used":
+        if isinstance(role, str):  # "used", the one refusal left
             raise Unauthenticated("Signature already used: each signed change is accepted once (sign again with a "
                                 "new nonce)")
         return {"projectId": project_id, "maintainer": maintainer, "signature": signature,
@@ -162,7 +162,7 @@ class RegistryService:
         if config == "full":
             raise Conflict(f"Project {project_id} has {self.config.max_configs_per_project} live configs, the most "
                            "this node keeps: delete one first")
-        if config == "used":
+        if isinstance(config, str):  # "used", the one refusal left
             raise Unauthenticated("Invalid config signature: already used (a deleted config does not come back; "
                                 "sign again with a new nonce)")
         return config

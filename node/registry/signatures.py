@@ -40,7 +40,7 @@ def sign_payload(payload: Any, private_key: str) -> str:
 def recover_payload(payload: Any, signature: str) -> str | None:
     try:
         return Account.recover_message(encode_defunct(primitive=digest(payload)), signature=signature)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - eth_account raises many unrelated types for a malformed signature
         return None
 
 
@@ -94,7 +94,7 @@ def typed_digest(typed: dict[str, Any]) -> str:
 def recover_typed(typed: dict[str, Any], signature: str) -> str | None:
     try:
         return Account.recover_message(encode_typed_data(full_message=typed), signature=signature)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - eth_account raises many unrelated types for a malformed signature
         return None
 
 

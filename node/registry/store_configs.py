@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.registry.store_schema import iso, new_id
 from node.storage import Database
 
 
 class ConfigStore:
+    if TYPE_CHECKING:  # from ProjectStore, its sibling in RegistryStore
+        @staticmethod
+        def _use_signature(conn: sqlite3.Connection, digest: str, kind: str, project_id: str) -> bool: ...
     db: Database
 
     # -- configs ---------------------------------------------------------------------------------
@@ -39,7 +42,11 @@ class ConfigStore:
             return None
 
         refused = await self.db.run_in_transaction(op)
-        return refused if refused is not None else await self.config(config_id)
+        if refused is not None:
+            return refused
+        written = await self.config(config_id)
+        assert written is not None  # the row written just above
+        return written
 
     async def config(self, config_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone("SELECT * FROM reg_configs WHERE id = ?", (config_id,))

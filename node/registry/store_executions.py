@@ -72,8 +72,11 @@ class ExecutionStore:
                                       " ORDER BY claimed_at", (claimed_before,))
         return [{"inputId": r[0], "run": json.loads(r[1])} for r in rows]
 
-    async def executed_by(self, input_id: str, relayer: str) -> bool:
-        """Whether `relayer` already recorded an execution of the input."""
+    async def executed_by(self, input_id: str, relayer: str | None) -> bool:
+        """Whether `relayer` already recorded an execution of the input (a node with no relayer
+        key has recorded none)."""
+        if relayer is None:
+            return False
         rows = await self.db.fetchall("SELECT relayers FROM reg_executions WHERE input_id = ?", (input_id,))
         return any(relayer.lower() in (r.lower() for r in json.loads(row[0])) for row in rows)
 
@@ -151,8 +154,10 @@ class ExecutionStore:
         """The task's executions of configs in projects where `reader` has a role."""
         mine = ("e.config_id IN (SELECT c.id FROM reg_configs c JOIN reg_roles r ON r.project_id = c.project_id"
                 " WHERE lower(r.account) = lower(?) AND r.deprecated_at IS NULL)")
-        total = (await self.db.fetchone(f"SELECT COUNT(*) FROM reg_executions e WHERE e.task_id = ? AND {mine}",
-                                        (task_id, reader)))[0]
+        count = await self.db.fetchone(f"SELECT COUNT(*) FROM reg_executions e WHERE e.task_id = ? AND {mine}",
+                                       (task_id, reader))
+        assert count is not None  # an aggregate: always one row
+        total = count[0]
         rows = await self.db.fetchall(
             "SELECT e.*, c.name, c.oracle_confirmations, c.relayer_confirmations, i.chain_id, i.tx_hash, i.log_index,"
             " i.count, (SELECT COUNT(*) FROM reg_intents n WHERE n.execution_id = e.id) AS intents"
@@ -172,6 +177,7 @@ class ExecutionStore:
         if row is None:
             return None
         input_row = await self.input(row["input_id"])
+        assert input_row is not None  # an execution is only ever written for a stored input
         intents = await self.db.fetchall("SELECT * FROM reg_intents WHERE execution_id = ? ORDER BY rowid",
                                          (execution_id,))
         return {"executionId": row["id"], "configId": row["config_id"], "status": row["status"],

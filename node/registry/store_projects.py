@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.registry.store_schema import iso, new_id, new_key
 from node.storage import Database
 
 
 class ProjectStore:
+    if TYPE_CHECKING:  # from ConfigStore, its sibling in RegistryStore
+        @staticmethod
+        def _config(row: Any) -> dict[str, Any]: ...
     db: Database
 
     # -- tasks and projects ----------------------------------------------------------------------
@@ -48,7 +51,9 @@ class ProjectStore:
                          " VALUES (?, ?, ?, 'owner', ?, ?)", (new_id("role"), project_id, owner, new_key("PROJECT-KEY"), now))
 
         await self.db.run_in_transaction(op)
-        return await self.project(project_id)
+        written = await self.project(project_id)
+        assert written is not None  # the row written just above
+        return written
 
     async def project(self, project_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone("SELECT * FROM reg_projects WHERE id = ?", (project_id,))

@@ -28,9 +28,9 @@ from web3 import AsyncWeb3
 from web3.providers import AsyncHTTPProvider
 
 from node.chain.follow import LogFollower
-from node.registry.config import RegistryChain
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
+from node.registry.config import RegistryChain
 from node.registry.models import EventTrigger
 from node.registry.relayer import run_claim
 from node.registry.service import RegistryService

@@ -152,7 +152,10 @@ class EgressPolicy:
     async def check_url(self, url: str) -> URL:
         """Validate a URL a client wants the node to call later (raises EgressDenied)."""
         parsed = self.parse(url)
-        await self.resolve(parsed.raw_host or parsed.host, parsed.port or 80)
+        host = parsed.raw_host or parsed.host
+        if host is None:  # parse() refuses a URL without one; this tells mypy
+            raise EgressDenied("the URL has no host")
+        await self.resolve(host, parsed.port or 80)
         return parsed
 
     def session(self) -> aiohttp.ClientSession:

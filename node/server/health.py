@@ -41,7 +41,7 @@ class HealthApi:
         try:
             ok = await asyncio.wait_for(check(), self._timeout)
             error = None if ok else "check failed"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ok, error = False, f"no answer within {self._timeout:g}s"
         except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
             ok, error = False, str(exc)

@@ -25,7 +25,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
@@ -98,7 +98,8 @@ class _DeadlineHandler(RequestHandler):
                                             f"{self.connections.cap})"}).encode()
                 head = (b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nConnection: close\r\n"
                         b"Retry-After: 1\r\nContent-Length: %d\r\n\r\n" % len(body))
-                transport.write(head + body)  # type: ignore[attr-defined]
+                if self.transport is not None:  # set by super().connection_made
+                    self.transport.write(head + body)
                 self.force_close()
 
     def data_received(self, data: bytes) -> None:
@@ -186,9 +187,10 @@ class _DeadlineHandler(RequestHandler):
 
 class _TimedServer(Server):
     __slots__ = ()
+    _handler_class: type[_DeadlineHandler]  # set by TimedAppRunner._make_server
 
     def __call__(self) -> RequestHandler:
-        return self._handler_class(self, loop=self._loop, **self._kwargs)  # type: ignore[attr-defined]
+        return self._handler_class(self, loop=self._loop, **self._kwargs)
 
 
 class TimedAppRunner(web.AppRunner):
@@ -207,5 +209,6 @@ class TimedAppRunner(web.AppRunner):
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         server.__class__ = _TimedServer
-        server._handler_class = self._handler_class  # type: ignore[attr-defined]
-        return server
+        timed = cast(_TimedServer, server)  # the class just swapped: mypy cannot follow __class__
+        timed._handler_class = self._handler_class
+        return timed

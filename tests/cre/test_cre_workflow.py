@@ -301,7 +301,7 @@ def test_a_settlement_market_id_cannot_steer_the_backend_request_to_another_path
 
 
 def test_agent_key_and_confidential_trade(env):
-    chain, usdc, ct, vault, w3 = env["chain"], env["usdc"], env["ct"], env["vault"], env["chain"].w3
+    chain, usdc, vault, w3 = env["chain"], env["usdc"], env["vault"], env["chain"].w3
     created = act(env, {"action": "createMarket", "question": "Agents?", "oracle": ORACLE.address, "duration": 600,
                         "outcomeSlotCount": 2, "oracleType": 1, "marketType": 0, "creatorAddress": USER.address})
     qid = created["questionId"]
@@ -356,7 +356,7 @@ def test_bad_actions_name_the_field(env):
 
 
 def test_quote_only_and_conditional_token_approval(env):
-    chain, vault, ct, w3 = env["chain"], env["vault"], env["ct"], env["chain"].w3
+    vault, ct, w3 = env["vault"], env["ct"], env["chain"].w3
     qid, cid = "0x" + "42" * 32, "0x" + "43" * 32
     quote = act(env, {"action": "quote", "questionId": qid, "conditionId": cid, "outcomeIndex": 1, "buy": False,
                       "quantity": "1000000000000000000", "tradeCostUsdc": "5000000", "nonce": "0",

@@ -25,7 +25,6 @@ import tracemalloc
 import uuid
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 

@@ -6,7 +6,7 @@ passed through by the dispatcher, as the JavaScript workflow would see them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
@@ -65,6 +65,14 @@ class _TradeTerms(BaseModel):
         self.maxCostUsdc = max_cost(self.tradeCostUsdc, self.maxCostUsdc)
         return self
 
+    @property
+    def cost_cap(self) -> str:
+        """maxCostUsdc as validated (never None once validated: it defaults to tradeCostUsdc)."""
+        return self.maxCostUsdc or self.tradeCostUsdc
+
+
+TradeTerms = _TradeTerms  # one trade's terms: a TradeItem, QuoteAction.terms(), a ConfidentialTradeAction
+
 
 class TradeItem(_TradeTerms):
     userSignature: Sig
@@ -93,6 +101,7 @@ class QuoteAction(_Action):
             missing = [n for n in ("quantity", "tradeCostUsdc", "nonce", "deadline") if getattr(self, n) is None]
             if missing:
                 raise ValueError(f"{missing[0]}: Field required (unless trades[] is given)")
+            assert self.tradeCostUsdc is not None  # for mypy: `missing` above names it when absent
             self.maxCostUsdc = max_cost(self.tradeCostUsdc, self.maxCostUsdc)
         if self.action == "buy":
             self.buy = True  # forced by the action
@@ -101,6 +110,16 @@ class QuoteAction(_Action):
         elif self.buy is None:
             raise ValueError("buy: Field required")
         return self
+
+    @property
+    def side(self) -> bool:
+        """buy as validated (the action forces it, or the body must give it)."""
+        return bool(self.buy)
+
+    def terms(self) -> _TradeTerms:
+        """The top level as one trade's terms (validated present when there is no trades[])."""
+        return _TradeTerms.model_validate(self.model_dump(
+            include={"quantity", "tradeCostUsdc", "maxCostUsdc", "nonce", "deadline"}))
 
 
 class LmsrPricingAction(_Action):
@@ -284,8 +303,8 @@ CALLBACK_PATHS = {
 
 
 KNOWN_ACTIONS = frozenset(
-    name for model in WorkflowAction.__origin__.__args__  # type: ignore[attr-defined]
-    for name in model.model_fields["action"].annotation.__args__)
+    name for model in get_args(get_args(WorkflowAction)[0])  # Annotated[union, ...] -> the union -> its models
+    for name in get_args(model.model_fields["action"].annotation))
 
 
 def parse_action(payload: Any) -> WorkflowAction:
@@ -378,11 +397,12 @@ def response_model(action: Any, response: dict[str, Any]) -> type[BaseModel]:
         if "txHashes" in response:
             return BatchResponse
         return TxResponse if "txHash" in response else QuoteResponse
-    return {
+    shapes: dict[str, type[BaseModel]] = {
         "lmsrPricing": LmsrPricingResponse, "createAgentKey": AgentKeyResponse, "stake": StatusResponse,
         "redeem": StatusResponse, "resolveMarket": StatusResponse, "runSettlement": StatusResponse,
         "seed": StatusResponse, "executeConfidentialTrade": TxResponse, "execute-confidential-trade": TxResponse,
         "approveErc20": ApproveResponse, "approveConditionalToken": ApproveResponse,
         "createMarket": CreateMarketResponse, "getMarket": MarketResponse,
         "createMarketsFromBackend": CreatedMarketsResponse,
-    }[name]
+    }
+    return shapes[name]

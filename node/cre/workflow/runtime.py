@@ -26,7 +26,14 @@ from node.cre.workflow.models import response_model
 from node.cre.workflow.runtime_agents import AgentActions
 from node.cre.workflow.runtime_markets import MarketActions
 from node.cre.workflow.runtime_plumbing import (  # noqa: F401 - names importable from here, as before the split
-    DOMAIN, DON_QUOTE, REDEEM, USER_TRADE, ZERO, _hex, log, typed,
+    DOMAIN,
+    DON_QUOTE,
+    REDEEM,
+    USER_TRADE,
+    ZERO,
+    _hex,
+    log,
+    typed,
 )
 from node.cre.workflow.runtime_trading import TradeActions
 from node.gateway.crypto import SecretBox
@@ -53,7 +60,10 @@ class WorkflowRuntime(TradeActions, AgentActions, MarketActions):
         self._transmitter_key = (config.transmitter_key or config.don_key).get_secret_value()
         self._backend_signer = (Account.from_key(config.backend_signer_key.get_secret_value())
                                 if config.backend_signer_key else None)
-        c = lambda name, address: self.w3.eth.contract(address=to_checksum_address(address), abi=codec.abi(name))  # noqa: E731
+
+        def c(name: str, address: str) -> Any:
+            return self.w3.eth.contract(address=to_checksum_address(address), abi=codec.abi(name))
+
         self.forwarder = c("ReportForwarder", config.forwarder_address)
         self.sub0 = c("Sub0", config.sub0_address)
         self.vault = c("PredictionVault", config.vault_address)

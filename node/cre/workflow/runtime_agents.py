@@ -29,7 +29,7 @@ class AgentActions(RuntimePlumbing):
 
     # -- agents and approvals ---------------------------------------------------------------------------
 
-    async def _do_createAgentKey(self, a: CreateAgentKeyAction) -> dict[str, Any]:  # noqa: N802
+    async def _do_createAgentKey(self, a: CreateAgentKeyAction) -> dict[str, Any]:  # noqa: N802 - the seed's action name, dispatched as _do_<action>
         agent = Account.create(extra_entropy=(a.entropy or "") + os.urandom(16).hex())
         key_hex = agent.key.hex()
         # Never replace an agent's key: funds sent to its address would be stranded.
@@ -82,25 +82,26 @@ class AgentActions(RuntimePlumbing):
                                                                                                "pending")
         tx = await fn.build_transaction({"from": account.address, "nonce": tx_nonce, "gas": 100_000,
                                          "chainId": self.chain_id, **fees})
-        signed = _hex(account.sign_transaction(tx).raw_transaction)
+        raw = account.sign_transaction(tx).raw_transaction
+        signed = _hex(raw)
         out = {"status": "ok", "result": result, "signedTx": signed, "signerAddress": account.address,
                "broadcastRequired": not broadcast}
         if broadcast:
-            tx_hash = await self.w3.eth.send_raw_transaction(signed)
+            tx_hash = await self.w3.eth.send_raw_transaction(raw)
             receipt = await self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
             if receipt["status"] != 1:
                 raise ActionError(f"{result} reverted")
             out["txHash"] = _hex(tx_hash)
         return out
 
-    async def _do_approveErc20(self, a: ApproveErc20Action) -> dict[str, Any]:  # noqa: N802
+    async def _do_approveErc20(self, a: ApproveErc20Action) -> dict[str, Any]:  # noqa: N802 - the seed's action name, dispatched as _do_<action>
         account = await self._signer(a.signer, a.agentId)
         token = self.w3.eth.contract(address=to_checksum_address(a.token or self.usdc.address), abi=codec.abi("MockUSDC"))
         fn = token.functions.approve(to_checksum_address(a.spender), int(a.amount))
         # seed: userInvoke true = return the signed tx for the client to broadcast
         return await self._sign_or_send(account, fn, a.nonce, broadcast=not a.userInvoke, result="approveErc20")
 
-    async def _do_approveConditionalToken(self, a: ApproveConditionalTokenAction) -> dict[str, Any]:  # noqa: N802
+    async def _do_approveConditionalToken(self, a: ApproveConditionalTokenAction) -> dict[str, Any]:  # noqa: N802 - the seed's action name, dispatched as _do_<action>
         account = await self._signer(a.signer, a.agentId)
         ct = self.w3.eth.contract(address=to_checksum_address(a.conditionalTokens or self.ct.address),
                                   abi=codec.abi("ConditionalTokens"))

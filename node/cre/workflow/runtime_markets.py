@@ -45,7 +45,7 @@ class MarketActions(RuntimePlumbing):
                                                                     slots).call())
         return {"questionId": question_id, "conditionId": condition_id, "createMarketTxHash": tx_hash}
 
-    async def _do_createMarket(self, a: CreateMarketAction) -> dict[str, Any]:  # noqa: N802
+    async def _do_createMarket(self, a: CreateMarketAction) -> dict[str, Any]:  # noqa: N802 - the seed's action name, dispatched as _do_<action>
         out = await self._create_market(a.question, a.oracle, a.duration, a.outcomeSlotCount, a.oracleType,
                                         a.marketType, a.creatorAddress)
         if a.amountUsdc:
@@ -67,7 +67,7 @@ class MarketActions(RuntimePlumbing):
     async def _do_seed(self, a: SeedAction) -> dict[str, Any]:
         return await self._seed(a.questionId, int(a.amountUsdc), a.bParameter)
 
-    async def _do_getMarket(self, a: GetMarketAction) -> dict[str, Any]:  # noqa: N802
+    async def _do_getMarket(self, a: GetMarketAction) -> dict[str, Any]:  # noqa: N802 - the seed's action name, dispatched as _do_<action>
         qid = bytes.fromhex(a.questionId[2:])
         m = await self.sub0.functions.getMarket(qid).call()
         if int(m[1], 16) == 0:
@@ -95,11 +95,11 @@ class MarketActions(RuntimePlumbing):
         message = {"owner": to_checksum_address(a.owner), "conditionId": bytes.fromhex(a.conditionId[2:]),
                    "indexSets": a.indexSets, "token": to_checksum_address(a.token), "deadline": int(a.deadline),
                    "nonce": int(a.nonce)}
-        data = typed("Sub0", self.sub0.address, self.chain_id, "Redeem", REDEEM, message)
+        data = typed("Sub0", self.sub0.address, self._known_chain_id(), "Redeem", REDEEM, message)
         signature = full_signature(a.signature)
         try:
             signer = Account.recover_message(encode_typed_data(full_message=data), signature=signature)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - eth_account raises many unrelated types for a malformed signature
             signer = None
         if signer is None or signer.lower() != a.owner.lower():
             raise ActionError("signature is not the owner's Redeem signature")
@@ -115,11 +115,11 @@ class MarketActions(RuntimePlumbing):
         body = abi_encode(["bytes32", "uint256[]"], [bytes.fromhex(question_id[2:]), payouts])
         return await self._report(self.sub0, 0x04, body, f"resolve({question_id[:10]})")
 
-    async def _do_resolveMarket(self, a: ResolveMarketAction) -> dict[str, Any]:  # noqa: N802
+    async def _do_resolveMarket(self, a: ResolveMarketAction) -> dict[str, Any]:  # noqa: N802 - the seed's action name, dispatched as _do_<action>
         return {"status": "ok", "result": "resolveMarket",
                 "txHash": await self._resolve(a.questionId, [int(p) for p in a.payouts])}
 
-    async def _do_runSettlement(self, a: RunSettlementAction) -> dict[str, Any]:  # noqa: N802
+    async def _do_runSettlement(self, a: RunSettlementAction) -> dict[str, Any]:  # noqa: N802 - the seed's action name, dispatched as _do_<action>
         market = quote(a.marketId, safe="")  # one path segment (the model allows nothing to escape)
         resolution = await self._backend("GET", f"/api/cre/markets/{market}/resolution")
         payouts = (resolution or {}).get("payouts")
@@ -131,9 +131,9 @@ class MarketActions(RuntimePlumbing):
                              "txHash": tx_hash})
         return {"status": "ok", "result": "runSettlement", "txHash": tx_hash, "questionId": a.questionId}
 
-    async def _do_createMarketsFromBackend(self, a: CreateMarketsFromBackendAction) -> dict[str, Any]:  # noqa: N802
+    async def _do_createMarketsFromBackend(self, a: CreateMarketsFromBackendAction) -> dict[str, Any]:  # noqa: N802 - the seed's action name, dispatched as _do_<action>
         given = a.markets is not None
-        markets = a.markets if given else [BackendMarket.model_validate(m) for m in
+        markets = a.markets if a.markets is not None else [BackendMarket.model_validate(m) for m in
                                            (await self._backend("GET", "/api/cre/agent-markets") or {}).get("markets", [])]
         created, errors = [], []
         for index, m in enumerate(markets):

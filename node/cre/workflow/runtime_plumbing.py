@@ -81,12 +81,18 @@ class RuntimePlumbing:
         signature = self._don.sign_message(encode_defunct(primitive=report_id)).signature
         result = await self.wallet.transact(self.forwarder.functions.report(receiver.address, metadata, report,
                                                                             bytes(signature)), label)
-        if not result.ok:
-            raise ActionError(f"{label} failed: {result.error}")
+        if not result.ok or result.tx_hash is None:
+            raise ActionError(f"{label} failed: {result.error or 'no transaction hash'}")
         return result.tx_hash
 
     def _vault_typed(self, primary: str, fields: list, message: dict) -> dict:
-        return typed("PredictionVault", self.vault.address, self.chain_id, primary, fields, message)
+        return typed("PredictionVault", self.vault.address, self._known_chain_id(), primary, fields, message)
+
+    def _known_chain_id(self) -> int:
+        """The chain id read at start: signed typed data names it."""
+        if self.chain_id is None:
+            raise ActionError("the workflow runtime is not connected to its chain yet")
+        return self.chain_id
 
     def _don_quote(self, market: str, outcome: int, buy: bool, quantity: int, cost: int, user: str, nonce: int,
                    deadline: int) -> str:
@@ -102,7 +108,7 @@ class RuntimePlumbing:
         try:
             return Account.recover_message(encode_typed_data(full_message=self._vault_typed(
                 "UserTrade", USER_TRADE, message)), signature=signature)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - eth_account raises many unrelated types for a malformed signature
             raise ActionError(f"invalid userSignature: {exc}") from None
 
     async def _callback(self, action: str, body: dict[str, Any]) -> None:
