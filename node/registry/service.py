@@ -276,8 +276,11 @@ class RegistryService:
             raise Unauthenticated("Invalid solver signature")
         if intent["type"] == "swap":
             amount_out = body.data.get("amountOut")
-            if not isinstance(amount_out, str) or not amount_out.isdigit():
-                raise Invalid("data.amountOut: a decimal string is required for a swap proposal")
+            # ASCII digits, at most a uint256's 78: str.isdigit() alone passes "²" and 5,000 digits,
+            # which int() then refuses (an anonymous 500).
+            if not (isinstance(amount_out, str) and amount_out.isascii() and amount_out.isdigit()
+                    and len(amount_out) <= 78):
+                raise Invalid("data.amountOut: a decimal string (at most 78 digits) is required for a swap proposal")
             if int(amount_out) < int(intent["data"]["minAmountOut"]):
                 raise Invalid("data.amountOut: below the intent's minAmountOut")
         proposal_id = await self.store.add_proposal(intent_id_, body.solver, body.data, body.signature,
