@@ -12,6 +12,7 @@ from node.registry.config import RegistryConfig
 from node.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.registry import signatures as sig
 from node.registry import siwe
+from node.canonical import stable_json
 from node.registry.cron import Cron
 from node.registry.inputs import aggregate
 from node.registry.models import ConfigCreate, ExecutionSubmit, InputSubmit, ProposalSubmit
@@ -143,6 +144,11 @@ class RegistryService:
         if not await self.store.linked(project_id, task_id):
             raise Invalid(f"Task {task_id} is not linked to the project")
         self._check_replayable(body.nonce, body.deadline)
+        size = len(stable_json(body.data).encode())
+        if size > self.config.max_config_bytes:  # the relayer and the watcher hand it to every run
+            raise Invalid(f"data: {size} bytes as canonical JSON, more than this node keeps "
+                          f"(registry.max_config_bytes: {self.config.max_config_bytes})", {"errors": [
+                              {"field": "data", "message": f"larger than {self.config.max_config_bytes} bytes"}]})
         if body.trigger.cron is not None:
             gap = Cron.parse(body.trigger.cron).shortest_gap(int(time.time()))
             if gap < self.config.min_cron_period:

@@ -4,10 +4,14 @@ containers): input the route's own checks let through and the code then chokes o
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
+from eth_account import Account
 
-from tests.registry.test_registry import SOLVERS, TOKEN_IN, TOKEN_OUT, WALLET, sign_digest, sign_in
+from tests.helpers import NodeProcess
+from tests.registry.test_registry import (SOLVERS, TOKEN_IN, TOKEN_OUT, WALLET, config_signature, sign_digest,
+                                         sign_in)
 from tests.registry.test_registry_security import (OWNER, RELAYERS, config_body, project_with_task, reg,  # noqa: F401
                                                    submit_input)
 
@@ -43,3 +47,35 @@ def test_a_swap_proposal_whose_amount_is_unicode_digits_or_over_78_digits_is_a_4
             "signature": sign_digest(solver, {"intentId": intent_id, "solver": solver.address, "data": data})})
         assert resp.status == 400, (amount[:8], resp.status, resp.body[:200])
         assert "data.amountOut" in resp.body.decode(), resp.body
+
+
+@pytest.fixture(scope="module")
+def relaying(tmp_path_factory):
+    """A node with a relayer key (its cron relayer runs) and no relayed task."""
+    node = NodeProcess(tmp_path_factory.mktemp("registry-review"), [], {
+        "manage_containers": False, "registry": {"relayer_key": "0x" + Account.create().key.hex()}})
+    node.start()
+    yield node
+    node.stop()
+
+
+def test_a_config_whose_data_is_over_the_cap_is_refused_400_naming_data(relaying):
+    # The attack: any wallet signs in, links a task of any CID to a project of its own and stores
+    # 20 cron configs of up to 16 MiB of `data` each. Every relayer pass (ten a second) read and
+    # parsed every live cron config's data on the event loop, relayed or not: five configs of
+    # 3 MB made GET /health wait 0.17 s, twenty of 15 MB about 3 s, for good.
+    attacker = Account.create()
+    owner = sign_in(relaying, attacker)
+    project_id, task_id = project_with_task(relaying, owner, "91.0.0")
+
+    def create(data: dict) -> Any:
+        body = {"name": "big", "requriedOracleConfirmations": 1, "requriedRelayerConfirmations": 1,
+                "trigger": {"cron": "0 0 0 1 1 *"}, "data": data}
+        body["signature"] = config_signature(attacker, project_id, task_id, body)
+        return relaying.http().post(f"/api/projects/{project_id}/tasks/{task_id}/configs", body, timeout=60)
+
+    refused = create({"k": [1] * 40_000})  # 80 KB of canonical JSON
+    assert refused.status == 400, refused.body[:200]
+    assert refused.json["details"] == [{"field": "data", "message": refused.json["details"][0]["message"]}]
+    assert "registry.max_config_bytes" in refused.json["message"], refused.json
+    assert create({"k": [1] * 1000}).status == 201  # 2 KB is fine
