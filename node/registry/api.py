@@ -21,7 +21,7 @@ from node.registry.models import (
     VerifyRequest,
 )
 from node.registry.service import RegistryService
-from node.server.http import ApiError, ApiFamily, RateLimiter, json_response, parse_json, read_json
+from node.server.http import ApiError, ApiFamily, RateLimiter, client_ip, json_response, parse_json, read_json
 from node.server.openapi import body
 
 PREFIXES = ("/api/auth", "/api/accounts", "/api/tasks", "/api/projects", "/api/intents")
@@ -101,7 +101,7 @@ class RegistryApi:
     async def _input_json(self, request: web.Request) -> Any:
         """POST …/inputs is open to relayers without a session: a per-IP rate limit, then at most
         `registry.max_input_bytes` read (the whole body is never buffered past it)."""
-        wait = self.input_limiter.hit(request.remote or "?", "POST", "registry.inputs")
+        wait = self.input_limiter.hit(client_ip(request), "POST", "registry.inputs")  # the client, not a proxy
         if wait is not None:
             raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
                            headers={"Retry-After": str(max(1, int(wait + 0.999)))})

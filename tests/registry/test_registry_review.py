@@ -79,3 +79,21 @@ def test_a_config_whose_data_is_over_the_cap_is_refused_400_naming_data(relaying
     assert refused.json["details"] == [{"field": "data", "message": refused.json["details"][0]["message"]}]
     assert "registry.max_config_bytes" in refused.json["message"], refused.json
     assert create({"k": [1] * 1000}).status == 201  # 2 KB is fine
+
+
+def test_behind_a_trusted_proxy_one_client_cannot_spend_every_clients_input_rate_limit(tmp_path):
+    # The inputs route counted its rate limit by the TCP peer, not by the client the edge decided:
+    # behind a declared reverse proxy every client was the proxy, so an outsider's three junk
+    # requests a minute locked every relayer out of POST …/inputs.
+    node = NodeProcess(tmp_path, [], {
+        "manage_containers": False, "server": {"trusted_proxies": ["127.0.0.1/32"]},
+        "registry": {"input_rate_limit": {"num_requests": 3, "period": 60}}}).start()
+    try:
+        def send(client: str) -> int:
+            return node.http().request("POST", "/api/tasks/task_x/inputs", raw=b"{}",
+                                       headers={"X-Forwarded-For": client}).status
+
+        assert [send("203.0.113.7") for _ in range(4)][-1] == 429  # the outsider, over its share
+        assert send("198.51.100.20") != 429  # another client through the same proxy
+    finally:
+        node.stop()
