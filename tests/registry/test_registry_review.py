@@ -97,3 +97,16 @@ def test_behind_a_trusted_proxy_one_client_cannot_spend_every_clients_input_rate
         assert send("198.51.100.20") != 429  # another client through the same proxy
     finally:
         node.stop()
+
+
+def test_thousands_of_digits_in_a_page_or_limit_are_a_400_or_capped_not_a_500(relaying):
+    # ASCII digits pass isdigit(), and int() refuses more than 4,300 of them: a 500 on the
+    # registry's executions listing and on every route taking ?limit= or an integer id.
+    digits = "9" * 5000
+    owner = sign_in(relaying, Account.create())
+    for path, headers, status in ((f"/api/tasks/task_x/executions?page={digits}", owner, 400),
+                                  (f"/api/tasks/task_x/executions?limit={digits}", owner, 400),
+                                  (f"/api/node/jobs?limit={'0' * 5000}", {}, 400),
+                                  (f"/api/node/jobs?limit={digits}", {}, 200)):  # ?limit= is capped
+        resp = relaying.http().get(path, headers=headers)
+        assert resp.status == status, (path[:40], resp.status, resp.body[:200])
