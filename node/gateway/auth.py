@@ -69,7 +69,8 @@ class GatewayAuth:
             return key
         if not signature or not timestamp:
             raise ApiError(401, "Both X-Signature and X-Signature-Timestamp are required")
-        if not timestamp.isdigit():
+        # ASCII digits, few of them: "²" passes isdigit() and 5,000 digits too, and int() refuses both (a 500)
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 20:
             raise ApiError(401, "X-Signature-Timestamp must be Unix epoch seconds")
         if abs(time.time() - int(timestamp)) > self.max_age:
             raise ApiError(401, "Signature timestamp expired")

@@ -235,8 +235,10 @@ class ControlHub:
             return
         if kind == "ack":
             seq = message.get("seq")
-            if seq is None and isinstance(message.get("message_id"), str) and message["message_id"].isdigit():
-                seq = int(message["message_id"])
+            message_id = message.get("message_id")
+            if (seq is None and isinstance(message_id, str) and message_id.isascii() and message_id.isdigit()
+                    and len(message_id) <= 20):  # "²" passes isdigit() and int() refuses it
+                seq = int(message_id)
             if isinstance(seq, int) and seq > client.acked:
                 client.acked = seq
         elif kind == "subscribed":

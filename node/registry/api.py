@@ -21,7 +21,8 @@ from node.registry.models import (
     VerifyRequest,
 )
 from node.registry.service import RegistryService
-from node.server.http import ApiError, ApiFamily, RateLimiter, json_response, parse_json, read_json
+from node.server.http import (ApiError, ApiFamily, RateLimiter, client_ip, json_response, parse_digits, parse_json,
+                              read_json)
 from node.server.openapi import body
 
 PREFIXES = ("/api/auth", "/api/accounts", "/api/tasks", "/api/projects", "/api/intents")
@@ -101,7 +102,7 @@ class RegistryApi:
     async def _input_json(self, request: web.Request) -> Any:
         """POST …/inputs is open to relayers without a session: a per-IP rate limit, then at most
         `registry.max_input_bytes` read (the whole body is never buffered past it)."""
-        wait = self.input_limiter.hit(request.remote or "?", "POST", "registry.inputs")
+        wait = self.input_limiter.hit(client_ip(request), "POST", "registry.inputs")  # the client, not a proxy
         if wait is not None:
             raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
                            headers={"Retry-After": str(max(1, int(wait + 0.999)))})
@@ -295,12 +296,11 @@ class RegistryApi:
     async def list_executions(self, request: web.Request) -> web.Response:
         """Only the executions of configs in projects where the caller has a role."""
         account = await self._account(request)
-        page, limit = request.query.get("page", "0"), request.query.get("limit", "20")
-        if not (page.isascii() and page.isdigit() and limit.isascii() and limit.isdigit()) \
-                or int(page) > 10**9 or not 1 <= int(limit) <= 200:
+        page, limit = parse_digits(request.query.get("page", "0")), parse_digits(request.query.get("limit", "20"))
+        if page is None or limit is None or page > 10**9 or not 1 <= limit <= 200:
             raise ApiError(400, "page must be >= 0 and limit between 1 and 200")
-        data, total = await self.store.executions(request.match_info["task_id"], int(page), int(limit), account)
-        return json_response({"data": data, "page": int(page), "total": total})
+        data, total = await self.store.executions(request.match_info["task_id"], page, limit, account)
+        return json_response({"data": data, "page": page, "total": total})
 
     async def _readable_execution(self, request: web.Request, account: str) -> dict[str, Any]:
         """The execution named in the path, if the caller has a role in its config's project

@@ -70,6 +70,8 @@ class RegistryConfig(ConfigModel):
     min_cron_period: float = Field(60.0, ge=1, description="Shortest gap between two ticks of a cron config, seconds")
     max_configs_per_project: int = Field(20, ge=1, description="Live (not deleted) configs one project may have")
     max_input_bytes: int = Field(131072, ge=1024, description="Largest body POST /api/tasks/{id}/inputs reads")
+    max_config_bytes: int = Field(65536, ge=1024, description="Largest config `data`, bytes of canonical JSON "
+                                  "(400 naming data)")
     # Each oracle answer costs a signature recovery (milliseconds of CPU each without coincurve).
     max_proposals_per_intent: int = Field(50, ge=1, description="Solver proposals one intent keeps (409 after)")
     max_oracle_responses: int = Field(32, ge=1, description="Oracle responses one POST …/inputs may carry in all")

@@ -106,7 +106,7 @@ class CronRelayer:
 
     async def _once(self) -> None:
         now = int(time.time())
-        for config in await self._store.cron_configs():
+        for config in await self._store.cron_configs(self._service.config.tasks):
             if config["configId"] in self._broken:
                 continue
             try:
@@ -167,7 +167,7 @@ class CronRelayer:
         latest = await self._store.latest_input(config_id)
         inputs = latest["inputs"] if latest else {}
         data = {"taskId": task_id, "configId": config_id, "tick": tick, "trigger": trigger,
-                "config": config["data"], "inputs": inputs}
+                "config": await self._store.config_data(config_id), "inputs": inputs}
         fields = {"config_id": config_id, "tick": tick}
         row = await self._store.claim(task_id, config_id, trigger, inputs, latest["proofs"] if latest else {},
                                       {"data": data, "fields": fields, "default_ts": tick})

@@ -8,6 +8,7 @@ from typing import Any
 
 from eth_account import Account
 
+from node.canonical import stable_json
 from node.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.registry import signatures as sig
 from node.registry import siwe
@@ -143,6 +144,11 @@ class RegistryService:
         if not await self.store.linked(project_id, task_id):
             raise Invalid(f"Task {task_id} is not linked to the project")
         self._check_replayable(body.nonce, body.deadline)
+        size = len(stable_json(body.data).encode())
+        if size > self.config.max_config_bytes:  # the relayer and the watcher hand it to every run
+            raise Invalid(f"data: {size} bytes as canonical JSON, more than this node keeps "
+                          f"(registry.max_config_bytes: {self.config.max_config_bytes})", {"errors": [
+                              {"field": "data", "message": f"larger than {self.config.max_config_bytes} bytes"}]})
         if body.trigger.cron is not None:
             gap = Cron.parse(body.trigger.cron).shortest_gap(int(time.time()))
             if gap < self.config.min_cron_period:
@@ -276,8 +282,11 @@ class RegistryService:
             raise Unauthenticated("Invalid solver signature")
         if intent["type"] == "swap":
             amount_out = body.data.get("amountOut")
-            if not isinstance(amount_out, str) or not amount_out.isdigit():
-                raise Invalid("data.amountOut: a decimal string is required for a swap proposal")
+            # ASCII digits, at most a uint256's 78: str.isdigit() alone passes "²" and 5,000 digits,
+            # which int() then refuses (an anonymous 500).
+            if not (isinstance(amount_out, str) and amount_out.isascii() and amount_out.isdigit()
+                    and len(amount_out) <= 78):
+                raise Invalid("data.amountOut: a decimal string (at most 78 digits) is required for a swap proposal")
             if int(amount_out) < int(intent["data"]["minAmountOut"]):
                 raise Invalid("data.amountOut: below the intent's minAmountOut")
         proposal_id = await self.store.add_proposal(intent_id_, body.solver, body.data, body.signature,

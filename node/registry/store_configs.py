@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from node.registry.store_schema import iso, new_id
@@ -70,15 +71,39 @@ class ConfigStore:
     def _live(self, row) -> dict[str, Any]:
         return {**self._config(row), "cid": row["cid"], "owner": row["project_owner"], "created_ts": row["created_at"]}
 
-    async def cron_configs(self) -> list[dict[str, Any]]:
-        """Live configs with a cron trigger, with their task's CID and their project's owner."""
-        rows = await self.db.fetchall(f"{self._LIVE} AND json_extract(c.trigger, '$.cron') IS NOT NULL ORDER BY c.rowid")
+    # The scans the relayer (ten times a second) and the watcher (every batch of logs) run: only
+    # configs of the CIDs the node relays, and without their `data` (None; `config_data` reads it
+    # when a config fires). Anyone can store configs, of any CID, with up to
+    # registry.max_config_bytes of data each; parsing every one on every pass once stalled the
+    # event loop for seconds.
+    _SCAN = ("SELECT c.id, c.project_id, c.task_id, c.name, c.oracle_confirmations, c.relayer_confirmations,"
+             " c.trigger, 'null' AS data, c.signature, c.signer, c.deprecated_at, c.created_at, t.cid,"
+             " p.owner AS project_owner FROM reg_configs c JOIN reg_tasks t ON t.id = c.task_id"
+             " JOIN reg_projects p ON p.id = c.project_id WHERE c.deprecated_at IS NULL")
+
+    async def _scan(self, where: str, params: tuple, cids: Collection[str]) -> list[dict[str, Any]]:
+        cids = list(cids)
+        if not cids:
+            return []
+        marks = ", ".join("?" * len(cids))
+        rows = await self.db.fetchall(f"{self._SCAN} AND t.cid IN ({marks}) AND {where} ORDER BY c.rowid",
+                                      (*cids, *params))
         return [self._live(r) for r in rows]
 
-    async def event_configs(self, chain_id: int) -> list[dict[str, Any]]:
-        """Live configs whose trigger is an event on the given chain."""
-        rows = await self.db.fetchall(f"{self._LIVE} AND json_extract(c.trigger, '$.event.chainId') = ?", (chain_id,))
-        return [self._live(r) for r in rows]
+    async def cron_configs(self, cids: Collection[str]) -> list[dict[str, Any]]:
+        """Live configs of tasks with these CIDs that have a cron trigger, with their task's CID
+        and their project's owner (`data` None: see `config_data`)."""
+        return await self._scan("json_extract(c.trigger, '$.cron') IS NOT NULL", (), cids)
+
+    async def event_configs(self, chain_id: int, cids: Collection[str]) -> list[dict[str, Any]]:
+        """Live configs of tasks with these CIDs whose trigger is an event on the given chain
+        (`data` None: see `config_data`)."""
+        return await self._scan("json_extract(c.trigger, '$.event.chainId') = ?", (chain_id,), cids)
+
+    async def config_data(self, config_id: str) -> Any:
+        """A config's `data` (None when the config is gone)."""
+        row = await self.db.fetchone("SELECT data FROM reg_configs WHERE id = ?", (config_id,))
+        return json.loads(row[0]) if row else None
 
     # -- cron state --------------------------------------------------------------------------------
 

@@ -78,7 +78,7 @@ class EventWatcher:
 
     async def _configs(self) -> list[tuple[dict[str, Any], EventTrigger, list[str]]]:
         out = []
-        for config in await self._store.event_configs(self.chain_id):
+        for config in await self._store.event_configs(self.chain_id, self._service.config.tasks):
             containers = self._service.route_for(config)
             if containers is None or not await self._service.config_usable(config):
                 continue
@@ -102,8 +102,8 @@ class EventWatcher:
         inputs = latest["inputs"] if latest else {}
         fields = {"config_id": config_id, "chain_id": self.chain_id, "tx": entry["transactionHash"],
                   "log_index": entry["logIndex"], "block": entry["blockNumber"]}
-        data = {"taskId": task_id, "configId": config_id, "trigger": trigger, "event": entry, "config": config["data"],
-                "inputs": inputs}
+        data = {"taskId": task_id, "configId": config_id, "trigger": trigger, "event": entry,
+                "config": await self._store.config_data(config_id), "inputs": inputs}
         row = await self._store.claim(task_id, config_id, trigger, inputs, latest["proofs"] if latest else {},
                                       {"data": data, "fields": fields, "default_ts": None},
                                       block=(entry["blockNumber"], entry["blockHash"]))
