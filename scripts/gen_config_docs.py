@@ -161,6 +161,19 @@ MEANINGS: dict[str, str] = {
     "registry.chains.<key>.poll_interval": "Seconds between looks at the watched chain",
     "registry.chains.<key>.batch_blocks": "Blocks per event query on the watched chain",
     "registry.auth_uri": "URI a sign-in message must name; unset: the node's host:port",
+    "registry.input_rate_limit.num_requests": "Input submissions allowed per client IP in each period; 0: no limit",
+    "registry.input_rate_limit.period": "Seconds: the length of one input rate-limit window",
+    "cre.wasm.max_response_bytes": "Bytes: the largest response a workflow execution may send back",
+    "cre.wasm.max_capability_calls": "Capability calls (HTTP, EVM, consensus, ...) one execution may make",
+    "cre.wasm.http_timeout": "Seconds one http-actions request (or EVM JSON-RPC call) may take; a workflow "
+                             "may ask for less",
+    "cre.wasm.max_http_response_bytes": "Bytes: the largest response body an http-actions request reads",
+    "cre.wasm.log_poll_interval": "Seconds between looks at a chain for EVM log triggers",
+    "cre.workflows[].name": "The workflow's name (1-64 letters, digits, '.', '_' or '-'), in routes, "
+                            "metrics and logs",
+    "cre.workflows[].file": "The workflow: a .ts/.mts source (built with the npm toolchain), a bundled .js "
+                            "or a compiled .wasm",
+    "cre.workflows[].enabled": "Load and trigger the workflow (false: keep it configured but off)",
     "observe.enabled": "Serve /metrics, /api/node/status and the status page, and watch for problems",
     "observe.restart_window": "Seconds over which container restarts are counted",
 }
