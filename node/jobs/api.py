@@ -26,7 +26,7 @@ from node.jobs.store import JobStore
 from node.jobs.stream import ABORTED, STALLED
 from node.logs import get_logger
 from node.server.openapi import accepts, body
-from node.server.clients import limit_key
+from node.server.clients import client_of, limit_key
 from node.server.http import ApiError, ApiFamily, client_ip, json_response, parse_model, read_json
 
 log = get_logger(__name__)
@@ -292,12 +292,15 @@ class JobsApi:
 
     async def _reporter_json(self, request: web.Request) -> Any:
         """Only the status networks may report (403 before the body is judged); the reporter's
-        address is kept as request["reporter"]."""
+        address is kept as request["reporter"]. Containers call the node directly: a report
+        that came through a proxy (a trusted one, or a forwarding header from an undeclared one
+        on the host, which would make every outsider a loopback peer) is refused."""
+        client = client_of(request)
         try:
-            address = ipaddress.ip_address(client_ip(request) or "")
+            address = ipaddress.ip_address(client.ip or "")
         except ValueError:
             address = None
-        if address is None or not any(address in net for net in self._status_networks):
+        if address is None or not client.direct or not any(address in net for net in self._status_networks):
             raise ApiError(403, "Unauthorized")
         request["reporter"] = address
         return await read_json(request)

@@ -132,14 +132,14 @@ class Api:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                   source: str = "127.0.0.1") -> tuple[int, Any, bytes]:
+                   source: str = "127.0.0.1", headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
         session = self._sessions.get(source)
         if session is None:
             session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(source, 0)))
             self._sessions[source] = session
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         async with session.request(method, self.base + path, data=data,
-                                   headers={"Content-Type": "application/json"}) as resp:
+                                   headers={"Content-Type": "application/json", **(headers or {})}) as resp:
             content = await resp.read()
             try:
                 parsed = json.loads(content)
@@ -450,6 +450,19 @@ async def test_only_the_jobs_containers_may_report_on_a_running_job(api: Api) ->
     release.set()
     job = await api.job(job_id)
     assert job["result"] == {"container": "slow", "output": data}
+
+
+async def test_a_status_report_relayed_from_loopback_by_an_undeclared_proxy_is_refused(api: Api) -> None:
+    # A reverse proxy on the host nobody declared in server.trusted_proxies makes every outsider a
+    # loopback peer; its forwarding header shows the request is not the host's own.
+    data, release = api.stubs.hold()
+    job_id = await api.submit(["slow"], data)
+    forged = {"id": job_id, "status": "success", "containers": ["slow"], "data": 999999}
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+        status, answer, _ = await api.call("PUT", "/api/status", forged, headers={header: "203.0.113.9"})
+        assert status == 403 and answer == {"error": "Unauthorized"}, (header, answer)
+    release.set()
+    assert (await api.job(job_id))["result"] == {"container": "slow", "output": data}
 
 
 # -- streaming -------------------------------------------------------------------------------
