@@ -56,8 +56,9 @@ def client_python() -> str:
             shutil.rmtree(VENV, ignore_errors=True)
             subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
             pip = [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
-            subprocess.run([*pip, *CLIENT_DEPS], check=True, capture_output=True)
-            subprocess.run([*pip, "--no-deps", CLIENT], check=True, capture_output=True)
+            for args in (CLIENT_DEPS, ["--no-deps", CLIENT]):
+                done = subprocess.run([*pip, *args], capture_output=True, text=True, check=False)
+                assert done.returncode == 0, f"pip install {' '.join(args)} failed:\n{done.stderr[-3000:]}"
             STAMP.touch()
     return str(VENV / "bin" / "python")
 
@@ -128,7 +129,8 @@ def driven(started, chain, client_python):
     anvil, _ = chain
     spec = {"url": f"http://127.0.0.1:{node.port}", "container": cid, "rpc_url": anvil.url,
             "coordinator": dep.coordinator.address, "consumer": dep.consumer.address,
-            "signer_key": dep.signer_key, "chain_now": dep.w3.eth.get_block("latest")["timestamp"]}
+            "signer_key": dep.signer_key, "chain_now": dep.w3.eth.get_block("latest")["timestamp"],
+            "recorded_id": str(uuid.uuid4())}
     run = subprocess.run([client_python, str(SHIM / "drive.py"), json.dumps(spec)], capture_output=True,
                          text=True, timeout=300, env={"PYTHONPATH": str(SHIM), "PATH": "/usr/bin:/bin"}, check=False)
     assert run.returncode == 0, run.stderr + node.log()[-4000:]
@@ -180,6 +182,23 @@ def test_the_clients_batch_answers_ids_in_order_and_an_error_for_an_unknown_cont
     results = ok(driven, "get_job_results")
     assert [r["id"] for r in results] == [b["id"] for b in batch[:3]]
     assert [(r["status"], r["result"]["output"]) for r in results] == [("success", {"i": i}) for i in range(3)]
+
+
+def test_the_clients_intermediate_results_of_a_chained_job_hold_the_first_containers_output(driven, started):
+    _, _, cid = started
+    [result] = ok(driven, "get_job_results_intermediate")
+    assert result["id"] == ok(driven, "request_job_chained") and result["status"] == "success"
+    assert result["result"] == {"container": cid, "output": {"twice": True}}
+    # the client's JobResult names the key `intermediate`; Infernet 1.4 answers `intermediate_results`
+    assert result["intermediate"] == result["intermediate_results"] == [{"container": cid, "output": {"twice": True}}]
+
+
+def test_the_clients_record_status_sets_a_jobs_status_and_its_success_output(driven, started):
+    _, _, cid = started
+    assert ok(driven, "record_status_running") is None and ok(driven, "record_status_success") is None
+    assert [r["status"] for r in ok(driven, "get_job_results_recorded_running")] == ["running"]
+    [done] = ok(driven, "get_job_results_recorded_success")
+    assert done["status"] == "success" and done["result"] == {"container": cid, "output": {"out": "of band"}}
 
 
 def test_the_clients_get_jobs_lists_this_clients_jobs_and_filters_by_pending(driven):

@@ -81,6 +81,16 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
     await call(results, "get_jobs", client.get_jobs())
     await call(results, "get_jobs_pending", client.get_jobs(pending=True))
     await call(results, "get_jobs_done", client.get_jobs(pending=False))
+    chained = await call(results, "request_job_chained",
+                         client.request_job({"containers": [cid, cid], "data": {"twice": True}}))
+    if chained:
+        await client.get_job_result_sync(chained, retries=30)
+        await call(results, "get_job_results_intermediate", client.get_job_results([chained], intermediate=True))
+    recorded = {"containers": [cid], "data": {"out": "of band"}}
+    await call(results, "record_status_running", client.record_status(spec["recorded_id"], "running", recorded))
+    await call(results, "get_job_results_recorded_running", client.get_job_results([spec["recorded_id"]]))
+    await call(results, "record_status_success", client.record_status(spec["recorded_id"], "success", recorded))
+    await call(results, "get_job_results_recorded_success", client.get_job_results([spec["recorded_id"]]))
     await call(results, "request_stream", stream(client, {"containers": [cid], "data": {"say": "streamed"}}))
     await call(results, "request_job_unknown_container", client.request_job({"containers": ["nope"], "data": {}}))
     await call(results, "get_job_result_sync_unknown_id", client.get_job_result_sync("not-a-job", retries=1))
