@@ -243,4 +243,4 @@ def test_a_delegated_subscription_signed_by_the_client_is_delivered_on_chain(dri
 def test_a_delegated_subscription_active_a_few_seconds_later_is_delivered_once_active(driven, started):
     _, dep, _ = started
     assert ok(driven, "request_delegated_subscription_later") is None
-    assert delivered(dep, "later from infernet-client", timeout=12), dep.deliveries()
+    assert delivered(dep, "later from infernet-client", timeout=15), dep.deliveries()

@@ -100,7 +100,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
                    delegated(client, spec, spec["chain_now"], 7, "hello from infernet-client"))
         # active a few seconds from now by the wall clock, as a client user writes `int(time())` + a margin
         await call(results, "request_delegated_subscription_later",
-                   delegated(client, spec, int(time.time()) + 3, 8, "later from infernet-client"))
+                   delegated(client, spec, int(time.time()) + 6, 8, "later from infernet-client"))
     return results
 
 
