@@ -130,7 +130,8 @@ def driven(started, chain, client_python):
     spec = {"url": f"http://127.0.0.1:{node.port}", "container": cid, "rpc_url": anvil.url,
             "coordinator": dep.coordinator.address, "consumer": dep.consumer.address,
             "signer_key": dep.signer_key, "chain_now": dep.w3.eth.get_block("latest")["timestamp"],
-            "recorded_id": str(uuid.uuid4())}
+            "recorded_id": str(uuid.uuid4()), "wallet_factory": dep.wallet_factory.address,
+            "token": dep.token.address, "user_key": KEYS[2]}
     run = subprocess.run([client_python, str(SHIM / "drive.py"), json.dumps(spec)], capture_output=True,
                          text=True, timeout=300, env={"PYTHONPATH": str(SHIM), "PATH": "/usr/bin:/bin"}, check=False)
     assert run.returncode == 0, run.stderr + node.log()[-4000:]
@@ -244,3 +245,12 @@ def test_a_delegated_subscription_active_a_few_seconds_later_is_delivered_once_a
     _, dep, _ = started
     assert ok(driven, "request_delegated_subscription_later") is None
     assert delivered(dep, "later from infernet-client", timeout=15), dep.deliveries()
+
+
+def test_the_clients_wallet_factory_makes_a_payment_wallet_on_the_nodes_contracts(driven, started):
+    _, dep, _ = started
+    made = ok(driven, "payment_wallet")
+    assert made["valid"] is True and made["owner"] == Account.from_key(KEYS[2]).address
+    assert dep.wallet_factory.functions.isValidWallet(made["wallet"]).call() is True
+    assert dep.wallet(made["wallet"]).functions.allowance(dep.consumer.address, dep.token.address).call() == 5
+    assert made["token_balance"] == 0 and made["balance"] == 0

@@ -20,6 +20,7 @@ from typing import Any
 from infernet_client import NodeClient
 from infernet_client.chain.rpc import RPC
 from infernet_client.chain.subscription import Subscription
+from infernet_client.chain.wallet_factory import WalletFactory
 from infernet_client.error import APIError
 
 ZERO = "0x" + "00" * 20
@@ -59,6 +60,19 @@ async def delegated(client: NodeClient, spec: dict[str, Any], active_at: int, no
     await client.request_delegated_subscription(
         sub, rpc, spec["coordinator"], expiry=int(time.time()) + 600, nonce=nonce, private_key=spec["signer_key"],
         data={"msg": msg})
+
+
+async def payment_wallet(spec: dict[str, Any]) -> dict[str, Any]:
+    """The client's own way to a payment wallet: WalletFactory.create_wallet, then approve a
+    spender on it, on the node's contracts (the client's ABIs against our SDK-shaped ones)."""
+    rpc = await RPC(spec["rpc_url"]).initialize_with_private_key(spec["user_key"])
+    factory = WalletFactory(rpc.get_checksum_address(spec["wallet_factory"]), rpc)
+    wallet = await factory.create_wallet(rpc.account.address)
+    token = rpc.get_checksum_address(spec["token"])
+    await wallet.approve(rpc.get_checksum_address(spec["consumer"]), token, 5)
+    return {"wallet": wallet.address, "valid": await factory.is_valid_wallet(wallet.address),
+            "owner": await wallet.owner(), "token_balance": await wallet.get_token_balance(token),
+            "balance": await wallet.get_balance()}
 
 
 async def main(spec: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +115,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
         # active a few seconds from now by the wall clock, as a client user writes `int(time())` + a margin
         await call(results, "request_delegated_subscription_later",
                    delegated(client, spec, int(time.time()) + 6, 8, "later from infernet-client"))
+        await call(results, "payment_wallet", payment_wallet(spec))
     return results
 
 
