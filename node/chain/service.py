@@ -345,8 +345,20 @@ class ChainService:
 
     async def _run_delegated(self, sub: Subscription, pipeline: list[str], data: Any, nonce: int, expiry: int,
                              vrs: tuple[int, int, int]) -> tuple[str, str | None, str | None, str | None]:
-        """Run and deliver one delegated subscription: (status, job id, tx hash, error)."""
+        """Run and deliver one delegated subscription: (status, job id, tx hash, error).
+
+        A subscription signed to become active later is run once it is active, as the Infernet
+        node does (the Coordinator reverts `SubscriptionNotActive` before then): the next block,
+        stamped with the time it is mined, is then at or past `activeAt`."""
         assert self.wallet is not None
+        if sub.active_at > expiry:
+            log.warning("chain.delegated_refused", owner=sub.owner, nonce=nonce,
+                        error="active only after its signature expires")
+            return "failed", None, None, "the subscription becomes active only after its signature expires"
+        wait = sub.active_at - time.time()
+        if wait > 0:
+            log.info("chain.delegated_waiting", owner=sub.owner, nonce=nonce, seconds=round(wait, 1))
+            await asyncio.sleep(wait)
         try:
             job = await self._orchestrator.run(pipeline, data, client="chain", source="chain",
                                                destination=JobLocation.ONCHAIN, requires_proof=requires_proof(sub))

@@ -239,8 +239,8 @@ def test_a_delegated_subscription_signed_by_the_client_is_delivered_on_chain(dri
     assert delivered(dep, "hello from infernet-client"), dep.deliveries()
 
 
-@pytest.mark.xfail(strict=True, reason="node/chain delivers a delegated subscription at once, before its "
-                   "activeAt, and the Coordinator reverts SubscriptionNotActive; Infernet waits until it is active")
+# Before the fix, node/chain ran and delivered at once, before activeAt: the Coordinator reverted
+# SubscriptionNotActive and the accepted subscription was lost. Infernet waits until it is active.
 def test_a_delegated_subscription_active_a_few_seconds_later_is_delivered_once_active(driven, started):
     _, dep, _ = started
     assert ok(driven, "request_delegated_subscription_later") is None
