@@ -10,6 +10,7 @@ import time
 import pytest
 
 from node.chain.config import ChainConfig
+from node.registry.config import RegistryConfig
 from tests.chain_helpers import KEYS, CountingOrchestrator, RpcProxy, chain_service
 
 ANVIL_BLOCK_TIME = None
@@ -60,6 +61,27 @@ def test_rpc_url_takes_a_list_and_rpc_urls_weights_and_send_only_endpoints():
 def test_a_bad_rpc_list_is_refused_naming_the_field(settings, field):
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
         ChainConfig(enabled=True, registry_address=REGISTRY, wallet={"private_key": KEY}, **settings)
+
+
+def test_registry_chains_take_an_rpc_list_or_weighted_entries_as_chain_does():
+    config = RegistryConfig(relayer_key=KEY, chains={
+        1: ["http://127.0.0.1:1", "http://127.0.0.1:2"], 2: "http://127.0.0.1:3",
+        3: {"rpc_url": "http://127.0.0.1:4", "rpc_urls": [{"url": "http://127.0.0.1:5", "weight": 5}],
+            "confirmations": 2}})
+    assert {chain_id: [(e.url, e.weight) for e in chain.endpoints()] for chain_id, chain in config.chains.items()} == {
+        1: [("http://127.0.0.1:1", 1), ("http://127.0.0.1:2", 1)], 2: [("http://127.0.0.1:3", 1)],
+        3: [("http://127.0.0.1:4", 1), ("http://127.0.0.1:5", 5)]}
+
+
+@pytest.mark.parametrize("chain, field", [
+    (["http://127.0.0.1:1", "ftp://x"], "rpc_url[1]"),
+    ({"rpc_urls": [{"url": "http://127.0.0.1:1", "weight": 0}]}, "chains.1.rpc_urls.0.weight"),
+    ({"confirmations": 1}, "rpc_url: no RPC given"),
+    ({"rpc_url": "http://127.0.0.1:1", "rpc_urls": [{"url": "http://127.0.0.1:1"}]}, "listed twice"),
+])
+def test_a_bad_registry_chain_rpc_list_is_refused_naming_the_field(chain, field):
+    with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        RegistryConfig(relayer_key=KEY, chains={1: chain})
 
 
 @pytest.mark.docker
