@@ -131,3 +131,81 @@ async def test_transactions_also_go_to_send_only_rpcs_which_serve_no_reads(tmp_p
         assert sender.calls["eth_sendRawTransaction"] >= 1
         assert set(sender.calls) == {"eth_sendRawTransaction", "eth_blockNumber"}  # health checks and sends
         assert by_url(chain, sender)["role"] == "send"
+
+
+class LaggingView:
+    """The web3 a LogFollower sees when its head comes from one RPC and its next reads from
+    another that has not seen the last blocks yet (geth and most providers clamp eth_getLogs to
+    their own head; a block they lack is not found). Each read lets the lagging RPC catch up one
+    block."""
+
+    def __init__(self, head: int, known: int, event_block: int) -> None:
+        self.head, self.known, self.event_block = head, known, event_block
+        self.eth = self  # w3.eth.<call>
+
+    @property
+    def block_number(self):
+        async def head() -> int:
+            return self.head
+        return head()
+
+    async def get_logs(self, where: dict) -> list[dict]:
+        seen = min(where["toBlock"], self.known)
+        self.known += 1
+        if not where["fromBlock"] <= self.event_block <= seen:
+            return []
+        return [{"address": "0x" + "11" * 20, "topics": [b"\x01" * 32], "data": b"", "blockNumber": self.event_block,
+                 "blockHash": b"\x02" * 32, "transactionHash": b"\x03" * 32, "logIndex": 0}]
+
+    async def get_block(self, number: int) -> dict:
+        from web3.exceptions import BlockNotFound
+
+        if number > self.known:
+            self.known += 1
+            raise BlockNotFound(f"block {number} not found")
+        return {"hash": number.to_bytes(32, "big")}
+
+
+class MemoryCursor:
+    def __init__(self, start: int) -> None:
+        self.block, self.hashes = start, {}
+
+    async def cursor(self) -> int:
+        return self.block
+
+    async def advance(self, block: int, hashes: dict[int, str]) -> None:
+        self.block = block
+        self.hashes.update(hashes)
+
+    async def block_hash(self, number: int) -> str | None:
+        return self.hashes.get(number)
+
+    async def rewind(self, block: int, since: float) -> list:
+        return []
+
+
+async def test_an_rpc_behind_the_head_cannot_make_the_log_follower_skip_an_event():
+    from node.chain.follow import LogFollower
+
+    view = LaggingView(head=10, known=8, event_block=10)
+    cursor, seen = MemoryCursor(start=8), []
+
+    async def on_logs(logs) -> None:
+        seen.extend(logs)
+
+    async def addresses() -> list[str]:
+        return ["0x" + "11" * 20]
+
+    async def no_reorg(reverted) -> None:
+        pass
+
+    follower = LogFollower(view, cursor, addresses=addresses, on_logs=on_logs, on_reorg=no_reorg, trail=0,
+                           poll_interval=0.05)
+    task = asyncio.create_task(follower.run())
+    deadline = time.monotonic() + 5
+    while cursor.block < 10 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    follower.stop()
+    await asyncio.wait_for(task, 5)
+    assert cursor.block == 10
+    assert [entry["blockNumber"] for entry in seen] == [10]  # scanned only once the RPC had the block
