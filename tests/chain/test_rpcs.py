@@ -139,8 +139,8 @@ class LaggingView:
     their own head; a block they lack is not found). Each read lets the lagging RPC catch up one
     block."""
 
-    def __init__(self, head: int, known: int, event_block: int) -> None:
-        self.head, self.known, self.event_block = head, known, event_block
+    def __init__(self, head: int, known: int, event_block: int, topic: bytes = b"\x01" * 32) -> None:
+        self.head, self.known, self.event_block, self.topic = head, known, event_block, topic
         self.eth = self  # w3.eth.<call>
 
     @property
@@ -154,8 +154,9 @@ class LaggingView:
         self.known += 1
         if not where["fromBlock"] <= self.event_block <= seen:
             return []
-        return [{"address": "0x" + "11" * 20, "topics": [b"\x01" * 32], "data": b"", "blockNumber": self.event_block,
-                 "blockHash": b"\x02" * 32, "transactionHash": b"\x03" * 32, "logIndex": 0}]
+        return [{"address": "0x" + "11" * 20, "topics": [self.topic, (7).to_bytes(32, "big")], "data": b"",
+                 "blockNumber": self.event_block, "blockHash": b"\x02" * 32, "transactionHash": b"\x03" * 32,
+                 "logIndex": 0}]
 
     async def get_block(self, number: int) -> dict:
         from web3.exceptions import BlockNotFound
@@ -209,3 +210,29 @@ async def test_an_rpc_behind_the_head_cannot_make_the_log_follower_skip_an_event
     await asyncio.wait_for(task, 5)
     assert cursor.block == 10
     assert [entry["blockNumber"] for entry in seen] == [10]  # scanned only once the RPC had the block
+
+
+async def test_an_rpc_behind_the_head_cannot_make_the_coordinator_listener_skip_an_event():
+    from types import SimpleNamespace
+
+    from node.chain.listener import CANCELLED, Listener
+
+    view = LaggingView(head=10, known=8, event_block=10, topic=bytes.fromhex(CANCELLED[2:]))
+    cursor, cancelled = MemoryCursor(start=8), []
+
+    async def on_cancelled(ids) -> None:
+        cancelled.extend(ids)
+
+    async def nothing(*args) -> None:
+        pass
+
+    listener = Listener(view, SimpleNamespace(address="0x" + "11" * 20), None, cursor, start_block=0, trail=0,
+                        batch_blocks=100, reader_batch=10, poll_interval=0.05, on_subscriptions=nothing,
+                        on_cancelled=on_cancelled, on_reorg=nothing)
+    task = asyncio.create_task(listener.run())
+    deadline = time.monotonic() + 5
+    while cursor.block < 10 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    listener.stop()
+    await asyncio.wait_for(task, 5)
+    assert cursor.block == 10 and cancelled == [7]  # the cancellation in block 10 was seen
