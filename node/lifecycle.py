@@ -14,13 +14,18 @@ long-lived work; it asks the node's `Supervisor`, which
 
 `periodic(name, interval, fn)` is the one way to run work every N seconds: a failing round is
 logged with its traceback and the next round runs on schedule.
+
+`task_set(name)` is the one way to run one-shot work in the background (a delivery, the watch of
+one transaction): each task runs once, is not restarted, and an exception it raises is logged
+with its traceback (not lost in a task nobody awaits). `drain(grace)` at stop waits for them up
+to `grace` seconds, then cancels the rest and logs their names; `close()` drains every set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 
 from node.logs import get_logger
@@ -72,6 +77,7 @@ class Supervisor:
         self._backoff_max = backoff_max
         self._healthy_after = healthy_after
         self._tasks: dict[str, Supervised] = {}
+        self._sets: dict[str, TaskSet] = {}
 
     def spawn(self, name: str, factory: Factory, *, critical: bool = False) -> Supervised:
         """Run `factory()` until stopped, restarting it (or failing the node, if critical) when it
@@ -82,6 +88,12 @@ class Supervisor:
         self._tasks[name] = entry
         entry.task = asyncio.create_task(self._watch(entry), name=name)
         return entry
+
+    def task_set(self, name: str) -> TaskSet:
+        """The set of one-shot tasks called `name` (made on first use), drained by close()."""
+        if name not in self._sets:
+            self._sets[name] = TaskSet(name)
+        return self._sets[name]
 
     def periodic(self, name: str, interval: float, fn: Callable[[], Awaitable[object]], *,
                  critical: bool = False) -> Supervised:
@@ -143,4 +155,44 @@ class Supervisor:
     async def close(self, timeout: float = 5.0) -> None:
         """Stop every task still running (cancellation; tasks with their own stop signal should
         have been stopped through their handle first)."""
-        await asyncio.gather(*(e.stop(timeout=timeout) for e in self._tasks.values()), return_exceptions=True)
+        await asyncio.gather(*(e.stop(timeout=timeout) for e in self._tasks.values()),
+                             *(s.drain(timeout) for s in self._sets.values()), return_exceptions=True)
+
+
+class TaskSet:
+    """One-shot background tasks of one kind, seen and drained (see the module docstring)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tasks: set[asyncio.Task] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, label: str, coro: Coroutine[object, object, object]) -> asyncio.Task:
+        """Run `coro` once as the task `<set name>:<label>`."""
+        task = asyncio.get_running_loop().create_task(self._run(label, coro), name=f"{self.name}:{label}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _run(self, label: str, coro: Coroutine[object, object, object]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this is where one-shot failures are seen
+            log.exception("task.crashed", task=f"{self.name}:{label}", critical=False, error=repr(exc)[:300])
+
+    async def drain(self, grace: float) -> None:
+        """Wait up to `grace` seconds for the tasks running now, then cancel the rest and log them."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        if not pending:
+            return
+        log.warning("task.stragglers", task=self.name, cancelled=len(pending), grace_s=grace,
+                    names=sorted(t.get_name() for t in pending)[:20])
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=5)

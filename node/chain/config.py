@@ -49,6 +49,37 @@ class RpcEndpointConfig(ConfigModel):
                                                                       "(default: url as ws://)")
 
 
+MAX_RPCS = 16
+
+
+def rpc_endpoints(rpc_url: str | list[str] | None, rpc_urls: list[RpcEndpointConfig],
+                  ws_url: str | None = None) -> list[RpcEndpointConfig]:
+    """Every RPC of an `rpc_url` (one URL or a list, in order; `ws_url` the first one's) and an
+    `rpc_urls` list (after them). Shared by `chain:` and each chain of `registry.chains`."""
+    urls = [rpc_url] if isinstance(rpc_url, str) else (rpc_url or [])
+    bad = next(((i, u) for i, u in enumerate(urls) if not _HTTP_URL.match(u)), None)
+    if bad is not None:  # refused by check_rpcs with the field's name; no RpcEndpointConfig of it here
+        return list(rpc_urls)
+    first = [RpcEndpointConfig(url=u, ws_url=ws_url if i == 0 else None) for i, u in enumerate(urls)]
+    return first + list(rpc_urls)
+
+
+def check_rpcs(prefix: str, rpc_url: str | list[str] | None, endpoints: list[RpcEndpointConfig]) -> None:
+    """Refuse, naming the field, an rpc_url that is not http(s), more than MAX_RPCS RPCs, only
+    send-only ones, or one RPC listed twice."""
+    urls = [rpc_url] if isinstance(rpc_url, str) else (rpc_url or [])
+    for index, url in enumerate(urls):
+        if not _HTTP_URL.match(url):
+            where = "rpc_url" if isinstance(rpc_url, str) else f"rpc_url[{index}]"
+            raise ValueError(f"{prefix}{where}: expected an http(s):// URL, got {url!r}")
+    if len(endpoints) > MAX_RPCS:
+        raise ValueError(f"{prefix}rpc_url/rpc_urls: {len(endpoints)} RPCs, at most {MAX_RPCS}")
+    if endpoints and all(e.send_only for e in endpoints):
+        raise ValueError(f"{prefix}rpc_urls: every RPC is send_only; at least one must serve reads")
+    if len({e.url for e in endpoints}) != len(endpoints):
+        raise ValueError(f"{prefix}rpc_urls: an RPC is listed twice")
+
+
 class ChainConfig(ConfigModel):
     """The chain subsystem; disabled by default."""
 
@@ -87,25 +118,12 @@ class ChainConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _rpcs(self) -> ChainConfig:
-        urls = [self.rpc_url] if isinstance(self.rpc_url, str) else (self.rpc_url or [])
-        for index, url in enumerate(urls):
-            if not _HTTP_URL.match(url):
-                where = "rpc_url" if isinstance(self.rpc_url, str) else f"rpc_url[{index}]"
-                raise ValueError(f"chain.{where}: expected an http(s):// URL, got {url!r}")
-        endpoints = self.endpoints()
-        if len(endpoints) > 16:
-            raise ValueError(f"chain.rpc_url/rpc_urls: {len(endpoints)} RPCs, at most 16")
-        if endpoints and all(e.send_only for e in endpoints):
-            raise ValueError("chain.rpc_urls: every RPC is send_only; at least one must serve reads")
-        if len({e.url for e in endpoints}) != len(endpoints):
-            raise ValueError("chain.rpc_urls: an RPC is listed twice")
+        check_rpcs("chain.", self.rpc_url, self.endpoints())
         return self
 
     def endpoints(self) -> list[RpcEndpointConfig]:
         """Every RPC: those of rpc_url (in order, ws_url the first one's), then rpc_urls."""
-        urls = [self.rpc_url] if isinstance(self.rpc_url, str) else (self.rpc_url or [])
-        first = [RpcEndpointConfig(url=u, ws_url=self.ws_url if i == 0 else None) for i, u in enumerate(urls)]
-        return first + list(self.rpc_urls)
+        return rpc_endpoints(self.rpc_url, self.rpc_urls, self.ws_url)
 
     @model_validator(mode="after")
     def _required_when_enabled(self) -> ChainConfig:

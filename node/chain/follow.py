@@ -9,7 +9,9 @@ store is anything with the listener store's four methods (`cursor`, `advance`, `
 
 The listener's walk back over a reorg stops at the first block whose hash it did not keep, so
 this scan keeps the hash of every block of the last `hash_window` blocks of each range (all of
-them when following the head), not only the range's last block.
+them when following the head), not only the range's last block. It reads them before the range's
+logs, so an RPC that has not seen the range's end yet fails the scan (retried) instead of
+answering an empty list of logs.
 """
 
 from __future__ import annotations
@@ -61,6 +63,15 @@ class LogFollower(Listener):
         await super().run()
 
     async def _scan(self, start: int, end: int) -> int:
+        # The blocks first, then their logs: with several RPCs the head may come from one and the
+        # logs from another that has not seen the last blocks yet, and most RPCs clamp eth_getLogs
+        # to their own head (an empty list, the events skipped for good). An RPC without the block
+        # answers "not found" here instead, retried until it has it; reads stay on one RPC while it
+        # is fine, so the logs then come from one that has the range.
+        hashes: dict[int, str] = {}
+        for number in range(max(start, end - self._hash_window + 1), end + 1):
+            block = await with_backoff("eth_getBlockByNumber", lambda n=number: self._w3.eth.get_block(n), self._stop)
+            hashes[number] = _hex(block["hash"])
         addresses = [to_checksum_address(a) for a in await self._addresses()]
         logs: list[dict[str, Any]] = []
         if addresses:
@@ -72,9 +83,5 @@ class LogFollower(Listener):
                      "logIndex": int(entry["logIndex"])} for entry in raw if not entry.get("removed")]
         if logs:
             await self._on_logs(logs)
-        hashes: dict[int, str] = {}
-        for number in range(max(start, end - self._hash_window + 1), end + 1):
-            block = await with_backoff("eth_getBlockByNumber", lambda n=number: self._w3.eth.get_block(n), self._stop)
-            hashes[number] = _hex(block["hash"])
         await self._store.advance(end, hashes)
         return len(logs)

@@ -165,8 +165,16 @@ class Listener:
             # The head block by its hash: an RPC that does not have it yet (one lagging behind the
             # one the head came from) answers an error, retried, instead of an empty list.
             where: dict = {"blockHash": head.hash}
+            end_hash = head.hash
         else:
+            # A range: its last block first, for the same reason (most RPCs clamp eth_getLogs to
+            # their own head); one that lacks it answers "not found", retried until it has it.
             where = {"fromBlock": start, "toBlock": end}
+            if head is not None and head.number == end:
+                end_hash = head.hash
+            else:
+                end_block = await with_backoff("eth_getBlockByNumber", lambda: self._w3.eth.get_block(end), self._stop)
+                end_hash = "0x" + bytes(end_block["hash"]).hex()
         logs = await with_backoff("eth_getLogs", lambda: self._w3.eth.get_logs(
             {**where, "address": address, "topics": [[CREATED, CANCELLED]]}), self._stop)
         created = sorted({int.from_bytes(bytes(entry["topics"][1]), "big") for entry in logs
@@ -178,11 +186,6 @@ class Listener:
             await self._on_subscriptions(subs, end)
         if cancelled:
             await self._on_cancelled(cancelled)
-        if head is not None and head.number == end:
-            end_hash = head.hash
-        else:
-            end_block = await with_backoff("eth_getBlockByNumber", lambda: self._w3.eth.get_block(end), self._stop)
-            end_hash = "0x" + bytes(end_block["hash"]).hex()
         await self._store.advance(end, {end: end_hash})
         return len(created)
 

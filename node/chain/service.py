@@ -71,7 +71,10 @@ class ChainService:
         self.listener: Listener | None = None
         self._supervisor = supervisor
         self._tasks: list[Supervised] = []
-        self._delegated_tasks: set[asyncio.Task] = set()  # delegated runs in flight (waited for at stop)
+        # One-shot work, drained at stop: delegated deliveries, and watches of the transactions a
+        # previous process left in flight.
+        self._delegated_tasks = supervisor.task_set("chain-delegated")
+        self._tx_watches = supervisor.task_set("chain-tx-watch")
         self.chain_id: int | None = None
 
     # -- which subscriptions this node serves -------------------------------------------------
@@ -188,7 +191,8 @@ class ChainService:
         w = self.config.wallet
         self.wallet = Wallet(self.w3, self._private_key, w.max_gas_limit, self.chain_id, heads=self.heads,
                              store=self.store, resend_after=w.resend_after, max_fee_per_gas=w.max_fee_per_gas,
-                             receipt_timeout=w.receipt_timeout, allowed_sim_errors=w.allowed_sim_errors)
+                             receipt_timeout=w.receipt_timeout, allowed_sim_errors=w.allowed_sim_errors,
+                             tasks=self._tx_watches)
         balance = await self.wallet.balance()
         if balance == 0:
             log.warning("chain.wallet_empty", address=self.address, hint="fund the node's wallet to deliver results")
@@ -239,13 +243,16 @@ class ChainService:
         log.info("chain.tx_resumed", tx=label, ok=result.ok, error=result.error)
 
     async def stop(self) -> None:
-        """Stop the listener and the processor, giving in-flight deliveries up to 15 s."""
+        """Stop the listener and the processor, giving in-flight deliveries up to 15 s; delegated
+        deliveries and resumed transaction watches get as long (then are cancelled and logged).
+        The head feed stops last: the transactions still in flight wait for heads."""
         if self._tasks:
             heads, health, listener, processor = self._tasks
-            await asyncio.gather(listener.stop(self.listener.stop, 15), processor.stop(self.processor.stop, 15))
+            await asyncio.gather(listener.stop(self.listener.stop, 15), processor.stop(self.processor.stop, 15),
+                                 self._delegated_tasks.drain(15), self._tx_watches.drain(15))
             await asyncio.gather(heads.stop(self.heads.stop, 5), health.stop(timeout=1))
-        if self._delegated_tasks:
-            await asyncio.wait(self._delegated_tasks, timeout=15)
+        else:
+            await asyncio.gather(self._delegated_tasks.drain(15), self._tx_watches.drain(15))
         await self.w3.provider.disconnect()
 
     async def ping(self) -> bool:
@@ -327,9 +334,8 @@ class ChainService:
         if not await self.store.claim_delegated(sub.owner, nonce):
             log.info("chain.delegated_duplicate", owner=sub.owner, nonce=nonce, reason="a copy is running or done")
             return {}
-        task = asyncio.create_task(self._deliver_delegated(sub, pipeline, request.data, nonce, expiry, (v, r, s)))
-        self._delegated_tasks.add(task)
-        task.add_done_callback(self._delegated_tasks.discard)
+        self._delegated_tasks.spawn(f"{sub.owner}#{nonce}",
+                                    self._deliver_delegated(sub, pipeline, request.data, nonce, expiry, (v, r, s)))
         return {}
 
     async def _deliver_delegated(self, sub: Subscription, pipeline: list[str], data: Any, nonce: int, expiry: int,

@@ -18,7 +18,9 @@ before it is sent, and while it waits:
 - before each replacement the caller's `still_wanted()` is asked: a delivery another node has
   made meanwhile is not paid for; its nonce is filled with a zero-value transfer to itself
   (the cheapest transaction that frees the nonce) and the result says `fulfilled_elsewhere`;
-- after a restart the transactions still pending are watched again (`resume()`), and the local
+- after a restart the transactions still pending are watched again (`resume()`, one task each in
+  the `tasks` set the node's Supervisor drains at stop, so a watch that fails is logged and a
+  shutdown waits for the ones finishing), and the local
   nonce starts after the highest nonce recorded or known to the chain; a recorded nonce the
   chain has not seen (a gap: the RPC lost it) is sent again before any new one.
 """
@@ -38,6 +40,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError, Transaction
 
 from node.chain.codec import decode_revert
 from node.chain.heads import HeadFeed
+from node.lifecycle import TaskSet
 from node.logs import get_logger
 
 log = get_logger(__name__)
@@ -87,8 +90,9 @@ class Wallet:
     def __init__(self, w3: AsyncWeb3, private_key: str, max_gas_limit: int, chain_id: int,
                  receipt_timeout: float = 60.0, heads: HeadFeed | None = None, store: TxStore | None = None,
                  resend_after: int = 3, max_fee_per_gas: int | None = None,
-                 allowed_sim_errors: list[str] | None = None) -> None:
+                 allowed_sim_errors: list[str] | None = None, tasks: TaskSet | None = None) -> None:
         self._w3 = w3
+        self._tasks = tasks if tasks is not None else TaskSet("chain-tx-watch")
         self._account = Account.from_key(private_key)
         self.address = self._account.address
         self._max_gas = max_gas_limit
@@ -201,7 +205,7 @@ class Wallet:
                 result = await self._follow(r, None)
                 await on_done(r, result)
 
-            asyncio.get_running_loop().create_task(watch())
+            self._tasks.spawn(f"{row['label']}#{row['nonce']}", watch())
         return len(rows)
 
     async def _follow(self, record: dict[str, Any], still_wanted: StillWanted | None) -> TxResult:

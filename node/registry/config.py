@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from node.chain.config import MAX_RPCS, RpcEndpointConfig, check_rpcs, rpc_endpoints
 from node.fields import ConfigModel, LowerAddress
 from node.server.config import RateLimitConfig
 
@@ -29,14 +30,41 @@ class RegistryTaskRoute(ConfigModel):
         return self
 
 
-class RegistryChain(ConfigModel):
-    """A chain whose events the node watches for the registry's event-triggered configs."""
+class RegistryRpc(ConfigModel):
+    """One RPC of `registry.chains.<id>.rpc_urls`. The watcher only reads (no transactions, no
+    head subscription), so there is no send_only or ws_url here."""
 
-    rpc_url: str
+    url: str = Field(pattern=r"^https?://[^/\s]+", description="The endpoint's HTTP(S) JSON-RPC URL")
+    weight: int = Field(1, ge=1, le=1000, description="Preference among healthy endpoints: the highest serves reads")
+
+
+class RegistryChain(ConfigModel):
+    """A chain whose events the node watches for the registry's event-triggered configs. Its RPCs
+    are given as `chain:`'s are (one URL, a list, or `rpc_urls` entries with weights), and read
+    through the same pool: the healthiest first, a failing one backed off (docs/chain-rpcs.md)."""
+
+    rpc_url: str | list[str] | None = Field(None, description="The chain's RPC, or a list of RPCs (failover in order)")
+    rpc_urls: list[RegistryRpc] = Field([], max_length=MAX_RPCS, description="RPCs with weights (after "
+                                                                                 "those of rpc_url)")
+    rpc_max_lag_blocks: int = Field(5, ge=0, description="An RPC this many blocks behind the best is not read from")
+    rpc_health_interval: float = Field(5.0, gt=0, description="Seconds between health checks of every RPC")
+    rpc_timeout: float = Field(10.0, gt=0, le=120, description="Seconds one RPC request may take before the next "
+                                                              "RPC is tried")
     confirmations: int = Field(1, ge=0, description="Blocks an event waits behind the head before it fires")
     start_block: int | None = Field(None, ge=0, description="First block when no cursor is saved; unset: the head")
     poll_interval: float = Field(1.0, gt=0)
     batch_blocks: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _rpcs(self) -> RegistryChain:
+        endpoints = self.endpoints()
+        check_rpcs("", self.rpc_url, endpoints)
+        if not endpoints:
+            raise ValueError("rpc_url: no RPC given (rpc_url or rpc_urls)")
+        return self
+
+    def endpoints(self) -> list[RpcEndpointConfig]:
+        return rpc_endpoints(self.rpc_url, [RpcEndpointConfig(url=e.url, weight=e.weight) for e in self.rpc_urls])
 
 
 class RegistryConfig(ConfigModel):
@@ -57,7 +85,8 @@ class RegistryConfig(ConfigModel):
     missed_ticks: Literal["latest", "skip"] = "latest"
     catch_up_window: float = Field(3600.0, ge=0)
     auction_seconds: float = Field(0.0, ge=0, description="Sign the best proposal this long after the first; 0: on request")
-    # Chains watched for event triggers: {chainId: rpc_url} or {chainId: {rpc_url, confirmations, ...}}.
+    # Chains watched for event triggers: {chainId: rpc_url or [rpc_url, ...]} or
+    # {chainId: {rpc_url, rpc_urls, confirmations, ...}}.
     chains: dict[int, RegistryChain] = {}
     # Sign-in (EIP-4361): the domain and URI the message must name; unset: the node's host:port.
     auth_domain: str | None = None
@@ -83,7 +112,7 @@ class RegistryConfig(ConfigModel):
     @classmethod
     def _chain_urls(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: {"rpc_url": v} if isinstance(v, str) else v for k, v in value.items()}
+            return {k: {"rpc_url": v} if isinstance(v, (str, list)) else v for k, v in value.items()}
         return value
 
     @model_validator(mode="after")

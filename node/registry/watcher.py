@@ -14,6 +14,12 @@ intents in one transaction (`WatchCursor.rewind`); if the event reappears in ano
 fires again. The loop runs under the node's Supervisor: RPC errors are retried inside the
 follower with backoff, anything else ends the run and the supervisor restarts it.
 
+A chain may have several RPCs (`registry.chains.<id>.rpc_url` as a list, or `rpc_urls` with
+weights), read through `node.chain.rpc.RpcPool` as the Coordinator's chain is: a dead or
+rate-limited RPC is skipped for the same request and backed off, and each RPC's head and latency
+are checked every `rpc_health_interval` seconds while the watcher runs (so one lagging behind the
+others is not read from). The follower polls the head (`poll_interval`); it does not subscribe.
+
 The containers get `{"taskId", "configId", "trigger": {chainId, transactionHash, logIndex},
 "event": {address, topics, data, blockNumber, blockHash, transactionHash, logIndex},
 "config": <config data>, "inputs": <the latest oracle inputs submitted for the config, or {}>}`.
@@ -25,9 +31,9 @@ import asyncio
 from typing import Any
 
 from web3 import AsyncWeb3
-from web3.providers import AsyncHTTPProvider
 
 from node.chain.follow import LogFollower
+from node.chain.rpc import Endpoint, RpcPool
 from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.registry.config import RegistryChain
@@ -49,7 +55,9 @@ class EventWatcher:
         self._orchestrator = orchestrator
         self.chain_id = chain_id
         self._chain = chain
-        self._w3 = AsyncWeb3(AsyncHTTPProvider(chain.rpc_url, request_kwargs={"timeout": 10}))
+        self.rpcs = RpcPool([Endpoint(e.url, e.weight, e.send_only) for e in chain.endpoints()],
+                            max_lag_blocks=chain.rpc_max_lag_blocks, timeout=chain.rpc_timeout)
+        self._w3 = AsyncWeb3(self.rpcs)
         self.cursor = WatchCursor(service.store.db, chain_id)
         self._follower: LogFollower | None = None
         self._runs: set[asyncio.Task] = set()
@@ -68,13 +76,32 @@ class EventWatcher:
             self._w3, self.cursor, addresses=self._addresses, on_logs=self._on_logs, on_reorg=self._on_reorg,
             trail=self._chain.confirmations, start_block=self._chain.start_block,
             batch_blocks=self._chain.batch_blocks, poll_interval=self._chain.poll_interval)
-        log.info("registry.watching", chain_id=self.chain_id, confirmations=self._chain.confirmations)
+        log.info("registry.watching", chain_id=self.chain_id, confirmations=self._chain.confirmations,
+                 rpcs=[e.name for e in self.rpcs.endpoints])
+        health = asyncio.create_task(self._health(), name=f"registry-rpc-health-{self.chain_id}")
         try:
             if not self._stop.is_set():
                 await self._follower.run()
         finally:
-            if self._stop.is_set() and self._runs:
-                await asyncio.wait(self._runs, timeout=10)
+            health.cancel()
+            await asyncio.gather(health, return_exceptions=True)
+            if self._stop.is_set():
+                if self._runs:
+                    await asyncio.wait(self._runs, timeout=10)
+                await self.rpcs.disconnect()
+
+    async def _health(self) -> None:
+        """Every RPC's head and latency, every rpc_health_interval seconds, for as long as this run
+        lasts (a child of the supervised run, cancelled with it). A failed round is logged and the
+        next one runs on schedule."""
+        while True:
+            try:
+                await self.rpcs.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one failed round; the follower retries its own calls
+                log.warning("registry.rpc_health_failed", chain_id=self.chain_id, error=repr(exc)[:300])
+            await asyncio.sleep(self._chain.rpc_health_interval)
 
     async def _configs(self) -> list[tuple[dict[str, Any], EventTrigger, list[str]]]:
         out = []

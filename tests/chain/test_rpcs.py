@@ -10,6 +10,7 @@ import time
 import pytest
 
 from node.chain.config import ChainConfig
+from node.registry.config import RegistryConfig
 from tests.chain_helpers import KEYS, CountingOrchestrator, RpcProxy, chain_service
 
 ANVIL_BLOCK_TIME = None
@@ -62,6 +63,27 @@ def test_a_bad_rpc_list_is_refused_naming_the_field(settings, field):
         ChainConfig(enabled=True, registry_address=REGISTRY, wallet={"private_key": KEY}, **settings)
 
 
+def test_registry_chains_take_an_rpc_list_or_weighted_entries_as_chain_does():
+    config = RegistryConfig(relayer_key=KEY, chains={
+        1: ["http://127.0.0.1:1", "http://127.0.0.1:2"], 2: "http://127.0.0.1:3",
+        3: {"rpc_url": "http://127.0.0.1:4", "rpc_urls": [{"url": "http://127.0.0.1:5", "weight": 5}],
+            "confirmations": 2}})
+    assert {chain_id: [(e.url, e.weight) for e in chain.endpoints()] for chain_id, chain in config.chains.items()} == {
+        1: [("http://127.0.0.1:1", 1), ("http://127.0.0.1:2", 1)], 2: [("http://127.0.0.1:3", 1)],
+        3: [("http://127.0.0.1:4", 1), ("http://127.0.0.1:5", 5)]}
+
+
+@pytest.mark.parametrize("chain, field", [
+    (["http://127.0.0.1:1", "ftp://x"], "rpc_url[1]"),
+    ({"rpc_urls": [{"url": "http://127.0.0.1:1", "weight": 0}]}, "chains.1.rpc_urls.0.weight"),
+    ({"confirmations": 1}, "rpc_url: no RPC given"),
+    ({"rpc_url": "http://127.0.0.1:1", "rpc_urls": [{"url": "http://127.0.0.1:1"}]}, "listed twice"),
+])
+def test_a_bad_registry_chain_rpc_list_is_refused_naming_the_field(chain, field):
+    with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        RegistryConfig(relayer_key=KEY, chains={1: chain})
+
+
 @pytest.mark.docker
 async def test_reads_and_deliveries_continue_when_the_first_rpc_dies(tmp_path, anvil, dep, proxies):
     first, second, _ = proxies
@@ -109,3 +131,108 @@ async def test_transactions_also_go_to_send_only_rpcs_which_serve_no_reads(tmp_p
         assert sender.calls["eth_sendRawTransaction"] >= 1
         assert set(sender.calls) == {"eth_sendRawTransaction", "eth_blockNumber"}  # health checks and sends
         assert by_url(chain, sender)["role"] == "send"
+
+
+class LaggingView:
+    """The web3 a LogFollower sees when its head comes from one RPC and its next reads from
+    another that has not seen the last blocks yet (geth and most providers clamp eth_getLogs to
+    their own head; a block they lack is not found). Each read lets the lagging RPC catch up one
+    block."""
+
+    def __init__(self, head: int, known: int, event_block: int, topic: bytes = b"\x01" * 32) -> None:
+        self.head, self.known, self.event_block, self.topic = head, known, event_block, topic
+        self.eth = self  # w3.eth.<call>
+
+    @property
+    def block_number(self):
+        async def head() -> int:
+            return self.head
+        return head()
+
+    async def get_logs(self, where: dict) -> list[dict]:
+        seen = min(where["toBlock"], self.known)
+        self.known += 1
+        if not where["fromBlock"] <= self.event_block <= seen:
+            return []
+        return [{"address": "0x" + "11" * 20, "topics": [self.topic, (7).to_bytes(32, "big")], "data": b"",
+                 "blockNumber": self.event_block, "blockHash": b"\x02" * 32, "transactionHash": b"\x03" * 32,
+                 "logIndex": 0}]
+
+    async def get_block(self, number: int) -> dict:
+        from web3.exceptions import BlockNotFound
+
+        if number > self.known:
+            self.known += 1
+            raise BlockNotFound(f"block {number} not found")
+        return {"hash": number.to_bytes(32, "big")}
+
+
+class MemoryCursor:
+    def __init__(self, start: int) -> None:
+        self.block, self.hashes = start, {}
+
+    async def cursor(self) -> int:
+        return self.block
+
+    async def advance(self, block: int, hashes: dict[int, str]) -> None:
+        self.block = block
+        self.hashes.update(hashes)
+
+    async def block_hash(self, number: int) -> str | None:
+        return self.hashes.get(number)
+
+    async def rewind(self, block: int, since: float) -> list:
+        return []
+
+
+async def test_an_rpc_behind_the_head_cannot_make_the_log_follower_skip_an_event():
+    from node.chain.follow import LogFollower
+
+    view = LaggingView(head=10, known=8, event_block=10)
+    cursor, seen = MemoryCursor(start=8), []
+
+    async def on_logs(logs) -> None:
+        seen.extend(logs)
+
+    async def addresses() -> list[str]:
+        return ["0x" + "11" * 20]
+
+    async def no_reorg(reverted) -> None:
+        pass
+
+    follower = LogFollower(view, cursor, addresses=addresses, on_logs=on_logs, on_reorg=no_reorg, trail=0,
+                           poll_interval=0.05)
+    task = asyncio.create_task(follower.run())
+    deadline = time.monotonic() + 5
+    while cursor.block < 10 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    follower.stop()
+    await asyncio.wait_for(task, 5)
+    assert cursor.block == 10
+    assert [entry["blockNumber"] for entry in seen] == [10]  # scanned only once the RPC had the block
+
+
+async def test_an_rpc_behind_the_head_cannot_make_the_coordinator_listener_skip_an_event():
+    from types import SimpleNamespace
+
+    from node.chain.listener import CANCELLED, Listener
+
+    view = LaggingView(head=10, known=8, event_block=10, topic=bytes.fromhex(CANCELLED[2:]))
+    cursor, cancelled = MemoryCursor(start=8), []
+
+    async def on_cancelled(ids) -> None:
+        cancelled.extend(ids)
+
+    async def nothing(*args) -> None:
+        pass
+
+    listener = Listener(view, SimpleNamespace(address="0x" + "11" * 20), None, cursor, start_block=0, trail=0,
+                        batch_blocks=100, reader_batch=10, poll_interval=0.05, on_subscriptions=nothing,
+                        on_cancelled=on_cancelled, on_reorg=nothing)
+    task = asyncio.create_task(listener.run())
+    deadline = time.monotonic() + 5
+    while cursor.block < 10 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    listener.stop()
+    await asyncio.wait_for(task, 5)
+    assert cursor.block == 10 and cancelled == [7]  # the cancellation in block 10 was seen

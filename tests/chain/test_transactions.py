@@ -6,6 +6,7 @@ chain service on anvil, mining only when the test says so, with a stand-in orche
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -165,3 +166,34 @@ async def test_a_pending_delivery_another_node_made_meanwhile_is_not_outbid_but_
             return delivered(dep, later) == 1
 
         assert await mine_until(dep, later_done, blocks=10)
+
+
+async def test_a_failing_watch_of_a_resumed_transaction_is_logged_and_shutdown_waits_for_it(
+        tmp_path, anvil, dep, manual_mining, monkeypatch, caplog):
+    from node.chain.service import ChainService
+
+    db = tmp_path / "c.db"
+    async with chain_service(db, anvil.url, dep, KEYS[4], CountingOrchestrator()) as chain:
+        await asyncio.wait_for(chain.listener.synced.wait(), 10)
+        sub_id = await request(dep, b"watched after the restart")
+        assert await wait_for(lambda: bool(chain.wallet.inflight))
+        crash(chain)
+        await asyncio.sleep(0.2)
+
+    finished = []
+
+    async def failing_bookkeeping(self, record, result) -> None:
+        await asyncio.sleep(0.5)  # still at work when the node is asked to stop
+        finished.append(record["label"])
+        raise RuntimeError("bookkeeping failed")
+
+    monkeypatch.setattr(ChainService, "_tx_resumed", failing_bookkeeping)
+    with caplog.at_level(logging.INFO):
+        async with chain_service(db, anvil.url, dep, KEYS[4], CountingOrchestrator()) as chain:
+            assert await wait_for(lambda: bool(chain.wallet.inflight))
+            rpc(dep, "evm_mine")
+            assert await wait_for(lambda: not chain.wallet.inflight)  # mined: its watch is in the bookkeeping
+        assert finished == [f"deliverCompute({sub_id},1)"]  # the stop waited for it
+    [crashed] = [r for r in caplog.records if r.getMessage() == "task.crashed"]
+    assert "bookkeeping failed" in str(crashed.exc_info[1])
+    assert crashed._fields["task"].startswith(f"chain-tx-watch:deliverCompute({sub_id},1)")

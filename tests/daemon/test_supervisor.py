@@ -122,6 +122,48 @@ async def test_a_task_that_ignores_its_stop_signal_is_cancelled_after_the_timeou
     assert not handle.running and handle.restarts == 0
 
 
+async def test_a_one_shot_task_that_fails_is_logged_with_its_traceback_and_not_restarted(caplog):
+    sup = fast_supervisor([])
+    runs = []
+
+    async def once() -> None:
+        runs.append(1)
+        raise RuntimeError("watch failed")
+
+    with caplog.at_level(logging.INFO):
+        await sup.task_set("watches").spawn("tx#7", once())
+        await asyncio.sleep(0.05)
+    assert runs == [1]
+    [crashed] = [r for r in caplog.records if r.getMessage() == "task.crashed"]
+    assert crashed.exc_info is not None and "watch failed" in str(crashed.exc_info[1])
+    assert crashed._fields["task"] == "watches:tx#7"
+
+
+async def test_closing_the_supervisor_waits_for_one_shot_tasks_then_cancels_and_logs_the_stragglers(caplog):
+    sup = fast_supervisor([])
+    finished, cancelled = [], []
+
+    async def quick() -> None:
+        await asyncio.sleep(0.1)
+        finished.append("quick")
+
+    async def endless() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append("endless")
+            raise
+
+    tasks = sup.task_set("deliveries")
+    tasks.spawn("a", quick())
+    tasks.spawn("b", endless())
+    with caplog.at_level(logging.INFO):
+        await asyncio.wait_for(sup.close(timeout=0.5), 3)
+    assert finished == ["quick"] and cancelled == ["endless"] and len(tasks) == 0
+    [stragglers] = [r for r in caplog.records if r.getMessage() == "task.stragglers"]
+    assert stragglers._fields["names"] == ["deliveries:b"]
+
+
 # -- through a node -------------------------------------------------------------------------------
 
 

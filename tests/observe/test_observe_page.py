@@ -198,3 +198,42 @@ def test_charts_callers_within_ten_seconds_share_one_scan_of_the_jobs_table(char
     http = charts_node.http()
     answers = [http.get("/api/node/charts").json["jobs"] for _ in range(5)]
     assert len(scans) == 1 and all(a == answers[0] for a in answers)
+
+
+def test_status_page_shows_each_rpcs_state_head_lag_latency_and_errors_without_its_key(node, page: Page):
+    from node.chain.rpc import Endpoint, RpcPool
+
+    # The status JSON a chain node with three RPCs serves: the first read from, the second down
+    # after errors, the third lagging; all with API keys in their paths.
+    pool = RpcPool([Endpoint("https://rpc-a.example:8545/KEY-A"), Endpoint("https://rpc-b.example/v2/KEY-B"),
+                    Endpoint("http://127.0.0.1:9/KEY-C", weight=2)], max_lag_blocks=5)
+    a, b, c = pool.endpoints
+    a.head, a.latency_ms, pool._current = 120, 12.34, a
+    b.head = 119
+    for _ in range(3):
+        b.failed("ClientConnectorError")
+    c.head, c.latency_ms, c.rate_limited = 100, 80.5, 2
+    rpcs = pool.status()
+
+    def with_chain(route):
+        body = route.fetch().json()
+        body["chain"] = {"address": "0x" + "ab" * 20, "rpc_up": True, "rpc_error": None, "head": 120, "cursor": 119,
+                         "lag": 1, "balance_wei": "10", "min_balance_wei": "0", "tracked_subscriptions": 0,
+                         "deliveries": {}, "last_delivery": None, "heads": "subscription", "rpcs": rpcs}
+        route.fulfill(json=body)
+
+    page.route("**/api/node/status", with_chain)
+    page.goto(f"http://127.0.0.1:{node.port}/?refresh=500")
+    rows = page.locator("#rpc-rows tr")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0).locator("td")).to_have_text(
+        ["https://rpc-a.example:8545 (reads)", "read", "up", "120", "0", "12.3", "0", "0"])
+    expect(rows.nth(1).locator("td").nth(0)).to_have_text("https://rpc-b.example")
+    expect(rows.nth(1).locator("td").nth(2)).to_have_text(re.compile(r"^down \(back in \d+(\.\d)? s\)$"))
+    expect(rows.nth(1).locator("td").nth(2)).to_have_class("bad")
+    expect(rows.nth(1).locator("td").nth(6)).to_have_text("3")
+    expect(rows.nth(2).locator("td")).to_have_text(
+        ["http://127.0.0.1:9", "read", "lagging", "100", "20", "80.5", "0", "2"])
+    expect(page.locator("#chain-heads")).to_have_text("(heads by subscription)")
+    expect(page.locator("#chain-section")).not_to_contain_text("KEY")
+    page.unroute_all(behavior="ignoreErrors")

@@ -9,7 +9,7 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from tests.chain_helpers import KEYS, Anvil, artifact
+from tests.chain_helpers import KEYS, Anvil, RpcProxy, artifact
 from tests.helpers import NodeProcess, container_entry
 from tests.registry.test_registry import CID, OWNER, SOLVERS, TOKEN_IN, TOKEN_OUT, WALLET, config_signature, sign_digest, sign_in
 
@@ -47,11 +47,11 @@ class Token:
         return self.call(self.contract.functions.mint(WALLET, amount))
 
 
-def relayer_node(path, anvil: Anvil, confirmations: int) -> NodeProcess:
+def relayer_node(path, anvil: Anvil, confirmations: int, rpc_url: str | list[str] | None = None) -> NodeProcess:
     return NodeProcess(path, [container_entry("strategy", "strategy")], {
         "docker": {"stop_on_exit": False},
         "registry": {"relayer_key": "0x" + Account.create().key.hex(), "tasks": {CID: {"containers": ["strategy"], "owners": [OWNER.address]}},
-                     "chains": {ANVIL_CHAIN: {"rpc_url": anvil.url, "confirmations": confirmations,
+                     "chains": {ANVIL_CHAIN: {"rpc_url": rpc_url or anvil.url, "confirmations": confirmations,
                                               "poll_interval": 0.2}}}})
 
 
@@ -201,3 +201,27 @@ def test_the_watcher_rides_out_an_rpc_outage(docker_engine, tmp_path):
         node.stop()
         node.remove_containers()
         chain.stop()
+
+
+def test_the_watcher_keeps_firing_on_the_second_rpc_when_the_first_dies(docker_engine, tmp_path, anvil):
+    token = Token(anvil.url)
+    first, second = RpcProxy(anvil.url).start(), RpcProxy(anvil.url).start()
+    node = relayer_node(tmp_path, anvil, confirmations=1, rpc_url=[first.url, second.url]).start()
+    try:
+        owner = sign_in(node, OWNER)
+        task_id, _ = event_config(node, owner, token, "5.0.0")
+        token.mint()
+        wait_executions(node, owner, task_id, 1)
+        assert first.calls["eth_getLogs"] >= 1 and second.calls["eth_getLogs"] == 0  # reads stay on the first
+        first.set_mode("down")
+        token.mint()
+        assert len(wait_executions(node, owner, task_id, 2, timeout=20)) == 2
+        assert second.calls["eth_getLogs"] >= 1
+        time.sleep(2)
+        assert len(executions(node, owner, task_id)) == 2
+        assert "chain.rpc_switched" in node.log() and node.proc.poll() is None
+    finally:
+        node.stop()
+        node.remove_containers()
+        first.stop()
+        second.stop()
