@@ -143,14 +143,17 @@ class Wallet:
             fee = min(fee, self._max_fee)
         return {"maxFeePerGas": fee, "maxPriorityFeePerGas": min(tip, fee)}
 
-    async def transact(self, fn: Any, label: str, still_wanted: StillWanted | None = None) -> TxResult:
+    async def transact(self, fn: Any, label: str, still_wanted: StillWanted | None = None,
+                       sim_errors_ok: tuple[str, ...] = ()) -> TxResult:
         """Simulate, then sign and send `fn` (a bound contract function) and wait for its receipt,
-        replacing it with higher fees while it is not mined (see the module's docstring)."""
+        replacing it with higher fees while it is not mined (see the module's docstring).
+        `sim_errors_ok`: reverts this call may send anyway (as `allowed_sim_errors`), because the
+        caller knows the simulation's block is older than the one the transaction will be in."""
         try:
             gas = await fn.estimate_gas({"from": self.address})  # the simulation: reverts as the call would
         except (ContractCustomError, ContractLogicError) as exc:
             reason = decode_revert(exc)
-            allowed = self._sim_error_allowed(exc, reason)
+            allowed = self._sim_error_allowed(exc, reason, sim_errors_ok)
             if allowed is None:
                 return TxResult(False, None, reason)
             # The Infernet node's allowed_sim_errors: the operator accepts this revert; send anyway,
@@ -185,10 +188,11 @@ class Wallet:
             self._nonce += 1
         return await self._follow(record, still_wanted)
 
-    def _sim_error_allowed(self, exc: Exception, reason: str | None) -> str | None:
-        """The allowed_sim_errors entry found (case-insensitive) in the revert's text, if any."""
+    def _sim_error_allowed(self, exc: Exception, reason: str | None, also: tuple[str, ...] = ()) -> str | None:
+        """The allowed_sim_errors entry (or one of `also`) found, case-insensitive, in the
+        revert's text, if any."""
         text = f"{exc} {reason or ''}".lower()
-        return next((e for e in self._allowed_sim_errors if e in text), None)
+        return next((e for e in (*self._allowed_sim_errors, *(a.lower() for a in also)) if e in text), None)
 
     async def resume(self, on_done: Callable[[dict[str, Any], TxResult], Awaitable[None]]) -> int:
         """After a restart: watch again every transaction a previous process left pending
