@@ -35,7 +35,7 @@ from node.errors import StartupError
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
-from node.server.http import ApiError, json_response
+from node.server.http import ApiError, int_param, json_response
 from node.storage import Database
 
 log = get_logger(__name__)
@@ -262,9 +262,7 @@ class ChainService:
         """GET /api/chain/deliveries[?subscription=<id>]: what this node did per (subscription,
         interval): status, attempts, job id (readable at /api/jobs?id=), tx hash, error."""
         raw = request.query.get("subscription")
-        if raw is not None and not raw.isdigit():
-            raise ApiError(400, f"subscription: expected an integer, got {raw!r}")
-        rows = await self.store.deliveries(int(raw) if raw is not None else None)
+        rows = await self.store.deliveries(int_param(raw, "subscription") if raw is not None else None)
         return json_response({"address": self.address, "tracked": self.processor.tracked() if self.processor else 0,
                               "deliveries": rows})
 

@@ -52,6 +52,9 @@ def test_one_shot_request_receives_the_chain_output(node, dep):
     [job] = node.http().get(f"/api/jobs?id={row['job_id']}&intermediate=true").json
     assert job["status"] == "success" and job["result"]["output"] == b"hello chain".hex().upper()
     assert job["intermediate_results"][0]["container"] == "upper"
+    for bad in ("%C2%B2", "9" * 5000, "-1"):  # a non-ASCII digit and a huge number were a 500
+        resp = node.http().get(f"/api/chain/deliveries?subscription={bad}")
+        assert resp.status == 400 and "subscription" in resp.json["error"], (bad, resp.body[:200])
     time.sleep(2)
     assert len(dep.deliveries(sub_id)) == 1  # delivered once
 
