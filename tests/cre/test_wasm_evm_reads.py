@@ -147,3 +147,35 @@ async def test_an_evm_method_the_node_does_not_serve_is_refused_listing_the_ones
     response = await evm_call("SubscribeHeads", pb.message("capabilities.blockchain.evm.v1alpha.EstimateGasRequest")())
     assert "evm method SubscribeHeads is not supported on this node" in response.error
     assert "FilterLogs" in response.error and "GetTransactionReceipt" in response.error
+
+
+async def test_a_chain_answer_over_the_size_limit_is_refused_not_read_whole():
+    """One log with 16 MiB of data (under the log count limit): the node stops reading at its cap."""
+    from aiohttp import web
+
+    log = {"address": "0x" + "11" * 20, "topics": [], "data": "0x" + "ab" * (16 << 20), "blockNumber": "0x1",
+           "transactionHash": "0x" + "22" * 32, "blockHash": "0x" + "33" * 32, "logIndex": "0x0",
+           "transactionIndex": "0x0", "removed": False}
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": [log]}).encode()
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    caps = Capabilities(asyncio.get_running_loop(), chains={ANVIL_DEVNET: f"http://127.0.0.1:{port}"})
+    request = pb.message("capabilities.blockchain.evm.v1alpha.FilterLogsRequest")()
+    request.filter_query.block_hash = b"\x33" * 32
+    try:
+        capability = pb.CapabilityRequest(id=CAPABILITY, method="FilterLogs", payload=pb.pack(request))
+        response = await asyncio.wrap_future(caps.call_capability(capability, 0, "e9" * 32))
+    finally:
+        await caps.close()
+        await runner.cleanup()
+    assert response.WhichOneof("response") == "error"
+    assert response.error == "eth_getLogs: the chain's answer is over 8388608 bytes (this node's limit for one call)"

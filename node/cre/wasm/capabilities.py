@@ -12,7 +12,8 @@
   `GetTransactionByHash`, `GetTransactionReceipt`); the SDK's block sentinels -2/-3 are
   latest/finalized. `FilterLogs` is bounded for one caller: its block range is resolved to numbers
   first and refused beyond `max_log_blocks`, its answer refused beyond `max_logs` logs, so a
-  workflow cannot make the node (or its RPC provider) scan a chain's whole history.
+  workflow cannot make the node (or its RPC provider) scan a chain's whole history. Every chain
+  answer is read up to `max_rpc_bytes` and refused beyond.
 - `consensus@1.0.0-alpha` `Report` and the EVM `WriteReport`: signed by the node's DON key and
   delivered through the chain's forwarder (reports.py).
 - secrets: the workflow's configured secrets, by (namespace, id); namespace defaults to "main";
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -54,6 +56,7 @@ SecretLookup = Callable[[str, str], Awaitable[str | None]]  # (namespace, id) ->
 _EVM = "capabilities.blockchain.evm.v1alpha."
 MAX_LOG_BLOCKS = 100  # FilterLogs: blocks in one query (to - from + 1)
 MAX_LOGS = 1000  # FilterLogs: logs in one answer
+MAX_RPC_BYTES = 8 << 20  # one JSON-RPC answer from a chain (a log's data can be megabytes)
 EVM_METHODS = ("CallContract", "BalanceAt", "EstimateGas", "FilterLogs", "HeaderByNumber", "GetTransactionByHash",
                "GetTransactionReceipt", "WriteReport")
 
@@ -109,8 +112,9 @@ class Capabilities:
                  extra: Mapping[str, Handler] | None = None, reporter: Reporter | None = None,
                  forwarders: Mapping[int, tuple[str, str]] | None = None,
                  sealed: SecretLookup | None = None, max_log_blocks: int = MAX_LOG_BLOCKS,
-                 max_logs: int = MAX_LOGS) -> None:
+                 max_logs: int = MAX_LOGS, max_rpc_bytes: int = MAX_RPC_BYTES) -> None:
         self._loop = loop
+        self._max_rpc_bytes = max_rpc_bytes
         self._max_log_blocks = max_log_blocks
         self._max_logs = max_logs
         self._sealed = sealed
@@ -244,7 +248,16 @@ class Capabilities:
             self._rpc_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._http_timeout))
         async with self._rpc_session.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method,
                                                      "params": params}) as resp:
-            answer = await resp.json(content_type=None)
+            body = bytearray()
+            while chunk := await resp.content.read(self._max_rpc_bytes + 1 - len(body)):
+                body += chunk
+                if len(body) > self._max_rpc_bytes:
+                    raise CapabilityError(f"{method}: the chain's answer is over {self._max_rpc_bytes} bytes "
+                                          "(this node's limit for one call)")
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise CapabilityError(f"{method}: the chain's answer is not JSON") from None
         if not isinstance(answer, dict):
             raise CapabilityError(f"{method}: malformed JSON-RPC answer")
         if answer.get("error"):
