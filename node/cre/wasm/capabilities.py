@@ -8,8 +8,12 @@
   (`node/server/egress.py`): no loopback, private or metadata addresses unless the operator
   allowed their network, no redirects, answer size capped, time bounded.
 - `evm:ChainSelector:<selector>@1.0.0`: reads on the configured chains by JSON-RPC
-  (`CallContract`, `BalanceAt`, `HeaderByNumber`); the SDK's block sentinels -2/-3 are
-  latest/finalized.
+  (`CallContract`, `BalanceAt`, `EstimateGas`, `FilterLogs`, `HeaderByNumber`,
+  `GetTransactionByHash`, `GetTransactionReceipt`); the SDK's block sentinels -2/-3 are
+  latest/finalized. `FilterLogs` is bounded for one caller: its block range is resolved to numbers
+  first and refused beyond `max_log_blocks`, its answer refused beyond `max_logs` logs, so a
+  workflow cannot make the node (or its RPC provider) scan a chain's whole history. Every chain
+  answer is read up to `max_rpc_bytes` and refused beyond.
 - `consensus@1.0.0-alpha` `Report` and the EVM `WriteReport`: signed by the node's DON key and
   delivered through the chain's forwarder (reports.py).
 - secrets: the workflow's configured secrets, by (namespace, id); namespace defaults to "main";
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -49,6 +54,11 @@ Handler = Callable[[str, Any, int], Awaitable[Any]]  # (method, payload Any, mod
 SecretLookup = Callable[[str, str], Awaitable[str | None]]  # (namespace, id) -> value, from the sealed store
 
 _EVM = "capabilities.blockchain.evm.v1alpha."
+MAX_LOG_BLOCKS = 100  # FilterLogs: blocks in one query (to - from + 1)
+MAX_LOGS = 1000  # FilterLogs: logs in one answer
+MAX_RPC_BYTES = 8 << 20  # one JSON-RPC answer from a chain (a log's data can be megabytes)
+EVM_METHODS = ("CallContract", "BalanceAt", "EstimateGas", "FilterLogs", "HeaderByNumber", "GetTransactionByHash",
+               "GetTransactionReceipt", "WriteReport")
 
 
 class CapabilityError(Exception):
@@ -101,8 +111,12 @@ class Capabilities:
                  chains: Mapping[int, str] | None = None, secrets: Mapping[tuple[str, str], str] | None = None,
                  extra: Mapping[str, Handler] | None = None, reporter: Reporter | None = None,
                  forwarders: Mapping[int, tuple[str, str]] | None = None,
-                 sealed: SecretLookup | None = None) -> None:
+                 sealed: SecretLookup | None = None, max_log_blocks: int = MAX_LOG_BLOCKS,
+                 max_logs: int = MAX_LOGS, max_rpc_bytes: int = MAX_RPC_BYTES) -> None:
         self._loop = loop
+        self._max_rpc_bytes = max_rpc_bytes
+        self._max_log_blocks = max_log_blocks
+        self._max_logs = max_logs
         self._sealed = sealed
         self._egress = egress
         self._session = session  # from egress.session(): every connection goes through the policy
@@ -234,7 +248,16 @@ class Capabilities:
             self._rpc_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._http_timeout))
         async with self._rpc_session.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method,
                                                      "params": params}) as resp:
-            answer = await resp.json(content_type=None)
+            body = bytearray()
+            while chunk := await resp.content.read(self._max_rpc_bytes + 1 - len(body)):
+                body += chunk
+                if len(body) > self._max_rpc_bytes:
+                    raise CapabilityError(f"{method}: the chain's answer is over {self._max_rpc_bytes} bytes "
+                                          "(this node's limit for one call)")
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            raise CapabilityError(f"{method}: the chain's answer is not JSON") from None
         if not isinstance(answer, dict):
             raise CapabilityError(f"{method}: malformed JSON-RPC answer")
         if answer.get("error"):
@@ -294,9 +317,154 @@ class Capabilities:
             reply.header.hash = bytes.fromhex(block["hash"][2:])
             reply.header.parent_hash = bytes.fromhex(block["parentHash"][2:])
             return reply
-        raise CapabilityError(f"evm method {method} is not supported on this node (CallContract, BalanceAt, "
-                              "HeaderByNumber, WriteReport)")
+        if method == "EstimateGas":
+            req = pb.unpack(payload, pb.message(_EVM + "EstimateGasRequest"))
+            result = await self._rpc(url, "eth_estimateGas", [self._call_msg(req.msg)])
+            return pb.message(_EVM + "EstimateGasReply")(gas=_quantity(result, "eth_estimateGas"))
+        if method == "FilterLogs":
+            req = pb.unpack(payload, pb.message(_EVM + "FilterLogsRequest"))
+            return await self._filter_logs(url, req.filter_query)
+        if method == "GetTransactionByHash":
+            req = pb.unpack(payload, pb.message(_EVM + "GetTransactionByHashRequest"))
+            tx = await self._rpc(url, "eth_getTransactionByHash", [_hash(req.hash, "hash")])
+            if not isinstance(tx, dict):
+                raise CapabilityError(f"transaction 0x{req.hash.hex()} is not known to chain selector {selector}")
+            return pb.message(_EVM + "GetTransactionByHashReply")(transaction=_transaction(tx))
+        if method == "GetTransactionReceipt":
+            req = pb.unpack(payload, pb.message(_EVM + "GetTransactionReceiptRequest"))
+            receipt = await self._rpc(url, "eth_getTransactionReceipt", [_hash(req.hash, "hash")])
+            if not isinstance(receipt, dict):
+                raise CapabilityError(f"transaction 0x{req.hash.hex()} has no receipt on chain selector {selector} "
+                                      "(unknown, or not mined yet)")
+            return pb.message(_EVM + "GetTransactionReceiptReply")(receipt=_receipt(receipt))
+        raise CapabilityError(f"evm method {method} is not supported on this node ({', '.join(EVM_METHODS)})")
+
+    @staticmethod
+    def _call_msg(msg: Any) -> dict[str, str]:
+        call: dict[str, str] = {"data": "0x" + msg.data.hex()}
+        if msg.to:  # none: a contract creation
+            call["to"] = _address(msg.to, "msg.to")
+        sender = getattr(msg, "from")
+        if sender:
+            call["from"] = _address(sender, "msg.from")
+        return call
+
+    async def _block_number(self, url: str, value: Any, field: str) -> int:
+        """A FilterQuery bound as a number (tags resolved on the chain), so the range can be checked
+        and the query asks for exactly the range that was checked."""
+        n = pb.bigint_to_int(value)
+        if n >= 0:
+            return n
+        tags = {-1: "pending", -2: "latest", -3: "finalized"}
+        if n not in tags:
+            raise CapabilityError(f"filterQuery.{field}: block number {n} is not a known tag")
+        block = await self._rpc(url, "eth_getBlockByNumber", [tags[n], False])
+        if not isinstance(block, dict):
+            raise CapabilityError(f"filterQuery.{field}: the chain has no {tags[n]} block")
+        return _quantity(block.get("number"), "eth_getBlockByNumber")
+
+    async def _filter_logs(self, url: str, query: Any) -> Any:
+        if len(query.topics) > 4:
+            raise CapabilityError(f"filterQuery.topics: at most 4 positions, got {len(query.topics)}")
+        criteria: dict[str, Any] = {
+            "address": [_address(a, "filterQuery.addresses") for a in query.addresses],
+            "topics": [[_hash(t, "filterQuery.topics") for t in position.topic] or None for position in query.topics],
+        }
+        if query.block_hash:
+            if query.HasField("from_block") or query.HasField("to_block"):
+                raise CapabilityError("filterQuery: give a blockHash or a fromBlock/toBlock range, not both")
+            criteria["blockHash"] = _hash(query.block_hash, "filterQuery.blockHash")
+        else:
+            first = await self._block_number(url, query.from_block, "fromBlock") if query.HasField("from_block") else 0
+            last = (await self._block_number(url, query.to_block, "toBlock") if query.HasField("to_block")
+                    else await self._block_number(url, pb.int_to_bigint(-2), "toBlock"))
+            if last < first:
+                raise CapabilityError(f"filterQuery: toBlock {last} is before fromBlock {first}")
+            if last - first + 1 > self._max_log_blocks:
+                raise CapabilityError(f"filterQuery: blocks {first}..{last} are {last - first + 1} blocks, over this "
+                                      f"node's limit of {self._max_log_blocks} for one FilterLogs (narrow the range)")
+            criteria["fromBlock"], criteria["toBlock"] = hex(first), hex(last)
+        logs = await self._rpc(url, "eth_getLogs", [criteria])
+        if not isinstance(logs, list):
+            raise CapabilityError("eth_getLogs: malformed answer")
+        if len(logs) > self._max_logs:
+            raise CapabilityError(f"filterQuery: {len(logs)} logs match, over this node's limit of {self._max_logs} "
+                                  "for one FilterLogs (narrow the range, addresses or topics)")
+        reply = pb.message(_EVM + "FilterLogsReply")()
+        for item in logs:
+            reply.logs.append(_log(item))
+        return reply
 
     async def close(self) -> None:
         if self._rpc_session is not None:
             await self._rpc_session.close()
+
+
+# -- JSON-RPC objects -> the SDK's messages ---------------------------------------------------------
+
+def _address(value: bytes, field: str) -> str:
+    if len(value) != 20:
+        raise CapabilityError(f"{field}: an address is 20 bytes, got {len(value)}")
+    return "0x" + value.hex()
+
+
+def _hash(value: bytes, field: str) -> str:
+    if len(value) != 32:
+        raise CapabilityError(f"{field}: a hash is 32 bytes, got {len(value)}")
+    return "0x" + value.hex()
+
+
+def _quantity(value: Any, where: str) -> int:
+    try:
+        return int(value, 16)
+    except (TypeError, ValueError):
+        raise CapabilityError(f"{where}: malformed number in the chain's answer") from None
+
+
+def _data(value: Any) -> bytes:
+    if not value:
+        return b""
+    try:
+        return bytes.fromhex(value[2:] if value.startswith("0x") else value)
+    except (AttributeError, ValueError):
+        raise CapabilityError("malformed bytes in the chain's answer") from None
+
+
+def _log(item: Any) -> Any:
+    if not isinstance(item, dict):
+        raise CapabilityError("malformed log in the chain's answer")
+    topics = [_data(t) for t in item.get("topics") or []]
+    out = pb.message(_EVM + "Log")(
+        address=_data(item.get("address")), topics=topics, tx_hash=_data(item.get("transactionHash")),
+        block_hash=_data(item.get("blockHash")), data=_data(item.get("data")),
+        event_sig=topics[0] if topics else b"", removed=bool(item.get("removed")),
+        tx_index=_quantity(item.get("transactionIndex") or "0x0", "log"),
+        index=_quantity(item.get("logIndex") or "0x0", "log"))
+    if item.get("blockNumber"):
+        out.block_number.CopyFrom(pb.int_to_bigint(_quantity(item["blockNumber"], "log")))
+    return out
+
+
+def _transaction(tx: dict[str, Any]) -> Any:
+    """As go-ethereum's Transaction reads it: an EIP-1559 transaction's gas price is its fee cap."""
+    out = pb.message(_EVM + "Transaction")(
+        nonce=_quantity(tx.get("nonce"), "transaction"), gas=_quantity(tx.get("gas"), "transaction"),
+        to=_data(tx.get("to")), data=_data(tx.get("input")), hash=_data(tx.get("hash")))
+    out.value.CopyFrom(pb.int_to_bigint(_quantity(tx.get("value"), "transaction")))
+    price = tx.get("maxFeePerGas") or tx.get("gasPrice")
+    if price:
+        out.gas_price.CopyFrom(pb.int_to_bigint(_quantity(price, "transaction")))
+    return out
+
+
+def _receipt(receipt: dict[str, Any]) -> Any:
+    out = pb.message(_EVM + "Receipt")(
+        status=_quantity(receipt.get("status") or "0x0", "receipt"), gas_used=_quantity(receipt.get("gasUsed"), "receipt"),
+        tx_index=_quantity(receipt.get("transactionIndex"), "receipt"), block_hash=_data(receipt.get("blockHash")),
+        tx_hash=_data(receipt.get("transactionHash")), contract_address=_data(receipt.get("contractAddress")))
+    for item in receipt.get("logs") or []:
+        out.logs.append(_log(item))
+    if receipt.get("effectiveGasPrice"):
+        out.effective_gas_price.CopyFrom(pb.int_to_bigint(_quantity(receipt["effectiveGasPrice"], "receipt")))
+    out.block_number.CopyFrom(pb.int_to_bigint(_quantity(receipt.get("blockNumber"), "receipt")))
+    return out

@@ -114,6 +114,25 @@ _SCHEMA: dict[str, list[str]] = {
         "FilterLogTriggerRequest: *addresses bytes 1 | *topics TopicValues 2 | confidence int32 3",
         "Log: address bytes 1 | *topics bytes 2 | tx_hash bytes 3 | block_hash bytes 4 | data bytes 5"
         " | event_sig bytes 6 | block_number values.v1.BigInt 7 | tx_index uint32 8 | index uint32 9 | removed bool 10",
+        # FilterLogs: a block hash, or a block range (absent from = 0, absent to = latest, as go-ethereum);
+        # topics by position, an empty position matching any topic
+        "Topics: *topic bytes 1",
+        "FilterQuery: block_hash bytes 1 | from_block values.v1.BigInt 2 | to_block values.v1.BigInt 3"
+        " | *addresses bytes 4 | *topics Topics 5",
+        "FilterLogsRequest: filter_query FilterQuery 1",
+        "FilterLogsReply: *logs Log 1",
+        "EstimateGasRequest: msg CallMsg 1",
+        "EstimateGasReply: gas uint64 1",
+        "GetTransactionByHashRequest: hash bytes 1",
+        "Transaction: nonce uint64 1 | gas uint64 2 | to bytes 3 | data bytes 4 | hash bytes 5"
+        " | value values.v1.BigInt 6 | gas_price values.v1.BigInt 7",
+        "GetTransactionByHashReply: transaction Transaction 1",
+        "GetTransactionReceiptRequest: hash bytes 1",
+        # field 5 is not used on the wire
+        "Receipt: status uint64 1 | gas_used uint64 2 | tx_index uint64 3 | block_hash bytes 4 | *logs Log 6"
+        " | tx_hash bytes 7 | effective_gas_price values.v1.BigInt 8 | block_number values.v1.BigInt 9"
+        " | contract_address bytes 10",
+        "GetTransactionReceiptReply: receipt Receipt 1",
     ],
     # The SDK's internal test capabilities, which its standard conformance workflows call.
     "capabilities.internal.basictrigger.v1": [
