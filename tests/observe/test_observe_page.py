@@ -237,3 +237,46 @@ def test_status_page_shows_each_rpcs_state_head_lag_latency_and_errors_without_i
     expect(page.locator("#chain-heads")).to_have_text("(heads by subscription)")
     expect(page.locator("#chain-section")).not_to_contain_text("KEY")
     page.unroute_all(behavior="ignoreErrors")
+
+
+def test_status_page_shows_each_cre_workflows_runs_failures_and_last_execution_and_hides_the_part_when_null(
+        node, page: Page):
+    from node.timefmt import iso_utc
+
+    page.goto(f"http://127.0.0.1:{node.port}/?refresh=500")
+    expect(page.locator("#readiness")).to_have_text("ready")
+    expect(page.locator("#cre-section")).to_be_hidden()  # this node runs no CRE workflow: cre_workflows is null
+
+    # The part a node running two workflows serves: one that ran (its last run succeeded, an
+    # earlier one failed with an error that looks like markup), one never triggered.
+    def with_cre(route):
+        body = route.fetch().json()
+        now = body["node"]["time"]
+        body["cre_workflows"] = [
+            {"name": "price-feed", "workflowId": "ab" * 32, "triggers": ["cron", "http"], "inflight": 1,
+             "executions": 5, "failures": 1, "counts": {"succeeded": 3, "failed": 1, "running": 1},
+             "lastExecution": {"executionId": "e5", "trigger": "cron", "status": "succeeded",
+                               "startedAt": iso_utc(now - 12), "durationMs": 34, "error": None},
+             "lastFailure": {"executionId": "e2", "trigger": "http", "status": "failed",
+                             "startedAt": iso_utc(now - 180), "durationMs": 5,
+                             "error": "<b>trap</b>: fetch refused"}},
+            {"name": "idle", "workflowId": "cd" * 32, "triggers": ["evm-log"], "inflight": 0, "executions": 0,
+             "failures": 0, "counts": {}, "lastExecution": None, "lastFailure": None},
+        ]
+        route.fulfill(json=body)
+
+    page.route("**/api/node/status", with_cre)
+    section = page.locator("#cre-section")
+    expect(section).to_be_visible()
+    rows = page.locator("#cre-rows tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0).locator("td")).to_have_text(
+        ["price-feed", "cron, http", "5", "1", "1", "succeeded · 12s ago · 34 ms", "<b>trap</b>: fetch refused · 3m ago"])
+    expect(rows.nth(0).locator("td").nth(0)).to_have_attribute("title", "workflowId " + "ab" * 32)
+    expect(rows.nth(0).locator("td").nth(2)).to_have_attribute("title", "succeeded 3, failed 1, running 1")
+    expect(rows.nth(0).locator("td").nth(3)).to_have_class("num bad")
+    expect(rows.nth(0).locator("td b")).to_have_count(0)  # the error is text, never markup
+    expect(rows.nth(1).locator("td")).to_have_text(["idle", "evm-log", "0", "0", "0", "never", "none"])
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    section.screenshot(path=str(SCREENSHOTS / "status-page-cre.png"))
+    page.unroute_all(behavior="ignoreErrors")
