@@ -22,9 +22,9 @@ from aiohttp import web
 
 from node import __version__
 from node.config import ConfigError, LoadedConfig, NodeConfig, read_config
+from node.containers import container_manager
 from node.containers.config import ContainerConfig
 from node.containers.manager import ContainerState
-from node.containers import container_manager
 from node.cre import api as cre_api
 from node.cre.actions import ActionRunner
 from node.cre.gateway import TriggerDispatcher
@@ -38,15 +38,10 @@ from node.gateway.crypto import SecretBox
 from node.gateway.gate import GovernanceGate
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
-from node.gateway.webhooks import WebhookSender
 from node.gateway.store import GatewayStore
+from node.gateway.webhooks import WebhookSender
 from node.jobs.api import FAMILY as jobs_family
 from node.jobs.api import JobsApi
-from node.registry import api as registry_api
-from node.registry.api import RegistryApi
-from node.registry.relayer import CronRelayer
-from node.registry.service import RegistryService
-from node.registry.store import RegistryStore
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
 from node.jobs.resources import ResourcesApi
@@ -55,15 +50,26 @@ from node.lifecycle import Supervisor
 from node.logs import get_logger, set_level
 from node.observe import api as observe_api
 from node.observe.wiring import Observability
+from node.registry import api as registry_api
+from node.registry.api import RegistryApi
+from node.registry.relayer import CronRelayer
+from node.registry.service import RegistryService
+from node.registry.store import RegistryStore
 from node.reload import ReloadPlan
 from node.reload import applied as applied_config
 from node.reload import plan as reload_plan
-from node.server.health import HealthApi
-from node.server.egress import EgressPolicy
-from node.server.http import (ErrorShapes, RateLimiter, RouteMiddleware, json_response, make_middlewares,
-                              prefix_rate_limit)
-from node.server.openapi import build_spec
 from node.server.clients import ClientAddresses, limit_key, parse_ip
+from node.server.egress import EgressPolicy
+from node.server.health import HealthApi
+from node.server.http import (
+    ErrorShapes,
+    RateLimiter,
+    RouteMiddleware,
+    json_response,
+    make_middlewares,
+    prefix_rate_limit,
+)
+from node.server.openapi import build_spec
 from node.server.timeouts import ConnectionCounter, TimedAppRunner
 from node.storage import Database
 from node.storage.prune import expiry_rules, prune_expired
@@ -545,7 +551,7 @@ class Node:
 
         try:
             await asyncio.wait_for(take_all(), endpoint.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("config.drain_timeout", container=endpoint.id, s=endpoint.timeout)
 
     async def serve_forever(self) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from node import __version__
 from node.config import ConfigError, LoadedConfig, read_config
-from node.logs import get_logger, setup_logging
 from node.cre.wasm import cli as cre_cli
+from node.logs import get_logger, setup_logging
 from node.observe import cli as observe_cli
 
 

@@ -25,9 +25,9 @@ from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.jobs.store import JobStore
 from node.jobs.stream import ABORTED, STALLED
 from node.logs import get_logger
-from node.server.openapi import accepts, body
 from node.server.clients import limit_key
 from node.server.http import ApiError, ApiFamily, client_ip, json_response, parse_model, read_json
+from node.server.openapi import accepts, body
 
 log = get_logger(__name__)
 

@@ -61,6 +61,6 @@ class ResourcesApi:
                 if len(raw) > MAX_ANSWER_BYTES:
                     raise ValueError(f"answer larger than {MAX_ANSWER_BYTES} bytes")
                 return loads(raw, self._depth)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             log.warning("resources.container_failed", container=endpoint.id, error=str(exc)[:200] or repr(exc))
             return None

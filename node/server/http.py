@@ -3,25 +3,24 @@ parsing with pydantic, and the error shape each family uses (chosen by path pref
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import functools
 import itertools
 import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from node.server.config import RateLimitConfig
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.logs import get_logger
 from node.server import safejson
 from node.server.clients import ClientAddresses, client_of, limit_key
+from node.server.config import RateLimitConfig
 from node.server.timeouts import BodyTimeout
 
 log = get_logger(__name__)

@@ -184,7 +184,7 @@ class Capabilities:
                 raise CapabilityError(f"capability {request.id} ({request.method}) is not available on this node")
         except (CapabilityError, EgressDenied, ReportError, ValueError) as exc:
             return pb.CapabilityResponse(error=str(exc))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return pb.CapabilityResponse(error=f"{request.id}: {type(exc).__name__}: {exc}"[:500])
         return pb.CapabilityResponse(payload=pb.pack(message))
 
