@@ -308,7 +308,7 @@ class ContainerManager:
                 await asyncio.sleep(0.1)
 
         answered = await asyncio.gather(*(probe(s) for s in states))
-        silent = [s.id for s, ok in zip(states, answered) if not ok]
+        silent = [s.id for s, ok in zip(states, answered, strict=True) if not ok]
         for cid in silent:
             log.warning("containers.not_answering", container=cid, waited_s=round(time.monotonic() - started, 1),
                         url=self.states[cid].url)

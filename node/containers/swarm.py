@@ -332,7 +332,7 @@ class SwarmManager(ContainerManager):
 
         services = [s for s in self.states.values() if isinstance(s, ServiceState)]
         answered = await asyncio.gather(*(ready(s) for s in services))
-        silent = [s.id for s, ok in zip(services, answered) if not ok]
+        silent = [s.id for s, ok in zip(services, answered, strict=True) if not ok]
         for cid in silent:
             state = self.states[cid]
             log.warning("containers.not_ready", container=cid, status=state.status,

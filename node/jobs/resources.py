@@ -48,7 +48,7 @@ class ResourcesApi:
         params = {"model_id": model_id} if model_id else None
         endpoints = list(self._endpoints().values())
         answers = await asyncio.gather(*(self._ask(e, params) for e in endpoints))
-        return json_response({e.id: a for e, a in zip(endpoints, answers) if a is not None})
+        return json_response({e.id: a for e, a in zip(endpoints, answers, strict=True) if a is not None})
 
     async def _ask(self, endpoint: ContainerEndpoint, params: dict[str, str] | None) -> Any | None:
         url = f"{endpoint.url}/service-resources"
