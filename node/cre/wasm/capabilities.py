@@ -148,6 +148,7 @@ class Capabilities:
         found: dict[tuple[str, str], str | Exception] = {}
         for key in wanted:
             if key not in self._secrets and key not in found:
+                value: str | Exception | None
                 try:
                     value = await self._sealed(*key)
                 except ValueError:  # a value sealed under another master key, or damaged

@@ -172,7 +172,9 @@ async def _secrets_in_store(args: argparse.Namespace, config, value: str) -> int
             print(f"{args.workflow}: secret {args.namespace}/{args.id} deleted")
             return 0
         for row in await store.names(args.workflow):
-            when = datetime.fromtimestamp(row["updated_at"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            updated_at = row["updated_at"]
+            assert isinstance(updated_at, float), "updated_at is a REAL NOT NULL column"
+            when = datetime.fromtimestamp(updated_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             print(f"{row['workflow']}\t{row['namespace']}/{row['id']}\t{when}")
         return 0
     finally:
