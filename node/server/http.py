@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
@@ -218,6 +218,13 @@ class RateLimiter:
         return None
 
 
+class RoutedMiddleware(Protocol):
+    """An aiohttp-style middleware whose second parameter is named `handler`: the routed chain
+    binds it by keyword (functools.partial), so the name is part of the contract."""
+
+    def __call__(self, request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]: ...
+
+
 @dataclass(frozen=True)
 class RouteMiddleware:
     """A middleware only some routes need. `applies(method, path)` is asked once per route (its
@@ -226,7 +233,7 @@ class RouteMiddleware:
     frame and a resume per await). A request no route matched (404, 405) is judged by its path."""
 
     applies: Callable[[str, str], bool]
-    middleware: Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+    middleware: RoutedMiddleware
 
 
 def prefix_rate_limit(limiter: RateLimiter, prefixes: tuple[str, ...]) -> RouteMiddleware:
