@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,7 +195,7 @@ class Node:
             open_registration=config.open_registration, verify_returns_secret=config.verify_returns_secret,
             export_dir=Path(self.config.storage.path).parent / "audit-exports")
         costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
-        self.orchestrator.add_gate(GovernanceGate(store, dict(config.default_workflows), costs,
+        self.orchestrator.add_gate(GovernanceGate(store, {str(k): v for k, v in config.default_workflows.items()}, costs,
                                                   config.reservation_ttl))
         self.supervisor.periodic("gateway-reservation-expiry", 5, store.expire_all)
         self.supervisor.periodic("gateway-audit-exports", 1, self.gateway.audit.run_exports)
@@ -241,7 +242,7 @@ class Node:
         orchestrator = self.orchestrator
         app.add_routes(ResourcesApi(lambda: orchestrator.endpoints, self.session,
                                     self.config.server.max_json_depth).routes())
-        checks = {"sqlite": self.db.writable}
+        checks: dict[str, Callable[[], Awaitable[bool]]] = {"sqlite": self.db.writable}
         if self.config.manage_containers and any(s.managed for s in self.containers.states.values()):
             checks["docker"] = self.containers.ping
             if (services := self.containers.readiness_check()) is not None:
@@ -358,7 +359,8 @@ class Node:
         self._stack.push_async_callback(self.runner.cleanup)
         site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        # AbstractServer declares no `sockets`; asyncio's Server and uvloop's both have it.
+        sockets = site._server.sockets if site._server else []  # type: ignore[attr-defined]
         self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
         if self.registry is not None:  # sign-in messages name the port actually bound (server.port 0)
             self.registry.service.set_node_address(f"{self.config.server.host}:{self.port}")
