@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,9 +23,9 @@ from aiohttp import web
 
 from node import __version__
 from node.config import ConfigError, LoadedConfig, NodeConfig, read_config
+from node.containers import container_manager
 from node.containers.config import ContainerConfig
 from node.containers.manager import ContainerState
-from node.containers import container_manager
 from node.cre import api as cre_api
 from node.cre.actions import ActionRunner
 from node.cre.gateway import TriggerDispatcher
@@ -38,15 +39,10 @@ from node.gateway.crypto import SecretBox
 from node.gateway.gate import GovernanceGate
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
-from node.gateway.webhooks import WebhookSender
 from node.gateway.store import GatewayStore
+from node.gateway.webhooks import WebhookSender
 from node.jobs.api import FAMILY as jobs_family
 from node.jobs.api import JobsApi
-from node.registry import api as registry_api
-from node.registry.api import RegistryApi
-from node.registry.relayer import CronRelayer
-from node.registry.service import RegistryService
-from node.registry.store import RegistryStore
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
 from node.jobs.resources import ResourcesApi
@@ -55,15 +51,26 @@ from node.lifecycle import Supervisor
 from node.logs import get_logger, set_level
 from node.observe import api as observe_api
 from node.observe.wiring import Observability
+from node.registry import api as registry_api
+from node.registry.api import RegistryApi
+from node.registry.relayer import CronRelayer
+from node.registry.service import RegistryService
+from node.registry.store import RegistryStore
 from node.reload import ReloadPlan
 from node.reload import applied as applied_config
 from node.reload import plan as reload_plan
-from node.server.health import HealthApi
-from node.server.egress import EgressPolicy
-from node.server.http import (ErrorShapes, RateLimiter, RouteMiddleware, json_response, make_middlewares,
-                              prefix_rate_limit)
-from node.server.openapi import build_spec
 from node.server.clients import ClientAddresses, limit_key, parse_ip
+from node.server.egress import EgressPolicy
+from node.server.health import HealthApi
+from node.server.http import (
+    ErrorShapes,
+    RateLimiter,
+    RouteMiddleware,
+    json_response,
+    make_middlewares,
+    prefix_rate_limit,
+)
+from node.server.openapi import build_spec
 from node.server.timeouts import ConnectionCounter, TimedAppRunner
 from node.storage import Database
 from node.storage.prune import expiry_rules, prune_expired
@@ -188,7 +195,7 @@ class Node:
             open_registration=config.open_registration, verify_returns_secret=config.verify_returns_secret,
             export_dir=Path(self.config.storage.path).parent / "audit-exports")
         costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
-        self.orchestrator.add_gate(GovernanceGate(store, dict(config.default_workflows), costs,
+        self.orchestrator.add_gate(GovernanceGate(store, {str(k): v for k, v in config.default_workflows.items()}, costs,
                                                   config.reservation_ttl))
         self.supervisor.periodic("gateway-reservation-expiry", 5, store.expire_all)
         self.supervisor.periodic("gateway-audit-exports", 1, self.gateway.audit.run_exports)
@@ -235,7 +242,7 @@ class Node:
         orchestrator = self.orchestrator
         app.add_routes(ResourcesApi(lambda: orchestrator.endpoints, self.session,
                                     self.config.server.max_json_depth).routes())
-        checks = {"sqlite": self.db.writable}
+        checks: dict[str, Callable[[], Awaitable[bool]]] = {"sqlite": self.db.writable}
         if self.config.manage_containers and any(s.managed for s in self.containers.states.values()):
             checks["docker"] = self.containers.ping
             if (services := self.containers.readiness_check()) is not None:
@@ -352,7 +359,8 @@ class Node:
         self._stack.push_async_callback(self.runner.cleanup)
         site = web.TCPSite(self.runner, self.config.server.host, self.config.server.port, backlog=1024)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        # AbstractServer declares no `sockets`; asyncio's Server and uvloop's both have it.
+        sockets = site._server.sockets if site._server else []  # type: ignore[attr-defined]
         self.port = sockets[0].getsockname()[1] if sockets else self.config.server.port
         if self.registry is not None:  # sign-in messages name the port actually bound (server.port 0)
             self.registry.service.set_node_address(f"{self.config.server.host}:{self.port}")
@@ -545,7 +553,7 @@ class Node:
 
         try:
             await asyncio.wait_for(take_all(), endpoint.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("config.drain_timeout", container=endpoint.id, s=endpoint.timeout)
 
     async def serve_forever(self) -> int:

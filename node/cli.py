@@ -13,12 +13,14 @@ import asyncio
 import gc
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from node import __version__
 from node.config import ConfigError, LoadedConfig, read_config
-from node.logs import get_logger, setup_logging
 from node.cre.wasm import cli as cre_cli
+from node.logs import get_logger, setup_logging
 from node.observe import cli as observe_cli
 
 
@@ -291,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 20, 50)
 
+    # uvloop.run and asyncio.run differ only in keyword arguments this call does not pass.
+    runner: Callable[[Coroutine[Any, Any, int]], int]
     try:
         import uvloop
 

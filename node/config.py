@@ -55,8 +55,8 @@ class NodeConfig(ConfigModel):
     log: LogConfig = LogConfig()
     chain: ChainConfig = ChainConfig()
     # Validated even when absent, so their environment fallbacks are read from this parse's env.
-    cre: CreConfig = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
-    gateway: GatewayConfig = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    cre: CreConfig = Field(default_factory=dict, validate_default=True)
+    gateway: GatewayConfig = Field(default_factory=dict, validate_default=True)
     registry: RegistryConfig = RegistryConfig()
     observe: ObserveConfig = ObserveConfig()
 
@@ -100,8 +100,8 @@ class NodeConfig(ConfigModel):
             unknown = [c for c in route.containers if c not in known]
             if unknown:
                 raise ValueError(f"registry.tasks.{cid}.containers: unknown container(s) {unknown}")
-        for action_type, route in self.cre.actions.items():
-            unknown = [c for c in route.containers if c not in known]
+        for action_type, action_route in self.cre.actions.items():
+            unknown = [c for c in action_route.containers if c not in known]
             if unknown:
                 raise ValueError(f"cre.actions.{action_type}.containers: unknown container(s) {unknown}")
         return self

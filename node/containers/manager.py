@@ -21,8 +21,8 @@ import json
 import random
 import socket
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
@@ -90,7 +90,7 @@ async def answers(session: aiohttp.ClientSession, url: str) -> bool:
         async with session.get(f"{url}/", timeout=aiohttp.ClientTimeout(total=1)) as resp:
             await resp.read()
             return True
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return False
 
 
@@ -308,7 +308,7 @@ class ContainerManager:
                 await asyncio.sleep(0.1)
 
         answered = await asyncio.gather(*(probe(s) for s in states))
-        silent = [s.id for s, ok in zip(states, answered) if not ok]
+        silent = [s.id for s, ok in zip(states, answered, strict=True) if not ok]
         for cid in silent:
             log.warning("containers.not_answering", container=cid, waited_s=round(time.monotonic() - started, 1),
                         url=self.states[cid].url)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import shlex
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +95,8 @@ class SwarmManager(ContainerManager):
     # -- start-up -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        managed = self._managed()
+        # Every managed state is a ServiceState (__init__ replaced each): the filter only tells mypy.
+        managed = [s for s in self._managed() if isinstance(s, ServiceState)]
         if not managed:
             return
         try:
@@ -137,7 +139,7 @@ class SwarmManager(ContainerManager):
         found = [s for s in self.client.services.list(filters={"name": name}) if s.name == name]
         return found[0] if found else None
 
-    def _config_hash(self, config: ContainerConfig, image_id: str, port: int) -> str:  # type: ignore[override]
+    def _config_hash(self, config: ContainerConfig, image_id: str, port: int) -> str:
         material = {
             "image": image_id,
             "env": config.env,
@@ -332,16 +334,15 @@ class SwarmManager(ContainerManager):
 
         services = [s for s in self.states.values() if isinstance(s, ServiceState)]
         answered = await asyncio.gather(*(ready(s) for s in services))
-        silent = [s.id for s, ok in zip(services, answered) if not ok]
-        for cid in silent:
-            state = self.states[cid]
-            log.warning("containers.not_ready", container=cid, status=state.status,
+        silent = [s for s, ok in zip(services, answered, strict=True) if not ok]
+        for state in silent:
+            log.warning("containers.not_ready", container=state.id, status=state.status,
                         waited_s=round(timeout - max(0.0, deadline - time.monotonic()), 1),
                         running=state.replicas_running, desired=state.replicas_desired)
         others = [s for s in self.states.values() if not isinstance(s, ServiceState)]  # url: elsewhere
-        return silent + await self._wait_answering(session, others, deadline)
+        return [s.id for s in silent] + await self._wait_answering(session, others, deadline)
 
-    def readiness_check(self):  # type: ignore[override]
+    def readiness_check(self) -> Callable[[], Awaitable[bool]] | None:
         async def services() -> bool:
             """Ready while every service has a running task; otherwise an error naming each."""
             idle = [s for s in self._managed() if isinstance(s, ServiceState) and s.replicas_running == 0]

@@ -25,9 +25,9 @@ from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.jobs.store import JobStore
 from node.jobs.stream import ABORTED, STALLED
 from node.logs import get_logger
-from node.server.openapi import accepts, body
 from node.server.clients import client_of, limit_key
 from node.server.http import ApiError, ApiFamily, client_ip, json_response, parse_model, read_json
+from node.server.openapi import accepts, body
 
 log = get_logger(__name__)
 
@@ -90,7 +90,7 @@ class JobsApi:
         chain_info: Callable[[], dict[str, Any]],
         onchain_pending: Callable[[], int] = lambda: 0,
         ready: Callable[[], bool] = lambda: True,
-        limits: JobsConfig = JobsConfig(),
+        limits: JobsConfig | None = None,
         operator: OperatorCheck | None = None,
     ) -> None:
         self._orchestrator = orchestrator
@@ -102,7 +102,7 @@ class JobsApi:
         self._onchain_pending = onchain_pending
         self._ready = ready
         self.delegated_handler: DelegatedHandler | None = None
-        self._limits = limits
+        self._limits = limits if limits is not None else JobsConfig()
         self._operator = operator
         self._streams: dict[str, int] = {}  # open stream responses per client address
 

@@ -398,7 +398,7 @@ class Orchestrator:
                         raw = await response.read()
                         status = response.status
                     break
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self._observe_call(endpoint.id, started, False)
                     raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
                 except aiohttp.ClientError as exc:

@@ -48,7 +48,7 @@ class ResourcesApi:
         params = {"model_id": model_id} if model_id else None
         endpoints = list(self._endpoints().values())
         answers = await asyncio.gather(*(self._ask(e, params) for e in endpoints))
-        return json_response({e.id: a for e, a in zip(endpoints, answers) if a is not None})
+        return json_response({e.id: a for e, a in zip(endpoints, answers, strict=True) if a is not None})
 
     async def _ask(self, endpoint: ContainerEndpoint, params: dict[str, str] | None) -> Any | None:
         url = f"{endpoint.url}/service-resources"
@@ -61,6 +61,6 @@ class ResourcesApi:
                 if len(raw) > MAX_ANSWER_BYTES:
                     raise ValueError(f"answer larger than {MAX_ANSWER_BYTES} bytes")
                 return loads(raw, self._depth)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             log.warning("resources.container_failed", container=endpoint.id, error=str(exc)[:200] or repr(exc))
             return None

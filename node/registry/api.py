@@ -21,8 +21,16 @@ from node.registry.models import (
     VerifyRequest,
 )
 from node.registry.service import RegistryService
-from node.server.http import (ApiError, ApiFamily, RateLimiter, client_ip, json_response, parse_digits, parse_json,
-                              read_json)
+from node.server.http import (
+    ApiError,
+    ApiFamily,
+    RateLimiter,
+    client_ip,
+    json_response,
+    parse_digits,
+    parse_json,
+    read_json,
+)
 from node.server.openapi import body
 
 PREFIXES = ("/api/auth", "/api/accounts", "/api/tasks", "/api/projects", "/api/intents")

@@ -3,25 +3,24 @@ parsing with pydantic, and the error shape each family uses (chosen by path pref
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import functools
 import itertools
 import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from node.server.config import RateLimitConfig
 from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.logs import get_logger
 from node.server import safejson
 from node.server.clients import ClientAddresses, client_of, limit_key
+from node.server.config import RateLimitConfig
 from node.server.timeouts import BodyTimeout
 
 log = get_logger(__name__)
@@ -219,6 +218,13 @@ class RateLimiter:
         return None
 
 
+class RoutedMiddleware(Protocol):
+    """An aiohttp-style middleware whose second parameter is named `handler`: the routed chain
+    binds it by keyword (functools.partial), so the name is part of the contract."""
+
+    def __call__(self, request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]: ...
+
+
 @dataclass(frozen=True)
 class RouteMiddleware:
     """A middleware only some routes need. `applies(method, path)` is asked once per route (its
@@ -227,7 +233,7 @@ class RouteMiddleware:
     frame and a resume per await). A request no route matched (404, 405) is judged by its path."""
 
     applies: Callable[[str, str], bool]
-    middleware: Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+    middleware: RoutedMiddleware
 
 
 def prefix_rate_limit(limiter: RateLimiter, prefixes: tuple[str, ...]) -> RouteMiddleware:

@@ -21,6 +21,8 @@ from node.logs import get_logger
 from node.storage.db import Database
 
 Op = Callable[[sqlite3.Connection], Any]
+# One submitted op: the op, the future its caller awaits, and its on_commit hook.
+Queued = tuple[Op, asyncio.Future, Callable[[Any], None] | None]
 log = get_logger(__name__)
 
 
@@ -28,7 +30,7 @@ class GroupCommitter:
     def __init__(self, db: Database, max_batch: int = 512) -> None:
         self._db = db
         self._max_batch = max_batch
-        self._queue: list[tuple[Op, asyncio.Future, Callable[[Any], None] | None]] = []
+        self._queue: list[Queued] = []
         self._flushing = False
 
     async def submit(self, op: Op, on_commit: Callable[[Any], None] | None = None) -> Any:
@@ -47,7 +49,8 @@ class GroupCommitter:
             while self._queue:
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
 
-                def run(conn: sqlite3.Connection) -> list[tuple[bool, Any]]:
+                # batch bound as a default: the closure must see this turn's batch, not a later one.
+                def run(conn: sqlite3.Connection, batch: list[Queued] = batch) -> list[tuple[bool, Any]]:
                     # Fast path: every op in the one transaction, no savepoints (each statement
                     # is a GIL hand-off between this thread and the event loop's).
                     conn.execute("SAVEPOINT batch")
@@ -74,7 +77,7 @@ class GroupCommitter:
                     outcomes = await self._db.run_batch(run)
                 except Exception as exc:  # noqa: BLE001 - the whole commit failed
                     outcomes = [(False, exc)] * len(batch)
-                for (_, future, on_commit), (ok, value) in zip(batch, outcomes):
+                for (_, future, on_commit), (ok, value) in zip(batch, outcomes, strict=True):
                     if ok and on_commit is not None:
                         try:
                             on_commit(value)

@@ -4,12 +4,10 @@ state, and the checks decided once per route still apply to the routes they guar
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 
 import aiohttp
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 

@@ -162,6 +162,7 @@ class Capabilities:
         found: dict[tuple[str, str], str | Exception] = {}
         for key in wanted:
             if key not in self._secrets and key not in found:
+                value: str | Exception | None
                 try:
                     value = await self._sealed(*key)
                 except ValueError:  # a value sealed under another master key, or damaged
@@ -198,7 +199,7 @@ class Capabilities:
                 raise CapabilityError(f"capability {request.id} ({request.method}) is not available on this node")
         except (CapabilityError, EgressDenied, ReportError, ValueError) as exc:
             return pb.CapabilityResponse(error=str(exc))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return pb.CapabilityResponse(error=f"{request.id}: {type(exc).__name__}: {exc}"[:500])
         return pb.CapabilityResponse(payload=pb.pack(message))
 

@@ -19,7 +19,7 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 COMMANDS = ("cre",)
@@ -172,7 +172,9 @@ async def _secrets_in_store(args: argparse.Namespace, config, value: str) -> int
             print(f"{args.workflow}: secret {args.namespace}/{args.id} deleted")
             return 0
         for row in await store.names(args.workflow):
-            when = datetime.fromtimestamp(row["updated_at"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            updated_at = row["updated_at"]
+            assert isinstance(updated_at, float), "updated_at is a REAL NOT NULL column"
+            when = datetime.fromtimestamp(updated_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             print(f"{row['workflow']}\t{row['namespace']}/{row['id']}\t{when}")
         return 0
     finally:
@@ -229,7 +231,7 @@ async def _simulate(args: argparse.Namespace, toolchain) -> int:
         if sub.kind == "http":
             payload = http_payload(_text_arg(args.input))
         elif sub.kind == "cron":
-            payload = cron_payload(datetime.now(timezone.utc))
+            payload = cron_payload(datetime.now(UTC))
         else:
             print(f"cre simulate: trigger {sub.index} is {sub.capability}, which simulate cannot fire", file=sys.stderr)
             return 2

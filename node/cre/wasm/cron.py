@@ -8,7 +8,7 @@ day-of-week follow cron's rule: when both are restricted, either matching is eno
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 _FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
            ("day of week", 0, 6))
@@ -77,7 +77,7 @@ class Cron:
 
     def next_after(self, after: datetime) -> datetime:
         """The first firing time strictly after `after` (UTC)."""
-        t = after.astimezone(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
+        t = after.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)
         seconds, minutes, hours, _, months, _ = self.fields
         horizon = t + timedelta(days=366 * 5)  # leap days recur every 4 years: later means never
         while t < horizon:

@@ -40,11 +40,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import wasmtime as W
 
 from node.cre.wasm import messages as pb
+
+if TYPE_CHECKING:  # the type Instance.exports() returns; wasmtime does not re-export it
+    from wasmtime._instance import InstanceExports
 
 MODE_DON, MODE_NODE = 1, 2
 EPOCH_TICK = 0.01  # seconds between epoch increments
@@ -185,6 +188,14 @@ def _memory(caller: W.Caller) -> W.Memory:
     return memory
 
 
+def _func(exports: InstanceExports, name: str) -> W.Func:
+    """An exported function; the same TypeError as calling the export would raise if it is not one."""
+    export = exports[name]
+    if not isinstance(export, W.Func):
+        raise TypeError(f"the module's export {name} is a {type(export).__name__}, not a function")
+    return export
+
+
 def _read(caller: W.Caller, ptr: int, length: int) -> bytes:
     if length < 0:
         raise ValueError("negative length")
@@ -296,8 +307,9 @@ class WasmEngine:
         limits = limits or Limits()
         store, instance = self._instantiate(plugin, _Run("compile", _NoServices(), limits), ["wasi"])
         exports = instance.exports(store)
-        memory, realloc, compile_src = exports["memory"], exports["cabi_realloc"], exports["compile-src"]
+        memory = exports["memory"]
         assert isinstance(memory, W.Memory)
+        realloc, compile_src = _func(exports, "cabi_realloc"), _func(exports, "compile-src")
         ptr = realloc(store, 0, 0, 1, len(source))
         memory.write(store, source, ptr)
         ret = compile_src(store, ptr, len(source))
@@ -320,14 +332,15 @@ class WasmEngine:
         try:
             if program.module is not None:
                 store, instance = self._instantiate(program.module, run, argv)
-                start = instance.exports(store)["_start"]
+                start = _func(instance.exports(store), "_start")
                 self._guard(run, lambda: start(store))
             else:
                 assert plugin is not None and program.bytecode is not None
                 store, instance = self._instantiate(plugin, run, argv)
                 exports = instance.exports(store)
-                memory, realloc, invoke = exports["memory"], exports["cabi_realloc"], exports["invoke"]
+                memory = exports["memory"]
                 assert isinstance(memory, W.Memory)
+                realloc, invoke = _func(exports, "cabi_realloc"), _func(exports, "invoke")
                 code = program.bytecode
                 ptr = realloc(store, 0, 0, 1, len(code))
                 memory.write(store, code, ptr)
@@ -389,6 +402,8 @@ class WasmEngine:
         for (mod, name), fn in _imports(run).items():
             ty = types.get((mod, name))
             if ty is not None:
+                if not isinstance(ty, W.FuncType):  # wasmtime's own check, where mypy sees it
+                    raise TypeError(f"the module imports {mod}.{name} as a {type(ty).__name__}, not a function")
                 linker.define_func(mod, name, ty, fn, access_caller=True)
         instance = linker.instantiate(store, module)
         return store, instance

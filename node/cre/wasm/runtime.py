@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def _subscription(index: int, raw: Any) -> Subscription:
         schedule = pb.unpack(raw.payload, pb.CronConfig).schedule
         try:
             sub.cron = Cron(schedule)
-            sub.cron.next_after(datetime.now(timezone.utc))  # one that never fires is refused now
+            sub.cron.next_after(datetime.now(UTC))  # one that never fires is refused now
         except CronError as exc:
             raise LoadError(f"handler {index}: cron schedule {exc}") from None
         sub.kind = "cron"
@@ -160,7 +160,7 @@ def _subscribe_request(config: bytes) -> Any:
 
 def cron_payload(when: datetime) -> Any:
     payload = pb.CronPayload()
-    payload.scheduled_execution_time.FromDatetime(when.astimezone(timezone.utc))
+    payload.scheduled_execution_time.FromDatetime(when.astimezone(UTC))
     return payload
 
 

@@ -41,22 +41,22 @@ import hmac
 import json
 import time
 from collections.abc import Callable
-from typing import Protocol
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from node.cre.config import CreConfig, CreWasmWorkflow
-from node.cre.wasm import gateway_trigger, logtrigger, secrets as secret_store
+from node.cre.wasm import gateway_trigger, logtrigger
+from node.cre.wasm import secrets as secret_store
 from node.cre.wasm.capabilities import Capabilities
 from node.cre.wasm.host import Limits, Outcome, new_execution_id
 from node.cre.wasm.reports import Reporter
 from node.cre.wasm.runtime import Loaded, LoadError, Subscription, WasmRuntime, cron_payload, http_payload, result_json
 from node.cre.wasm.toolchain import Toolchain
-from node.gateway.crypto import SecretBox
 from node.errors import Forbidden, Invalid, NotFound, StartupError, Unauthenticated, Unavailable
+from node.gateway.crypto import SecretBox
 from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
 from node.server.egress import EgressPolicy
@@ -359,9 +359,9 @@ class WasmWorkflows:
         async def loop() -> None:
             assert sub.cron is not None
             while True:
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 when = sub.cron.next_after(now)
-                await asyncio.sleep(max((when - datetime.now(timezone.utc)).total_seconds(), 0))
+                await asyncio.sleep(max((when - datetime.now(UTC)).total_seconds(), 0))
                 workflow = self.workflows[name]
                 if workflow.inflight >= self._backlog:
                     log.warning("cre.wasm.cron_skipped", workflow=name, scheduled=when.isoformat(),
