@@ -133,7 +133,7 @@ class Devnet:
             if self.anvil.poll() is not None:
                 raise DeployError(f"anvil exited with {self.anvil.returncode}; see {self.state / 'anvil.log'}")
             try:
-                w3.eth.block_number
+                _ = w3.eth.block_number  # the probe: raises until anvil is listening
                 self.out(f"anvil: {self.rpc_url} (chain {w3.eth.chain_id}, pid {self.anvil.pid})")
                 return w3
             except Exception:  # noqa: BLE001 - not listening yet

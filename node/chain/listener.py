@@ -50,7 +50,7 @@ async def with_backoff(label: str, fn: Callable[[], Awaitable], stop: asyncio.Ev
             try:
                 await asyncio.wait_for(stop.wait(), delay)
                 raise asyncio.CancelledError
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             delay = min(delay * 2, most)
 
@@ -93,7 +93,7 @@ class Listener:
         """Until the next head (or `poll_interval`, whichever is first)."""
         try:
             await asyncio.wait_for(self._wake.wait(), self._poll)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def run(self) -> None:

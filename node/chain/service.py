@@ -21,6 +21,7 @@ from web3 import AsyncWeb3
 
 from node.chain import codec
 from node.chain.codec import Subscription
+from node.chain.config import ChainConfig
 from node.chain.heads import HeadFeed, ws_twin
 from node.chain.listener import CREATED, Listener
 from node.chain.payments import REGISTRY_ABI, PaymentChecker, PaymentPolicy, requires_proof
@@ -28,10 +29,9 @@ from node.chain.processor import Processor
 from node.chain.rpc import Endpoint, RpcPool, redact
 from node.chain.store import ChainStore
 from node.chain.wallet import TxResult, Wallet
-from node.chain.config import ChainConfig
 from node.containers.config import ContainerConfig
-from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
 from node.errors import StartupError
+from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
