@@ -17,6 +17,7 @@ answering an empty list of logs.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 from eth_utils import to_checksum_address
@@ -70,7 +71,7 @@ class LogFollower(Listener):
         # is fine, so the logs then come from one that has the range.
         hashes: dict[int, str] = {}
         for number in range(max(start, end - self._hash_window + 1), end + 1):
-            block = await with_backoff("eth_getBlockByNumber", lambda n=number: self._w3.eth.get_block(n), self._stop)
+            block = await with_backoff("eth_getBlockByNumber", partial(self._w3.eth.get_block, number), self._stop)
             hashes[number] = _hex(block["hash"])
         addresses = [to_checksum_address(a) for a in await self._addresses()]
         logs: list[dict[str, Any]] = []
