@@ -8,6 +8,7 @@ from importlib import resources
 from typing import Any
 
 from eth_abi import encode as abi_encode
+from eth_typing import ChecksumAddress
 from eth_utils import keccak, to_checksum_address
 
 CANCELLED = 2**32 - 1
@@ -41,7 +42,7 @@ def container_id(containers: list[str] | tuple[str, ...]) -> bytes:
 @dataclass(frozen=True)
 class Subscription:
     id: int
-    owner: str
+    owner: ChecksumAddress  # from_tuple checksums it: web3 takes it as a contract address as is
     active_at: int
     period: int
     frequency: int

@@ -26,7 +26,9 @@ import requests
 import rlp
 import yaml
 from eth_account import Account
+from eth_typing import ChecksumAddress
 from eth_utils import keccak, to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import TransactionNotFound
 
@@ -181,8 +183,8 @@ class Deployment:
     deployer: str
     contracts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def address(self, name: str) -> str:
-        return self.contracts[name]["address"]
+    def address(self, name: str) -> ChecksumAddress:
+        return to_checksum_address(self.contracts[name]["address"])
 
     def to_json(self) -> dict[str, Any]:
         return {"chain_id": self.chain_id, "rpc_url": self.rpc_url, "deployer": self.deployer,
@@ -322,7 +324,7 @@ class Deployer:
         return {"address": address, "args": args, "tx": tx_hash.to_0x_hex(), "block": receipt["blockNumber"],
                 "artifact_hash": self.artifacts.hash(name), "code_hash": _hash(code)}
 
-    def _wait(self, name: str, tx_hash: bytes) -> Any:
+    def _wait(self, name: str, tx_hash: HexBytes) -> Any:
         start = time.monotonic()
         next_note = start + self.note_every
         while True:

@@ -133,7 +133,7 @@ class Devnet:
             if self.anvil.poll() is not None:
                 raise DeployError(f"anvil exited with {self.anvil.returncode}; see {self.state / 'anvil.log'}")
             try:
-                w3.eth.block_number
+                _ = w3.eth.block_number  # the probe: raises until anvil is listening
                 self.out(f"anvil: {self.rpc_url} (chain {w3.eth.chain_id}, pid {self.anvil.pid})")
                 return w3
             except Exception:  # noqa: BLE001 - not listening yet
@@ -208,6 +208,7 @@ class Devnet:
         market = json.dumps({"action": "createMarket", "apiKey": api_key, "question": "Rain tomorrow?",
                              "oracle": user, "duration": 3600, "outcomeSlotCount": 2, "oracleType": 1,
                              "marketType": 0, "creatorAddress": user})
+        assert self.node is not None and self.anvil is not None, "print_ready comes after start_anvil and start_node"
         self.out(f"""
 devnet ready: node {node} (pid {self.node.pid}), anvil {self.rpc_url} (pid {self.anvil.pid})
   contracts: {rel}/addresses.json    config: {self.config_path}    node log: {rel}/node.log
@@ -236,6 +237,7 @@ Ctrl-C stops the node and anvil.""")
             self.start_node()
             if not self._stop:
                 self.print_ready(api_key)
+            assert self.node is not None and self.anvil is not None, "start_anvil and start_node set both"
             while not self._stop:
                 for name, proc in (("node", self.node), ("anvil", self.anvil)):
                     if proc.poll() is not None:

@@ -17,6 +17,7 @@ answering an empty list of logs.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 from eth_utils import to_checksum_address
@@ -48,6 +49,9 @@ class LogFollower(Listener):
     def __init__(self, w3: AsyncWeb3, store: CursorStore, *, addresses: Addresses, on_logs: OnLogs,
                  on_reorg: OnRewind, trail: int, start_block: int | None = None, batch_blocks: int = 1000,
                  poll_interval: float = 1.0, hash_window: int = 64) -> None:
+        # Only the Listener's head, reorg and idle machinery is used: _scan (the one user of the Coordinator,
+        # the Reader and the subscription callbacks) is overridden, so those are None; the store is a
+        # CursorStore (the part of ChainStore those methods use), not a ChainStore: hence the two ignores.
         super().__init__(w3, None, None, store, start_block=start_block or 0, trail=trail,  # type: ignore[arg-type]
                          batch_blocks=batch_blocks, reader_batch=1, poll_interval=poll_interval,
                          on_subscriptions=None, on_cancelled=None, on_reorg=on_reorg)  # type: ignore[arg-type]
@@ -70,7 +74,7 @@ class LogFollower(Listener):
         # is fine, so the logs then come from one that has the range.
         hashes: dict[int, str] = {}
         for number in range(max(start, end - self._hash_window + 1), end + 1):
-            block = await with_backoff("eth_getBlockByNumber", lambda n=number: self._w3.eth.get_block(n), self._stop)
+            block = await with_backoff("eth_getBlockByNumber", partial(self._w3.eth.get_block, number), self._stop)
             hashes[number] = _hex(block["hash"])
         addresses = [to_checksum_address(a) for a in await self._addresses()]
         logs: list[dict[str, Any]] = []

@@ -141,7 +141,7 @@ class HeadFeed:
                 delay = min(delay * 2, 10.0)
             try:
                 await asyncio.wait_for(self._stop.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _subscribe(self, url: str) -> None:
@@ -159,7 +159,7 @@ class HeadFeed:
             while not self._stop.is_set():
                 try:
                     message = await ws.receive(timeout=self._quiet)
-                except asyncio.TimeoutError:  # a quiet chain, or a socket gone silent: ask once
+                except TimeoutError:  # a quiet chain, or a socket gone silent: ask once
                     await self._poll_once()
                     continue
                 if message.type != aiohttp.WSMsgType.TEXT:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from eth_utils import keccak
 from web3 import AsyncWeb3
@@ -50,7 +51,7 @@ async def with_backoff(label: str, fn: Callable[[], Awaitable], stop: asyncio.Ev
             try:
                 await asyncio.wait_for(stop.wait(), delay)
                 raise asyncio.CancelledError
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             delay = min(delay * 2, most)
 
@@ -93,7 +94,7 @@ class Listener:
         """Until the next head (or `poll_interval`, whichever is first)."""
         try:
             await asyncio.wait_for(self._wake.wait(), self._poll)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def run(self) -> None:
@@ -149,7 +150,7 @@ class Listener:
             known = await self._store.block_hash(number)
             if known is None:
                 break
-            block = await with_backoff("eth_getBlockByNumber", lambda n=number: self._w3.eth.get_block(n), self._stop)
+            block = await with_backoff("eth_getBlockByNumber", partial(self._w3.eth.get_block, number), self._stop)
             if "0x" + bytes(block["hash"]).hex() == known:
                 break
         ancestor = await with_backoff("eth_getBlockByNumber", lambda: self._w3.eth.get_block(number), self._stop)
@@ -199,7 +200,7 @@ class Listener:
             while index < len(ids) and ids[index] == stop and stop - start < self._reader_batch:
                 stop += 1
                 index += 1
-            raw = await with_backoff("readSubscriptionBatch", lambda s=start, e=stop: self._reader.functions
-                                     .readSubscriptionBatch(s, e).call(block_identifier=block), self._stop)
+            read = self._reader.functions.readSubscriptionBatch(start, stop)
+            raw = await with_backoff("readSubscriptionBatch", partial(read.call, block_identifier=block), self._stop)
             out.extend(Subscription.from_tuple(start + i, r) for i, r in enumerate(raw))
         return out

@@ -77,10 +77,11 @@ class PaymentWalletTool:
 
 def wallet_main(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     chain = load_config(args.config).chain
-    if not (chain.rpc_url and chain.registry_address and chain.wallet.private_key):
+    endpoints = chain.endpoints()  # rpc_url may be a list: the tool talks to the first RPC
+    if not (endpoints and chain.registry_address and chain.wallet.private_key):
         raise DeployError(f"{args.config}: chain.rpc_url, chain.registry_address and chain.wallet.private_key "
                           "are needed")
-    w3, chain_id = connect(chain.rpc_url)
+    w3, chain_id = connect(endpoints[0].url)
     tool = PaymentWalletTool(w3, chain_id, chain.wallet.private_key.get_secret_value(), chain.registry_address, out)
     if args.action == "create":
         tool.create(args.owner)

@@ -118,7 +118,7 @@ class Processor:
                 log.warning("chain.processor_error", error=str(exc)[:300])
             try:
                 await asyncio.wait_for(self._wake.wait(), self._tick)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)

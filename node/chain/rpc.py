@@ -171,7 +171,7 @@ class RpcPool(AsyncJSONBaseProvider):
                     endpoint.failed(f"HTTP {resp.status}")
                     raise _Failed(f"{endpoint.name}: HTTP {resp.status}")
                 raw = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             endpoint.failed(f"{type(exc).__name__}: {exc}")
             raise _Failed(f"{endpoint.name}: {type(exc).__name__}") from None
         try:

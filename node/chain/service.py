@@ -16,11 +16,13 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
 
 from node.chain import codec
 from node.chain.codec import Subscription
+from node.chain.config import ChainConfig
 from node.chain.heads import HeadFeed, ws_twin
 from node.chain.listener import CREATED, Listener
 from node.chain.payments import REGISTRY_ABI, PaymentChecker, PaymentPolicy, requires_proof
@@ -28,10 +30,9 @@ from node.chain.processor import Processor
 from node.chain.rpc import Endpoint, RpcPool, redact
 from node.chain.store import ChainStore
 from node.chain.wallet import TxResult, Wallet
-from node.chain.config import ChainConfig
 from node.containers.config import ContainerConfig
-from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
 from node.errors import StartupError
+from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
 from node.jobs.orchestrator import JobRejected, Orchestrator
 from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
@@ -56,7 +57,7 @@ class ChainService:
         self.heads = HeadFeed(self.w3, [u for u in ws_urls if u], config.poll_interval)
         self.coordinator: Any = None  # contracts: resolved at start (from the Registry when configured)
         self.reader: Any = None
-        self.addresses: dict[str, str] = {}
+        self.addresses: dict[str, ChecksumAddress] = {}
         self.store = ChainStore(db, config.coordinator_address)
         self._orchestrator = orchestrator
         self._private_key = config.wallet.private_key.get_secret_value()
@@ -149,7 +150,7 @@ class ChainService:
     async def _resolve_contracts(self) -> None:
         """Coordinator, Reader (and Inbox, WalletFactory) from the Registry, or as configured."""
         c = self.config
-        found: dict[str, str] = {}
+        found: dict[str, ChecksumAddress] = {}
         if c.registry_address:
             registry = self.w3.eth.contract(address=to_checksum_address(c.registry_address), abi=REGISTRY_ABI)
             if not await self.w3.eth.get_code(registry.address):
@@ -162,6 +163,7 @@ class ChainService:
                     raise StartupError(f"chain.{key}_address {given} is not the {key} of the Registry "
                                        f"{registry.address} ({found[key]}): set one or the other")
         else:
+            assert c.coordinator_address and c.reader_address, "ChainConfig requires both without a registry_address"
             found = {"coordinator": to_checksum_address(c.coordinator_address),
                      "reader": to_checksum_address(c.reader_address)}
         self.addresses = found
@@ -248,6 +250,7 @@ class ChainService:
         The head feed stops last: the transactions still in flight wait for heads."""
         if self._tasks:
             heads, health, listener, processor = self._tasks
+            assert self.listener is not None and self.processor is not None, "made in start() with self._tasks"
             await asyncio.gather(listener.stop(self.listener.stop, 15), processor.stop(self.processor.stop, 15),
                                  self._delegated_tasks.drain(15), self._tx_watches.drain(15))
             await asyncio.gather(heads.stop(self.heads.stop, 5), health.stop(timeout=1))
@@ -338,7 +341,8 @@ class ChainService:
 
     async def _deliver_delegated(self, sub: Subscription, pipeline: list[str], data: Any, nonce: int, expiry: int,
                                  vrs: tuple[int, int, int]) -> None:
-        status, job_id, tx_hash, error = "failed", None, None, "internal error"
+        status, job_id, tx_hash = "failed", None, None
+        error: str | None = "internal error"
         try:
             status, job_id, tx_hash, error = await self._run_delegated(sub, pipeline, data, nonce, expiry, vrs)
         except Exception as exc:  # noqa: BLE001 - recorded below, never lost silently

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from node.chain.codec import Subscription
@@ -245,7 +246,7 @@ class ChainStore:
                                " updated_at = ? WHERE owner = ? AND nonce = ?",
                                (status, job_id, tx_hash, error, time.time(), owner.lower(), nonce))
 
-    async def release_interrupted_delegated(self, in_flight: set[tuple[str, int]] = frozenset()) -> int:
+    async def release_interrupted_delegated(self, in_flight: Iterable[tuple[str, int]] = ()) -> int:
         """Delegated runs a previous process left 'running' become 'failed': a copy may run them
         again (the Coordinator refuses a second delivery of the same (owner, nonce) anyway).
         Those whose transaction is in flight (`in_flight`: (owner, nonce)) stay: the wallet

@@ -233,7 +233,7 @@ class Wallet:
                     checks = 1  # sent after this head: it can only be in a later block, so wait for one
                     try:
                         await asyncio.wait_for(new_head.wait(), 1.0)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 new_head.clear()
                 for tx_hash in reversed(hashes):
@@ -269,7 +269,7 @@ class Wallet:
                     continue
                 try:  # mined in the next block, or not yet: ask again on each head (and each second)
                     await asyncio.wait_for(new_head.wait(), 1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             log.warning("chain.tx_not_mined", tx=record["label"], nonce=nonce, hashes=len(hashes),
                         s=self._receipt_timeout)
