@@ -142,7 +142,7 @@ class RpcPool(AsyncJSONBaseProvider):
     async def is_connected(self, show_traceback: bool = False) -> bool:
         try:
             return "result" in await self.make_request(RPCEndpoint("eth_chainId"), [])
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - web3's is_connected contract: any failure is 'not connected'
             if show_traceback:
                 raise
             return False

@@ -317,7 +317,7 @@ class ChainService:
         consumer = self.w3.eth.contract(address=sub.owner, abi=codec.abi("ExampleConsumer"))
         try:
             expected = await consumer.functions.getSigner().call()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any failure of the call means the owner cannot vouch for a signer
             raise ApiError(400, "subscription.owner has no getSigner()") from None
         if signer.lower() != expected.lower():
             raise ApiError(401, "Signature does not match the owner's signer", {"signer": signer})

@@ -215,7 +215,7 @@ class ContainerManager:
             return
         try:
             await asyncio.to_thread(self.client.ping)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - docker-py raises many kinds here; each means the engine is not usable
             raise ContainerSetupError(f"Docker engine not reachable: {exc}") from None
         started = time.perf_counter()
         for state in managed:  # images one by one: builds compete for the same 2 cores anyway

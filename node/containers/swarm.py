@@ -101,7 +101,7 @@ class SwarmManager(ContainerManager):
             return
         try:
             info = await asyncio.to_thread(self.client.info)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - docker-py raises many kinds here; each means the engine is not usable
             raise ContainerSetupError(f"Docker engine not reachable: {exc}") from None
         swarm = info.get("Swarm") or {}
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
@@ -165,7 +165,7 @@ class SwarmManager(ContainerManager):
         r = config.resources
         if not r.is_set():
             return None
-        nano = lambda cpus: int(cpus * 1e9) if cpus else None  # noqa: E731
+        nano = lambda cpus: int(cpus * 1e9) if cpus else None  # noqa: E731 - a one-line unit conversion
         return Resources(
             cpu_limit=nano(r.cpu_limit), mem_limit=r.memory_limit,
             cpu_reservation=nano(r.cpu_reservation), mem_reservation=r.memory_reservation,

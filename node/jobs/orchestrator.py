@@ -297,7 +297,7 @@ class Orchestrator:
         for observer in self.observers:
             try:
                 observer.container_called(container, time.perf_counter() - started, ok)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - an observer (metrics) must never fail the job it watches
                 log.exception("job.observer_failed", container=container)
 
     def _forget(self, job_id: str) -> None:

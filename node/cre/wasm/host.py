@@ -504,7 +504,7 @@ def _imports(run: _Run) -> dict[tuple[str, str], Callable[..., Any]]:
     def await_capabilities(caller: W.Caller, ptr: int, length: int, out: int, out_max: int) -> int:
         try:
             ids = _ids(_read(caller, ptr, length), pb.AwaitCapabilitiesRequest)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - guest bytes: any decode failure is the guest's malformed request
             return _fail(caller, out, out_max, "malformed AwaitCapabilitiesRequest")
         reply = pb.AwaitCapabilitiesResponse()
         for cid in ids:
@@ -524,7 +524,7 @@ def _imports(run: _Run) -> dict[tuple[str, str], Callable[..., Any]]:
     def get_secrets(caller: W.Caller, ptr: int, length: int, out: int, out_max: int) -> int:
         try:
             request = pb.GetSecretsRequest.FromString(_read(caller, ptr, length))
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - guest bytes: any decode failure is the guest's malformed request
             return _fail(caller, out, out_max, "malformed GetSecretsRequest")
         cid = request.callback_id
         if cid in run.used_secret_ids:
@@ -538,7 +538,7 @@ def _imports(run: _Run) -> dict[tuple[str, str], Callable[..., Any]]:
     def await_secrets(caller: W.Caller, ptr: int, length: int, out: int, out_max: int) -> int:
         try:
             ids = _ids(_read(caller, ptr, length), pb.AwaitSecretsRequest)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - guest bytes: any decode failure is the guest's malformed request
             return _fail(caller, out, out_max, "malformed AwaitSecretsRequest")
         reply = pb.AwaitSecretsResponse()
         for cid in ids:
@@ -547,7 +547,7 @@ def _imports(run: _Run) -> dict[tuple[str, str], Callable[..., Any]]:
         for cid in ids:
             try:
                 responses = run.pending_secrets.pop(cid).result(timeout=max(run.remaining(), 0))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - reported to the guest, never raised
                 return _fail(caller, out, out_max, f"secrets: {exc}")
             entry = reply.responses.add()
             entry.key = cid
