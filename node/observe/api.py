@@ -141,7 +141,8 @@ class ObserveApi:
                  started: Callable[[], bool], admin_token: str | None,
                  config: Callable[[], dict[str, Any] | None] = lambda: None,
                  reload: Callable[[], Awaitable[dict[str, Any]]] | None = None,
-                 chart_interval: float = 5.0) -> None:
+                 chart_interval: float = 5.0,
+                 registry_rpcs: Callable[[], list[dict[str, Any]]] = list) -> None:
         self._metrics = metrics
         self._sampler = sampler
         self._watchdog = watchdog
@@ -154,6 +155,7 @@ class ObserveApi:
         self._boot = time.time()
         self._config = config
         self._reload = reload
+        self._registry_rpcs = registry_rpcs  # [{chain_id, rpcs}] of the registry's event watchers
         self.charts = ChartHistory(metrics, sampler, chart_interval)
         self._job_chart: tuple[float, dict[str, Any]] | None = None  # (monotonic time, counts)
         self._job_chart_lock = asyncio.Lock()
@@ -239,6 +241,7 @@ class ObserveApi:
                      "failed_recently": await recent_jobs(self._db, 10, failed=True)},
             "chain": None,
             "cre_workflows": snap.cre_workflows,  # node/cre/wasm: each workflow, last execution, failures
+            "registry_chains": self._registry_rpcs(),  # the event watchers' RPCs, as chain.rpcs
             "problems": [p.view() for p in self._watchdog.active.values()],
             "sampled_at": snap.taken_at,
         }

@@ -183,6 +183,17 @@ def render_status(console: Console, body: dict[str, Any], base: str) -> None:
             table.add_row("tx pending", f"{chain['tx_pending']} (oldest {chain['tx_pending_blocks']} blocks)")
         console.print(table)
 
+    for chain in body.get("registry_chains") or []:
+        table = Table(title=f"Registry chain {chain['chain_id']}", title_justify="left", show_header=False)
+        table.add_column("key", style="bold")
+        table.add_column("value", overflow="fold")
+        for r in chain["rpcs"]:
+            table.add_row(f"rpc {r['rpc']}", Text(
+                f"{r['state']}{' (in use)' if r['in_use'] else ''}, head {r['head']}, lag {r['lag']}, "
+                f"{r['latency_ms']} ms, errors {r['errors']}, 429 {r['rate_limited']}",
+                "green" if r["state"] == "up" else "red"))
+        console.print(table)
+
     on = body["subsystems"]
     console.print(Text.assemble(("Subsystems: ", "bold"), *[
         (f"{name} {'on' if enabled else 'off'}  ", "green" if enabled else "dim") for name, enabled in on.items()]))

@@ -21,8 +21,10 @@ CONTAINER_STATES = ("starting", "running", "restarting", "exited", "failed", "ex
 
 class NodeCollector(Collector):
     def __init__(self, sampler: Sampler, *, containers: Any, running_jobs: Callable[[], list],
-                 subsystems: Callable[[], dict[str, bool]], problems: Callable[[], dict[str, int]]) -> None:
+                 subsystems: Callable[[], dict[str, bool]], problems: Callable[[], dict[str, int]],
+                 registry_rpcs: Callable[[], list[dict[str, Any]]] = list) -> None:
         self._sampler = sampler
+        self._registry_rpcs = registry_rpcs  # [{chain_id, rpcs}] of the registry's event watchers
         self._containers = containers  # ContainerManager: .states
         self._running = running_jobs
         self._subsystems = subsystems
@@ -46,6 +48,7 @@ class NodeCollector(Collector):
         for name, count in self._problems().items():
             problems.add_metric([name], count)
         yield problems
+        yield from self._registry_chains()
         snap = self._sampler.latest
         if snap.chain is not None:
             yield from self._chain(snap.chain)
@@ -98,6 +101,22 @@ class NodeCollector(Collector):
             restarts.add_metric([cid], s.restarts)
         yield state
         yield restarts
+
+    def _registry_chains(self) -> Iterator[Metric]:
+        chains = self._registry_rpcs()
+        if not chains:
+            return
+        up = GaugeMetricFamily("node_registry_rpc_endpoint_up", "1 when a registry chain's RPC serves (not down, "
+                               "rate limited or lagging)", labels=["chain_id", "rpc"])
+        errors = CounterMetricFamily("node_registry_rpc_endpoint_errors", "A registry chain's RPC's failed requests "
+                                     "and 429 answers", labels=["chain_id", "rpc", "kind"])
+        for chain in chains:
+            cid = str(chain["chain_id"])
+            for r in chain["rpcs"]:
+                up.add_metric([cid, r["rpc"]], 1 if r["state"] == "up" else 0)
+                errors.add_metric([cid, r["rpc"], "error"], r["errors"])
+                errors.add_metric([cid, r["rpc"], "rate_limited"], r["rate_limited"])
+        yield from (up, errors)
 
     def _chain(self, chain: Any) -> Iterator[Metric]:
         def gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:

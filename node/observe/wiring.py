@@ -33,12 +33,15 @@ class Observability:
                     "gateway": node.gateway is not None, "registry": node.registry is not None,
                     "registry_relayer": node.relayer is not None}
 
+        def registry_rpcs() -> list[dict[str, Any]]:
+            return [{"chain_id": w.chain_id, "rpcs": w.rpcs.status()} for w in node.watchers]
+
         self.metrics.registry.register(NodeCollector(
             self.sampler, containers=containers, running_jobs=node.store.running, subsystems=subsystems,
-            problems=self.watchdog.counts))
+            problems=self.watchdog.counts, registry_rpcs=registry_rpcs))
         self.api = ObserveApi(self.metrics, self.sampler, self.watchdog, node.db, containers=containers,
                               running_jobs=node.store.running, subsystems=subsystems,
                               started=lambda: node.started, config=node.config_status, reload=node.reload,
-                              chart_interval=config.observe.interval,
+                              chart_interval=config.observe.interval, registry_rpcs=registry_rpcs,
                               admin_token=(config.server.admin_token.get_secret_value()
                                            if config.server.admin_token else None))

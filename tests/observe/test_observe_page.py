@@ -280,3 +280,27 @@ def test_status_page_shows_each_cre_workflows_runs_failures_and_last_execution_a
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     section.screenshot(path=str(SCREENSHOTS / "status-page-cre.png"))
     page.unroute_all(behavior="ignoreErrors")
+
+
+def test_status_page_shows_each_registry_chains_rpcs_and_hides_the_part_without_watchers(node, page: Page):
+    page.goto(f"http://127.0.0.1:{node.port}/?refresh=500")
+    expect(page.locator("#readiness")).to_have_text("ready")
+    expect(page.locator("#registry-chains-section")).to_be_hidden()  # this node watches no registry chain
+
+    def with_watchers(route):  # what a node watching one chain through two RPCs, one down, serves
+        body = route.fetch().json()
+        rpc = {"role": "read", "weight": 1, "requests": 9, "last_error": None}
+        body["registry_chains"] = [{"chain_id": 8453, "rpcs": [
+            {**rpc, "rpc": "https://a.example:443", "state": "down", "in_use": False, "head": 100, "lag": 3,
+             "latency_ms": None, "errors": 4, "rate_limited": 0, "back_in_s": 7.5},
+            {**rpc, "rpc": "https://b.example:443", "state": "up", "in_use": True, "head": 103, "lag": 0,
+             "latency_ms": 21.4, "errors": 0, "rate_limited": 2, "back_in_s": 0}]}]
+        route.fulfill(json=body)
+
+    page.route("**/api/node/status", with_watchers)
+    expect(page.locator("#registry-chains-section")).to_be_visible()
+    rows = page.locator("#registry-rpc-rows tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_have_text(re.compile(r"8453.*https://a\.example:443.*down \(back in 7\.5 s\).*100.*3"))
+    expect(rows.nth(1)).to_have_text(re.compile(r"8453.*https://b\.example:443 \(reads\).*up.*103.*21\.4"))
+    page.unroute_all(behavior="ignoreErrors")

@@ -220,6 +220,14 @@ def test_the_watcher_keeps_firing_on_the_second_rpc_when_the_first_dies(docker_e
         time.sleep(2)
         assert len(executions(node, owner, task_id)) == 2
         assert "chain.rpc_switched" in node.log() and node.proc.poll() is None
+        # Each RPC's state is visible to the operator: the status document, the metrics, the page.
+        [watched] = node.http().get("/api/node/status").json["registry_chains"]
+        states = {r["rpc"]: r["state"] for r in watched["rpcs"]}
+        assert watched["chain_id"] == ANVIL_CHAIN and len(states) == 2, watched
+        assert states[f"http://127.0.0.1:{second.port}"] == "up" and states[f"http://127.0.0.1:{first.port}"] == "down"
+        metrics = node.http().get("/metrics").body.decode()
+        assert (f'node_registry_rpc_endpoint_up{{chain_id="{ANVIL_CHAIN}",rpc="http://127.0.0.1:{first.port}"}} 0.0'
+                in metrics), metrics[-3000:]
     finally:
         node.stop()
         node.remove_containers()
