@@ -28,6 +28,14 @@ polls every 1 ms (the latency one client alone sees); at other levels it backs o
     .venv/bin/python scripts/bench_jobs.py --compare old=<commit or path>,new=. [--concurrency 1,8,32,128]
         [--jobs 3000] [--rounds 3]
 
+`--target` points the same load at nodes that are already running (any Infernet-compatible
+node: ours, or Ritual's Infernet node started by hand), in alternating rounds at each level,
+with the `--client poll` clients above. Each target is LABEL=URL, or LABEL=URL@PID to also
+report that process's CPU ms per job and peak RSS. Nothing is started or stopped.
+
+    .venv/bin/python scripts/bench_jobs.py --target ours=http://127.0.0.1:4712@PID,ritual=http://127.0.0.1:4711
+        [--container echo] [--concurrency 1,8,32] [--jobs 1000] [--rounds 3]
+
 The echo container is the stdlib server of containers/_lib/service.py with a listen backlog
 of 1,024, so a burst of connections is queued, not refused.
 """
@@ -342,6 +350,82 @@ async def compare(args: argparse.Namespace) -> None:
                   f"{med([r[4] for r in runs]):>8.0f} {sum(r[3] for r in runs):>4} {peaks.get(label, 0):>7.1f}")
 
 
+def parse_targets(spec: str) -> list[tuple[str, str, int | None]]:
+    """LABEL=URL[@PID],... -> [(label, base url, pid or None)]."""
+    targets = []
+    for item in spec.split(","):
+        label, sep, rest = item.partition("=")
+        url, _, pid = rest.partition("@")
+        if not sep or not label or not url.startswith("http"):
+            raise SystemExit(f"--target: {item!r} is not LABEL=URL[@PID]")
+        targets.append((label, url.rstrip("/"), int(pid) if pid else None))
+    return targets
+
+
+async def against_targets(args: argparse.Namespace) -> None:
+    """Already-running nodes side by side: at each level, rounds alternating between them, each
+    client submitting POST /api/jobs and polling GET /api/jobs?id= as a plain Infernet client does
+    (C=1 every 1 ms; other levels from 1 ms backing off to 10 ms). Only the Infernet REST surface
+    is used, so the target can be any Infernet-compatible node."""
+    targets = parse_targets(args.target)
+    body = json.dumps({"containers": [args.container], "data": {"prompt": "hello", "n": 1}}).encode()
+    headers = {"Content-Type": "application/json"}
+    results: dict[str, dict[int, list[tuple[float, float, float, int, float]]]] = {
+        label: {c: [] for c in args.concurrency} for label, _, _ in targets}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        def poll_job(base: str, backoff: bool):
+            async def job() -> bool:
+                try:
+                    async with session.post(f"{base}/api/jobs", data=body, headers=headers) as r:
+                        if r.status != 200:
+                            await r.read()
+                            return False
+                        job_id = (await r.json())["id"]
+                    delay = 0.001
+                    while True:
+                        await asyncio.sleep(delay)
+                        async with session.get(f"{base}/api/jobs", params={"id": job_id}) as r:
+                            found = (await r.json())[0] if r.status == 200 else {"status": "failed"}
+                        if found["status"] != "running":
+                            return found["status"] == "success"
+                        if backoff:
+                            delay = min(delay * 1.5, 0.01)
+                except (aiohttp.ClientError, ValueError, KeyError, IndexError):
+                    return False
+            return job
+
+        for label, base, _ in targets:  # warm up, and fail early on a target that does not answer
+            _, _, errors = await run_load(100, 8, poll_job(base, True))
+            if errors:
+                raise SystemExit(f"{label} ({base}): {errors} of 100 warm-up jobs failed")
+        for round_no in range(args.rounds):
+            for c in args.concurrency:
+                n = max(args.jobs, c * 10)
+                order = targets if (round_no + c) % 2 == 0 else targets[::-1]
+                for label, base, pid in order:
+                    cpu = cpu_seconds(pid) if pid else 0.0
+                    elapsed, lat, errors = await run_load(n, c, poll_job(base, backoff=c != 1))
+                    cpu_ms = (cpu_seconds(pid) - cpu) / n * 1000 if pid else float("nan")
+                    results[label][c].append((n / elapsed, pct(lat, 50), pct(lat, 99), errors, cpu_ms))
+                print(f"  round {round_no + 1} C={c}: " + "  ".join(
+                    f"{label} {results[label][c][-1][0]:.0f} jobs/s p50 {results[label][c][-1][1]:.1f} ms"
+                    for label, _, _ in targets), flush=True)
+    print()
+    print(f"{args.jobs} jobs per round and level (at least 10 per client), {args.rounds} alternating rounds; "
+          f"C=1 polls every 1 ms, other levels poll from 1 ms backing off to 10 ms; cores: {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("medians over the rounds")
+    print(f"{'target':<10} {'C':>4} {'jobs/s':>7} {'p50ms':>7} {'p99ms':>7} {'cpu ms/job':>10} {'err':>4} {'peakMB':>7}")
+    med = statistics.median
+    for label, base, pid in targets:
+        peak = f"{rss_mb(pid):>7.1f}" if pid else f"{'-':>7}"
+        for c, runs in results[label].items():
+            cpu = f"{med([r[4] for r in runs]):>10.3f}" if pid else f"{'-':>10}"
+            print(f"{label:<10} {c:>4} {med([r[0] for r in runs]):>7.0f} {med([r[1] for r in runs]):>7.2f} "
+                  f"{med([r[2] for r in runs]):>7.1f} {cpu} {sum(r[3] for r in runs):>4} {peak}")
+
+
 def swarm_state() -> str:
     out = subprocess.run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"], capture_output=True, text=True)
     return out.stdout.strip()
@@ -436,6 +520,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds in --cpu and --compare (default 3)")
     parser.add_argument("--compare", default=None, metavar="LABEL=PATH,...",
                         help="checkouts of the node to run side by side (alternating rounds)")
+    parser.add_argument("--target", default=None, metavar="LABEL=URL[@PID],...",
+                        help="already-running nodes to load side by side (alternating rounds, --client poll)")
+    parser.add_argument("--container", default="echo", help="the container id jobs name in --target (default echo)")
     parser.add_argument("--client", choices=["poll", "wait", "stream"], default="poll",
                         help="how clients get results in --compare: poll (default), wait= long poll, or stream")
     parser.add_argument("--cpu-concurrency", type=int, default=16, help="clients in --cpu (default 16)")
@@ -444,7 +531,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.cpu:
         args.jobs = args.jobs if "--jobs" in sys.argv else 400
-    case = cpu_case if args.cpu else compare if args.compare else bench
+    if args.target and args.client != "poll":
+        parser.error("--target measures --client poll only (the other ways are this node's extensions)")
+    case = cpu_case if args.cpu else against_targets if args.target else compare if args.compare else bench
     try:
         import uvloop
 
