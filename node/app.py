@@ -227,7 +227,7 @@ class Node:
             self.containers,
             max_batch=self.config.server.max_batch,
             status_allowed_ips=self.config.server.status_allowed_ips,
-            chain_info=lambda: self.chain.info() if self.chain else {"enabled": False, "address": None},
+            chain_info=lambda: self.chain.info() if self.chain else {"enabled": False, "address": ""},  # Infernet: a str
             onchain_pending=lambda: self.chain.pending() if self.chain else 0,
             ready=lambda: self.started,
             limits=self.config.jobs,
