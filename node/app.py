@@ -109,7 +109,7 @@ class Node:
         self.clients = ClientAddresses(config.server.trusted_proxies)  # who a request's client is
         self._limiters: dict[str, RateLimiter] = {}
         self._reload_lock = asyncio.Lock()
-        self._reloads: set[asyncio.Task] = set()
+        self._reloads = self.supervisor.task_set("config-reload")  # SIGHUP reloads, drained at stop
         self.restart_needed: list[str] = []  # changed keys a reload could not apply
         # Metrics, the operator status endpoint/page and the problem watchdog (one registry per node).
         self.observe = Observability(self) if config.observe.enabled else None
@@ -313,7 +313,8 @@ class Node:
                 if self.config.registry.chains:
                     from node.registry.watcher import EventWatcher
 
-                    self.watchers = [EventWatcher(service, self.orchestrator, chain_id, chain)
+                    self.watchers = [EventWatcher(service, self.orchestrator, chain_id, chain,
+                                                  tasks=self.supervisor.task_set(f"registry-events-{chain_id}"))
                                      for chain_id, chain in self.config.registry.chains.items()]
         await self._start_server()
         await self._start_containers()
@@ -431,9 +432,7 @@ class Node:
 
     def request_reload(self) -> None:
         """SIGHUP: reload in the background (one at a time; the outcome is logged)."""
-        task = asyncio.create_task(self.reload(), name="config-reload")
-        self._reloads.add(task)
-        task.add_done_callback(self._reloads.discard)
+        self._reloads.spawn("sighup", self.reload())
 
     async def reload(self) -> dict[str, Any]:
         """Validate the config file again and apply what can apply live (node/reload.py). An

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 
 from node.logs import get_logger
@@ -168,6 +168,10 @@ class TaskSet:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    def __iter__(self) -> Iterator[asyncio.Task]:
+        """The tasks running now (a copy: they leave the set as they end)."""
+        return iter(set(self._tasks))
 
     def spawn(self, label: str, coro: Coroutine[object, object, object]) -> asyncio.Task:
         """Run `coro` once as the task `<set name>:<label>`."""

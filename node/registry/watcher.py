@@ -35,6 +35,7 @@ from web3 import AsyncWeb3
 from node.chain.follow import LogFollower
 from node.chain.rpc import Endpoint, RpcPool
 from node.jobs.orchestrator import Orchestrator
+from node.lifecycle import TaskSet
 from node.logs import get_logger
 from node.registry.config import RegistryChain
 from node.registry.models import EventTrigger
@@ -49,7 +50,7 @@ class EventWatcher:
     """Watches one chain."""
 
     def __init__(self, service: RegistryService, orchestrator: Orchestrator, chain_id: int,
-                 chain: RegistryChain) -> None:
+                 chain: RegistryChain, *, tasks: TaskSet | None = None) -> None:
         self._service = service
         self._store = service.store
         self._orchestrator = orchestrator
@@ -60,7 +61,7 @@ class EventWatcher:
         self._w3 = AsyncWeb3(self.rpcs)
         self.cursor = WatchCursor(service.store.db, chain_id)
         self._follower: LogFollower | None = None
-        self._runs: set[asyncio.Task] = set()
+        self._runs = tasks or TaskSet(f"registry-events-{chain_id}")  # each fired event's run
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -86,8 +87,7 @@ class EventWatcher:
             health.cancel()
             await asyncio.gather(health, return_exceptions=True)
             if self._stop.is_set():
-                if self._runs:
-                    await asyncio.wait(self._runs, timeout=10)
+                await self._runs.drain(10)
                 await self.rpcs.disconnect()
 
     async def _health(self) -> None:
@@ -138,9 +138,7 @@ class EventWatcher:
             log.info("registry.event_already_fired", **fields)
             return
         log.info("registry.event", **fields, input_id=row["inputId"])
-        run = asyncio.create_task(run_claim(self._service, self._orchestrator, containers, row, data, fields))
-        self._runs.add(run)
-        run.add_done_callback(self._runs.discard)
+        self._runs.spawn(row["inputId"], run_claim(self._service, self._orchestrator, containers, row, data, fields))
 
     async def _on_reorg(self, reverted: list[str]) -> None:
         log.warning("registry.event_reverted", chain_id=self.chain_id, inputs=len(reverted), input_ids=reverted[:20])

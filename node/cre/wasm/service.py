@@ -259,7 +259,8 @@ class WasmWorkflows:
         self._session: Any = None
         self.workflows: dict[str, _Workflow] = {}
         self._backlog = 2 * wasm.workers  # executions of one workflow waiting or running, at most
-        self._firings: set[asyncio.Task] = set()  # cron executions under way (bounded by the backlog)
+        # cron executions under way (bounded by the backlog): one-shot tasks the Supervisor drains
+        self._firings = supervisor.task_set("cre-wasm-cron-firings")
 
     async def start(self) -> None:
         """Load every enabled workflow and start its triggers; on a failure, undo and raise
@@ -342,8 +343,7 @@ class WasmWorkflows:
         for entry, signal in self._tasks:
             await entry.stop(signal, timeout=5)
         self._tasks = []
-        for task in list(self._firings):
-            task.cancel()
+        await self._firings.drain(0)  # executions under way are cancelled (their rows end failed)
         for workflow in self.workflows.values():
             await workflow.capabilities.close()
         if self._session is not None:
@@ -367,10 +367,8 @@ class WasmWorkflows:
                     log.warning("cre.wasm.cron_skipped", workflow=name, scheduled=when.isoformat(),
                                 reason=f"{workflow.inflight} executions still in flight")
                     continue
-                task = asyncio.get_running_loop().create_task(
-                    self._fire_logged(name, sub, cron_payload(when), {"scheduled": when.isoformat()}))
-                self._firings.add(task)
-                task.add_done_callback(self._firings.discard)
+                self._firings.spawn(f"{name}@{when.isoformat()}",
+                                    self._fire_logged(name, sub, cron_payload(when), {"scheduled": when.isoformat()}))
 
         return loop
 
