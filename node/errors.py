@@ -7,7 +7,13 @@ handler. A background loop (the relayer, a watcher) catches them as what they ar
 not a transport failure.
 
 `params` carries extra fields for the family's error shape (for example the registry's seed
-word `{"error": "Unauthorized"}` on a 409).
+word `{"error": "Unauthorized"}` on a 409). `retry_after` (seconds) says when the same request may
+succeed: the edge sends it as a `Retry-After` header (whole seconds, at least 1); put it in
+`params` too when the body should carry it.
+
+The kinds and the status the edge gives each (`DOMAIN_STATUS` in node/server/http.py): Invalid
+400, Unauthenticated 401, PaymentRequired 402, Forbidden 403, NotFound 404, Conflict 409, Busy
+429, Unavailable 503.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from typing import Any
 
 
 class DomainError(Exception):
-    def __init__(self, message: str, params: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, params: dict[str, Any] | None = None, *,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.params = params
+        self.retry_after = retry_after
 
 
 class Invalid(DomainError):
@@ -28,6 +36,10 @@ class Invalid(DomainError):
 
 class Unauthenticated(DomainError):
     """A credential or signature is missing, wrong, expired or already used (401)."""
+
+
+class PaymentRequired(DomainError):
+    """The work is allowed but not paid for: no budget, or the payer cannot pay (402)."""
 
 
 class Forbidden(DomainError):
@@ -40,6 +52,14 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     """The thing's current state does not allow this (409)."""
+
+
+class Busy(DomainError):
+    """This node (or this caller's share of it) is at capacity right now; try again after
+    `retry_after` seconds (429)."""
+
+    def __init__(self, message: str, params: dict[str, Any] | None = None, *, retry_after: float = 1.0) -> None:
+        super().__init__(message, params, retry_after=retry_after)
 
 
 class Unavailable(DomainError):

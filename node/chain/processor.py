@@ -35,8 +35,9 @@ from node.chain.heads import HeadFeed
 from node.chain.payments import PAYMENT_ERRORS, PaymentChecker, Skip, requires_proof
 from node.chain.store import ChainStore
 from node.chain.wallet import FULFILLED_ELSEWHERE, TxResult, Wallet
+from node.errors import DomainError
 from node.jobs.models import JobLocation
-from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 
 log = get_logger(__name__)
@@ -200,7 +201,7 @@ class Processor:
             job = await self._orchestrator.run(tracked.containers, inputs.hex(), client="chain",
                                                source="chain", source_location=JobLocation.ONCHAIN,
                                                destination=JobLocation.ONCHAIN, requires_proof=requires_proof(sub))
-        except JobRejected as exc:
+        except DomainError as exc:
             await self._store.mark(sub.id, interval, "failed", error=exc.message, retry_in=self._backoff * attempt)
             log.warning("chain.job_refused", subscription=sub.id, interval=interval, error=exc.message)
             return False

@@ -31,9 +31,9 @@ from node.chain.rpc import Endpoint, RpcPool, redact
 from node.chain.store import ChainStore
 from node.chain.wallet import TxResult, Wallet
 from node.containers.config import ContainerConfig
-from node.errors import StartupError
+from node.errors import DomainError, StartupError
 from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
-from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.jobs.orchestrator import Orchestrator
 from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
 from node.server.http import ApiError, int_param, json_response
@@ -370,7 +370,7 @@ class ChainService:
         try:
             job = await self._orchestrator.run(pipeline, data, client="chain", source="chain",
                                                destination=JobLocation.ONCHAIN, requires_proof=requires_proof(sub))
-        except JobRejected as exc:
+        except DomainError as exc:
             log.warning("chain.delegated_refused", owner=sub.owner, nonce=nonce, error=exc.message)
             return "failed", None, None, exc.message
         if job.status != "success" or job.result is None:

@@ -8,7 +8,8 @@ import asyncio
 from typing import Any
 
 from node.cre.store import CreStore
-from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.errors import DomainError
+from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 
 log = get_logger(__name__)
@@ -53,7 +54,7 @@ class ActionRunner:
         data = {k: action[k] for k in ("id", "actionType", "action", "vaultAddress", "groupId", "dedupeKey")}
         try:
             job = await self._orchestrator.run(containers, data, client="cre", source="cre")
-        except JobRejected as exc:
+        except DomainError as exc:
             await self._store.set_action_state(action_id, "failed", error=exc.message)
             log.warning("cre.action_rejected", action_id=action_id, error=exc.message)
             return

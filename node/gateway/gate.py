@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from node.errors import Forbidden, NotFound, Unauthenticated, Unavailable
 from node.gateway import policies
 from node.gateway.binding import BOUND_ORG
 from node.gateway.store import GatewayStore, wf_key
 from node.jobs.models import Job
-from node.jobs.orchestrator import Admission, JobRejected
+from node.jobs.orchestrator import Admission
 from node.logs import get_logger
 
 log = get_logger(__name__)
@@ -64,8 +65,8 @@ class GovernanceGate:
         if requested is not None:
             org_id, workflow_id = BOUND_ORG.get(), requested
             if org_id is None:
-                raise JobRejected("X-Workflow-Id needs a signed API key of the workflow's org",
-                                  {"workflow_id": workflow_id}, 401)
+                raise Unauthenticated("X-Workflow-Id needs a signed API key of the workflow's org",
+                                      {"workflow_id": workflow_id})
         else:
             configured = self._defaults.get(admission.source)
             if configured is None:
@@ -74,17 +75,17 @@ class GovernanceGate:
         workflow = await self._store.workflow(workflow_id, org_id) if org_id is not None else None
         if workflow is None:
             if explicit:
-                raise JobRejected(f"Unknown workflow {workflow_id!r}", {"workflow_id": workflow_id}, 404)
+                raise NotFound(f"Unknown workflow {workflow_id!r}", {"workflow_id": workflow_id})
             if configured is not None and configured not in self._warned:
                 self._warned.add(configured)
                 log.error("gateway.default_workflow_missing", source=admission.source, workflow=configured)
-            raise JobRejected(f"The {admission.source} jobs of this node are governed by workflow {workflow_id!r},"
+            raise Unavailable(f"The {admission.source} jobs of this node are governed by workflow {workflow_id!r},"
                               " which does not exist; refused until the operator creates it",
-                              {"workflow_id": workflow_id, "source": admission.source}, 503)
+                              {"workflow_id": workflow_id, "source": admission.source})
         admission.workflow_id = wf_key(org_id, workflow_id)
         if workflow["status"] != "active":
-            raise JobRejected(f"Workflow {workflow_id} is {workflow['status']}",
-                              {"workflow_id": workflow_id, "status": workflow["status"]}, 403)
+            raise Forbidden(f"Workflow {workflow_id} is {workflow['status']}",
+                            {"workflow_id": workflow_id, "status": workflow["status"]})
         cost = sum(self._costs.get(c, 0.0) for c in admission.containers)
         subject = policies.Subject(workflow_id, admission.containers, None, None, cost)
         decision = await policies.evaluate(await self._store.policies(org_id), subject,
@@ -93,16 +94,16 @@ class GovernanceGate:
         if not decision.allowed:
             await self._store.record_execution(org_id, "job", False, decision.reason, workflow_id=workflow_id,
                                                policy_id=decision.policy_id, container=container, cost=cost)
-            raise JobRejected(f"Denied by policy: {decision.reason}",
-                              {"workflow_id": workflow_id, "policy_id": decision.policy_id}, 403)
+            raise Forbidden(f"Denied by policy: {decision.reason}",
+                            {"workflow_id": workflow_id, "policy_id": decision.policy_id})
         reservation_id = None
         if cost > 0:
             reservation = await self._store.reserve(wf_key(org_id, workflow_id), cost, self._ttl, None)
             if not reservation.granted:
                 await self._store.record_execution(org_id, "job", False, reservation.reason,
                                                    workflow_id=workflow_id, container=container, cost=cost)
-                raise JobRejected(f"Workflow {workflow_id}: {reservation.reason}",
-                                  {"workflow_id": workflow_id, "remaining_usd": reservation.remaining_usd}, 403)
+                raise Forbidden(f"Workflow {workflow_id}: {reservation.reason}",
+                                {"workflow_id": workflow_id, "remaining_usd": reservation.remaining_usd})
             reservation_id = reservation.reservation_id
         await self._store.record_execution(org_id, "job", True, decision.reason, workflow_id=workflow_id,
                                            policy_id=decision.policy_id, container=container, cost=cost,

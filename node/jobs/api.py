@@ -20,8 +20,9 @@ from aiohttp import web
 from node import __version__
 from node.containers.config import JobsConfig
 from node.containers.manager import ContainerManager
+from node.errors import DomainError
 from node.jobs.models import DelegatedSubscriptionRequest, Job, JobRequest, StatusUpdate, over_time_limit
-from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.jobs.orchestrator import Orchestrator
 from node.jobs.store import JobStore
 from node.jobs.stream import ABORTED, STALLED
 from node.logs import get_logger
@@ -174,17 +175,14 @@ class JobsApi:
             return await self.delegated_handler(delegated, client_ip(request))
         job_request = parse_model(JobRequest, body)
         ip = client_ip(request)
-        try:
-            job = await self._orchestrator.submit(
-                job_request.containers,
-                job_request.data,
-                client=ip or "unknown",
-                requires_proof=job_request.requires_proof,
-                workflow_id=request.headers.get(WORKFLOW_HEADER),
-                client_ip=ip,
-            )
-        except JobRejected as exc:
-            raise _api_error(exc) from None
+        job = await self._orchestrator.submit(
+            job_request.containers,
+            job_request.data,
+            client=ip or "unknown",
+            requires_proof=job_request.requires_proof,
+            workflow_id=request.headers.get(WORKFLOW_HEADER),
+            client_ip=ip,
+        )
         return {"id": job.id}
 
     @accepts(JobRequest)
@@ -208,7 +206,7 @@ class JobsApi:
         for item in body:
             try:
                 answers.append(await self._create(item, request))
-            except ApiError as exc:
+            except (ApiError, DomainError) as exc:  # each item answered as POST /api/jobs would refuse it
                 answers.append({"error": exc.message, **({"params": exc.params} if exc.params else {})})
         return json_response(answers)
 
@@ -237,16 +235,13 @@ class JobsApi:
                 del self._streams[holder]
 
     async def _relay(self, request: web.Request, job_request: JobRequest, ip: str | None) -> web.StreamResponse:
-        try:
-            job, chunks = await self._orchestrator.stream(
-                job_request.containers[0],
-                job_request.data,
-                client=ip or "unknown",
-                client_ip=ip,
-                workflow_id=request.headers.get(WORKFLOW_HEADER),
-            )
-        except JobRejected as exc:
-            raise _api_error(exc) from None
+        job, chunks = await self._orchestrator.stream(
+            job_request.containers[0],
+            job_request.data,
+            client=ip or "unknown",
+            client_ip=ip,
+            workflow_id=request.headers.get(WORKFLOW_HEADER),
+        )
         # Every write may wait for the client to read, for at most jobs.stream_write_timeout,
         # and the client has that long after the job's time limit to take the rest: a client
         # that stops reading is dropped (the container was never waiting on it).
@@ -360,7 +355,3 @@ def _redacted(state: dict[str, Any], operator: bool) -> dict[str, Any]:
         out[key] = value
     return out
 
-
-def _api_error(exc: JobRejected) -> ApiError:
-    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
-    return ApiError(exc.status, exc.message, exc.params, headers)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from node.errors import Busy, Forbidden, Invalid
 from node.jobs.endpoint import ContainerEndpoint, ContainerFailure, unanswered
 from node.jobs.models import Job, JobLocation, over_time_limit
 from node.jobs.store import JobStore, Rerun
@@ -49,18 +50,6 @@ class JobIds:
         return str(uuid.UUID(bytes=raw, version=4))
 
 
-class JobRejected(Exception):
-    """A job refused before it starts; `status` is the HTTP code a front door should use."""
-
-    def __init__(self, message: str, params: dict[str, Any] | None = None, status: int = 400,
-                 retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.params = params
-        self.status = status
-        self.retry_after = retry_after
-
-
 @dataclass
 class Admission:
     """What an admission gate sees of a job about to start. A gate may fill in `workflow_id`
@@ -82,7 +71,7 @@ class JobGate(Protocol):
     """Admission control hook (governance: budgets, policies, pause/kill)."""
 
     async def admit(self, admission: Admission) -> Ticket | None:
-        """Raise JobRejected to refuse the job."""
+        """Raise a domain error (node/errors.py) to refuse the job."""
 
 
 class JobObserver(Protocol):
@@ -131,20 +120,21 @@ class Orchestrator:
     # -- admission -------------------------------------------------------------------------
 
     def check(self, containers: Sequence[str], client_ip: str | None = None, requires_proof: bool = False) -> None:
-        """Static checks of a container chain; raises JobRejected with a clear message."""
+        """Static checks of a container chain; raises Invalid (or Forbidden for the caller's address)
+        with a clear message."""
         if not containers:
-            raise JobRejected("No containers specified")
+            raise Invalid("No containers specified")
         unknown = [c for c in containers if c not in self.endpoints or c in self.retiring]
         if unknown:
-            raise JobRejected("Container not supported", {"containers": unknown})
+            raise Invalid("Container not supported", {"containers": unknown})
         first = self.endpoints[containers[0]]
         if not first.external:
-            raise JobRejected("Container is not external", {"container": first.id})
+            raise Invalid("Container is not external", {"container": first.id})
         if requires_proof and not self.endpoints[containers[-1]].generates_proofs:
-            raise JobRejected("Container does not generate proofs", {"container": containers[-1]})
+            raise Invalid("Container does not generate proofs", {"container": containers[-1]})
         for cid in containers:
             if not self.endpoints[cid].allows(client_ip):
-                raise JobRejected("Container not allowed for address", {"container": cid, "address": client_ip}, 403)
+                raise Forbidden("Container not allowed for address", {"container": cid, "address": client_ip})
 
     async def _admit(
         self, containers: Sequence[str], client: str, source: str, workflow_id: str | None
@@ -179,14 +169,14 @@ class Orchestrator:
 
     def _take_slot(self, client: str) -> None:
         """Count a front-door job against server.max_inflight_jobs and the client's share
-        (jobs.max_inflight_per_client), or refuse it (429)."""
+        (jobs.max_inflight_per_client), or refuse it (Busy)."""
         if self._max_inflight and self._inflight >= self._max_inflight:
-            raise JobRejected("Too many jobs in flight; try again shortly",
-                              {"max_inflight_jobs": self._max_inflight}, 429, retry_after=1.0)
+            raise Busy("Too many jobs in flight; try again shortly",
+                       {"max_inflight_jobs": self._max_inflight}, retry_after=1.0)
         key = limit_key(client)  # an IPv4 address, or an IPv6 client's /64
         if self._max_per_client and self._per_client.get(key, 0) >= self._max_per_client:
-            raise JobRejected("Too many jobs in flight from this client; try again when some have finished",
-                              {"max_inflight_per_client": self._max_per_client}, 429, retry_after=1.0)
+            raise Busy("Too many jobs in flight from this client; try again when some have finished",
+                       {"max_inflight_per_client": self._max_per_client}, retry_after=1.0)
         self._count(client, 1)
 
     def _count(self, client: str, delta: int) -> None:

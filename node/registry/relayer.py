@@ -39,7 +39,7 @@ from typing import Any
 from eth_utils import keccak
 
 from node.errors import DomainError
-from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.jobs.orchestrator import Orchestrator
 from node.logs import get_logger
 from node.registry.cron import Cron, CronError
 from node.registry.models import ExecutionSubmit
@@ -234,7 +234,7 @@ async def run_and_record(service: RegistryService, orchestrator: Orchestrator, c
     started = time.perf_counter()
     try:
         job = await orchestrator.run(containers, data, client="registry", source="registry")
-    except JobRejected as exc:
+    except DomainError as exc:
         log.warning("registry.job_refused", **fields, error=exc.message)
         return None
     result = job.result or {}

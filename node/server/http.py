@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,7 +17,17 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
+from node.errors import (
+    Busy,
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PaymentRequired,
+    Unauthenticated,
+    Unavailable,
+)
 from node.logs import get_logger
 from node.server import safejson
 from node.server.clients import ClientAddresses, client_of, limit_key
@@ -91,8 +102,22 @@ class ErrorShapes:
 
 # Where the domain's refusals (node/errors.py) become HTTP: the one place that knows both.
 DOMAIN_STATUS: dict[type[DomainError], int] = {
-    Invalid: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, Unavailable: 503,
+    Invalid: 400, Unauthenticated: 401, PaymentRequired: 402, Forbidden: 403, NotFound: 404, Conflict: 409,
+    Busy: 429, Unavailable: 503,
 }
+
+
+def domain_status(exc: DomainError) -> int:
+    """The status of a refusal: its kind's, or the nearest kind it specialises."""
+    for kind in type(exc).__mro__:
+        if kind in DOMAIN_STATUS:
+            return DOMAIN_STATUS[kind]
+    raise TypeError(f"{type(exc).__name__} is a DomainError of no kind in DOMAIN_STATUS")
+
+
+def retry_header(seconds: float | None) -> dict[str, str] | None:
+    """`Retry-After` in whole seconds, at least 1 (None: no header)."""
+    return None if seconds is None else {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 class ApiError(Exception):
@@ -332,8 +357,9 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
             response = json_response(shapes.render(request.path, 408, str(exc), exc.params), 408)
             response.force_close()  # the rest of the body is never read
         except DomainError as exc:
-            status = DOMAIN_STATUS[type(exc)]
-            response = json_response(shapes.render(request.path, status, exc.message, exc.params), status)
+            status = domain_status(exc)
+            response = json_response(shapes.render(request.path, status, exc.message, exc.params), status,
+                                     retry_header(exc.retry_after))
         except web.HTTPException as exc:
             if exc.status_code < 400:
                 raise

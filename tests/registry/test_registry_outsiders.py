@@ -408,7 +408,8 @@ async def test_relayer_jobs_pass_the_orchestrators_admission_gates(reg, caplog):
     import aiohttp
 
     from node.jobs.endpoint import ContainerEndpoint
-    from node.jobs.orchestrator import JobRejected, Orchestrator
+    from node.errors import Forbidden
+    from node.jobs.orchestrator import Orchestrator
     from node.jobs.store import JobStore
 
     class PausedWorkflow:  # what GovernanceGate does for a paused `gateway.default_workflows.registry`
@@ -417,7 +418,7 @@ async def test_relayer_jobs_pass_the_orchestrators_admission_gates(reg, caplog):
 
         async def admit(self, admission):
             self.seen.append(admission.source)
-            raise JobRejected("Workflow wf-registry is paused", None, 403)
+            raise Forbidden("Workflow wf-registry is paused")
 
     project_id, task_id, owner = await reg.project()
     config = {**await reg.config(project_id, task_id, {"cron": "0 0 0 1 1 *"}), "cid": CID}
