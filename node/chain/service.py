@@ -31,12 +31,12 @@ from node.chain.rpc import Endpoint, RpcPool, redact
 from node.chain.store import ChainStore
 from node.chain.wallet import TxResult, Wallet
 from node.containers.config import ContainerConfig
-from node.errors import DomainError, StartupError
+from node.errors import DomainError, Forbidden, Invalid, PaymentRequired, StartupError, Unauthenticated
 from node.jobs.models import DelegatedSubscriptionRequest, JobLocation
 from node.jobs.orchestrator import Orchestrator
 from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
-from node.server.http import ApiError, int_param, json_response
+from node.server.http import int_param, json_response
 from node.storage import Database
 
 log = get_logger(__name__)
@@ -90,19 +90,22 @@ class ChainService:
         self.policy = PaymentPolicy({c.id: c.accepted_payments for c in containers},
                                     {c.id: c.generates_proofs for c in containers}, self.payment_address)
 
-    def serves(self, sub: Subscription, delegated: bool = False) -> tuple[list[str] | None, str]:
+    def serves(self, sub: Subscription, delegated: bool = False) -> list[str]:
+        """The container pipeline this node runs for `sub`; Invalid when it runs none for it,
+        Forbidden when the owner is not on a container's allow-list (the messages read as log
+        reasons, lower case)."""
         pipeline = self._by_hash.get(sub.container_id)
         if pipeline is None:
-            return None, "container chain not served by this node"
+            raise Invalid("container chain not served by this node")
         if not self._containers[pipeline[0]].external:
-            return None, f"container {pipeline[0]} is not external"
+            raise Invalid(f"container {pipeline[0]} is not external")
         owner = sub.owner.lower()
         for cid in pipeline:
             container = self._containers[cid]
             allowed = container.allowed_delegate_addresses if delegated else container.allowed_addresses
             if allowed and owner not in allowed:
-                return None, f"owner {sub.owner} not allowed for container {cid}"
-        return pipeline, "ok"
+                raise Forbidden(f"owner {sub.owner} not allowed for container {cid}")
+        return pipeline
 
     async def _on_subscriptions(self, subs: list[Subscription], block: int) -> None:
         assert self.processor is not None
@@ -110,9 +113,10 @@ class ChainService:
         for sub in subs:
             if sub.id <= self.config.starting_sub_id:
                 continue
-            pipeline, reason = self.serves(sub)
-            if pipeline is None:
-                log.debug("chain.subscription_ignored", subscription=sub.id, reason=reason)
+            try:
+                pipeline = self.serves(sub)
+            except (Invalid, Forbidden) as exc:
+                log.debug("chain.subscription_ignored", subscription=sub.id, reason=exc.message)
                 continue
             skip = self.policy.check(sub, pipeline)
             if skip is not None:  # ours to run, but not for these terms
@@ -297,17 +301,18 @@ class ChainService:
             nonce, expiry = int(sig["nonce"]), int(sig["expiry"])
             v, r, s = int(sig["v"]), int(sig["r"]), int(sig["s"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise ApiError(400, f"Invalid delegated subscription: {exc}") from None
+            raise Invalid(f"Invalid delegated subscription: {exc}") from None
         if len(sub.container_id) != 32:
-            raise ApiError(400, "subscription.containers: expected a 32-byte hash")
+            raise Invalid("subscription.containers: expected a 32-byte hash")
         if expiry <= time.time():
-            raise ApiError(400, "Signature expired", {"expiry": expiry})
-        pipeline, reason = self.serves(sub, delegated=True)
-        if pipeline is None:
-            raise ApiError(403 if "allowed" in reason else 400, reason.capitalize())
+            raise Invalid("Signature expired", {"expiry": expiry})
+        try:
+            pipeline = self.serves(sub, delegated=True)
+        except (Invalid, Forbidden) as exc:  # the same refusal, worded as a sentence for the client
+            raise type(exc)(exc.message.capitalize()) from None
         terms = self.policy.check(sub, pipeline)
         if terms is not None:
-            raise ApiError(400, terms.reason.capitalize(), {"kind": terms.kind})
+            raise Invalid(terms.reason.capitalize(), {"kind": terms.kind})
         typed = codec.delegate_typed_data(self.chain_id, self.coordinator.address, nonce, expiry, {
             "owner": sub.owner, "activeAt": sub.active_at, "period": sub.period, "frequency": sub.frequency,
             "redundancy": sub.redundancy, "containerId": sub.container_id, "lazy": sub.lazy,
@@ -318,14 +323,14 @@ class ChainService:
         try:
             expected = await consumer.functions.getSigner().call()
         except Exception:  # noqa: BLE001 - any failure of the call means the owner cannot vouch for a signer
-            raise ApiError(400, "subscription.owner has no getSigner()") from None
+            raise Invalid("subscription.owner has no getSigner()") from None
         if signer.lower() != expected.lower():
-            raise ApiError(401, "Signature does not match the owner's signer", {"signer": signer})
+            raise Unauthenticated("Signature does not match the owner's signer", {"signer": signer})
         if sub.payment_amount > 0:
             skip = await self.payments.can_pay(sub) if self.payments is not None else None
             if skip is not None:
                 self.skips[skip.kind] += 1
-                raise ApiError(402, skip.reason.capitalize(), {"kind": skip.kind})
+                raise PaymentRequired(skip.reason.capitalize(), {"kind": skip.kind})
         # One run per (owner, nonce), whatever the number of copies: the Coordinator creates the
         # subscription once, so a second run could only burn gas on a reverted delivery.
         key = codec.delegate_key(sub.owner, nonce)

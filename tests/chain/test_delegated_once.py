@@ -12,8 +12,8 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 from node.chain.codec import container_id, delegate_typed_data
+from node.errors import Conflict
 from node.jobs.models import DelegatedSubscriptionRequest
-from node.server.http import ApiError
 from tests.chain_helpers import KEYS, CountingOrchestrator, chain_service
 
 pytestmark = [pytest.mark.docker]
@@ -72,7 +72,7 @@ async def test_a_copy_arriving_after_the_delivery_is_not_run_again(service, dep)
     await asyncio.sleep(1.5)
     try:
         assert await chain.delegated(request, "127.0.0.1") == {}
-    except ApiError as exc:  # a refusal naming the duplicate is fine too
-        assert exc.status_code == 409
+    except Conflict:  # a refusal naming the duplicate is fine too
+        pass
     await asyncio.sleep(2)
     assert orchestrator.runs == 1
