@@ -22,7 +22,7 @@ from node.cre.models import (
     IngestRequest,
     TriggerRequest,
 )
-from node.cre.store import Conflict, CreStore
+from node.cre.store import CreStore
 from node.cre.workflow.errors import ActionConflict, ActionError
 from node.cre.workflow.models import KNOWN_ACTIONS, parse_action
 from node.fields import reveal
@@ -117,10 +117,7 @@ class CreApi:
         allowed = self._config.ingest_policy.get(req.workflow)
         if allowed is None or req.kind not in allowed:
             raise ApiError(403, f"workflow/kind pair not allowed: {req.workflow}:{req.kind}")
-        try:
-            inserted = await self._store.ingest(req.workflow, req.kind, req.idempotencyKey, req.payload, req.source)
-        except Conflict as exc:
-            raise ApiError(409, str(exc)) from None
+        inserted = await self._store.ingest(req.workflow, req.kind, req.idempotencyKey, req.payload, req.source)
         return ok({"stored": True, "inserted": inserted, "idempotencyKey": req.idempotencyKey})
 
     async def readback(self, request: web.Request) -> web.Response:
@@ -136,10 +133,7 @@ class CreApi:
         if req.workflow not in self._config.decision_workflows:
             raise ApiError(403, f"workflow not allowed for decisions: {req.workflow}")
         action = req.enqueueAction.model_dump(exclude_none=True) if req.enqueueAction else None
-        try:
-            stored, new_action = await self._store.decide(req.workflow, req.idempotencyKey, req.decision, action)
-        except Conflict as exc:
-            raise ApiError(409, str(exc)) from None
+        stored, new_action = await self._store.decide(req.workflow, req.idempotencyKey, req.decision, action)
         if new_action and action is not None and stored.action_id is not None \
                 and self._runner.routed(action["actionType"]):
             queued = await self._store.action(stored.action_id)
@@ -226,8 +220,8 @@ class CreApi:
             raise ApiError(400, f"requestId: {exc.problem}" if exc.path == "id" else str(exc),
                            {"field": exc.path}) from None
         except GatewayError as exc:
-            raise ApiError(exc.status, exc.message, {"requestId": request_id,
-                                                     "gatewayUrl": self._dispatcher.gateway_url}) from None
+            raise ApiError(504 if exc.timed_out else 502, exc.message,
+                           {"requestId": request_id, "gatewayUrl": self._dispatcher.gateway_url}) from None
         rpc_error = isinstance(result.body, dict) and result.body.get("error") is not None
         data = {
             "accepted": 200 <= result.status < 300 and not rpc_error,

@@ -1,4 +1,9 @@
-"""Authentication of the CRE bridge (seed 000) and of the backend callbacks (seed 001 §3)."""
+"""Authentication of the CRE bridge (seed 000) and of the backend callbacks (seed 001 §3).
+
+Both read the request's headers (the credential is there), but they decide in the domain's
+terms: a refusal is a domain error (node/errors.py; Unauthenticated for a missing or wrong
+credential, Conflict for a nonce used twice, Unavailable when the secret is not configured), and
+the HTTP edge gives it its status in the CRE error shape."""
 
 from __future__ import annotations
 
@@ -13,8 +18,8 @@ from aiohttp import web
 from node.cre import signing
 from node.cre.config import CreConfig
 from node.cre.store import CreStore
+from node.errors import Conflict, Invalid, Unauthenticated, Unavailable
 from node.fields import reveal
-from node.server.http import ApiError
 
 MAX_NONCE = 200
 
@@ -43,37 +48,37 @@ class RuntimeAuth:
     async def check(self, request: web.Request, body: Any | None) -> None:
         config = self._config
         if not self._api_key:
-            raise ApiError(503, "CRE runtime bridge is not configured (KEEPR_API_KEY is not set)")
+            raise Unavailable("CRE runtime bridge is not configured (KEEPR_API_KEY is not set)")
         if not self.bearer_ok(request):
-            raise ApiError(401, "Missing or invalid bearer token")
+            raise Unauthenticated("Missing or invalid bearer token")
         timestamp = request.headers.get("x-cre-timestamp")
         nonce = request.headers.get("x-cre-nonce")
         signature = request.headers.get("x-cre-signature")
         if timestamp is None and nonce is None and signature is None:
             if config.enforce_hmac and not config.allow_unsigned_when_hmac_configured:
-                raise ApiError(401, "Signed request required: x-cre-timestamp, x-cre-nonce, x-cre-signature")
+                raise Unauthenticated("Signed request required: x-cre-timestamp, x-cre-nonce, x-cre-signature")
             return
         missing = [n for n, v in (("x-cre-timestamp", timestamp), ("x-cre-nonce", nonce),
                                   ("x-cre-signature", signature)) if not v]
         if missing:
-            raise ApiError(401, f"Incomplete request signature: missing {', '.join(missing)}")
+            raise Unauthenticated(f"Incomplete request signature: missing {', '.join(missing)}")
         assert timestamp is not None and nonce is not None and signature is not None
         if not (timestamp.isascii() and timestamp.isdigit()):
-            raise ApiError(401, "x-cre-timestamp must be Unix epoch milliseconds")
+            raise Unauthenticated("x-cre-timestamp must be Unix epoch milliseconds")
         if abs(self._clock() * 1000 - int(timestamp)) > config.skew_seconds * 1000:
-            raise ApiError(401, "Request timestamp outside the allowed window")
+            raise Unauthenticated("Request timestamp outside the allowed window")
         if len(nonce) > MAX_NONCE:
-            raise ApiError(401, f"x-cre-nonce longer than {MAX_NONCE} characters")
+            raise Unauthenticated(f"x-cre-nonce longer than {MAX_NONCE} characters")
         try:
             text = signing.body_string(body)
         except signing.NotJsSafe as exc:  # no JS signer can have signed it: say why, not "bad signature"
-            raise ApiError(400, str(exc), {"field": exc.path}) from None
+            raise Invalid(str(exc), {"field": exc.path}) from None
         key = self._hmac_secret or self._api_key
         if not signing.verify_text(key, timestamp, nonce, text, signature):
-            raise ApiError(401, "Invalid request signature")
+            raise Unauthenticated("Invalid request signature")
         # A timestamp is accepted until timestamp + skew, so its nonce is kept until then.
         if not await self._store.use_nonce(nonce, int(timestamp) / 1000 + config.skew_seconds):
-            raise ApiError(409, "Nonce already used")
+            raise Conflict("Nonce already used")
 
 
 class CallbackAuth:
@@ -95,7 +100,7 @@ class CallbackAuth:
 
     def check(self, request: web.Request, *, reading: bool = False) -> None:
         if not self._backend_key:
-            raise ApiError(503, "CRE callbacks are not configured (CRE_BACKEND_API_KEY is not set)")
+            raise Unavailable("CRE callbacks are not configured (CRE_BACKEND_API_KEY is not set)")
         key = self._backend_key
         given = request.headers.get("x-api-key")
         if given is not None and _same(given, key):
@@ -107,4 +112,4 @@ class CallbackAuth:
         # The app reads callbacks back with its own bearer key.
         if reading and self._app_key and auth.startswith("Bearer ") and _same(auth[7:], self._app_key):
             return
-        raise ApiError(401, "Missing or invalid API key")
+        raise Unauthenticated("Missing or invalid API key")

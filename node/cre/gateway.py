@@ -99,10 +99,14 @@ class GatewayResult:
 
 
 class GatewayError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    """The CRE gateway could not be reached, or did not answer in time (`timed_out`): not a
+    refusal of the trigger but a failure upstream, which the trigger handler answers as a bad
+    gateway (502) or a gateway timeout (504)."""
+
+    def __init__(self, message: str, timed_out: bool = False) -> None:
         super().__init__(message)
-        self.status = status
         self.message = message
+        self.timed_out = timed_out
 
 
 class TriggerDispatcher:
@@ -122,9 +126,9 @@ class TriggerDispatcher:
                 raw = await response.read()
                 status = response.status
         except TimeoutError:
-            raise GatewayError(504, f"CRE gateway did not answer within {self._timeout:g}s") from None
+            raise GatewayError(f"CRE gateway did not answer within {self._timeout:g}s", timed_out=True) from None
         except aiohttp.ClientError as exc:
-            raise GatewayError(502, f"CRE gateway unreachable: {exc}") from None
+            raise GatewayError(f"CRE gateway unreachable: {exc}") from None
         try:
             parsed = safejson.loads(raw) if raw else None
         except ValueError:

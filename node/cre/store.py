@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.canonical import stable_json
+from node.errors import Conflict
 from node.storage import Database, Migration
 from node.storage.batch import GroupCommitter
 from node.timefmt import iso_utc as _iso
@@ -92,10 +93,6 @@ MIGRATIONS = [
 
 def content_hash(value: Any) -> str:
     return hashlib.sha256(stable_json(value).encode()).hexdigest()
-
-
-class Conflict(Exception):
-    """Same idempotency key, different content."""
 
 
 @dataclass(frozen=True)
