@@ -1,4 +1,8 @@
-"""Who is calling the gateway: an SDK API key (HMAC-signed requests) or a dashboard session."""
+"""Who is calling the gateway: an SDK API key (HMAC-signed requests) or a dashboard session.
+
+It reads the credential headers of a request, and refuses with domain errors (node/errors.py):
+Unauthenticated for a missing, wrong or expired credential, Forbidden for a caller who is known
+but not allowed here. The edge gives each its status."""
 
 from __future__ import annotations
 
@@ -8,10 +12,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from node.errors import Forbidden, Unauthenticated
 from node.gateway import crypto
 from node.gateway.store import ApiKey, GatewayStore
 from node.logs import get_logger
-from node.server.http import ApiError
 
 log = get_logger(__name__)
 
@@ -38,7 +42,7 @@ class Actor:
     def check_workflow(self, workflow_id: str) -> None:
         scope = self.workflow_scope
         if scope is not None and workflow_id != scope:
-            raise ApiError(403, f"API key is scoped to workflow {scope!r}")
+            raise Forbidden(f"API key is scoped to workflow {scope!r}")
 
 
 class GatewayAuth:
@@ -57,25 +61,25 @@ class GatewayAuth:
         signature = request.headers.get("X-Signature")
         timestamp = request.headers.get("X-Signature-Timestamp")
         if not api_key:
-            raise ApiError(401, "Missing X-API-Key")
+            raise Unauthenticated("Missing X-API-Key")
         key = await self._store.key(api_key)
         if key is None:
-            raise ApiError(401, "Invalid API key")
+            raise Unauthenticated("Invalid API key")
         if signature is None and timestamp is None:
             if self.hmac_required and not allow_unsigned:
                 log.warning("gateway.unsigned_rejected", key_id=key.id, path=request.path)
-                raise ApiError(401, "Signed request required: X-Signature and X-Signature-Timestamp")
+                raise Unauthenticated("Signed request required: X-Signature and X-Signature-Timestamp")
             log.warning("gateway.unsigned_request", key_id=key.id, path=request.path)
             return key
         if not signature or not timestamp:
-            raise ApiError(401, "Both X-Signature and X-Signature-Timestamp are required")
+            raise Unauthenticated("Both X-Signature and X-Signature-Timestamp are required")
         # ASCII digits, few of them: "²" passes isdigit() and 5,000 digits too, and int() refuses both (a 500)
         if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 20:
-            raise ApiError(401, "X-Signature-Timestamp must be Unix epoch seconds")
+            raise Unauthenticated("X-Signature-Timestamp must be Unix epoch seconds")
         if abs(time.time() - int(timestamp)) > self.max_age:
-            raise ApiError(401, "Signature timestamp expired")
+            raise Unauthenticated("Signature timestamp expired")
         if not self._signed_by(key, timestamp, body, signature.lower()):
-            raise ApiError(401, "Invalid signature")
+            raise Unauthenticated("Invalid signature")
         return key
 
     def _signed_by(self, key: ApiKey, timestamp: str, body: bytes, signature: str) -> bool:
@@ -92,10 +96,10 @@ class GatewayAuth:
     async def session(self, request: web.Request) -> Actor:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
-            raise ApiError(401, "Missing session token (Authorization: Bearer <token>)")
+            raise Unauthenticated("Missing session token (Authorization: Bearer <token>)")
         user = await self._store.session_user(header[7:])
         if user is None:
-            raise ApiError(401, "Invalid or expired session token")
+            raise Unauthenticated("Invalid or expired session token")
         return Actor("user", user["id"], None)
 
     async def org(self, request: web.Request, org_id: str, min_role: str = "viewer",
@@ -108,18 +112,18 @@ class GatewayAuth:
             if "X-API-Key" not in request.headers:
                 key = await self._store.key(bearer[7:])
                 if key is None:
-                    raise ApiError(401, "Invalid API key")
+                    raise Unauthenticated("Invalid API key")
             else:
                 key = await self.sdk(request, body, allow_unsigned=not allow_key or request.method == "GET")
             if key.org_id != org_id:
-                raise ApiError(403, "API key does not belong to this org")
+                raise Forbidden("API key does not belong to this org")
             if not allow_key:
-                raise ApiError(403, "API keys cannot use this route; sign in to the dashboard")
+                raise Forbidden("API keys cannot use this route; sign in to the dashboard")
             return Actor("key", key.id, org_id, key=key)
         actor = await self.session(request)
         role = await self._store.role(org_id, actor.id)
         if role is None:
-            raise ApiError(403, "Not a member of this org")
+            raise Forbidden("Not a member of this org")
         if ROLES[role] < ROLES[min_role]:
-            raise ApiError(403, f"Requires the {min_role} role")
+            raise Forbidden(f"Requires the {min_role} role")
         return Actor("user", actor.id, org_id, role)

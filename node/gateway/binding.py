@@ -8,6 +8,9 @@ exists or not, so ids of other tenants cannot be probed. Jobs without the header
 A signed job submission acts once per signature: the same bytes again get the first answer,
 and a signed stream (`/api/jobs/stream`, whose answer cannot be given twice) claims its
 signature, so sending it again is 409 (it once ran and charged the job every time).
+
+A middleware, so edge code, yet it refuses with domain errors (node/errors.py) like the gate it
+feeds: the error middleware answers them in the family's shape.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from contextvars import ContextVar
 
 from aiohttp import web
 
+from node.errors import Forbidden, NotFound, Unauthenticated
 from node.gateway.auth import GatewayAuth
 from node.gateway.replay import ReplayGuard
 from node.gateway.store import GatewayStore
 from node.logs import get_logger
-from node.server.http import ApiError, client_ip
+from node.server.http import client_ip
 
 log = get_logger(__name__)
 
@@ -46,13 +50,13 @@ class JobBinding:
         signature = request.headers.get("X-Signature")
         if "X-API-Key" not in request.headers or signature is None:
             log.warning("gateway.unauthenticated_binding", path=request.path, client=client_ip(request))
-            raise ApiError(401, f"{WORKFLOW_HEADER} needs a signed API key of the workflow's org "
+            raise Unauthenticated(f"{WORKFLOW_HEADER} needs a signed API key of the workflow's org "
                                 "(X-API-Key, X-Signature, X-Signature-Timestamp over the body)")
         key = await self._auth.sdk(request, raw)
         if key.workflow_id is not None and key.workflow_id != workflow_id:
-            raise ApiError(403, f"API key is scoped to workflow {key.workflow_id!r}")
+            raise Forbidden(f"API key is scoped to workflow {key.workflow_id!r}")
         if await self._store.workflow(workflow_id, key.org_id) is None:
-            raise ApiError(404, f"Unknown workflow {workflow_id!r}", {"workflow_id": workflow_id})
+            raise NotFound(f"Unknown workflow {workflow_id!r}", {"workflow_id": workflow_id})
         token = BOUND_ORG.set(key.org_id)
         try:
             guard = self._replay.claim if request.path == "/api/jobs/stream" else self._replay.once

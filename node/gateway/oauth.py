@@ -11,6 +11,9 @@ nothing, so the caller must prove it one of two ways, both configured by the ope
   (a dashboard that ran the OAuth flow itself) vouches for the identity.
 
 With neither configured the route answers 404: OAuth sign-up is off, never open.
+
+It reads the request (the backend header), but refuses in the domain's terms (node/errors.py:
+NotFound, Unauthenticated, Invalid, Unavailable when the provider's keys cannot be fetched).
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from node.errors import DomainError, Invalid, NotFound, Unauthenticated, Unavailable
 from node.gateway.config import OAuthConfig, OAuthProvider
 from node.logs import get_logger
-from node.server.http import ApiError
 
 if TYPE_CHECKING:  # PyJWT and cryptography (some 20 MB of RSS) are imported when a token is verified
     import jwt
@@ -61,36 +64,36 @@ class OAuthVerifier:
 
     async def prove(self, request: web.Request, provider: str, subject: str, email: str,
                     id_token: str | None) -> str:
-        """How the identity was proven ("id_token" | "backend"); ApiError otherwise."""
+        """How the identity was proven ("id_token" | "backend"); a domain error otherwise."""
         if not self.enabled:
-            raise ApiError(404, f"Not found: {request.method} {request.path} (OAuth sign-up is not configured)")
+            raise NotFound(f"Not found: {request.method} {request.path} (OAuth sign-up is not configured)")
         offered = request.headers.get(BACKEND_HEADER)
         if offered is not None:
             if self._secret is None or not hmac.compare_digest(offered.encode(), self._secret):
                 log.warning("gateway.oauth_refused", provider=provider, reason="bad backend secret")
-                raise ApiError(401, f"Invalid {BACKEND_HEADER}")
+                raise Unauthenticated(f"Invalid {BACKEND_HEADER}")
             return "backend"
         if not id_token:
-            raise ApiError(401, f"id_token: required (or a trusted backend's {BACKEND_HEADER})")
+            raise Unauthenticated(f"id_token: required (or a trusted backend's {BACKEND_HEADER})")
         config = self._providers.get(provider)
         if config is None:
-            raise ApiError(400, f"provider: {provider!r} is not a configured OAuth provider")
+            raise Invalid(f"provider: {provider!r} is not a configured OAuth provider")
         import jwt
 
         try:
             claims = await self._verify(provider, config, id_token)
-        except ApiError:
+        except DomainError:
             raise
         except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
             log.warning("gateway.oauth_refused", provider=provider, reason=str(exc))
-            raise ApiError(401, f"id_token: {exc}") from None
+            raise Unauthenticated(f"id_token: {exc}") from None
         if claims.get("sub") != subject:
-            raise ApiError(401, "id_token: its subject is not the subject of the request")
+            raise Unauthenticated("id_token: its subject is not the subject of the request")
         token_email = claims.get("email")
         if not isinstance(token_email, str) or token_email.lower() != email.lower():
-            raise ApiError(401, "id_token: its email is not the email of the request")
+            raise Unauthenticated("id_token: its email is not the email of the request")
         if str(claims.get("email_verified", True)).lower() == "false":
-            raise ApiError(401, "id_token: the provider has not verified this email")
+            raise Unauthenticated("id_token: the provider has not verified this email")
         return "id_token"
 
     async def _verify(self, name: str, config: OAuthProvider, token: str) -> dict[str, Any]:
@@ -99,11 +102,11 @@ class OAuthVerifier:
         header = jwt.get_unverified_header(token)
         alg = header.get("alg")
         if alg not in config.algorithms:
-            raise ApiError(401, f"id_token: algorithm {alg!r} is not accepted")
+            raise Unauthenticated(f"id_token: algorithm {alg!r} is not accepted")
         kid = header.get("kid")
         candidates = await self._keys(name, config, kid, _KTY[alg])
         if not candidates:
-            raise ApiError(401, "id_token: signed with an unknown key")
+            raise Unauthenticated("id_token: signed with an unknown key")
         last: Exception | None = None
         for key in candidates:
             try:
@@ -157,6 +160,6 @@ class OAuthVerifier:
                     continue  # a key type or curve we do not use
         except (TimeoutError, OSError, aiohttp.ClientError, ValueError, KeyError, TypeError) as exc:
             log.error("gateway.jwks_unavailable", provider=name, error=str(exc))
-            raise ApiError(503, f"the signing keys of provider {name!r} are unavailable") from None
+            raise Unavailable(f"the signing keys of provider {name!r} are unavailable") from None
         log.info("gateway.jwks_loaded", provider=name, keys=len(keys))
         return keys

@@ -11,6 +11,9 @@ A call is bound to a workflow by the body's `workflow_id`, else `X-Workflow-Id`,
 workflow the key is bound to. Refusals are 4xx with the SDK's refusal envelope (`decision:
 block`, `category` denied|budget|halt, `error_code` from its catalogue), which it maps to its
 typed errors; a policy deny carries the policy's reason as `agent_message`.
+
+The handlers are edge code: a refusal envelope is an answer, so `refusal` names its status; other
+refusals are domain errors (node/errors.py), rendered in the gateway's error shape.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from node import __version__
+from node.errors import DomainError, Forbidden, Invalid, NotFound, Unauthenticated
 from node.gateway import policies
 from node.gateway.approvals import ApprovalDesk
 from node.gateway.auth import GatewayAuth
@@ -31,7 +35,7 @@ from node.gateway.replay import ReplayGuard
 from node.gateway.sdk_models import SdkCancel, SdkExecute, SdkGate, SdkHeartbeat, SdkTrackBatch, SdkTrackEvent
 from node.gateway.store import ApiKey, GatewayStore, wf_key
 from node.logs import get_logger
-from node.server.http import ApiError, json_response, parse_json, parse_model
+from node.server.http import json_response, parse_json, parse_model
 from node.server.openapi import accepts
 
 log = get_logger(__name__)
@@ -51,8 +55,8 @@ def refusal(http_status: int, category: str, code: str, reason: str, **extra: An
     return json_response(body, http_status)
 
 
-def not_found(code: str, message: str, **details: Any) -> ApiError:
-    return ApiError(404, message, {"error_code": code, **details})
+def not_found(code: str, message: str, **details: Any) -> NotFound:
+    return NotFound(message, {"error_code": code, **details})
 
 
 class SdkApi:
@@ -117,11 +121,11 @@ class SdkApi:
     def _workflow_id(self, request: web.Request, key: ApiKey, in_body: str | None) -> str | None:
         header = request.headers.get(WORKFLOW_HEADER) or None
         if in_body and header and in_body != header:
-            raise ApiError(400, f"workflow_id: body says {in_body!r} but {WORKFLOW_HEADER} says {header!r}",
+            raise Invalid(f"workflow_id: body says {in_body!r} but {WORKFLOW_HEADER} says {header!r}",
                            {"error_code": "WORKFLOW_ID_BODY_MISMATCH"})
         workflow_id = in_body or header or key.workflow_id
         if workflow_id is not None and key.workflow_id is not None and workflow_id != key.workflow_id:
-            raise ApiError(403, f"API key is scoped to workflow {key.workflow_id!r}")
+            raise Forbidden(f"API key is scoped to workflow {key.workflow_id!r}")
         return workflow_id
 
     async def _workflow(self, key: ApiKey, workflow_id: str) -> dict[str, Any]:
@@ -154,10 +158,10 @@ class SdkApi:
             body = parse_json(raw) if raw else {}
             api_key = body.get("api_key") if isinstance(body, dict) else None
         if not isinstance(api_key, str) or not api_key:
-            raise ApiError(400, "api_key: Field required")
+            raise Invalid("api_key: Field required")
         key = await self.store.key(api_key)
         if key is None:
-            raise ApiError(401, "Invalid API key")
+            raise Unauthenticated("Invalid API key")
         answer = {"valid": True, "key_id": key.id, "org_id": key.org_id, "organization_id": key.org_id,
                   "workflow_id": key.workflow_id, "key_version": key.version}
         if self._returns_secret:
@@ -390,7 +394,7 @@ class SdkApi:
 
     async def track(self, request: web.Request, key: ApiKey, event: SdkTrackEvent) -> web.Response:
         if self._workflow_id(request, key, event.workflow_id) is None:
-            raise ApiError(400, f"workflow_id: Field required (in the body, {WORKFLOW_HEADER},"
+            raise Invalid(f"workflow_id: Field required (in the body, {WORKFLOW_HEADER},"
                                 " or a workflow-bound key)")
         out = await self._record(request, key, event)
         return json_response({"tracked": True, "status": "ok", **(out or {})})
@@ -401,7 +405,7 @@ class SdkApi:
         for event in batch.events:  # scope check before anything is written
             try:
                 self._workflow_id(request, key, event.workflow_id)
-            except ApiError as exc:
+            except DomainError as exc:
                 if not per_event:
                     raise
                 rejected.append({"event_id": event.event_id, "reason": "workflow_out_of_scope",

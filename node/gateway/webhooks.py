@@ -9,9 +9,9 @@ from typing import Any
 
 import aiohttp
 
+from node.errors import Invalid
 from node.logs import get_logger
 from node.server.egress import EgressDenied, EgressPolicy
-from node.server.http import ApiError
 
 log = get_logger(__name__)
 
@@ -23,11 +23,11 @@ class WebhookSender:
         self._session: aiohttp.ClientSession | None = None
 
     async def check(self, url: str, field: str = "url") -> None:
-        """A 400 naming `field` unless the URL may be called."""
+        """Invalid (400) naming `field` unless the URL may be called."""
         try:
             await self.policy.check_url(url)
         except EgressDenied as exc:
-            raise ApiError(400, f"{field}: {exc}") from None
+            raise Invalid(f"{field}: {exc}") from None
 
     async def send(self, channel_id: str, url: str, payload: dict[str, Any]) -> bool:
         if self._session is None:

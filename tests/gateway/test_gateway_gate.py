@@ -1,6 +1,7 @@
 """The governance gate's refusals of a job, by kind (node/errors.py): the HTTP edge gives each
-its status (401, 404, 503, 403), a chain, CRE or registry job records the message. In-process
-against a real gateway store."""
+its status (401, 404, 503, 403), a chain, CRE or registry job records the message; and the
+gateway's request helpers (auth, oauth) refuse by kind as well. In-process against a real
+gateway store."""
 
 from __future__ import annotations
 
@@ -67,3 +68,39 @@ async def test_a_paused_workflow_or_an_exhausted_budget_is_forbidden(store, org)
     await store.set_status(wf_key(org, "wf"), "paused")
     with pytest.raises(Forbidden, match="Workflow wf is paused"):
         await governed.admit(Admission(("echo",), "cre", "cre", None))
+
+
+# -- the gateway's request helpers refuse by kind too --------------------------------------------
+
+def mocked(**headers: str):
+    from aiohttp.test_utils import make_mocked_request
+    return make_mocked_request("POST", "/api/v1/orgs/x/workflows", headers=headers)
+
+
+async def test_gateway_auth_refuses_a_missing_or_wrong_credential_as_unauthenticated(store):
+    from node.gateway.auth import GatewayAuth
+    auth = GatewayAuth(store, hmac_required=True, max_age=300)
+    with pytest.raises(Unauthenticated, match="Missing X-API-Key"):
+        await auth.sdk(mocked(), b"")
+    with pytest.raises(Unauthenticated, match="Invalid API key"):
+        await auth.sdk(mocked(**{"X-API-Key": "nr_live_nope"}), b"")
+    with pytest.raises(Unauthenticated, match="Missing session token"):
+        await auth.session(mocked())
+
+
+async def test_gateway_auth_refuses_another_orgs_key_as_forbidden(store, org):
+    from node.gateway.auth import GatewayAuth
+    key = await store.create_key(org, "k", None, "usr_x")
+    auth = GatewayAuth(store, hmac_required=False, max_age=300)
+    with pytest.raises(Forbidden, match="API key does not belong to this org"):
+        await auth.org(mocked(Authorization=f"Bearer {key['api_key']}"), "org_other", allow_key=True)
+
+
+async def test_oauth_sign_up_that_is_not_configured_is_not_found_and_an_unproven_identity_unauthenticated():
+    from node.gateway.config import OAuthConfig
+    from node.gateway.oauth import OAuthVerifier
+    with pytest.raises(NotFound, match="OAuth sign-up is not configured"):
+        await OAuthVerifier(OAuthConfig()).prove(mocked(), "google", "sub", "a@example.com", None)
+    verifier = OAuthVerifier(OAuthConfig(backend_secret="s" * 32))
+    with pytest.raises(Unauthenticated, match="id_token: required"):
+        await verifier.prove(mocked(), "google", "sub", "a@example.com", None)
