@@ -37,6 +37,10 @@ keys' entries, making their requests replayable again):
 The memory of answers does not survive a restart, so a signature made before this process
 started is refused (401, the SDK signs every attempt anew): a request captured before a restart
 cannot be replayed after it. (Storing every answer in SQLite did the same at half the throughput.)
+
+This is edge code, and so it refuses with `ApiError`: it wraps handlers and keeps and gives back
+their HTTP answers (status, body, an `X-Idempotent-Replay` header, on a refusal too), and it
+releases a stream's claim when the handler refused, whether with an `ApiError` or a domain error.
 """
 
 from __future__ import annotations
