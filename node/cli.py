@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{'enabled' if config.chain.enabled else 'disabled'})")
         for note in loaded.notes:
             print(f"  note: {note}")
+        for note in loaded.deprecated:
+            print(f"  deprecated: {note}")
         return 0
 
     setup_logging(config.log.level, config.log.format, config.log.path, config.log.max_file_size,
@@ -313,6 +315,8 @@ def _log_loaded(loaded: LoadedConfig) -> None:
     log.info("config.loaded", path=str(loaded.path), form=loaded.form, sha256=loaded.sha256[:16])
     for note in loaded.notes:  # one line per Infernet key that means nothing here
         log.info("config.infernet_key", note=note)
+    for note in loaded.deprecated:  # one line per key read under its old name
+        log.warning("config.deprecated", note=note)
 
 
 if __name__ == "__main__":

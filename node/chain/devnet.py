@@ -90,7 +90,7 @@ def devnet_config(base: dict[str, Any], keys: dict[str, str], dep: Deployment, r
         "forwarder_address": dep.address("ReportForwarder"), "sub0_address": dep.address("Sub0"),
         "vault_address": dep.address("PredictionVault"),
         "conditional_tokens_address": dep.address("ConditionalTokens"), "usdc_address": dep.address("MockUSDC")}}
-    config["gateway"] = {**base.get("gateway", {}), "master_key_path": f"{state_dir}/node.key"}
+    config["master_key_path"] = f"{state_dir}/node.key"
     return config
 
 

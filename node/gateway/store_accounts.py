@@ -10,13 +10,14 @@ from typing import Any
 from node.errors import Conflict, Forbidden, NotFound
 from node.gateway import crypto
 from node.gateway.store_rows import INVITE_TTL, SESSION_TTL, ApiKey, new_id
+from node.secrets import SecretBox
 from node.storage import Database
 from node.timefmt import iso_utc as _iso
 
 
 class AccountStore:
     db: Database
-    _box: crypto.SecretBox  # seals API key secrets at rest
+    _box: SecretBox  # seals API key secrets at rest
     _keys: dict[str, ApiKey]  # key hash -> key, cleared on any revoke/rotate/org delete
 
     # -- accounts -----------------------------------------------------------------------

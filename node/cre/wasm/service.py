@@ -56,9 +56,9 @@ from node.cre.wasm.reports import Reporter
 from node.cre.wasm.runtime import Loaded, LoadError, Subscription, WasmRuntime, cron_payload, http_payload, result_json
 from node.cre.wasm.toolchain import Toolchain
 from node.errors import Forbidden, Invalid, NotFound, StartupError, Unauthenticated, Unavailable
-from node.gateway.crypto import SecretBox
 from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
+from node.secrets import SecretBox
 from node.server.egress import EgressPolicy
 from node.server.http import json_response, parse_json, query_limit
 from node.storage import Database, Migration
