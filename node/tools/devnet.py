@@ -30,8 +30,8 @@ from eth_account import Account
 from web3 import Web3
 
 from node.chain.codec import abi
-from node.chain.deploy import GROUPS, Deployer, DeployError, Deployment, send
-from node.chain.paywallet import PaymentWalletTool
+from node.tools.deploy import GROUPS, Deployer, DeployError, Deployment, send
+from node.tools.paywallet import PaymentWalletTool
 
 REPO = Path(__file__).resolve().parents[2]
 ANVIL = REPO / "contracts" / "node_modules" / ".bin" / "anvil"
