@@ -128,7 +128,7 @@ class OperatorAccess:
         if self._token is None:
             raise ApiError(403, "Operator endpoints answer only direct loopback connections (set server.admin_token "
                            "to allow others, or to reach them through a proxy)")
-        given = (bearer_token(request) or "").strip().encode()
+        given = (bearer_token(request) or "").encode()
         if not given:
             raise ApiError(401, "Operator token required: Authorization: Bearer <server.admin_token>")
         if not hmac.compare_digest(given, self._token):
