@@ -11,7 +11,7 @@ import pytest
 
 from node.errors import Forbidden, NotFound, Unauthenticated, Unavailable
 from node.gateway.binding import BOUND_ORG
-from node.gateway.crypto import SecretBox
+from node.secrets import SecretBox
 from node.gateway.gate import GovernanceGate
 from node.gateway.store import GatewayStore, wf_key
 from node.jobs.orchestrator import Admission
