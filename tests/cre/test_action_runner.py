@@ -1,5 +1,7 @@
 """An action whose outcome cannot be recorded is not left "running" with no task behind it
-(in-process: the runner with a store that fails once, as SQLite did under load in CI)."""
+(in-process: the runner with a store that fails once, as SQLite did under load in CI), and an
+action whose job is refused (a domain error from the orchestrator's gates) ends failed with the
+refusal's words."""
 
 from __future__ import annotations
 
@@ -36,3 +38,19 @@ async def test_an_action_whose_result_cannot_be_stored_ends_failed_not_running()
     await asyncio.sleep(0)
     assert [status for status, _ in store.states] == ["running", "failed"]
     assert "database is locked" in store.states[-1][1]["error"]
+
+
+class RefusingOrchestrator:
+    async def run(self, containers, data, **kw):
+        from node.errors import Forbidden
+        raise Forbidden("Workflow wf-cre is paused", {"workflow_id": "wf-cre"})
+
+
+async def test_an_action_whose_job_is_refused_ends_failed_with_the_refusals_message():
+    store = FlakyStore()
+    runner = ActionRunner(store, RefusingOrchestrator(), {"notify": ["echo"]})  # type: ignore[arg-type]
+    runner.schedule({"id": 8, "actionType": "notify", "action": {}, "vaultAddress": "0x", "groupId": "g",
+                     "dedupeKey": "d"})
+    await runner.close(timeout=5)
+    await asyncio.sleep(0)
+    assert store.states == [("running", {}), ("failed", {"error": "Workflow wf-cre is paused"})]
