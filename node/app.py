@@ -109,7 +109,7 @@ class Node:
         self.clients = ClientAddresses(config.server.trusted_proxies)  # who a request's client is
         self._limiters: dict[str, RateLimiter] = {}
         self._reload_lock = asyncio.Lock()
-        self._reloads = self.supervisor.task_set("config-reload")  # SIGHUP reloads, drained at stop
+        self._reloads = self.supervisor.group("config-reload")  # SIGHUP reloads, drained at stop
         self.restart_needed: list[str] = []  # changed keys a reload could not apply
         # Metrics, the operator status endpoint/page and the problem watchdog (one registry per node).
         self.observe = Observability(self) if config.observe.enabled else None
@@ -314,7 +314,7 @@ class Node:
                     from node.registry.watcher import EventWatcher
 
                     self.watchers = [EventWatcher(service, self.orchestrator, chain_id, chain,
-                                                  tasks=self.supervisor.task_set(f"registry-events-{chain_id}"))
+                                                  tasks=self.supervisor.group(f"registry-events-{chain_id}"))
                                      for chain_id, chain in self.config.registry.chains.items()]
         await self._start_server()
         await self._start_containers()

@@ -74,8 +74,8 @@ class ChainService:
         self._tasks: list[Supervised] = []
         # One-shot work, drained at stop: delegated deliveries, and watches of the transactions a
         # previous process left in flight.
-        self._delegated_tasks = supervisor.task_set("chain-delegated")
-        self._tx_watches = supervisor.task_set("chain-tx-watch")
+        self._delegated_tasks = supervisor.group("chain-delegated")
+        self._tx_watches = supervisor.group("chain-tx-watch")
         self.chain_id: int | None = None
 
     # -- which subscriptions this node serves -------------------------------------------------

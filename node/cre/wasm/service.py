@@ -260,7 +260,7 @@ class WasmWorkflows:
         self.workflows: dict[str, _Workflow] = {}
         self._backlog = 2 * wasm.workers  # executions of one workflow waiting or running, at most
         # cron executions under way (bounded by the backlog): one-shot tasks the Supervisor drains
-        self._firings = supervisor.task_set("cre-wasm-cron-firings")
+        self._firings = supervisor.group("cre-wasm-cron-firings")
 
     async def start(self) -> None:
         """Load every enabled workflow and start its triggers; on a failure, undo and raise
