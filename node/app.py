@@ -149,7 +149,8 @@ class Node:
         settings = self.config.cre
         store = CreStore(self.db)
         await store.start(settings.skew_seconds)
-        self.cre_runner = ActionRunner(store, self.orchestrator, settings.action_routes())
+        self.cre_runner = ActionRunner(store, self.orchestrator, settings.action_routes(),
+                                       self.supervisor.group("cre-actions"))
         dispatcher = None
         trigger_key = reveal(settings.trigger_private_key)
         if settings.gateway_url and trigger_key:
@@ -193,7 +194,8 @@ class Node:
             webhooks=WebhookSender(EgressPolicy(config.webhook_allowed_networks)),
             oauth=OAuthVerifier(config.oauth, self.session), hasher=PasswordHasher(),
             open_registration=config.open_registration, verify_returns_secret=config.verify_returns_secret,
-            export_dir=Path(self.config.storage.path).parent / "audit-exports")
+            export_dir=Path(self.config.storage.path).parent / "audit-exports",
+            alert_tasks=self.supervisor.group("gateway-alerts"))
         costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
         self.orchestrator.add_gate(GovernanceGate(store, {str(k): v for k, v in config.default_workflows.items()}, costs,
                                                   config.reservation_ttl))
@@ -313,8 +315,7 @@ class Node:
                 if self.config.registry.chains:
                     from node.registry.watcher import EventWatcher
 
-                    self.watchers = [EventWatcher(service, self.orchestrator, chain_id, chain,
-                                                  tasks=self.supervisor.group(f"registry-events-{chain_id}"))
+                    self.watchers = [EventWatcher(service, self.orchestrator, chain_id, chain)
                                      for chain_id, chain in self.config.registry.chains.items()]
         await self._start_server()
         await self._start_containers()
@@ -327,14 +328,13 @@ class Node:
             await self.chain.start()
             stack.push_async_callback(self.chain.stop)
         if self.relayer is not None:
-            relayer = self.relayer
-            handle = self.supervisor.spawn("registry-relayer", relayer.run)
-            stack.push_async_callback(handle.stop, relayer.stop, 10.0)
+            self.relayer.start(self.supervisor)
+            stack.push_async_callback(self.relayer.stop)
         for watcher in self.watchers:
-            handle = self.supervisor.spawn(f"registry-watch-{watcher.chain_id}", watcher.run)
-            stack.push_async_callback(handle.stop, watcher.stop, 10.0)
+            watcher.start(self.supervisor)
+            stack.push_async_callback(watcher.stop)
         if self.observe is not None:
-            self.supervisor.spawn("observe-watchdog", self.observe.watchdog.run)
+            self.supervisor.loop("observe-watchdog", self.observe.watchdog.round, self.config.observe.interval)
             self.supervisor.spawn("observe-charts", self.observe.api.charts.run)
         stack.push_async_callback(self._stop_intake)
         self.started = True

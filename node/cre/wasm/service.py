@@ -335,7 +335,8 @@ class WasmWorkflows:
 
         follower = logtrigger.LogTrigger(self._db, name, sub, url, self._wasm.log_confirmations, fire,
                                          self._wasm.log_poll_interval, self.workflows[name].workflow_id)
-        self._tasks.append((self._supervisor.spawn(f"cre-wasm-logs-{name}-{sub.index}", follower.run), follower.stop))
+        self._tasks.append((self._supervisor.loop(f"cre-wasm-logs-{name}-{sub.index}", follower.round,
+                                                  follower.poll_interval, follower.wake), None))
 
     async def stop(self) -> None:
         """Stop the triggers first (through the Supervisor, so none is restarted), then the
