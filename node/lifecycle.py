@@ -17,9 +17,10 @@ Three shapes, one each way:
 - `loop(name, fn, every, wake=None)` is the one way to run a tick loop: `fn()` is one round,
   called every `every` seconds, or at once when `wake` (an `asyncio.Event` its owner sets: a new
   head, a new subscription, more blocks to read) fires. A failed round is logged with its
-  traceback and the next one runs; the loop never dies of a round. Stopping is the Supervisor's:
-  `stop()` on the handle (or `close()`) ends the loop after the round under way (up to the grace,
-  then cancelled); no loop keeps a stop event of its own. `periodic(name, every, fn)` is a loop
+  traceback (further failures in a row in one line each, `in_a_row`) and the next one runs; the
+  loop never dies of a round. Stopping is the Supervisor's: `stop()` on the handle (or `close()`)
+  ends the loop after the round under way (up to the grace, then cancelled; a round waiting in
+  `retry_pause` between RPC retries ends at once); no loop keeps a stop event of its own. `periodic(name, every, fn)` is a loop
   whose first round waits one interval.
 - `spawn(name, factory)` runs a long-lived coroutine that is not a tick loop (a WebSocket
   subscription, a cron schedule), restarted with backoff when it ends on its own.
@@ -48,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from node.logs import get_logger
@@ -57,6 +59,23 @@ log = get_logger(__name__)
 Factory = Callable[[], Awaitable[None]]
 
 GRACE = 10.0  # seconds a stopping loop's round, or a group's tasks, get before they are cancelled
+
+# The stop signal of the supervised task the current code runs in (None outside one).
+_halt: ContextVar[asyncio.Event | None] = ContextVar("supervised_halt", default=None)
+
+
+async def retry_pause(seconds: float) -> None:
+    """Wait `seconds` before retrying (an RPC call that failed): a round waiting here when the
+    Supervisor stops its loop ends at once (CancelledError), not after the grace."""
+    halt = _halt.get()
+    if halt is None:
+        await asyncio.sleep(seconds)
+        return
+    try:
+        await asyncio.wait_for(halt.wait(), seconds)
+    except TimeoutError:
+        return
+    raise asyncio.CancelledError
 
 
 @dataclass
@@ -140,6 +159,7 @@ class Supervisor:
         async def rounds() -> None:
             if first_after > 0:
                 await pause(first_after, entry._halt)
+            failing = 0  # rounds failed in a row: the first is logged with its traceback, the rest in one line
             while not entry._halt.is_set():
                 if wake is not None:
                     wake.clear()
@@ -149,8 +169,17 @@ class Supervisor:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - one failed round; the next one runs
-                    log.exception("task.round_failed", task=name, error=repr(exc)[:300],
-                                  ms=round((time.perf_counter() - started) * 1000, 1))
+                    failing += 1
+                    fields = {"task": name, "error": repr(exc)[:300], "in_a_row": failing,
+                              "ms": round((time.perf_counter() - started) * 1000, 1)}
+                    if failing == 1:
+                        log.exception("task.round_failed", **fields)
+                    else:
+                        log.error("task.round_failed", **fields)
+                else:
+                    if failing:
+                        log.info("task.rounds_recovered", task=name, failed=failing)
+                    failing = 0
                 await pause(every, wake if wake is not None else entry._halt)
 
         entry = self.spawn(name, rounds, critical=critical)
@@ -183,7 +212,9 @@ class Supervisor:
         try:
             while not entry.stopping:
                 started = time.monotonic()
+                token = _halt.set(entry._halt)  # the run's context sees its stop signal (retry_pause)
                 run = asyncio.create_task(_awaited(entry.factory), name=f"{entry.name}:run")
+                _halt.reset(token)
                 entry.current = run
                 try:
                     await run

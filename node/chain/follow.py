@@ -39,6 +39,7 @@ from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
 
 from node.chain.heads import HeadFeed
+from node.lifecycle import retry_pause
 from node.logs import get_logger
 
 log = get_logger(__name__)
@@ -64,7 +65,8 @@ def _hex(value: Any) -> str:
 
 
 async def with_backoff(label: str, fn: Callable[[], Awaitable], first: float = 0.5, most: float = 10.0):
-    """`fn()`, retried with exponential backoff until it answers (stopping the loop cancels it)."""
+    """`fn()`, retried with exponential backoff until it answers or the Supervisor stops the loop
+    (`retry_pause` then ends the round at once)."""
     delay = first
     while True:
         try:
@@ -73,7 +75,7 @@ async def with_backoff(label: str, fn: Callable[[], Awaitable], first: float = 0
             raise
         except Exception as exc:  # noqa: BLE001 - RPC errors and timeouts: wait and retry
             log.warning("chain.rpc_retry", call=label, error=str(exc)[:200], retry_in_s=round(delay, 2))
-            await asyncio.sleep(delay)
+            await retry_pause(delay)
             delay = min(delay * 2, most)
 
 

@@ -189,3 +189,40 @@ async def test_a_node_whose_critical_chain_loop_is_killed_stops_with_exit_code_1
         assert fatal._fields["task"] == "chain-listener"
     finally:
         anvil.stop()
+
+
+# -- the Supervisor's loop on its own ---------------------------------------------------------------
+
+
+async def test_a_loop_runs_its_next_round_at_once_when_its_wake_event_is_set():
+    supervisor = Supervisor(on_fatal=lambda name: None)
+    wake, rounds = asyncio.Event(), []
+
+    async def round_() -> None:
+        rounds.append(time.monotonic())
+
+    supervisor.loop("woken", round_, 60, wake)
+    await wait_for(lambda: len(rounds) == 1)
+    wake.set()
+    await wait_for(lambda: len(rounds) == 2, timeout=1)  # not after the 60 s of `every`
+    await supervisor.close()
+
+
+async def test_stopping_a_loop_whose_round_is_retrying_a_dead_rpc_ends_it_at_once():
+    from node.chain.follow import with_backoff
+
+    supervisor = Supervisor(on_fatal=lambda name: None)
+    calls = []
+
+    async def dead_rpc() -> int:
+        calls.append(1)
+        raise ConnectionError("connection refused")
+
+    async def round_() -> None:
+        await with_backoff("eth_blockNumber", dead_rpc, first=30)
+
+    handle = supervisor.loop("follower", round_, 1.0)
+    await wait_for(lambda: calls)
+    started = time.monotonic()
+    await handle.stop(timeout=20)
+    assert time.monotonic() - started < 2 and not handle.running and handle.restarts == 0
