@@ -14,7 +14,7 @@ by the relayer (`CronRelayer.recover`: at least once, the execution recorded onc
 intents in one transaction (`WatchCursor.rewind`); if the event reappears in another block it
 fires again. The loops are the node's Supervisor's (`registry-watch-<chain>`, one follower round
 each, and `registry-rpc-health-<chain>`): RPC errors are retried inside the follower with
-backoff, anything else fails the round (logged) and the next round reads from the cursor again.
+backoff, anything else fails the round (logged) and the next round reads the same blocks again.
 Each fired event's run is a one-shot task of the `registry-events-<chain>` group, drained at stop.
 
 A chain may have several RPCs (`registry.chains.<id>.rpc_url` as a list, or `rpc_urls` with
@@ -70,8 +70,8 @@ class EventWatcher:
         self._loops: list[Supervised] = []
 
     def start(self, supervisor: Supervisor) -> None:
-        """Follow the chain and check its RPCs as Supervisor loops (a cursor read from SQLite
-        again on each start)."""
+        """Follow the chain and check its RPCs as Supervisor loops (the follower reads its cursor
+        from SQLite in its first round)."""
         self._runs = supervisor.group(f"registry-events-{self.chain_id}")
         chain = self._chain
         self._loops = [
