@@ -335,7 +335,7 @@ class Node:
             stack.push_async_callback(watcher.stop)
         if self.observe is not None:
             self.supervisor.loop("observe-watchdog", self.observe.watchdog.round, self.config.observe.interval)
-            self.supervisor.spawn("observe-charts", self.observe.api.charts.run)
+            self.supervisor.loop("observe-charts", self.observe.api.charts.round, self.observe.api.charts.interval)
         stack.push_async_callback(self._stop_intake)
         self.started = True
         log.info(
