@@ -38,7 +38,7 @@ def busy_node(tmp_path) -> Node:
         "server": {"host": "127.0.0.1", "port": 0, "shutdown_grace": 1},
         "storage": {"path": str(tmp_path / "node.db"), "prune_interval": 0.2},
         "manage_containers": False, "startup_wait": 0, "containers": [],
-        "gateway": {"master_key_path": str(tmp_path / "node.key")},
+        "master_key_path": str(tmp_path / "node.key"),
         "cre": {"skew_seconds": 0.5},
         "registry": {"relayer_key": "0x" + Account.create().key.hex()},
         "observe": {"interval": 0.2},
