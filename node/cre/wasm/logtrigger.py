@@ -205,6 +205,10 @@ class LogTrigger:
         self.wake = self._follower.wake  # the Supervisor's loop runs the next round at once when set
         self._resumed = False
 
+    async def close(self) -> None:
+        """Close the RPC connection (after the Supervisor stopped the loop)."""
+        await self._w3.provider.disconnect()
+
     async def round(self) -> None:
         """One follower round; the first (until it succeeds) runs again the executions a stopped
         process left claimed."""
