@@ -20,8 +20,8 @@ import pytest
 from aiohttp import web
 
 from node.config import ConfigError, parse_config
+from node.jobs.client import ContainerClient
 from node.jobs.endpoint import ContainerEndpoint, ContainerFailure
-from node.jobs.orchestrator import Orchestrator
 from tests.helpers import REPO, NodeProcess, free_port
 
 IMAGE = "node-swarm-test/echo:latest"
@@ -84,8 +84,8 @@ class Hangup:
 
 async def call(endpoint: ContainerEndpoint, times: int = 1) -> list[Any]:
     async with aiohttp.ClientSession() as session:
-        orchestrator = Orchestrator({endpoint.id: endpoint}, session, store=None)  # type: ignore[arg-type]
-        return await asyncio.gather(*(orchestrator.call(endpoint, {"data": i}) for i in range(times)))
+        client = ContainerClient(session)
+        return await asyncio.gather(*(client.call(endpoint, {"data": i}) for i in range(times)))
 
 
 async def test_a_call_refused_at_connect_is_retried_once_on_another_task():
