@@ -18,15 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
-
 from node.jobs.client import CallObserver, ContainerClient
 from node.jobs.endpoint import ContainerEndpoint, ContainerFailure
 from node.jobs.models import Job, JobLocation, over_time_limit
 from node.jobs.store import JobStore, Rerun
 from node.jobs.stream import JobStream
 from node.logs import get_logger
-from node.server import safejson
 from node.server.clients import limit_key
 
 log = get_logger(__name__)
@@ -95,14 +92,13 @@ class Orchestrator:
     def __init__(
         self,
         endpoints: dict[str, ContainerEndpoint],
-        session: aiohttp.ClientSession,
+        client: ContainerClient,
         store: JobStore,
         gates: Sequence[JobGate] = (),
         *,
         max_inflight: int = 0,
         max_inflight_per_client: int = 0,
         max_job_seconds: float | None = None,
-        max_json_depth: int = safejson.DEFAULT_MAX_DEPTH,
     ) -> None:
         self.endpoints = endpoints
         self._store = store
@@ -113,7 +109,8 @@ class Orchestrator:
         self.observers: list[JobObserver] = []
         # Containers are called through the one client (retry, failures, metrics); it hears
         # the observers added to this list later too.
-        self._client = ContainerClient(session, self.observers, max_json_depth=max_json_depth)
+        self._client = client
+        client.observers = self.observers
         self._max_inflight = max_inflight  # 0: no cap
         self._inflight = 0  # front-door jobs (HTTP submit and stream) admitted and not yet finished
         # Containers a config reload is removing: new jobs naming them are refused while the

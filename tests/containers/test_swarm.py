@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -83,9 +82,11 @@ class Hangup:
 
 
 async def call(endpoint: ContainerEndpoint, times: int = 1) -> list[Any]:
-    async with aiohttp.ClientSession() as session:
-        client = ContainerClient(session)
+    client = ContainerClient()
+    try:
         return await asyncio.gather(*(client.call(endpoint, {"data": i}) for i in range(times)))
+    finally:
+        await client.close()
 
 
 async def test_a_call_refused_at_connect_is_retried_once_on_another_task():

@@ -9,9 +9,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
+from node.jobs.client import ContainerClient
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.models import Job
 from node.jobs.orchestrator import Orchestrator
@@ -79,13 +79,14 @@ async def hangup() -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def orchestrator(tmp_path, endpoint: ContainerEndpoint) -> AsyncIterator[tuple[Orchestrator, Calls]]:
     db, store = await open_store(tmp_path)
+    client = ContainerClient()
     try:
-        async with aiohttp.ClientSession() as session:
-            node = Orchestrator({endpoint.id: endpoint}, session, store)
-            calls = Calls()
-            node.observers.append(calls)
-            yield node, calls
+        node = Orchestrator({endpoint.id: endpoint}, client, store)
+        calls = Calls()
+        node.observers.append(calls)
+        yield node, calls
     finally:
+        await client.close()
         await db.close()
 
 
@@ -140,7 +141,7 @@ async def test_a_failed_stream_is_counted_as_a_failed_call_with_the_calls_messag
 
 
 async def test_a_silent_container_times_out_with_the_same_message_streamed_or_called(tmp_path):
-    async with container(delay=2) as url:
+    async with container(delay=0.6) as url:
         async with orchestrator(tmp_path, ContainerEndpoint("svc", url, timeout=0.2)) as (node, calls):
             _, streamed_job = await streamed(node, "svc")
             called = await node.run(["svc"], {"x": 1}, client="test", source="test")

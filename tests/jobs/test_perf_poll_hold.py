@@ -9,7 +9,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -17,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from node.config import ConfigError, parse_config
 from node.containers.config import JobsConfig
 from node.jobs.api import JobsApi
+from node.jobs.client import ContainerClient
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
 from node.server.config import RateLimitConfig
@@ -35,15 +35,17 @@ async def jobs_node(tmp_path, delay: float, poll_hold: float) -> AsyncIterator[T
     container = web.Application()
     container.router.add_post("/service_output", service_output)
     db, store = await open_store(tmp_path)
-    async with TestServer(container) as served, aiohttp.ClientSession() as session:
+    containers = ContainerClient()
+    async with TestServer(container) as served:
         orchestrator = Orchestrator({"c": ContainerEndpoint("c", str(served.make_url("")).rstrip("/"))},
-                                    session, store)
+                                    containers, store)
         api = JobsApi(orchestrator, store, None, max_batch=10, status_allowed_ips=[],  # type: ignore[arg-type]
                       chain_info=lambda: {"enabled": False}, limits=JobsConfig(poll_hold=poll_hold))
         app = web.Application(middlewares=make_middlewares(ErrorShapes(), RateLimiter(RateLimitConfig())))
         app.add_routes(api.routes())
         async with TestClient(TestServer(app)) as client:
             yield client
+        await containers.close()
     await db.close()
 
 
@@ -65,16 +67,16 @@ async def test_one_poll_answers_the_result_of_a_job_that_finishes_within_the_hol
 
 
 async def test_a_poll_for_a_job_still_running_answers_running_once_the_hold_is_over(tmp_path):
-    async with jobs_node(tmp_path, delay=2.0, poll_hold=0.1) as client:
+    async with jobs_node(tmp_path, delay=0.8, poll_hold=0.1) as client:
         job, seconds = await submit_then_poll(client)
     assert job["status"] == "running" and "result" in job and job["result"] is None
-    assert 0.1 <= seconds < 1.0
+    assert 0.1 <= seconds < 0.6
 
 
 @pytest.mark.parametrize(("poll_hold", "params"), [(0.0, {}), (1.0, {"wait": "0"})],
                          ids=["poll_hold 0", "wait=0 asked"])
 async def test_a_poll_with_no_hold_or_asking_wait_0_answers_a_running_job_at_once(tmp_path, poll_hold, params):
-    async with jobs_node(tmp_path, delay=2.0, poll_hold=poll_hold) as client:
+    async with jobs_node(tmp_path, delay=0.8, poll_hold=poll_hold) as client:
         job, seconds = await submit_then_poll(client, **params)
     assert job["status"] == "running" and seconds < 0.5
 
