@@ -24,6 +24,8 @@ container; so load from elsewhere on the machine hits them alike. It prints, per
 level, the node's CPU ms per job, p50/p99, jobs/s and the node's peak RSS. At C=1 the client
 polls every 1 ms (the latency one client alone sees); at other levels it backs off to 10 ms.
 `--client wait` or `--client stream` measures the other two ways to get a result instead.
+`--host-containers` runs each node's echo container as a plain process on the host (the same
+stdlib server, `manage_containers: false`), for when the Docker engine is busy or absent.
 
     .venv/bin/python scripts/bench_jobs.py --compare old=<commit or path>,new=. [--concurrency 1,8,32,128]
         [--jobs 3000] [--rounds 3]
@@ -59,7 +61,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import NodeProcess, container_entry  # noqa: E402
+from tests.helpers import NodeProcess, container_entry, workload_process  # noqa: E402
 
 
 def rss_mb(pid: int, key: str = "VmHWM") -> float:
@@ -239,6 +241,7 @@ async def compare(args: argparse.Namespace) -> None:
     if args.no_observe:
         extra["observe"] = {"enabled": False}
     nodes: list[tuple[str, CheckoutNode]] = []
+    services: list[subprocess.Popen] = []  # --host-containers: each node's echo as a host process
     # results[label][c]: one (jobs/s, p50, p99, errors, direct/s, cpu ms/job, requests/job) per round
     results: dict[str, dict[int, list[tuple[float, float, float, int, float, float, float]]]] = {
         label: {c: [] for c in args.concurrency} for label, _ in checkouts}
@@ -250,8 +253,14 @@ async def compare(args: argparse.Namespace) -> None:
     requests = {"count": 0}  # the client's requests to the node (submissions, polls, streams)
     try:
         for label, repo in checkouts:
-            node = CheckoutNode(repo, Path(tempfile.mkdtemp(prefix=f"bench-{label}-")),
-                                [container_entry("echo", "echo", concurrency=256, timeout=30)], extra)
+            if args.host_containers:
+                service, url = workload_process("echo")
+                services.append(service)
+                entry, node_extra = {"id": "echo", "url": url, "concurrency": 256, "timeout": 30}, {
+                    **extra, "manage_containers": False}
+            else:
+                entry, node_extra = container_entry("echo", "echo", concurrency=256, timeout=30), extra
+            node = CheckoutNode(repo, Path(tempfile.mkdtemp(prefix=f"bench-{label}-")), [entry], node_extra)
             node.prefix = f"bench{uuid.uuid4().hex[:4]}-"
             node.write_config()
             nodes.append((label, node))
@@ -334,7 +343,11 @@ async def compare(args: argparse.Namespace) -> None:
     finally:
         for _, node in nodes:
             node.stop()
-            node.remove_containers()
+            if not args.host_containers:
+                node.remove_containers()
+        for service in services:
+            service.kill()
+            service.wait()
         for tree in trees:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
     print()
@@ -519,6 +532,8 @@ async def cpu_case(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per concurrency level (default 3000)")
+    parser.add_argument("--host-containers", action="store_true",
+                        help="--compare: run each node's echo container as a plain host process (no Docker)")
     parser.add_argument("--no-observe", action="store_true", help="turn metrics off (observe.enabled: false)")
     parser.add_argument("--concurrency", default="1,8,32,128",
                         type=lambda s: [int(x) for x in s.split(",")], help="comma-separated C values")
