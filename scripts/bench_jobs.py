@@ -240,6 +240,8 @@ async def compare(args: argparse.Namespace) -> None:
     extra: dict = {"log": {"level": "WARNING"}}  # only keys every checkout knows
     if args.no_observe:
         extra["observe"] = {"enabled": False}
+    if args.client == "stream":  # every client shares one address: no cap on its open streams
+        extra["jobs"] = {"max_streams_per_client": 0}
     nodes: list[tuple[str, CheckoutNode]] = []
     services: list[subprocess.Popen] = []  # --host-containers: each node's echo as a host process
     # results[label][c]: one (jobs/s, p50, p99, errors, direct/s, cpu ms/job, requests/job) per round
