@@ -156,6 +156,7 @@ class _Connection(asyncio.Protocol):
         self._keep = self._parser.should_keep_alive() and self._sized
         if self._done is not None and not self._done.done():
             self._done.set_result(self._status)
+        self._sink = self._deadline = None  # the call is over: bytes arriving idle reach neither
 
 
 class Http1Pool:

@@ -144,3 +144,12 @@ async def test_a_container_that_breaks_off_or_is_not_http_fails_the_call_once_ne
             await client.call(endpoint, {})
         await client.close()
     assert len(container.requests) == 1
+
+
+async def test_bytes_a_container_sends_after_its_answer_close_that_connection_and_the_next_call_opens_one():
+    container = Container(lambda _: content_length() + b"junk after the answer")
+    client = ContainerClient()
+    async with serving(container) as endpoint:
+        answers = [await client.stream(endpoint, {"n": i}, lambda _: None) for i in range(2)]
+        await client.close()
+    assert answers == [BODY, BODY] and container.connections == 2
