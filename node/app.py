@@ -35,7 +35,6 @@ from node.gateway import api as gateway_api
 from node.gateway.auth import GatewayAuth
 from node.gateway.binding import JOB_PATHS
 from node.gateway.control import ControlHub
-from node.gateway.crypto import SecretBox
 from node.gateway.gate import GovernanceGate
 from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
@@ -60,6 +59,7 @@ from node.registry.store import RegistryStore
 from node.reload import ReloadPlan
 from node.reload import applied as applied_config
 from node.reload import plan as reload_plan
+from node.secrets import SecretBox
 from node.server.clients import ClientAddresses, limit_key, parse_ip
 from node.server.egress import EgressPolicy
 from node.server.health import HealthApi
@@ -120,7 +120,7 @@ class Node:
     def secret_box(self) -> SecretBox:
         """The node's master key (sealing API secrets and agent keys), loaded once."""
         if self._box is None:
-            self._box = SecretBox.from_file(Path(self.config.gateway.master_key_path))
+            self._box = SecretBox.from_file(Path(self.config.master_key_path))
         return self._box
 
     def _endpoints(self) -> dict[str, ContainerEndpoint]:

@@ -33,7 +33,7 @@ from node.observe.queries import jobs_per_bucket, recent_jobs
 from node.observe.sampler import Sampler
 from node.observe.watchdog import Watchdog
 from node.server.clients import client_of
-from node.server.http import ApiError, ApiFamily, json_response, query_limit
+from node.server.http import ApiError, ApiFamily, bearer_token, json_response, query_limit
 from node.storage import Database
 
 PAGE = resources.files("node.observe").joinpath("static/index.html")
@@ -128,7 +128,7 @@ class OperatorAccess:
         if self._token is None:
             raise ApiError(403, "Operator endpoints answer only direct loopback connections (set server.admin_token "
                            "to allow others, or to reach them through a proxy)")
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
+        given = (bearer_token(request) or "").encode()
         if not given:
             raise ApiError(401, "Operator token required: Authorization: Bearer <server.admin_token>")
         if not hmac.compare_digest(given, self._token):

@@ -56,11 +56,11 @@ from node.cre.wasm.reports import Reporter
 from node.cre.wasm.runtime import Loaded, LoadError, Subscription, WasmRuntime, cron_payload, http_payload, result_json
 from node.cre.wasm.toolchain import Toolchain
 from node.errors import Forbidden, Invalid, NotFound, StartupError, Unauthenticated, Unavailable
-from node.gateway.crypto import SecretBox
 from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
+from node.secrets import SecretBox
 from node.server.egress import EgressPolicy
-from node.server.http import json_response, parse_json, query_limit
+from node.server.http import bearer_token, json_response, parse_json, query_limit
 from node.storage import Database, Migration
 from node.timefmt import iso_utc
 
@@ -438,8 +438,8 @@ class WasmWorkflows:
         key = self._wasm.api_key.get_secret_value() if self._wasm.api_key else ""
         if not key:
             raise Forbidden("the CRE workflow routes are closed: set cre.wasm.api_key to use them")
-        header = request.headers.get("Authorization", "")
-        if not (header.startswith("Bearer ") and hmac.compare_digest(header[7:].encode(), key.encode())):
+        token = bearer_token(request)
+        if not (token is not None and hmac.compare_digest(token.encode(), key.encode())):
             raise Unauthenticated("Authorization: Bearer <cre.wasm.api_key> is required")
 
     async def list_workflows(self, request: web.Request) -> web.Response:
