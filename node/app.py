@@ -42,6 +42,7 @@ from node.gateway.store import GatewayStore
 from node.gateway.webhooks import WebhookSender
 from node.jobs.api import FAMILY as jobs_family
 from node.jobs.api import JobsApi
+from node.jobs.client import ContainerClient
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
 from node.jobs.resources import ResourcesApi
@@ -288,8 +289,10 @@ class Node:
         stack.push_async_callback(self.supervisor.close)
         server = self.config.server
         jobs = self.config.jobs
-        self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store,
-                                         max_inflight=server.max_inflight_jobs, max_json_depth=server.max_json_depth,
+        containers = ContainerClient(max_json_depth=server.max_json_depth)
+        stack.push_async_callback(containers.close)
+        self.orchestrator = Orchestrator(self._endpoints(), containers, self.store,
+                                         max_inflight=server.max_inflight_jobs,
                                          max_inflight_per_client=jobs.max_inflight_per_client,
                                          max_job_seconds=jobs.max_job_seconds)
         if self.observe is not None:

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from eth_account import Account
 from eth_utils import keccak
 
+from node.jobs.client import ContainerClient
 from node.jobs.models import Job
 from node.lifecycle import Supervisor
 from node.registry.api import FAMILY, RegistryApi
@@ -405,7 +406,6 @@ async def test_a_project_cannot_keep_more_live_configs_than_the_cap(registry_fac
 
 
 async def test_relayer_jobs_pass_the_orchestrators_admission_gates(reg, caplog):
-    import aiohttp
 
     from node.jobs.endpoint import ContainerEndpoint
     from node.jobs.orchestrator import JobRejected, Orchestrator
@@ -422,12 +422,11 @@ async def test_relayer_jobs_pass_the_orchestrators_admission_gates(reg, caplog):
     project_id, task_id, owner = await reg.project()
     config = {**await reg.config(project_id, task_id, {"cron": "0 0 0 1 1 *"}), "cid": CID}
     gate = PausedWorkflow()
-    async with aiohttp.ClientSession() as session:
-        orchestrator = Orchestrator({"strategy": ContainerEndpoint(id="strategy", url="http://127.0.0.1:9")}, session,
-                                    JobStore(reg.db))
-        orchestrator.add_gate(gate)
-        caplog.set_level(logging.INFO)
-        await CronRelayer(reg.service, orchestrator)._fire(config, ["strategy"], 1_700_000_000)
+    orchestrator = Orchestrator({"strategy": ContainerEndpoint(id="strategy", url="http://127.0.0.1:9")},
+                                ContainerClient(), JobStore(reg.db))
+    orchestrator.add_gate(gate)
+    caplog.set_level(logging.INFO)
+    await CronRelayer(reg.service, orchestrator)._fire(config, ["strategy"], 1_700_000_000)
     assert gate.seen == ["registry"] and await reg.executions(task_id) == 0
     assert [r.getMessage() for r in caplog.records].count("registry.job_refused") == 1
 
