@@ -42,6 +42,7 @@ from node.gateway.store import GatewayStore
 from node.gateway.webhooks import WebhookSender
 from node.jobs.api import FAMILY as jobs_family
 from node.jobs.api import JobsApi
+from node.jobs.client import ContainerClient
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
 from node.jobs.resources import ResourcesApi
@@ -109,7 +110,7 @@ class Node:
         self.clients = ClientAddresses(config.server.trusted_proxies)  # who a request's client is
         self._limiters: dict[str, RateLimiter] = {}
         self._reload_lock = asyncio.Lock()
-        self._reloads = self.supervisor.task_set("config-reload")  # SIGHUP reloads, drained at stop
+        self._reloads = self.supervisor.group("config-reload")  # SIGHUP reloads, drained at stop
         self.restart_needed: list[str] = []  # changed keys a reload could not apply
         # Metrics, the operator status endpoint/page and the problem watchdog (one registry per node).
         self.observe = Observability(self) if config.observe.enabled else None
@@ -149,7 +150,8 @@ class Node:
         settings = self.config.cre
         store = CreStore(self.db)
         await store.start(settings.skew_seconds)
-        self.cre_runner = ActionRunner(store, self.orchestrator, settings.action_routes())
+        self.cre_runner = ActionRunner(store, self.orchestrator, settings.action_routes(),
+                                       self.supervisor.group("cre-actions"))
         dispatcher = None
         trigger_key = reveal(settings.trigger_private_key)
         if settings.gateway_url and trigger_key:
@@ -193,7 +195,8 @@ class Node:
             webhooks=WebhookSender(EgressPolicy(config.webhook_allowed_networks)),
             oauth=OAuthVerifier(config.oauth, self.session), hasher=PasswordHasher(),
             open_registration=config.open_registration, verify_returns_secret=config.verify_returns_secret,
-            export_dir=Path(self.config.storage.path).parent / "audit-exports")
+            export_dir=Path(self.config.storage.path).parent / "audit-exports",
+            alert_tasks=self.supervisor.group("gateway-alerts"))
         costs = {c.id: c.cost_usd for c in self.config.containers if c.cost_usd}
         self.orchestrator.add_gate(GovernanceGate(store, {str(k): v for k, v in config.default_workflows.items()}, costs,
                                                   config.reservation_ttl))
@@ -286,8 +289,10 @@ class Node:
         stack.push_async_callback(self.supervisor.close)
         server = self.config.server
         jobs = self.config.jobs
-        self.orchestrator = Orchestrator(self._endpoints(), self.session, self.store,
-                                         max_inflight=server.max_inflight_jobs, max_json_depth=server.max_json_depth,
+        containers = ContainerClient(max_json_depth=server.max_json_depth)
+        stack.push_async_callback(containers.close)
+        self.orchestrator = Orchestrator(self._endpoints(), containers, self.store,
+                                         max_inflight=server.max_inflight_jobs,
                                          max_inflight_per_client=jobs.max_inflight_per_client,
                                          max_job_seconds=jobs.max_job_seconds)
         if self.observe is not None:
@@ -313,8 +318,7 @@ class Node:
                 if self.config.registry.chains:
                     from node.registry.watcher import EventWatcher
 
-                    self.watchers = [EventWatcher(service, self.orchestrator, chain_id, chain,
-                                                  tasks=self.supervisor.task_set(f"registry-events-{chain_id}"))
+                    self.watchers = [EventWatcher(service, self.orchestrator, chain_id, chain)
                                      for chain_id, chain in self.config.registry.chains.items()]
         await self._start_server()
         await self._start_containers()
@@ -327,15 +331,14 @@ class Node:
             await self.chain.start()
             stack.push_async_callback(self.chain.stop)
         if self.relayer is not None:
-            relayer = self.relayer
-            handle = self.supervisor.spawn("registry-relayer", relayer.run)
-            stack.push_async_callback(handle.stop, relayer.stop, 10.0)
+            self.relayer.start(self.supervisor)
+            stack.push_async_callback(self.relayer.stop)
         for watcher in self.watchers:
-            handle = self.supervisor.spawn(f"registry-watch-{watcher.chain_id}", watcher.run)
-            stack.push_async_callback(handle.stop, watcher.stop, 10.0)
+            watcher.start(self.supervisor)
+            stack.push_async_callback(watcher.stop)
         if self.observe is not None:
-            self.supervisor.spawn("observe-watchdog", self.observe.watchdog.run)
-            self.supervisor.spawn("observe-charts", self.observe.api.charts.run)
+            self.supervisor.loop("observe-watchdog", self.observe.watchdog.round, self.config.observe.interval)
+            self.supervisor.loop("observe-charts", self.observe.api.charts.round, self.observe.api.charts.interval)
         stack.push_async_callback(self._stop_intake)
         self.started = True
         log.info(

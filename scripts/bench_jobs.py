@@ -24,6 +24,8 @@ container; so load from elsewhere on the machine hits them alike. It prints, per
 level, the node's CPU ms per job, p50/p99, jobs/s and the node's peak RSS. At C=1 the client
 polls every 1 ms (the latency one client alone sees); at other levels it backs off to 10 ms.
 `--client wait` or `--client stream` measures the other two ways to get a result instead.
+`--host-containers` runs each node's echo container as a plain process on the host (the same
+stdlib server, `manage_containers: false`), for when the Docker engine is busy or absent.
 
     .venv/bin/python scripts/bench_jobs.py --compare old=<commit or path>,new=. [--concurrency 1,8,32,128]
         [--jobs 3000] [--rounds 3]
@@ -59,7 +61,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import NodeProcess, container_entry  # noqa: E402
+from tests.helpers import NodeProcess, container_entry, workload_process  # noqa: E402
 
 
 def rss_mb(pid: int, key: str = "VmHWM") -> float:
@@ -238,19 +240,29 @@ async def compare(args: argparse.Namespace) -> None:
     extra: dict = {"log": {"level": "WARNING"}}  # only keys every checkout knows
     if args.no_observe:
         extra["observe"] = {"enabled": False}
+    if args.client == "stream":  # every client shares one address: no cap on its open streams
+        extra["jobs"] = {"max_streams_per_client": 0}
     nodes: list[tuple[str, CheckoutNode]] = []
-    # results[label][c]: one (jobs/s, p50, p99, errors, direct/s, cpu ms/job) per round
-    results: dict[str, dict[int, list[tuple[float, float, float, int, float, float]]]] = {
+    services: list[subprocess.Popen] = []  # --host-containers: each node's echo as a host process
+    # results[label][c]: one (jobs/s, p50, p99, errors, direct/s, cpu ms/job, requests/job) per round
+    results: dict[str, dict[int, list[tuple[float, float, float, int, float, float, float]]]] = {
         label: {c: [] for c in args.concurrency} for label, _ in checkouts}
     body = json.dumps({"containers": ["echo"], "data": {"prompt": "hello", "n": 1}}).encode()
     direct_body = json.dumps({"source": 1, "destination": 1, "data": {"prompt": "hello", "n": 1},
                               "requires_proof": False}).encode()
     headers = {"Content-Type": "application/json"}
     peaks: dict[str, float] = {}
+    requests = {"count": 0}  # the client's requests to the node (submissions, polls, streams)
     try:
         for label, repo in checkouts:
-            node = CheckoutNode(repo, Path(tempfile.mkdtemp(prefix=f"bench-{label}-")),
-                                [container_entry("echo", "echo", concurrency=256, timeout=30)], extra)
+            if args.host_containers:
+                service, url = workload_process("echo")
+                services.append(service)
+                entry, node_extra = {"id": "echo", "url": url, "concurrency": 256, "timeout": 30}, {
+                    **extra, "manage_containers": False}
+            else:
+                entry, node_extra = container_entry("echo", "echo", concurrency=256, timeout=30), extra
+            node = CheckoutNode(repo, Path(tempfile.mkdtemp(prefix=f"bench-{label}-")), [entry], node_extra)
             node.prefix = f"bench{uuid.uuid4().hex[:4]}-"
             node.write_config()
             nodes.append((label, node))
@@ -268,9 +280,11 @@ async def compare(args: argparse.Namespace) -> None:
                         (`backoff`) from 1 ms growing by half each poll to 10 ms."""
                         async with session.post(f"{base}/api/jobs", data=body, headers=headers) as r:
                             job_id = (await r.json())["id"]
+                        requests["count"] += 1
                         delay = 0.001
                         while True:
                             await asyncio.sleep(delay)
+                            requests["count"] += 1
                             async with session.get(f"{base}/api/jobs", params={"id": job_id}) as r:
                                 found = (await r.json())[0]
                             if found["status"] != "running":
@@ -282,7 +296,9 @@ async def compare(args: argparse.Namespace) -> None:
                         """Submit, then one long poll (`wait=`, this node's extension)."""
                         async with session.post(f"{base}/api/jobs", data=body, headers=headers) as r:
                             job_id = (await r.json())["id"]
+                        requests["count"] += 1
                         while True:
+                            requests["count"] += 1
                             async with session.get(f"{base}/api/jobs", params={"id": job_id, "wait": "10"}) as r:
                                 found = (await r.json())[0]
                             if found["status"] != "running":
@@ -290,6 +306,7 @@ async def compare(args: argparse.Namespace) -> None:
 
                     async def stream_job() -> bool:
                         """One request: the job's id, then its output as it arrives."""
+                        requests["count"] += 1
                         async with session.post(f"{base}/api/jobs/stream", data=body, headers=headers) as r:
                             out = await r.read()
                             return r.status == 200 and b"hello" in out
@@ -313,11 +330,13 @@ async def compare(args: argparse.Namespace) -> None:
                     order = targets if (round_no + c) % 2 == 0 else targets[::-1]
                     for label, node, job, alone, call in order:
                         cpu = cpu_seconds(node.proc.pid)
+                        requests["count"] = 0
                         elapsed, lat, errors = await run_load(n, c, alone if c == 1 and args.client == "poll" else job)
                         cpu = cpu_seconds(node.proc.pid) - cpu
+                        asked = requests["count"] / n
                         d_elapsed, _, _ = await run_load(n, c, call)
                         results[label][c].append((n / elapsed, pct(lat, 50), pct(lat, 99), errors, n / d_elapsed,
-                                                  cpu / n * 1000))
+                                                  cpu / n * 1000, asked))
                     print(f"  round {round_no + 1} C={c}: " + "  ".join(
                         f"{label} {results[label][c][-1][0]:.0f} jobs/s {results[label][c][-1][5]:.3f} cpu ms/job"
                         for label, _ in checkouts), flush=True)
@@ -326,7 +345,11 @@ async def compare(args: argparse.Namespace) -> None:
     finally:
         for _, node in nodes:
             node.stop()
-            node.remove_containers()
+            if not args.host_containers:
+                node.remove_containers()
+        for service in services:
+            service.kill()
+            service.wait()
         for tree in trees:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
     print()
@@ -338,7 +361,7 @@ async def compare(args: argparse.Namespace) -> None:
           f"load average {os.getloadavg()[0]:.1f} (the load generator, the nodes and their containers share them)")
     print("medians over the rounds; cpu ms/job also as min-max")
     print(f"{'checkout':<10} {'C':>4} {'jobs/s':>7} {'p50ms':>7} {'p99ms':>7} {'cpu ms/job':>10} {'(min-max)':>13}"
-          f" {'direct/s':>8} {'err':>4} {'peakMB':>7}")
+          f" {'req/job':>7} {'direct/s':>8} {'err':>4} {'peakMB':>7}")
     med = statistics.median
     for label, levels in results.items():
         for c, runs in levels.items():
@@ -347,7 +370,8 @@ async def compare(args: argparse.Namespace) -> None:
             cpus = [r[5] for r in runs]
             print(f"{label:<10} {c:>4} {med([r[0] for r in runs]):>7.0f} {med([r[1] for r in runs]):>7.2f} "
                   f"{med([r[2] for r in runs]):>7.1f} {med(cpus):>10.3f} {f'{min(cpus):.3f}-{max(cpus):.3f}':>13} "
-                  f"{med([r[4] for r in runs]):>8.0f} {sum(r[3] for r in runs):>4} {peaks.get(label, 0):>7.1f}")
+                  f"{med([r[6] for r in runs]):>7.2f} {med([r[4] for r in runs]):>8.0f} {sum(r[3] for r in runs):>4} "
+                  f"{peaks.get(label, 0):>7.1f}")
 
 
 def parse_targets(spec: str) -> list[tuple[str, str, int | None]]:
@@ -510,6 +534,8 @@ async def cpu_case(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=3000, help="jobs per concurrency level (default 3000)")
+    parser.add_argument("--host-containers", action="store_true",
+                        help="--compare: run each node's echo container as a plain host process (no Docker)")
     parser.add_argument("--no-observe", action="store_true", help="turn metrics off (observe.enabled: false)")
     parser.add_argument("--concurrency", default="1,8,32,128",
                         type=lambda s: [int(x) for x in s.split(",")], help="comma-separated C values")

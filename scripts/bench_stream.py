@@ -22,13 +22,13 @@ from pathlib import Path
 
 
 async def main(args: argparse.Namespace) -> None:
-    import aiohttp
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
     from node.containers.config import ContainerConfig, DockerConfig
     from node.containers.manager import ContainerManager
     from node.jobs.api import JobsApi
+    from node.jobs.client import ContainerClient
     from node.jobs.endpoint import ContainerEndpoint
     from node.jobs.orchestrator import Orchestrator
     from node.jobs.store import JobStore
@@ -60,8 +60,8 @@ async def main(args: argparse.Namespace) -> None:
     await db.open()
     store = JobStore(db)
     await store.start()
-    session = aiohttp.ClientSession()
-    orchestrator = Orchestrator({"c": ContainerEndpoint("c", url)}, session, store)
+    containers = ContainerClient()
+    orchestrator = Orchestrator({"c": ContainerEndpoint("c", url)}, containers, store)
     api = JobsApi(orchestrator, store, ContainerManager([ContainerConfig(id="c", url=url)], DockerConfig(), False),
                   max_batch=1000, status_allowed_ips=["127.0.0.0/8"], chain_info=lambda: {})
     app = web.Application(middlewares=make_middlewares(ErrorShapes(), RateLimiter(RateLimitConfig())))
@@ -87,7 +87,7 @@ async def main(args: argparse.Namespace) -> None:
           f"{', '.join(f'{r:.0f}' for r in rates)}); jobs: {statistics.median(jobs):.0f} jobs/s "
           f"({', '.join(f'{j:.0f}' for j in jobs)})")
     await client.close()
-    await session.close()
+    await containers.close()
     await db.close()
     await runner.cleanup()
 

@@ -127,3 +127,6 @@ class JobsConfig(ConfigModel):
                                         "address; over it 429 (0: no cap)")
     stream_write_timeout: float = Field(30.0, gt=0, description="Seconds a stream client may leave the node's "
                                         "writes unread before it is disconnected")
+    poll_hold: float = Field(0.01, ge=0, le=1.0, description="Seconds a GET /api/jobs?id= (without wait=) for "
+                             "a running job may wait for its result before answering \"running\": the same "
+                             "answer, at most this much later, and one poll per job instead of several (0: at once)")

@@ -1,32 +1,13 @@
 """How the node reaches one configured container: its address or addresses (a Swarm service's
-tasks, taken in turn), its concurrency limit, headers and who may use it; and which failed
-calls are safe to retry (those the container never received)."""
+tasks, taken in turn), its concurrency limit, headers and who may use it; and whether a call
+dropped before any answer may be retried (node/jobs/client.py decides which failures are)."""
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import aiohttp
-
-_CONNECTION_LOST = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
-
-
-def unanswered(exc: aiohttp.ClientError, dropped_too: bool) -> bool:
-    """Did the call fail at connect (not a byte sent), or, with `dropped_too`, on a connection
-    refused, reset or closed before any answer?"""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return True
-    if not dropped_too:
-        return False
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, ConnectionError)):
-        return True
-    # "Can not write request body": errno None, the ConnectionResetError as its cause.
-    return isinstance(exc, aiohttp.ClientOSError) and (
-        exc.errno in _CONNECTION_LOST or isinstance(exc.__cause__, ConnectionError))
 
 
 @dataclass

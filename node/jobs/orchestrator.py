@@ -18,21 +18,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
-
 from node.errors import Busy, Forbidden, Invalid
-from node.jobs.endpoint import ContainerEndpoint, ContainerFailure, unanswered
+from node.jobs.client import CallObserver, ContainerClient
+from node.jobs.endpoint import ContainerEndpoint, ContainerFailure
 from node.jobs.models import Job, JobLocation, over_time_limit
 from node.jobs.store import JobStore, Rerun
 from node.jobs.stream import JobStream
 from node.logs import get_logger
-from node.server import safejson
 from node.server.clients import limit_key
-from node.server.http import dumps
 
 log = get_logger(__name__)
 
-_SNIPPET = 300
+
 class JobIds:
     """Random (version 4) UUIDs from the OS's CSPRNG, read 256 at a time: one getrandom()
     call per id was a measurable share of the request path."""
@@ -74,38 +71,37 @@ class JobGate(Protocol):
         """Raise a domain error (node/errors.py) to refuse the job."""
 
 
-class JobObserver(Protocol):
+class JobObserver(CallObserver, Protocol):
     """Hears how work ended (metrics, status): called synchronously, must be cheap, never raises."""
 
     def job_finished(self, job: Job, seconds: float) -> None: ...
-
-    def container_called(self, container: str, seconds: float, ok: bool) -> None: ...
 
 
 class Orchestrator:
     def __init__(
         self,
         endpoints: dict[str, ContainerEndpoint],
-        session: aiohttp.ClientSession,
+        client: ContainerClient,
         store: JobStore,
         gates: Sequence[JobGate] = (),
         *,
         max_inflight: int = 0,
         max_inflight_per_client: int = 0,
         max_job_seconds: float | None = None,
-        max_json_depth: int = safejson.DEFAULT_MAX_DEPTH,
     ) -> None:
         self.endpoints = endpoints
-        self._session = session
         self._store = store
         self._gates = list(gates)
         self._tasks: dict[str, asyncio.Task] = {}
         self._cancel_reasons: dict[str, str] = {}
         self._ids = JobIds()
         self.observers: list[JobObserver] = []
+        # Containers are called through the one client (retry, failures, metrics); it hears
+        # the observers added to this list later too.
+        self._client = client
+        client.observers = self.observers
         self._max_inflight = max_inflight  # 0: no cap
         self._inflight = 0  # front-door jobs (HTTP submit and stream) admitted and not yet finished
-        self._max_json_depth = max_json_depth
         # Containers a config reload is removing: new jobs naming them are refused while the
         # running ones that reach them finish.
         self.retiring: set[str] = set()
@@ -283,13 +279,6 @@ class Orchestrator:
             except Exception:  # noqa: BLE001 - observing must not break the job path
                 log.exception("job.observer_failed", job_id=job.id)
 
-    def _observe_call(self, container: str, started: float, ok: bool) -> None:
-        for observer in self.observers:
-            try:
-                observer.container_called(container, time.perf_counter() - started, ok)
-            except Exception:  # noqa: BLE001 - an observer (metrics) must never fail the job it watches
-                log.exception("job.observer_failed", container=container)
-
     def _forget(self, job_id: str) -> None:
         self._tasks.pop(job_id, None)
         self._cancel_reasons.pop(job_id, None)
@@ -314,7 +303,7 @@ class Orchestrator:
                         "requires_proof": requires_proof,
                     }
                     try:
-                        data = await self.call(self.endpoints[cid], body)
+                        data = await self._client.call(self.endpoints[cid], body)
                     except ContainerFailure as exc:
                         results.append({"container": cid, "error": str(exc)})
                         break
@@ -368,50 +357,6 @@ class Orchestrator:
         if tickets:
             await self._settle(job, tickets)
 
-    async def call(self, endpoint: ContainerEndpoint, body: dict[str, Any]) -> Any:
-        """POST one container's /service_output; any failure becomes ContainerFailure."""
-        if not endpoint.url:
-            raise ContainerFailure("container unreachable: no running task (see /api/containers)")
-        payload = dumps(body)
-        async with endpoint.semaphore:  # the container's limit, however many tasks serve it
-            url = None
-            started = time.perf_counter()
-            for attempt in (1, 2):
-                url = endpoint.next_service_url(avoid=url)
-                try:
-                    async with self._session.post(
-                        url,
-                        data=payload,
-                        headers=endpoint.headers,
-                        timeout=aiohttp.ClientTimeout(total=endpoint.timeout),
-                    ) as response:
-                        raw = await response.read()
-                        status = response.status
-                    break
-                except TimeoutError:
-                    self._observe_call(endpoint.id, started, False)
-                    raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
-                except aiohttp.ClientError as exc:
-                    # Refused at connect (or, for Swarm tasks, dropped before any answer): a task
-                    # being replaced must not fail the job. Once, on another task if there are several.
-                    if attempt == 1 and unanswered(exc, endpoint.retry_dropped):
-                        log.info("container.call_retried", container=endpoint.id,
-                                 error=str(exc) or type(exc).__name__)
-                        continue
-                    self._observe_call(endpoint.id, started, False)
-                    raise ContainerFailure(f"container unreachable: {exc}") from None
-        self._observe_call(endpoint.id, started, 200 <= status < 300)
-        if not 200 <= status < 300:
-            text = raw[:_SNIPPET * 4].decode("utf-8", "replace")
-            raise ContainerFailure(f"container answered HTTP {status}: {text[:_SNIPPET]}")
-        try:
-            return safejson.loads(raw, self._max_json_depth)
-        except safejson.JsonTooDeep as exc:
-            raise ContainerFailure(f"container output refused: {exc}") from None
-        except ValueError:
-            text = raw[:_SNIPPET * 4].decode("utf-8", "replace")
-            raise ContainerFailure(f"container returned non-JSON output: {text[:_SNIPPET]!r}") from None
-
     async def stream(
         self, container: str, data: Any, *, client: str, client_ip: str | None = None, workflow_id: str | None = None
     ) -> tuple[Job, JobStream]:
@@ -428,7 +373,7 @@ class Orchestrator:
         except BaseException:
             self._release_slot(holder)
             raise
-        stream = JobStream(job, self.endpoints[container], data, self._session,
+        stream = JobStream(job, self.endpoints[container], data, self._client,
                            lambda: self._finish(job, tickets, started), lambda: self._release_slot(holder),
                            time_limit=self._max_job_seconds, cancel_reason=lambda: self._cancel_reasons.get(job.id))
         # The stream's task is the job's: cancel() (a kill, a shutdown) reaches it like any job's.

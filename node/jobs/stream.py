@@ -17,39 +17,33 @@ client that went away is not charged) and its in-flight slot freed.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
+from node.jobs.endpoint import ContainerFailure
 from node.jobs.models import Job, JobLocation, over_time_limit
 from node.logs import get_logger
 
 if TYPE_CHECKING:
+    from node.jobs.client import ContainerClient
     from node.jobs.endpoint import ContainerEndpoint
 
 log = get_logger(__name__)
 
-_SNIPPET = 300
 ABORTED = "stream aborted: the client went away"
 STALLED = "stream aborted: the client stopped reading"
-
-
-class _Failed(Exception):
-    pass
 
 
 class JobStream:
     """`async for chunk in stream` relays the container's output; always `await close()`."""
 
-    def __init__(self, job: Job, endpoint: ContainerEndpoint, data: Any, session: aiohttp.ClientSession,
+    def __init__(self, job: Job, endpoint: ContainerEndpoint, data: Any, client: ContainerClient,
                  finish: Callable[[], Awaitable[None]], release: Callable[[], None], *,
                  time_limit: float | None = None, cancel_reason: Callable[[], str | None] = lambda: None) -> None:
         self.job = job
         self._endpoint = endpoint
         self._data = data
-        self._session = session
+        self._client = client
         self._finish = finish
         self._release = release
         self._time_limit = time_limit
@@ -114,14 +108,15 @@ class JobStream:
                 async with limit:
                     text = await self._read()
                 result = {"container": container, "output": {"output": text}}
-            except TimeoutError:  # the job's time limit, or the container silent past its timeout
-                error = (over_time_limit(self._time_limit) if limit.expired() and self._time_limit is not None
-                         else f"container timed out after {self._endpoint.timeout:g}s")
+            except TimeoutError as exc:  # the job's time limit (the client turns the container's own into a failure)
+                if limit.expired() and self._time_limit is not None:
+                    error = over_time_limit(self._time_limit)
+                else:
+                    log.exception("job.stream_crashed", job_id=self.job.id)
+                    error = f"internal error: {exc}"
                 result = {"container": container, "error": error}
-            except _Failed as exc:
+            except ContainerFailure as exc:  # the container's own timeout among them
                 result = {"container": container, "error": str(exc)}
-            except aiohttp.ClientError as exc:
-                result = {"container": container, "error": f"container unreachable: {exc}"}
             except Exception as exc:  # noqa: BLE001 - a bug must fail the job, not leave it running
                 log.exception("job.stream_crashed", job_id=self.job.id)
                 result = {"container": container, "error": f"internal error: {exc}"}
@@ -132,22 +127,8 @@ class JobStream:
         self._outcome = result
 
     async def _read(self) -> str:
-        """POST the container and queue its output as it arrives; the container's slot is held
-        only while it answers."""
-        endpoint = self._endpoint
+        """Call the container and queue its output as it arrives (the client holds the
+        container's slot only while it answers)."""
         body = {"source": int(JobLocation.OFFCHAIN), "destination": int(JobLocation.STREAM), "data": self._data}
-        collected: list[bytes] = []
-        async with endpoint.semaphore:
-            async with self._session.post(
-                endpoint.next_service_url(),
-                data=json.dumps(body),
-                headers=endpoint.headers,
-                timeout=aiohttp.ClientTimeout(total=None, sock_read=endpoint.timeout),
-            ) as response:
-                if not 200 <= response.status < 300:
-                    text = (await response.read()).decode("utf-8", "replace")
-                    raise _Failed(f"container answered HTTP {response.status}: {text[:_SNIPPET]}")
-                async for chunk in response.content.iter_any():
-                    collected.append(chunk)
-                    self._queue.put_nowait(chunk)
-        return b"".join(collected).decode("utf-8", "replace")
+        output = await self._client.stream(self._endpoint, body, self._queue.put_nowait)
+        return output.decode("utf-8", "replace")

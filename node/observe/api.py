@@ -86,15 +86,13 @@ class ChartHistory:
         self.points.append(point)
         return point
 
-    async def run(self) -> None:
-        """Supervised: a point every `interval` seconds. The chain is read from the snapshot the
-        watchdog refreshes every interval, never refreshed here: with the RPC down a refresh
-        waits for the RPC's timeout under the sampler's lock, and a second caller of it would
-        only make scrapes and the status page wait longer."""
+    async def round(self) -> None:
+        """One point; the Supervisor's loop (`observe-charts`) runs it every `interval` seconds.
+        The chain is read from the snapshot the watchdog refreshes every interval, never
+        refreshed here: with the RPC down a refresh waits for the RPC's timeout under the
+        sampler's lock, and a second caller of it would only make scrapes and the status page
+        wait longer."""
         self.record()
-        while True:
-            await asyncio.sleep(self.interval)
-            self.record()
 
     def series(self) -> dict[str, Any]:
         points = list(self.points)

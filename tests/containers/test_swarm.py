@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from node.config import ConfigError, parse_config
+from node.jobs.client import ContainerClient
 from node.jobs.endpoint import ContainerEndpoint, ContainerFailure
-from node.jobs.orchestrator import Orchestrator
 from tests.helpers import REPO, NodeProcess, free_port
 
 IMAGE = "node-swarm-test/echo:latest"
@@ -83,9 +82,11 @@ class Hangup:
 
 
 async def call(endpoint: ContainerEndpoint, times: int = 1) -> list[Any]:
-    async with aiohttp.ClientSession() as session:
-        orchestrator = Orchestrator({endpoint.id: endpoint}, session, store=None)  # type: ignore[arg-type]
-        return await asyncio.gather(*(orchestrator.call(endpoint, {"data": i}) for i in range(times)))
+    client = ContainerClient()
+    try:
+        return await asyncio.gather(*(client.call(endpoint, {"data": i}) for i in range(times)))
+    finally:
+        await client.close()
 
 
 async def test_a_call_refused_at_connect_is_retried_once_on_another_task():

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import os
 
-import aiohttp
 
+from node.jobs.client import ContainerClient
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.models import Job
 from node.jobs.orchestrator import Orchestrator
@@ -54,21 +54,20 @@ async def test_the_wal_stays_bounded_while_group_commits_leave_checkpoints_to_a_
 
 async def test_a_job_whose_submit_is_cancelled_after_its_commit_still_runs_to_its_end(tmp_path):
     db, store = await open_store(tmp_path)
-    async with aiohttp.ClientSession() as session:
-        orchestrator = Orchestrator({"echo": ContainerEndpoint("echo", "http://127.0.0.1:9")}, session, store,
-                                    max_inflight=1)
-        submitting = asyncio.ensure_future(orchestrator.submit(["echo"], {}, client="c"))
-        await asyncio.sleep(0)  # its row is queued for the next commit
-        submitting.cancel()  # e.g. the request's handler is cancelled
-        for _ in range(100):
-            rows = await db.fetchall("SELECT status FROM jobs")
-            if rows and rows[0][0] != "running":
-                break
-            await asyncio.sleep(0.05)
-        # Committed, so it was accepted: it ran (the container is unreachable: failed), rather
-        # than staying `running` in the database with no task behind it.
-        assert [row[0] for row in rows] == ["failed"]
-        assert orchestrator.inflight == 0
+    orchestrator = Orchestrator({"echo": ContainerEndpoint("echo", "http://127.0.0.1:9")}, ContainerClient(), store,
+                                max_inflight=1)
+    submitting = asyncio.ensure_future(orchestrator.submit(["echo"], {}, client="c"))
+    await asyncio.sleep(0)  # its row is queued for the next commit
+    submitting.cancel()  # e.g. the request's handler is cancelled
+    for _ in range(100):
+        rows = await db.fetchall("SELECT status FROM jobs")
+        if rows and rows[0][0] != "running":
+            break
+        await asyncio.sleep(0.05)
+    # Committed, so it was accepted: it ran (the container is unreachable: failed), rather
+    # than staying `running` in the database with no task behind it.
+    assert [row[0] for row in rows] == ["failed"]
+    assert orchestrator.inflight == 0
     await db.close()
 
 

@@ -8,9 +8,9 @@ import asyncio
 import signal
 import time
 
-import aiohttp
 import pytest
 
+from node.jobs.client import ContainerClient
 from node.jobs.models import Job
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
@@ -112,13 +112,12 @@ class _Gate:
 async def test_a_stream_closed_before_it_ran_fails_its_job_and_settles_its_reservation(tmp_path):
     db, store = await open_store(tmp_path)
     gate = _Gate()
-    async with aiohttp.ClientSession() as session:
-        orchestrator = Orchestrator({"echo": ContainerEndpoint("echo", "http://127.0.0.1:9")}, session, store,
-                                    [gate], max_inflight=1)
-        job, stream = await orchestrator.stream("echo", {}, client="c")
-        assert orchestrator.inflight == 1
-        await stream.close()
-        await stream.close()  # once only
+    orchestrator = Orchestrator({"echo": ContainerEndpoint("echo", "http://127.0.0.1:9")}, ContainerClient(), store,
+                                [gate], max_inflight=1)
+    job, stream = await orchestrator.stream("echo", {}, client="c")
+    assert orchestrator.inflight == 1
+    await stream.close()
+    await stream.close()  # once only
     assert orchestrator.inflight == 0
     stored = store.cached(job.id)
     assert stored.status == "failed" and "client went away" in stored.result["error"]

@@ -16,7 +16,6 @@ import socket
 import time
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -24,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from node.containers.config import ContainerConfig, DockerConfig, JobsConfig
 from node.containers.manager import ContainerManager
 from node.jobs.api import FAMILY, JobsApi
+from node.jobs.client import ContainerClient
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.models import Job
 from node.jobs.orchestrator import Orchestrator
@@ -118,9 +118,9 @@ class Node:
 
     async def __aenter__(self) -> Node:
         self.db, self.store = await open_store(self.tmp_path)
-        self.session = aiohttp.ClientSession()
+        self.client = ContainerClient()
         endpoints = {cid: ContainerEndpoint(cid, **spec) for cid, spec in self.configs.items()}
-        self.orchestrator = Orchestrator(endpoints, self.session, self.store, self.gates, max_inflight=10_000,
+        self.orchestrator = Orchestrator(endpoints, self.client, self.store, self.gates, max_inflight=10_000,
                                          max_inflight_per_client=self.limits.max_inflight_per_client,
                                          max_job_seconds=self.limits.max_job_seconds)
         manager = ContainerManager([ContainerConfig(id=cid, url=spec["url"]) for cid, spec in self.configs.items()],
@@ -139,7 +139,7 @@ class Node:
     async def __aexit__(self, *exc) -> None:
         await self.client.close()
         await self.orchestrator.drain(1)
-        await self.session.close()
+        await self.client.close()
         await self.db.close()
 
     async def submit(self, containers: list[str], data: Any, peer: str | None = None) -> tuple[int, Any]:

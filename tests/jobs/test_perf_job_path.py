@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 
-import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from node.jobs.api import JobsApi
+from node.jobs.client import ContainerClient
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
 from node.server.config import RateLimitConfig
@@ -31,9 +31,10 @@ async def jobs_node(tmp_path, output, rate_limit: int = 0):
 
     container.router.add_post("/service_output", service_output)
     db, store = await open_store(tmp_path)
-    async with TestServer(container) as served, aiohttp.ClientSession() as session:
+    containers = ContainerClient()
+    async with TestServer(container) as served:
         orchestrator = Orchestrator({"c": ContainerEndpoint("c", str(served.make_url("")).rstrip("/"))},
-                                    session, store)
+                                    containers, store)
         api = JobsApi(orchestrator, store, None, max_batch=10, status_allowed_ips=[],  # type: ignore[arg-type]
                       chain_info=lambda: {"enabled": False})
         limiter = RateLimiter(RateLimitConfig(num_requests=rate_limit, period=60))
@@ -41,6 +42,7 @@ async def jobs_node(tmp_path, output, rate_limit: int = 0):
         app.add_routes(api.routes())
         async with TestClient(TestServer(app)) as client:
             yield client, store
+        await containers.close()
     await db.close()
 
 

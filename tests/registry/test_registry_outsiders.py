@@ -15,7 +15,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from eth_account import Account
 from eth_utils import keccak
 
+from node.jobs.client import ContainerClient
 from node.jobs.models import Job
+from node.lifecycle import Supervisor
 from node.registry.api import FAMILY, RegistryApi
 from node.registry.config import RegistryConfig
 from node.registry.relayer import CronRelayer
@@ -262,7 +264,7 @@ async def test_one_broken_config_does_not_stop_the_relayer_for_the_others(reg, c
     for _ in range(3):
         await relayer._once()
         await asyncio.sleep(0.4)
-    await asyncio.gather(*relayer._tasks)
+    await asyncio.gather(*relayer._runs)
     assert orchestrator.calls and {c["configId"] for c in orchestrator.calls} != {broken["configId"]}
     reported = [r for r in caplog.records if r.getMessage() == "registry.config_broken"]
     assert len(reported) == 1
@@ -319,13 +321,12 @@ async def test_a_tick_claimed_before_a_crash_is_run_again_at_start_and_recorded_
         await asyncio.sleep(0.01)
         orchestrator = FakeOrchestrator()
         relayer = CronRelayer(reg.service, orchestrator)
-        running = asyncio.create_task(relayer.run())
+        relayer.start(Supervisor(on_fatal=lambda name: None))
         deadline = time.monotonic() + 3
         while await reg.executions(task_id) == 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)
-        relayer.stop()
-        await running
+        await relayer.stop()
         assert len(orchestrator.calls) == expected_runs
         assert [c["tick"] for c in orchestrator.calls] == [1_700_000_000] * expected_runs
         assert await reg.executions(task_id) == 1
@@ -365,7 +366,7 @@ async def test_the_relayer_runs_only_the_configs_of_allowed_owners_or_projects(r
     for _ in range(3):
         await relayer._once()
         await asyncio.sleep(0.4)
-    await asyncio.gather(*relayer._tasks)
+    await asyncio.gather(*relayer._runs)
     assert orchestrator.calls and {c["configId"] for c in orchestrator.calls} == {allowed["configId"]}
 
 
@@ -405,7 +406,6 @@ async def test_a_project_cannot_keep_more_live_configs_than_the_cap(registry_fac
 
 
 async def test_relayer_jobs_pass_the_orchestrators_admission_gates(reg, caplog):
-    import aiohttp
 
     from node.jobs.endpoint import ContainerEndpoint
     from node.errors import Forbidden
@@ -423,12 +423,11 @@ async def test_relayer_jobs_pass_the_orchestrators_admission_gates(reg, caplog):
     project_id, task_id, owner = await reg.project()
     config = {**await reg.config(project_id, task_id, {"cron": "0 0 0 1 1 *"}), "cid": CID}
     gate = PausedWorkflow()
-    async with aiohttp.ClientSession() as session:
-        orchestrator = Orchestrator({"strategy": ContainerEndpoint(id="strategy", url="http://127.0.0.1:9")}, session,
-                                    JobStore(reg.db))
-        orchestrator.add_gate(gate)
-        caplog.set_level(logging.INFO)
-        await CronRelayer(reg.service, orchestrator)._fire(config, ["strategy"], 1_700_000_000)
+    orchestrator = Orchestrator({"strategy": ContainerEndpoint(id="strategy", url="http://127.0.0.1:9")},
+                                ContainerClient(), JobStore(reg.db))
+    orchestrator.add_gate(gate)
+    caplog.set_level(logging.INFO)
+    await CronRelayer(reg.service, orchestrator)._fire(config, ["strategy"], 1_700_000_000)
     assert gate.seen == ["registry"] and await reg.executions(task_id) == 0
     assert [r.getMessage() for r in caplog.records].count("registry.job_refused") == 1
 
@@ -482,12 +481,11 @@ async def test_an_event_claimed_before_a_crash_is_run_again_at_start_with_the_sa
     await asyncio.sleep(0.01)
     orchestrator = FakeOrchestrator()
     relayer = CronRelayer(reg.service, orchestrator)
-    running = asyncio.create_task(relayer.run())
+    relayer.start(Supervisor(on_fatal=lambda name: None))
     deadline = time.monotonic() + 3
     while await reg.executions(task_id) == 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    relayer.stop()
-    await running
+    await relayer.stop()
     assert [c["event"] for c in orchestrator.calls] == [entry] and await reg.executions(task_id) == 1
     assert await watcher._store.claim(task_id, config["configId"], orchestrator.calls[0]["trigger"], {}, {},
                                       {}, block=(5, "0x" + "cd" * 32)) is None  # the event stays claimed once
