@@ -15,12 +15,13 @@ this module's own (node/jobs/http1.py), not aiohttp's client: that is a third of
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from node.jobs.endpoint import ContainerEndpoint, ContainerFailure
-from node.jobs.http1 import Broken, Dropped, Http1Pool, Sink, Unreached
+from node.jobs.http1 import Broken, Dropped, Http1Pool, Sink, TooLarge, Unreached
 from node.logs import get_logger
 from node.server import safejson
 from node.server.http import dumps
@@ -28,6 +29,10 @@ from node.server.http import dumps
 log = get_logger(__name__)
 
 _SNIPPET = 300
+# The most a container may answer (a call's JSON, a stream's whole output): as much as the node
+# takes in one request by default (server.max_body_bytes), since one container's output is the
+# next one's input. aiohttp's client, before, read any size.
+DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 
 
 class CallObserver(Protocol):
@@ -39,8 +44,11 @@ class CallObserver(Protocol):
 class ContainerClient:
     """Calls containers over pooled keep-alive connections (node/jobs/http1.py)."""
 
-    def __init__(self, *, max_json_depth: int = safejson.DEFAULT_MAX_DEPTH, keepalive: float = 15.0) -> None:
-        self._http = Http1Pool(keepalive)
+    def __init__(self, *, max_json_depth: int = safejson.DEFAULT_MAX_DEPTH, keepalive: float = 15.0,
+                 max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, tls: ssl.SSLContext | None = None) -> None:
+        # tls: how https containers are verified (None: the system's CAs, as aiohttp's client did).
+        self._http = Http1Pool(keepalive, tls)
+        self._max_output = max_output_bytes
         # Who hears each call (metrics): the orchestrator shares its observers list here.
         self.observers: Sequence[CallObserver] = ()
         self._max_json_depth = max_json_depth
@@ -99,7 +107,7 @@ class ContainerClient:
                     url = endpoint.next_service_url(avoid=url)
                     try:
                         status = await self._http.post(url, payload, endpoint.headers, sink, timeout=endpoint.timeout,
-                                                       read_timeout=read_timeout)
+                                                       limit=self._max_output, read_timeout=read_timeout)
                         return status
                     except TimeoutError:
                         raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
@@ -110,6 +118,8 @@ class ContainerClient:
                             log.info("container.call_retried", container=endpoint.id, error=str(exc))
                             continue
                         raise ContainerFailure(f"container unreachable: {exc}") from None
+                    except TooLarge as exc:
+                        raise ContainerFailure(str(exc)) from None
                     except Broken as exc:
                         raise ContainerFailure(f"container unreachable: {exc}") from None
                 raise AssertionError("unreachable")  # the second attempt returns or raises
