@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from node.jobs.endpoint import ContainerEndpoint, ContainerFailure
-from node.jobs.http1 import Broken, Dropped, Http1Pool, Sink, TooLarge, Unreached
+from node.jobs.http1 import Broken, Dropped, Http1Pool, Sink, TooLarge, Unreached, Unsendable
 from node.logs import get_logger
 from node.server import safejson
 from node.server.http import dumps
@@ -111,6 +111,8 @@ class ContainerClient:
                         return status
                     except TimeoutError:
                         raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
+                    except Unsendable as exc:  # the same request would break the same way again
+                        raise ContainerFailure(f"container unreachable: {exc}") from None
                     except (Unreached, Dropped) as exc:
                         # Refused at connect (or, for Swarm tasks, dropped before any answer): a
                         # task being replaced must not fail the job.

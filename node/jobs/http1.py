@@ -46,6 +46,11 @@ class Unreached(OSError):
     """The connection could not be opened: nothing was sent."""
 
 
+class Unsendable(Unreached):
+    """The request cannot be written as HTTP/1.1 (a header or path would break a line): nothing was sent,
+    and sending it again would not help."""
+
+
 class Dropped(ConnectionError):
     """The connection ended before any byte of an answer."""
 
@@ -254,6 +259,8 @@ class Http1Pool:
                 connection.idle_timer = None
             if not connection.closed:
                 return connection
+        if idle is not None and not idle:
+            del self._idle[key]
         host, port, tls = key
         loop = asyncio.get_running_loop()
         if tls and self._tls is None:  # loads the CA files: not on the loop
@@ -276,6 +283,8 @@ class Http1Pool:
             connection.abort()
             if connection in idle:
                 idle.remove(connection)
+            if not idle and self._idle.get(key) is idle:  # Swarm task addresses come and go
+                del self._idle[key]
 
         connection.idle_timer = asyncio.get_running_loop().call_later(self._keepalive, expire)
 
@@ -292,20 +301,20 @@ def _checked(what: str, text: str, spaces: bool = False) -> str:
     NUL, DEL...), no space or tab unless `spaces`, latin-1 only. Else Unreached: nothing was sent."""
     for at, c in enumerate(text):  # the value is not told: it may be a secret (a bearer token)
         if (c <= " " or c == "\x7f" or c > "\xff") and not (spaces and c in " \t"):
-            raise Unreached(f"the request's {what} has a character HTTP/1.1 does not allow there "
+            raise Unsendable(f"the request's {what} has a character HTTP/1.1 does not allow there "
                             f"(U+{ord(c):04X} at {at}); nothing was sent")
     return text
 
 
 def _parse(url: str, headers: Mapping[str, str]) -> _Target:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Unreached(f"not an http(s) URL: {url!r}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:  # the URL is not told: it may hold a password
+        raise Unsendable(f"not an http(s) URL with a host (scheme {parts.scheme!r})")
     tls = parts.scheme == "https"
     try:
         port = parts.port or (443 if tls else 80)
     except ValueError:
-        raise Unreached(f"not a valid port in the URL {url!r}") from None
+        raise Unsendable(f"not a valid port in the URL of host {parts.hostname!r}") from None
     host = parts.hostname
     authority = f"[{host}]" if ":" in host else host
     if parts.port is not None:

@@ -188,6 +188,16 @@ async def test_endless_header_lines_fail_the_call_once_the_head_passes_its_limit
     assert len(peer.requests) == 1
 
 
+async def test_endless_interim_answers_fail_the_call_once_their_heads_pass_the_limit():
+    peer = Peer(endless(b"", b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" * 100))
+    client = ContainerClient()
+    async with serving(peer) as endpoint:
+        with pytest.raises(ContainerFailure, match=f"head over {MAX_HEAD_BYTES} bytes"):
+            await client.call(endpoint, {})
+        await client.close()
+    assert len(peer.requests) == 1
+
+
 async def test_a_content_length_over_the_output_limit_fails_the_call_before_its_body_is_read():
     peer = Peer(send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n{"))
     client = ContainerClient(max_output_bytes=MiB)
@@ -380,6 +390,13 @@ async def test_a_container_url_whose_path_would_break_the_request_line_fails_the
             await client.call(ContainerEndpoint("c", endpoint.url + path), {})
         await client.close()
     assert peer.requests == []
+
+
+async def test_a_container_url_with_a_password_and_a_bad_port_fails_without_telling_the_password():
+    client = ContainerClient()
+    with pytest.raises(ContainerFailure, match="container unreachable: not a valid port") as failure:
+        await client.call(ContainerEndpoint("c", "http://me:hunter2@127.0.0.1:99999"), {})
+    assert "hunter2" not in str(failure.value)
 
 
 async def test_an_ipv6_container_gets_a_bracketed_host_with_its_port():
