@@ -63,8 +63,10 @@ class TooLarge(Broken):
     """The answer's body is over the caller's limit."""
 
 
-# An answer's status line and headers, 1xx answers before it included.
+# An answer's status line and headers, 1xx answers before it included; the same again for a
+# chunked body's trailers, and 64 bytes a chunk for its chunk lines.
 MAX_HEAD_BYTES = 64 * 1024
+_CHUNK_LINE_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class _Connection(asyncio.Protocol):
         self.idle_timer: asyncio.TimerHandle | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._limit = 0
-        self._head = 0  # bytes of heads received for this call
+        self._wire = self._body = self._chunks = 0  # this call's: bytes received, of them body, chunks
         self._refused: Broken | None = None  # why a callback stopped the parser
         self._reset(None, None, None)
 
@@ -102,7 +104,6 @@ class _Connection(asyncio.Protocol):
         self._sized = False  # Content-Length or chunked: else the body ends with the connection
         self._status = 0
         self._keep = False
-        self._body = 0
 
     def begin(self, payload: bytes, sink: Sink,
               deadline: tuple[asyncio.Timeout, float] | None, limit: int) -> asyncio.Future:
@@ -110,7 +111,8 @@ class _Connection(asyncio.Protocol):
         has been handed to `sink` (at most `limit` bytes of body)."""
         done = self._loop.create_future()
         self._reset(done, sink, deadline)
-        self._limit, self._head, self._refused = limit, 0, None
+        self._limit, self._refused = limit, None
+        self._wire = self._body = self._chunks = 0
         assert self.transport is not None
         self.transport.write(payload)
         return done
@@ -130,13 +132,15 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self._done is None or self._done.done():  # no call waits: whatever this is, the next must not read it
+            self.abort()
+            return
         self._answered = True
         if self._deadline is not None:
             timeout, seconds = self._deadline
             if not timeout.expired():  # expired: the call is being cancelled, this read is too late
                 timeout.reschedule(self._loop.time() + seconds)
-        if not self._headers_done:
-            self._head += len(data)
+        self._wire += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -146,8 +150,13 @@ class _Connection(asyncio.Protocol):
             self._fail(self._refused or Broken(f"the answer is not HTTP: {exc}"))
             self.abort()
         else:
-            if not self._headers_done and self._head > MAX_HEAD_BYTES:  # a header line or headers without end
+            # All that is not body: a head (a header line, or headers, without end), or chunk
+            # lines and trailers without end. Bounded here: the parser keeps a header whole.
+            if not self._headers_done and self._wire > MAX_HEAD_BYTES:
                 self._fail(Broken(f"the answer's head over {MAX_HEAD_BYTES} bytes"))
+                self.abort()
+            elif self._wire - self._body > 2 * MAX_HEAD_BYTES + _CHUNK_LINE_BYTES * self._chunks:
+                self._fail(Broken(f"the answer's chunk lines or trailers over {MAX_HEAD_BYTES} bytes"))
                 self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -188,6 +197,14 @@ class _Connection(asyncio.Protocol):
         self._status = self._parser.get_status_code()
         if self._status in _BODYLESS:
             self._sized = True
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
+    def on_message_begin(self) -> None:
+        if self._done is None or self._done.done():  # bytes after the answer (in its last read)
+            self._keep = False
+            self.closed = True
 
     def on_body(self, body: bytes) -> None:
         self._body += len(body)

@@ -198,6 +198,41 @@ async def test_endless_interim_answers_fail_the_call_once_their_heads_pass_the_l
     assert len(peer.requests) == 1
 
 
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: ",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;extension=",
+], ids=["a trailer", "a chunk extension"])
+async def test_an_endless_line_after_the_headers_of_a_chunked_answer_fails_the_call_before_its_timeout(head):
+    peer = Peer(endless(head, b"a" * 65536))
+    client = ContainerClient()
+    async with serving(peer, timeout=30) as endpoint:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ContainerFailure, match=f"chunk lines or trailers over {MAX_HEAD_BYTES} bytes"):
+            await client.call(endpoint, {})
+        await client.close()
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_many_small_chunks_are_not_taken_for_endless_chunk_lines():
+    body = b'{"answer": "' + b"x" * 100_000 + b'"}'
+    chunks = b"".join(b"1\r\n%s\r\n" % body[i:i + 1] for i in range(len(body)))
+    peer = Peer(send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"))
+    client = ContainerClient()
+    async with serving(peer) as endpoint:
+        assert await client.call(endpoint, {}) == {"answer": "x" * 100_000}
+        await client.close()
+
+
+async def test_the_head_of_an_answer_sent_before_its_request_is_never_read_as_the_next_calls_answer():
+    early = b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\n"  # the next answer's head, ahead of its request
+    peer = Peer(send(OK + early))
+    client = ContainerClient()
+    async with serving(peer) as endpoint:
+        answers = [await client.call(endpoint, {"n": i}) for i in range(3)]
+        await client.close()
+    assert answers == [{"answer": 42}] * 3 and peer.connections == 3
+
+
 async def test_a_content_length_over_the_output_limit_fails_the_call_before_its_body_is_read():
     peer = Peer(send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n{"))
     client = ContainerClient(max_output_bytes=MiB)
