@@ -29,10 +29,12 @@ from node.server.http import dumps
 log = get_logger(__name__)
 
 _SNIPPET = 300
-# The most a container may answer (a call's JSON, a stream's whole output): as much as the node
-# takes in one request by default (server.max_body_bytes), since one container's output is the
-# next one's input. aiohttp's client, before, read any size.
+# The most a container may answer. A call's JSON: as much as the node takes in one request by
+# default (server.max_body_bytes), since one container's output is the next one's input. A
+# stream's whole output (kept as its job's result): more, a stream may run long. aiohttp's
+# client, before, read any size: a container could fill the node's memory within its timeout.
 DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_STREAM_BYTES = 64 * 1024 * 1024
 
 
 class CallObserver(Protocol):
@@ -45,10 +47,12 @@ class ContainerClient:
     """Calls containers over pooled keep-alive connections (node/jobs/http1.py)."""
 
     def __init__(self, *, max_json_depth: int = safejson.DEFAULT_MAX_DEPTH, keepalive: float = 15.0,
-                 max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, tls: ssl.SSLContext | None = None) -> None:
+                 max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
+                 tls: ssl.SSLContext | None = None) -> None:
         # tls: how https containers are verified (None: the system's CAs, as aiohttp's client did).
         self._http = Http1Pool(keepalive, tls)
         self._max_output = max_output_bytes
+        self._max_stream = max_stream_bytes
         # Who hears each call (metrics): the orchestrator shares its observers list here.
         self.observers: Sequence[CallObserver] = ()
         self._max_json_depth = max_json_depth
@@ -60,7 +64,8 @@ class ContainerClient:
     async def call(self, endpoint: ContainerEndpoint, body: dict[str, Any]) -> Any:
         """The container's whole answer, parsed; any failure raises ContainerFailure."""
         parts: list[bytes] = []
-        status = await self._post(endpoint, body, lambda _status, part: parts.append(part), read_timeout=False)
+        status = await self._post(endpoint, body, lambda _status, part: parts.append(part), self._max_output,
+                                  read_timeout=False)
         raw = b"".join(parts)
         if not 200 <= status < 300:
             raise _refused(status, raw)
@@ -85,13 +90,13 @@ class ContainerClient:
             if 200 <= status < 300:
                 chunk(part)
 
-        status = await self._post(endpoint, body, relay, read_timeout=True)
+        status = await self._post(endpoint, body, relay, self._max_stream, read_timeout=True)
         raw = b"".join(parts)
         if not 200 <= status < 300:
             raise _refused(status, raw)
         return raw
 
-    async def _post(self, endpoint: ContainerEndpoint, body: dict[str, Any], sink: Sink, *,
+    async def _post(self, endpoint: ContainerEndpoint, body: dict[str, Any], sink: Sink, limit: int, *,
                     read_timeout: bool) -> int:
         """One call under the container's slot, tried once more (on another task, if the
         service has several) when the container never received it; counted by the observers."""
@@ -107,7 +112,7 @@ class ContainerClient:
                     url = endpoint.next_service_url(avoid=url)
                     try:
                         status = await self._http.post(url, payload, endpoint.headers, sink, timeout=endpoint.timeout,
-                                                       limit=self._max_output, read_timeout=read_timeout)
+                                                       limit=limit, read_timeout=read_timeout)
                         return status
                     except TimeoutError:
                         raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None

@@ -258,15 +258,15 @@ async def test_an_endless_body_fails_the_call_at_the_default_output_limit_not_at
     assert asyncio.get_running_loop().time() - started < 10 and peer.open == 0
 
 
-async def test_an_endless_stream_fails_at_the_output_limit_after_handing_over_what_came_before_it():
-    peer = Peer(endless(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"1000\r\n" + b"x" * 4096 + b"\r\n"))
-    client = ContainerClient(max_output_bytes=MiB)
-    handed: list[bytes] = []
-    async with serving(peer) as endpoint:
-        with pytest.raises(ContainerFailure, match=f"container output over {MiB} bytes"):
-            await client.stream(endpoint, {}, handed.append)
+async def test_an_endless_stream_fails_at_the_default_stream_limit_after_handing_over_what_came_before_it():
+    peer = Peer(endless(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"10000\r\n" + b"x" * 65536 + b"\r\n"))
+    client = ContainerClient()  # the default stream limit: 64 MiB
+    handed: list[int] = []
+    async with serving(peer, timeout=30) as endpoint:
+        with pytest.raises(ContainerFailure, match=f"container output over {64 * MiB} bytes"):
+            await client.stream(endpoint, {}, lambda part: handed.append(len(part)))
         await client.close()
-    assert 0 < sum(map(len, handed)) <= MiB
+    assert 63 * MiB < sum(handed) <= 64 * MiB
 
 
 async def test_an_answer_trickled_one_byte_at_a_time_times_out_at_the_calls_timeout():
