@@ -274,8 +274,9 @@ class Http1Pool:
             if connection.idle_timer is not None:
                 connection.idle_timer.cancel()
                 connection.idle_timer = None
-            if not connection.closed:
+            if not connection.closed and connection.transport is not None and not connection.transport.is_closing():
                 return connection
+            connection.abort()  # closing (an end of connection read but not yet handled): not for a new call
         if idle is not None and not idle:
             del self._idle[key]
         host, port, tls = key

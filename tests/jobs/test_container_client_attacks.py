@@ -444,6 +444,18 @@ async def test_an_ipv6_container_gets_a_bracketed_host_with_its_port():
     assert f"Host: [::1]:{port}".encode() in peer.requests[0].split(b"\r\n")
 
 
+@pytest.mark.parametrize(("url", "host"), [
+    ("http://Container.example/x", "container.example"),
+    ("https://container.example/x", "container.example"),
+    ("http://container.example:8080/x", "container.example:8080"),
+    ("http://[2001:db8::1]/x", "[2001:db8::1]"),
+], ids=["http default port", "https default port", "other port", "IPv6 default port"])
+def test_the_host_sent_carries_the_port_only_when_the_url_names_one(url, host):
+    from node.jobs.http1 import _parse
+
+    assert f"\r\nHost: {host}\r\n".encode() in _parse(url, {}).head
+
+
 async def test_the_content_length_sent_counts_the_bytes_of_a_non_ascii_body():
     peer = Peer(send(OK))
     client = ContainerClient()
