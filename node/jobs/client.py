@@ -9,7 +9,10 @@ unreachable, an HTTP status with the start of its body, output that is not JSON)
 call is counted by the observers (metrics) with its time and whether it succeeded.
 
 A call is retried only while no answer has begun: once a byte of an answer has come back the
-container has the request, and running it again could do its work twice. The connections are
+container has the request, and running it again could do its work twice. A container's output is
+bounded (DEFAULT_MAX_OUTPUT_BYTES a call, DEFAULT_MAX_STREAM_BYTES a stream): over it the call
+fails, never retried, and a request the node cannot write (a header that would break a line)
+fails before anything is sent, not retried either. The connections are
 this module's own (node/jobs/http1.py), not aiohttp's client: that is a third of the CPU.
 """
 

@@ -316,7 +316,7 @@ def _verified_context() -> ssl.SSLContext:
 
 def _checked(what: str, text: str, spaces: bool = False) -> str:
     """`text`, if it cannot add or break a line of the request: no control character (CR, LF,
-    NUL, DEL...), no space or tab unless `spaces`, latin-1 only. Else Unreached: nothing was sent."""
+    NUL, DEL...), no space or tab unless `spaces`, latin-1 only. Else Unsendable: nothing was sent."""
     for at, c in enumerate(text):  # the value is not told: it may be a secret (a bearer token)
         if (c <= " " or c == "\x7f" or c > "\xff") and not (spaces and c in " \t"):
             raise Unsendable(f"the request's {what} has a character HTTP/1.1 does not allow there "
