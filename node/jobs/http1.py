@@ -87,6 +87,7 @@ class _Connection(asyncio.Protocol):
         self._loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.reused = False  # it has carried a call before
         self.idle_timer: asyncio.TimerHandle | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._limit = 0
@@ -120,6 +121,11 @@ class _Connection(asyncio.Protocol):
     @property
     def reusable(self) -> bool:
         return self._keep and not self.closed
+
+    @property
+    def usable(self) -> bool:
+        """Not closed, nor closing (an end of connection read but not yet handled)."""
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def abort(self) -> None:
         self.closed = True
@@ -242,6 +248,14 @@ class Http1Pool:
         target = self._target(url, headers)
         async with asyncio.timeout(timeout) as deadline:
             connection = await self._connection(target.key)
+            if connection.reused:
+                # Its end may have been read but not yet handled (a container closing right
+                # after its answer, without "Connection: close"): one turn of the loop lets it
+                # be, and the call goes on another connection instead of failing as dropped.
+                await asyncio.sleep(0)
+                if not connection.usable:
+                    connection.abort()
+                    connection = await self._connection(target.key)
             try:
                 payload = target.head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
                 status = await connection.begin(
@@ -274,9 +288,10 @@ class Http1Pool:
             if connection.idle_timer is not None:
                 connection.idle_timer.cancel()
                 connection.idle_timer = None
-            if not connection.closed and connection.transport is not None and not connection.transport.is_closing():
+            if connection.usable:
+                connection.reused = True
                 return connection
-            connection.abort()  # closing (an end of connection read but not yet handled): not for a new call
+            connection.abort()
         if idle is not None and not idle:
             del self._idle[key]
         host, port, tls = key
