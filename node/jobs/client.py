@@ -9,18 +9,22 @@ unreachable, an HTTP status with the start of its body, output that is not JSON)
 call is counted by the observers (metrics) with its time and whether it succeeded.
 
 A call is retried only while no answer has begun: once a byte of an answer has come back the
-container has the request, and running it again could do its work twice. The connections are
+container has the request, and running it again could do its work twice. A container's output is
+bounded (DEFAULT_MAX_OUTPUT_BYTES a call, DEFAULT_MAX_STREAM_BYTES a stream): over it the call
+fails, never retried, and a request the node cannot write (a header that would break a line)
+fails before anything is sent, not retried either. The connections are
 this module's own (node/jobs/http1.py), not aiohttp's client: that is a third of the CPU.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from node.jobs.endpoint import ContainerEndpoint, ContainerFailure
-from node.jobs.http1 import Broken, Dropped, Http1Pool, Sink, Unreached
+from node.jobs.http1 import Broken, Dropped, Http1Pool, Sink, TooLarge, Unreached, Unsendable
 from node.logs import get_logger
 from node.server import safejson
 from node.server.http import dumps
@@ -28,6 +32,12 @@ from node.server.http import dumps
 log = get_logger(__name__)
 
 _SNIPPET = 300
+# The most a container may answer. A call's JSON: as much as the node takes in one request by
+# default (server.max_body_bytes), since one container's output is the next one's input. A
+# stream's whole output (kept as its job's result): more, a stream may run long. aiohttp's
+# client, before, read any size: a container could fill the node's memory within its timeout.
+DEFAULT_MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_STREAM_BYTES = 64 * 1024 * 1024
 
 
 class CallObserver(Protocol):
@@ -39,8 +49,13 @@ class CallObserver(Protocol):
 class ContainerClient:
     """Calls containers over pooled keep-alive connections (node/jobs/http1.py)."""
 
-    def __init__(self, *, max_json_depth: int = safejson.DEFAULT_MAX_DEPTH, keepalive: float = 15.0) -> None:
-        self._http = Http1Pool(keepalive)
+    def __init__(self, *, max_json_depth: int = safejson.DEFAULT_MAX_DEPTH, keepalive: float = 15.0,
+                 max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, max_stream_bytes: int = DEFAULT_MAX_STREAM_BYTES,
+                 tls: ssl.SSLContext | None = None) -> None:
+        # tls: how https containers are verified (None: the system's CAs, as aiohttp's client did).
+        self._http = Http1Pool(keepalive, tls)
+        self._max_output = max_output_bytes
+        self._max_stream = max_stream_bytes
         # Who hears each call (metrics): the orchestrator shares its observers list here.
         self.observers: Sequence[CallObserver] = ()
         self._max_json_depth = max_json_depth
@@ -52,7 +67,8 @@ class ContainerClient:
     async def call(self, endpoint: ContainerEndpoint, body: dict[str, Any]) -> Any:
         """The container's whole answer, parsed; any failure raises ContainerFailure."""
         parts: list[bytes] = []
-        status = await self._post(endpoint, body, lambda _status, part: parts.append(part), read_timeout=False)
+        status = await self._post(endpoint, body, lambda _status, part: parts.append(part), self._max_output,
+                                  read_timeout=False)
         raw = b"".join(parts)
         if not 200 <= status < 300:
             raise _refused(status, raw)
@@ -77,13 +93,13 @@ class ContainerClient:
             if 200 <= status < 300:
                 chunk(part)
 
-        status = await self._post(endpoint, body, relay, read_timeout=True)
+        status = await self._post(endpoint, body, relay, self._max_stream, read_timeout=True)
         raw = b"".join(parts)
         if not 200 <= status < 300:
             raise _refused(status, raw)
         return raw
 
-    async def _post(self, endpoint: ContainerEndpoint, body: dict[str, Any], sink: Sink, *,
+    async def _post(self, endpoint: ContainerEndpoint, body: dict[str, Any], sink: Sink, limit: int, *,
                     read_timeout: bool) -> int:
         """One call under the container's slot, tried once more (on another task, if the
         service has several) when the container never received it; counted by the observers."""
@@ -99,10 +115,12 @@ class ContainerClient:
                     url = endpoint.next_service_url(avoid=url)
                     try:
                         status = await self._http.post(url, payload, endpoint.headers, sink, timeout=endpoint.timeout,
-                                                       read_timeout=read_timeout)
+                                                       limit=limit, read_timeout=read_timeout)
                         return status
                     except TimeoutError:
                         raise ContainerFailure(f"container timed out after {endpoint.timeout:g}s") from None
+                    except Unsendable as exc:  # the same request would break the same way again
+                        raise ContainerFailure(f"container unreachable: {exc}") from None
                     except (Unreached, Dropped) as exc:
                         # Refused at connect (or, for Swarm tasks, dropped before any answer): a
                         # task being replaced must not fail the job.
@@ -110,6 +128,8 @@ class ContainerClient:
                             log.info("container.call_retried", container=endpoint.id, error=str(exc))
                             continue
                         raise ContainerFailure(f"container unreachable: {exc}") from None
+                    except TooLarge as exc:
+                        raise ContainerFailure(str(exc)) from None
                     except Broken as exc:
                         raise ContainerFailure(f"container unreachable: {exc}") from None
                 raise AssertionError("unreachable")  # the second attempt returns or raises

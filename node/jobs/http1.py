@@ -17,6 +17,14 @@ a call failed, in the terms a retry decision needs:
 Bodies may be Content-Length, chunked or close-delimited. A connection goes back to the pool
 only after a whole answer that allows keep-alive; one left idle for `keepalive` seconds is
 closed; any failure or cancellation (a timeout, a job cancelled) closes the connection it was on.
+
+A container may be remote, https or hostile, so what it sends is bounded: the head of an answer
+(status line and headers, interim 1xx answers included) at `MAX_HEAD_BYTES` (aiohttp's client
+allowed 8190 bytes a line and 128 headers), the body at the caller's `limit` (`TooLarge`, as soon
+as a Content-Length announces more or the bytes pass it), the whole call at its timeout. What the
+node sends is checked as well: a URL path or a header that would add or break a line of the
+request fails the call before anything is sent. https verifies the certificate and the host name
+against the system's CAs, as aiohttp's client did.
 """
 
 from __future__ import annotations
@@ -38,12 +46,27 @@ class Unreached(OSError):
     """The connection could not be opened: nothing was sent."""
 
 
+class Unsendable(Unreached):
+    """The request cannot be written as HTTP/1.1 (a header or path would break a line): nothing was sent,
+    and sending it again would not help."""
+
+
 class Dropped(ConnectionError):
     """The connection ended before any byte of an answer."""
 
 
 class Broken(ConnectionError):
     """The answer began, then failed (ended early, or not HTTP)."""
+
+
+class TooLarge(Broken):
+    """The answer's body is over the caller's limit."""
+
+
+# An answer's status line and headers, 1xx answers before it included; the same again for a
+# chunked body's trailers, and 64 bytes a chunk for its chunk lines.
+MAX_HEAD_BYTES = 64 * 1024
+_CHUNK_LINE_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -64,8 +87,12 @@ class _Connection(asyncio.Protocol):
         self._loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.reused = False  # it has carried a call before
         self.idle_timer: asyncio.TimerHandle | None = None
         self._parser = httptools.HttpResponseParser(self)
+        self._limit = 0
+        self._wire = self._body = self._chunks = 0  # this call's: bytes received, of them body, chunks
+        self._refused: Broken | None = None  # why a callback stopped the parser
         self._reset(None, None, None)
 
     def _reset(self, done: asyncio.Future | None, sink: Sink | None,
@@ -80,11 +107,13 @@ class _Connection(asyncio.Protocol):
         self._keep = False
 
     def begin(self, payload: bytes, sink: Sink,
-              deadline: tuple[asyncio.Timeout, float] | None) -> asyncio.Future:
+              deadline: tuple[asyncio.Timeout, float] | None, limit: int) -> asyncio.Future:
         """Send a request; the returned future resolves to the status when the whole answer
-        has been handed to `sink`."""
+        has been handed to `sink` (at most `limit` bytes of body)."""
         done = self._loop.create_future()
         self._reset(done, sink, deadline)
+        self._limit, self._refused = limit, None
+        self._wire = self._body = self._chunks = 0
         assert self.transport is not None
         self.transport.write(payload)
         return done
@@ -92,6 +121,11 @@ class _Connection(asyncio.Protocol):
     @property
     def reusable(self) -> bool:
         return self._keep and not self.closed
+
+    @property
+    def usable(self) -> bool:
+        """Not closed, nor closing (an end of connection read but not yet handled)."""
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def abort(self) -> None:
         self.closed = True
@@ -104,15 +138,32 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self._done is None or self._done.done():  # no call waits: whatever this is, the next must not read it
+            self.abort()
+            return
         self._answered = True
         if self._deadline is not None:
             timeout, seconds = self._deadline
-            timeout.reschedule(self._loop.time() + seconds)
+            if not timeout.expired():  # expired: the call is being cancelled, this read is too late
+                timeout.reschedule(self._loop.time() + seconds)
+        self._wire += len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(Broken(f"the answer is not HTTP: {exc}"))
+        except httptools.HttpParserUpgrade:
+            self._fail(Broken("the container switched protocols (HTTP 101): an answer must be HTTP/1.1"))
             self.abort()
+        except httptools.HttpParserError as exc:
+            self._fail(self._refused or Broken(f"the answer is not HTTP: {exc}"))
+            self.abort()
+        else:
+            # All that is not body: a head (a header line, or headers, without end), or chunk
+            # lines and trailers without end. Bounded here: the parser keeps a header whole.
+            if not self._headers_done and self._wire > MAX_HEAD_BYTES:
+                self._fail(Broken(f"the answer's head over {MAX_HEAD_BYTES} bytes"))
+                self.abort()
+            elif self._wire - self._body > 2 * MAX_HEAD_BYTES + _CHUNK_LINE_BYTES * self._chunks:
+                self._fail(Broken(f"the answer's chunk lines or trailers over {MAX_HEAD_BYTES} bytes"))
+                self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -133,9 +184,18 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
 
+    def _refuse(self, exc: Broken) -> None:
+        """Stop the parser from a callback (feed_data raises; data_received fails the call with `exc`)."""
+        self._refused = exc
+        raise exc
+
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
-        if lowered == b"content-length" or (lowered == b"transfer-encoding" and b"chunked" in value.lower()):
+        if lowered == b"content-length":
+            self._sized = True
+            if value.strip().isdigit() and int(value) > self._limit:
+                self._refuse(TooLarge(f"container output over {self._limit} bytes (Content-Length {int(value)})"))
+        elif lowered == b"transfer-encoding" and b"chunked" in value.lower():
             self._sized = True
 
     def on_headers_complete(self) -> None:
@@ -144,7 +204,18 @@ class _Connection(asyncio.Protocol):
         if self._status in _BODYLESS:
             self._sized = True
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
+    def on_message_begin(self) -> None:
+        if self._done is None or self._done.done():  # bytes after the answer (in its last read)
+            self._keep = False
+            self.closed = True
+
     def on_body(self, body: bytes) -> None:
+        self._body += len(body)
+        if self._body > self._limit:
+            self._refuse(TooLarge(f"container output over {self._limit} bytes"))
         if self._sink is not None:
             self._sink(self._status, body)
 
@@ -162,25 +233,33 @@ class _Connection(asyncio.Protocol):
 class Http1Pool:
     """POSTs over pooled keep-alive connections, any number at once per address."""
 
-    def __init__(self, keepalive: float = 15.0) -> None:
+    def __init__(self, keepalive: float = 15.0, tls: ssl.SSLContext | None = None) -> None:
         self._keepalive = keepalive
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._targets: dict[tuple[str, tuple[tuple[str, str], ...]], _Target] = {}
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls  # None: the system's CAs, made at the first https call
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], sink: Sink, *,
-                   timeout: float | None, read_timeout: bool = False) -> int:
-        """POST `body` to `url`; the answer's body goes to `sink` as it arrives; returns the
-        status once the answer is whole. `timeout`: for the whole call, or with `read_timeout`
-        for the connect and then for each silence between two reads. Raises Unreached,
-        Dropped, Broken or TimeoutError."""
+                   timeout: float | None, limit: int, read_timeout: bool = False) -> int:
+        """POST `body` to `url`; the answer's body (at most `limit` bytes) goes to `sink` as it
+        arrives; returns the status once the answer is whole. `timeout`: for the whole call, or
+        with `read_timeout` for the connect and then for each silence between two reads. Raises
+        Unreached, Dropped, Broken (TooLarge) or TimeoutError."""
         target = self._target(url, headers)
         async with asyncio.timeout(timeout) as deadline:
             connection = await self._connection(target.key)
+            if connection.reused:
+                # Its end may have been read but not yet handled (a container closing right
+                # after its answer, without "Connection: close"): one turn of the loop lets it
+                # be, and the call goes on another connection instead of failing as dropped.
+                await asyncio.sleep(0)
+                if not connection.usable:
+                    connection.abort()
+                    connection = await self._connection(target.key)
             try:
                 payload = target.head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
                 status = await connection.begin(
-                    payload, sink, (deadline, timeout) if read_timeout and timeout is not None else None)
+                    payload, sink, (deadline, timeout) if read_timeout and timeout is not None else None, limit)
             except BaseException:
                 connection.abort()
                 raise
@@ -209,12 +288,16 @@ class Http1Pool:
             if connection.idle_timer is not None:
                 connection.idle_timer.cancel()
                 connection.idle_timer = None
-            if not connection.closed:
+            if connection.usable:
+                connection.reused = True
                 return connection
+            connection.abort()
+        if idle is not None and not idle:
+            del self._idle[key]
         host, port, tls = key
         loop = asyncio.get_running_loop()
-        if tls and self._tls is None:
-            self._tls = ssl.create_default_context()
+        if tls and self._tls is None:  # loads the CA files: not on the loop
+            self._tls = await asyncio.to_thread(_verified_context)
         try:
             _, connection = await loop.create_connection(
                 lambda: _Connection(loop), host, port, ssl=self._tls if tls else None)
@@ -233,16 +316,38 @@ class Http1Pool:
             connection.abort()
             if connection in idle:
                 idle.remove(connection)
+            if not idle and self._idle.get(key) is idle:  # Swarm task addresses come and go
+                del self._idle[key]
 
         connection.idle_timer = asyncio.get_running_loop().call_later(self._keepalive, expire)
 
 
+def _verified_context() -> ssl.SSLContext:
+    """What aiohttp's client used by default: the system's CAs, certificate and host name checked."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def _checked(what: str, text: str, spaces: bool = False) -> str:
+    """`text`, if it cannot add or break a line of the request: no control character (CR, LF,
+    NUL, DEL...), no space or tab unless `spaces`, latin-1 only. Else Unsendable: nothing was sent."""
+    for at, c in enumerate(text):  # the value is not told: it may be a secret (a bearer token)
+        if (c <= " " or c == "\x7f" or c > "\xff") and not (spaces and c in " \t"):
+            raise Unsendable(f"the request's {what} has a character HTTP/1.1 does not allow there "
+                            f"(U+{ord(c):04X} at {at}); nothing was sent")
+    return text
+
+
 def _parse(url: str, headers: Mapping[str, str]) -> _Target:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Unreached(f"not an http(s) URL: {url!r}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:  # the URL is not told: it may hold a password
+        raise Unsendable(f"not an http(s) URL with a host (scheme {parts.scheme!r})")
     tls = parts.scheme == "https"
-    port = parts.port or (443 if tls else 80)
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError:
+        raise Unsendable(f"not a valid port in the URL of host {parts.hostname!r}") from None
     host = parts.hostname
     authority = f"[{host}]" if ":" in host else host
     if parts.port is not None:
@@ -250,8 +355,8 @@ def _parse(url: str, headers: Mapping[str, str]) -> _Target:
     path = parts.path or "/"
     if parts.query:
         path += f"?{parts.query}"
-    lines = [f"POST {path} HTTP/1.1", f"Host: {authority}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines = [f"POST {_checked('path', path)} HTTP/1.1", f"Host: {_checked('Host', authority)}"]
+    lines += [f"{_checked('header name', name)}: {_checked(name, value, spaces=True)}" for name, value in headers.items()]
     if parts.username is not None and not any(name.lower() == "authorization" for name in headers):
         credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
         lines.append(f"Authorization: Basic {base64.b64encode(credentials).decode()}")
