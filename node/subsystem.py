@@ -134,5 +134,6 @@ class Subsystem(Protocol):
     def lifespan(self, ctx: Context) -> AbstractAsyncContextManager[Mount]: ...
 
     def flags(self, mount: Mount | None) -> dict[str, bool]:
-        """`node_subsystem_enabled` entries: by default just `{name: mounted}`."""
+        """Its `node_subsystem_enabled` entries, e.g. `{name: mount is not None}` (the jobs core and
+        observe list none)."""
         ...
