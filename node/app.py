@@ -35,7 +35,6 @@ from node.config import ConfigError, LoadedConfig, NodeConfig, read_config
 from node.containers import container_manager
 from node.containers.config import ContainerConfig
 from node.cre.subsystem import CreSubsystem
-from node.gateway.crypto import SecretBox
 from node.gateway.subsystem import GatewaySubsystem
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
@@ -48,6 +47,7 @@ from node.registry.subsystem import RegistrySubsystem
 from node.reload import ReloadPlan
 from node.reload import applied as applied_config
 from node.reload import plan as reload_plan
+from node.secrets import SecretBox
 from node.server.clients import ClientAddresses, limit_key, parse_ip
 from node.server.health import HealthApi
 from node.server.http import (
@@ -105,7 +105,7 @@ class Node:
         self.clients = ClientAddresses(config.server.trusted_proxies)  # who a request's client is
         self._limiters: dict[str, RateLimiter] = {}
         self._reload_lock = asyncio.Lock()
-        self._reloads = self.supervisor.task_set("config-reload")  # SIGHUP reloads, drained at stop
+        self._reloads = self.supervisor.group("config-reload")  # SIGHUP reloads, drained at stop
         self.restart_needed: list[str] = []  # changed keys a reload could not apply
 
     # -- building ---------------------------------------------------------------------------
@@ -117,7 +117,7 @@ class Node:
     def secret_box(self) -> SecretBox:
         """The node's master key (sealing API secrets and agent keys), loaded once."""
         if self._box is None:
-            self._box = SecretBox.from_file(Path(self.config.gateway.master_key_path))
+            self._box = SecretBox.from_file(Path(self.config.master_key_path))
         return self._box
 
     def subsystem_flags(self) -> dict[str, bool]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
 from node.chain.config import ChainConfig
 from node.containers.config import ContainerConfig, DockerConfig, JobsConfig
@@ -32,6 +32,7 @@ from node.cre.config import CreConfig
 from node.fields import ConfigModel
 from node.gateway.config import GatewayConfig
 from node.infernet_config import SIDECAR_NAME, InfernetFormError, looks_like_infernet, read_infernet
+from node.logs import get_logger
 from node.observe.config import ObserveConfig
 from node.registry.config import RegistryConfig
 from node.server.config import LogConfig, ServerConfig
@@ -44,7 +45,16 @@ class ConfigError(Exception):
     """A config that cannot be used; the message names the file and the field."""
 
 
+# Keys that moved, as (old dotted path, new top-level key): an old config still loads, the old
+# key fills the new one, and the load says so once.
+_MOVED = (("gateway.master_key_path", "master_key_path"),)
+
+
 class NodeConfig(ConfigModel):
+    # The node's, not one subsystem's: the gateway and CRE both seal with it (node/secrets.py).
+    master_key_path: str = Field("node.key", description="The node's master key: AES-256-GCM key sealing the "
+                                 "gateway's API secret keys and CRE workflow secrets (created 0600 if missing; "
+                                 "relative to the config file). Was gateway.master_key_path, still read")
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
     docker: DockerConfig = DockerConfig()
@@ -59,6 +69,26 @@ class NodeConfig(ConfigModel):
     gateway: GatewayConfig = Field(default_factory=dict, validate_default=True)
     registry: RegistryConfig = RegistryConfig()
     observe: ObserveConfig = ObserveConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any, info: ValidationInfo) -> Any:
+        """`gateway.master_key_path` (before the key became the node's) fills `master_key_path`;
+        both set to different files is an error: which one seals the secrets must be plain."""
+        if not isinstance(data, dict):
+            return data
+        for old, new in _MOVED:
+            section, key = old.split(".")
+            if not isinstance(data.get(section), dict) or key not in data[section]:
+                continue
+            value = data[section][key]
+            if new in data and data[new] != value:
+                raise ValueError(f"{old} ({value!r}) and {new} ({data[new]!r}) are both set and differ: "
+                                 f"keep {new} only")
+            data = {**data, section: {k: v for k, v in data[section].items() if k != key}, new: value}
+            if info.context is not None:
+                info.context.setdefault("deprecated", []).append(f"{old} is deprecated: read as {new}")
+        return data
 
     def _swarm_fields_consistent(self) -> None:
         swarm = self.docker.mode == "swarm"
@@ -137,16 +167,27 @@ def _format_errors(source: str, error: ValidationError) -> str:
 
 
 def parse_config(data: Any, source: str = "config", env: dict[str, str] | None = None) -> NodeConfig:
+    """Validate a parsed config; a deprecated key read is logged here (one line each)."""
+    config, deprecated = _validate(data, source, env)
+    for note in deprecated:
+        get_logger("node.config").warning("config.deprecated", source=source, note=note)
+    return config
+
+
+def _validate(data: Any, source: str, env: dict[str, str] | None) -> tuple[NodeConfig, tuple[str, ...]]:
+    """The config and the deprecated keys it used (for the caller to report once)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     env = dict(os.environ) if env is None else env
     data = substitute_env(data, env)
+    context: dict[str, Any] = {"env": env}
     try:
-        return NodeConfig.model_validate(data, context={"env": env})
+        config = NodeConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from None
+    return config, tuple(context.get("deprecated", ()))
 
 
 @dataclass(frozen=True)
@@ -159,6 +200,7 @@ class LoadedConfig:
     notes: tuple[str, ...]  # Infernet keys that mean nothing here, and what the node does instead
     sha256: str  # of the file's bytes (and node.yaml beside an Infernet config)
     loaded_at: float  # Unix time
+    deprecated: tuple[str, ...] = ()  # keys read under an old name, and the name they now have
 
     def status(self) -> dict[str, object]:
         return {"path": str(self.path), "form": self.form, "sha256": self.sha256, "loaded_at": self.loaded_at}
@@ -194,9 +236,9 @@ def read_config(path: str | Path, env: dict[str, str] | None = None) -> LoadedCo
         sidecar = path.parent / SIDECAR_NAME
         if sidecar.is_file():
             digest.update(sidecar.read_bytes())
-    config = parse_config(raw, str(path), env)
+    config, deprecated = _validate(raw, str(path), env)
     return LoadedConfig(resolve_paths(config, path.resolve().parent), path.resolve(), form, notes, digest.hexdigest(),
-                        time.time())
+                        time.time(), deprecated)
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> NodeConfig:
@@ -221,9 +263,8 @@ def resolve_paths(config: NodeConfig, base: Path) -> NodeConfig:
     oauth = config.gateway.oauth
     providers = {name: p.model_copy(update={"jwks_file": absolute(p.jwks_file)}) if p.jwks_file else p
                  for name, p in oauth.providers.items()}
-    update["gateway"] = config.gateway.model_copy(
-        update={"master_key_path": absolute(config.gateway.master_key_path),
-                "oauth": oauth.model_copy(update={"providers": providers})})
+    update["gateway"] = config.gateway.model_copy(update={"oauth": oauth.model_copy(update={"providers": providers})})
+    update["master_key_path"] = absolute(config.master_key_path)
     if config.log.path:
         update["log"] = config.log.model_copy(update={"path": absolute(config.log.path)})
     return config.model_copy(update=update)

@@ -55,13 +55,13 @@ if TYPE_CHECKING:
     from node.config import NodeConfig
     from node.containers.config import ContainerConfig
     from node.containers.manager import ContainerManager
-    from node.gateway.crypto import SecretBox
     from node.jobs.api import OnChain
     from node.jobs.orchestrator import JobGate, Orchestrator
     from node.jobs.store import JobStore
     from node.lifecycle import Supervisor
     from node.observe.metrics import NodeMetrics
     from node.observe.sampler import Snapshot
+    from node.secrets import SecretBox
     from node.server.http import ApiFamily, RouteMiddleware
     from node.storage import Database
     from node.storage.prune import ExpiryRule

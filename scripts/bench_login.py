@@ -62,7 +62,7 @@ async def run(args) -> None:
     if "auth_rate_limit" in ServerConfig.model_fields:  # measure the hashing, not the limiter
         server["auth_rate_limit"] = {"num_requests": 0}
     node = Node(parse_config({"server": server, "storage": {"path": str(tmp / "node.db")},
-                              "gateway": {"master_key_path": str(tmp / "node.key")}, "manage_containers": False,
+                              "master_key_path": str(tmp / "node.key"), "manage_containers": False,
                               "startup_wait": 0, "cre": {"enabled": False}, "registry": {"enabled": False}}))
     await node.start()
     base = f"http://127.0.0.1:{node.port}"

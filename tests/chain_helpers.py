@@ -19,7 +19,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.logs import DISCARD
 
-from node.chain.deploy import GROUPS, Deployer
+from node.tools.deploy import GROUPS, Deployer
 from tests.helpers import REPO, free_port
 
 ANVIL = REPO / "contracts" / "node_modules" / ".bin" / "anvil"

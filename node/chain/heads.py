@@ -80,8 +80,6 @@ class HeadFeed:
         self.mode = "starting"  # "subscription" or "polling": how heads arrive now
         self.heads_seen = 0
         self._events: set[asyncio.Event] = set()
-        self._stop = asyncio.Event()
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     def notify(self, event: asyncio.Event) -> None:
         """Set `event` on every new head (the waiter clears it before it reads the head)."""
@@ -89,11 +87,6 @@ class HeadFeed:
 
     def forget(self, event: asyncio.Event) -> None:
         self._events.discard(event)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._ws is not None and not self._ws.closed:
-            asyncio.get_running_loop().create_task(self._ws.close())
 
     def _publish(self, head: Head) -> None:
         current = self.head
@@ -110,7 +103,9 @@ class HeadFeed:
         self._publish(head_of(await self._w3.eth.get_block("latest")))
 
     async def run(self) -> None:
-        while not self._stop.is_set():
+        """Until the Supervisor stops it (by cancellation: the WebSocket and its session close on
+        the way out, awaited, so nothing is left to a task nobody waits for)."""
+        while True:
             for url in self._ws_urls:
                 try:
                     await self._subscribe(url)
@@ -119,8 +114,6 @@ class HeadFeed:
                 except Exception as exc:  # noqa: BLE001 - no WebSocket here (or it dropped): the next, or poll
                     log.info("chain.head_subscription_failed", ws_url=redact(url),
                              error=str(exc)[:200] or type(exc).__name__)
-                if self._stop.is_set():
-                    return
             if self._ws_urls:
                 log.info("chain.head_polling", retry_subscription_in_s=self._resubscribe_after)
             self.mode, self.ws_url = "polling", None
@@ -129,7 +122,7 @@ class HeadFeed:
     async def _poll_for(self, seconds: float | None) -> None:
         until = None if seconds is None else time.monotonic() + seconds
         delay = self._poll
-        while not self._stop.is_set() and (until is None or time.monotonic() < until):
+        while until is None or time.monotonic() < until:
             try:
                 await self._poll_once()
                 delay = self._poll
@@ -139,16 +132,12 @@ class HeadFeed:
                 log.warning("chain.rpc_retry", call="eth_getBlockByNumber", error=str(exc)[:200],
                             retry_in_s=round(delay, 2))
                 delay = min(delay * 2, 10.0)
-            try:
-                await asyncio.wait_for(self._stop.wait(), delay)
-            except TimeoutError:
-                pass
+            await asyncio.sleep(delay)
 
     async def _subscribe(self, url: str) -> None:
         timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
         async with aiohttp.ClientSession() as session, \
                 session.ws_connect(url, heartbeat=20, timeout=timeout, max_msg_size=1 << 20) as ws:
-            self._ws = ws
             await ws.send_json({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]})
             answer = await ws.receive_json(timeout=10)
             if "error" in answer or not answer.get("result"):
@@ -156,7 +145,7 @@ class HeadFeed:
             self.mode, self.ws_url = "subscription", url
             log.info("chain.head_subscription", ws_url=redact(url))
             await self._poll_once()  # the head as of now, not at the next block
-            while not self._stop.is_set():
+            while True:
                 try:
                     message = await ws.receive(timeout=self._quiet)
                 except TimeoutError:  # a quiet chain, or a socket gone silent: ask once
@@ -167,5 +156,4 @@ class HeadFeed:
                 header = (json.loads(message.data).get("params") or {}).get("result")
                 if isinstance(header, dict) and "number" in header:
                     self._publish(head_of(header))
-            if not self._stop.is_set():
-                raise ConnectionError("head subscription closed by the RPC")
+            raise ConnectionError("head subscription closed by the RPC")

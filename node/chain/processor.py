@@ -13,6 +13,10 @@ its consumer pay now?) and simulated before it is sent; one that cannot pay is s
 interval (logged, counted), never sent to revert. Later intervals are checked again, since a
 consumer may fund its wallet in between (the Infernet node stops tracking it instead).
 
+The loop is the Supervisor's (`chain-processor`): `round()` is one pass over the tracked
+subscriptions, run every `processor_tick` seconds or at once when `wake` is set. Each interval it
+starts runs as a one-shot task of the `chain-intervals` group, drained at stop.
+
 With a `HeadFeed` it wakes on each new head (and at once when the listener hands it a new
 subscription), reads the chain's time from the header, and asks the Coordinator whether the
 interval is settled and the consumer for its inputs in one go, so a request's interval reaches
@@ -37,6 +41,7 @@ from node.chain.store import ChainStore
 from node.chain.wallet import FULFILLED_ELSEWHERE, TxResult, Wallet
 from node.jobs.models import JobLocation
 from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.lifecycle import TaskSet
 from node.logs import get_logger
 
 log = get_logger(__name__)
@@ -52,10 +57,10 @@ class Tracked:
 
 class Processor:
     def __init__(self, w3: AsyncWeb3, coordinator, store: ChainStore, wallet: Wallet, orchestrator: Orchestrator,
-                 *, consumer_abi: list, max_attempts: int, retry_backoff: float, tick: float,
+                 *, consumer_abi: list, max_attempts: int, retry_backoff: float,
                  payments: PaymentChecker | None = None, node_wallet: str | None = None,
                  output_encoding: str = "json", skips: Counter | None = None, concurrency: int = 32,
-                 heads: HeadFeed | None = None) -> None:
+                 heads: HeadFeed | None = None, tasks: TaskSet | None = None) -> None:
         self._w3 = w3
         self._coordinator = coordinator
         self._store = store
@@ -64,33 +69,31 @@ class Processor:
         self._consumer_abi = consumer_abi
         self._max_attempts = max_attempts
         self._backoff = retry_backoff
-        self._tick = tick
         self._payments = payments
         self._node_wallet = node_wallet or wallet.address  # the Wallet payments go to (deliverCompute's nodeWallet)
         self._encoding = output_encoding
         self.skips = skips if skips is not None else Counter()
         self._subs: dict[int, Tracked] = {}
         self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: set[asyncio.Task] = set()
-        self._wake = asyncio.Event()
-        self._stop = asyncio.Event()
+        self._tasks = tasks if tasks is not None else TaskSet("chain-intervals")  # each interval's run
+        self.wake = asyncio.Event()  # a new head or subscription: the Supervisor runs the next round at once
         self.delivered = 0
         self._heads = heads
         if heads is not None:
-            heads.notify(self._wake)
+            heads.notify(self.wake)
 
     # -- tracking --------------------------------------------------------------------------
 
     def track(self, sub: Subscription, containers: list[str]) -> None:
         self._subs[sub.id] = Tracked(sub, containers)
-        self._wake.set()
+        self.wake.set()
 
     def reopen(self, sub_id: int) -> None:
         """After a reorg: this subscription's finished intervals are checked again."""
         tracked = self._subs.get(sub_id)
         if tracked is not None:
             tracked.done = 0
-        self._wake.set()
+        self.wake.set()
 
     def untrack(self, sub_id: int) -> None:
         self._subs.pop(sub_id, None)
@@ -101,29 +104,10 @@ class Processor:
     def pending(self) -> int:
         return sum(len(t.busy) for t in self._subs.values())
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+    # -- one round (the loop is the Supervisor's) ----------------------------------------------
 
-    # -- the loop --------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()  # before the pass: a head or a subscription that comes during it wakes the next
-            try:
-                await self._once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - RPC trouble: log, wait, go on
-                log.warning("chain.processor_error", error=str(exc)[:300])
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._tick)
-            except TimeoutError:
-                pass
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
-
-    async def _once(self) -> None:
+    async def round(self) -> None:
+        """Start the run of each tracked subscription's current interval not finished or under way."""
         if not self._subs:
             return
         head = self._heads.head if self._heads is not None else None
@@ -143,9 +127,7 @@ class Processor:
             if interval in tracked.busy or interval <= tracked.done:
                 continue
             tracked.busy.add(interval)
-            task = asyncio.create_task(self._process(tracked, interval, now))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.spawn(f"{sub.id}#{interval}", self._process(tracked, interval, now))
 
     async def _process(self, tracked: Tracked, interval: int, timestamp: int) -> None:
         sub = tracked.sub
@@ -261,7 +243,7 @@ class Processor:
         else:
             await self._store.mark(sub_id, interval, "failed", tx_hash=result.tx_hash, error=result.error,
                                    retry_in=self._backoff)
-        self._wake.set()
+        self.wake.set()
 
     async def _skip(self, sub: Subscription, interval: int, skip: Skip, job_id: str | None = None) -> bool:
         """This interval is not served (payment): recorded, logged, counted; finished for this node."""

@@ -72,10 +72,11 @@ class ChainService:
         self.listener: Listener | None = None
         self._supervisor = supervisor
         self._tasks: list[Supervised] = []
-        # One-shot work, drained at stop: delegated deliveries, and watches of the transactions a
-        # previous process left in flight.
-        self._delegated_tasks = supervisor.task_set("chain-delegated")
-        self._tx_watches = supervisor.task_set("chain-tx-watch")
+        # One-shot work, drained at stop: each subscription interval's run, delegated deliveries,
+        # and watches of the transactions a previous process left in flight.
+        self._intervals = supervisor.group("chain-intervals")
+        self._delegated_tasks = supervisor.group("chain-delegated")
+        self._tx_watches = supervisor.group("chain-tx-watch")
         self.chain_id: int | None = None
 
     # -- which subscriptions this node serves -------------------------------------------------
@@ -201,10 +202,10 @@ class ChainService:
         log.info("chain.wallet", address=self.address, balance_wei=balance, chain_id=self.chain_id)
         self.processor = Processor(self.w3, self.coordinator, self.store, self.wallet, self._orchestrator,
                                    consumer_abi=codec.abi("ExampleConsumer"), max_attempts=self.config.max_attempts,
-                                   retry_backoff=self.config.retry_backoff, tick=self.config.processor_tick,
+                                   retry_backoff=self.config.retry_backoff,
                                    payments=self.payments, node_wallet=self.payment_address or self.address,
                                    output_encoding=self.config.output_encoding, skips=self.skips,
-                                   heads=self.heads)
+                                   heads=self.heads, tasks=self._intervals)
         in_flight = {r["label"] for r in await self.store.tx_pending(self.address)}
         for row in await self.store.interrupted():
             if f"deliverCompute({row['subscription_id']},{row['interval']})" in in_flight:
@@ -221,12 +222,16 @@ class ChainService:
         self.listener = Listener(self.w3, self.coordinator, self.reader, self.store,
                                  start_block=self.config.start_block, trail=self.config.trail_head_blocks,
                                  batch_blocks=self.config.snapshot_batch_blocks, reader_batch=self.config.reader_batch,
-                                 poll_interval=self.config.poll_interval, on_subscriptions=self._on_subscriptions,
+                                 on_subscriptions=self._on_subscriptions,
                                  on_cancelled=self._on_cancelled, on_reorg=self._on_reorg, heads=self.heads)
-        self._tasks = [self._supervisor.spawn("chain-heads", self.heads.run),
-                       self._supervisor.periodic("chain-rpc-health", self.config.rpc_health_interval, self.rpcs.check),
-                       self._supervisor.spawn("chain-listener", self.listener.run),
-                       self._supervisor.spawn("chain-processor", self.processor.run)]
+        # Critical: the listener and the processor are this node's chain job (node/lifecycle.py).
+        supervisor = self._supervisor
+        self._tasks = [supervisor.spawn("chain-heads", self.heads.run),
+                       supervisor.periodic("chain-rpc-health", self.config.rpc_health_interval, self.rpcs.check),
+                       supervisor.loop("chain-listener", self.listener.round, self.config.poll_interval,
+                                       self.listener.wake, critical=True),
+                       supervisor.loop("chain-processor", self.processor.round, self.config.processor_tick,
+                                       self.processor.wake, critical=True)]
         watched = await self.wallet.resume(self._tx_resumed)
         log.info("chain.started", coordinator=self.coordinator.address, registry=self.addresses.get("registry"),
                  resumed_subscriptions=len(resumed), transactions_in_flight=watched)
@@ -245,17 +250,17 @@ class ChainService:
         log.info("chain.tx_resumed", tx=label, ok=result.ok, error=result.error)
 
     async def stop(self) -> None:
-        """Stop the listener and the processor, giving in-flight deliveries up to 15 s; delegated
-        deliveries and resumed transaction watches get as long (then are cancelled and logged).
-        The head feed stops last: the transactions still in flight wait for heads."""
+        """Stop the listener and the processor after their round, then give in-flight interval
+        runs, delegated deliveries and resumed transaction watches up to 15 s (then they are
+        cancelled and logged). The head feed stops last: the transactions still in flight wait
+        for heads."""
         if self._tasks:
             heads, health, listener, processor = self._tasks
-            assert self.listener is not None and self.processor is not None, "made in start() with self._tasks"
-            await asyncio.gather(listener.stop(self.listener.stop, 15), processor.stop(self.processor.stop, 15),
-                                 self._delegated_tasks.drain(15), self._tx_watches.drain(15))
-            await asyncio.gather(heads.stop(self.heads.stop, 5), health.stop(timeout=1))
-        else:
-            await asyncio.gather(self._delegated_tasks.drain(15), self._tx_watches.drain(15))
+            await asyncio.gather(listener.stop(timeout=5), processor.stop(timeout=5))
+        await asyncio.gather(*(group.drain(15) for group in (self._intervals, self._delegated_tasks,
+                                                             self._tx_watches)))
+        if self._tasks:
+            await asyncio.gather(heads.stop(), health.stop(timeout=1))
         await self.w3.provider.disconnect()
 
     async def ping(self) -> bool:

@@ -164,7 +164,9 @@ class ContainerManager:
         self._ports: dict[str, int] = {}
         for c in containers:
             self.states[c.id] = self._new_state(c)
-        # Called (from a worker thread) with (container id, urls) when a restart moved a container.
+        # Called on the event loop with (container id, urls) when a restart moved a container. The
+        # monitor that notices runs in a worker thread; it hands the call to the loop, because what
+        # listens (the jobs' endpoints) is the loop's and is read there without locks.
         self.on_url_change: Callable[[str, list[str]], None] | None = None
 
     def _new_state(self, c: ContainerConfig, suffix: str = "") -> ContainerState:
@@ -339,16 +341,18 @@ class ContainerManager:
     async def check(self) -> None:
         """One round of watching, run every `monitor_interval` by the node's supervisor: restart
         what died, notice what moved."""
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.to_thread(self._check_once)
+            await asyncio.to_thread(self._check_once, loop)
         except Exception as exc:  # noqa: BLE001 - the engine may be down; the next round looks again
             log.warning("containers.monitor_failed", error=str(exc))
 
-    def _notify(self, state: ContainerState) -> None:
+    def _notify(self, loop: asyncio.AbstractEventLoop, state: ContainerState) -> None:
+        """From the monitor's worker thread: the new URLs (read here, a snapshot) go to the loop."""
         if self.on_url_change is not None:
-            self.on_url_change(state.id, state.urls())
+            loop.call_soon_threadsafe(self.on_url_change, state.id, state.urls())
 
-    def _check_once(self) -> None:
+    def _check_once(self, loop: asyncio.AbstractEventLoop) -> None:
         for state in self._managed():
             if self.states.get(state.id) is not state:  # removed or replaced by a reload meanwhile
                 continue
@@ -359,7 +363,7 @@ class ContainerManager:
                 state.status = "starting"
                 self._run(self._configs[state.id], state)
                 state.restarts += 1
-                self._notify(state)
+                self._notify(loop, state)
                 continue
             if container.status in ("exited", "dead", "created"):
                 exit_code = container.attrs.get("State", {}).get("ExitCode")
@@ -368,7 +372,7 @@ class ContainerManager:
                 container.start()
                 state.restarts += 1
                 self._mark_running(state, container)
-                self._notify(state)
+                self._notify(loop, state)
             elif container.status == "running" and state.status != "running":
                 state.status = "running"
 

@@ -357,12 +357,12 @@ class SwarmManager(ContainerManager):
 
     # -- monitoring -----------------------------------------------------------------------
 
-    def _check_once(self) -> None:
+    def _check_once(self, loop: asyncio.AbstractEventLoop) -> None:
         for state in self._managed():
             if isinstance(state, ServiceState) and self._refresh(state):
                 log.info("containers.tasks_changed", container=state.id, running=state.replicas_running,
                          desired=state.replicas_desired, urls=",".join(state.task_urls))
-                self._notify(state)
+                self._notify(loop, state)
 
     # -- shutdown -------------------------------------------------------------------------
 

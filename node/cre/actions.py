@@ -1,6 +1,11 @@
 """Enqueued CRE actions as real work: an `actionType` mapped to a container chain in
 config.yaml runs as a job through the node's orchestrator, and its outcome is recorded on the
-action. Other types wait in the queue for workers (list, claim with a lease, acknowledge)."""
+action. Other types wait in the queue for workers (list, claim with a lease, acknowledge).
+
+Each scheduled action runs as a one-shot task of the Supervisor's `cre-actions` group: a crash is
+recorded on the action and logged, and `close(grace)` drains the group the one way (wait up to
+`grace`, then cancel and log the stragglers; a cancelled action stays "running" and the next
+start runs it again, `recover`)."""
 
 from __future__ import annotations
 
@@ -9,17 +14,19 @@ from typing import Any
 
 from node.cre.store import CreStore
 from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.lifecycle import TaskSet
 from node.logs import get_logger
 
 log = get_logger(__name__)
 
 
 class ActionRunner:
-    def __init__(self, store: CreStore, orchestrator: Orchestrator, routes: dict[str, list[str]]) -> None:
+    def __init__(self, store: CreStore, orchestrator: Orchestrator, routes: dict[str, list[str]],
+                 tasks: TaskSet | None = None) -> None:
         self._store = store
         self._orchestrator = orchestrator
         self.routes = routes
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = tasks if tasks is not None else TaskSet("cre-actions")
 
     def routed(self, action_type: str) -> bool:
         return action_type in self.routes
@@ -30,9 +37,7 @@ class ActionRunner:
             self.schedule(action)
 
     def schedule(self, action: dict[str, Any]) -> None:
-        task = asyncio.create_task(self._run(action), name=f"cre-action-{action['id']}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(str(action["id"]), self._run(action))
 
     async def _run(self, action: dict[str, Any]) -> None:
         try:
@@ -65,5 +70,4 @@ class ActionRunner:
         log.info("cre.action_done", action_id=action_id, job_id=job.id, status=job.status)
 
     async def close(self, timeout: float) -> None:
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout)
+        await self._tasks.drain(timeout)

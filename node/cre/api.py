@@ -30,6 +30,7 @@ from node.logs import get_logger
 from node.server.http import (
     ApiError,
     ApiFamily,
+    bearer_token,
     int_param,
     json_response,
     parse_json,
@@ -257,8 +258,7 @@ class CreApi:
             body = params.get("input") if isinstance(params, dict) else None
         elif isinstance(body, dict) and "action" not in body and isinstance(body.get("input"), dict):
             body = body["input"]  # the simulator's {"input": {...}}
-        header = request.headers.get("Authorization", "")
-        bearer = header[7:] if header.startswith("Bearer ") else None  # may also be a gateway-style JWT
+        bearer = bearer_token(request)  # may also be a gateway-style JWT
         try:
             self._runtime.authorize(bearer, body.get("apiKey") if isinstance(body, dict) else None)
         except PermissionError as exc:

@@ -14,7 +14,7 @@ from node.cre import signing
 from node.cre.config import CreConfig
 from node.cre.store import CreStore
 from node.fields import reveal
-from node.server.http import ApiError
+from node.server.http import ApiError, bearer_token
 
 MAX_NONCE = 200
 
@@ -37,8 +37,8 @@ class RuntimeAuth:
         key = self._api_key
         if not key:
             return False
-        header = request.headers.get("Authorization", "")
-        return header.startswith("Bearer ") and _same(header[7:], key)
+        token = bearer_token(request)
+        return token is not None and _same(token, key)
 
     async def check(self, request: web.Request, body: Any | None) -> None:
         config = self._config
@@ -105,6 +105,7 @@ class CallbackAuth:
         if basic is not None and (_same(basic, key) or _same(basic.partition(":")[2], key)):
             return
         # The app reads callbacks back with its own bearer key.
-        if reading and self._app_key and auth.startswith("Bearer ") and _same(auth[7:], self._app_key):
+        bearer = bearer_token(request)
+        if reading and self._app_key and bearer is not None and _same(bearer, self._app_key):
             return
         raise ApiError(401, "Missing or invalid API key")

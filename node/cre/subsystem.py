@@ -75,7 +75,7 @@ class CreSubsystem:
         settings = self._config
         store = CreStore(ctx.db)
         await store.start(settings.skew_seconds)
-        runner = ActionRunner(store, ctx.core, settings.action_routes())
+        runner = ActionRunner(store, ctx.core, settings.action_routes(), ctx.supervisor.group("cre-actions"))
         dispatcher = None
         trigger_key = reveal(settings.trigger_private_key)
         if settings.gateway_url and trigger_key:

@@ -1,6 +1,8 @@
 """Budget alerts, alert channels (webhooks through the egress policy) and per-user notification
 settings. `BudgetAlerts` raises a threshold alert once per workflow and threshold when a spend
-crosses it and posts it to the org's enabled channels in the background.
+crosses it and posts it to the org's enabled channels in the background: one-shot tasks of the
+Supervisor's `gateway-alerts` group, drained at close the one way (grace, cancel, stragglers
+logged).
 
 A user keeps at most `MAX_THRESHOLDS` thresholds, and a spend looks only at the thresholds it
 crossed: a viewer once stored 20,000 and every `/track` of the org then took 1.79 s (lists
@@ -8,7 +10,6 @@ stored before the cap are read up to it)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Literal
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from node.gateway.models import Body, read_as
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
 from node.gateway.webhooks import WebhookSender
+from node.lifecycle import TaskSet
 from node.logs import get_logger
 from node.server.http import ApiError, json_response, parse_json, parse_model
 from node.server.openapi import accepts, body
@@ -49,15 +51,10 @@ class NotificationSettings(Body):
 
 
 class BudgetAlerts:
-    def __init__(self, store: GatewayStore, webhooks: WebhookSender) -> None:
+    def __init__(self, store: GatewayStore, webhooks: WebhookSender, tasks: TaskSet | None = None) -> None:
         self.store = store
         self.webhooks = webhooks
-        self._background: set[asyncio.Task] = set()
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background = tasks if tasks is not None else TaskSet("gateway-alerts")
 
     async def after_spend(self, org_id: str, workflow: dict[str, Any], spent: float) -> None:
         """Raise the budget-threshold alerts this spend (`spent` USD, already in the workflow's
@@ -77,21 +74,22 @@ class BudgetAlerts:
                 f"workflow {workflow['id']} has spent {used:.0%} of its ${budget:g} budget")
             if alert is not None:
                 log.warning("gateway.budget_alert", org_id=org_id, workflow_id=workflow["id"], threshold=threshold)
-                self._spawn(self._notify(org_id, {"type": "budget_threshold", **alert,
+                self._background.spawn(f"{org_id}:{alert['id']}", self._notify(org_id, {"type": "budget_threshold", **alert,
                                                   "spent_usd": workflow["spent_usd"], "budget_usd": budget}))
 
     async def notify(self, org_id: str, payload: dict[str, Any]) -> None:
         """Tell the org's channels (e.g. of a pending approval) without waiting for them."""
-        self._spawn(self._notify(org_id, payload))
+        self._background.spawn(f"{org_id}:{payload.get('type', 'notice')}", self._notify(org_id, payload))
 
     async def _notify(self, org_id: str, payload: dict[str, Any]) -> None:
         for channel in await self.store.channels(org_id):
             if channel["enabled"]:
                 await self.webhooks.send(channel["id"], channel["url"], payload)
 
-    async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
+    async def close(self, grace: float = 2.0) -> None:
+        """Posts under way get `grace` seconds (each is bounded by the webhook timeout), then are
+        cancelled and logged."""
+        await self._background.drain(grace)
 
 
 class AlertsApi:

@@ -39,6 +39,7 @@ from node.gateway.store import GatewayStore
 from node.gateway.webhooks import WebhookSender
 from node.gateway.workflows_api import WorkflowsApi
 from node.jobs.orchestrator import Orchestrator
+from node.lifecycle import TaskSet
 from node.server.egress import EgressPolicy
 from node.server.http import ApiFamily
 
@@ -73,7 +74,8 @@ class GatewayApi:
                  prices: dict[str, tuple[float, float]] | None = None, *,
                  webhooks: WebhookSender | None = None, oauth: OAuthVerifier | None = None,
                  hasher: PasswordHasher | None = None, open_registration: bool = True,
-                 verify_returns_secret: bool | None = None, export_dir: Path | None = None) -> None:
+                 verify_returns_secret: bool | None = None, export_dir: Path | None = None,
+                 alert_tasks: TaskSet | None = None) -> None:
         self.store = store
         # Security-relevant collaborators (see README "Security"): client-supplied URLs go
         # through the egress policy, OAuth sign-up needs proof, scrypt runs off the loop.
@@ -82,7 +84,7 @@ class GatewayApi:
         self.hasher = hasher or PasswordHasher()
         self.auth = auth
         self.hub = hub
-        self.alerts = BudgetAlerts(store, self.webhooks)
+        self.alerts = BudgetAlerts(store, self.webhooks, alert_tasks)
         self.approvals = ApprovalDesk(store, hub, self.alerts.notify)
         self.sdk = SdkApi(store, auth, hub, reservation_ttl, prices or {}, self.alerts.after_spend,
                           verify_returns_secret=verify_returns_secret, approvals=self.approvals)
@@ -107,7 +109,7 @@ class GatewayApi:
         return [route for part in self._parts for route in part.routes()]
 
     async def close(self) -> None:
+        await self.alerts.close()  # first: its posts under way use the webhook sender
         await self.hub.close()
         await self.webhooks.close()
         self.hasher.close()
-        await self.alerts.close()

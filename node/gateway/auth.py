@@ -11,7 +11,7 @@ from aiohttp import web
 from node.gateway import crypto
 from node.gateway.store import ApiKey, GatewayStore
 from node.logs import get_logger
-from node.server.http import ApiError
+from node.server.http import ApiError, bearer_token
 
 log = get_logger(__name__)
 
@@ -90,10 +90,10 @@ class GatewayAuth:
             crypto.sdk_signature(previous, timestamp, key.api_key, body), signature)
 
     async def session(self, request: web.Request) -> Actor:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        token = bearer_token(request)
+        if token is None:
             raise ApiError(401, "Missing session token (Authorization: Bearer <token>)")
-        user = await self._store.session_user(header[7:])
+        user = await self._store.session_user(token)
         if user is None:
             raise ApiError(401, "Invalid or expired session token")
         return Actor("user", user["id"], None)
@@ -103,10 +103,10 @@ class GatewayAuth:
         """A member of `org_id` with at least `min_role`, or (where allowed) an API key of it.
         An API key (in X-API-Key, or as the Bearer token the SDK also sends) is never a session:
         on another org's route, or on a route keys may not use, it is refused with 403."""
-        bearer = request.headers.get("Authorization", "")
-        if "X-API-Key" in request.headers or bearer.startswith(f"Bearer {crypto.API_KEY_PREFIX}"):
+        bearer = bearer_token(request) or ""
+        if "X-API-Key" in request.headers or bearer.startswith(crypto.API_KEY_PREFIX):
             if "X-API-Key" not in request.headers:
-                key = await self._store.key(bearer[7:])
+                key = await self._store.key(bearer)
                 if key is None:
                     raise ApiError(401, "Invalid API key")
             else:

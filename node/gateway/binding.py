@@ -19,12 +19,12 @@ from aiohttp import web
 from node.gateway.auth import GatewayAuth
 from node.gateway.replay import ReplayGuard
 from node.gateway.store import GatewayStore
+from node.jobs.api import WORKFLOW_HEADER
 from node.logs import get_logger
 from node.server.http import ApiError, client_ip
 
 log = get_logger(__name__)
 
-WORKFLOW_HEADER = "X-Workflow-Id"
 # The org whose key authorised this request's X-Workflow-Id (read by the admission gate, which
 # runs inside the same request task).
 BOUND_ORG: ContextVar[str | None] = ContextVar("gateway_bound_org", default=None)

@@ -15,9 +15,8 @@ from aiohttp import web
 from node.gateway.auth import GatewayAuth
 from node.gateway.paths import PREFIX
 from node.gateway.store import GatewayStore
+from node.jobs.api import WORKFLOW_HEADER
 from node.server.http import ApiError, json_response
-
-WORKFLOW_HEADER = "X-Workflow-Id"
 
 
 class BudgetApi:

@@ -73,7 +73,6 @@ class GatewayConfig(ConfigModel):
     enabled: bool = True
     hmac_required: bool = False
     hmac_max_age: float = Field(DEFAULT_HMAC_MAX_AGE, gt=0)
-    master_key_path: str = Field("node.key", description="AES key sealing API secret keys (created if missing)")
     reservation_ttl: float = Field(300.0, gt=0)
     # Jobs without X-Workflow-Id are bound to the workflow named here (`org_id/workflow_id`) for
     # their source (offchain, stream, chain, cre, registry), so an operator can pause or kill that

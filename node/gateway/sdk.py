@@ -27,17 +27,17 @@ from node.gateway import policies
 from node.gateway.approvals import ApprovalDesk
 from node.gateway.auth import GatewayAuth
 from node.gateway.control import STATES, ControlHub
+from node.gateway.paths import PREFIX
 from node.gateway.replay import ReplayGuard
 from node.gateway.sdk_models import SdkCancel, SdkExecute, SdkGate, SdkHeartbeat, SdkTrackBatch, SdkTrackEvent
 from node.gateway.store import ApiKey, GatewayStore, wf_key
+from node.jobs.api import WORKFLOW_HEADER
 from node.logs import get_logger
 from node.server.http import ApiError, json_response, parse_json, parse_model
 from node.server.openapi import accepts
 
 log = get_logger(__name__)
 
-PREFIX = "/api/v1"
-WORKFLOW_HEADER = "X-Workflow-Id"
 QUIET_EVENTS = {"span_start", "span_end"}  # accepted, not billed rows: they carry no usage
 
 

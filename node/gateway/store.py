@@ -5,7 +5,6 @@ HTTP edge turns them into statuses."""
 
 from __future__ import annotations
 
-from node.gateway import crypto
 from node.gateway.schema import MIGRATIONS
 from node.gateway.store_accounts import AccountStore
 from node.gateway.store_alerts import AlertStore
@@ -24,11 +23,12 @@ from node.gateway.store_rows import (  # noqa: F401 - the store's public names, 
     wf_key,
     workflow_view,
 )
+from node.secrets import SecretBox
 from node.storage import Database
 
 
 class GatewayStore(AccountStore, BudgetStore, PolicyStore, RecordStore, AlertStore, AuditStore):
-    def __init__(self, db: Database, box: crypto.SecretBox) -> None:
+    def __init__(self, db: Database, box: SecretBox) -> None:
         self.db = db
         self._box = box
         self._audit_key = box.derive("gateway audit chain")

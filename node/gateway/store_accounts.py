@@ -10,23 +10,24 @@ from typing import Any
 from node.errors import Conflict, Forbidden, NotFound
 from node.gateway import crypto
 from node.gateway.store_rows import INVITE_TTL, SESSION_TTL, ApiKey, new_id
+from node.secrets import SecretBox
 from node.storage import Database
 from node.timefmt import iso_utc as _iso
 
 
 class AccountStore:
     db: Database
-    _box: crypto.SecretBox  # seals API key secrets at rest
+    _box: SecretBox  # seals API key secrets at rest
     _keys: dict[str, ApiKey]  # key hash -> key, cleared on any revoke/rotate/org delete
 
     # -- accounts -----------------------------------------------------------------------
 
-    async def register(self, email: str, name: str, org_name: str, password: str | None = None,
-                       oauth: tuple[str, str] | None = None, password_hash: str | None = None) -> dict[str, str]:
+    async def register(self, email: str, name: str, org_name: str, oauth: tuple[str, str] | None = None,
+                       password_hash: str | None = None) -> dict[str, str]:
+        """A user, their org and its first API key. The password arrives hashed: scrypt is CPU
+        work for node/gateway/passwords.py's thread, never for the loop."""
         now = time.time()
         user_id, org_id = new_id("usr"), new_id("org")
-        if password and password_hash is None:
-            password_hash = crypto.hash_password(password)
         api_key, secret = crypto.new_token(crypto.API_KEY_PREFIX), crypto.new_token("nr_secret_", 32)
 
         def op(conn: sqlite3.Connection) -> None:

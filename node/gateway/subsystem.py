@@ -86,7 +86,7 @@ class GatewaySubsystem:
             webhooks=WebhookSender(EgressPolicy(config.webhook_allowed_networks)),
             oauth=OAuthVerifier(config.oauth, ctx.session), hasher=PasswordHasher(),
             open_registration=config.open_registration, verify_returns_secret=config.verify_returns_secret,
-            export_dir=self._export_dir)
+            export_dir=self._export_dir, alert_tasks=ctx.supervisor.group("gateway-alerts"))
         self.api = api
         gate = GovernanceGate(store, {str(k): v for k, v in config.default_workflows.items()}, self._costs,
                               config.reservation_ttl)

@@ -33,7 +33,7 @@ from node.observe.metrics import NodeMetrics
 from node.observe.sampler import Sampler
 from node.observe.watchdog import Watchdog
 from node.server.clients import client_of
-from node.server.http import ApiError, ApiFamily, json_response, query_limit
+from node.server.http import ApiError, ApiFamily, bearer_token, json_response, query_limit
 from node.storage import Database
 
 PAGE = resources.files("node.observe").joinpath("static/index.html")
@@ -86,15 +86,13 @@ class ChartHistory:
         self.points.append(point)
         return point
 
-    async def run(self) -> None:
-        """Supervised: a point every `interval` seconds. The chain is read from the snapshot the
-        watchdog refreshes every interval, never refreshed here: with the RPC down a refresh
-        waits for the RPC's timeout under the sampler's lock, and a second caller of it would
-        only make scrapes and the status page wait longer."""
+    async def round(self) -> None:
+        """One point; the Supervisor's loop (`observe-charts`) runs it every `interval` seconds.
+        The chain is read from the snapshot the watchdog refreshes every interval, never
+        refreshed here: with the RPC down a refresh waits for the RPC's timeout under the
+        sampler's lock, and a second caller of it would only make scrapes and the status page
+        wait longer."""
         self.record()
-        while True:
-            await asyncio.sleep(self.interval)
-            self.record()
 
     def series(self) -> dict[str, Any]:
         points = list(self.points)
@@ -128,7 +126,7 @@ class OperatorAccess:
         if self._token is None:
             raise ApiError(403, "Operator endpoints answer only direct loopback connections (set server.admin_token "
                            "to allow others, or to reach them through a proxy)")
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
+        given = (bearer_token(request) or "").encode()
         if not given:
             raise ApiError(401, "Operator token required: Authorization: Bearer <server.admin_token>")
         if not hmac.compare_digest(given, self._token):

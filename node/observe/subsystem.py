@@ -70,8 +70,8 @@ class ObserveSubsystem:
 
         @asynccontextmanager
         async def watch() -> AsyncIterator[None]:
-            ctx.supervisor.spawn("observe-watchdog", watchdog.run)
-            ctx.supervisor.spawn("observe-charts", api.charts.run)
+            ctx.supervisor.loop("observe-watchdog", watchdog.round, config.observe.interval)
+            ctx.supervisor.loop("observe-charts", api.charts.round, api.charts.interval)
             yield
 
         yield Mount(self.name, family=FAMILY, routes=api.routes(), serving=[watch])

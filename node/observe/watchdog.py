@@ -11,11 +11,13 @@ nothing happens") each get a detector that looks at the sampled state every few 
 
 A problem is logged once as a warning when it starts (`problem.detected`) and once when it ends
 (`problem.cleared`), shows in the `node_problems{problem}` gauge and in GET /api/node/status.
+
+The loop is the Supervisor's (`observe-watchdog`, a `round()` every `observe.interval` seconds):
+a round that fails (the sampler's database read) is logged there and the next one runs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -57,15 +59,9 @@ class Watchdog:
             out[problem] += 1
         return out
 
-    async def run(self) -> None:
-        while True:
-            try:
-                self.check(await self._sampler.refresh(max_age=self._config.interval / 2))
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a watchdog that dies is worse than one that logs
-                log.exception("observe.watchdog_failed")
-            await asyncio.sleep(self._config.interval)
+    async def round(self) -> None:
+        """Sample (or reuse a fresh sample) and check it."""
+        self.check(await self._sampler.refresh(max_age=self._config.interval / 2))
 
     def check(self, snap: Snapshot, now: float | None = None) -> None:
         now = time.time() if now is None else now

@@ -25,11 +25,13 @@ from node.server.http import (
     ApiError,
     ApiFamily,
     RateLimiter,
+    bearer_token,
     client_ip,
     json_response,
     parse_digits,
     parse_json,
     read_json,
+    too_many_requests,
 )
 from node.server.openapi import body
 
@@ -95,10 +97,10 @@ class RegistryApi:
         ]
 
     async def _account(self, request: web.Request) -> str:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        token = bearer_token(request)
+        if token is None:
             raise ApiError(401, "Missing bearer token")
-        address = await self.store.token_address(header[7:])
+        address = await self.store.token_address(token)
         if address is None:
             raise ApiError(401, "Invalid or expired token")
         return address
@@ -112,8 +114,7 @@ class RegistryApi:
         `registry.max_input_bytes` read (the whole body is never buffered past it)."""
         wait = self.input_limiter.hit(client_ip(request), "POST", "registry.inputs")  # the client, not a proxy
         if wait is not None:
-            raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
-                           headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+            raise too_many_requests(wait)
         limit = self.service.config.max_input_bytes
         too_large = ApiError(413, f"Request body too large (registry.max_input_bytes: {limit})")
         if request.content_length is not None and request.content_length > limit:

@@ -23,7 +23,11 @@ the watcher are recovered here too.
 
 Isolation: each config is handled on its own; one that fails (a cron stored before crons were
 checked, that never matches) is reported once (`registry.config_broken`) and skipped, so no
-config can stop another, nor the auctions and intent expiry that follow each pass.
+config can stop another. The cron pass, the auctions and the intent expiry are three Supervisor
+loops (`registry-relayer`, `registry-auctions`, `registry-intent-expiry`, every `tick`), so a
+failed round of one is logged and stops neither the others nor its own next round. Each fired
+tick and each resumed claim runs as a one-shot task of the `registry-cron-runs` group, drained at
+stop.
 
 The containers get `{"taskId", "configId", "tick", "trigger", "config": <config data>,
 "inputs": <the latest oracle inputs submitted for the config, or {}>}` and answer
@@ -40,6 +44,7 @@ from eth_utils import keccak
 
 from node.errors import DomainError
 from node.jobs.orchestrator import JobRejected, Orchestrator
+from node.lifecycle import GRACE, Supervised, Supervisor, TaskSet
 from node.logs import get_logger
 from node.registry.cron import Cron, CronError
 from node.registry.models import ExecutionSubmit
@@ -59,45 +64,32 @@ class CronRelayer:
         self._tick = tick
         self._born = time.time()
         self._started = int(self._born)
-        self._tasks: set[asyncio.Task] = set()
-        self._stop = asyncio.Event()
+        self._runs = TaskSet("registry-cron-runs")  # replaced by the Supervisor's group in start()
+        self._loops: list[Supervised] = []
         self._crons: dict[str, Cron] = {}  # configs whose cron passed the checks
         self._broken: set[str] = set()  # configs whose trigger cannot be run here (reported once)
         self._reported: set[str] = set()  # configs refused or failing, reported once until they run again
         self._recovered = False
 
-    def stop(self) -> None:
-        self._stop.set()
+    def start(self, supervisor: Supervisor) -> None:
+        """Run the cron pass, the auctions (if any) and the intent expiry as Supervisor loops."""
+        self._runs = supervisor.group("registry-cron-runs")
+        self._loops = [supervisor.loop("registry-relayer", self.round, self._tick),
+                       supervisor.loop("registry-intent-expiry", self._store.expire_intents, self._tick)]
+        if self._service.config.auction_seconds:
+            self._loops.append(supervisor.loop("registry-auctions", self._settle_auctions, self._tick))
 
-    async def run(self) -> None:
-        if not self._recovered:  # once per relayer: a supervisor restart of run() must not rerun them
-            await self._step("recover", self.recover)
+    async def stop(self, grace: float = GRACE) -> None:
+        """Stop the loops after their round, then give the runs under way `grace` seconds."""
+        await asyncio.gather(*(loop.stop() for loop in self._loops))
+        await self._runs.drain(grace)
+
+    async def round(self) -> None:
+        """One cron pass; the first also runs again the claims a stopped process left open."""
+        if not self._recovered:  # once per relayer: a failed recovery is logged, not retried
             self._recovered = True
-        while not self._stop.is_set():
-            await self._step("cron", self._once)
-            if self._service.config.auction_seconds:
-                await self._step("auctions", self._settle_auctions)
-            await self._step("expiry", self._store.expire_intents)
-            try:
-                await asyncio.wait_for(self._stop.wait(), self._tick)
-            except TimeoutError:
-                pass
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
-
-    @staticmethod
-    async def _step(name: str, step) -> None:
-        try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # keep the scheduler alive; each part fails alone
-            log.exception("registry.relayer_error", step=name)
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            await self.recover()
+        await self._once()
 
     def _report(self, config: dict[str, Any], event: str, **fields: Any) -> None:
         if config["configId"] not in self._reported:
@@ -159,7 +151,7 @@ class CronRelayer:
         self._reported.discard(config["configId"])
         if missed:
             log.info("registry.catch_up", config_id=config["configId"], tick=due)
-        self._spawn(self._fire(config, containers, due))
+        self._runs.spawn(f"{config['configId']}@{due}", self._fire(config, containers, due))
 
     async def _fire(self, config: dict[str, Any], containers: list[str], tick: int) -> None:
         task_id, config_id = config["taskId"], config["configId"]
@@ -192,7 +184,7 @@ class CronRelayer:
                 await self._store.finish_claim(input_id)
             else:
                 log.info("registry.claim_resumed", input_id=input_id, **run["fields"])
-                self._spawn(run_claim(self._service, self._orchestrator, containers, row, run["data"], run["fields"],
+                self._runs.spawn(input_id, run_claim(self._service, self._orchestrator, containers, row, run["data"], run["fields"],
                                       run["default_ts"]))
 
     async def _live_config(self, config_id: str) -> dict[str, Any] | None:

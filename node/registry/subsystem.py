@@ -11,7 +11,7 @@ sample, and its watchers' RPCs the status page through its status block.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from node.config import NodeConfig
@@ -75,20 +75,18 @@ class RegistrySubsystem:
             if self._config.chains:
                 from node.registry.watcher import EventWatcher
 
-                self.watchers = [EventWatcher(service, ctx.core, chain_id, chain,
-                                              tasks=ctx.supervisor.task_set(f"registry-events-{chain_id}"))
+                self.watchers = [EventWatcher(service, ctx.core, chain_id, chain)
                                  for chain_id, chain in self._config.chains.items()]
 
             @asynccontextmanager
             async def relay() -> AsyncIterator[None]:
-                handles = [(ctx.supervisor.spawn("registry-relayer", relayer.run), relayer.stop)]
-                handles += [(ctx.supervisor.spawn(f"registry-watch-{w.chain_id}", w.run), w.stop)
-                            for w in self.watchers]
-                try:
+                async with AsyncExitStack() as running:  # stopped in reverse: the watchers, then the relayer
+                    relayer.start(ctx.supervisor)
+                    running.push_async_callback(relayer.stop)
+                    for watcher in self.watchers:
+                        watcher.start(ctx.supervisor)
+                        running.push_async_callback(watcher.stop)
                     yield
-                finally:
-                    for handle, stop in reversed(handles):  # the watchers first, then the relayer
-                        await handle.stop(stop, 10.0)
 
             serving.append(relay)
 

@@ -2,8 +2,9 @@
 events the live configs name, runs the config's task once per `(chainId, txHash, logIndex)` and
 records the execution signed with the node's relayer key.
 
-The following is `node.chain.follow.LogFollower` (the Coordinator listener's loop): a cursor per
-chain in SQLite, `confirmations` blocks behind the head, block-hash reorg detection. Each
+The following is `node.chain.follow.LogFollower` (the block follower the Coordinator listener
+also specialises): a cursor per chain in SQLite, `confirmations` blocks behind the head,
+block-hash reorg detection. Each
 matching event is first claimed as an input of the config (with its block) in the node's own
 namespace, which `POST …/inputs` cannot write (so nobody can claim the event first in the
 confirmation window), unique per (config, trigger), and only then run, so a restart that scans
@@ -11,8 +12,10 @@ the block again never fires it twice; a claim whose run a crash interrupted is r
 by the relayer (`CronRelayer.recover`: at least once, the execution recorded once). Only configs
 `service.route_for` names are watched (the task's allow-list of projects and owners). A reorg that replaces the event's block reverts the input, its execution and its
 intents in one transaction (`WatchCursor.rewind`); if the event reappears in another block it
-fires again. The loop runs under the node's Supervisor: RPC errors are retried inside the
-follower with backoff, anything else ends the run and the supervisor restarts it.
+fires again. The loops are the node's Supervisor's (`registry-watch-<chain>`, one follower round
+each, and `registry-rpc-health-<chain>`): RPC errors are retried inside the follower with
+backoff, anything else fails the round (logged) and the next round reads the same blocks again.
+Each fired event's run is a one-shot task of the `registry-events-<chain>` group, drained at stop.
 
 A chain may have several RPCs (`registry.chains.<id>.rpc_url` as a list, or `rpc_urls` with
 weights), read through `node.chain.rpc.RpcPool` as the Coordinator's chain is: a dead or
@@ -35,7 +38,7 @@ from web3 import AsyncWeb3
 from node.chain.follow import LogFollower
 from node.chain.rpc import Endpoint, RpcPool
 from node.jobs.orchestrator import Orchestrator
-from node.lifecycle import TaskSet
+from node.lifecycle import GRACE, Supervised, Supervisor, TaskSet
 from node.logs import get_logger
 from node.registry.config import RegistryChain
 from node.registry.models import EventTrigger
@@ -50,7 +53,7 @@ class EventWatcher:
     """Watches one chain."""
 
     def __init__(self, service: RegistryService, orchestrator: Orchestrator, chain_id: int,
-                 chain: RegistryChain, *, tasks: TaskSet | None = None) -> None:
+                 chain: RegistryChain) -> None:
         self._service = service
         self._store = service.store
         self._orchestrator = orchestrator
@@ -60,48 +63,31 @@ class EventWatcher:
                             max_lag_blocks=chain.rpc_max_lag_blocks, timeout=chain.rpc_timeout)
         self._w3 = AsyncWeb3(self.rpcs)
         self.cursor = WatchCursor(service.store.db, chain_id)
-        self._follower: LogFollower | None = None
-        self._runs = tasks or TaskSet(f"registry-events-{chain_id}")  # each fired event's run
-        self._stop = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._follower is not None:
-            self._follower.stop()
-
-    async def run(self) -> None:
-        """Follow the chain until stopped. Run under the node's Supervisor: RPC errors are retried
-        inside the follower; anything else ends this run, and the supervisor logs it and starts
-        it again (from the persisted cursor) after its backoff."""
         self._follower = LogFollower(
             self._w3, self.cursor, addresses=self._addresses, on_logs=self._on_logs, on_reorg=self._on_reorg,
-            trail=self._chain.confirmations, start_block=self._chain.start_block,
-            batch_blocks=self._chain.batch_blocks, poll_interval=self._chain.poll_interval)
-        log.info("registry.watching", chain_id=self.chain_id, confirmations=self._chain.confirmations,
-                 rpcs=[e.name for e in self.rpcs.endpoints])
-        health = asyncio.create_task(self._health(), name=f"registry-rpc-health-{self.chain_id}")
-        try:
-            if not self._stop.is_set():
-                await self._follower.run()
-        finally:
-            health.cancel()
-            await asyncio.gather(health, return_exceptions=True)
-            if self._stop.is_set():
-                await self._runs.drain(10)
-                await self.rpcs.disconnect()
+            trail=chain.confirmations, start_block=chain.start_block, batch_blocks=chain.batch_blocks)
+        self._runs = TaskSet(f"registry-events-{chain_id}")  # each fired event's run (the Supervisor's from start())
+        self._loops: list[Supervised] = []
 
-    async def _health(self) -> None:
-        """Every RPC's head and latency, every rpc_health_interval seconds, for as long as this run
-        lasts (a child of the supervised run, cancelled with it). A failed round is logged and the
-        next one runs on schedule."""
-        while True:
-            try:
-                await self.rpcs.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one failed round; the follower retries its own calls
-                log.warning("registry.rpc_health_failed", chain_id=self.chain_id, error=repr(exc)[:300])
-            await asyncio.sleep(self._chain.rpc_health_interval)
+    def start(self, supervisor: Supervisor) -> None:
+        """Follow the chain and check its RPCs as Supervisor loops (the follower reads its cursor
+        from SQLite in its first round)."""
+        self._runs = supervisor.group(f"registry-events-{self.chain_id}")
+        chain = self._chain
+        self._loops = [
+            supervisor.loop(f"registry-watch-{self.chain_id}", self._follower.round, chain.poll_interval,
+                            self._follower.wake),
+            # Every RPC's head and latency, so one lagging behind the others is not read from.
+            supervisor.loop(f"registry-rpc-health-{self.chain_id}", self.rpcs.check, chain.rpc_health_interval)]
+        log.info("registry.watching", chain_id=self.chain_id, confirmations=chain.confirmations,
+                 rpcs=[e.name for e in self.rpcs.endpoints])
+
+    async def stop(self, grace: float = GRACE) -> None:
+        """Stop the loops after their round, give the event runs under way `grace` seconds, then
+        close the RPC connections."""
+        await asyncio.gather(*(loop.stop() for loop in self._loops))
+        await self._runs.drain(grace)
+        await self.rpcs.disconnect()
 
     async def _configs(self) -> list[tuple[dict[str, Any], EventTrigger, list[str]]]:
         out = []

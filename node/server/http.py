@@ -248,8 +248,7 @@ def prefix_rate_limit(limiter: RateLimiter, prefixes: tuple[str, ...]) -> RouteM
                                route.canonical if route is not None else request.path)
             if wait is not None:
                 log.warning("http.rate_limited", path=request.path, client=client_ip(request))
-                raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
-                               headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+                raise too_many_requests(wait)
         return await handler(request)
 
     return RouteMiddleware(lambda method, path: path.startswith(prefixes), limit)
@@ -308,8 +307,7 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
         canonical = route.canonical if route is not None else request.path
         wait = limiter.hit(client_ip(request), request.method, canonical)
         if wait is not None:
-            raise ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
-                           headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+            raise too_many_requests(wait)
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -354,3 +352,15 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
 def client_ip(request: web.Request) -> str | None:
     """The client's address: the one way to read it (node/server/clients.py decides it)."""
     return client_of(request).ip
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`, else None: the one way every API reads it."""
+    header = request.headers.get("Authorization", "")
+    return header[7:] if header.startswith("Bearer ") else None
+
+
+def too_many_requests(wait: float) -> ApiError:
+    """The answer of every rate limit: 429 with the seconds to wait in the body and Retry-After."""
+    return ApiError(429, "Too many requests", {"retry_after": round(wait, 3)},
+                    headers={"Retry-After": str(max(1, int(wait + 0.999)))})

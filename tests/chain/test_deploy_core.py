@@ -9,7 +9,7 @@ import json
 import pytest
 from web3 import Web3
 
-from node.chain.deploy import CORE, Deployer, DeployError
+from node.tools.deploy import CORE, Deployer, DeployError
 from tests.chain_helpers import ABI_DIR, KEYS, artifact
 
 ANVIL_BLOCK_TIME = None  # blocks mined on demand

@@ -19,7 +19,7 @@ from eth_utils import keccak
 from web3 import Web3
 
 from node.chain.codec import abi
-from node.chain.deploy import CORE, Deployer, DeployError, load_key
+from node.tools.deploy import CORE, Deployer, DeployError, load_key
 from node.config import parse_config
 from tests.chain_helpers import KEYS, Anvil
 from tests.helpers import REPO, Http, free_port

@@ -8,8 +8,9 @@ import argparse
 import pytest
 import yaml
 
-from node.chain.deploy import DeployError
-from node.chain.paywallet import wallet_main
+from node.cli import main as cli_main
+from node.tools.deploy import DeployError
+from node.tools.paywallet import wallet_main
 from tests.helpers import free_port
 
 
@@ -25,3 +26,11 @@ def test_the_wallet_tool_given_a_list_of_rpc_urls_connects_to_the_first(tmp_path
     with pytest.raises(DeployError) as caught:
         wallet_main(args, out=lambda line: None)
     assert str(caught.value).startswith(f"cannot reach the RPC at {first}:")
+
+
+def test_wallet_with_a_config_that_does_not_validate_says_which_field_and_exits_2(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("chain:\n  enabled: maybe\n")
+    assert cli_main(["wallet", "show", "--config", str(config)]) == 2  # it raised ConfigError, a traceback
+    err = capsys.readouterr().err
+    assert "chain.enabled" in err and "Traceback" not in err

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from node.chain.config import ChainConfig
+from node.lifecycle import Supervisor
 from node.registry.config import RegistryConfig
 from tests.chain_helpers import KEYS, CountingOrchestrator, RpcProxy, chain_service
 
@@ -200,14 +201,13 @@ async def test_an_rpc_behind_the_head_cannot_make_the_log_follower_skip_an_event
     async def no_reorg(reverted) -> None:
         pass
 
-    follower = LogFollower(view, cursor, addresses=addresses, on_logs=on_logs, on_reorg=no_reorg, trail=0,
-                           poll_interval=0.05)
-    task = asyncio.create_task(follower.run())
+    follower = LogFollower(view, cursor, addresses=addresses, on_logs=on_logs, on_reorg=no_reorg, trail=0)
+    supervisor = Supervisor(on_fatal=lambda name: None)
+    supervisor.loop("follower", follower.round, 0.05, follower.wake)
     deadline = time.monotonic() + 5
     while cursor.block < 10 and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    follower.stop()
-    await asyncio.wait_for(task, 5)
+    await asyncio.wait_for(supervisor.close(), 5)
     assert cursor.block == 10
     assert [entry["blockNumber"] for entry in seen] == [10]  # scanned only once the RPC had the block
 
@@ -227,12 +227,12 @@ async def test_an_rpc_behind_the_head_cannot_make_the_coordinator_listener_skip_
         pass
 
     listener = Listener(view, SimpleNamespace(address="0x" + "11" * 20), None, cursor, start_block=0, trail=0,
-                        batch_blocks=100, reader_batch=10, poll_interval=0.05, on_subscriptions=nothing,
+                        batch_blocks=100, reader_batch=10, on_subscriptions=nothing,
                         on_cancelled=on_cancelled, on_reorg=nothing)
-    task = asyncio.create_task(listener.run())
+    supervisor = Supervisor(on_fatal=lambda name: None)
+    supervisor.loop("listener", listener.round, 0.05, listener.wake)
     deadline = time.monotonic() + 5
     while cursor.block < 10 and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    listener.stop()
-    await asyncio.wait_for(task, 5)
+    await asyncio.wait_for(supervisor.close(), 5)
     assert cursor.block == 10 and cancelled == [7]  # the cancellation in block 10 was seen

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from eth_account import Account
 
-from node.chain.deploy import deploy_main
+from node.tools.deploy import deploy_main
 from node.config import parse_config
 from node.cre.wasm import messages as pb
 from node.cre.wasm.reports import TX_REVERTED, TX_SUCCESS, Reporter, ReportWriter

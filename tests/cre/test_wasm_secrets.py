@@ -16,8 +16,8 @@ from node.cli import main as cli_main
 from node.config import read_config
 from node.cre.wasm.runtime import cron_payload
 from node.cre.wasm.service import WasmWorkflows
-from node.gateway.crypto import SecretBox
 from node.lifecycle import Supervisor
+from node.secrets import SecretBox
 from node.storage import Database
 from tests.cre.workflows.harness import PRICE_FEED, PriceServer, toolchain
 
@@ -36,7 +36,7 @@ def prices():
 def write_config(tmp_path, prices, secrets: dict | None = None):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({
-        "storage": {"path": "node.db"}, "gateway": {"master_key_path": "node.key"},
+        "storage": {"path": "node.db"}, "master_key_path": "node.key",
         "cre": {"wasm": {"http_allowed_networks": ["127.0.0.1/32"], "timeout": 20},
                 "workflows": [{"name": "price-feed", "file": str(PRICE_FEED), "cron": False,
                                "config": {"priceUrl": prices.url}, "secrets": secrets or {}}]}}))

@@ -273,7 +273,7 @@ def test_cron_writes_a_report_signed_by_the_nodes_don_key_to_a_receiver_on_anvil
 
     import os
 
-    from node.chain.deploy import deploy_main
+    from node.tools.deploy import deploy_main
     from tests.chain_helpers import KEYS, Anvil
     from tests.cre.workflows.harness import WORKFLOWS
     from tests.helpers import REPO

@@ -219,6 +219,13 @@ def test_with_a_trusted_proxy_on_the_host_the_operator_endpoints_need_the_token(
     assert resp.status == 200
 
 
+def test_the_operator_token_counts_only_sent_as_a_bearer_token(proxied):
+    headers = ("operator-token", "Basic operator-token", "Bearer  operator-token")  # one parser, one form
+    for client, header in enumerate(headers, start=20):  # a client each: the route's rate limit is 3
+        resp = _via_proxy(proxied, f"203.0.113.{client}", "/api/node/status", headers={"Authorization": header})
+        assert resp.status == 401, header
+
+
 def test_rate_limits_count_the_client_a_trusted_proxy_names_and_ignore_the_header_from_others(proxied):
     for _ in range(3):
         assert _via_proxy(proxied, "198.51.100.7", "/health").status == 200

@@ -131,7 +131,7 @@ async def test_a_one_shot_task_that_fails_is_logged_with_its_traceback_and_not_r
         raise RuntimeError("watch failed")
 
     with caplog.at_level(logging.INFO):
-        await sup.task_set("watches").spawn("tx#7", once())
+        await sup.group("watches").spawn("tx#7", once())
         await asyncio.sleep(0.05)
     assert runs == [1]
     [crashed] = [r for r in caplog.records if r.getMessage() == "task.crashed"]
@@ -154,7 +154,7 @@ async def test_closing_the_supervisor_waits_for_one_shot_tasks_then_cancels_and_
             cancelled.append("endless")
             raise
 
-    tasks = sup.task_set("deliveries")
+    tasks = sup.group("deliveries")
     tasks.spawn("a", quick())
     tasks.spawn("b", endless())
     with caplog.at_level(logging.INFO):

@@ -258,7 +258,7 @@ def docs_node(tmp_path_factory):
         "manage_containers": False,
         "cre": {"enabled": True, "api_key": CRE_KEY, "actions": {"notify": {"containers": ["echo"]}}},
         "registry": {"enabled": True, "chain_id": 1, "oracles": [ORACLE], "relayers": [RELAYER]},
-        "gateway": {"enabled": True, "master_key_path": str(workdir / "node.key")},
+        "gateway": {"enabled": True}, "master_key_path": str(workdir / "node.key"),
     })
     try:
         node.start(timeout=60)

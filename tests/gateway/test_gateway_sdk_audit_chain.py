@@ -10,7 +10,7 @@ import os
 import pytest
 
 from node.gateway.audit_chain import row_hash
-from node.gateway.crypto import SecretBox
+from node.secrets import SecretBox
 from node.gateway.store import GatewayStore
 from node.storage import Database
 

@@ -68,7 +68,7 @@ async def running_node(tmp_path: Path, extra: dict[str, Any] | None = None):
     data = _merge({
         "server": {"host": "127.0.0.1", "port": 0},
         "storage": {"path": str(tmp_path / f"{uuid.uuid4().hex[:6]}.db")},
-        "gateway": {"master_key_path": str(tmp_path / "node.key")},
+        "master_key_path": str(tmp_path / "node.key"),
         "manage_containers": False,
         "startup_wait": 0,
         "containers": [],

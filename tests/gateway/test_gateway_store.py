@@ -15,7 +15,7 @@ from node.gateway import membership
 from node.gateway.alerts_api import AlertsApi
 from node.gateway.api import FAMILY, PREFIX
 from node.gateway.auth import GatewayAuth
-from node.gateway.crypto import SecretBox
+from node.secrets import SecretBox
 from node.gateway.orgs_api import OrgsApi
 from node.gateway.store import GatewayStore
 from node.gateway.webhooks import WebhookSender

@@ -100,7 +100,7 @@ def chain_node(tmp_path_factory):
             "manage_containers": False, "chain": config,
             "cre": {"enabled": True, "api_key": "k" * 32},
             "registry": {"enabled": True},
-            "gateway": {"enabled": True, "master_key_path": str(workdir / "node.key")},
+            "gateway": {"enabled": True}, "master_key_path": str(workdir / "node.key"),
             "observe": {"interval": 0.5}}).start(timeout=60)
         node.http().wait_job(node.http().submit(["echo"], {"n": 1}))  # the job families have samples
         yield node, chain

@@ -16,6 +16,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from node.jobs.models import Job
+from node.lifecycle import Supervisor
 from node.registry.api import FAMILY, RegistryApi
 from node.registry.config import RegistryConfig
 from node.registry.relayer import CronRelayer
@@ -262,7 +263,7 @@ async def test_one_broken_config_does_not_stop_the_relayer_for_the_others(reg, c
     for _ in range(3):
         await relayer._once()
         await asyncio.sleep(0.4)
-    await asyncio.gather(*relayer._tasks)
+    await asyncio.gather(*relayer._runs)
     assert orchestrator.calls and {c["configId"] for c in orchestrator.calls} != {broken["configId"]}
     reported = [r for r in caplog.records if r.getMessage() == "registry.config_broken"]
     assert len(reported) == 1
@@ -319,13 +320,12 @@ async def test_a_tick_claimed_before_a_crash_is_run_again_at_start_and_recorded_
         await asyncio.sleep(0.01)
         orchestrator = FakeOrchestrator()
         relayer = CronRelayer(reg.service, orchestrator)
-        running = asyncio.create_task(relayer.run())
+        relayer.start(Supervisor(on_fatal=lambda name: None))
         deadline = time.monotonic() + 3
         while await reg.executions(task_id) == 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)
-        relayer.stop()
-        await running
+        await relayer.stop()
         assert len(orchestrator.calls) == expected_runs
         assert [c["tick"] for c in orchestrator.calls] == [1_700_000_000] * expected_runs
         assert await reg.executions(task_id) == 1
@@ -365,7 +365,7 @@ async def test_the_relayer_runs_only_the_configs_of_allowed_owners_or_projects(r
     for _ in range(3):
         await relayer._once()
         await asyncio.sleep(0.4)
-    await asyncio.gather(*relayer._tasks)
+    await asyncio.gather(*relayer._runs)
     assert orchestrator.calls and {c["configId"] for c in orchestrator.calls} == {allowed["configId"]}
 
 
@@ -481,12 +481,11 @@ async def test_an_event_claimed_before_a_crash_is_run_again_at_start_with_the_sa
     await asyncio.sleep(0.01)
     orchestrator = FakeOrchestrator()
     relayer = CronRelayer(reg.service, orchestrator)
-    running = asyncio.create_task(relayer.run())
+    relayer.start(Supervisor(on_fatal=lambda name: None))
     deadline = time.monotonic() + 3
     while await reg.executions(task_id) == 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    relayer.stop()
-    await running
+    await relayer.stop()
     assert [c["event"] for c in orchestrator.calls] == [entry] and await reg.executions(task_id) == 1
     assert await watcher._store.claim(task_id, config["configId"], orchestrator.calls[0]["trigger"], {}, {},
                                       {}, block=(5, "0x" + "cd" * 32)) is None  # the event stays claimed once

@@ -179,12 +179,13 @@ async def test_legacy_signatures_can_be_refused(tmp_path):
     await db.close()
 
 
-async def test_the_event_watcher_restarts_its_follower_after_a_crash(tmp_path, monkeypatch):
+async def test_a_failed_round_of_the_event_watcher_is_logged_and_the_next_round_runs(tmp_path, monkeypatch, caplog):
     import asyncio
+    import logging
 
     from node.chain.follow import LogFollower
-    from node.registry.config import RegistryChain
     from node.lifecycle import Supervisor
+    from node.registry.config import RegistryChain
     from node.registry.watcher import EventWatcher
 
     db = Database(str(tmp_path / "reg.db"))
@@ -192,23 +193,27 @@ async def test_the_event_watcher_restarts_its_follower_after_a_crash(tmp_path, m
     store = RegistryStore(db)
     await store.start()
     service = RegistryService(store, RegistryConfig(relayer_key="0x" + "01" * 32))
-    runs = []
+    rounds = []
 
-    async def flaky_run(self):
-        runs.append(time.monotonic())
-        if len(runs) == 1:
+    async def flaky_round(self):
+        rounds.append(time.monotonic())
+        if len(rounds) == 1:
             raise RuntimeError("boom")
-        await self._stop.wait()
 
-    monkeypatch.setattr(LogFollower, "run", flaky_run)
-    watcher = EventWatcher(service, None, 1, RegistryChain(rpc_url="http://127.0.0.1:9"))
-    supervisor = Supervisor(on_fatal=lambda name: None, backoff_initial=1.0)
-    handle = supervisor.spawn("registry-watch-1", watcher.run)
-    deadline = time.monotonic() + 5
-    while len(runs) < 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert len(runs) == 2 and runs[1] - runs[0] >= 0.9  # restarted after the supervisor's backoff
-    await asyncio.wait_for(handle.stop(watcher.stop, 5), 10)
+    monkeypatch.setattr(LogFollower, "round", flaky_round)
+    watcher = EventWatcher(service, None, 1, RegistryChain(rpc_url="http://127.0.0.1:9", poll_interval=0.1))
+    supervisor = Supervisor(on_fatal=lambda name: None)
+    with caplog.at_level(logging.INFO):
+        watcher.start(supervisor)
+        deadline = time.monotonic() + 5
+        while len(rounds) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(watcher.stop(), 10)
+    assert len(rounds) >= 2 and rounds[1] - rounds[0] >= 0.09  # the next round, one poll_interval later
+    [failed] = [r for r in caplog.records if r.getMessage() == "task.round_failed"
+                and r._fields["task"] == "registry-watch-1"]
+    assert "boom" in str(failed.exc_info[1])
+    assert supervisor.task("registry-watch-1").restarts == 0  # a failed round is not a dead loop
     await db.close()
 
 

@@ -35,11 +35,11 @@ import aiohttp
 
 from node.cre.wasm import messages as pb
 from node.cre.wasm.reports import Reporter, ReportError, ReportWriter
+from node.cre.wasm.runtime import EVM_PREFIX  # the EVM capability ids, triggers and calls alike
 from node.server.egress import EgressDenied, EgressPolicy
 
 CONSENSUS = "consensus@1.0.0-alpha"
 HTTP_ACTIONS = "http-actions@1.0.0-alpha"
-EVM_PREFIX = "evm:ChainSelector:"
 FREQUENCY_LIST = 5
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 

@@ -149,7 +149,7 @@ def _secrets(args: argparse.Namespace) -> int:
 
 async def _secrets_in_store(args: argparse.Namespace, config, value: str) -> int:
     from node.cre.wasm.secrets import SecretStore
-    from node.gateway.crypto import SecretBox
+    from node.secrets import SecretBox
     from node.storage import Database
 
     configured = {w.name for w in config.cre.workflows}
@@ -158,12 +158,12 @@ async def _secrets_in_store(args: argparse.Namespace, config, value: str) -> int
     db = Database(config.storage.path, config.storage.synchronous)
     await db.open()
     try:
-        store = SecretStore(db, lambda: SecretBox.from_file(Path(config.gateway.master_key_path)))
+        store = SecretStore(db, lambda: SecretBox.from_file(Path(config.master_key_path)))
         await store.start()
         if args.secrets_command == "set":
             replaced = await store.set(args.workflow, args.namespace, args.id, value)
             print(f"{args.workflow}: secret {args.namespace}/{args.id} {'replaced' if replaced else 'stored'} "
-                  f"(sealed with {config.gateway.master_key_path}); the next execution reads it")
+                  f"(sealed with {config.master_key_path}); the next execution reads it")
             return 0
         if args.secrets_command == "delete":
             if not await store.delete(args.workflow, args.namespace, args.id):

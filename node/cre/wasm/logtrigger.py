@@ -194,23 +194,28 @@ class LogTrigger:
         self.cursor = LogCursor(db, workflow, sub.index)
         self._w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": 10}))
         self._trail = 0 if sub.log_filter.confidence == CONFIDENCE_LATEST else confirmations
-        self._poll = poll_interval
-        self._follower: LogFollower | None = None
-
-    def stop(self) -> None:
-        if self._follower is not None:
-            self._follower.stop()
-
-    async def run(self) -> None:
-        await self._run_unexecuted()
-        addresses = ["0x" + a.hex() for a in self._sub.log_filter.addresses]
+        self.poll_interval = poll_interval
+        addresses = ["0x" + a.hex() for a in sub.log_filter.addresses]
 
         async def watched() -> list[str]:
             return addresses
 
         self._follower = LogFollower(self._w3, self.cursor, addresses=watched, on_logs=self._on_logs,
-                                     on_reorg=self._on_reorg, trail=self._trail, poll_interval=self._poll)
-        await self._follower.run()
+                                     on_reorg=self._on_reorg, trail=self._trail)
+        self.wake = self._follower.wake  # the Supervisor's loop runs the next round at once when set
+        self._resumed = False
+
+    async def close(self) -> None:
+        """Close the RPC connection (after the Supervisor stopped the loop)."""
+        await self._w3.provider.disconnect()
+
+    async def round(self) -> None:
+        """One follower round; the first (until it succeeds) runs again the executions a stopped
+        process left claimed."""
+        if not self._resumed:
+            await self._run_unexecuted()
+            self._resumed = True
+        await self._follower.round()
 
     async def _run_unexecuted(self) -> None:
         """Run again the claimed logs whose execution never ended (at least once)."""

@@ -2,8 +2,8 @@
 or in the node's environment.
 
 `node-daemon cre secrets set WORKFLOW ID` reads the value from stdin and stores it in
-`cre_wasm_secrets`, sealed (AES-256-GCM) with the node's master key (`gateway.master_key_path`,
-the key the gateway seals API secrets with: node/gateway/crypto.py). The plaintext never reaches
+`cre_wasm_secrets`, sealed (AES-256-GCM) with the node's master key (top-level `master_key_path`,
+the key the gateway seals API secrets with too: node/secrets.py). The plaintext never reaches
 the database, the command line or a log line.
 
 A workflow's `runtime.getSecret({id, namespace})` is answered from the workflow's configured
@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable
 
-from node.gateway.crypto import SecretBox
+from node.secrets import SecretBox
 from node.storage import Database, Migration
 
 MAX_SECRET_BYTES = 64 << 10

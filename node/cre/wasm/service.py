@@ -56,11 +56,11 @@ from node.cre.wasm.reports import Reporter
 from node.cre.wasm.runtime import Loaded, LoadError, Subscription, WasmRuntime, cron_payload, http_payload, result_json
 from node.cre.wasm.toolchain import Toolchain
 from node.errors import Forbidden, Invalid, NotFound, StartupError, Unauthenticated, Unavailable
-from node.gateway.crypto import SecretBox
 from node.lifecycle import Supervised, Supervisor
 from node.logs import get_logger
+from node.secrets import SecretBox
 from node.server.egress import EgressPolicy
-from node.server.http import json_response, parse_json, query_limit
+from node.server.http import bearer_token, json_response, parse_json, query_limit
 from node.storage import Database, Migration
 from node.timefmt import iso_utc
 
@@ -251,7 +251,8 @@ class WasmWorkflows:
         self._base = base_dir or Path.cwd()
         self._db = db
         self.store = ExecutionStore(db)
-        self._tasks: list[tuple[Supervised, Callable[[], None] | None]] = []  # triggers and pruning
+        self._tasks: list[Supervised] = []  # triggers and pruning
+        self._log_triggers: list[logtrigger.LogTrigger] = []  # their RPC connections are closed at stop
         wasm = config.wasm
         self._toolchain = toolchain or Toolchain(Path(wasm.toolchain_dir) if wasm.toolchain_dir else None)
         self._runtime: WasmRuntime | None = None
@@ -260,7 +261,7 @@ class WasmWorkflows:
         self.workflows: dict[str, _Workflow] = {}
         self._backlog = 2 * wasm.workers  # executions of one workflow waiting or running, at most
         # cron executions under way (bounded by the backlog): one-shot tasks the Supervisor drains
-        self._firings = supervisor.task_set("cre-wasm-cron-firings")
+        self._firings = supervisor.group("cre-wasm-cron-firings")
 
     async def start(self) -> None:
         """Load every enabled workflow and start its triggers; on a failure, undo and raise
@@ -306,13 +307,13 @@ class WasmWorkflows:
             if wf.cron:
                 for sub in loaded.subscriptions:
                     if sub.cron is not None:
-                        self._tasks.append((self._supervisor.spawn(f"cre-wasm-cron-{wf.name}-{sub.index}",
-                                                                   self._cron_factory(wf.name, sub)), None))
+                        self._tasks.append(self._supervisor.spawn(f"cre-wasm-cron-{wf.name}-{sub.index}",
+                                                                  self._cron_factory(wf.name, sub)))
             for sub in loaded.subscriptions:
                 if sub.kind == "evm-log":
                     self._follow_logs(wf.name, sub)
-        self._tasks.append((self._supervisor.periodic("cre-wasm-prune", 60,
-                                                      lambda: self.store.prune(wasm.keep_executions)), None))
+        self._tasks.append(self._supervisor.periodic("cre-wasm-prune", 60,
+                                                     lambda: self.store.prune(wasm.keep_executions)))
 
     def _sealed_lookup(self, name: str) -> Callable[[str, str], Any] | None:
         store = self.secrets
@@ -335,14 +336,19 @@ class WasmWorkflows:
 
         follower = logtrigger.LogTrigger(self._db, name, sub, url, self._wasm.log_confirmations, fire,
                                          self._wasm.log_poll_interval, self.workflows[name].workflow_id)
-        self._tasks.append((self._supervisor.spawn(f"cre-wasm-logs-{name}-{sub.index}", follower.run), follower.stop))
+        self._log_triggers.append(follower)
+        self._tasks.append(self._supervisor.loop(f"cre-wasm-logs-{name}-{sub.index}", follower.round,
+                                                 follower.poll_interval, follower.wake))
 
     async def stop(self) -> None:
         """Stop the triggers first (through the Supervisor, so none is restarted), then the
         executions under way, then the host."""
-        for entry, signal in self._tasks:
-            await entry.stop(signal, timeout=5)
+        for entry in self._tasks:
+            await entry.stop(timeout=5)
         self._tasks = []
+        for trigger in self._log_triggers:
+            await trigger.close()
+        self._log_triggers = []
         await self._firings.drain(0)  # executions under way are cancelled (their rows end failed)
         for workflow in self.workflows.values():
             await workflow.capabilities.close()
@@ -438,8 +444,8 @@ class WasmWorkflows:
         key = self._wasm.api_key.get_secret_value() if self._wasm.api_key else ""
         if not key:
             raise Forbidden("the CRE workflow routes are closed: set cre.wasm.api_key to use them")
-        header = request.headers.get("Authorization", "")
-        if not (header.startswith("Bearer ") and hmac.compare_digest(header[7:].encode(), key.encode())):
+        token = bearer_token(request)
+        if not (token is not None and hmac.compare_digest(token.encode(), key.encode())):
             raise Unauthenticated("Authorization: Bearer <cre.wasm.api_key> is required")
 
     async def list_workflows(self, request: web.Request) -> web.Response:

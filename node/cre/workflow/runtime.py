@@ -36,7 +36,7 @@ from node.cre.workflow.runtime_plumbing import (  # noqa: F401 - names importabl
     typed,
 )
 from node.cre.workflow.runtime_trading import TradeActions
-from node.gateway.crypto import SecretBox
+from node.secrets import SecretBox
 from node.storage import Database, Migration
 
 MIGRATIONS = [Migration("cre_workflow.0001", """

@@ -17,8 +17,8 @@ from node.chain.wallet import Wallet
 from node.cre.config import CreRuntimeConfig
 from node.cre.workflow.errors import ActionError
 from node.cre.workflow.models import CALLBACK_PATHS
-from node.gateway.crypto import SecretBox
 from node.logs import get_logger
+from node.secrets import SecretBox
 from node.server import safejson
 from node.storage import Database
 

@@ -30,8 +30,8 @@ from eth_account import Account
 from web3 import Web3
 
 from node.chain.codec import abi
-from node.chain.deploy import GROUPS, Deployer, DeployError, Deployment, send
-from node.chain.paywallet import PaymentWalletTool
+from node.tools.deploy import GROUPS, Deployer, DeployError, Deployment, send
+from node.tools.paywallet import PaymentWalletTool
 
 REPO = Path(__file__).resolve().parents[2]
 ANVIL = REPO / "contracts" / "node_modules" / ".bin" / "anvil"
@@ -90,7 +90,7 @@ def devnet_config(base: dict[str, Any], keys: dict[str, str], dep: Deployment, r
         "forwarder_address": dep.address("ReportForwarder"), "sub0_address": dep.address("Sub0"),
         "vault_address": dep.address("PredictionVault"),
         "conditional_tokens_address": dep.address("ConditionalTokens"), "usdc_address": dep.address("MockUSDC")}}
-    config["gateway"] = {**base.get("gateway", {}), "master_key_path": f"{state_dir}/node.key"}
+    config["master_key_path"] = f"{state_dir}/node.key"
     return config
 
 

@@ -29,9 +29,9 @@ from eth_utils import is_address, keccak, to_checksum_address
 from web3 import Web3
 
 from node.chain.codec import abi, container_id, delegate_typed_data
-from node.chain.deploy import DeployError, Deployment, connect, load_key, send
 from node.chain.payments import ERC20_ABI
-from node.chain.paywallet import PaymentWalletTool
+from node.tools.deploy import DeployError, Deployment, connect, load_key, send
+from node.tools.paywallet import PaymentWalletTool
 
 ZERO = "0x" + "00" * 20
 CREATED = "0x" + keccak(text="SubscriptionCreated(uint32)").hex()

@@ -20,9 +20,9 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.logs import DISCARD
 
-from node.chain.deploy import DeployError, connect, send
 from node.chain.payments import ERC20_ABI, REGISTRY_ABI, WALLET_ABI, WALLET_FACTORY_ABI
 from node.config import load_config
+from node.tools.deploy import DeployError, connect, send
 
 
 class PaymentWalletTool:
