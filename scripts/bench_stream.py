@@ -63,7 +63,7 @@ async def main(args: argparse.Namespace) -> None:
     containers = ContainerClient()
     orchestrator = Orchestrator({"c": ContainerEndpoint("c", url)}, containers, store)
     api = JobsApi(orchestrator, store, ContainerManager([ContainerConfig(id="c", url=url)], DockerConfig(), False),
-                  max_batch=1000, status_allowed_ips=["127.0.0.0/8"], chain_info=lambda: {})
+                  max_batch=1000, status_allowed_ips=["127.0.0.0/8"])
     app = web.Application(middlewares=make_middlewares(ErrorShapes(), RateLimiter(RateLimitConfig())))
     app.add_routes(api.routes())
     client = TestClient(TestServer(app, host="127.0.0.1"))

@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import docker
@@ -59,6 +59,8 @@ class ContainerState:
     started_at: float | None = None
     docker_id: str | None = field(default=None, repr=False)
     host_port: int | None = None  # the port a managed container publishes on 127.0.0.1
+    # A call the container never received may be sent again (to another replica of a Swarm service).
+    retry_dropped: ClassVar[bool] = False
 
     def urls(self) -> list[str]:
         """Where calls may go now (a local container has one address)."""

@@ -23,7 +23,7 @@ import shlex
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import docker
@@ -54,6 +54,7 @@ class ServiceState(ContainerState):
     """A configured container run as a Swarm service."""
 
     mode: str = "swarm"
+    retry_dropped: ClassVar[bool] = True
     replicas_desired: int = 0
     replicas_running: int = 0
     task_urls: list[str] = field(default_factory=list)

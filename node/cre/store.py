@@ -140,8 +140,13 @@ class CreStore:
         """Forget nonces whose request timestamps are no longer accepted (`window` is unused:
         each nonce carries its own expiry)."""
         now = self._clock()
-        self._nonces = {n: t for n, t in self._nonces.items() if t >= now}
+        self.forget_nonces(now)
         return await self._db.execute("DELETE FROM cre_runtime_replay_nonces WHERE expires_at < ?", (now,))
+
+    def forget_nonces(self, now: float) -> None:
+        """Drop the in-memory copies of nonces expired by `now` (the node's pruner deletes the rows
+        at the same cutoff: `ExpiryRule.forget`)."""
+        self._nonces = {n: t for n, t in self._nonces.items() if t >= now}
 
     # -- ingest -----------------------------------------------------------------------
 

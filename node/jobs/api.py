@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -34,8 +34,18 @@ log = get_logger(__name__)
 
 WORKFLOW_HEADER = "X-Workflow-Id"
 
-# A hook the chain subsystem installs to accept delegated subscriptions; returns the body to send.
-DelegatedHandler = Callable[[DelegatedSubscriptionRequest, str | None], Awaitable[dict[str, Any]]]
+NO_CHAIN = {"enabled": False, "address": ""}  # /api/info's chain block with the chain off (Infernet: a str)
+
+
+class OnChain(Protocol):
+    """What the jobs API asks of the chain subsystem when it is mounted: /api/info's chain block,
+    the on-chain work pending, and delegated subscriptions (POST /api/jobs with a signature)."""
+
+    def info(self) -> dict[str, Any]: ...
+
+    def pending(self) -> int: ...
+
+    async def delegated(self, request: DelegatedSubscriptionRequest, client_ip: str | None) -> dict[str, Any]: ...
 
 
 class OperatorCheck(Protocol):
@@ -46,7 +56,7 @@ class OperatorCheck(Protocol):
 
 
 # The Infernet node's API (its error shape is the default for paths no family owns).
-FAMILY = ApiFamily("jobs", ("/api/jobs", "/api/status", "/api/containers", "/api/chain/", "/info", "/health"))
+FAMILY = ApiFamily("jobs", ("/api/jobs", "/api/status", "/api/containers", "/info", "/health"))
 
 
 def _bool_param(request: web.Request, name: str) -> bool | None:
@@ -88,8 +98,7 @@ class JobsApi:
         *,
         max_batch: int,
         status_allowed_ips: list[str],
-        chain_info: Callable[[], dict[str, Any]],
-        onchain_pending: Callable[[], int] = lambda: 0,
+        onchain: Callable[[], OnChain | None] = lambda: None,
         ready: Callable[[], bool] = lambda: True,
         limits: JobsConfig | None = None,
         operator: OperatorCheck | None = None,
@@ -99,10 +108,8 @@ class JobsApi:
         self._containers = containers
         self._max_batch = max_batch
         self._status_networks = [ipaddress.ip_network(n, strict=False) for n in status_allowed_ips]
-        self._chain_info = chain_info
-        self._onchain_pending = onchain_pending
+        self._onchain = onchain  # the chain subsystem, when mounted (it is mounted after jobs)
         self._ready = ready
-        self.delegated_handler: DelegatedHandler | None = None
         self._limits = limits if limits is not None else JobsConfig()
         self._operator = operator
         self._streams: dict[str, int] = {}  # open stream responses per client address
@@ -133,15 +140,16 @@ class JobsApi:
             {"id": e.id, "description": e.description, "external": e.external, "image": e.image}
             for e in self._orchestrator.endpoints.values()
         ]
+        chain = self._onchain()
         return json_response(
             {
                 "version": __version__,
                 "containers": containers,
                 "pending": {
                     "offchain": self._store.count_running() - self._store.count_running("chain"),
-                    "onchain": self._onchain_pending(),
+                    "onchain": chain.pending() if chain is not None else 0,
                 },
-                "chain": self._chain_info(),
+                "chain": chain.info() if chain is not None else NO_CHAIN,
             }
         )
 
@@ -170,9 +178,10 @@ class JobsApi:
         """Create one job from a parsed body; returns the wire answer or raises ApiError."""
         if isinstance(body, dict) and "subscription" in body:
             delegated = parse_model(DelegatedSubscriptionRequest, body)
-            if self.delegated_handler is None:
+            chain = self._onchain()
+            if chain is None:
                 raise ApiError(400, "Chain is not enabled on this node; delegated subscriptions are refused")
-            return await self.delegated_handler(delegated, client_ip(request))
+            return await chain.delegated(delegated, client_ip(request))
         job_request = parse_model(JobRequest, body)
         ip = client_ip(request)
         job = await self._orchestrator.submit(

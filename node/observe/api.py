@@ -28,8 +28,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from node import __version__
+from node.jobs.queries import jobs_per_bucket, recent_jobs
 from node.observe.metrics import NodeMetrics
-from node.observe.queries import jobs_per_bucket, recent_jobs
 from node.observe.sampler import Sampler
 from node.observe.watchdog import Watchdog
 from node.server.clients import client_of

@@ -27,9 +27,10 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:
 
 
 # Loops that run every second or faster in `busy_node` (the gateway's reservation expiry runs
-# every 5 s, too slow to wait for here; it is the same Supervisor.loop).
+# every 5 s, too slow to wait for here; it is the same Supervisor.loop). CRE's replay nonces are
+# pruned by `storage-pruner` (the CRE subsystem yields their expiry rule).
 FAST_LOOPS = {"registry-relayer", "registry-intent-expiry", "observe-watchdog", "storage-pruner",
-              "cre-nonce-prune", "gateway-approval-expiry", "gateway-audit-exports", "observe-charts"}
+              "gateway-approval-expiry", "gateway-audit-exports", "observe-charts"}
 
 
 def busy_node(tmp_path) -> Node:

@@ -229,15 +229,15 @@ async def test_closed_registration_refuses_new_accounts(tmp_path):
                                            {"X-Backend-Secret": "s3cret-shared-with-the-dashboard"})
         assert status == 403 and "registration is closed" in out["error"]["message"].lower(), out
         # an account the operator made still signs in
-        await node.gateway.store.register("op@example.com", "Op", "Ops", oauth=("google", "2"))
+        await node.subsystems["gateway"].api.store.register("op@example.com", "Op", "Ops", oauth=("google", "2"))
         status, out, _ = await client.call("POST", "/api/v1/auth/oauth/register",
                                            {**oauth, "subject": "2", "email": "op@example.com"},
                                            {"X-Backend-Secret": "s3cret-shared-with-the-dashboard"})
         assert status == 200 and out["created"] is False, out
         # someone the operator's org invited signs up with the invite, then accepts it
-        op = await node.gateway.store.user_by_email("op@example.com")
-        org_id = await node.gateway.store.first_org(op["id"])
-        _, token = await node.gateway.store.create_invite(org_id, "new@example.com", "member", op["id"])
+        op = await node.subsystems["gateway"].api.store.user_by_email("op@example.com")
+        org_id = await node.subsystems["gateway"].api.store.first_org(op["id"])
+        _, token = await node.subsystems["gateway"].api.store.create_invite(org_id, "new@example.com", "member", op["id"])
         signup = {"email": "new@example.com", "password": "correct horse", "name": "N", "org_name": "N"}
         for wrong in ({}, {"invite_token": "inv_guess"}, {"email": "other@example.com", "invite_token": token}):
             status, out, _ = await client.call("POST", "/api/v1/auth/register", {**signup, **wrong})
@@ -406,7 +406,7 @@ async def test_an_invite_revoked_after_it_was_read_cannot_be_accepted(tmp_path):
     async with running_node(tmp_path) as (node, client):
         owner = await client.account()
         invitee = await client.account()
-        store = node.gateway.store
+        store = node.subsystems["gateway"].api.store
         invite, token = await store.create_invite(owner["org_id"], invitee["email"], "admin", owner["user_id"])
         seen = await store.pending_invite(token)  # read while pending...
         await store.set_invite_status(invite["id"], "revoked")  # ...revoked before the accept commits
@@ -442,7 +442,7 @@ async def test_a_spend_raises_only_the_thresholds_it_crossed_and_stays_fast_with
         org = owner["org_id"]
         # a list stored before the cap existed
         many = [round((i + 1) / 20_000, 6) for i in range(20_000)]
-        await node.gateway.store.set_notification_settings(org, owner["user_id"],
+        await node.subsystems["gateway"].api.store.set_notification_settings(org, owner["user_id"],
                                                            {"budget_alerts": True, "thresholds": many})
         wid = await new_workflow(client, owner, budget=10)
         started = time.monotonic()
@@ -454,7 +454,7 @@ async def test_a_spend_raises_only_the_thresholds_it_crossed_and_stays_fast_with
         assert 0 < len(alerts) <= 20, len(alerts)
         assert elapsed < 1.0, elapsed
         # the default thresholds: a spend from 60 % to 70 % crosses none, one to 85 % crosses 80 % only
-        await node.gateway.store.set_notification_settings(org, owner["user_id"],
+        await node.subsystems["gateway"].api.store.set_notification_settings(org, owner["user_id"],
                                                            {"budget_alerts": True, "thresholds": [0.5, 0.8, 1.0]})
         other = await new_workflow(client, owner, budget=10)
         crossed = []

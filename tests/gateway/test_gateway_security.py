@@ -126,7 +126,7 @@ OAUTH_BODY = {"provider": "google", "subject": "108234", "email": "victim@exampl
 
 async def test_oauth_register_cannot_sign_in_as_an_existing_user_by_naming_their_subject(tmp_path):
     async with running_node(tmp_path) as (node, client):
-        victim = await node.gateway.store.register("victim@example.com", "Victim", "Victim's org",
+        victim = await node.subsystems["gateway"].api.store.register("victim@example.com", "Victim", "Victim's org",
                                                    oauth=("google", "108234"))
         status, body, _ = await client.call("POST", "/api/v1/auth/oauth/register", OAUTH_BODY)
         assert status in (404, 501), body
@@ -260,8 +260,8 @@ async def test_a_stored_webhook_to_loopback_is_not_called_at_send_time(tmp_path)
     changed since) is checked again when the alert is sent."""
     async with running_node(tmp_path) as (node, client), hook_server() as (hook, received):
         acct = await client.account()
-        await node.gateway.store.add_channel(acct["org_id"], "webhook", f"{hook}/hook", True)
-        await node.gateway.store.add_channel(acct["org_id"], "webhook",
+        await node.subsystems["gateway"].api.store.add_channel(acct["org_id"], "webhook", f"{hook}/hook", True)
+        await node.subsystems["gateway"].api.store.add_channel(acct["org_id"], "webhook",
                                              f"http://localhost:{hook.rsplit(':', 1)[1]}/hook", True)
         await cross_budget_threshold(client, acct)
         await asyncio.sleep(0.5)

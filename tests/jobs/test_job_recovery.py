@@ -15,7 +15,9 @@ from node.jobs.models import Job
 from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
 from node.storage import Database
-from node.storage.prune import expiry_rules, prune_expired
+from node.gateway.subsystem import EXPIRY as GATEWAY_EXPIRY
+from node.registry.subsystem import EXPIRY as REGISTRY_EXPIRY
+from node.storage.prune import prune_expired
 from tests.helpers import NodeProcess, workload_process
 from tests.jobs.stores import open_store
 
@@ -86,7 +88,7 @@ async def test_expired_sessions_tokens_and_nonces_are_pruned(tmp_path):
     for table in ("gw_sessions", "reg_tokens", "reg_nonces"):
         await db.execute(f"CREATE TABLE {table} (k TEXT, expires_at REAL)")
         await db.execute(f"INSERT INTO {table} VALUES ('gone', ?), ('kept', ?)", (time.time() - 1, time.time() + 60))
-    counts = await prune_expired(db, expiry_rules())
+    counts = await prune_expired(db, [*GATEWAY_EXPIRY, *REGISTRY_EXPIRY])
     assert counts == {"gw_sessions": 1, "reg_tokens": 1, "reg_nonces": 1}
     for table in counts:
         assert [r[0] for r in await db.fetchall(f"SELECT k FROM {table}")] == ["kept"]

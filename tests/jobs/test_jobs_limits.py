@@ -126,7 +126,7 @@ class Node:
         manager = ContainerManager([ContainerConfig(id=cid, url=spec["url"]) for cid, spec in self.configs.items()],
                                    DockerConfig(), manage=False)
         api = JobsApi(self.orchestrator, self.store, manager, max_batch=1000, status_allowed_ips=["127.0.0.0/8"],
-                      chain_info=lambda: {"enabled": False}, limits=self.limits,
+                      limits=self.limits,
                       operator=OperatorAccess(self.admin_token))
         app = web.Application(middlewares=[as_test_peer, *make_middlewares(
             ErrorShapes([FAMILY]), RateLimiter(RateLimitConfig(num_requests=0)))])

@@ -35,8 +35,7 @@ async def jobs_node(tmp_path, output, rate_limit: int = 0):
     async with TestServer(container) as served:
         orchestrator = Orchestrator({"c": ContainerEndpoint("c", str(served.make_url("")).rstrip("/"))},
                                     containers, store)
-        api = JobsApi(orchestrator, store, None, max_batch=10, status_allowed_ips=[],  # type: ignore[arg-type]
-                      chain_info=lambda: {"enabled": False})
+        api = JobsApi(orchestrator, store, None, max_batch=10, status_allowed_ips=[])  # type: ignore[arg-type]
         limiter = RateLimiter(RateLimitConfig(num_requests=rate_limit, period=60))
         app = web.Application(middlewares=make_middlewares(ErrorShapes(), limiter))
         app.add_routes(api.routes())

@@ -18,7 +18,7 @@ def chain(**kw) -> Snapshot:
 
 
 def dog(restarts=None) -> Watchdog:
-    return Watchdog(Sampler(db=None), CONFIG, restarts=lambda: restarts or {})  # type: ignore[arg-type]
+    return Watchdog(Sampler(), CONFIG, restarts=lambda: restarts or {})
 
 
 def test_a_cursor_that_stops_while_the_chain_moves_on_is_a_problem(caplog):

@@ -1,6 +1,7 @@
-"""Read-only queries of the jobs table for the operator views (kept apart from the job store so
-the store can change shape without touching them): the most recent jobs, newest first, and jobs
-finished and failed per minute for the status page's charts."""
+"""Read-only queries of the jobs table for the operator views (node/observe/api.py): the most
+recent jobs, newest first, and jobs finished and failed per minute for the status page's charts.
+They live with the table they read (no subsystem's table is named outside it), apart from the job
+store's write path."""
 
 from __future__ import annotations
 
