@@ -40,7 +40,7 @@ async def jobs_node(tmp_path, delay: float, poll_hold: float) -> AsyncIterator[T
         orchestrator = Orchestrator({"c": ContainerEndpoint("c", str(served.make_url("")).rstrip("/"))},
                                     containers, store)
         api = JobsApi(orchestrator, store, None, max_batch=10, status_allowed_ips=[],  # type: ignore[arg-type]
-                      chain_info=lambda: {"enabled": False}, limits=JobsConfig(poll_hold=poll_hold))
+                      limits=JobsConfig(poll_hold=poll_hold))
         app = web.Application(middlewares=make_middlewares(ErrorShapes(), RateLimiter(RateLimitConfig())))
         app.add_routes(api.routes())
         async with TestClient(TestServer(app)) as client:
