@@ -45,8 +45,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from eth_account import Account
-from eth_account.messages import encode_defunct
 
 from node.cre.jsjson import stringify
 from node.logs import get_logger
@@ -74,6 +72,11 @@ def build_request(workflow_id: str, request_id: str, payload: Any) -> dict[str, 
 
 
 def make_jwt(body: bytes, private_key: str, now: int | None = None, lifetime: int = 300) -> str:
+    # eth_account (~20 MB with the py_ecc tables it brings) is imported by the functions that
+    # sign, not at the top: a node with no trigger signer configured never loads it.
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
     account = Account.from_key(private_key)
     now = int(time.time()) if now is None else now
     header = {"alg": "ETH", "typ": "JWT"}
@@ -115,6 +118,8 @@ class TriggerDispatcher:
         self.gateway_url = gateway_url
         self._private_key = private_key
         self._timeout = timeout
+        from eth_account import Account
+
         self.signer = Account.from_key(private_key).address
 
     async def execute(self, workflow_id: str, request_id: str, payload: Any) -> GatewayResult:

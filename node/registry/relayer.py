@@ -40,8 +40,6 @@ import asyncio
 import time
 from typing import Any
 
-from eth_utils import keccak
-
 from node.errors import DomainError
 from node.jobs.orchestrator import Orchestrator
 from node.lifecycle import GRACE, Supervised, Supervisor, TaskSet
@@ -155,6 +153,8 @@ class CronRelayer:
 
     async def _fire(self, config: dict[str, Any], containers: list[str], tick: int) -> None:
         task_id, config_id = config["taskId"], config["configId"]
+        from eth_utils import keccak  # here, not at the top: only a relaying node needs it
+
         trigger = {"chainId": 0, "transactionHash": "0x" + keccak(text=f"cron:{config_id}:{tick}").hex(), "logIndex": 0}
         latest = await self._store.latest_input(config_id)
         inputs = latest["inputs"] if latest else {}

@@ -6,8 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-from eth_account import Account
-
 from node.canonical import stable_json
 from node.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
 from node.registry import signatures as sig
@@ -25,6 +23,14 @@ def intent_id(task_id: str, input_id: str, intent: dict[str, Any]) -> str:
                               "data": intent["data"]}).hex()
 
 
+def _address_of(private_key: str) -> str:
+    """A relayer key's address. eth_account is imported here, not at the top: only a relaying
+    node needs it at start (see node/registry/signatures.py)."""
+    from eth_account import Account
+
+    return str(Account.from_key(private_key).address)
+
+
 UNAUTHORIZED = {"error": "Unauthorized"}  # the seed's 409 for unmet confirmations says "Unauthorized"
 
 
@@ -35,7 +41,7 @@ class RegistryService:
         self.set_node_address(node_address)
         self.oracles = set(config.oracles)
         self.relayer_key = config.relayer_key.get_secret_value() if config.relayer_key else None
-        self.relayer_address = Account.from_key(self.relayer_key).address if self.relayer_key else None
+        self.relayer_address = _address_of(self.relayer_key) if self.relayer_key else None
         self.relayers = set(config.relayers) | ({self.relayer_address.lower()} if self.relayer_address else set())
 
     # -- auth -----------------------------------------------------------------------------------

@@ -22,22 +22,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from eth_account import Account
-from eth_account.messages import encode_defunct, encode_typed_data
-from eth_utils import keccak
-
 from node.canonical import stable_json
+
+# eth_account and eth_utils are imported inside the functions that use them: with them (and
+# py_ecc's BLS tables that eth_account brings) a node is ~20 MB larger, and a node whose registry
+# never checks a signature never needs them (tests/daemon/test_import_weight.py).
 
 
 def digest(payload: Any) -> bytes:
+    from eth_utils import keccak
+
     return keccak(text=stable_json(payload))
 
 
 def sign_payload(payload: Any, private_key: str) -> str:
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
     return "0x" + bytes(Account.sign_message(encode_defunct(primitive=digest(payload)), private_key).signature).hex()
 
 
 def recover_payload(payload: Any, signature: str) -> str | None:
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
     try:
         return Account.recover_message(encode_defunct(primitive=digest(payload)), signature=signature)
     except Exception:  # noqa: BLE001 - eth_account raises many unrelated types for a malformed signature
@@ -87,11 +95,17 @@ def config_typed_data(chain_id: int, project_id: str, task_id: str, name: str, o
 def typed_digest(typed: dict[str, Any]) -> str:
     """The EIP-712 hash a signature of `typed` signs: what makes a signed change single use
     (not the signature bytes, which ECDSA malleability could vary)."""
+    from eth_account.messages import encode_typed_data
+    from eth_utils import keccak
+
     signable = encode_typed_data(full_message=typed)
     return "0x" + keccak(b"\x19" + signable.version + signable.header + signable.body).hex()
 
 
 def recover_typed(typed: dict[str, Any], signature: str) -> str | None:
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
     try:
         return Account.recover_message(encode_typed_data(full_message=typed), signature=signature)
     except Exception:  # noqa: BLE001 - eth_account raises many unrelated types for a malformed signature
@@ -99,4 +113,7 @@ def recover_typed(typed: dict[str, Any], signature: str) -> str | None:
 
 
 def sign_typed(typed: dict[str, Any], private_key: str) -> str:
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
     return "0x" + bytes(Account.sign_message(encode_typed_data(full_message=typed), private_key).signature).hex()

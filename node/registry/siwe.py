@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_utils import is_checksum_address, to_checksum_address
+# eth_account and eth_utils are imported where a message is composed, parsed or verified: a
+# node that never serves a sign-in never loads them (~20 MB, see node/registry/signatures.py).
 
 STATEMENT = "Sign in to the task registry."
 
@@ -86,6 +85,8 @@ class SiweMessage:
         if match is None:
             raise SiweError("message: not an EIP-4361 sign-in message")
         address = match["address"]
+        from eth_utils import is_checksum_address
+
         if not is_checksum_address(address):
             raise SiweError("message: the address must be EIP-55 checksummed")
         return cls(domain=match["domain"], address=address, uri=match["uri"], chain_id=int(match["chain_id"]),
@@ -96,6 +97,8 @@ class SiweMessage:
 
 def compose(domain: str, address: str, uri: str, chain_id: int, nonce: str, issued_at: float,
             expires_at: float) -> str:
+    from eth_utils import to_checksum_address
+
     return SiweMessage(domain, to_checksum_address(address), uri, chain_id, nonce, issued_at, expires_at).text()
 
 
@@ -118,6 +121,9 @@ def verify(text: str, signature: str, *, domain: str, uri: str, chain_id: int, n
         raise SiweError("message: expired")
     if message.not_before is not None and message.not_before > now + skew:
         raise SiweError("message: not valid yet")
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
     try:
         signer = Account.recover_message(encode_defunct(text=text), signature=signature)
     except Exception:  # noqa: BLE001 - a malformed signature recovers nobody
