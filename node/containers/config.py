@@ -130,3 +130,13 @@ class JobsConfig(ConfigModel):
     poll_hold: float = Field(0.01, ge=0, le=1.0, description="Seconds a GET /api/jobs?id= (without wait=) for "
                              "a running job may wait for its result before answering \"running\": the same "
                              "answer, at most this much later, and one poll per job instead of several (0: at once)")
+    # What a container's answer may make the node hold (docs/security/jobs.md, "What a container may
+    # send back"): a call's answer is held whole until it is parsed and stored, a stream's is
+    # relayed as it comes but kept whole for the job's result. 1 KiB at least (smaller would
+    # refuse an ordinary error message), 1 GiB / 16 GiB at most.
+    max_output_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=1024 ** 3, description="Bytes a container "
+                                  "may answer to one call (or announce in its Content-Length); over it the job "
+                                  "fails with \"container output over N bytes\"")
+    max_stream_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=16 * 1024 ** 3, description="Bytes a container "
+                                  "may send in one POST /api/jobs/stream answer; over it the stream ends and the "
+                                  "job fails with \"container output over N bytes\"")

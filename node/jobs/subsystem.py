@@ -67,7 +67,8 @@ class JobsSubsystem:
         config = self._config
         server, jobs = config.server, config.jobs
         reruns = await self.store.start(frozenset(c.id for c in config.containers if c.idempotent))
-        client = ContainerClient(max_json_depth=server.max_json_depth)  # the one way containers are called
+        client = ContainerClient(max_json_depth=server.max_json_depth, max_output_bytes=jobs.max_output_bytes,
+                                 max_stream_bytes=jobs.max_stream_bytes)  # the one way containers are called
         orchestrator = Orchestrator(
             {c.id: endpoint_for(c, self._containers.states[c.id]) for c in config.containers}, client,
             self.store, max_inflight=server.max_inflight_jobs,
