@@ -72,8 +72,8 @@ def build_request(workflow_id: str, request_id: str, payload: Any) -> dict[str, 
 
 
 def make_jwt(body: bytes, private_key: str, now: int | None = None, lifetime: int = 300) -> str:
-    # eth_account (~20 MB with the py_ecc tables it brings) is imported by the functions that
-    # sign, not at the top: a node with no trigger signer configured never loads it.
+    # eth_account (~10 MB of the node, with the py_ecc tables it brings) is imported by the
+    # functions that sign, not at the top: a node with no trigger signer never loads it.
     from eth_account import Account
     from eth_account.messages import encode_defunct
 

@@ -25,7 +25,7 @@ from typing import Any
 from node.canonical import stable_json
 
 # eth_account and eth_utils are imported inside the functions that use them: with them (and
-# py_ecc's BLS tables that eth_account brings) a node is ~20 MB larger, and a node whose registry
+# py_ecc's BLS tables that eth_account brings) a node is ~10 MB larger, and a node whose registry
 # never checks a signature never needs them (tests/daemon/test_import_weight.py).
 
 

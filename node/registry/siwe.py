@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 # eth_account and eth_utils are imported where a message is composed, parsed or verified: a
-# node that never serves a sign-in never loads them (~20 MB, see node/registry/signatures.py).
+# node that never serves a sign-in never loads them (~10 MB, see node/registry/signatures.py).
 
 STATEMENT = "Sign in to the task registry."
 

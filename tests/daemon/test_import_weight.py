@@ -1,6 +1,6 @@
 """What the default node loads (issue 28's peak RSS goal): the libraries only some requests need
 are imported by those requests. eth_account (with eth_keyfile and py_ecc's BLS tables) and
-eth_utils cost ~20 MB of a ~100 MB node; the default config (config.yaml: CRE, the gateway and
+eth_utils cost ~10 MB of a 90-100 MB node; the default config (config.yaml: CRE, the gateway and
 the registry on, no chain, no relayer, no trigger signer) serves jobs without them, and loads
 them at the first registry sign-in, which must still work.
 
