@@ -172,6 +172,15 @@ class Node:
     # subsystems and containers.
 
     async def start(self) -> None:
+        """Run every start step; if one fails, undo the steps that ran (newest first) before the
+        error propagates, so no caller leaks tasks, the server or the database."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def _start(self) -> None:
         started = time.perf_counter()
         stack = self._stack
         await self.db.open()
@@ -195,7 +204,9 @@ class Node:
         await self._start_server()
         await self._start_containers()
         stack.push_async_callback(self._drain)
-        self.supervisor.periodic("storage-pruner", self.config.storage.prune_interval, self._prune)
+        # It prunes through the subsystems' expiry rules: stopped before they are.
+        pruner = self.supervisor.periodic("storage-pruner", self.config.storage.prune_interval, self._prune)
+        stack.push_async_callback(pruner.stop)
         for mount in self.mounts:
             for serving in mount.serving:
                 await stack.enter_async_context(serving())
