@@ -267,7 +267,9 @@ class Node:
     async def _stop_intake(self) -> None:
         """Undone first: refuse new requests and stop pushing to WebSocket clients (the chain
         listener and the relayer, entered as serving hooks before this was pushed, stop next)."""
-        self.started = False
+        self.started = False  # no reload starts from here on
+        async with self._reload_lock:
+            pass  # one under way finishes first: a container it starts is then stopped with the rest
         for mount in self.mounts:
             for stop in mount.stop_first:
                 await stop()

@@ -158,3 +158,42 @@ async def test_a_chain_that_fails_to_start_has_its_connection_closed_and_the_nod
     assert app.db._conn is None
     with pytest.raises(OSError):  # the server it had started no longer listens
         socket.create_connection(("127.0.0.1", app.port), timeout=1).close()
+
+
+async def test_a_reload_under_way_when_the_node_stops_finishes_before_the_containers_are_stopped(tmp_path):
+    import yaml
+
+    from node.config import read_config
+
+    silent = socket.socket()  # a container that accepts and never answers: the reload waits for it
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        path = tmp_path / "config.yaml"
+        base = {**_config(tmp_path), "gateway": {"enabled": False}, "cre": {"enabled": False},
+                "registry": {"enabled": False}, "observe": {"enabled": False}}
+        path.write_text(yaml.safe_dump(base))
+        loaded = read_config(path)
+        node = Node(loaded.config, loaded)
+        reloads: list[asyncio.Task] = []
+        seen: list[bool] = []
+        stop_containers = node.containers.stop
+
+        async def stop() -> None:
+            seen.append(all(r.done() for r in reloads))
+            await stop_containers()
+
+        node.containers.stop = stop  # type: ignore[method-assign]
+        await node.start()
+        added = {"id": "late", "url": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        path.write_text(yaml.safe_dump({**base, "startup_wait": 1, "containers": [added]}))
+        reload = asyncio.create_task(node.reload())
+        reloads.append(reload)
+        await asyncio.sleep(0.2)  # the reload has added the container and waits for it to answer
+        assert not reload.done()
+        await node.stop()
+        # A container a reload starts after the containers were stopped would outlive the node.
+        assert seen == [True]
+        assert (await reload)["ok"] is True
+    finally:
+        silent.close()
