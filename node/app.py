@@ -12,9 +12,11 @@ starts anyway; jobs naming it fail ("container unreachable") until it answers. L
 run only once the node serves (each mount's `serving`: resumed jobs, CRE recovery, the chain
 listener, the relayer and watchers, the watchdog), in list order.
 
-Stop order is the reverse (see "lifecycle" below): intake first (no new requests, WebSocket
-pushes stopped), then the serving hooks, then in-flight jobs drained, then the containers, the
-server, the subsystems, and the shared infrastructure."""
+Stop order is the reverse (see "lifecycle" below): intake first (a config reload under way
+finished, no new requests, WebSocket pushes stopped), then the serving hooks, the pruner, then
+in-flight jobs drained, then the containers, the server, the subsystems (each stops the loops
+it started), and the shared infrastructure. A start-up that fails at any step undoes the steps
+that ran, in the same order, before `start` raises."""
 
 from __future__ import annotations
 
