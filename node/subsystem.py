@@ -43,7 +43,8 @@ entered first and its orchestrator and store are in the `Context` the others get
 what the subsystems before it mounted through `Context.mounted` (a live list: observe, entered
 last, samples what every other one yields). Adding a subsystem: a package with a `subsystem.py`
 holding a class with `name`, `enabled`, `lifespan(ctx)` and `flags(mount)`, and one line in
-`SUBSYSTEMS` in app.py.
+`SUBSYSTEMS` in app.py; its command-line commands, if any, are one more line, in
+`COMMAND_GROUPS` (node/cli.py; why apart, see there).
 """
 
 from __future__ import annotations
