@@ -197,3 +197,40 @@ async def test_a_reload_under_way_when_the_node_stops_finishes_before_the_contai
         assert (await reload)["ok"] is True
     finally:
         silent.close()
+
+
+def _open_client_sessions() -> int:
+    import gc
+
+    import aiohttp
+
+    return sum(1 for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed)
+
+
+async def test_the_cre_runtime_leaves_no_client_session_open_when_the_node_stops(tmp_path):
+    from aiohttp import web
+
+    async def rpc(request: web.Request) -> web.Response:
+        call = await request.json()
+        return web.json_response({"jsonrpc": "2.0", "id": call["id"], "result": "0x7a69"})  # eth_chainId
+
+    app = web.Application()
+    app.router.add_post("/", rpc)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        address = "0x" + "33" * 20
+        runtime = {"rpc_url": f"http://127.0.0.1:{runner.addresses[0][1]}/", "don_key": "0x" + "01" * 32,
+                   "api_key": "k", "forwarder_address": address, "sub0_address": address, "vault_address": address,
+                   "conditional_tokens_address": address, "usdc_address": address}
+        node = Node(parse_config({**_config(tmp_path), "gateway": {"enabled": False}, "registry": {"enabled": False},
+                                  "observe": {"enabled": False},
+                                  "cre": {"enabled": True, "api_key": "k", "runtime": runtime}}))
+        before = _open_client_sessions()
+        await node.start()
+        assert _open_client_sessions() > before  # the node's own, and the runtime's RPC session
+        await node.stop()
+        assert _open_client_sessions() == before  # no "Unclosed client session" at exit
+    finally:
+        await runner.cleanup()
