@@ -12,9 +12,11 @@ starts anyway; jobs naming it fail ("container unreachable") until it answers. L
 run only once the node serves (each mount's `serving`: resumed jobs, CRE recovery, the chain
 listener, the relayer and watchers, the watchdog), in list order.
 
-Stop order is the reverse (see "lifecycle" below): intake first (no new requests, WebSocket
-pushes stopped), then the serving hooks, then in-flight jobs drained, then the containers, the
-server, the subsystems, and the shared infrastructure."""
+Stop order is the reverse (see "lifecycle" below): intake first (a config reload under way
+finished, no new requests, WebSocket pushes stopped), then the serving hooks, the pruner, then
+in-flight jobs drained, then the containers, the server, the subsystems (each stops the loops
+it started), and the shared infrastructure. A start-up that fails at any step undoes the steps
+that ran, in the same order, before `start` raises."""
 
 from __future__ import annotations
 
@@ -172,6 +174,15 @@ class Node:
     # subsystems and containers.
 
     async def start(self) -> None:
+        """Run every start step; if one fails, undo the steps that ran (newest first) before the
+        error propagates, so no caller leaks tasks, the server or the database."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def _start(self) -> None:
         started = time.perf_counter()
         stack = self._stack
         await self.db.open()
@@ -195,7 +206,9 @@ class Node:
         await self._start_server()
         await self._start_containers()
         stack.push_async_callback(self._drain)
-        self.supervisor.periodic("storage-pruner", self.config.storage.prune_interval, self._prune)
+        # It prunes through the subsystems' expiry rules: stopped before they are.
+        pruner = self.supervisor.periodic("storage-pruner", self.config.storage.prune_interval, self._prune)
+        stack.push_async_callback(pruner.stop)
         for mount in self.mounts:
             for serving in mount.serving:
                 await stack.enter_async_context(serving())
@@ -256,7 +269,9 @@ class Node:
     async def _stop_intake(self) -> None:
         """Undone first: refuse new requests and stop pushing to WebSocket clients (the chain
         listener and the relayer, entered as serving hooks before this was pushed, stop next)."""
-        self.started = False
+        self.started = False  # no reload starts from here on
+        async with self._reload_lock:
+            pass  # one under way finishes first: a container it starts is then stopped with the rest
         for mount in self.mounts:
             for stop in mount.stop_first:
                 await stop()

@@ -27,6 +27,8 @@ from node.tools import cli as tools_cli
 
 # Every command beyond run/check-config/convert/reload comes from a package's cli module, each
 # the same shape: COMMANDS (the names it answers), add_commands(sub) (its parsers), run(args).
+# Listed here, not read from app.py's SUBSYSTEMS: the subsystem classes import their whole
+# subsystem (about 1.2 s), which every `status` or `jobs` would pay; the tools are no subsystem.
 COMMAND_GROUPS = (tools_cli, observe_cli, cre_cli)
 
 

@@ -9,7 +9,10 @@ lifespan, and app.py is the list of them.
 
 The shape is aiohttp's cleanup context: `lifespan(ctx)` is an async context manager that starts
 what the subsystem owns (its store and migrations, its services), yields a `Mount` (what the node
-puts into its server and side services), and after the yield stops what it started. `Node.start`
+puts into its server and side services), and after the yield stops what it started: in a
+`finally`, so a start-up failing after its mount (the port taken, a later subsystem refusing)
+stops it too, and with its own background loops (a loop left to the Supervisor's close would
+run on after the subsystems it reads are gone). `Node.start`
 enters the enabled subsystems in list order on its exit stack, so a failed start-up stops exactly
 what had started and a shutdown stops them in reverse. Everything a subsystem needs comes through
 its constructor (its config section) or the one `Context` (shared infrastructure): nothing reaches
@@ -27,9 +30,11 @@ What a `Mount` carries, and who reads it:
   for the operator status page; `flags`: named on/off facts for `node_subsystem_enabled`.
 - `serving`: async context managers entered once the node serves (after the HTTP server and the
   containers, as the chain listener, the relayer and the watchers must), so they stop first, before
-  in-flight jobs are drained. `stop_first`: run first at shutdown, with the server refusing new
-  requests (the gateway stops its WebSocket pushes). `drains`: run right after the jobs drain (CRE's action runner waits
-  for the results of the jobs it submitted). `bound`: told the address the server bound.
+  in-flight jobs are drained; one whose start fails stops what it had opened before raising.
+  `stop_first`: run first at shutdown, with the server refusing new requests (the gateway stops
+  its WebSocket pushes; a failed start-up never runs these, so nothing is closed only here).
+  `drains`: run right after the jobs drain (CRE's action runner waits for the results of the
+  jobs it submitted). `bound`: told the address the server bound.
 - `onchain` (the chain subsystem's face for the jobs API) and `on_containers` (a config reload
   changed the container list).
 
@@ -38,7 +43,8 @@ entered first and its orchestrator and store are in the `Context` the others get
 what the subsystems before it mounted through `Context.mounted` (a live list: observe, entered
 last, samples what every other one yields). Adding a subsystem: a package with a `subsystem.py`
 holding a class with `name`, `enabled`, `lifespan(ctx)` and `flags(mount)`, and one line in
-`SUBSYSTEMS` in app.py.
+`SUBSYSTEMS` in app.py; its command-line commands, if any, are one more line, in
+`COMMAND_GROUPS` (node/cli.py; why apart, see there).
 """
 
 from __future__ import annotations

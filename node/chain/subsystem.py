@@ -108,8 +108,8 @@ class ChainSubsystem:
 
         @asynccontextmanager
         async def run() -> AsyncIterator[None]:
-            await service.start()
-            try:
+            try:  # a start failing half-way still closes what it opened (the RPC connection)
+                await service.start()
                 yield
             finally:
                 await service.stop()

@@ -80,15 +80,16 @@ class CreSubsystem:
         trigger_key = reveal(settings.trigger_private_key)
         if settings.gateway_url and trigger_key:
             dispatcher = TriggerDispatcher(ctx.session, settings.gateway_url, trigger_key, settings.gateway_timeout)
-        runtime = None
-        if settings.runtime is not None and settings.runtime.enabled:
-            from node.cre.workflow.runtime import WorkflowRuntime
-
-            runtime = WorkflowRuntime(settings.runtime, ctx.db, ctx.secrets(), ctx.session,
-                                      reveal(settings.backend_api_key))
-            await runtime.start()
         samples = {"cre": sample_tables(ctx.db)}
         async with AsyncExitStack() as owned:
+            runtime = None
+            if settings.runtime is not None and settings.runtime.enabled:
+                from node.cre.workflow.runtime import WorkflowRuntime
+
+                runtime = WorkflowRuntime(settings.runtime, ctx.db, ctx.secrets(), ctx.session,
+                                          reveal(settings.backend_api_key))
+                owned.push_async_callback(runtime.w3.provider.disconnect)  # its RPC session (web3's own)
+                await runtime.start()
             wasm = None
             if any(w.enabled for w in settings.workflows):  # CRE workflows built with @chainlink/cre-sdk
                 from node.cre.wasm.service import WasmWorkflows

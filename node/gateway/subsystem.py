@@ -9,6 +9,7 @@ WebSocket pushes to stop first at shutdown.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -90,16 +91,23 @@ class GatewaySubsystem:
         self.api = api
         gate = GovernanceGate(store, {str(k): v for k, v in config.default_workflows.items()}, self._costs,
                               config.reservation_ttl)
-        ctx.supervisor.periodic("gateway-reservation-expiry", 5, store.expire_all)
-        ctx.supervisor.periodic("gateway-audit-exports", 1, api.audit.run_exports)
-        ctx.supervisor.periodic("gateway-approval-expiry", 1, api.approvals.expire_due)
+        loops = [ctx.supervisor.periodic("gateway-reservation-expiry", 5, store.expire_all),
+                 ctx.supervisor.periodic("gateway-audit-exports", 1, api.audit.run_exports),
+                 ctx.supervisor.periodic("gateway-approval-expiry", 1, api.approvals.expire_due)]
         log.info("gateway.ready", hmac_required=hmac_required, hmac_max_age=max_age,
                  oauth_signup=api.oauth.enabled, webhook_allowed_networks=len(config.webhook_allowed_networks),
                  default_workflows=len(config.default_workflows), open_registration=config.open_registration,
                  verify_returns_secret=config.verify_returns_secret)
-        yield Mount(
-            self.name, family=gateway_api.FAMILY, routes=api.routes(), gates=[gate],
-            middlewares=[RouteMiddleware(lambda method, path: method == "POST" and path in JOB_PATHS,
-                                         api.binding.middleware)],
-            auth_prefixes=(f"{gateway_api.PREFIX}/auth/",), expiry=EXPIRY, samples={"gateway": sample(ctx.db)},
-            stop_first=[api.close])
+        try:
+            yield Mount(
+                self.name, family=gateway_api.FAMILY, routes=api.routes(), gates=[gate],
+                middlewares=[RouteMiddleware(lambda method, path: method == "POST" and path in JOB_PATHS,
+                                             api.binding.middleware)],
+                auth_prefixes=(f"{gateway_api.PREFIX}/auth/",), expiry=EXPIRY, samples={"gateway": sample(ctx.db)},
+                stop_first=[hub.close])  # WebSocket pushes end with intake
+        finally:
+            # Here, not only at shutdown's first step: a start-up failing after this mount (the
+            # port taken, a container not starting) closes it too. After the jobs drain, so the
+            # alerts of the last jobs are still posted.
+            await asyncio.gather(*(loop.stop(timeout=5) for loop in loops))
+            await api.close()

@@ -11,6 +11,7 @@ and observe names none of their tables.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -70,8 +71,11 @@ class ObserveSubsystem:
 
         @asynccontextmanager
         async def watch() -> AsyncIterator[None]:
-            ctx.supervisor.loop("observe-watchdog", watchdog.round, config.observe.interval)
-            ctx.supervisor.loop("observe-charts", api.charts.round, api.charts.interval)
-            yield
+            loops = [ctx.supervisor.loop("observe-watchdog", watchdog.round, config.observe.interval),
+                     ctx.supervisor.loop("observe-charts", api.charts.round, api.charts.interval)]
+            try:
+                yield
+            finally:  # they sample every subsystem: stopped before any of them is
+                await asyncio.gather(*(loop.stop(timeout=5) for loop in loops))
 
         yield Mount(self.name, family=FAMILY, routes=api.routes(), serving=[watch])
