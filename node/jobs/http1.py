@@ -34,6 +34,7 @@ import base64
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -135,7 +136,9 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream connection's transport (TCP or TLS, asyncio's or uvloop's) is a Transport;
+        # the Protocol API types it as the base class.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self._done is None or self._done.done():  # no call waits: whatever this is, the next must not read it

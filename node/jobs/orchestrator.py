@@ -265,7 +265,9 @@ class Orchestrator:
         self.check(containers, None, requires_proof)
         workflow_id, tickets = await self._admit(containers, client, source, workflow_id)
         job = await self._new_job(containers, client, source, workflow_id)
-        self._tasks[job.id] = asyncio.current_task()  # type: ignore[assignment]
+        task = asyncio.current_task()
+        assert task is not None, "run() is awaited in a task (the caller's)"
+        self._tasks[job.id] = task
         try:
             await self._execute(job, data, requires_proof, source_location, destination, tickets)
         finally:
