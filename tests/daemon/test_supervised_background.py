@@ -178,7 +178,7 @@ async def test_a_node_whose_critical_chain_loop_is_killed_stops_with_exit_code_1
             "chain": chain_config(anvil.url, dep, KEYS[2])}))
         serving = asyncio.create_task(node.serve_forever())
         await wait_for(lambda: node.started, timeout=30)
-        await asyncio.wait_for(node.chain.listener.synced.wait(), 10)
+        await asyncio.wait_for(node.subsystems["chain"].service.listener.synced.wait(), 10)
         listener = node.supervisor.task("chain-listener")
         assert listener is not None and listener.critical and node.supervisor.task("chain-processor").critical
         assert listener.current is not None
