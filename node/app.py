@@ -35,12 +35,11 @@ from node import __version__
 from node.chain.subsystem import ChainSubsystem
 from node.config import ConfigError, LoadedConfig, NodeConfig, read_config
 from node.containers import container_manager
-from node.containers.config import ContainerConfig
 from node.cre.subsystem import CreSubsystem
 from node.gateway.subsystem import GatewaySubsystem
-from node.jobs.endpoint import ContainerEndpoint
 from node.jobs.orchestrator import Orchestrator
-from node.jobs.subsystem import JobsSubsystem, endpoint_for
+from node.jobs.rollout import ContainerRollout
+from node.jobs.subsystem import JobsSubsystem
 from node.lifecycle import Supervisor
 from node.logs import get_logger, set_level
 from node.observe.metrics import NodeMetrics
@@ -366,78 +365,12 @@ class Node:
                 limits = getattr(new.server, name)
                 self._limiters[name].limit, self._limiters[name].period = limits.num_requests, limits.period
         assert self.orchestrator is not None and self.session is not None
-        endpoints = self.orchestrator.endpoints
-        for c in changes.added:  # one at a time, each serving once it answers
-            state = await self.containers.add(c)
-            await self.containers.wait_answering(self.session, [state], new.startup_wait)
-            endpoints[c.id] = endpoint_for(c, state)
-            log.info("config.container_added", container=c.id, url=state.url)
-        for c in changes.retuned:
-            old = endpoints[c.id]
-            endpoints[c.id] = endpoint_for(c, self.containers.states[c.id])
-            await self._drain_calls(old)
-        for c in changes.rolled:
-            await self._roll(c, new.startup_wait)
-        for cid in changes.removed:
-            await self._retire(cid)
-            await self.containers.remove(cid)
-            log.info("config.container_removed", container=cid)
+        await ContainerRollout(self.orchestrator, self.containers, self.store, self.session).apply(
+            self.config, new, changes)
         if changes.containers_changed:
             for mount in self.mounts:
                 if mount.on_containers is not None:
                     mount.on_containers(new.containers)
-
-    async def _roll(self, c: ContainerConfig, wait: float) -> None:
-        """Replace a changed container: its successor starts beside it and takes the calls once
-        it answers; the old one goes once its calls are done. On a fixed host port both cannot
-        run at once: calls to it are refused (400) from the drain until the successor answers."""
-        assert self.orchestrator is not None and self.session is not None
-        endpoints = self.orchestrator.endpoints
-        if self.containers.can_run_beside(c):
-            successor = await self.containers.start_successor(c)
-            await self.containers.wait_answering(self.session, [successor], wait)
-            old_state = self.containers.swap(c, successor)
-            old = endpoints[c.id]
-            endpoints[c.id] = endpoint_for(c, successor)
-            await self._drain_calls(old)
-            await self.containers.retire(old_state, successor)
-        else:
-            await self._retire(c.id)
-            await self.containers.remove(c.id)
-            state = await self.containers.add(c)
-            await self.containers.wait_answering(self.session, [state], wait)
-            endpoints[c.id] = endpoint_for(c, state)
-        log.info("config.container_rolled", container=c.id, url=self.containers.states[c.id].url)
-
-    async def _retire(self, cid: str) -> None:
-        """Take a container out of service: refuse new jobs naming it, let the running jobs that
-        reach it finish (at most the longest container timeout), then its last calls."""
-        assert self.orchestrator is not None
-        self.orchestrator.retiring.add(cid)
-        try:
-            limit = max(c.timeout for c in self.config.containers)
-            deadline = time.monotonic() + limit
-            while any(cid in job.containers for job in self.store.running()):
-                if time.monotonic() >= deadline:
-                    log.warning("config.drain_timeout", container=cid, s=limit)
-                    break
-                await asyncio.sleep(0.05)
-            old = self.orchestrator.endpoints.pop(cid)
-        finally:
-            self.orchestrator.retiring.discard(cid)
-        await self._drain_calls(old)
-
-    async def _drain_calls(self, endpoint: ContainerEndpoint) -> None:
-        """Wait until no call is in flight on a retired endpoint (nothing new reaches it: the
-        orchestrator looks endpoints up per call), at most the container's call timeout."""
-        async def take_all() -> None:
-            for _ in range(endpoint.concurrency):
-                await endpoint.semaphore.acquire()
-
-        try:
-            await asyncio.wait_for(take_all(), endpoint.timeout)
-        except TimeoutError:
-            log.warning("config.drain_timeout", container=endpoint.id, s=endpoint.timeout)
 
     async def serve_forever(self) -> int:
         """Run until SIGINT/SIGTERM or a fatal background failure; the process exit code."""

@@ -8,7 +8,8 @@ subsystems at start-up (the database, the listener's address, the chain, the gat
 so a change there is listed, once, and left for the next start: the running node keeps the old
 value, and says so, rather than half-applying it.
 
-`plan` compares two validated configs; the node (node/app.py) applies the plan.
+`plan` compares two validated configs; the node (node/app.py) applies the plan, the containers
+through node/jobs/rollout.py.
 """
 
 from __future__ import annotations
