@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -96,11 +96,8 @@ class ChainSubsystem:
     def flags(self, mount: Mount | None) -> dict[str, bool]:
         return {self.name: mount is not None}
 
-    def lifespan(self, ctx: Context) -> AbstractAsyncContextManager[Mount]:
-        return self._lifespan(ctx)
-
     @asynccontextmanager
-    async def _lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
+    async def lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
         from node.chain.service import ChainService
 
         service = ChainService(self._config, self._containers, ctx.db, ctx.core, ctx.supervisor)

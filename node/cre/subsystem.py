@@ -10,7 +10,7 @@ WASM workflow's state, reach the metrics through the sample it yields.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
 from node.config import NodeConfig
@@ -67,11 +67,8 @@ class CreSubsystem:
     def flags(self, mount: Mount | None) -> dict[str, bool]:
         return {self.name: mount is not None}
 
-    def lifespan(self, ctx: Context) -> AbstractAsyncContextManager[Mount]:
-        return self._lifespan(ctx)
-
     @asynccontextmanager
-    async def _lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
+    async def lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
         settings = self._config
         store = CreStore(ctx.db)
         await store.start(settings.skew_seconds)

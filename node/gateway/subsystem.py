@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,11 +68,8 @@ class GatewaySubsystem:
     def flags(self, mount: Mount | None) -> dict[str, bool]:
         return {self.name: mount is not None}
 
-    def lifespan(self, ctx: Context) -> AbstractAsyncContextManager[Mount]:
-        return self._lifespan(ctx)
-
     @asynccontextmanager
-    async def _lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
+    async def lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
         config = self._config
         store = GatewayStore(ctx.db, ctx.secrets())
         await store.start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 
 from node.config import NodeConfig
 from node.containers.config import ContainerConfig
@@ -59,11 +59,8 @@ class JobsSubsystem:
     def flags(self, mount: Mount | None) -> dict[str, bool]:
         return {}  # always on: not listed among the optional subsystems
 
-    def lifespan(self, ctx: Context) -> AbstractAsyncContextManager[Mount]:
-        return self._lifespan(ctx)
-
     @asynccontextmanager
-    async def _lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
+    async def lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
         config = self._config
         server, jobs = config.server, config.jobs
         reruns = await self.store.start(frozenset(c.id for c in config.containers if c.idempotent))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 from node.config import NodeConfig
@@ -40,11 +40,8 @@ class ObserveSubsystem:
     def flags(self, mount: Mount | None) -> dict[str, bool]:
         return {}  # not listed in node_subsystem_enabled (it is what renders it)
 
-    def lifespan(self, ctx: Context) -> AbstractAsyncContextManager[Mount]:
-        return self._lifespan(ctx)
-
     @asynccontextmanager
-    async def _lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
+    async def lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
         metrics = ctx.metrics
         assert metrics is not None and ctx.jobs is not None
         config = self._config

@@ -11,7 +11,7 @@ sample, and its watchers' RPCs the status page through its status block.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from node.config import NodeConfig
@@ -59,11 +59,8 @@ class RegistrySubsystem:
     def flags(self, mount: Mount | None) -> dict[str, bool]:
         return {self.name: mount is not None, "registry_relayer": mount is not None and self.relayer is not None}
 
-    def lifespan(self, ctx: Context) -> AbstractAsyncContextManager[Mount]:
-        return self._lifespan(ctx)
-
     @asynccontextmanager
-    async def _lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
+    async def lifespan(self, ctx: Context) -> AsyncIterator[Mount]:
         store = RegistryStore(ctx.db)
         await store.start()
         service = RegistryService(store, self._config, self._address)
