@@ -49,6 +49,9 @@ class ServerConfig(ConfigModel):
     # is from the client X-Forwarded-For names (its rightmost entry that is not a proxy itself);
     # from anyone else the header is ignored. Empty: the TCP peer is always the client.
     trusted_proxies: list[Network] = []
+    fast_lane: bool = Field(True, description="Serve plain `POST /api/jobs` and `GET /api/jobs?id=` requests on the "
+                            "node's own light HTTP path (the same answers at about half the CPU; any other request "
+                            "moves its connection to aiohttp). false: aiohttp serves every request")
 
 
 class LogConfig(ConfigModel):
