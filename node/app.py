@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -50,11 +50,14 @@ from node.reload import applied as applied_config
 from node.reload import plan as reload_plan
 from node.secrets import SecretBox
 from node.server.clients import ClientAddresses, limit_key, parse_ip
+from node.server.fastlane import FastLane, LaneHandler
 from node.server.health import HealthApi
 from node.server.http import (
     ApiFamily,
     ErrorShapes,
     RateLimiter,
+    RequestIds,
+    RouteMiddleware,
     json_response,
     make_middlewares,
     owner,
@@ -96,6 +99,7 @@ class Node:
         self.mounts: list[Mount] = []  # what the entered subsystems mounted, in start order
         self.session: aiohttp.ClientSession | None = None
         self.runner: web.AppRunner | None = None
+        self.lane: FastLane | None = None  # server.fast_lane (made by build_app)
         self.port: int | None = None
         self.started = False
         self._stopping = asyncio.Event()
@@ -138,15 +142,22 @@ class Node:
         limiter = RateLimiter(server.rate_limit, exempt={("PUT", "/api/status")})
         auth_limiter = RateLimiter(server.auth_rate_limit)
         self._limiters = {"rate_limit": limiter, "auth_rate_limit": auth_limiter}  # retuned by reload
+        routed = [prefix_rate_limit(auth_limiter, tuple(p for m in self.mounts for p in m.auth_prefixes)),
+                  *(middleware for m in self.mounts for middleware in m.middlewares)]
+        ids = RequestIds()
         app = web.Application(
-            middlewares=make_middlewares(shapes, limiter, server.max_json_depth, self.clients, routed=[
-                prefix_rate_limit(auth_limiter, tuple(p for m in self.mounts for p in m.auth_prefixes)),
-                *(middleware for m in self.mounts for middleware in m.middlewares)]),
+            middlewares=make_middlewares(shapes, limiter, server.max_json_depth, self.clients, routed=routed, ids=ids),
             client_max_size=server.max_body_bytes,
         )
         for mount in self.mounts:
             _check_family(mount, families)
             app.add_routes(mount.routes)
+        self.lane = None
+        if server.fast_lane:
+            routes, skip = _lane_routes(self.mounts, routed)
+            self.lane = FastLane(routes, shapes=shapes, limiter=limiter, clients=self.clients, ids=ids,
+                                 max_json_depth=server.max_json_depth, max_body_bytes=server.max_body_bytes,
+                                 keepalive_timeout=server.keepalive_timeout, skip_headers=skip)
         checks: dict[str, Callable[[], Awaitable[bool]]] = {"sqlite": self.db.writable}
         if self.config.manage_containers and any(s.managed for s in self.containers.states.values()):
             checks["docker"] = self.containers.ping
@@ -229,7 +240,7 @@ class Node:
             lambda peer: None if self.clients.is_proxy(parse_ip(peer)) else limit_key(peer))
         self.runner = TimedAppRunner(self.build_app(), header_timeout=server.header_timeout,
                                      keepalive_timeout=server.keepalive_timeout, body_timeout=server.body_timeout,
-                                     body_min_rate=server.body_min_rate, connections=connections,
+                                     body_min_rate=server.body_min_rate, connections=connections, lane=self.lane,
                                      access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self.runner.setup()
         self._stack.push_async_callback(self.runner.cleanup)
@@ -396,3 +407,25 @@ def _check_family(mount: Mount, families: list[ApiFamily]) -> None:
         if (found.error if found is not None else None) is not own:
             raise AssertionError(f"{mount.name}: route {path} would answer errors in the shape of "
                                  f"{found.tag if found is not None else 'no family'}; add its prefix to its family")
+
+
+def _lane_routes(mounts: Sequence[Mount], routed: Sequence[RouteMiddleware]
+                 ) -> tuple[dict[tuple[str, str], LaneHandler], frozenset[str]]:
+    """The routes the fast lane may answer, and the headers that send a request to aiohttp: a lane
+    route must be one of its mount's own routes (aiohttp answers the requests the lane does not),
+    and every route middleware that applies to it must act only on requests carrying a header
+    (the lane leaves those to aiohttp); a route some middleware must see on every request is
+    left to aiohttp altogether."""
+    routes: dict[tuple[str, str], LaneHandler] = {}
+    skip: set[str] = set()
+    for mount in mounts:
+        own = {(getattr(r, "method", ""), getattr(r, "path", "")) for r in mount.routes}
+        for (method, path), handler in mount.lane.items():
+            if (method, path) not in own:
+                raise AssertionError(f"{mount.name}: lane route {method} {path} is not one of its routes")
+            applying = [m for m in routed if m.applies(method, path)]
+            if any(m.only_with_header is None for m in applying):
+                continue
+            skip.update(m.only_with_header for m in applying if m.only_with_header is not None)
+            routes[(method, path)] = handler
+    return routes, frozenset(skip)

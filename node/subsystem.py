@@ -24,6 +24,8 @@ What a `Mount` carries, and who reads it:
 - `gates` (the orchestrator's admission hooks), `checks` (/health), `middlewares` (route
   middlewares, e.g. the gateway's request binding), `auth_prefixes` (sign-in routes under the
   node's auth rate limit).
+- `lane`: handlers for some of `routes` that the fast lane (node/server/fastlane.py) may call for
+  their plain requests; the app builder keeps only those no route middleware needs to see.
 - `expiry`: the pruner's rules for the subsystem's own expiring tables (node/storage/prune.py
   names no table). `samples`: callbacks that fill the metrics snapshot from the subsystem's own
   tables and services (node/observe/sampler.py names no table). `status`: named status blocks
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     from node.observe.metrics import NodeMetrics
     from node.observe.sampler import Snapshot
     from node.secrets import SecretBox
+    from node.server.fastlane import LaneHandler
     from node.server.http import ApiFamily, RouteMiddleware
     from node.storage import Database
     from node.storage.prune import ExpiryRule
@@ -87,6 +90,8 @@ class Mount:
     gates: Sequence[JobGate] = ()
     checks: Mapping[str, Check] = field(default_factory=dict)
     middlewares: Sequence[RouteMiddleware] = ()
+    # Routes of `routes` the fast lane may also answer, for their plain requests (server.fast_lane).
+    lane: Mapping[tuple[str, str], LaneHandler] = field(default_factory=dict)
     auth_prefixes: tuple[str, ...] = ()
     expiry: Sequence[ExpiryRule] = ()
     samples: Mapping[str, Sample] = field(default_factory=dict)

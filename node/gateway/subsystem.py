@@ -25,6 +25,7 @@ from node.gateway.oauth import OAuthVerifier
 from node.gateway.passwords import PasswordHasher
 from node.gateway.store import GatewayStore
 from node.gateway.webhooks import WebhookSender
+from node.jobs.api import WORKFLOW_HEADER
 from node.logs import get_logger
 from node.server.egress import EgressPolicy
 from node.server.http import RouteMiddleware
@@ -99,7 +100,7 @@ class GatewaySubsystem:
             yield Mount(
                 self.name, family=gateway_api.FAMILY, routes=api.routes(), gates=[gate],
                 middlewares=[RouteMiddleware(lambda method, path: method == "POST" and path in JOB_PATHS,
-                                             api.binding.middleware)],
+                                             api.binding.middleware, only_with_header=WORKFLOW_HEADER)],
                 auth_prefixes=(f"{gateway_api.PREFIX}/auth/",), expiry=EXPIRY, samples={"gateway": sample(ctx.db)},
                 stop_first=[hub.close])  # WebSocket pushes end with intake
         finally:

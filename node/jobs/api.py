@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from node import __version__
 from node.containers.config import JobsConfig
@@ -27,7 +28,8 @@ from node.jobs.store import JobStore
 from node.jobs.stream import ABORTED, STALLED
 from node.logs import get_logger
 from node.server.clients import client_of, limit_key
-from node.server.http import ApiError, ApiFamily, client_ip, json_response, parse_model, read_json
+from node.server.fastlane import LaneHandler, LaneRequest
+from node.server.http import ApiError, ApiFamily, client_ip, json_response, parse_json, parse_model, read_json
 from node.server.openapi import accepts, body
 
 log = get_logger(__name__)
@@ -59,8 +61,8 @@ class OperatorCheck(Protocol):
 FAMILY = ApiFamily("jobs", ("/api/jobs", "/api/status", "/api/containers", "/info", "/health"))
 
 
-def _bool_param(request: web.Request, name: str) -> bool | None:
-    value = request.query.get(name)
+def _bool_param(query: Mapping[str, str], name: str) -> bool | None:
+    value = query.get(name)
     if value is None:
         return None
     lowered = value.lower()
@@ -74,10 +76,10 @@ def _bool_param(request: web.Request, name: str) -> bool | None:
 MAX_WAIT = 30.0
 
 
-def _wait_param(request: web.Request) -> float:
+def _wait_param(query: Mapping[str, str]) -> float:
     """`wait=<seconds>` (our extension, ignored by the Infernet node): hold the answer until the
     listed jobs are done or the time is up, so a client needs one poll instead of many."""
-    value = request.query.get("wait")
+    value = query.get("wait")
     if value is None:
         return 0.0
     try:
@@ -174,22 +176,21 @@ class JobsApi:
         if not self._ready():
             raise ApiError(503, "Node is starting; try again shortly")
 
-    async def _create(self, body: Any, request: web.Request) -> dict[str, Any]:
+    async def _create(self, body: Any, ip: str | None, workflow_id: str | None) -> dict[str, Any]:
         """Create one job from a parsed body; returns the wire answer or raises ApiError."""
         if isinstance(body, dict) and "subscription" in body:
             delegated = parse_model(DelegatedSubscriptionRequest, body)
             chain = self._onchain()
             if chain is None:
                 raise ApiError(400, "Chain is not enabled on this node; delegated subscriptions are refused")
-            return await chain.delegated(delegated, client_ip(request))
+            return await chain.delegated(delegated, ip)
         job_request = parse_model(JobRequest, body)
-        ip = client_ip(request)
         job = await self._orchestrator.submit(
             job_request.containers,
             job_request.data,
             client=ip or "unknown",
             requires_proof=job_request.requires_proof,
-            workflow_id=request.headers.get(WORKFLOW_HEADER),
+            workflow_id=workflow_id,
             client_ip=ip,
         )
         return {"id": job.id}
@@ -197,7 +198,20 @@ class JobsApi:
     @accepts(JobRequest)
     async def create_job(self, request: web.Request) -> web.Response:
         self._accepting()
-        return json_response(await self._create(await read_json(request), request))
+        return json_response(await self._create(await read_json(request), client_ip(request),
+                                                request.headers.get(WORKFLOW_HEADER)))
+
+    def lane_routes(self) -> dict[tuple[str, str], LaneHandler]:
+        """The routes the fast lane (node/server/fastlane.py) may serve: the same answers as
+        `create_job` and `get_jobs`, for its plain requests (never one with X-Workflow-Id)."""
+        return {("POST", "/api/jobs"): self._lane_create, ("GET", "/api/jobs"): self._lane_jobs}
+
+    async def _lane_create(self, request: LaneRequest) -> Any:
+        self._accepting()
+        return await self._create(parse_json(request.body), request.client.ip, None)
+
+    async def _lane_jobs(self, request: LaneRequest) -> Any:
+        return await self._jobs(request.query, request.client.ip)
 
     async def create_batch(self, request: web.Request) -> web.Response:
         self._accepting()
@@ -214,7 +228,7 @@ class JobsApi:
         answers: list[dict[str, Any]] = []
         for item in body:
             try:
-                answers.append(await self._create(item, request))
+                answers.append(await self._create(item, client_ip(request), request.headers.get(WORKFLOW_HEADER)))
             except (ApiError, DomainError) as exc:  # each item answered as POST /api/jobs would refuse it
                 answers.append({"error": exc.message, **({"params": exc.params} if exc.params else {})})
         return json_response(answers)
@@ -282,20 +296,23 @@ class JobsApi:
         return response
 
     async def get_jobs(self, request: web.Request) -> web.Response:
-        ip = client_ip(request) or "unknown"
-        ids = request.query.getall("id", [])
+        return json_response(await self._jobs(request.query, client_ip(request)))
+
+    async def _jobs(self, query: MultiMapping[str], ip: str | None) -> Any:
+        """GET /api/jobs: the jobs named by `id=` (several allowed), else the client's job ids."""
+        client = ip or "unknown"
+        ids = query.getall("id", [])
         if ids:
-            intermediate = bool(_bool_param(request, "intermediate"))
+            intermediate = bool(_bool_param(query, "intermediate"))
             # Without wait=, a poll for a running job holds briefly (jobs.poll_hold) for its
             # commit: a polling client needs about one poll per job instead of two or more, and
             # an answer that would say "running" comes at most the hold later, in the same shape.
-            wait = _wait_param(request) if "wait" in request.query else self._limits.poll_hold
+            wait = _wait_param(query) if "wait" in query else self._limits.poll_hold
             if wait:
                 await self._store.wait_finished(ids, wait)
-            jobs = await self._store.get_many(ids, client=ip)
-            return json_response([job.to_wire(intermediate) for job in jobs])
-        pending = _bool_param(request, "pending")
-        return json_response(await self._store.list_ids(ip, pending))
+            jobs = await self._store.get_many(ids, client=client)
+            return [job.to_wire(intermediate) for job in jobs]
+        return await self._store.list_ids(client, _bool_param(query, "pending"))
 
     async def _reporter_json(self, request: web.Request) -> Any:
         """Only the status networks may report (403 before the body is judged); the reporter's

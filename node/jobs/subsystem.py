@@ -85,6 +85,7 @@ class JobsSubsystem:
             yield
 
         try:
-            yield Mount(self.name, family=FAMILY, routes=[*api.routes(), *resources.routes()], serving=[resume])
+            yield Mount(self.name, family=FAMILY, routes=[*api.routes(), *resources.routes()], lane=api.lane_routes(),
+                        serving=[resume])
         finally:
             await client.close()  # its kept-alive connections to the containers

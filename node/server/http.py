@@ -259,6 +259,10 @@ class RouteMiddleware:
 
     applies: Callable[[str, str], bool]
     middleware: RoutedMiddleware
+    # The middleware passes a request without this header straight on (it acts only on requests
+    # carrying it): the fast lane (node/server/fastlane.py) may then serve the route's requests
+    # that lack it. None: it may act on any request of its routes, which the lane never serves.
+    only_with_header: str | None = None
 
 
 def prefix_rate_limit(limiter: RateLimiter, prefixes: tuple[str, ...]) -> RouteMiddleware:
@@ -297,17 +301,40 @@ def refuse_compressed_body(request: web.Request) -> None:
                        "uncompressed", {"content_encoding": encoding[:40]})
 
 
+class RequestIds:
+    """Request ids: a per-process random prefix and a counter (unique, and cheaper than a uuid4,
+    which costs a getrandom() call on every request); a client's own X-Request-Id is kept."""
+
+    def __init__(self) -> None:
+        self._prefix, self._counter = uuid.uuid4().hex[:8], itertools.count(1)
+
+    def next(self, given: str | None = None) -> str:
+        return given or f"{self._prefix}-{next(self._counter):x}"
+
+
+def error_answer(exc: Exception, shapes: ErrorShapes, method: str, path: str,
+                 request_id: str) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """How a refusal (ApiError, a domain error) or a bug is answered: (status, body in the path's
+    family shape, extra headers). The one place both HTTP paths (aiohttp's middleware below and
+    the fast lane) turn exceptions into answers."""
+    if isinstance(exc, ApiError):
+        return exc.status_code, shapes.render(path, exc.status_code, exc.message, exc.params), exc.headers
+    if isinstance(exc, DomainError):
+        status = domain_status(exc)
+        return status, shapes.render(path, status, exc.message, exc.params), retry_header(exc.retry_after)
+    log.exception("http.unhandled", request_id=request_id, method=method, path=path)  # called in the except
+    return 500, shapes.render(path, 500, "Internal server error", {"request_id": request_id}), None
+
+
 def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
                      max_json_depth: int = safejson.DEFAULT_MAX_DEPTH,
                      clients: ClientAddresses | None = None,
-                     routed: Sequence[RouteMiddleware] = ()) -> list:
+                     routed: Sequence[RouteMiddleware] = (), ids: RequestIds | None = None) -> list:
     """The server's one middleware: request id, client address, error shape, the rate limit,
     and, for the routes they apply to, the `routed` middlewares (outermost first), composed once
     per route."""
     clients = clients or ClientAddresses()
-    # Request ids: a per-process random prefix and a counter (unique, and cheaper than a uuid4,
-    # which costs a getrandom() call on every request).
-    prefix, counter = uuid.uuid4().hex[:8], itertools.count(1)
+    ids = ids or RequestIds()
     # Per route: (the handler aiohttp gave us for it, that handler inside the routed middlewares
     # that apply to the route, whether the rate limit applies). aiohttp hands us the same handler
     # object for a route every time (it caches its own chain per route); a new one rebuilds.
@@ -336,7 +363,7 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = request.headers.get("X-Request-Id") or f"{prefix}-{next(counter):x}"
+        request_id = ids.next(request.headers.get("X-Request-Id"))
         request[REQUEST_ID] = request_id
         clients.attach(request)  # the client's address, decided once (node/server/clients.py)
         safejson.max_depth_var.set(max_json_depth)
@@ -348,26 +375,17 @@ def make_middlewares(shapes: ErrorShapes, limiter: RateLimiter,
             if limiter.limit and known[2]:  # the limit is read per request: a reload retunes it
                 rate_limit(request)
             response = await known[1](request)
-        except ApiError as exc:
-            response = json_response(shapes.render(request.path, exc.status_code, exc.message, exc.params),
-                                     exc.status_code, exc.headers)
         except BodyTimeout as exc:
             response = json_response(shapes.render(request.path, 408, str(exc), exc.params), 408)
             response.force_close()  # the rest of the body is never read
-        except DomainError as exc:
-            status = domain_status(exc)
-            response = json_response(shapes.render(request.path, status, exc.message, exc.params), status,
-                                     retry_header(exc.retry_after))
         except web.HTTPException as exc:
             if exc.status_code < 400:
                 raise
             message = exc.reason if exc.status_code != 404 else f"Not found: {request.method} {request.path}"
             response = json_response(shapes.render(request.path, exc.status_code, message), exc.status_code)
-        except Exception:  # noqa: BLE001 - never a stack trace or HTML to the client
-            log.exception("http.unhandled", request_id=request_id, method=request.method, path=request.path)
-            response = json_response(
-                shapes.render(request.path, 500, "Internal server error", {"request_id": request_id}), 500
-            )
+        except Exception as exc:  # noqa: BLE001 - refusals in the family's shape; never a stack trace or HTML
+            status, body, headers = error_answer(exc, shapes, request.method, request.path, request_id)
+            response = json_response(body, status, headers)
         if not response.prepared:
             response.headers["X-Request-Id"] = request_id
         return response

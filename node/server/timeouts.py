@@ -25,7 +25,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
@@ -33,6 +33,9 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
 from node.logs import get_logger
+
+if TYPE_CHECKING:
+    from node.server.fastlane import FastLane
 
 log = get_logger(__name__)
 
@@ -82,6 +85,7 @@ class _DeadlineHandler(RequestHandler):
     connections: ConnectionCounter | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.lane_busy = False  # the fast lane (node/server/fastlane.py) is answering a request
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None
@@ -114,6 +118,14 @@ class _DeadlineHandler(RequestHandler):
               and self._payload_parser is None and not self._upgraded and not self._force_close):
             # bytes of a new request whose headers are not complete yet
             self._header_timer = self._loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def close(self) -> None:
+        """Close once the request being answered has been: aiohttp's own close() ends an idle
+        connection at once, and while the fast lane answers, aiohttp's side of it is idle."""
+        if self.lane_busy:
+            self._close = True  # the lane closes it after its answer
+            return
+        super().close()
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
@@ -188,27 +200,36 @@ class _DeadlineHandler(RequestHandler):
 class _TimedServer(Server):
     __slots__ = ()
     _handler_class: type[_DeadlineHandler]  # set by TimedAppRunner._make_server
+    _lane: FastLane | None
 
     def __call__(self) -> RequestHandler:
+        if self._lane is not None:  # plain job requests answered by the lane, the rest by the handler
+            # The loop's protocol factory: any asyncio.Protocol serves (aiohttp keeps the handler
+            # inside, registered by its own connection_made).
+            return cast(RequestHandler, self._lane.protocol(
+                lambda: self._handler_class(self, loop=self._loop, **self._kwargs)))
         return self._handler_class(self, loop=self._loop, **self._kwargs)
 
 
 class TimedAppRunner(web.AppRunner):
     """`web.AppRunner` whose connections have header and body deadlines and a per-client cap
-    (and the given keep-alive)."""
+    (and the given keep-alive), and, given a `lane`, the fast lane in front of each
+    (node/server/fastlane.py)."""
 
     def __init__(self, app: web.Application, *, header_timeout: float, keepalive_timeout: float,
                  body_timeout: float = 60.0, body_min_rate: int = 0,
-                 connections: ConnectionCounter | None = None, **kwargs: Any) -> None:
+                 connections: ConnectionCounter | None = None, lane: FastLane | None = None, **kwargs: Any) -> None:
         # auto_decompress off: request bodies are never inflated (see http.refuse_compressed_body)
         super().__init__(app, keepalive_timeout=keepalive_timeout, auto_decompress=False, **kwargs)
         self._handler_class = type("DeadlineHandler", (_DeadlineHandler,), {
             "header_timeout": header_timeout, "body_timeout": body_timeout, "body_min_rate": body_min_rate,
             "connections": connections})
+        self._lane = lane
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         server.__class__ = _TimedServer
         timed = cast(_TimedServer, server)  # the class just swapped: mypy cannot follow __class__
         timed._handler_class = self._handler_class
+        timed._lane = self._lane
         return timed
