@@ -36,6 +36,7 @@ from email.utils import formatdate
 from typing import Any, cast
 
 import httptools
+from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, MultiDict
 
 from node.logs import get_logger
@@ -52,6 +53,7 @@ MAX_PENDING = 64 * 1024  # bytes held while a request is being answered (then ha
 # Headers that ask for something only aiohttp does (a body in chunks, 100-continue, an upgrade, a
 # compressed body to refuse, a connection to close): their requests go to aiohttp.
 _AIOHTTP_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding", b"connection"})
+_SERVER = SERVER_SOFTWARE.encode()  # the same Server header as aiohttp's answers
 _PLAIN_QUERY = re.compile(rb"[A-Za-z0-9=&._~-]*")
 _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 402: b"Payment Required", 403: b"Forbidden",
             404: b"Not Found", 409: b"Conflict", 413: b"Request Entity Too Large", 429: b"Too Many Requests",
@@ -91,6 +93,8 @@ class FastLane:
         self.keepalive_timeout = keepalive_timeout
         self.skip = _AIOHTTP_HEADERS | {h.lower().encode() for h in skip_headers}
         self._date = (0, b"")
+        # Requests the lane answered, and times a connection was handed to aiohttp (docs/perf.md).
+        self.answered = self.handed_over = 0
 
     def date(self) -> bytes:
         """The Date header's value, made once a second."""
@@ -135,6 +139,33 @@ class _Parsed:
         self.complete += 1
 
 
+class _Boundaries:
+    """Follows the bytes handed to aiohttp (with the same parser, llhttp) to know whether they
+    end where a request ends: only then may the lane read the next request itself."""
+
+    __slots__ = ("_parser", "begun", "complete", "lost")
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpRequestParser(self)
+        self.begun = self.complete = 0
+        self.lost = False
+
+    def on_message_begin(self) -> None:
+        self.begun += 1
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:  # HttpParserUpgrade included
+            self.lost = True
+
+    def at_boundary(self) -> bool:
+        return not self.lost and self.begun == self.complete
+
+
 class LaneProtocol(asyncio.Protocol):
     """One connection: plain requests answered here, the rest by `inner` (aiohttp's handler)."""
 
@@ -143,7 +174,9 @@ class LaneProtocol(asyncio.Protocol):
         self._inner = cast(Any, inner)  # aiohttp's RequestHandler (our _DeadlineHandler): private parts used
         self._transport: asyncio.Transport | None = None
         self._peer: str | None = None
-        self._handed = False  # aiohttp serves the connection from now on
+        self._handed = False  # aiohttp is serving the connection
+        self._refused = False  # for good: the lane never takes this connection back
+        self._track: _Boundaries | None = None  # where the requests handed to aiohttp end
         self._busy = False  # a request is being answered
         self._pending = b""  # bytes that came while it was
         self._write_paused = False
@@ -159,7 +192,7 @@ class LaneProtocol(asyncio.Protocol):
         inner = self._inner
         inner.connection_made(transport)  # the cap per address, the first request's header deadline
         if inner._force_close:  # refused (over the cap): aiohttp has answered and closes it
-            self._handed = True
+            self._handed = self._refused = True
             return
         # The idle close is the lane's while it serves (aiohttp's would close a connection whose
         # requests it never saw); aiohttp arms its own again after the first answer it gives.
@@ -189,8 +222,9 @@ class LaneProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._handed:
-            self._inner.data_received(data)
-            return
+            if not self._take_back():
+                self._feed_inner(data)
+                return
         if self._busy:  # a request is being answered: the next waits (it goes to aiohttp then)
             self._pending += data
             if len(self._pending) > MAX_PENDING and self._transport is not None:
@@ -233,8 +267,11 @@ class LaneProtocol(asyncio.Protocol):
         return handler, method, path, query, parsed
 
     def _hand_over(self, data: bytes) -> None:
-        """aiohttp serves the connection from here, starting with `data`."""
+        """aiohttp serves the connection from here, starting with `data`, until it is idle again
+        at the end of a request (`_take_back`)."""
         self._handed = True
+        self._track = _Boundaries()
+        self._lane.handed_over += 1
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -247,7 +284,31 @@ class LaneProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.resume_reading()
         if data:
-            inner.data_received(data)
+            self._feed_inner(data)
+
+    def _feed_inner(self, data: bytes) -> None:
+        track = self._track
+        if track is not None and not track.lost:
+            track.feed(data)
+            if track.lost:  # an upgrade, or bytes that are not HTTP: aiohttp keeps the connection
+                self._refused = True
+        self._inner.data_received(data)
+
+    def _take_back(self) -> bool:
+        """The lane serves the connection again when aiohttp has answered every request it was
+        given, all whole (the bytes it got end where a request ends), and is waiting for the next."""
+        if self._refused or self._track is None or not self._track.at_boundary():
+            return False
+        inner = self._inner
+        if (inner._request_in_progress or inner._messages or inner._force_close or inner._close or inner._upgraded
+                or inner._payload_parser is not None or inner._waiter is None or inner._waiter.done()
+                or inner._header_timer is not None):
+            return False
+        self._handed, self._track = False, None
+        if inner._keepalive_handle is not None:  # the idle close is the lane's again
+            inner._keepalive_handle.cancel()
+            inner._keepalive_handle = None
+        return True
 
     async def _answer(self, handler: LaneHandler, method_b: bytes, path_b: bytes, query_b: bytes,
                       parsed: _Parsed) -> None:
@@ -275,6 +336,7 @@ class LaneProtocol(asyncio.Protocol):
         except Exception as exc:  # noqa: BLE001 - answered as aiohttp's middleware would (error_answer)
             status, answer, extra = error_answer(exc, lane.shapes, method, path, request_id)
             body = dumps(answer)
+        lane.answered += 1
         self._write(status, body, request_id, extra)
         self._done()
 
@@ -283,10 +345,10 @@ class LaneProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         more = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in extra.items()) if extra else b""
-        transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n"
-                        b"X-Request-Id: %s\r\n%sDate: %s\r\nServer: node-daemon\r\n\r\n%s" % (
+        transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                        b"X-Request-Id: %s\r\n%sDate: %s\r\nServer: %s\r\n\r\n%s" % (
                             status, _REASONS.get(status, b"Unknown"), len(body), request_id.encode(), more,
-                            self._lane.date(), body))
+                            self._lane.date(), _SERVER, body))
 
     def _done(self) -> None:
         self._busy = False
@@ -314,7 +376,7 @@ class LaneProtocol(asyncio.Protocol):
         answer without being cancelled and armed again."""
         self._idle_timer = None
         if self._handed or self._transport is None:
-            return
+            return  # aiohttp's own idle close runs meanwhile
         loop = asyncio.get_running_loop()
         if self._busy or loop.time() < self._idle_at:
             self._idle_timer = loop.call_at(max(self._idle_at, loop.time() + 0.5), self._check_idle)
