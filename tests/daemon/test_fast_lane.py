@@ -396,9 +396,10 @@ def many_ids(port: int, me: str) -> list[Answer]:
     query = "&".join(f"id={i}" for i in [*unknown[:75], job, *unknown[75:]])
     return exchange(port, me, request("GET", f"/api/jobs?{query}"), probe=True)
 
+
 CASES = [
     Case("a valid submit then its result by id", True, [200, 200], submit_then_get),
-    Case("a submit with unicode, a 70-bit integer and requires_proof", True, [200, 200], lambda port, me: [
+    Case("a submit with unicode, a 70-bit integer and requires_proof false", True, [200, 200], lambda port, me: [
         *exchange(port, me, request("POST", "/api/jobs", job_body({"text": "naïve ☃", "n": 2**70},
                                                                   requires_proof=False)), probe=True),
         *after_own_job("/api/jobs?id={job}", {"text": "naïve ☃", "n": 2**70})(port, me)]),
