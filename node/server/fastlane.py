@@ -159,7 +159,7 @@ class _Boundaries:
     def feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError:  # HttpParserUpgrade included
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self.lost = True
 
     def at_boundary(self) -> bool:
@@ -247,7 +247,7 @@ class LaneProtocol(asyncio.Protocol):
         parser = httptools.HttpRequestParser(parsed)
         try:
             parser.feed_data(data)
-        except httptools.HttpParserError:  # an upgrade too: aiohttp answers it
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # aiohttp answers (or refuses) these
             return None
         if parsed.begun != 1 or parsed.complete != 1 or not parsed.plain or parsed.head_bytes > MAX_HEAD:
             return None
@@ -258,8 +258,13 @@ class LaneProtocol(asyncio.Protocol):
         handler = self._lane.routes.get((method, path))
         if handler is None or _PLAIN_QUERY.fullmatch(query) is None:
             return None
-        skip = self._lane.skip
-        if any(name.lower() in skip for name, _ in parsed.headers):
+        skip, hosts = self._lane.skip, 0
+        for name, _ in parsed.headers:
+            lowered = name.lower()
+            if lowered in skip:
+                return None
+            hosts += lowered == b"host"
+        if hosts != 1:  # HTTP/1.1 requires one (aiohttp refuses a request without)
             return None
         size = sum(len(part) for part in parsed.body)
         if size > self._lane.max_body or (method == b"GET" and size):
