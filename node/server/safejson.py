@@ -10,6 +10,12 @@ defences, both here:
 - `loads()` refuses a document nested deeper than a configured depth (default 64) before the
   decoder sees it, with an error that names the limit.
 
+Parsing itself is orjson's (a fifth of the stdlib's cost) for what it reads exactly as the stdlib
+does; the stdlib decides the rest: what orjson refuses (NaN and Infinity literals, `1e999`, lone
+surrogates, UTF-16/32 input) and any document with 19 digits in a row, which orjson would turn
+into a float where the stdlib keeps every digit of a 256-bit chain value. Both keep the last of
+duplicate keys.
+
 The depth check costs two `bytes.count` calls for ordinary input; only a document with more
 brackets than the limit is scanned (strings removed by one regex, the brackets summed in C).
 
@@ -37,6 +43,8 @@ from contextvars import ContextVar
 from itertools import accumulate
 from typing import Any
 
+import orjson
+
 DEFAULT_MAX_DEPTH = 64
 SANE_RECURSION_LIMIT = 3000
 
@@ -44,6 +52,9 @@ SANE_RECURSION_LIMIT = 3000
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+# 19 digits in a row: a number orjson might read as a float (it keeps 64-bit integers only) where
+# the stdlib keeps every digit (chain values are 256-bit); such documents go to the stdlib.
+_LONG_NUMBER = re.compile(rb"\d{19}")
 
 
 # The limit for the request being handled: the HTTP middleware sets it from
@@ -89,6 +100,11 @@ def loads(raw: bytes | str, max_depth: int | None = None, *, strict: bool = Fals
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if depth_exceeds(data, max_depth):
         raise JsonTooDeep(max_depth)
+    if _LONG_NUMBER.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # NaN, 1e999, a lone surrogate, UTF-16: the stdlib decides (and says why)
     try:
         if strict:
             text = raw if isinstance(raw, str) else raw.decode(json.detect_encoding(raw), "surrogatepass")
