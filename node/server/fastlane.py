@@ -14,7 +14,8 @@ a request itself only when it is *plain*: a route a subsystem offered (`Mount.la
 handlers' code as its aiohttp route), the whole request in one read, HTTP/1.1 with keep-alive, a
 Content-Length body of at most `MAX_BODY` bytes, a short query of plain characters, and none of
 the headers that ask for more (Transfer-Encoding, Expect, Upgrade, Content-Encoding, Connection
-other than keep-alive, a routed middleware's header such as X-Workflow-Id). Anything else, from
+other than keep-alive, a routed middleware's header such as X-Workflow-Id), and no header twice
+that may come once (which aiohttp refuses, so neither reader picks one). Anything else, from
 the first request that is not plain on, hands the connection to aiohttp for good, with every
 byte not yet answered, so aiohttp answers it exactly as it would have from the start: a slow or
 split request, a pipelined one, a big body, another route. The lane never waits for bytes, so it
@@ -37,6 +38,7 @@ from typing import Any, cast
 
 import httptools
 from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http_parser import SINGLETON_HEADERS
 from multidict import CIMultiDict, MultiDict
 
 from node.logs import get_logger
@@ -52,7 +54,12 @@ MAX_HEADERS = 64
 MAX_PENDING = 64 * 1024  # bytes held while a request is being answered (then handed to aiohttp)
 # Headers that ask for something only aiohttp does (a body in chunks, 100-continue, an upgrade, a
 # compressed body to refuse, a connection to close): their requests go to aiohttp.
-_AIOHTTP_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding", b"connection"})
+_AIOHTTP_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding", b"connection",
+                              b"sec-websocket-key1"})  # the old WebSocket draft: aiohttp answers 400
+# Headers a request may carry once (RFC 9110), as aiohttp's parser counts them: it refuses a second
+# one (400), where llhttp takes both and a reader would have to pick one, so a request with two
+# goes to aiohttp. Host is one of them: HTTP/1.1 requires exactly one.
+_SINGLETONS = frozenset(name.encode() for name in SINGLETON_HEADERS)
 _SERVER = SERVER_SOFTWARE.encode()  # the same Server header as aiohttp's answers
 _PLAIN_QUERY = re.compile(rb"[A-Za-z0-9=&._~-]*")
 _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 402: b"Payment Required", 403: b"Forbidden",
@@ -258,13 +265,16 @@ class LaneProtocol(asyncio.Protocol):
         handler = self._lane.routes.get((method, path))
         if handler is None or _PLAIN_QUERY.fullmatch(query) is None:
             return None
-        skip, hosts = self._lane.skip, 0
+        skip, seen = self._lane.skip, set()
         for name, _ in parsed.headers:
             lowered = name.lower()
             if lowered in skip:
                 return None
-            hosts += lowered == b"host"
-        if hosts != 1:  # HTTP/1.1 requires one (aiohttp refuses a request without)
+            if lowered in _SINGLETONS:
+                if lowered in seen:
+                    return None
+                seen.add(lowered)
+        if b"host" not in seen:  # HTTP/1.1 requires one (aiohttp refuses a request without)
             return None
         size = sum(len(part) for part in parsed.body)
         if size > self._lane.max_body or (method == b"GET" and size):

@@ -1,0 +1,74 @@
+"""Attacks on the fast lane (node/server/fastlane.py, issue #28): requests the lane must not
+read differently from aiohttp, and connections it must not keep or answer after aiohttp would
+have stopped. Each test performs the attack against a node in this process (its container an
+in-process echo, as in test_fast_lane_inprocess.py) and asserts it fails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from typing import Any
+
+import pytest
+
+from node.app import Node
+from node.config import NodeConfig
+from tests.daemon.test_fast_lane_inprocess import Wire, echo_service, get, post_job
+
+
+@pytest.fixture
+async def node(tmp_path, request):
+    """A node with the lane on (and `request.param`'s server settings), its container an echo
+    served in this process."""
+    runner, url = await echo_service()
+    server: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "shutdown_grace": 1, **getattr(request, "param", {})}
+    node = Node(NodeConfig.model_validate({
+        "server": server, "storage": {"path": str(tmp_path / "node.db")},
+        "manage_containers": False, "startup_wait": 5,
+        "containers": [{"id": "echo", "url": url}], "master_key_path": str(tmp_path / "node.key"),
+    }))
+    await node.start()
+    yield node
+    await node.stop()
+    await runner.cleanup()
+
+
+async def closed(wire: Wire, timeout: float = 2.0) -> bool:
+    """The node closed the connection (EOF) within `timeout`, with nothing more sent."""
+    try:
+        return await asyncio.wait_for(wire.reader.read(1), timeout) == b""
+    except TimeoutError:
+        return False
+
+
+async def jobs_of_client(node: Node) -> list[str]:
+    wire = await Wire.open(node.port)
+    wire.send(get("/api/jobs"))
+    status, _, body = await wire.answer()
+    await wire.close()
+    assert status == 200
+    return json.loads(body)
+
+
+# -- requests aiohttp refuses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", [b"Content-Type", b"User-Agent", b"Content-Location", b"Max-Forwards"])
+async def test_a_submission_with_a_singleton_header_twice_is_refused_400_and_runs_no_job(node, header):
+    """aiohttp refuses a second Content-Type, User-Agent, ... (RFC 9110 singletons: which one
+    counts is ambiguous, a classic desync between a proxy and a server); the lane must too."""
+    wire = await Wire.open(node.port)
+    wire.send(post_job(headers=b"%s: a\r\n%s: b\r\n" % (header, header)))
+    status, _, body = await wire.answer()
+    assert status == 400 and b"Duplicate" in body
+    assert await closed(wire)
+    assert await jobs_of_client(node) == []
+
+
+async def test_a_poll_with_an_old_websocket_key_header_is_refused_400(node):
+    wire = await Wire.open(node.port)
+    wire.send(b"GET /api/jobs?id=x HTTP/1.1\r\nHost: node\r\nSec-WebSocket-Key1: 1\r\n\r\n")
+    status, _, body = await wire.answer()
+    assert status == 400 and b"Sec-WebSocket-Key1" in body
+    assert await closed(wire)
