@@ -144,7 +144,7 @@ class _Parsed:
         self.head_bytes += len(name) + len(value) + 4
         if len(self.headers) >= MAX_HEADERS or self.head_bytes > MAX_HEAD or not value.isascii():
             raise _NotPlain
-        self.headers.append((name, value))
+        self.headers.append((name, value.rstrip(b" \t")))  # llhttp strips the whitespace before a value only
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)

@@ -100,3 +100,17 @@ async def test_a_read_of_a_quarter_megabyte_of_tiny_headers_costs_the_lane_under
         assert status == 400 and b"Too many headers" in body  # aiohttp's refusal, as without the lane
         await wire.close()
     assert max(spent) < 0.001, f"{max(spent) * 1000:.1f} ms in one read"
+
+
+# -- what the lane reads from a request ------------------------------------------------------
+
+
+async def test_a_request_id_with_trailing_whitespace_is_echoed_without_it_as_aiohttp_does(node):
+    """RFC 9110: a field value's trailing whitespace is not part of it (aiohttp strips it); the
+    lane echoed the client's X-Request-Id with it, and kept it in the id its logs carry."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    writer.write(b"GET /api/jobs?id=x HTTP/1.1\r\nHost: node\r\nX-Request-Id: mine-2 \t \r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b"\r\nX-Request-Id: mine-2\r\n" in head and node.lane is not None and node.lane.answered == 1
+    writer.close()
+    await writer.wait_closed()
