@@ -52,6 +52,7 @@ MAX_BODY = 64 * 1024  # a bigger body goes to aiohttp (its pre-scan, its body de
 MAX_HEAD = 8 * 1024  # the request line and headers; aiohttp's limits apply to anything bigger
 MAX_HEADERS = 64
 MAX_PENDING = 64 * 1024  # bytes held while a request is being answered (then handed to aiohttp)
+MAX_TRACKED = 64 * 1024  # a request handed to aiohttp that is bigger keeps the connection there (_Boundaries)
 # Headers that ask for something only aiohttp does (a body in chunks, 100-continue, an upgrade, a
 # compressed body to refuse, a connection to close): their requests go to aiohttp.
 _AIOHTTP_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding", b"connection",
@@ -155,12 +156,18 @@ class _Parsed:
 
 class _Boundaries:
     """Follows the bytes handed to aiohttp (with the same parser, llhttp) to know whether they
-    end where a request ends: only then may the lane read the next request itself."""
+    end where a request ends: only then may the lane read the next request itself.
 
-    __slots__ = ("_parser", "begun", "complete", "lost")
+    It follows requests of up to `MAX_TRACKED` bytes only: a bigger one (a big body, a flood of
+    headers aiohttp refuses at its 128th) leaves the connection with aiohttp for good, unparsed
+    here, so a read costs the lane no more than it costs aiohttp (llhttp parsing a 256 KB read
+    of tiny headers took a millisecond, where aiohttp's parser stops after a few hundred bytes)."""
+
+    __slots__ = ("_parser", "_unended", "begun", "complete", "lost")
 
     def __init__(self) -> None:
         self._parser = httptools.HttpRequestParser(self)
+        self._unended = 0  # bytes fed since the last request ended
         self.begun = self.complete = 0
         self.lost = False
 
@@ -171,10 +178,16 @@ class _Boundaries:
         self.complete += 1
 
     def feed(self, data: bytes) -> None:
+        self._unended += len(data)
+        if self._unended > MAX_TRACKED:
+            self.lost = True
+            return
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self.lost = True
+        if self.begun == self.complete:
+            self._unended = 0
 
     def at_boundary(self) -> bool:
         return not self.lost and self.begun == self.complete
