@@ -158,3 +158,18 @@ async def test_an_idle_connection_after_aiohttp_answered_a_request_the_lane_hand
     started = time.monotonic()
     assert await closed(wire, timeout=3)
     assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("target", ["/api/jobs#x", "/api/jobs;x", "/api%2Fjobs", "/api/jobs/", "/api//jobs",
+                                    "/api/./jobs", "/API/jobs", "/api/jobs?id=a#b", "/api/jobs?id=a%20b",
+                                    "/api/jobs?id=a+b", "/api/jobs?id=a;b", "/api/jobs??id=a"])
+async def test_a_target_that_is_not_exactly_the_routes_path_and_a_plain_query_is_left_to_aiohttp(node, target):
+    """The lane matches the path's bytes exactly and reads only a query of plain characters: a
+    target aiohttp (yarl) decodes or normalises is aiohttp's to read, so both never disagree on
+    which route or which ids a request names."""
+    assert node.lane is not None
+    wire = await Wire.open(node.port)
+    wire.send(get(target))
+    await wire.answer()
+    assert (node.lane.answered, node.lane.handed_over) == (0, 1)
+    await wire.close()
