@@ -16,10 +16,13 @@ Content-Length body of at most `MAX_BODY` bytes, a short query of plain characte
 the headers that ask for more (Transfer-Encoding, Expect, Upgrade, Content-Encoding, Connection
 other than keep-alive, a routed middleware's header such as X-Workflow-Id), and no header twice
 that may come once (which aiohttp refuses, so neither reader picks one). Anything else, from
-the first request that is not plain on, hands the connection to aiohttp for good, with every
-byte not yet answered, so aiohttp answers it exactly as it would have from the start: a slow or
-split request, a pipelined one, a big body, another route. The lane never waits for bytes, so it
-needs no deadlines of its own but the keep-alive idle close.
+the first request that is not plain on, hands the connection to aiohttp, with every byte not yet
+answered, so aiohttp answers it exactly as it would have from the start: a slow or split request,
+a pipelined one, a big body, another route. The lane takes the connection back only when aiohttp
+is idle after answering every request it was handed, each whole and of at most `MAX_TRACKED`
+bytes (`_take_back`); otherwise aiohttp keeps it. The lane never waits for bytes, so it needs no
+deadlines of its own but the keep-alive idle close. It reads no further than its own limits
+(64 headers, 8 KB of head, one request a read), so no read costs it more than it costs aiohttp.
 
 What the lane does for a request is what aiohttp's middleware does (node/server/http.py), through
 the same objects: the request id (`RequestIds`), the client address (`ClientAddresses`), the
@@ -133,6 +136,8 @@ class _Parsed:
         self.body: list[bytes] = []
 
     def on_message_begin(self) -> None:
+        if self.begun:  # a second request in the read: pipelined, aiohttp's
+            raise _NotPlain
         self.begun += 1
 
     def on_url(self, url: bytes) -> None:
@@ -276,7 +281,7 @@ class LaneProtocol(asyncio.Protocol):
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # aiohttp answers (or refuses) these
             return None  # (a _NotPlain from a callback comes as an HttpParserCallbackError)
-        if parsed.begun != 1 or parsed.complete != 1:
+        if parsed.complete != 1:
             return None
         if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
             return None
