@@ -269,9 +269,10 @@ class LaneProtocol(asyncio.Protocol):
         self._busy = True
         inner = self._inner
         inner._disarm()  # the header deadline: this request's head is whole
-        inner._request_in_progress = True  # a shutdown waits for the answer (aiohttp's own flag)
-        inner.lane_busy = True  # and closes the connection only after it (_DeadlineHandler.close)
-        asyncio.get_running_loop().create_task(self._answer(*request))
+        inner._request_in_progress = True  # aiohttp's own flag: its handler is busy
+        # Held by the handler: a shutdown waits for the answer, then cancels it, and closes the
+        # connection only after it (_DeadlineHandler.shutdown, .close).
+        inner.lane_task = asyncio.get_running_loop().create_task(self._answer(*request))
 
     def _parse(self, data: bytes) -> tuple[LaneHandler, bytes, bytes, bytes, _Parsed] | None:
         """The request in `data` when it is whole, alone and plain, with its handler; else None."""
@@ -376,6 +377,11 @@ class LaneProtocol(asyncio.Protocol):
         except Exception as exc:  # noqa: BLE001 - answered as aiohttp's middleware would (error_answer)
             status, answer, extra = error_answer(exc, lane.shapes, method, path, request_id)
             body = dumps(answer)
+        except asyncio.CancelledError:  # the server stopped waiting for it: no answer, and no connection
+            if self._transport is not None:
+                self._transport.close()
+            self._done()
+            raise
         lane.answered += 1
         self._write(status, body, request_id, extra)
         self._done()
@@ -393,11 +399,11 @@ class LaneProtocol(asyncio.Protocol):
     def _done(self) -> None:
         self._busy = False
         inner = self._inner
-        inner._request_in_progress = inner.lane_busy = False
+        inner._request_in_progress, inner.lane_task = False, None
         if inner._handler_waiter is not None and not inner._handler_waiter.done():
             inner._handler_waiter.set_result(None)  # a shutdown was waiting for this answer
         transport = self._transport
-        if transport is None:
+        if transport is None or transport.is_closing():
             return
         if inner._force_close or inner._close:  # shutting down: the answer was the last
             transport.close()

@@ -15,6 +15,7 @@ import pytest
 
 from node.app import Node
 from node.config import NodeConfig
+from node.jobs.api import JobsApi
 from node.server.fastlane import LaneProtocol
 from node.server.timeouts import _DeadlineHandler
 from tests.daemon.test_fast_lane_inprocess import Wire, echo_service, get, post_job
@@ -173,3 +174,33 @@ async def test_a_target_that_is_not_exactly_the_routes_path_and_a_plain_query_is
     await wire.answer()
     assert (node.lane.answered, node.lane.handed_over) == (0, 1)
     await wire.close()
+
+
+# -- shutdown --------------------------------------------------------------------------------
+
+
+async def test_a_lane_answer_stuck_on_a_dependency_at_shutdown_is_cancelled_as_aiohttps_handler_would_be(
+        node, monkeypatch):
+    """aiohttp waits `shutdown_timeout` for a handler still running when the server stops, then
+    cancels it. The lane's answer ran in a task nobody held or cancelled: a submission stuck on
+    a slow dependency (a chain RPC, a locked disk: here a handler that hangs) outlived
+    `node.stop()`, to run on against a closed database or be destroyed pending with the loop."""
+
+    async def stuck(*args: Any) -> Any:
+        await asyncio.sleep(60)
+
+    monkeypatch.setattr(JobsApi, "_create", stuck)
+    wire = await Wire.open(node.port)
+    wire.send(post_job())
+    await asyncio.sleep(0.2)
+    assert node.lane is not None and node.lane.handed_over == 0
+    started = time.monotonic()
+    await node.stop()
+    assert time.monotonic() - started < 5
+    assert not [task for task in asyncio.all_tasks() if "LaneProtocol._answer" in repr(task.get_coro())]
+    assert await closed(wire, timeout=1)
+    node.stop = _stopped  # type: ignore[method-assign]  # the fixture's stop: done here
+
+
+async def _stopped() -> None:
+    return None
