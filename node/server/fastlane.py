@@ -14,11 +14,15 @@ a request itself only when it is *plain*: a route a subsystem offered (`Mount.la
 handlers' code as its aiohttp route), the whole request in one read, HTTP/1.1 with keep-alive, a
 Content-Length body of at most `MAX_BODY` bytes, a short query of plain characters, and none of
 the headers that ask for more (Transfer-Encoding, Expect, Upgrade, Content-Encoding, Connection
-other than keep-alive, a routed middleware's header such as X-Workflow-Id). Anything else, from
-the first request that is not plain on, hands the connection to aiohttp for good, with every
-byte not yet answered, so aiohttp answers it exactly as it would have from the start: a slow or
-split request, a pipelined one, a big body, another route. The lane never waits for bytes, so it
-needs no deadlines of its own but the keep-alive idle close.
+other than keep-alive, a routed middleware's header such as X-Workflow-Id), and no header twice
+that may come once (which aiohttp refuses, so neither reader picks one). Anything else, from
+the first request that is not plain on, hands the connection to aiohttp, with every byte not yet
+answered, so aiohttp answers it exactly as it would have from the start: a slow or split request,
+a pipelined one, a big body, another route. The lane takes the connection back only when aiohttp
+is idle after answering every request it was handed, each whole and of at most `MAX_TRACKED`
+bytes (`_take_back`); otherwise aiohttp keeps it. The lane never waits for bytes, so it needs no
+deadlines of its own but the keep-alive idle close. It reads no further than its own limits
+(64 headers, 8 KB of head, one request a read), so no read costs it more than it costs aiohttp.
 
 What the lane does for a request is what aiohttp's middleware does (node/server/http.py), through
 the same objects: the request id (`RequestIds`), the client address (`ClientAddresses`), the
@@ -37,6 +41,7 @@ from typing import Any, cast
 
 import httptools
 from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http_parser import SINGLETON_HEADERS
 from multidict import CIMultiDict, MultiDict
 
 from node.logs import get_logger
@@ -50,9 +55,15 @@ MAX_BODY = 64 * 1024  # a bigger body goes to aiohttp (its pre-scan, its body de
 MAX_HEAD = 8 * 1024  # the request line and headers; aiohttp's limits apply to anything bigger
 MAX_HEADERS = 64
 MAX_PENDING = 64 * 1024  # bytes held while a request is being answered (then handed to aiohttp)
+MAX_TRACKED = 64 * 1024  # a request handed to aiohttp that is bigger keeps the connection there (_Boundaries)
 # Headers that ask for something only aiohttp does (a body in chunks, 100-continue, an upgrade, a
 # compressed body to refuse, a connection to close): their requests go to aiohttp.
-_AIOHTTP_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding", b"connection"})
+_AIOHTTP_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding", b"connection",
+                              b"sec-websocket-key1"})  # the old WebSocket draft: aiohttp answers 400
+# Headers a request may carry once (RFC 9110), as aiohttp's parser counts them: it refuses a second
+# one (400), where llhttp takes both and a reader would have to pick one, so a request with two
+# goes to aiohttp. Host is one of them: HTTP/1.1 requires exactly one.
+_SINGLETONS = frozenset(name.encode() for name in SINGLETON_HEADERS)
 _SERVER = SERVER_SOFTWARE.encode()  # the same Server header as aiohttp's answers
 _PLAIN_QUERY = re.compile(rb"[A-Za-z0-9=&._~-]*")
 _REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 402: b"Payment Required", 403: b"Forbidden",
@@ -107,30 +118,39 @@ class FastLane:
         return LaneProtocol(self, inner())
 
 
-class _Parsed:
-    """httptools' callbacks for the requests of one read."""
+class _NotPlain(Exception):
+    """Raised from a parser callback to stop reading a request the lane will not answer."""
 
-    __slots__ = ("begun", "complete", "url", "headers", "body", "head_bytes", "plain")
+
+class _Parsed:
+    """httptools' callbacks for the requests of one read. A head past the lane's limits stops the
+    parse at once (`_NotPlain`): aiohttp stops at its own limits (128 headers), where reading on
+    cost a Python call per header, some 13 ms of the event loop for a 256 KB read of tiny ones."""
+
+    __slots__ = ("begun", "complete", "url", "headers", "body", "head_bytes")
 
     def __init__(self) -> None:
         self.begun = self.complete = self.head_bytes = 0
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
-        self.plain = True
 
     def on_message_begin(self) -> None:
+        if self.begun:  # a second request in the read: pipelined, aiohttp's
+            raise _NotPlain
         self.begun += 1
 
     def on_url(self, url: bytes) -> None:
         self.url += url
         self.head_bytes += len(url)
+        if self.head_bytes > MAX_HEAD:
+            raise _NotPlain
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value) + 4
-        if len(self.headers) >= MAX_HEADERS or not value.isascii():
-            self.plain = False
-        self.headers.append((name, value))
+        if len(self.headers) >= MAX_HEADERS or self.head_bytes > MAX_HEAD or not value.isascii():
+            raise _NotPlain
+        self.headers.append((name, value.rstrip(b" \t")))  # llhttp strips the whitespace before a value only
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
@@ -141,12 +161,18 @@ class _Parsed:
 
 class _Boundaries:
     """Follows the bytes handed to aiohttp (with the same parser, llhttp) to know whether they
-    end where a request ends: only then may the lane read the next request itself."""
+    end where a request ends: only then may the lane read the next request itself.
 
-    __slots__ = ("_parser", "begun", "complete", "lost")
+    It follows requests of up to `MAX_TRACKED` bytes only: a bigger one (a big body, a flood of
+    headers aiohttp refuses at its 128th) leaves the connection with aiohttp for good, unparsed
+    here, so a read costs the lane no more than it costs aiohttp (llhttp parsing a 256 KB read
+    of tiny headers took a millisecond, where aiohttp's parser stops after a few hundred bytes)."""
+
+    __slots__ = ("_parser", "_unended", "begun", "complete", "lost")
 
     def __init__(self) -> None:
         self._parser = httptools.HttpRequestParser(self)
+        self._unended = 0  # bytes fed since the last request ended
         self.begun = self.complete = 0
         self.lost = False
 
@@ -157,10 +183,16 @@ class _Boundaries:
         self.complete += 1
 
     def feed(self, data: bytes) -> None:
+        self._unended += len(data)
+        if self._unended > MAX_TRACKED:
+            self.lost = True
+            return
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self.lost = True
+        if self.begun == self.complete:
+            self._unended = 0
 
     def at_boundary(self) -> bool:
         return not self.lost and self.begun == self.complete
@@ -237,9 +269,10 @@ class LaneProtocol(asyncio.Protocol):
         self._busy = True
         inner = self._inner
         inner._disarm()  # the header deadline: this request's head is whole
-        inner._request_in_progress = True  # a shutdown waits for the answer (aiohttp's own flag)
-        inner.lane_busy = True  # and closes the connection only after it (_DeadlineHandler.close)
-        asyncio.get_running_loop().create_task(self._answer(*request))
+        inner._request_in_progress = True  # aiohttp's own flag: its handler is busy
+        # Held by the handler: a shutdown waits for the answer, then cancels it, and closes the
+        # connection only after it (_DeadlineHandler.shutdown, .close).
+        inner.lane_task = asyncio.get_running_loop().create_task(self._answer(*request))
 
     def _parse(self, data: bytes) -> tuple[LaneHandler, bytes, bytes, bytes, _Parsed] | None:
         """The request in `data` when it is whole, alone and plain, with its handler; else None."""
@@ -248,8 +281,8 @@ class LaneProtocol(asyncio.Protocol):
         try:
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # aiohttp answers (or refuses) these
-            return None
-        if parsed.begun != 1 or parsed.complete != 1 or not parsed.plain or parsed.head_bytes > MAX_HEAD:
+            return None  # (a _NotPlain from a callback comes as an HttpParserCallbackError)
+        if parsed.complete != 1:
             return None
         if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
             return None
@@ -258,13 +291,16 @@ class LaneProtocol(asyncio.Protocol):
         handler = self._lane.routes.get((method, path))
         if handler is None or _PLAIN_QUERY.fullmatch(query) is None:
             return None
-        skip, hosts = self._lane.skip, 0
+        skip, seen = self._lane.skip, set()
         for name, _ in parsed.headers:
             lowered = name.lower()
             if lowered in skip:
                 return None
-            hosts += lowered == b"host"
-        if hosts != 1:  # HTTP/1.1 requires one (aiohttp refuses a request without)
+            if lowered in _SINGLETONS:
+                if lowered in seen:
+                    return None
+                seen.add(lowered)
+        if b"host" not in seen:  # HTTP/1.1 requires one (aiohttp refuses a request without)
             return None
         size = sum(len(part) for part in parsed.body)
         if size > self._lane.max_body or (method == b"GET" and size):
@@ -341,6 +377,11 @@ class LaneProtocol(asyncio.Protocol):
         except Exception as exc:  # noqa: BLE001 - answered as aiohttp's middleware would (error_answer)
             status, answer, extra = error_answer(exc, lane.shapes, method, path, request_id)
             body = dumps(answer)
+        except asyncio.CancelledError:  # the server stopped waiting for it: no answer, and no connection
+            if self._transport is not None:
+                self._transport.close()
+            self._done()
+            raise
         lane.answered += 1
         self._write(status, body, request_id, extra)
         self._done()
@@ -358,11 +399,11 @@ class LaneProtocol(asyncio.Protocol):
     def _done(self) -> None:
         self._busy = False
         inner = self._inner
-        inner._request_in_progress = inner.lane_busy = False
+        inner._request_in_progress, inner.lane_task = False, None
         if inner._handler_waiter is not None and not inner._handler_waiter.done():
             inner._handler_waiter.set_result(None)  # a shutdown was waiting for this answer
         transport = self._transport
-        if transport is None:
+        if transport is None or transport.is_closing():
             return
         if inner._force_close or inner._close:  # shutting down: the answer was the last
             transport.close()

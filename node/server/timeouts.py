@@ -85,7 +85,7 @@ class _DeadlineHandler(RequestHandler):
     connections: ConnectionCounter | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.lane_busy = False  # the fast lane (node/server/fastlane.py) is answering a request
+        self.lane_task: asyncio.Task[None] | None = None  # the fast lane's answer in progress (node/server/fastlane.py)
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._body: StreamReader | None = None
@@ -122,10 +122,23 @@ class _DeadlineHandler(RequestHandler):
     def close(self) -> None:
         """Close once the request being answered has been: aiohttp's own close() ends an idle
         connection at once, and while the fast lane answers, aiohttp's side of it is idle."""
-        if self.lane_busy:
+        if self.lane_task is not None:
             self._close = True  # the lane closes it after its answer
             return
         super().close()
+
+    async def shutdown(self, timeout: float | None = 15.0) -> None:
+        """aiohttp's, for the fast lane's answer too: wait up to `timeout` for it, then cancel it,
+        as aiohttp does its own handlers (which alone it knows of: a lane answer stuck on a slow
+        dependency outlived the server, to run on against a closed database)."""
+        task = self.lane_task
+        if task is not None and not task.done():
+            self._force_close = True  # its answer is the connection's last
+            await asyncio.wait([task], timeout=timeout)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=timeout)
+        await super().shutdown(timeout)
 
     def _disarm(self) -> None:
         if self._header_timer is not None:
