@@ -57,8 +57,9 @@ MAX_HEADERS = 64
 MAX_PENDING = 64 * 1024  # bytes held while a request is being answered (then handed to aiohttp)
 MAX_TRACKED = 64 * 1024  # a request handed to aiohttp that is bigger keeps the connection there (_Boundaries)
 # Headers that ask for something only aiohttp does (a body in chunks, 100-continue, an upgrade, a
-# compressed body to refuse, a connection to close): their requests go to aiohttp.
-_AIOHTTP_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding", b"connection",
+# compressed body to refuse): their requests go to aiohttp, as does one with a Connection header
+# other than `keep-alive` (which Python's requests sends on every request).
+_AIOHTTP_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"content-encoding",
                               b"sec-websocket-key1"})  # the old WebSocket draft: aiohttp answers 400
 # Headers a request may carry once (RFC 9110), as aiohttp's parser counts them: it refuses a second
 # one (400), where llhttp takes both and a reader would have to pick one, so a request with two
@@ -292,9 +293,11 @@ class LaneProtocol(asyncio.Protocol):
         if handler is None or _PLAIN_QUERY.fullmatch(query) is None:
             return None
         skip, seen = self._lane.skip, set()
-        for name, _ in parsed.headers:
+        for name, value in parsed.headers:
             lowered = name.lower()
             if lowered in skip:
+                return None
+            if lowered == b"connection" and value.lower() != b"keep-alive":  # what `requests` sends
                 return None
             if lowered in _SINGLETONS:
                 if lowered in seen:

@@ -156,3 +156,15 @@ async def test_with_the_lane_off_aiohttp_answers_every_request(node):
     status, _, body = await wire.answer()
     assert status == 200 and "id" in json.loads(body)
     await wire.close()
+
+
+async def test_a_submission_saying_connection_keep_alive_as_python_requests_does_is_answered_by_the_lane(node):
+    assert node.lane is not None
+    wire = await Wire.open(node.port)
+    wire.send(post_job(headers=b"Connection: keep-alive\r\n"))
+    assert (await wire.answer())[0] == 200
+    wire.send(post_job(headers=b"Connection: close\r\n"))  # aiohttp's: it closes after the answer
+    status, headers, _ = await wire.answer()
+    assert status == 200 and headers.get("connection") == "close"
+    assert (node.lane.answered, node.lane.handed_over) == (1, 1)
+    await wire.close()
