@@ -244,8 +244,9 @@ async def compare(args: argparse.Namespace) -> None:
         extra["jobs"] = {"max_streams_per_client": 0}
     nodes: list[tuple[str, CheckoutNode]] = []
     services: list[subprocess.Popen] = []  # --host-containers: each node's echo as a host process
-    # results[label][c]: one (jobs/s, p50, p99, errors, direct/s, cpu ms/job, requests/job) per round
-    results: dict[str, dict[int, list[tuple[float, float, float, int, float, float, float]]]] = {
+    # results[label][c]: one (jobs/s, p50, p99, errors, direct/s, cpu ms/job, requests/job, direct p99)
+    # per round
+    results: dict[str, dict[int, list[tuple[float, float, float, int, float, float, float, float]]]] = {
         label: {c: [] for c in args.concurrency} for label, _ in checkouts}
     body = json.dumps({"containers": ["echo"], "data": {"prompt": "hello", "n": 1}}).encode()
     direct_body = json.dumps({"source": 1, "destination": 1, "data": {"prompt": "hello", "n": 1},
@@ -334,9 +335,9 @@ async def compare(args: argparse.Namespace) -> None:
                         elapsed, lat, errors = await run_load(n, c, alone if c == 1 and args.client == "poll" else job)
                         cpu = cpu_seconds(node.proc.pid) - cpu
                         asked = requests["count"] / n
-                        d_elapsed, _, _ = await run_load(n, c, call)
+                        d_elapsed, d_lat, _ = await run_load(n, c, call)
                         results[label][c].append((n / elapsed, pct(lat, 50), pct(lat, 99), errors, n / d_elapsed,
-                                                  cpu / n * 1000, asked))
+                                                  cpu / n * 1000, asked, pct(d_lat, 99)))
                     print(f"  round {round_no + 1} C={c}: " + "  ".join(
                         f"{label} {results[label][c][-1][0]:.0f} jobs/s {results[label][c][-1][5]:.3f} cpu ms/job"
                         for label, _ in checkouts), flush=True)
@@ -359,9 +360,10 @@ async def compare(args: argparse.Namespace) -> None:
     print(f"{args.jobs} jobs per round and level (at least 10 per client), {args.rounds} alternating rounds; "
           f"{how}; cores: {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f} (the load generator, the nodes and their containers share them)")
-    print("medians over the rounds; cpu ms/job also as min-max")
+    print("medians over the rounds; cpu ms/job also as min-max; d.p99ms: p99 of the same load sent straight to the "
+          "container (its own tail, under the node's figures)")
     print(f"{'checkout':<10} {'C':>4} {'jobs/s':>7} {'p50ms':>7} {'p99ms':>7} {'cpu ms/job':>10} {'(min-max)':>13}"
-          f" {'req/job':>7} {'direct/s':>8} {'err':>4} {'peakMB':>7}")
+          f" {'req/job':>7} {'direct/s':>8} {'d.p99ms':>7} {'err':>4} {'peakMB':>7}")
     med = statistics.median
     for label, levels in results.items():
         for c, runs in levels.items():
@@ -370,7 +372,8 @@ async def compare(args: argparse.Namespace) -> None:
             cpus = [r[5] for r in runs]
             print(f"{label:<10} {c:>4} {med([r[0] for r in runs]):>7.0f} {med([r[1] for r in runs]):>7.2f} "
                   f"{med([r[2] for r in runs]):>7.1f} {med(cpus):>10.3f} {f'{min(cpus):.3f}-{max(cpus):.3f}':>13} "
-                  f"{med([r[6] for r in runs]):>7.2f} {med([r[4] for r in runs]):>8.0f} {sum(r[3] for r in runs):>4} "
+                  f"{med([r[6] for r in runs]):>7.2f} {med([r[4] for r in runs]):>8.0f} {med([r[7] for r in runs]):>7.1f} "
+                  f"{sum(r[3] for r in runs):>4} "
                   f"{peaks.get(label, 0):>7.1f}")
 
 
