@@ -10,6 +10,10 @@ import sqlite3
 
 from aiohttp import web
 
+from node.server.clients import ClientAddresses
+from node.server.config import RateLimitConfig
+from node.server.fastlane import FastLane, LaneRequest
+from node.server.http import ErrorShapes, RateLimiter, RequestIds
 from node.server.timeouts import BodyTimeout, ConnectionCounter, TimedAppRunner
 from node.storage import Database
 
@@ -85,6 +89,38 @@ async def test_a_second_connection_over_the_per_address_cap_is_answered_429():
         assert (await _read_all(reader, 5)).startswith(b"HTTP/1.1 429")
         first.close()
         second.close()
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_fast_lane_hands_a_connection_to_aiohttp_takes_it_back_and_lets_its_idle_close_run():
+    # LaneProtocol on RequestHandler's _keepalive_handle, _keepalive_timeout, _next_keepalive_close_time,
+    # _process_keepalive, _waiter, _close, _handler_waiter, _messages, _request_in_progress
+    async def lane_hello(request: LaneRequest) -> dict[str, str]:
+        return {"lane": request.path}
+
+    lane = FastLane({("GET", "/lane"): lane_hello}, shapes=ErrorShapes(), limiter=RateLimiter(RateLimitConfig()),
+                    clients=ClientAddresses(), ids=RequestIds(), max_json_depth=64, max_body_bytes=1024,
+                    keepalive_timeout=0.5)
+    app = web.Application()
+    app.router.add_route("*", "/", _hello)
+    runner = TimedAppRunner(app, header_timeout=5, keepalive_timeout=0.5, access_log=None, handle_signals=False,
+                            lane=lane)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for target in ("/lane", "/", "/lane", "/"):
+            writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target.encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+            assert body == (b'{"lane":"/lane"}' if target == "/lane" else b"hello"), body
+        assert (lane.answered, lane.handed_over) == (2, 2)
+        assert await _read_all(reader, 5) == b""  # aiohttp's idle close, re-armed after the hand-over
+        writer.close()
     finally:
         await runner.cleanup()
 
