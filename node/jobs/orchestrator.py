@@ -294,10 +294,9 @@ class Orchestrator:
         """Run the job's containers in order and commit how it ended. `after_ack`: started at the
         commit of a submission, whose request resumes in the same turn of the loop; one turn
         later, its acknowledgement has been written before the container call's request is. On
-        two cores the client that waits for it then runs before the container does (measured:
-        the submission's answer about 0.2 ms sooner for one client alone, docs/perf.md)."""
-        if after_ack:
-            await asyncio.sleep(0)
+        two cores the client that waits for it then runs before the container does (measured side
+        by side, one client alone polling: 2.22 -> 2.13 ms p50). The turn is inside the `try`: a
+        job cancelled in it (a kill right after the answer) ends failed like any other."""
         started = time.perf_counter()
         results: list[dict[str, Any]] = []
         last = len(job.containers) - 1
@@ -305,6 +304,8 @@ class Orchestrator:
         limit = asyncio.timeout(self._max_job_seconds)  # the whole chain's time (jobs.max_job_seconds)
         try:
             async with limit:
+                if after_ack:
+                    await asyncio.sleep(0)
                 for index, cid in enumerate(job.containers):
                     current = cid
                     body = {

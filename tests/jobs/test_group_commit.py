@@ -121,3 +121,19 @@ async def test_reads_beside_group_commits_never_make_a_write_find_the_database_l
     await asyncio.gather(reads(), reads(), group_commits(), writes())
     assert (await db.fetchone("SELECT x FROM t WHERE id = 2"))[0] == 1 + 200
     await db.close()
+
+
+async def test_a_job_cancelled_right_after_its_submission_was_answered_ends_failed_not_running(tmp_path):
+    """Its container call waits one turn of the loop after the commit (the acknowledgement goes
+    out first); a kill in that turn must still end the job, not leave it `running` with no task."""
+    db, store = await open_store(tmp_path)
+    orchestrator = Orchestrator({"echo": ContainerEndpoint("echo", "http://127.0.0.1:9")}, ContainerClient(), store)
+    job = await orchestrator.submit(["echo"], {}, client="c")
+    assert orchestrator.cancel(job.id, "killed by the operator")
+    for _ in range(100):
+        row = await db.fetchone("SELECT status, result FROM jobs WHERE id = ?", (job.id,))
+        if row[0] != "running":
+            break
+        await asyncio.sleep(0.02)
+    assert row[0] == "failed" and "killed by the operator" in row[1], tuple(row)
+    await db.close()
