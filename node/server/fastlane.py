@@ -364,11 +364,8 @@ class LaneProtocol(asyncio.Protocol):
         try:
             safejson.max_depth_var.set(lane.max_json_depth)
             client = lane.clients.resolve(self._peer, headers)
-            limiter = lane.limiter
-            if limiter.limit and (method, path) not in limiter.exempt:
-                wait = limiter.hit(client.ip, method, path)
-                if wait is not None:
-                    raise too_many_requests(wait)
+            if lane.limiter.limit and (wait := lane.limiter.hit(client.ip, method, path)) is not None:
+                raise too_many_requests(wait)  # hit() itself passes the routes the limit exempts
             query: MultiDict[str] = MultiDict()
             if query_b:
                 for pair in query_b.split(b"&"):
